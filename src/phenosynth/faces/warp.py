@@ -1,0 +1,80 @@
+"""Piecewise-affine (Delaunay) warping of a face image to new landmark positions, with the image border kept.
+
+The warp is computed backwards: every output pixel is located in the Delaunay triangulation of the *target* points
+(plus fixed anchors on the image border), its barycentric coordinates give the matching position in the source
+triangle, and OpenCV's ``remap`` samples the source there. Border anchors map to themselves, so the frame of the
+image does not move and pixels far from the face change smoothly.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from scipy.spatial import Delaunay
+
+
+def border_anchors(height: int, width: int, per_side: int = 4) -> np.ndarray:
+    """``(4 * per_side, 2)`` points (x, y) evenly spaced around the image border, corners included."""
+    xs = np.linspace(0, width - 1, per_side + 1)
+    ys = np.linspace(0, height - 1, per_side + 1)
+    top = np.stack([xs[:-1], np.zeros(per_side)], 1)
+    right = np.stack([np.full(per_side, width - 1.0), ys[:-1]], 1)
+    bottom = np.stack([xs[::-1][:-1], np.full(per_side, height - 1.0)], 1)
+    left = np.stack([np.zeros(per_side), ys[::-1][:-1]], 1)
+    return np.concatenate([top, right, bottom, left]).astype(np.float64)
+
+
+def warp_maps(src: np.ndarray, dst: np.ndarray, height: int, width: int) -> tuple[np.ndarray, np.ndarray]:
+    """Backward sampling maps ``(map_x, map_y)``, each ``(H, W)`` float32: output pixel (y, x) reads the source at
+    ``(map_y[y, x], map_x[y, x])``. ``src``/``dst`` are ``(K, 2)`` (x, y) points; border anchors are added."""
+    src = np.asarray(src, dtype=np.float64).reshape(-1, 2)
+    dst = np.asarray(dst, dtype=np.float64).reshape(-1, 2)
+    if src.shape != dst.shape:
+        raise ValueError(f"src and dst must have the same shape, got {src.shape} and {dst.shape}")
+    anchors = border_anchors(height, width)
+    # Points outside the frame would break the "border kept" promise; keep them but drop exact duplicates.
+    dst_all = np.concatenate([dst, anchors])
+    src_all = np.concatenate([src, anchors])
+    _, keep = np.unique(np.round(dst_all, 3), axis=0, return_index=True)
+    keep = np.sort(keep)
+    dst_all, src_all = dst_all[keep], src_all[keep]
+
+    tri = Delaunay(dst_all)
+    yy, xx = np.mgrid[0:height, 0:width]
+    pix = np.stack([xx.ravel(), yy.ravel()], 1).astype(np.float64)
+    simplex = tri.find_simplex(pix)
+    inside = simplex >= 0
+    s = simplex[inside]
+    # Barycentric coordinates from scipy's precomputed affine transforms.
+    T = tri.transform[s]  # (n, 3, 2): T[:, :2] inverse matrix, T[:, 2] offset
+    delta = pix[inside] - T[:, 2]
+    b01 = np.einsum("nij,nj->ni", T[:, :2], delta)
+    bary = np.concatenate([b01, 1.0 - b01.sum(1, keepdims=True)], 1)  # (n, 3)
+    verts = tri.simplices[s]  # (n, 3)
+    mapped = np.einsum("ni,nij->nj", bary, src_all[verts])
+    out = pix.copy()
+    out[inside] = mapped
+    map_x = out[:, 0].reshape(height, width).astype(np.float32)
+    map_y = out[:, 1].reshape(height, width).astype(np.float32)
+    return map_x, map_y
+
+
+def warp_to_landmarks(image: np.ndarray, src_points: np.ndarray, dst_points: np.ndarray) -> np.ndarray:
+    """Warp ``image`` so that the features at ``src_points`` move to ``dst_points``.
+
+    Args:
+        image: ``(H, W, 3)`` (or ``(H, W)``) uint8.
+        src_points: ``(K, 2)`` landmark positions (x, y) in ``image``.
+        dst_points: ``(K, 2)`` where those landmarks should end up.
+
+    Returns:
+        The warped image, same shape and dtype as ``image``. Pixels outside the landmarks' hull move smoothly
+        towards the fixed image border (anchors at the corners and along the edges).
+    """
+    import cv2
+
+    image = np.asarray(image)
+    if image.ndim not in (2, 3):
+        raise ValueError(f"image must be (H, W) or (H, W, C), got shape {image.shape}")
+    h, w = image.shape[:2]
+    map_x, map_y = warp_maps(src_points, dst_points, h, w)
+    return cv2.remap(image, map_x, map_y, interpolation=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT_101)
