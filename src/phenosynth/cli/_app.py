@@ -38,7 +38,7 @@ def command(*args: Any, **kwargs: Any) -> Callable[[Callable[..., Any]], Callabl
             try:
                 return fn(*a, **kw)
             except PhenosynthError as exc:
-                err_console.print(f"[bold red]Error:[/] {exc}", highlight=False)
+                err_console.print(f"[bold red]Error:[/] {exc}", highlight=False, soft_wrap=True)
                 raise typer.Exit(2) from None
 
         return app.command(*args, **kwargs)(wrapper)

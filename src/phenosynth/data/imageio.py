@@ -23,7 +23,11 @@ DEFAULT_MAX_PIXELS = 64_000_000
 
 
 class ImageDecodeError(Exception):
-    """A file that is not a usable image; ``str(exc)`` is the reason written to the ingest report."""
+    """A file that is not a usable image: ``reason`` is a short category, ``str(exc)`` the full explanation."""
+
+    def __init__(self, reason: str, detail: str) -> None:
+        super().__init__(detail)
+        self.reason = reason
 
 
 @dataclass(frozen=True)
@@ -63,26 +67,29 @@ def _to_rgb(img: Image.Image) -> Image.Image:
 
 
 def _open_checked(data: bytes, max_pixels: int) -> tuple[Image.Image, str]:
+    if Image.MAX_IMAGE_PIXELS is not None and max_pixels > Image.MAX_IMAGE_PIXELS:
+        Image.MAX_IMAGE_PIXELS = max_pixels  # PIL's own guard must not be stricter than the user's limit
     if not data:
-        raise ImageDecodeError("empty file (0 bytes)")
+        raise ImageDecodeError("empty-file", "empty file (0 bytes)")
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
             img = Image.open(io.BytesIO(data))
     except UnidentifiedImageError:
-        raise ImageDecodeError("not an image: format not recognised") from None
+        raise ImageDecodeError("not-an-image", "not an image: format not recognised") from None
     except Image.DecompressionBombError as exc:
-        raise ImageDecodeError(f"decompression bomb: {exc}") from None
+        raise ImageDecodeError("decompression-bomb", f"decompression bomb: {exc}") from None
     except Exception as exc:  # noqa: BLE001 - any decoder failure is a reason, not a crash
-        raise ImageDecodeError(f"not an image: {exc}") from None
+        raise ImageDecodeError("not-an-image", f"not an image: {exc}") from None
     width, height = img.size
     if width * height > max_pixels:
         raise ImageDecodeError(
+            "decompression-bomb",
             f"decompression bomb: {width}x{height} = {width * height:,} pixels exceeds the limit of "
             f"{max_pixels:,} (raise it with --max-pixels)"
         )
     if width == 0 or height == 0:
-        raise ImageDecodeError("not an image: zero width or height")
+        raise ImageDecodeError("not-an-image", "not an image: zero width or height")
     original_mode = img.mode
     try:
         with warnings.catch_warnings():
@@ -90,10 +97,11 @@ def _open_checked(data: bytes, max_pixels: int) -> tuple[Image.Image, str]:
             img.load()
     except OSError as exc:
         text = str(exc)
-        reason = "truncated image" if "truncated" in text.lower() or "broken data" in text.lower() else "corrupt image"
-        raise ImageDecodeError(f"{reason}: {text}") from None
+        truncated = "truncated" in text.lower() or "broken data" in text.lower()
+        reason = "truncated-image" if truncated else "corrupt-image"
+        raise ImageDecodeError(reason, f"{reason.replace('-', ' ')}: {text}") from None
     except Exception as exc:  # noqa: BLE001
-        raise ImageDecodeError(f"corrupt image: {exc}") from None
+        raise ImageDecodeError("corrupt-image", f"corrupt image: {exc}") from None
     return img, original_mode
 
 
@@ -113,7 +121,7 @@ def load_rgb(path: str | os.PathLike[str], *, max_pixels: int = DEFAULT_MAX_PIXE
     try:
         data = Path(path).read_bytes()
     except OSError as exc:
-        raise ImageDecodeError(f"cannot read file: {exc.strerror or exc}") from None
+        raise ImageDecodeError("unreadable", f"cannot read file: {exc.strerror or exc}") from None
     return decode_rgb_bytes(data, max_pixels=max_pixels)[0]
 
 

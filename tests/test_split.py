@@ -1,0 +1,157 @@
+"""Leakage-safe split on a 103-class few-shot set built in the test."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+from typer.testing import CliRunner
+
+from phenosynth.cli import app
+from phenosynth.data import Workspace
+from phenosynth.data.manifest import conform
+from phenosynth.data.split import (
+    PARENT_IN_TEST,
+    assign_folds,
+    assign_test,
+    leakage_problems,
+    near_duplicates,
+    split,
+)
+from phenosynth.errors import PhenosynthError
+
+runner = CliRunner()
+
+
+def few_shot_manifest(n_classes: int = 103, seed: int = 0) -> pd.DataFrame:
+    """Like RDFace: ~4.4 photos per class, 1-3 photos per subject, some single-photo classes."""
+    rng = np.random.default_rng(seed)
+    rows = []
+    for c in range(n_classes):
+        n_subjects = int(rng.choice([1, 2, 3, 4], p=[0.1, 0.3, 0.35, 0.25]))
+        for s in range(n_subjects):
+            for k in range(int(rng.integers(1, 3))):
+                iid = f"{c:03d}{s}{k}".ljust(64, "0")
+                rows.append({"image_id": iid, "path": f"/data/c{c}/s{s}_{k}.png", "label": f"cond{c:03d}",
+                             "subject_id": f"c{c}-s{s}", "source": "real",
+                             "phash": f"{rng.integers(0, 2**63):016x}"})
+    return conform(pd.DataFrame(rows))
+
+
+@pytest.fixture
+def ws(tmp_path) -> Workspace:
+    ws = Workspace.open(tmp_path / "ws", create=True)
+    ws.save_manifest(few_shot_manifest())
+    return ws
+
+
+def test_split_on_103_classes_meets_the_protocol(ws):
+    r = split(ws, test_size=0.25, folds=5, seed=42)
+    m = ws.load_manifest()
+    assert r.classes == 103
+    assert 0.20 <= r.test_fraction <= 0.30
+    train, test = m[m["split"] == "train"], m[m["split"] == "test"]
+    assert set(train["label"]) == set(m["label"])  # every class present in training
+    assert not set(train["subject_id"]) & set(test["subject_id"])  # no subject across splits
+    assert test["fold"].isna().all() and train["fold"].between(0, 4).all()
+    assert train.groupby("subject_id")["fold"].nunique().max() == 1  # a subject sits in one fold
+    singles = m.groupby("label")["subject_id"].nunique()
+    assert set(r.singleton_classes) == set(singles[singles == 1].index)
+    assert not set(r.singleton_classes) & set(test["label"])
+    assert leakage_problems(m) == []
+
+
+def test_split_is_deterministic_for_a_seed(ws, tmp_path):
+    split(ws, seed=42)
+    first = ws.load_manifest()[["image_id", "split", "fold"]]
+    split(ws, seed=42)
+    second = ws.load_manifest()[["image_id", "split", "fold"]]
+    pd.testing.assert_frame_equal(first, second)
+    split(ws, seed=7)
+    assert not ws.load_manifest()["split"].equals(first["split"])
+
+
+def test_split_does_not_depend_on_row_order(ws, tmp_path):
+    split(ws, seed=1)
+    a = ws.load_manifest().set_index("image_id")[["split", "fold"]].sort_index()
+    other = Workspace.open(tmp_path / "ws2", create=True)
+    other.save_manifest(few_shot_manifest().sample(frac=1.0, random_state=3))
+    split(other, seed=1)
+    b = other.load_manifest().set_index("image_id")[["split", "fold"]].sort_index()
+    pd.testing.assert_frame_equal(a, b)
+
+
+def test_synthetic_images_never_in_test_or_fold_and_children_of_test_are_flagged(ws):
+    m = ws.load_manifest()
+    real_ids = m["image_id"].tolist()
+    syn = conform(pd.DataFrame([
+        {"image_id": f"s{i}".ljust(64, "f"), "path": f"synthetic/r/{i}.png", "label": m.at[i, "label"],
+         "subject_id": f"syn{i}", "source": "synthetic", "generator": "shape-warp", "parents": [real_ids[i]]}
+        for i in range(len(m))
+    ]))
+    ws.save_manifest(pd.concat([m, syn], ignore_index=True))
+    r = split(ws, seed=42)
+    out = ws.load_manifest()
+    s = out[out["source"] == "synthetic"]
+    assert (s["split"] == "train").all() and s["fold"].isna().all()
+    test_ids = set(out.loc[out["split"].eq("test") & out["source"].eq("real"), "image_id"])
+    flagged = s[s["exclude_reason"] == PARENT_IN_TEST]
+    assert len(flagged) == len(test_ids) == len(r.flagged_synthetic)
+    assert all(p[0] in test_ids for p in flagged["parents"])
+    report = pd.read_csv(ws.split_report_path)
+    assert (report["kind"] == "synthetic-parent-in-test").sum() == len(test_ids)
+    # a re-split with another seed un-flags children whose parent went back to training
+    split(ws, seed=3)
+    again = ws.load_manifest()
+    test_ids = set(again.loc[again["split"].eq("test") & again["source"].eq("real"), "image_id"])
+    now = again[(again["source"] == "synthetic") & (again["exclude_reason"] == PARENT_IN_TEST)]
+    assert {p[0] for p in now["parents"]} == test_ids
+
+
+def test_near_duplicates_across_train_and_test_are_reported(ws):
+    m = ws.load_manifest()
+    r0 = split(ws, seed=42)
+    assert r0.near_duplicates == 0
+    m = ws.load_manifest()
+    t = m.index[m["split"] == "test"][0]
+    tr = m.index[m["split"] == "train"][0]
+    h = int(m.at[tr, "phash"], 16) ^ 0b101  # two bits away
+    m.loc[t, "phash"] = f"{h:016x}"
+    ws.save_manifest(m)
+    r = split(ws, seed=42)
+    assert r.near_duplicates == 1
+    rep = pd.read_csv(ws.split_report_path, dtype=str)
+    row = rep[rep["kind"] == "near-duplicate"].iloc[0]
+    assert {row["image_id"], row["other_image_id"]} == {m.at[t, "image_id"], m.at[tr, "image_id"]}
+
+
+def test_assign_test_keeps_single_subject_classes_in_training():
+    labels = np.array(["a", "a", "a", "b", "b", "c", "c", "c", "c"])
+    groups = np.array(["a1", "a1", "a1", "b1", "b2", "c1", "c2", "c3", "c4"])
+    for seed in range(20):
+        test = assign_test(labels, groups, test_size=0.25, seed=seed)
+        assert not test[:3].any()  # class a: one subject
+        for lab in "bc":
+            assert (~test[labels == lab]).any()
+
+
+def test_assign_folds_refuses_more_folds_than_subjects():
+    with pytest.raises(PhenosynthError, match="Use fewer --folds"):
+        assign_folds(np.array(["a", "b"]), np.array(["s1", "s2"]), folds=5, seed=0)
+
+
+def test_near_duplicates_distance():
+    t = pd.Series(["ffff000000000000"], index=["t1"])
+    r = pd.Series(["ffff000000000003", "0000ffffffffffff"], index=["r1", "r2"])
+    assert near_duplicates(t, r, max_distance=4) == [("t1", "r1", 2)]
+
+
+def test_split_cli_prints_summary(ws):
+    res = runner.invoke(app, ["split", "-w", str(ws.root), "--seed", "42"])
+    assert res.exit_code == 0, res.output
+    assert "103" in res.output and "have no test image" in res.output
+
+
+def test_split_rejects_bad_options(ws):
+    res = runner.invoke(app, ["split", "-w", str(ws.root), "--test-size", "1.5"])
+    assert res.exit_code == 2 and "--test-size must be between 0 and 1" in res.output
