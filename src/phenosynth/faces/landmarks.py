@@ -54,11 +54,11 @@ def five_from_dlib5(points: np.ndarray) -> np.ndarray:
     seen in the image: 0-1 are on the image's right) -> ``(5, 2)`` RetinaFace order.
 
     dlib's 5-point model has no mouth points: the mouth corners are placed by fitting the canonical template to the
-    two eye centres and the nose by a similarity transform (an estimate, flagged in the docs of ``dlib5``).
+    two eye centres by a similarity transform (an estimate, flagged in the docs of ``dlib5``).
     """
     p = np.asarray(points, dtype=np.float64).reshape(5, 2)
     known = np.stack([p[2:4].mean(0), p[0:2].mean(0), p[4]])
-    A = similarity_fit(ARCFACE_TEMPLATE_112[:3], known)
+    A = similarity_fit(ARCFACE_TEMPLATE_112[:2], known[:2])
     mouth = apply_similarity(A, ARCFACE_TEMPLATE_112[3:])
     return np.concatenate([known, mouth])
 

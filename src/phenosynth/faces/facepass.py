@@ -1,0 +1,357 @@
+"""The face pass: detect the face and its landmarks in every manifest image and keep them in ``faces.parquet``.
+
+One row per (image_id, detector, landmarker) — see docs/ARCHITECTURE.md. Only images without a row for the current
+settings are computed, on every core (each worker process loads the models once). A face that is not found at first
+is looked for again with more upsampling, then on the image padded by 50 % (RDFace's recipe, 25 % on each side)
+before the image is marked ``no-face``. When several faces are found the largest is kept (``ok-largest-of-N``).
+Images without a face stay in the manifest; :func:`load_faces` leaves them out and :func:`face_exclusions` says why.
+"""
+
+from __future__ import annotations
+
+import logging
+import multiprocessing as mp
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from phenosynth.data.workspace import Workspace, atomic_write
+from phenosynth.errors import WorkspaceError
+from phenosynth.faces.detectors import (
+    DEFAULT_DETECTOR,
+    DEFAULT_LANDMARKER,
+    DETECTORS,
+    LANDMARKERS,
+    Detection,
+    Detector,
+    Landmarker,
+    create_detector,
+    create_landmarker,
+)
+from phenosynth.progress import ProgressCallback, report
+
+log = logging.getLogger(__name__)
+
+FACES_COLUMNS: list[str] = [
+    "image_id", "detector", "landmarker", "status", "n_faces", "score",
+    "box_x0", "box_y0", "box_x1", "box_y1", "landmarks", "landmarks5", "attempt",
+]  # fmt: skip
+
+#: Images whose long side is larger than this are shrunk for detection (landmarks use the full image).
+DETECT_MAX_SIDE = 1024
+#: Padding of the last retry, as a fraction of the image size (split over both sides).
+PAD_FRACTION = 0.5
+
+
+def is_ok(status: object) -> bool:
+    return isinstance(status, str) and (status == "ok" or status.startswith("ok-largest-of-"))
+
+
+@dataclass(frozen=True)
+class FaceResult:
+    """What the face pass found in one image."""
+
+    status: str
+    n_faces: int = 0
+    score: float = float("nan")
+    box: np.ndarray | None = None  # (4,) x0, y0, x1, y1
+    landmarks: np.ndarray | None = None  # (K, 2)
+    landmarks5: np.ndarray | None = None  # (5, 2) RetinaFace order
+    attempt: str | None = None
+
+
+def _shrink(image: np.ndarray, max_side: int) -> tuple[np.ndarray, float]:
+    h, w = image.shape[:2]
+    if max(h, w) <= max_side:
+        return image, 1.0
+    import cv2
+
+    s = max_side / max(h, w)
+    return cv2.resize(image, (max(1, round(w * s)), max(1, round(h * s))), interpolation=cv2.INTER_AREA), s
+
+
+def _attempts(image: np.ndarray, detector: Detector, upsample: int) -> tuple[list[Detection], str | None]:
+    """Detect with retries; boxes are returned in ``image`` coordinates."""
+    small, s = _shrink(image, DETECT_MAX_SIDE)
+    h, w = small.shape[:2]
+    plans: list[tuple[str, int, int]] = [(f"upsample={upsample}", upsample, 0)]
+    if max(h, w) * 2 ** (upsample + 1) <= 2 * DETECT_MAX_SIDE:
+        plans.append((f"upsample={upsample + 1}", upsample + 1, 0))
+    pad = int(round(PAD_FRACTION / 2 * max(h, w)))
+    plans.append((f"pad{int(PAD_FRACTION * 100)}+upsample={upsample}", upsample, pad))
+    for label, up, p in plans:
+        img = small if p == 0 else np.pad(small, ((p, p), (p, p), (0, 0)), mode="constant")
+        dets = detector.detect(img, up)
+        if dets:
+            out = []
+            for d in dets:
+                box = (d.box - p) / s
+                lm5 = None if d.landmarks5 is None else (d.landmarks5 - p) / s
+                out.append(Detection(box, d.score, lm5))
+            return out, label
+    return [], None
+
+
+def analyse_image(image: np.ndarray, detector: Detector, landmarker: Landmarker, *, upsample: int = 1) -> FaceResult:
+    """Find the (largest) face in ``image`` ``(H, W, 3)`` uint8 RGB and its landmarks."""
+    dets, attempt = _attempts(image, detector, upsample)
+    if not dets:
+        return FaceResult(status="no-face")
+    best = max(dets, key=lambda d: d.area)
+    h, w = image.shape[:2]
+    box = best.box.copy()
+    box[[0, 2]] = np.clip(box[[0, 2]], 0, w)
+    box[[1, 3]] = np.clip(box[[1, 3]], 0, h)
+    clipped = Detection(box, best.score, best.landmarks5)
+    # The landmarker works from the detector's own box (dlib's predictors were trained on unclipped boxes).
+    lm = landmarker(image, best)
+    status = "ok" if len(dets) == 1 else f"ok-largest-of-{len(dets)}"
+    return FaceResult(
+        status=status,
+        n_faces=len(dets),
+        score=float(best.score),
+        box=clipped.box,
+        landmarks=np.asarray(lm, dtype=np.float64),
+        landmarks5=np.asarray(landmarker.five(lm), dtype=np.float64),
+        attempt=attempt,
+    )
+
+
+# --- worker processes ----------------------------------------------------------------------------------------------
+_MODELS: dict[tuple[str, str], tuple[Detector, Landmarker]] = {}
+
+
+def _models(detector: str, landmarker: str) -> tuple[Detector, Landmarker]:
+    key = (detector, landmarker)
+    if key not in _MODELS:
+        _MODELS[key] = (create_detector(detector), create_landmarker(landmarker))
+    return _MODELS[key]
+
+
+def _init_worker(detector: str, landmarker: str) -> None:
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    _models(detector, landmarker)
+
+
+def _row(image_id: str, detector: str, landmarker: str, r: FaceResult) -> dict[str, Any]:
+    box = r.box if r.box is not None else [np.nan] * 4
+    return {
+        "image_id": image_id,
+        "detector": detector,
+        "landmarker": landmarker,
+        "status": r.status,
+        "n_faces": int(r.n_faces),
+        "score": float(r.score),
+        "box_x0": float(box[0]),
+        "box_y0": float(box[1]),
+        "box_x1": float(box[2]),
+        "box_y1": float(box[3]),
+        "landmarks": None if r.landmarks is None else r.landmarks.ravel().tolist(),
+        "landmarks5": None if r.landmarks5 is None else r.landmarks5.ravel().tolist(),
+        "attempt": r.attempt,
+    }
+
+
+def _process(task: tuple[str, str, str, str, int]) -> dict[str, Any]:
+    from phenosynth.data.imageio import load_rgb
+
+    image_id, path, detector, landmarker, upsample = task
+    try:
+        det, lmk = _models(detector, landmarker)
+        result = analyse_image(load_rgb(path), det, lmk, upsample=upsample)
+    except Exception as exc:  # noqa: BLE001 - one bad image must not stop the pass; its row says why
+        log.warning("face pass failed on %s: %s", path, exc)
+        result = FaceResult(status=f"error: {' '.join(str(exc).split())[:200] or type(exc).__name__}")
+    return _row(image_id, detector, landmarker, result)
+
+
+# --- the pass ------------------------------------------------------------------------------------------------------
+@dataclass
+class FacePassSummary:
+    """What :func:`run_face_pass` did. ``by_status`` counts every manifest image under these settings."""
+
+    detector: str
+    landmarker: str
+    images: int
+    computed: int
+    cached: int
+    by_status: dict[str, int] = field(default_factory=dict)
+    seconds: float = 0.0
+    workers: int = 1
+    faces_path: Path | None = None
+
+    @property
+    def found(self) -> int:
+        return sum(n for s, n in self.by_status.items() if is_ok(s))
+
+
+def _read_faces(path: Path) -> pd.DataFrame:
+    if not path.exists():
+        return pd.DataFrame({c: pd.Series(dtype=object) for c in FACES_COLUMNS})
+    return pd.read_parquet(path)
+
+
+def _write_faces(path: Path, df: pd.DataFrame) -> None:
+    df = df.reset_index(drop=True)
+    atomic_write(path, lambda p: df.to_parquet(p, index=False))
+
+
+def status_group(status: str) -> str:
+    """``ok-largest-of-3`` -> ``ok-largest-of-N``; ``error: ...`` -> ``error``; others unchanged (for summaries)."""
+    if status.startswith("ok-largest-of-"):
+        return "ok-largest-of-N"
+    if status.startswith("error"):
+        return "error"
+    return status
+
+
+def run_face_pass(
+    ws: Workspace,
+    *,
+    detector: str = DEFAULT_DETECTOR,
+    landmarker: str = DEFAULT_LANDMARKER,
+    upsample: int = 1,
+    workers: int | None = None,
+    on_progress: ProgressCallback | None = None,
+    checkpoint_every: int = 500,
+) -> FacePassSummary:
+    """Run the face pass over every manifest image not yet processed with these settings; update ``faces.parquet``.
+
+    Args:
+        ws: the workspace (needs a manifest).
+        detector / landmarker: registry names (``list_detectors()``, ``list_landmarkers()``).
+        upsample: first-attempt upsampling of the detector (a retry uses one more).
+        workers: processes (default: every core; small jobs run in this process).
+        on_progress: ``(done, total)`` callback.
+    """
+    t0 = time.perf_counter()
+    DETECTORS.get(detector)  # unknown names fail here, before any work
+    LANDMARKERS.get(landmarker)
+    manifest = ws.load_manifest()
+    if manifest.empty:
+        raise WorkspaceError(f"Workspace {ws.root} has no images. Run first: phenosynth ingest SRC -w {ws.root}")
+    faces = _read_faces(ws.faces_path)
+    mine = (faces["detector"] == detector) & (faces["landmarker"] == landmarker)
+    done_ids = set(faces.loc[mine, "image_id"])
+    todo = manifest[~manifest["image_id"].isin(done_ids)]
+    tasks = [(str(i), str(ws.resolve(p)), detector, landmarker, upsample) for i, p in zip(todo["image_id"], todo["path"])]
+    total = len(tasks)
+    n_workers = max(1, min(workers or os.cpu_count() or 1, total)) if total else 1
+    if total < 4:
+        n_workers = 1
+    log.info("face pass: %d images to compute, %d cached, %d worker(s)", total, len(manifest) - total, n_workers)
+    report(on_progress, 0, total)
+
+    new_rows: list[dict[str, Any]] = []
+
+    def checkpoint() -> pd.DataFrame:
+        new = pd.DataFrame(new_rows, columns=FACES_COLUMNS)
+        merged = pd.concat([faces, new], ignore_index=True) if len(faces) else new
+        _write_faces(ws.faces_path, merged)
+        return merged
+
+    if total:
+        if n_workers == 1:
+            _models(detector, landmarker)
+            results = map(_process, tasks)
+            pool = None
+        else:
+            ctx = mp.get_context("fork" if "fork" in mp.get_all_start_methods() else "spawn")
+            pool = ctx.Pool(n_workers, initializer=_init_worker, initargs=(detector, landmarker))
+            chunk = max(1, min(8, total // (n_workers * 8)))
+            results = pool.imap_unordered(_process, tasks, chunksize=chunk)
+        try:
+            for row in results:
+                new_rows.append(row)
+                report(on_progress, len(new_rows), total)
+                if checkpoint_every and len(new_rows) % checkpoint_every == 0 and len(new_rows) < total:
+                    checkpoint()
+        finally:
+            if pool is not None:
+                pool.close()
+                pool.join()
+        merged = checkpoint()
+    else:
+        merged = faces
+    mine = merged[(merged["detector"] == detector) & (merged["landmarker"] == landmarker)]
+    mine = mine[mine["image_id"].isin(manifest["image_id"])]
+    counts = mine["status"].map(status_group).value_counts().sort_index()
+    return FacePassSummary(
+        detector=detector,
+        landmarker=landmarker,
+        images=len(manifest),
+        computed=total,
+        cached=len(manifest) - total,
+        by_status={str(k): int(v) for k, v in counts.items()},
+        seconds=time.perf_counter() - t0,
+        workers=n_workers,
+        faces_path=ws.faces_path,
+    )
+
+
+def _pick_settings(faces: pd.DataFrame, detector: str | None, landmarker: str | None) -> tuple[str, str]:
+    """``None`` means: the only value present, else the default."""
+    if detector is None:
+        present = faces["detector"].dropna().unique()
+        detector = str(present[0]) if len(present) == 1 else DEFAULT_DETECTOR
+    if landmarker is None:
+        present = faces.loc[faces["detector"] == detector, "landmarker"].dropna().unique()
+        landmarker = str(present[0]) if len(present) == 1 else DEFAULT_LANDMARKER
+    return detector, landmarker
+
+
+def resolve_face_settings(ws: Workspace, detector: str | None = None, landmarker: str | None = None) -> tuple[str, str]:
+    """The (detector, landmarker) that ``None`` stands for: the only setting in ``faces.parquet``, else the defaults."""
+    if not ws.faces_path.exists():
+        raise WorkspaceError(f"Workspace {ws.root} has no faces.parquet yet. Run first: phenosynth faces -w {ws.root}")
+    return _pick_settings(pd.read_parquet(ws.faces_path, columns=["detector", "landmarker"]), detector, landmarker)
+
+
+def load_faces(
+    ws: Workspace, detector: str | None = None, landmarker: str | None = None, *, ok_only: bool = True
+) -> pd.DataFrame:
+    """``faces.parquet`` rows for one setting, indexed by ``image_id``; ``landmarks`` ``(K, 2)`` and ``landmarks5``
+    ``(5, 2)`` as float arrays. Only rows with an ``ok`` status unless ``ok_only=False``.
+
+    ``detector``/``landmarker`` ``None``: the only setting present, else the defaults.
+    """
+    if not ws.faces_path.exists():
+        raise WorkspaceError(f"Workspace {ws.root} has no faces.parquet yet. Run first: phenosynth faces -w {ws.root}")
+    faces = pd.read_parquet(ws.faces_path)
+    detector, landmarker = _pick_settings(faces, detector, landmarker)
+    df = faces[(faces["detector"] == detector) & (faces["landmarker"] == landmarker)].copy()
+    if ok_only:
+        df = df[df["status"].map(is_ok)]
+    df["landmarks"] = [None if v is None else np.asarray(v, dtype=np.float64).reshape(-1, 2) for v in df["landmarks"]]
+    df["landmarks5"] = [None if v is None else np.asarray(v, dtype=np.float64).reshape(5, 2) for v in df["landmarks5"]]
+    return df.drop_duplicates("image_id", keep="last").set_index("image_id")
+
+
+def face_boxes(faces: pd.DataFrame) -> np.ndarray:
+    """``(N, 4)`` boxes (x0, y0, x1, y1) of a :func:`load_faces` frame."""
+    return faces[["box_x0", "box_y0", "box_x1", "box_y1"]].to_numpy(dtype=np.float64)
+
+
+def face_landmarks(faces: pd.DataFrame, *, five: bool = False) -> np.ndarray:
+    """``(N, K, 2)`` landmarks (``five=True``: the RetinaFace-order 5 points) of a :func:`load_faces` frame."""
+    col = "landmarks5" if five else "landmarks"
+    return np.stack(list(faces[col])) if len(faces) else np.zeros((0, 5 if five else 68, 2))
+
+
+def face_exclusions(ws: Workspace, detector: str | None = None, landmarker: str | None = None) -> pd.Series:
+    """image_id -> reason (``no-face`` / ``error: ...`` / ``not processed by the face pass``) for every manifest
+    image that downstream stages must skip for want of a face."""
+    manifest = ws.load_manifest()
+    faces = load_faces(ws, detector, landmarker, ok_only=False)
+    status = faces["status"].reindex(manifest["image_id"].astype(str))
+    reasons = {
+        str(i): ("not processed by the face pass" if pd.isna(st) else str(st))
+        for i, st in status.items()
+        if pd.isna(st) or not is_ok(st)
+    }
+    return pd.Series(reasons, dtype="string", name="reason")
