@@ -256,8 +256,8 @@ def run_face_pass(
         return merged
 
     if total:
+        _models(detector, landmarker)  # loaded once here; forked workers inherit them
         if n_workers == 1:
-            _models(detector, landmarker)
             results = map(_process, tasks)
             pool = None
         else:
