@@ -1,0 +1,509 @@
+"""The study's report, rebuilt from ``results.csv`` alone (plus the workspace for context when it is there):
+Table 1 (``table.md``, ``table.csv``, ``table.tex``), Figure 1 (``figure_top1.png`` and one per k) and
+``report.html`` with the dataset, face-pass and selection statistics and warnings.
+
+The table functions are pure (a results frame in, a frame/str out); :func:`build_report` does the I/O.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import logging
+import math
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from string import Template
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import yaml
+
+from phenosynth.data.workspace import atomic_write
+from phenosynth.errors import PhenosynthError
+
+log = logging.getLogger(__name__)
+
+KS: tuple[int, ...] = (1, 5, 10, 30)
+METRICS: tuple[str, ...] = tuple(f"top{k}" for k in KS)
+REGIME_RANK = {"real": 0, "synthetic": 1, "mixed": 2}
+TEMPLATE = Path(__file__).parent / "templates" / "report.html"
+
+#: How the paper names the backbones in its table; other names are shown as they are.
+DISPLAY_NAMES = {
+    "resnet152": "ResNet152",
+    "densenet169": "DenseNet169",
+    "vgg16": "VGG16",
+    "swin_t": "Swin-T",
+    "clip_vit_b32": "CLIP ViT-B/32",
+    "facenet": "FaceNet",
+    "mobilenet_v2": "MobileNetV2",
+    "dlib_resnet128": "dlib ResNet-128",
+    "shape68": "Shape-68 (landmarks)",
+}
+
+
+class ReportError(PhenosynthError):
+    """The run folder has no usable results.csv."""
+
+
+def display_name(backbone: str) -> str:
+    return DISPLAY_NAMES.get(backbone, backbone)
+
+
+def format_n(n: int) -> str:
+    """>>> format_n(2000), format_n(2500), format_n(400)
+    ('2k', '2.5k', '400')
+    """
+    n = int(n)
+    if n >= 1000:
+        return f"{n / 1000:g}k"
+    return str(n)
+
+
+def setting_label(regime: str, n: int) -> str:
+    """The row label of a regime in Table 1.
+
+    >>> setting_label("real", 0), setting_label("synthetic", 2000), setting_label("mixed", 10000)
+    ('Real', 'Synthetic 2k', 'Real + synthetic 10k')
+    """
+    if regime == "real":
+        return "Real"
+    if regime == "synthetic":
+        return f"Synthetic {format_n(n)}"
+    return f"Real + synthetic {format_n(n)}"
+
+
+def summarize_results(results: pd.DataFrame) -> pd.DataFrame:
+    """Mean and SD (ddof=1) of each metric per backbone x regime x n, in table order.
+
+    Returns one row per configuration: ``backbone, regime, n_synthetic, setting, runs, top1_mean, top1_sd, ...,
+    best_top1, ...`` where ``best_topK`` marks the best synthetic-only mean of its backbone (ties all marked).
+    Metrics in ``results`` are fractions in [0, 1].
+    """
+    metrics = [m for m in (*METRICS, "macro_f1") if m in results.columns]
+    order = list(dict.fromkeys(results["backbone"]))  # backbones in the order the study ran them
+    rows = []
+    for (backbone, regime, n), grp in results.groupby(["backbone", "regime", "n_synthetic"], sort=False):
+        row: dict[str, Any] = {"backbone": backbone, "regime": regime, "n_synthetic": int(n),
+                               "setting": setting_label(regime, n), "runs": int(len(grp))}
+        for m in metrics:
+            vals = pd.to_numeric(grp[m], errors="coerce").dropna().to_numpy(dtype=float)
+            row[f"{m}_mean"] = float(vals.mean()) if len(vals) else math.nan
+            row[f"{m}_sd"] = float(vals.std(ddof=1)) if len(vals) > 1 else math.nan
+        rows.append(row)
+    table = pd.DataFrame(rows)
+    if table.empty:
+        return table
+    table["_b"] = table["backbone"].map(order.index)
+    table["_r"] = table["regime"].map(REGIME_RANK).fillna(9)
+    table = table.sort_values(["_b", "_r", "n_synthetic"], kind="stable").drop(columns=["_b", "_r"])
+    for m in METRICS:
+        if f"{m}_mean" not in table.columns:
+            continue
+        syn = table[table["regime"] == "synthetic"]
+        best = syn.groupby("backbone")[f"{m}_mean"].transform("max")
+        table[f"best_{m}"] = False
+        table.loc[syn.index, f"best_{m}"] = np.isclose(syn[f"{m}_mean"], best, rtol=0, atol=1e-12)
+    return table.reset_index(drop=True)
+
+
+def format_mean_sd(mean: float, sd: float) -> str:
+    """Percent with one decimal: ``0.3512, 0.0309 -> '35.1 (3.1)'``; a single run has no SD.
+
+    >>> format_mean_sd(0.3512, 0.0309), format_mean_sd(0.5, float("nan"))
+    ('35.1 (3.1)', '50.0')
+    """
+    if math.isnan(mean):
+        return "–"
+    if math.isnan(sd):
+        return f"{100 * mean:.1f}"
+    return f"{100 * mean:.1f} ({100 * sd:.1f})"
+
+
+def _metric_columns(summary: pd.DataFrame) -> list[str]:
+    return [m for m in METRICS if f"{m}_mean" in summary.columns]
+
+
+def _header(m: str) -> str:
+    return f"Top-{m[3:]}"
+
+
+def table_layout(summary: pd.DataFrame) -> pd.DataFrame:
+    """The paper's Table 1 as strings: Backbone, Training data, Top-1, Top-5, Top-10, Top-30 ("mean (SD)")."""
+    out = pd.DataFrame({"Backbone": summary["backbone"].map(display_name), "Training data": summary["setting"]})
+    for m in _metric_columns(summary):
+        out[_header(m)] = [format_mean_sd(a, b) for a, b in zip(summary[f"{m}_mean"], summary[f"{m}_sd"])]
+    return out
+
+
+def table_markdown(summary: pd.DataFrame) -> str:
+    """Markdown table; the backbone name on its first row only; best synthetic-only results in ``**bold**``."""
+    layout = table_layout(summary)
+    metrics = _metric_columns(summary)
+    cols = list(layout.columns)
+    lines = ["| " + " | ".join(cols) + " |", "|" + "|".join(["---", "---"] + ["---:"] * len(metrics)) + "|"]
+    prev = None
+    for i, row in layout.iterrows():
+        cells = [row["Backbone"] if row["Backbone"] != prev else "", row["Training data"]]
+        prev = row["Backbone"]
+        for m in metrics:
+            v = row[_header(m)]
+            cells.append(f"**{v}**" if summary.at[i, f"best_{m}"] else v)
+        lines.append("| " + " | ".join(cells) + " |")
+    n_runs = sorted(set(summary["runs"]))
+    runs = str(n_runs[0]) if len(n_runs) == 1 else f"{n_runs[0]}–{n_runs[-1]}"
+    lines.append("")
+    lines.append(f"Top-k accuracy (%) on the held-out real test set, mean (SD) over {runs} runs (folds x seeds). "
+                 "Bold: best synthetic-only result per backbone.")
+    return "\n".join(lines) + "\n"
+
+
+def _tex_escape(text: str) -> str:
+    """>>> _tex_escape("swin_t & 50%")
+    'swin\\\\_t \\\\& 50\\\\%'
+    """
+    text = text.replace("\\", r"\textbackslash ")
+    for a, b in (("&", r"\&"), ("%", r"\%"), ("_", r"\_"), ("#", r"\#"), ("$", r"\$")):
+        text = text.replace(a, b)
+    return text
+
+
+def table_latex(summary: pd.DataFrame, *, caption: str | None = None, label: str = "tab:topk") -> str:
+    """A booktabs + multirow table in the paper's layout; best synthetic-only results in ``\\textbf``."""
+    layout = table_layout(summary)
+    metrics = _metric_columns(summary)
+    caption = caption or ("Top-$k$ accuracy (\\%) on the held-out real test set, mean (SD) over folds. "
+                          "Bold: best synthetic-only result per backbone.")
+    out = [
+        "% requires \\usepackage{booktabs} and \\usepackage{multirow}",
+        "\\begin{table}[t]",
+        "\\centering",
+        f"\\caption{{{caption}}}",
+        f"\\label{{{label}}}",
+        "\\begin{tabular}{ll" + "c" * len(metrics) + "}",
+        "\\toprule",
+        "Backbone & Training data & " + " & ".join(_header(m) for m in metrics) + " \\\\",
+        "\\midrule",
+    ]
+    groups = list(dict.fromkeys(layout["Backbone"]))
+    for g_i, name in enumerate(groups):
+        idx = layout.index[layout["Backbone"] == name]
+        for j, i in enumerate(idx):
+            first = f"\\multirow{{{len(idx)}}}{{*}}{{{_tex_escape(name)}}}" if j == 0 else ""
+            cells = [first, _tex_escape(layout.at[i, "Training data"])]
+            for m in metrics:
+                v = layout.at[i, _header(m)]
+                cells.append(f"\\textbf{{{v}}}" if summary.at[i, f"best_{m}"] else v)
+            out.append(" & ".join(cells) + " \\\\")
+        if g_i < len(groups) - 1:
+            out.append("\\midrule")
+    out += ["\\bottomrule", "\\end{tabular}", "\\end{table}"]
+    return "\n".join(out) + "\n"
+
+
+def table_csv_frame(summary: pd.DataFrame) -> pd.DataFrame:
+    """The layout strings plus the numbers behind them (fractions, not %)."""
+    layout = table_layout(summary)
+    layout.insert(2, "n_synthetic", summary["n_synthetic"])
+    layout.insert(3, "runs", summary["runs"])
+    layout.insert(0, "backbone_id", summary["backbone"])
+    num = summary[[c for c in summary.columns if c.endswith(("_mean", "_sd")) or c.startswith("best_")]]
+    return pd.concat([layout, num], axis=1)
+
+
+def table_html(summary: pd.DataFrame) -> str:
+    layout = table_layout(summary)
+    metrics = _metric_columns(summary)
+    parts = ["<table>", "<tr>" + "".join(f"<th>{html.escape(c)}</th>" for c in layout.columns) + "</tr>"]
+    prev = None
+    for i, row in layout.iterrows():
+        new = row["Backbone"] != prev
+        cells = [f"<td>{html.escape(row['Backbone']) if new else ''}</td>",
+                 f"<td>{html.escape(row['Training data'])}</td>"]
+        prev = row["Backbone"]
+        for m in metrics:
+            v = html.escape(row[_header(m)])
+            cells.append(f'<td class="num">{"<b>" + v + "</b>" if summary.at[i, f"best_{m}"] else v}</td>')
+        tr = '<tr class="group">' if new and i else "<tr>"
+        parts.append(tr + "".join(cells) + "</tr>")
+    parts.append("</table>")
+    return "\n".join(parts)
+
+
+# --- figures ---------------------------------------------------------------------------------------------------------
+def plot_topk(summary: pd.DataFrame, metric: str, path: Path) -> Path:
+    """Top-k against n per backbone: synthetic-only as solid lines with SD error bars, the real-only result as a
+    dashed horizontal line in the same colour, real + synthetic as a diamond at its n."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib.lines import Line2D
+
+    fig, ax = plt.subplots(figsize=(7.5, 4.8), dpi=120)
+    colours = plt.get_cmap("tab10").colors
+    ns = sorted(set(summary.loc[summary["regime"] != "real", "n_synthetic"]))
+    handles = []
+    for i, backbone in enumerate(dict.fromkeys(summary["backbone"])):
+        colour = colours[i % len(colours)]
+        rows = summary[summary["backbone"] == backbone]
+        syn = rows[rows["regime"] == "synthetic"].sort_values("n_synthetic")
+        if not syn.empty:
+            ax.errorbar(syn["n_synthetic"], 100 * syn[f"{metric}_mean"], yerr=100 * syn[f"{metric}_sd"].fillna(0),
+                        color=colour, marker="o", ms=5, lw=1.8, capsize=3)
+        real = rows[rows["regime"] == "real"]
+        if not real.empty:
+            ax.axhline(100 * real[f"{metric}_mean"].iloc[0], color=colour, ls="--", lw=1.3, alpha=0.9)
+        mixed = rows[rows["regime"] == "mixed"]
+        if not mixed.empty:
+            ax.errorbar(mixed["n_synthetic"], 100 * mixed[f"{metric}_mean"],
+                        yerr=100 * mixed[f"{metric}_sd"].fillna(0), color=colour, marker="D", ms=8, mfc="white",
+                        mew=2, ls="none", capsize=3)
+        handles.append(Line2D([], [], color=colour, marker="o", lw=1.8, label=display_name(backbone)))
+    style = [
+        Line2D([], [], color="0.3", marker="o", lw=1.8, label="synthetic only"),
+        Line2D([], [], color="0.3", ls="--", lw=1.3, label="real only"),
+        Line2D([], [], color="0.3", marker="D", mfc="white", mew=2, ls="none", label="real + synthetic"),
+    ]
+    if ns:
+        ax.set_xticks(ns)
+        ax.set_xticklabels([format_n(n) for n in ns])
+        pad = (max(ns) - min(ns)) * 0.06 or max(ns) * 0.1
+        ax.set_xlim(min(ns) - pad, max(ns) + pad)
+    ax.set_xlabel("number of synthetic training images (n)")
+    ax.set_ylabel(f"{_header(metric)} accuracy (%)")
+    ax.set_title(f"{_header(metric)} accuracy on the held-out real test set (mean ± SD over folds)")
+    ax.grid(alpha=0.3)
+    first = ax.legend(handles=handles, loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=9, title="backbone")
+    ax.add_artist(first)
+    ax.legend(handles=style, loc="lower left", bbox_to_anchor=(1.01, 0.0), fontsize=9)
+    fig.tight_layout()
+    atomic_write(path, lambda p: fig.savefig(p, format="png"))
+    plt.close(fig)
+    return path
+
+
+# --- context from the workspace --------------------------------------------------------------------------------------
+def _kv_table(items: dict[str, Any]) -> str:
+    rows = "".join(f"<tr><td>{html.escape(str(k))}</td><td>{html.escape(str(v))}</td></tr>" for k, v in items.items())
+    return f'<table class="kv">{rows}</table>'
+
+
+def _frame_html(df: pd.DataFrame) -> str:
+    return df.to_html(index=False, border=0, classes="frame", na_rep="–")
+
+
+def dataset_context(ws_root: Path | None) -> dict[str, Any]:
+    """Manifest summary, face-pass and selection statistics from the workspace (empty where absent)."""
+    ctx: dict[str, Any] = {"summary": None, "faces": None, "synthetic": None, "flagged": {}, "n_classes": None}
+    if ws_root is None or not (ws_root / "manifest.parquet").exists():
+        return ctx
+    from phenosynth.data import manifest as mf
+    from phenosynth.data.workspace import Workspace
+
+    ws = Workspace(ws_root)
+    df = ws.load_manifest()
+    ctx["summary"] = mf.summarize(df)
+    ctx["n_classes"] = ctx["summary"]["classes"]
+    syn_all = df[df["source"] == mf.SYNTHETIC]
+    ctx["flagged"] = {str(k): int(v) for k, v in syn_all["exclude_reason"].dropna().value_counts().items()}
+    syn = mf.synthetic(df)
+    if len(syn):
+        per_class = syn["label"].value_counts()
+        info: dict[str, Any] = {
+            "usable synthetic images": len(syn),
+            "by generator": ", ".join(f"{g}: {c}" for g, c in syn["generator"].fillna("?").value_counts().items()),
+            "per class (min / median / max)": f"{per_class.min()} / {per_class.median():g} / {per_class.max()}",
+            "classes with synthetic images": f"{per_class.size} of {ctx['n_classes']}",
+        }
+        for col in ("rank_score", "own_class_rank"):
+            if col in syn.columns:
+                v = pd.to_numeric(syn[col], errors="coerce").dropna()
+                if len(v):
+                    info[f"{col} (mean / min / max)"] = f"{v.mean():.3f} / {v.min():.3f} / {v.max():.3f}"
+        if "own_class_rank" in syn.columns:
+            r = pd.to_numeric(syn["own_class_rank"], errors="coerce").dropna()
+            if len(r):
+                info["closest to own class prototype"] = f"{100 * (r == 1).mean():.1f} %"
+        ctx["synthetic"] = info
+    if ws.faces_path.exists():
+        try:
+            faces = pd.read_parquet(ws.faces_path, columns=None)
+            status = faces["status"].astype(str)
+            ctx["faces"] = {
+                "rows": len(faces),
+                "settings": ", ".join(sorted({f"{d}/{lm}" for d, lm in zip(faces.get("detector", ["?"] * len(faces)),
+                                                                           faces.get("landmarker", ["?"] * len(faces)))})),
+                "ok": int(status.str.startswith("ok").sum()),
+                "ok, largest of several faces": int(status.str.startswith("ok-largest").sum()),
+                "no face": int((status == "no-face").sum()),
+                "errors": int(status.str.startswith("error").sum()),
+            }
+            if "score" in faces.columns:
+                s = pd.to_numeric(faces["score"], errors="coerce").dropna()
+                if len(s):
+                    ctx["faces"]["detection score (median)"] = f"{s.median():.3f}"
+        except Exception as exc:  # noqa: BLE001 - the report shows what it can
+            log.warning("could not read %s: %s", ws.faces_path, exc)
+    return ctx
+
+
+def collect_warnings(results: pd.DataFrame, config: dict[str, Any], ctx: dict[str, Any]) -> list[str]:
+    """Things a reader of the numbers must know (plain-text lines)."""
+    warnings: list[str] = []
+    spec = config.get("spec") or {}
+    for b in spec.get("backbones", []):
+        if b.get("weights") == "none":
+            warnings.append(f"{display_name(b['name'])}: weights 'none' (random initialisation) — its numbers say "
+                            "nothing about pretrained features; put the weights in place and rerun.")
+    if "weight_source" in results.columns:
+        for backbone, src in results.groupby("backbone")["weight_source"].first().items():
+            if isinstance(src, str) and src.lower() in {"none", "random", "missing"}:
+                warnings.append(f"{display_name(backbone)}: weight source '{src}'.")
+    summary = ctx.get("summary")
+    if summary:
+        absent = summary.get("classes_absent_from_test") or []
+        if absent:
+            shown = ", ".join(absent[:10]) + (f", … ({len(absent) - 10} more)" if len(absent) > 10 else "")
+            warnings.append(f"{len(absent)} of {summary['classes']} classes have no real test image ({shown}); "
+                            "top-k is measured over the classes that do.")
+    for reason, count in (ctx.get("flagged") or {}).items():
+        warnings.append(f"{count} synthetic images are flagged and left out: {reason}.")
+    n_classes = ctx.get("n_classes")
+    if n_classes:
+        trivial = [k for k in KS if k >= n_classes]
+        if trivial:
+            warnings.append(f"Only {n_classes} classes: Top-{', Top-'.join(map(str, trivial))} "
+                            "cover every class and are trivially 100 %.")
+    folds, seeds = spec.get("folds"), spec.get("seeds")
+    if folds and seeds:
+        expected = int(folds) * len(seeds)
+        counts = results.groupby(["backbone", "regime", "n_synthetic"]).size()
+        short = counts[counts < expected]
+        for (b, r, n), c in short.items():
+            warnings.append(f"{display_name(b)} / {setting_label(r, n)}: {c} of {expected} runs finished.")
+    if "n_test" in results.columns and (pd.to_numeric(results["n_test"], errors="coerce") < 30).any():
+        warnings.append("Fewer than 30 test images: the SD over folds understates the uncertainty of the test set "
+                        "itself.")
+    return warnings
+
+
+# --- the report ------------------------------------------------------------------------------------------------------
+@dataclass
+class Report:
+    """What :func:`build_report` wrote."""
+
+    run_dir: Path
+    files: list[Path] = field(default_factory=list)
+    summary: pd.DataFrame | None = None
+    warnings: list[str] = field(default_factory=list)
+
+
+def _png_tag(path: Path, caption: str) -> str:
+    data = base64.b64encode(path.read_bytes()).decode()
+    return (f'<figure><img src="data:image/png;base64,{data}" alt="{html.escape(caption)}">'
+            f"<figcaption>{html.escape(caption)} ({path.name})</figcaption></figure>")
+
+
+def _write_text(path: Path, text: str) -> Path:
+    atomic_write(path, lambda p: Path(p).write_text(text, encoding="utf-8"))
+    return path
+
+
+def build_report(run_dir: str | os.PathLike[str], *, ws: Any = None) -> Report:
+    """(Re)build every report file of ``run_dir`` from its ``results.csv`` (and ``config.yaml`` + workspace when
+    present). Returns the files written."""
+    run_dir = Path(run_dir).expanduser().resolve()
+    results_path = run_dir / "results.csv"
+    if not results_path.exists():
+        raise ReportError(f"{results_path} does not exist. Run the study first: phenosynth study SPEC.yaml -w WS "
+                          f"--name {run_dir.name}")
+    results = pd.read_csv(results_path)
+    missing = [c for c in ("backbone", "regime", "n_synthetic", "top1") if c not in results.columns]
+    if missing or results.empty:
+        raise ReportError(f"{results_path} has no results to report"
+                          + (f" (missing columns: {', '.join(missing)})" if missing else "") + ".")
+    config: dict[str, Any] = {}
+    if (run_dir / "config.yaml").exists():
+        config = yaml.safe_load((run_dir / "config.yaml").read_text()) or {}
+    if ws is not None:
+        ws_root: Path | None = Path(getattr(ws, "root", ws))
+    elif config.get("workspace") and Path(config["workspace"]).exists():
+        ws_root = Path(config["workspace"])
+    else:
+        ws_root = run_dir.parent.parent if (run_dir.parent.parent / "manifest.parquet").exists() else None
+
+    summary = summarize_results(results)
+    rep = Report(run_dir=run_dir, summary=summary)
+    rep.files.append(_write_text(run_dir / "table.md", table_markdown(summary)))
+    csv_frame = table_csv_frame(summary)
+    atomic_write(run_dir / "table.csv", lambda p: csv_frame.to_csv(p, index=False))
+    rep.files.append(run_dir / "table.csv")
+    rep.files.append(_write_text(run_dir / "table.tex", table_latex(summary)))
+    figures = []
+    for m in _metric_columns(summary):
+        path = plot_topk(summary, m, run_dir / f"figure_{m}.png")
+        rep.files.append(path)
+        figures.append(_png_tag(path, f"{_header(m)} accuracy against n; dashed: real only; diamond: real + "
+                                      "synthetic"))
+
+    ctx = dataset_context(ws_root)
+    rep.warnings = collect_warnings(results, config, ctx)
+    warnings_html = ('<div class="warn"><ul>' + "".join(f"<li>{html.escape(w)}</li>" for w in rep.warnings)
+                     + "</ul></div>") if rep.warnings else '<p class="ok">None.</p>'
+    summ = ctx.get("summary")
+    if summ:
+        dataset = _kv_table({
+            "images in the manifest": summ["images"], "real": summ["real"], "synthetic": summ["synthetic"],
+            "usable": summ["usable"], "classes": summ["classes"], "subjects": summ["subjects"],
+            "real images by split": ", ".join(f"{k}: {v}" for k, v in summ["by_split"].items()) or "–",
+            "excluded, by reason": ", ".join(f"{k}: {v}" for k, v in summ["excluded"].items()) or "none",
+        })
+    else:
+        dataset = "<p>The workspace is not available; only results.csv was used.</p>"
+    faces = _kv_table(ctx["faces"]) if ctx.get("faces") else "<p>No faces.parquet in the workspace.</p>"
+    selection_info = dict(ctx.get("synthetic") or {})
+    spec = config.get("spec") or {}
+    if spec:
+        selection_info = {"selection strategy": spec.get("selection"), "n counts per class": spec.get("per_class"),
+                          "ranking representation": spec.get("representation"), **selection_info}
+    extra = [c for c in ("n_train", "n_test") if c in results.columns]
+    if extra:
+        sizes = results.groupby(["backbone", "regime", "n_synthetic"], sort=False)[extra].mean().round(1).reset_index()
+        sizes.insert(0, "setting", [setting_label(r, n) for r, n in zip(sizes["regime"], sizes["n_synthetic"])])
+        sizes = sizes[sizes["backbone"] == sizes["backbone"].iloc[0]].drop(columns=["backbone", "regime"])
+        sizes = sizes.rename(columns={"n_train": "training images (mean)", "n_test": "test images (mean)"})
+        size_html = "<p>Training-set sizes per setting (first backbone):</p>" + _frame_html(sizes)
+    else:
+        size_html = ""
+    selection = (_kv_table(selection_info) if selection_info else "<p>No synthetic images.</p>") + size_html
+    cfg_items: dict[str, Any] = {}
+    if spec:
+        cfg_items["backbones"] = ", ".join(f"{b['name']} ({b['weights']})" for b in spec.get("backbones", []))
+        cfg_items["trainer"] = f"{spec.get('trainer', {}).get('mode')} {spec.get('trainer', {}).get('hparams') or ''}"
+        cfg_items["folds x seeds"] = f"{spec.get('folds')} x {spec.get('seeds')}"
+        cfg_items["validate on"] = spec.get("validate_on")
+        cfg_items["preprocessing"] = spec.get("preprocessing")
+    if config.get("manifest"):
+        cfg_items["manifest digest"] = config["manifest"].get("digest")
+    if config.get("packages"):
+        cfg_items["packages"] = ", ".join(f"{k} {v}" for k, v in config["packages"].items())
+    n_models = len(results)
+    subtitle = (f"{n_models} trained models · {results['backbone'].nunique()} backbones · "
+                f"workspace {html.escape(str(ws_root) if ws_root else '(not available)')}")
+    page = Template(TEMPLATE.read_text(encoding="utf-8")).substitute(
+        name=html.escape(config.get("name", run_dir.name)),
+        subtitle=subtitle,
+        warnings=warnings_html,
+        table=table_html(summary),
+        figures="\n".join(figures),
+        dataset=dataset,
+        faces=faces,
+        selection=selection,
+        config=_kv_table(cfg_items) if cfg_items else "<p>No config.yaml.</p>",
+    )
+    rep.files.append(_write_text(run_dir / "report.html", page))
+    return rep

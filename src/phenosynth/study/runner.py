@@ -1,0 +1,526 @@
+"""Run a study: prepare (generate if asked, extract features once per backbone), then train every cell of the grid
+with an executor, storing each finished cell atomically so that a killed study resumes where it stopped.
+
+Layout of ``WS/runs/NAME/``::
+
+    config.yaml      resolved spec + package versions + manifest digest (a resume must match it)
+    cells/<id>.json  one finished cell (its results row), written via tmp file + os.replace
+    cells/<id>.error.txt   a failed cell's traceback (retried by --resume)
+    results.csv      every cell's row, in grid order
+    table.{md,csv,tex}, figure_top*.png, report.html   (phenosynth.study.report)
+
+A cell function has the signature ``fn(ws: Workspace, spec: StudySpec, cell: Cell) -> dict`` (one results row) and is
+given to workers as a ``"module:function"`` string or an importable function; the default trains the cell with
+:func:`phenosynth.training.train_cell` on the features extracted up front.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib
+import json
+import logging
+import os
+import platform
+import sys
+import time
+import traceback
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from importlib import metadata
+from pathlib import Path
+from typing import Any, Union
+
+import numpy as np
+import pandas as pd
+import yaml
+
+from phenosynth import __version__
+from phenosynth.data import manifest as mf
+from phenosynth.data.workspace import Workspace, atomic_write
+from phenosynth.errors import PhenosynthError
+from phenosynth.progress import ProgressCallback, report
+from phenosynth.registry import Registry
+from phenosynth.study.grid import Cell, expand_grid
+from phenosynth.study.spec import GeneratorSpec, SpecError, StudySpec, check_against_workspace, spec_from_dict
+
+log = logging.getLogger(__name__)
+
+CellFunction = Callable[[Workspace, StudySpec, Cell], dict]
+CellFunctionRef = Union[str, CellFunction]
+
+#: The columns every results.csv starts with (docs/DESIGN.md), then whatever else the trainer reports.
+RESULT_COLUMNS: list[str] = [
+    "backbone", "regime", "n_synthetic", "fold", "seed",
+    "top1", "top5", "top10", "top30", "macro_f1", "n_train", "n_test",
+]
+DEFAULT_CELL_FUNCTION = "phenosynth.study.runner:train_study_cell"
+PACKAGES = ("numpy", "pandas", "scikit-learn", "scipy", "torch", "torchvision", "timm", "open_clip_torch", "dlib-bin",
+            "pydantic", "ray")
+
+
+class StudyError(PhenosynthError):
+    """A study cannot start, cannot resume, or finished with failed cells."""
+
+
+# --- cells: what one worker does -------------------------------------------------------------------------------------
+def resolve_cell_function(ref: CellFunctionRef) -> CellFunction:
+    """``"package.module:function"`` -> the function; a callable is returned as it is."""
+    if callable(ref):
+        return ref
+    module, _, name = ref.partition(":")
+    if not module or not name:
+        raise StudyError(f"Cell function '{ref}' should look like 'package.module:function'.")
+    return getattr(importlib.import_module(module), name)
+
+
+_FEATURES: dict[tuple, tuple[list[str], np.ndarray]] = {}
+
+
+def study_image_ids(ws: Workspace) -> list[str]:
+    """Every image a study's cells may use: usable real images with a split, and usable synthetic images."""
+    df = mf.usable(ws.load_manifest())
+    keep = ((df["source"] == mf.REAL) & df["split"].notna()) | (df["source"] == mf.SYNTHETIC)
+    return df.loc[keep, "image_id"].astype(str).tolist()
+
+
+def cell_features(ws: Workspace, spec: StudySpec, cell: Cell) -> tuple[list[str], np.ndarray]:
+    """The cell's backbone features ``(ids, X (N, d) float32)``, loaded once per process and kept for later cells.
+
+    From ``spec.features_from`` (``<backbone>.npz`` with arrays ``ids`` and ``X``) when set, else from the
+    workspace's feature cache (filled up front by :func:`prepare_study`, so this only reads it).
+    """
+    key = (str(ws.root), cell.backbone, cell.weights, spec.preprocessing, spec.features_from)
+    if key not in _FEATURES:
+        if len(_FEATURES) >= 2:  # bounded memory: cells arrive backbone-major, older backbones are done
+            _FEATURES.pop(next(iter(_FEATURES)))
+        if spec.features_from:
+            _FEATURES[key] = load_feature_file(Path(spec.features_from), cell.backbone)
+        else:
+            from phenosynth.models.features import extract_features
+
+            ids, X = extract_features(ws, cell.backbone, study_image_ids(ws), weights=cell.weights,
+                                      preprocessing=spec.preprocessing)
+            _FEATURES[key] = (list(ids), X)
+    return _FEATURES[key]
+
+
+def feature_file(folder: Path, backbone: str) -> Path:
+    return folder / f"{backbone.replace(':', '-').replace('/', '-')}.npz"
+
+
+def save_feature_file(folder: Path, backbone: str, ids: list[str], X: np.ndarray) -> Path:
+    """Write precomputed features for ``spec.features_from``: ``ids`` (N,) and ``X`` (N, d) float32."""
+    path = feature_file(folder, backbone)
+    atomic_write(path, lambda p: np.savez(open(p, "wb"), ids=np.asarray(ids, dtype=str), X=X.astype(np.float32)))
+    return path
+
+
+def load_feature_file(folder: Path, backbone: str) -> tuple[list[str], np.ndarray]:
+    path = feature_file(folder, backbone)
+    if not path.exists():
+        raise StudyError(f"No precomputed features for backbone '{backbone}': expected {path} "
+                         "(an .npz with arrays ids (N,) and X (N, d)); fix features_from: in the spec.")
+    with np.load(path) as data:
+        return data["ids"].astype(str).tolist(), np.ascontiguousarray(data["X"], dtype=np.float32)
+
+
+def train_study_cell(ws: Workspace, spec: StudySpec, cell: Cell) -> dict:
+    """The default cell function: train and score one fold/seed of one backbone x regime x n configuration."""
+    from phenosynth.training import TrainConfig, train_cell
+
+    config = TrainConfig(
+        backbone=cell.backbone,
+        weights=cell.weights,
+        preprocessing=spec.preprocessing,
+        regime=cell.regime,
+        n_synthetic=cell.n_synthetic,
+        selection=spec.selection,
+        per_class=spec.per_class,
+        representation=spec.representation,
+        mode=spec.trainer.mode,
+        validate_on=spec.validate_on,
+        folds=spec.folds,
+        seeds=[cell.seed],
+        hparams=dict(spec.trainer.hparams),
+    )
+    return train_cell(ws, config, cell.fold, cell.seed, features=cell_features(ws, spec, cell))
+
+
+@dataclass(frozen=True)
+class CellJob:
+    """Everything a worker needs, picklable: the workspace root, the resolved spec and the cell function."""
+
+    workspace: str
+    spec: dict
+    cell_fn: CellFunctionRef
+
+
+@dataclass(frozen=True)
+class CellFailure:
+    message: str
+    traceback: str
+    user_error: bool
+
+
+_SPECS: dict[str, StudySpec] = {}
+
+
+def run_cell(job: CellJob, cell: Cell) -> dict | CellFailure:
+    """Run one cell in this process; exceptions come back as a :class:`CellFailure` instead of killing the pool."""
+    try:
+        skey = json.dumps(job.spec, sort_keys=True)
+        if skey not in _SPECS:
+            _SPECS[skey] = StudySpec.model_validate(job.spec)
+        ws = Workspace(Path(job.workspace))
+        row = resolve_cell_function(job.cell_fn)(ws, _SPECS[skey], cell)
+        return _plain(dict(row))
+    except Exception as exc:  # noqa: BLE001 - reported per cell, the study goes on
+        return CellFailure(f"{type(exc).__name__}: {exc}", traceback.format_exc(), isinstance(exc, PhenosynthError))
+
+
+def _plain(row: dict) -> dict:
+    """numpy scalars -> Python scalars, so the row is JSON and round-trips exactly."""
+    out = {}
+    for k, v in row.items():
+        if isinstance(v, np.generic):
+            v = v.item()
+        elif isinstance(v, np.ndarray):
+            v = v.tolist()
+        out[str(k)] = v
+    return out
+
+
+def limit_threads(n: int = 1) -> None:
+    """Worker initialiser: one BLAS/OpenMP/torch thread per worker process, so workers do not oversubscribe."""
+    for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+        os.environ[var] = str(n)
+    try:
+        from threadpoolctl import threadpool_limits
+
+        threadpool_limits(n)
+    except ImportError:  # pragma: no cover - shipped with scikit-learn
+        pass
+    if "torch" in sys.modules:
+        sys.modules["torch"].set_num_threads(n)
+
+
+# --- executors -----------------------------------------------------------------------------------------------------
+Executor = Callable[[CellJob, list[Cell]], Iterator[tuple[Cell, Union[dict, CellFailure]]]]
+EXECUTORS: Registry[Executor] = Registry("executor")
+
+
+@EXECUTORS.register("serial")
+def serial_executor(**_: Any) -> Executor:
+    """Cells one after another in this process (debugging; BLAS/torch use their own threads)."""
+
+    def execute(job: CellJob, cells: list[Cell]) -> Iterator[tuple[Cell, dict | CellFailure]]:
+        for cell in cells:
+            yield cell, run_cell(job, cell)
+
+    return execute
+
+
+def default_workers() -> int:
+    return max(1, min(len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1, 8))
+
+
+@EXECUTORS.register("local")
+def local_executor(*, workers: int | None = None, **_: Any) -> Executor:
+    """A pool of worker processes (one per core, one thread each); results arrive as cells finish."""
+    n_workers = workers or default_workers()
+
+    def execute(job: CellJob, cells: list[Cell]) -> Iterator[tuple[Cell, dict | CellFailure]]:
+        if n_workers == 1 or len(cells) <= 1:
+            yield from serial_executor()(job, cells)
+            return
+        import multiprocessing
+        from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+
+        ctx = multiprocessing.get_context("spawn")  # no fork after torch/BLAS threads exist
+        with ProcessPoolExecutor(max_workers=min(n_workers, len(cells)), mp_context=ctx,
+                                 initializer=limit_threads) as pool:
+            # Keep a short queue per worker so that cells run roughly in grid (backbone-major) order.
+            todo = iter(cells)
+            pending: dict = {}
+            for cell in todo:
+                pending[pool.submit(run_cell, job, cell)] = cell
+                if len(pending) >= 2 * n_workers:
+                    break
+            while pending:
+                done, _ = wait(pending, return_when=FIRST_COMPLETED)
+                for fut in done:
+                    cell = pending.pop(fut)
+                    yield cell, fut.result()
+                    nxt = next(todo, None)
+                    if nxt is not None:
+                        pending[pool.submit(run_cell, job, nxt)] = nxt
+
+    return execute
+
+
+@EXECUTORS.register("ray")
+def ray_executor(*, address: str | None = None, workers: int | None = None, **_: Any) -> Executor:
+    """Cells as Ray tasks: on the cluster at ``address`` (``auto`` or ``ray://host:port``), else on a local Ray with
+    one CPU per worker. The workspace must be on a file system every Ray node sees."""
+    from phenosynth._optional import require
+
+    ray = require("ray", extra="ray", purpose="the ray executor")
+
+    def execute(job: CellJob, cells: list[Cell]) -> Iterator[tuple[Cell, dict | CellFailure]]:
+        started_here = not ray.is_initialized()
+        if started_here:
+            if address:
+                ray.init(address=address, log_to_driver=False)
+            else:
+                ray.init(num_cpus=workers or default_workers(), include_dashboard=False, log_to_driver=False)
+        try:
+            remote = ray.remote(num_cpus=1)(_ray_cell)
+            job_ref = ray.put(job)
+            refs = {remote.remote(job_ref, cell): cell for cell in cells}
+            while refs:
+                done, _ = ray.wait(list(refs), num_returns=1)
+                for ref in done:
+                    cell = refs.pop(ref)
+                    try:
+                        yield cell, ray.get(ref)
+                    except Exception as exc:  # noqa: BLE001 - a worker died
+                        yield cell, CellFailure(f"Ray task failed: {exc}", traceback.format_exc(), False)
+        finally:
+            if started_here:
+                ray.shutdown()
+
+    return execute
+
+
+def _ray_cell(job: CellJob, cell: Cell) -> dict | CellFailure:
+    limit_threads(1)
+    return run_cell(job, cell)
+
+
+# --- the study -----------------------------------------------------------------------------------------------------
+@dataclass
+class StudyResult:
+    """What :func:`run_study` did."""
+
+    run_dir: Path
+    n_cells: int
+    n_resumed: int
+    n_ran: int
+    failed: list[tuple[str, str]] = field(default_factory=list)
+    results: pd.DataFrame | None = None
+    report_files: list[Path] = field(default_factory=list)
+    seconds: float = 0.0
+    prepare_seconds: float = 0.0
+
+
+def package_versions() -> dict[str, str]:
+    out = {"python": platform.python_version(), "phenosynth": __version__}
+    for pkg in PACKAGES:
+        try:
+            out[pkg] = metadata.version(pkg)
+        except metadata.PackageNotFoundError:
+            pass
+    return out
+
+
+def manifest_digest(df: pd.DataFrame) -> str:
+    """SHA-256 of the manifest's content (rows sorted by image_id, paths left out): equal data, equal digest."""
+    if df.empty:
+        return "empty"
+    flat = mf.to_csv_frame(df).drop(columns=["path"]).sort_values("image_id").reset_index(drop=True)
+    return hashlib.sha256(flat.to_csv(index=False).encode()).hexdigest()
+
+
+def cells_dir(run_dir: Path) -> Path:
+    return run_dir / "cells"
+
+
+def read_finished(run_dir: Path, cells: Iterable[Cell]) -> dict[str, dict]:
+    """Rows of the cells already stored under ``cells/`` (only those of this grid; a corrupt file counts as not run)."""
+    out: dict[str, dict] = {}
+    for cell in cells:
+        path = cells_dir(run_dir) / f"{cell.cell_id}.json"
+        if path.exists():
+            try:
+                out[cell.cell_id] = json.loads(path.read_text())["row"]
+            except (ValueError, KeyError):
+                log.warning("ignoring unreadable cell file %s (will be run again)", path)
+    return out
+
+
+def write_cell(run_dir: Path, cell: Cell, row: dict) -> Path:
+    path = cells_dir(run_dir) / f"{cell.cell_id}.json"
+    text = json.dumps({"cell": cell.as_dict(), "row": row}, sort_keys=False)
+    atomic_write(path, lambda p: Path(p).write_text(text))
+    (cells_dir(run_dir) / f"{cell.cell_id}.error.txt").unlink(missing_ok=True)
+    return path
+
+
+def assemble_results(spec: StudySpec, cells: list[Cell], rows: dict[str, dict]) -> pd.DataFrame:
+    """One row per finished cell, in grid order; the DESIGN.md columns first."""
+    records = []
+    for cell in cells:
+        if cell.cell_id not in rows:
+            continue
+        row = dict(rows[cell.cell_id])
+        row.update(backbone=cell.backbone, regime=cell.regime, n_synthetic=cell.n_synthetic, fold=cell.fold,
+                   seed=cell.seed)
+        row.setdefault("weights", cell.weights)
+        row.setdefault("mode", spec.trainer.mode)
+        row.setdefault("selection", spec.selection if cell.regime != "real" else "")
+        records.append(row)
+    df = pd.DataFrame.from_records(records)
+    for col in RESULT_COLUMNS:
+        if col not in df.columns:
+            df[col] = np.nan
+    return df[RESULT_COLUMNS + [c for c in df.columns if c not in RESULT_COLUMNS]]
+
+
+def _config(ws: Workspace, spec: StudySpec, name: str, n_cells: int) -> dict[str, Any]:
+    df = ws.load_manifest()
+    summary = mf.summarize(df) if not df.empty else {}
+    return {
+        "name": name,
+        "workspace": str(ws.root),
+        "spec": spec.resolved(),
+        "cells": n_cells,
+        "manifest": {"digest": manifest_digest(df), "images": summary.get("images", 0),
+                     "real": summary.get("real", 0), "synthetic": summary.get("synthetic", 0),
+                     "classes": summary.get("classes", 0)},
+        "packages": package_versions(),
+    }
+
+
+def _check_resume(run_dir: Path, config: dict[str, Any]) -> None:
+    stored = yaml.safe_load((run_dir / "config.yaml").read_text()) or {}
+    if stored.get("spec") != config["spec"]:
+        old, new = stored.get("spec") or {}, config["spec"]
+        keys = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
+        raise StudyError(
+            f"Cannot resume {run_dir}: its spec differs in {', '.join(keys)}. Resume with the same spec, or start "
+            "a new run with another --name."
+        )
+    if stored.get("manifest", {}).get("digest") != config["manifest"]["digest"]:
+        raise StudyError(
+            f"Cannot resume {run_dir}: the workspace's manifest changed since the run started (images were added, "
+            "re-split or excluded), so finished and new cells would not be comparable. Start a new run with another "
+            "--name."
+        )
+
+
+def prepare_study(ws: Workspace, spec: StudySpec, on_progress: ProgressCallback | None = None) -> None:
+    """Before the cells: generate + rank synthetic images if the spec names a generator and the workspace has none
+    of it, check every n against what is available, and extract features of every backbone once (cached)."""
+    df = ws.load_manifest()
+    if isinstance(spec.generator, GeneratorSpec) and spec.max_n > 0:
+        syn = mf.synthetic(df)
+        if not (syn["generator"] == spec.generator.name).any():
+            from phenosynth import synth
+
+            log.info("generating %d synthetic images per class with %s", spec.generator.per_class,
+                     spec.generator.name)
+            synth.generate(ws, generator=spec.generator.name, per_class=spec.generator.per_class,
+                           seed=spec.generator.seed)
+            synth.rank(ws, representation=spec.representation)
+            df = ws.load_manifest()
+    if spec.max_n > 0:
+        syn = mf.synthetic(df)
+        per_class = syn["label"].value_counts()
+        classes = mf.real_classes(df)
+        per_class_min = int(min((per_class.get(c, 0) for c in classes), default=0))
+        check_against_workspace(spec, int(len(syn)), per_class_min)
+    if spec.features_from:
+        return
+    from phenosynth.models.features import extract_features
+
+    ids = study_image_ids(ws)
+    for i, b in enumerate(spec.backbones):
+        log.info("features: %s (%d images)", b.name, len(ids))
+        extract_features(ws, b.name, ids, weights=b.weights, preprocessing=spec.preprocessing)
+        report(on_progress, i + 1, len(spec.backbones))
+
+
+def run_study(
+    ws: Workspace | str | os.PathLike[str],
+    spec: StudySpec | dict,
+    name: str,
+    *,
+    resume: bool = False,
+    executor: str = "local",
+    address: str | None = None,
+    workers: int | None = None,
+    cell_fn: CellFunctionRef | None = None,
+    build_report: bool = True,
+    on_prepare: ProgressCallback | None = None,
+    on_progress: ProgressCallback | None = None,
+) -> StudyResult:
+    """Run (or ``resume``) the study ``name`` of ``spec`` in ``ws``; returns what ran and where the outputs are.
+
+    With the default ``cell_fn`` the study first runs :func:`prepare_study` (generation if asked, features of every
+    backbone once); a custom ``cell_fn`` (``"module:function"``, see the module docstring) replaces the training of
+    one cell and skips that preparation. ``executor`` is a name in :data:`EXECUTORS` (``local``, ``ray``,
+    ``serial``); ``address`` is the Ray cluster to join. ``on_progress(done, total)`` counts cells, resumed ones
+    included.
+    """
+    t0 = time.perf_counter()
+    _FEATURES.clear()  # serial cells run in this process: never reuse features of an earlier study
+    ws = ws if isinstance(ws, Workspace) else Workspace.open(ws)
+    if not isinstance(spec, StudySpec):
+        spec = spec_from_dict(spec)
+    if not name or any(ch in name for ch in "/\\") or name.startswith("."):
+        raise StudyError(f"Run name '{name}' is not a plain folder name; use e.g. --name paper-2026.")
+    make_executor = EXECUTORS.get(executor)  # unknown executor -> UnknownNameError before any work
+    cells = expand_grid(spec)
+    run_dir = ws.runs_dir / name
+    config = _config(ws, spec, name, len(cells))
+    if run_dir.exists() and (run_dir / "config.yaml").exists():
+        if not resume:
+            raise StudyError(
+                f"Run '{name}' already exists in {ws.runs_dir}. Finish it with --resume, or choose another --name."
+            )
+        _check_resume(run_dir, config)
+    cells_dir(run_dir).mkdir(parents=True, exist_ok=True)
+    if not (run_dir / "config.yaml").exists():
+        text = yaml.safe_dump(config, sort_keys=False)
+        atomic_write(run_dir / "config.yaml", lambda p: Path(p).write_text(text))
+
+    finished = read_finished(run_dir, cells)
+    todo = [c for c in cells if c.cell_id not in finished]
+    result = StudyResult(run_dir=run_dir, n_cells=len(cells), n_resumed=len(finished), n_ran=0)
+    if todo and cell_fn is None:
+        tp = time.perf_counter()
+        prepare_study(ws, spec, on_progress=on_prepare)
+        result.prepare_seconds = time.perf_counter() - tp
+    report(on_progress, len(finished), len(cells))
+    job = CellJob(workspace=str(ws.root), spec=spec.resolved(), cell_fn=cell_fn or DEFAULT_CELL_FUNCTION)
+    if todo:
+        for cell, outcome in make_executor(address=address, workers=workers)(job, todo):
+            if isinstance(outcome, CellFailure):
+                log.warning("cell %s failed: %s", cell.key, outcome.message)
+                err = cells_dir(run_dir) / f"{cell.cell_id}.error.txt"
+                atomic_write(err, lambda p, o=outcome: Path(p).write_text(o.traceback))
+                result.failed.append((cell.key, outcome.message))
+            else:
+                write_cell(run_dir, cell, outcome)
+                finished[cell.cell_id] = outcome
+                result.n_ran += 1
+            report(on_progress, len(finished), len(cells))
+
+    results = assemble_results(spec, cells, read_finished(run_dir, cells))
+    atomic_write(run_dir / "results.csv", lambda p: results.to_csv(p, index=False))
+    result.results = results
+    if result.failed:
+        result.seconds = time.perf_counter() - t0
+        first = result.failed[0][1]
+        raise StudyError(
+            f"{len(result.failed)} of {len(cells)} cells failed (first: {result.failed[0][0]}: {first}). "
+            f"Tracebacks are in {cells_dir(run_dir)}/*.error.txt; fix the cause and rerun with --resume "
+            f"({len(finished)} finished cells are kept)."
+        )
+    if build_report:
+        from phenosynth.study.report import build_report as _build_report
+
+        result.report_files = _build_report(run_dir, ws=ws).files
+    result.seconds = time.perf_counter() - t0
+    return result

@@ -1,0 +1,249 @@
+"""The study specification: one YAML file that fixes the whole grid (backbones x regimes x n x folds x seeds).
+
+Example (the shipped ``paper.yaml`` is the paper's grid)::
+
+    backbones:
+      - {name: resnet152, weights: default}
+      - mobilenet_v2                        # a bare name means weights: default
+    regimes:
+      real: true
+      synthetic: [2000, 4000, 6000, 8000, 10000]
+      mixed: [10000]
+    selection: top-per-class
+    representation: rdface25
+    folds: 5
+    seeds: [0]
+    trainer: {mode: probe, hparams: {C: [0.1, 1.0]}}
+    generator: already-generated            # or {name: shape-warp, per_class: 100, seed: 0}
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from phenosynth.errors import PhenosynthError
+
+#: The value of ``generator`` that means "use the synthetic images already in the workspace".
+ALREADY_GENERATED = "already-generated"
+
+SPECS_DIR = Path(__file__).parent / "specs"
+
+
+class SpecError(PhenosynthError):
+    """A study spec that cannot be read or that asks for something impossible."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class BackboneSpec(_Strict):
+    """One backbone of the grid and the weights to load for it (``default``, ``none`` or a file path)."""
+
+    name: str
+    weights: str = "default"
+
+
+class RegimeSpec(_Strict):
+    """Which training sets to build: real-only, synthetic-only at each n, real + n synthetic at each n."""
+
+    real: bool = True
+    synthetic: list[int] = Field(default_factory=list)
+    mixed: list[int] = Field(default_factory=list)
+
+    @field_validator("synthetic", "mixed")
+    @classmethod
+    def _positive_unique(cls, ns: list[int]) -> list[int]:
+        bad = [n for n in ns if n <= 0]
+        if bad:
+            raise ValueError(f"every n must be a positive number of synthetic images, got {bad}")
+        if len(set(ns)) != len(ns):
+            raise ValueError(f"n values are repeated: {ns}")
+        return ns
+
+
+class TrainerSpec(_Strict):
+    """The trainer (``probe`` | ``se-head`` | ``finetune``) and its hyper-parameter grid (name -> list of values)."""
+
+    mode: str = "probe"
+    hparams: dict[str, list[Any]] = Field(default_factory=dict)
+
+    @field_validator("hparams", mode="before")
+    @classmethod
+    def _listify(cls, value: Any) -> Any:
+        if isinstance(value, dict):
+            return {k: v if isinstance(v, list) else [v] for k, v in value.items()}
+        return value
+
+
+class GeneratorSpec(_Strict):
+    """Make synthetic images with ``name`` (``per_class`` per condition, ``seed``) before training, unless the
+    workspace already holds images of that generator."""
+
+    name: str
+    per_class: int = Field(default=100, gt=0)
+    seed: int = 0
+
+
+class StudySpec(_Strict):
+    """A whole study. Build with :func:`load_spec` (from YAML) or directly from keyword arguments."""
+
+    backbones: list[BackboneSpec] = Field(min_length=1)
+    regimes: RegimeSpec = Field(default_factory=RegimeSpec)
+    selection: str = "top-per-class"
+    per_class: bool = False
+    representation: str = "rdface25"
+    preprocessing: Literal["paper", "native"] = "paper"
+    validate_on: Literal["real", "pool"] = "real"
+    folds: int = Field(default=5, ge=2)
+    seeds: list[int] = Field(default_factory=lambda: [0], min_length=1)
+    trainer: TrainerSpec = Field(default_factory=TrainerSpec)
+    generator: Literal["already-generated"] | GeneratorSpec = ALREADY_GENERATED
+    features_from: str | None = None
+    """Optional folder of precomputed features (``<backbone>.npz`` with ``ids`` and ``X``) used instead of the
+    workspace's feature cache, e.g. features computed on a GPU machine."""
+
+    @field_validator("backbones", mode="before")
+    @classmethod
+    def _bare_names(cls, value: Any) -> Any:
+        if isinstance(value, list):
+            return [{"name": v} if isinstance(v, str) else v for v in value]
+        return value
+
+    @field_validator("seeds", mode="before")
+    @classmethod
+    def _seed_list(cls, value: Any) -> Any:
+        return [value] if isinstance(value, int) else value
+
+    @field_validator("generator", mode="before")
+    @classmethod
+    def _generator_name(cls, value: Any) -> Any:
+        if isinstance(value, str) and value != ALREADY_GENERATED:
+            return {"name": value}
+        return value
+
+    @model_validator(mode="after")
+    def _consistent(self) -> "StudySpec":
+        names = [b.name for b in self.backbones]
+        dup = sorted({n for n in names if names.count(n) > 1})
+        if dup:
+            raise ValueError(f"backbones are repeated: {dup}")
+        if not (self.regimes.real or self.regimes.synthetic or self.regimes.mixed):
+            raise ValueError("regimes is empty: set real: true and/or give synthetic/mixed n lists")
+        if len(set(self.seeds)) != len(self.seeds):
+            raise ValueError(f"seeds are repeated: {self.seeds}")
+        return self
+
+    @property
+    def max_n(self) -> int:
+        """The largest number of synthetic images any cell asks for (0 for a real-only study)."""
+        return max([*self.regimes.synthetic, *self.regimes.mixed, 0])
+
+    def resolved(self) -> dict[str, Any]:
+        """Plain-data form with every default filled in (what ``config.yaml`` stores)."""
+        return self.model_dump(mode="json")
+
+
+def _format_validation_error(exc: ValidationError, source: str) -> str:
+    lines = []
+    for err in exc.errors():
+        where = ".".join(str(p) for p in err["loc"]) or "(top level)"
+        msg = err["msg"]
+        if err["type"] == "extra_forbidden":
+            msg = "unknown key (check its spelling; see the shipped specs in phenosynth/study/specs/)"
+        lines.append(f"  {where}: {msg}")
+    return f"Invalid study spec {source}:\n" + "\n".join(lines)
+
+
+def _check_backbones(spec: StudySpec, source: str) -> None:
+    """Unknown backbone names, listed against the models registry when it is importable."""
+    try:
+        from phenosynth.models import backbones as registry_module  # type: ignore[attr-defined]
+
+        registry = getattr(registry_module, "BACKBONES")
+    except (ImportError, AttributeError):  # the models stage is not installed/built: checked when features run
+        return
+    valid = list(registry.names())
+    unknown = [
+        b.name for b in spec.backbones if b.name not in registry and not b.name.startswith("timm:")
+    ]
+    if unknown:
+        import difflib
+
+        hints = []
+        for name in unknown:
+            close = difflib.get_close_matches(name, valid, n=2, cutoff=0.5)
+            hints.append(f"'{name}'" + (f" (did you mean {', '.join(close)}?)" if close else ""))
+        raise SpecError(
+            f"Invalid study spec {source}: unknown backbone {', '.join(hints)}. "
+            f"Valid: {', '.join(valid)}, or timm:<any timm model name>."
+        )
+
+
+def spec_from_dict(data: Any, *, source: str = "(dict)") -> StudySpec:
+    """Validate plain data (parsed YAML) into a :class:`StudySpec`; errors name every bad key."""
+    if not isinstance(data, dict):
+        raise SpecError(f"Invalid study spec {source}: expected a mapping of keys (backbones:, regimes:, ...), "
+                        f"got {type(data).__name__}.")
+    try:
+        spec = StudySpec.model_validate(data)
+    except ValidationError as exc:
+        raise SpecError(_format_validation_error(exc, source)) from None
+    _check_backbones(spec, source)
+    return spec
+
+
+def load_spec(path: str | os.PathLike[str]) -> StudySpec:
+    """Read and validate a study spec from YAML. A bare name (``paper``, ``demo``) loads a shipped spec.
+
+    >>> load_spec("paper").regimes.synthetic
+    [2000, 4000, 6000, 8000, 10000]
+    """
+    p = Path(path)
+    if not p.exists() and not p.suffix and (SPECS_DIR / f"{p.name}.yaml").exists():
+        p = SPECS_DIR / f"{p.name}.yaml"
+    if not p.exists():
+        shipped = ", ".join(sorted(f.stem for f in SPECS_DIR.glob("*.yaml")))
+        raise SpecError(f"Study spec {p} does not exist. Give a YAML file, or one of the shipped specs: {shipped}.")
+    try:
+        data = yaml.safe_load(p.read_text(encoding="utf-8"))
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+        problem = getattr(exc, "problem", None) or str(exc)
+        raise SpecError(f"Study spec {p} is not valid YAML{where}: {problem}.") from None
+    return spec_from_dict(data, source=str(p))
+
+
+def check_against_workspace(spec: StudySpec, n_synthetic: int, per_class_min: int) -> None:
+    """Raise :class:`SpecError` when an n asks for more synthetic images than the workspace has.
+
+    ``n_synthetic`` is the number of usable synthetic images; ``per_class_min`` the fewest any class has
+    (used when ``per_class`` is true, where n counts images per class).
+
+    >>> check_against_workspace(StudySpec(backbones=["shape68"], regimes={"synthetic": [5]}), 10, 1)
+    >>> check_against_workspace(StudySpec(backbones=["shape68"], regimes={"synthetic": [50]}), 10, 1)
+    Traceback (most recent call last):
+    ...
+    phenosynth.study.spec.SpecError: The spec asks for n = 50 synthetic images, but the workspace has only 10 usable synthetic images. Lower the n values under regimes:, or generate more (phenosynth generate -w WS --generator NAME --per-class K).
+    """
+    if spec.max_n == 0:
+        return
+    if spec.per_class:
+        if spec.max_n > per_class_min:
+            raise SpecError(
+                f"The spec asks for n = {spec.max_n} synthetic images per class, but the class with the fewest has "
+                f"only {per_class_min}. Lower the n values under regimes:, or generate more per class."
+            )
+        return
+    if spec.max_n > n_synthetic:
+        raise SpecError(
+            f"The spec asks for n = {spec.max_n} synthetic images, but the workspace has only {n_synthetic} usable "
+            "synthetic images. Lower the n values under regimes:, or generate more "
+            "(phenosynth generate -w WS --generator NAME --per-class K)."
+        )

@@ -1,0 +1,157 @@
+"""The study runner: grid -> cells stored atomically, results.csv in grid order, resume after kill -9, refusals."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import yaml
+
+from phenosynth.data.workspace import Workspace
+from phenosynth.study.grid import expand_grid
+from phenosynth.study.runner import StudyError, run_study
+from phenosynth.study.spec import StudySpec
+
+sys.path.insert(0, str(Path(__file__).parent))
+from _study_fakes import FAKE_CELLS  # noqa: E402
+
+SPEC = {
+    "backbones": ["shape68", {"name": "mobilenet_v2", "weights": "none"}],
+    "regimes": {"real": True, "synthetic": [20, 40], "mixed": [40]},
+    "folds": 3,
+    "seeds": [0],
+}
+
+
+@pytest.fixture()
+def fakes(tmp_path, monkeypatch):
+    mod_dir = tmp_path / "mods"
+    mod_dir.mkdir()
+    (mod_dir / "fake_cells.py").write_text(FAKE_CELLS)
+    monkeypatch.syspath_prepend(str(mod_dir))
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(mod_dir), os.environ.get("PYTHONPATH", "")]))
+    return mod_dir
+
+
+@pytest.fixture()
+def ws(tmp_path):
+    return Workspace.open(tmp_path / "ws", create=True)
+
+
+def test_serial_run_writes_cells_results_config_and_report(ws, fakes):
+    res = run_study(ws, SPEC, "r1", executor="serial", cell_fn="fake_cells:score")
+    run = ws.runs_dir / "r1"
+    assert res.n_cells == 2 * 4 * 3 == len(list((run / "cells").glob("*.json")))
+    df = pd.read_csv(run / "results.csv")
+    assert list(df.columns[:12]) == ["backbone", "regime", "n_synthetic", "fold", "seed", "top1", "top5", "top10",
+                                     "top30", "macro_f1", "n_train", "n_test"]
+    assert [tuple(r) for r in df[["backbone", "regime", "n_synthetic", "fold"]].head(4).itertuples(index=False)] == [
+        ("shape68", "real", 0, 0), ("shape68", "real", 0, 1), ("shape68", "real", 0, 2), ("shape68", "synthetic", 20, 0)]
+    assert df["weights"].tolist()[-1] == "none"
+    config = yaml.safe_load((run / "config.yaml").read_text())
+    assert config["spec"]["regimes"]["synthetic"] == [20, 40]
+    assert config["spec"]["trainer"]["mode"] == "probe"  # defaults resolved
+    assert "numpy" in config["packages"] and "python" in config["packages"]
+    assert config["manifest"]["digest"]
+    for f in ("table.md", "table.csv", "table.tex", "figure_top1.png", "figure_top30.png", "report.html"):
+        assert (run / f).stat().st_size > 0, f
+
+
+def test_refuses_to_overwrite_without_resume(ws, fakes):
+    run_study(ws, SPEC, "r1", executor="serial", cell_fn="fake_cells:score", build_report=False)
+    with pytest.raises(StudyError, match="already exists.*--resume"):
+        run_study(ws, SPEC, "r1", executor="serial", cell_fn="fake_cells:score")
+
+
+def test_resume_with_a_different_spec_is_refused(ws, fakes):
+    run_study(ws, SPEC, "r1", executor="serial", cell_fn="fake_cells:score", build_report=False)
+    changed = {**SPEC, "folds": 4}
+    with pytest.raises(StudyError, match="spec differs in folds"):
+        run_study(ws, changed, "r1", resume=True, executor="serial", cell_fn="fake_cells:score")
+
+
+def test_resume_after_kill_9_gives_identical_results(ws, fakes, tmp_path):
+    run_study(ws, SPEC, "straight", executor="serial", cell_fn="fake_cells:score", build_report=False)
+    script = textwrap.dedent(f"""
+        from phenosynth.study.runner import run_study
+        run_study({str(ws.root)!r}, {SPEC!r}, "killed", executor="serial", cell_fn="fake_cells:crash_after")
+    """)
+    env = {**os.environ, "FAKE_RUN_DIR": str(ws.runs_dir / "killed"), "CRASH_AFTER": "5"}
+    proc = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == -9, proc.stderr  # killed by SIGKILL part-way
+    cells = ws.runs_dir / "killed" / "cells"
+    assert len(list(cells.glob("*.json"))) == 5
+    assert not list(cells.glob(".*.tmp"))  # no half-written cell files
+    assert not (ws.runs_dir / "killed" / "results.csv").exists()
+    res = run_study(ws, SPEC, "killed", resume=True, executor="serial", cell_fn="fake_cells:score",
+                    build_report=False)
+    assert (res.n_resumed, res.n_ran) == (5, 24 - 5)
+    assert (ws.runs_dir / "killed" / "results.csv").read_bytes() == (ws.runs_dir / "straight" / "results.csv").read_bytes()
+
+
+def test_failed_cells_are_reported_kept_apart_and_retried_on_resume(ws, fakes, monkeypatch):
+    with pytest.raises(StudyError, match=r"6 of 24 cells failed .*mixed is broken.*--resume"):
+        run_study(ws, SPEC, "f", executor="serial", cell_fn="fake_cells:fail_on_mixed")
+    cells = ws.runs_dir / "f" / "cells"
+    assert len(list(cells.glob("*.error.txt"))) == 6
+    assert len(pd.read_csv(ws.runs_dir / "f" / "results.csv")) == 18
+    monkeypatch.setenv("FAKE_FIXED", "1")
+    res = run_study(ws, SPEC, "f", resume=True, executor="serial", cell_fn="fake_cells:fail_on_mixed",
+                    build_report=False)
+    assert (res.n_resumed, res.n_ran) == (18, 6)
+    assert not list(cells.glob("*.error.txt"))
+    assert len(pd.read_csv(ws.runs_dir / "f" / "results.csv")) == 24
+
+
+def test_local_executor_uses_two_processes_and_matches_serial(ws, fakes):
+    spec = {**SPEC, "backbones": ["shape68"], "folds": 2}
+    run_study(ws, spec, "serial", executor="serial", cell_fn="fake_cells:score", build_report=False)
+    run_study(ws, spec, "local", executor="local", workers=2, cell_fn="fake_cells:with_pid", build_report=False)
+    serial = pd.read_csv(ws.runs_dir / "serial" / "results.csv")
+    local = pd.read_csv(ws.runs_dir / "local" / "results.csv")
+    assert local["pid"].nunique() == 2 and os.getpid() not in set(local["pid"])
+    pd.testing.assert_frame_equal(serial.drop(columns="pid"), local.drop(columns="pid"))
+
+
+def test_unknown_executor_and_bad_run_name(ws, fakes):
+    with pytest.raises(Exception, match="Unknown executor 'rey'.*Did you mean 'ray'"):
+        run_study(ws, SPEC, "x", executor="rey", cell_fn="fake_cells:score")
+    with pytest.raises(StudyError, match="not a plain folder name"):
+        run_study(ws, SPEC, "../x", executor="serial", cell_fn="fake_cells:score")
+
+
+def test_n_larger_than_available_is_checked_against_the_workspace(ws, fakes):
+    from phenosynth.data.manifest import conform
+    from phenosynth.study.runner import prepare_study
+    from phenosynth.study.spec import SpecError
+
+    rows = [{"image_id": f"r{i}", "path": f"r{i}.png", "label": f"c{i % 2}", "source": "real", "split": "train"}
+            for i in range(4)]
+    rows += [{"image_id": f"s{i}", "path": f"s{i}.png", "label": f"c{i % 2}", "source": "synthetic",
+              "generator": "shape-warp", "split": "train"} for i in range(30)]
+    ws.save_manifest(conform(pd.DataFrame(rows)))
+    with pytest.raises(SpecError, match="n = 40 synthetic images, but the workspace has only 30"):
+        prepare_study(ws, StudySpec.model_validate({**SPEC, "features_from": str(ws.root)}))
+
+
+def test_grid_cells_are_stable():
+    cells = expand_grid(StudySpec.model_validate(SPEC))
+    assert len(cells) == 24 and len({c.cell_id for c in cells}) == 24
+    assert cells[0].cell_id == "shape68__real-0__seed0__fold0"
+    assert cells[-1].key == "mobilenet_v2|mixed|40|seed0|fold2"
+
+
+@pytest.mark.slow
+@pytest.mark.ray
+def test_ray_executor_on_a_local_ray_matches_serial(ws, fakes):
+    pytest.importorskip("ray")
+    spec = {**SPEC, "backbones": ["shape68"], "folds": 2}
+    run_study(ws, spec, "serial", executor="serial", cell_fn="fake_cells:score", build_report=False)
+    res = run_study(ws, spec, "ray", executor="ray", workers=2, cell_fn="fake_cells:score", build_report=False)
+    assert res.n_ran == 8
+    assert (ws.runs_dir / "ray" / "results.csv").read_bytes() == (ws.runs_dir / "serial" / "results.csv").read_bytes()
