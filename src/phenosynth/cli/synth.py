@@ -1,0 +1,84 @@
+"""CLI: generate, rank."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+from rich.table import Table
+
+from phenosynth.cli._app import WORKSPACE_OPTION, command, console, progress_bar
+from phenosynth.data.workspace import Workspace
+from phenosynth.synth.generators import GENERATORS, list_generators
+
+
+@command("generate")
+def generate_command(
+    workspace: Path = WORKSPACE_OPTION,
+    generator: str = typer.Option("shape-warp", "--generator", "-g", help=" | ".join(list_generators())),
+    per_class: int = typer.Option(100, "--per-class", help="Synthetic images per condition."),
+    seed: int = typer.Option(0, "--seed", help="Seed; the same seed and data give the same images."),
+    name: str = typer.Option(None, "--name", help="Run name (folder under WS/synthetic; default GENERATOR-seedS)."),
+    variation: float = typer.Option(None, "--variation", help="shape-warp: spread of the sampled shapes (1 = as learned)."),
+    workers: int = typer.Option(None, "--workers", help="Processes (default: every core)."),
+) -> None:
+    """Make synthetic faces per condition from the real training faces (after `split` and `faces`).
+
+    Images go to WS/synthetic/RUN/, and into the manifest with their parents (the training photos they were made
+    from) and parameters. Test images are never a generator's input. Run `phenosynth faces -w WS` afterwards so the
+    new images get landmarks, then `phenosynth rank -w WS`.
+
+    Example: [bold]phenosynth generate -w ws --generator shape-warp --per-class 30 --seed 0[/]
+    """
+    from phenosynth.synth.generate import generate
+
+    GENERATORS.get(generator)  # a typo fails before anything is loaded
+    ws = Workspace.open(workspace, need_manifest=True)
+    options = {"variation": variation} if generator == "shape-warp" else {}
+    with progress_bar(f"Generating ({generator})") as on_progress:
+        s = generate(ws, generator, per_class=per_class, seed=seed, name=name, options=options, n_jobs=workers,
+                     on_progress=on_progress)
+    counts = sorted(s.per_class.values())
+    console.print(
+        f"Run [bold]{s.run}[/]: {s.images} images of {s.classes} conditions ({counts[0]}-{counts[-1]} per condition; "
+        f"{s.new_images} new in the manifest) from {s.training_images} real training faces, in {s.seconds:.1f}s "
+        f"({s.images_per_second:.1f} images/s on {s.workers} process(es)). Saved under {s.out_dir}."
+    )
+    if s.skipped_training:
+        console.print(f"{len(s.skipped_training)} training image(s) without usable landmarks were not used "
+                      "(reasons in run.json).")
+    console.print(f"Next: phenosynth faces -w {ws.root}   then   phenosynth rank -w {ws.root}")
+
+
+@command("rank")
+def rank_command(
+    workspace: Path = WORKSPACE_OPTION,
+    representation: str = typer.Option(
+        "rdface25", "--representation", "-r", help="rdface25 | shape68 | embed:BACKBONE (e.g. embed:mobilenet_v2)."
+    ),
+) -> None:
+    """Score every synthetic image by cosine similarity to its condition's prototype (mean of the real training
+    images' representations) -> WS/ranking.parquet, used by `train --selection`.
+
+    Example: [bold]phenosynth rank -w ws --representation rdface25[/]
+    """
+    from phenosynth.synth.ranking import rank
+
+    ws = Workspace.open(workspace, need_manifest=True)
+    with progress_bar(f"Ranking ({representation})") as on_progress:
+        s = rank(ws, representation, on_progress=on_progress)
+    if s.per_class_mean:
+        ordered = sorted(s.per_class_mean.items(), key=lambda kv: kv[1])
+        table = Table(title="Mean rank score per condition (lowest and highest)")
+        table.add_column("condition")
+        table.add_column("mean cosine", justify="right")
+        shown = ordered if len(ordered) <= 6 else ordered[:3] + ordered[-3:]
+        for label, v in shown:
+            table.add_row(label, f"{v:.4f}")
+        console.print(table)
+    skipped = "; ".join(f"{n} {why}" for why, n in s.not_ranked.items()) or "none"
+    console.print(
+        f"Ranked {s.ranked} synthetic images of {s.classes} conditions by {s.representation}: mean cosine "
+        f"{s.mean_score:.4f} (median {s.median_score:.4f}); own condition nearest for {s.own_class_top1:.1%}. "
+        f"Not ranked: {skipped}. Written to {s.path}."
+    )

@@ -1,0 +1,285 @@
+"""``phenosynth generate``: fit a registered generator on the real training faces of a workspace and save its samples.
+
+Images go to ``WS/synthetic/<run>/<label>/<index>_<id>.png``; each becomes a manifest row with ``source=synthetic``,
+``generator``, ``parents`` (the training images it was made from), ``params`` (JSON) and ``split=train``, and
+``WS/synthetic/<run>/run.json`` records the run. Work is spread over processes by chunks of a class; every image is
+a pure function of ``(seed, label, index)``, so the output does not depend on the number of processes, and running
+the same command again adds nothing new.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+import multiprocessing as mp
+import os
+import re
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from phenosynth.data.manifest import REAL, SYNTHETIC, TRAIN, append_rows, params_json, real_train
+from phenosynth.data.workspace import Workspace, atomic_write
+from phenosynth.errors import LeakageError, PhenosynthError
+from phenosynth.progress import ProgressCallback, report
+from phenosynth.synth.generators import Generator, create_generator
+
+log = logging.getLogger(__name__)
+
+#: Images per unit of parallel work (progress granularity).
+CHUNK = 10
+
+
+@dataclass
+class GenerateSummary:
+    """What ``generate`` did (the CLI prints it)."""
+
+    run: str
+    generator: str
+    seed: int
+    out_dir: Path
+    classes: int
+    images: int
+    new_images: int
+    per_class: dict[str, int]
+    training_images: int
+    skipped_training: dict[str, str] = field(default_factory=dict)  # image_id -> reason
+    seconds: float = 0.0
+    workers: int = 1
+
+    @property
+    def images_per_second(self) -> float:
+        return self.images / self.seconds if self.seconds > 0 else float("nan")
+
+
+def safe_name(text: str) -> str:
+    """A file-system-safe folder name for a label or run name.
+
+    >>> safe_name("Cornelia de Lange / type 1")
+    'Cornelia_de_Lange_type_1'
+    """
+    s = re.sub(r"[^A-Za-z0-9._-]+", "_", str(text)).strip("._")
+    return s[:80] or "unnamed"
+
+
+def encode_png(image: np.ndarray) -> bytes:
+    """``(H, W, 3)`` uint8 -> PNG bytes (deterministic: fixed compression level, no metadata)."""
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.fromarray(np.ascontiguousarray(image)).save(buf, format="PNG", compress_level=6)
+    return buf.getvalue()
+
+
+# --- worker side (fork: the fitted generator is inherited, not pickled) ----------------------------------------------
+
+_WORKER: dict[str, Any] = {}
+
+
+def _init_worker(generator: Generator, out_dir: str, root: str, seed: int, run: str) -> None:
+    _WORKER.update(generator=generator, out_dir=Path(out_dir), root=Path(root), seed=seed, run=run)
+    # one BLAS/OpenCV thread per process: the processes are the parallelism
+    try:
+        import cv2
+
+        cv2.setNumThreads(1)
+    except ImportError:  # pragma: no cover
+        pass
+
+
+def _make_chunk(task: tuple[str, int, int]) -> list[dict[str, Any]]:
+    """Generate images ``start .. stop - 1`` of one class, write them, return their manifest rows."""
+    import imagehash
+    from PIL import Image
+
+    from phenosynth.data.imageio import sha256_bytes
+
+    label, start, stop = task
+    gen: Generator = _WORKER["generator"]
+    folder: Path = _WORKER["out_dir"] / safe_name(label)
+    folder.mkdir(parents=True, exist_ok=True)
+    rows = []
+    for s in gen.sample(stop - start, _WORKER["seed"], labels=[label], start=start):
+        data = encode_png(s.image)
+        image_id = sha256_bytes(data)
+        path = folder / f"{s.index:05d}_{image_id[:12]}.png"
+        if not path.exists():
+            atomic_write(path, lambda p, d=data: Path(p).write_bytes(d))
+        try:
+            rel = path.relative_to(_WORKER["root"]).as_posix()
+        except ValueError:
+            rel = str(path)
+        rows.append(
+            {
+                "image_id": image_id,
+                "path": rel,
+                "label": s.label,
+                "subject_id": pd.NA,
+                "source": SYNTHETIC,
+                "generator": gen.name,
+                "parents": list(s.parents),
+                "split": TRAIN,
+                "fold": pd.NA,
+                "exclude_reason": pd.NA,
+                "width": int(s.image.shape[1]),
+                "height": int(s.image.shape[0]),
+                "phash": str(imagehash.phash(Image.fromarray(s.image))),
+                "params": params_json({"run": _WORKER["run"], **s.params}),
+                "_index": s.index,
+            }
+        )
+    return rows
+
+
+# --- driver ---------------------------------------------------------------------------------------------------------
+
+
+def _training_faces(ws: Workspace, train: pd.DataFrame, faces: pd.DataFrame | None) -> tuple[pd.DataFrame, dict[str, str]]:
+    """Rows of ``train`` that have landmarks (+ a ``landmarks`` column), and the skipped ones with a reason."""
+    if faces is None:
+        from phenosynth.faces.facepass import load_faces
+
+        faces = load_faces(ws)
+    ids = train["image_id"].astype(str)
+    have = ids.isin(faces.index)
+    if not have.any():
+        raise PhenosynthError(
+            f"None of the {len(train)} real training images has face landmarks. Run first: phenosynth faces -w {ws.root}"
+        )
+    skipped = {i: "no face landmarks (no face found, or not processed by `phenosynth faces`)" for i in ids[~have]}
+    kept = train[have.to_numpy()].copy()
+    kept["landmarks"] = [np.asarray(faces.at[i, "landmarks"], dtype=np.float64) for i in kept["image_id"].astype(str)]
+    npts = kept["landmarks"].map(len)
+    main = int(npts.mode().iloc[0])
+    if (npts != main).any():
+        for i in kept.loc[npts != main, "image_id"].astype(str):
+            skipped[i] = f"landmarks with a different number of points than the others ({main})"
+        kept = kept[npts == main]
+    return kept, skipped
+
+
+def generate(
+    ws: Workspace,
+    generator: str = "shape-warp",
+    per_class: int = 100,
+    seed: int = 0,
+    name: str | None = None,
+    *,
+    options: dict[str, Any] | None = None,
+    classes: list[str] | None = None,
+    n_jobs: int | None = None,
+    faces: pd.DataFrame | None = None,
+    on_progress: ProgressCallback | None = None,
+) -> GenerateSummary:
+    """Fit ``generator`` on the workspace's real training faces and save ``per_class`` images per condition.
+
+    Args:
+        ws: the workspace (split, with the face pass run).
+        generator: registry name (``phenosynth.synth.generators.list_generators()``).
+        per_class: images per condition.
+        seed: the run's seed; image ``i`` of a condition is a pure function of (seed, condition, i).
+        name: run name (folder under ``WS/synthetic``); default ``<generator>-seed<seed>``.
+        options: generator constructor options (``None`` values keep its defaults).
+        classes: only these conditions (default: every condition with a training face).
+        n_jobs: worker processes (default: the number of CPU cores, at most 8).
+        faces: landmarks table indexed by image_id with a ``landmarks`` ``(K, 2)`` column (default: ``load_faces``).
+        on_progress: ``(done, total)`` callback, in images.
+
+    Raises:
+        PhenosynthError: no split yet, no training faces, unknown generator or class.
+        LeakageError: never in normal use; raised if anything but real training images reaches the generator.
+    """
+    t0 = time.perf_counter()
+    if per_class < 1:
+        raise PhenosynthError(f"--per-class must be at least 1 (got {per_class}).")
+    manifest = ws.load_manifest()
+    real = manifest[manifest["source"] == REAL]
+    if real.empty:
+        raise PhenosynthError(f"Workspace {ws.root} has no real images. Run first: phenosynth ingest SRC -w {ws.root}")
+    train = real_train(manifest)
+    if train.empty:
+        raise PhenosynthError(
+            f"Workspace {ws.root} has no real training images yet (no split). Run first: phenosynth split -w {ws.root}"
+        )
+    gen = create_generator(generator, **(options or {}))
+    kept, skipped = _training_faces(ws, train, faces)
+    if skipped:
+        log.warning("%d real training image(s) are not used by the generator (no usable landmarks)", len(skipped))
+
+    from phenosynth.data.imageio import load_rgb
+
+    images = [load_rgb(ws.resolve(p)) for p in kept["path"].astype(str)]
+    gen.fit(
+        images,
+        np.stack(list(kept["landmarks"])),
+        kept["label"].astype(str).tolist(),
+        image_ids=kept["image_id"].astype(str).tolist(),
+        splits=kept["split"].tolist(),
+        sources=kept["source"].tolist(),
+    )
+    del images
+    todo = gen.classes_ if classes is None else [str(c) for c in classes]
+    unknown = sorted(set(todo) - set(gen.classes_))
+    if unknown:
+        raise PhenosynthError(f"No training face for condition(s) {unknown}; choose among {gen.classes_[:10]}...")
+
+    run = safe_name(name or f"{generator}-seed{seed}")
+    out_dir = ws.synthetic_dir / run
+    out_dir.mkdir(parents=True, exist_ok=True)
+    tasks = [(label, s, min(s + CHUNK, per_class)) for label in todo for s in range(0, per_class, CHUNK)]
+    total = len(todo) * per_class
+    workers = max(1, min(n_jobs or min(os.cpu_count() or 1, 8), len(tasks)))
+    rows: list[dict[str, Any]] = []
+    report(on_progress, 0, total)
+    init_args = (gen, str(out_dir), str(ws.root), int(seed), run)
+    if workers == 1:
+        _init_worker(*init_args)
+        for task in tasks:
+            rows.extend(_make_chunk(task))
+            report(on_progress, len(rows), total)
+    else:
+        ctx = mp.get_context("fork" if "fork" in mp.get_all_start_methods() else "spawn")
+        with ctx.Pool(workers, initializer=_init_worker, initargs=init_args) as pool:
+            for chunk in pool.imap_unordered(_make_chunk, tasks):
+                rows.extend(chunk)
+                report(on_progress, len(rows), total)
+
+    new = pd.DataFrame(rows).sort_values(["label", "_index"], kind="mergesort").drop(columns="_index")
+    train_ids = set(kept["image_id"].astype(str))
+    bad = [p for ps in new["parents"] for p in ps if p not in train_ids]
+    if bad:  # the interface guarantees this cannot happen; refuse to write rather than trust it
+        raise LeakageError(f"Generator '{generator}' reported parents outside the training set (e.g. {bad[0]}).")
+    manifest = ws.load_manifest()
+    before = len(manifest)
+    manifest = append_rows(manifest, new)
+    ws.save_manifest(manifest)
+    seconds = time.perf_counter() - t0
+    per = new.groupby("label").size()
+    summary = GenerateSummary(
+        run=run,
+        generator=generator,
+        seed=int(seed),
+        out_dir=out_dir,
+        classes=len(todo),
+        images=len(new),
+        new_images=len(manifest) - before,
+        per_class={str(k): int(v) for k, v in per.items()},
+        training_images=len(kept),
+        skipped_training=skipped,
+        seconds=seconds,
+        workers=workers,
+    )
+    record = {
+        "run": run, "generator": generator, "seed": int(seed), "per_class": int(per_class),
+        "settings": gen.get_params(), "classes": len(todo), "images": len(new),
+        "training_images": sorted(train_ids), "skipped_training": skipped, "seconds": round(seconds, 3),
+        "workers": workers,
+    }  # fmt: skip
+    atomic_write(out_dir / "run.json", lambda p: Path(p).write_text(json.dumps(record, indent=2, default=str)))
+    log.info("generated %d images (%d new) in %.1fs with %d workers", len(new), summary.new_images, seconds, workers)
+    return summary

@@ -1,0 +1,241 @@
+"""``phenosynth rank``: score every synthetic image by how much it looks like its condition (RDFace's filter).
+
+For a representation (``rdface25``, ``shape68`` — landmark based — or ``embed:BACKBONE``, a backbone's image
+embedding), the prototype of each condition is the mean vector of its **real training** images (never test images,
+never synthetic ones). A synthetic image's ``rank_score`` is the cosine similarity of its vector to its own
+condition's prototype; ``own_class_rank`` is the rank of its own condition among all prototypes (1 = the nearest),
+for context. Results go to ``WS/ranking.parquet`` with columns ``image_id, representation, rank_score,
+own_class_rank``; ranking again with the same representation replaces that representation's rows.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+
+from phenosynth.data.manifest import real_train, synthetic
+from phenosynth.data.workspace import Workspace, atomic_write
+from phenosynth.errors import PhenosynthError
+from phenosynth.progress import ProgressCallback, report
+from phenosynth.synth.selection import RANKING_FILE
+
+log = logging.getLogger(__name__)
+
+RANKING_COLUMNS = ["image_id", "representation", "rank_score", "own_class_rank"]
+LANDMARK_REPRESENTATIONS = ("rdface25", "shape68")
+
+
+@dataclass
+class RankSummary:
+    """What ``rank`` did (the CLI prints it)."""
+
+    representation: str
+    ranked: int
+    not_ranked: dict[str, int]  # reason -> count
+    classes: int
+    mean_score: float
+    median_score: float
+    own_class_top1: float  # share of ranked images whose own condition's prototype is the nearest
+    per_class_mean: dict[str, float] = field(default_factory=dict)
+    path: str = ""
+    seconds: float = 0.0
+
+
+# --- pure core ------------------------------------------------------------------------------------------------------
+
+
+def rank_scores(
+    X_real: np.ndarray, real_labels: Sequence[str], X_synth: np.ndarray, synth_labels: Sequence[str]
+) -> tuple[np.ndarray, np.ndarray]:
+    """Cosine to own-class prototype and own-class rank.
+
+    Args:
+        X_real: ``(N, d)`` vectors of real training images; real_labels: ``(N,)``.
+        X_synth: ``(M, d)`` vectors of synthetic images; synth_labels: ``(M,)``, each a class of ``real_labels``.
+
+    Returns:
+        rank_score ``(M,)`` float, own_class_rank ``(M,)`` int (1 + number of prototypes strictly more similar).
+
+    >>> s, r = rank_scores(np.array([[1.0, 0], [0, 1]]), ["a", "b"], np.array([[1.0, 0.2], [1.0, 0.1]]), ["a", "b"])
+    >>> s.round(3).tolist(), r.tolist()
+    ([0.981, 0.1], [1, 2])
+    """
+    from phenosynth.faces.representations import class_prototypes, cosine_similarity_to
+
+    classes, P = class_prototypes(X_real, [str(v) for v in real_labels])
+    col = {c: k for k, c in enumerate(classes)}
+    missing = sorted({str(v) for v in synth_labels} - set(col))
+    if missing:
+        raise ValueError(f"no real training prototype for class(es) {missing[:5]}")
+    idx = np.array([col[str(v)] for v in synth_labels], dtype=int)
+    S = cosine_similarity_to(X_synth, P)  # (M, C)
+    own = S[np.arange(len(idx)), idx] if len(idx) else np.zeros(0)
+    ranks = 1 + (S > own[:, None]).sum(axis=1) if len(idx) else np.zeros(0, dtype=int)
+    return own.astype(np.float64), ranks.astype(int)
+
+
+# --- vectors from the workspace ------------------------------------------------------------------------------------
+
+
+def _landmark_vectors(
+    ws: Workspace, image_ids: list[str], representation: str, faces: pd.DataFrame | None
+) -> tuple[list[str], np.ndarray]:
+    from phenosynth.faces.representations import represent
+
+    if faces is None:
+        from phenosynth.faces.facepass import load_faces
+
+        faces = load_faces(ws)
+    have = [i for i in image_ids if i in faces.index]
+    if not have:
+        return [], np.zeros((0, 0))
+    sub = faces.loc[have]
+    lm = np.stack([np.asarray(v, dtype=np.float64).reshape(-1, 2) for v in sub["landmarks"]])
+    boxes = sub[["box_x0", "box_y0", "box_x1", "box_y1"]].to_numpy(dtype=np.float64)
+    try:
+        X = represent(representation, lm, boxes)
+    except ValueError as exc:
+        raise PhenosynthError(
+            f"Cannot compute '{representation}' from the stored landmarks ({exc}). For shape68 run the face pass "
+            f"with 68-point landmarks: phenosynth faces -w {ws.root} --landmarks dlib68"
+        ) from None
+    return have, X
+
+
+def representation_vectors(
+    ws: Workspace,
+    image_ids: Sequence[str],
+    representation: str,
+    *,
+    faces: pd.DataFrame | None = None,
+    on_progress: ProgressCallback | None = None,
+) -> tuple[list[str], np.ndarray]:
+    """``(kept_ids, X (N, d))`` for ``image_ids`` under ``representation``; images without a face (or without an
+    embedding) are left out, the order otherwise follows ``image_ids``."""
+    ids = [str(i) for i in image_ids]
+    if representation in LANDMARK_REPRESENTATIONS:
+        return _landmark_vectors(ws, ids, representation, faces)
+    if representation.startswith("embed:"):
+        backbone = representation.split(":", 1)[1]
+        if not backbone:
+            raise PhenosynthError("Name a backbone after 'embed:', e.g. --representation embed:mobilenet_v2")
+        from phenosynth.models.features import extract_features
+
+        kept, X = extract_features(ws, backbone, ids, weights="default", on_progress=on_progress)
+        return list(kept), np.asarray(X, dtype=np.float64)
+    from phenosynth.faces.representations import list_representations
+
+    raise PhenosynthError(
+        f"Unknown representation '{representation}'. Valid: {', '.join(list_representations())}, embed:BACKBONE."
+    )
+
+
+def _processed_ids(ws: Workspace) -> set[str]:
+    """image_ids the face pass has looked at (whatever it found), for the settings ``load_faces`` uses."""
+    from phenosynth.faces.facepass import load_faces
+
+    return set(load_faces(ws, ok_only=False).index.astype(str))
+
+
+# --- driver ---------------------------------------------------------------------------------------------------------
+
+
+def rank(
+    ws: Workspace,
+    representation: str = "rdface25",
+    *,
+    faces: pd.DataFrame | None = None,
+    on_progress: ProgressCallback | None = None,
+) -> RankSummary:
+    """Score every usable synthetic image against its condition's real-training prototype; store
+    ``WS/ranking.parquet``.
+
+    Args:
+        faces: landmarks table (``load_faces`` format, indexed by image_id, every processed image; rows without a
+            face absent) — default: read from the workspace.
+
+    Raises:
+        PhenosynthError: no synthetic images; synthetic images the face pass has not processed yet (run
+            ``phenosynth faces``); no real training image with a face.
+    """
+    t0 = time.perf_counter()
+    manifest = ws.load_manifest()
+    synth = synthetic(manifest)
+    if synth.empty:
+        raise PhenosynthError(
+            f"Workspace {ws.root} has no usable synthetic images to rank. Make some with: "
+            f"phenosynth generate -w {ws.root} --generator shape-warp (or bring them with ingest --synthetic)"
+        )
+    train = real_train(manifest)
+    if train.empty:
+        raise PhenosynthError(f"Workspace {ws.root} has no real training images. Run first: phenosynth split -w {ws.root}")
+    synth_ids = synth["image_id"].astype(str).tolist()
+    is_landmark = representation in LANDMARK_REPRESENTATIONS
+    if is_landmark:
+        processed = set(faces.index.astype(str)) if faces is not None else _processed_ids(ws)
+        unprocessed = [i for i in synth_ids if i not in processed]
+        if unprocessed:
+            raise PhenosynthError(
+                f"{len(unprocessed)} of {len(synth_ids)} synthetic images have not been through the face pass yet, "
+                f"so they have no landmarks. Run: phenosynth faces -w {ws.root}   (it processes new images only)"
+            )
+        if faces is not None and "status" in faces.columns:
+            from phenosynth.faces.facepass import is_ok
+
+            faces = faces[faces["status"].map(is_ok)]
+        elif faces is None:
+            from phenosynth.faces.facepass import load_faces
+
+            faces = load_faces(ws)
+
+    real_ids, X_real = representation_vectors(ws, train["image_id"].astype(str).tolist(), representation, faces=faces)
+    if not real_ids:
+        raise PhenosynthError(
+            f"No real training image has a '{representation}' vector (no faces found). Check: phenosynth faces -w {ws.root}"
+        )
+    real_labels = train.set_index(train["image_id"].astype(str)).loc[real_ids, "label"].astype(str).tolist()
+    kept_ids, X_syn = representation_vectors(ws, synth_ids, representation, faces=faces, on_progress=on_progress)
+    labels = synth.set_index(synth["image_id"].astype(str))["label"].astype(str)
+    not_ranked: dict[str, int] = {}
+    n_noface = len(synth_ids) - len(kept_ids)
+    if n_noface:
+        not_ranked["no face found" if is_landmark else "no embedding (no face crop)"] = n_noface
+    has_proto = np.array([labels[i] in set(real_labels) for i in kept_ids], dtype=bool)
+    if (~has_proto).any():
+        not_ranked["condition has no real training face"] = int((~has_proto).sum())
+    ids = [i for i, ok in zip(kept_ids, has_proto) if ok]
+    X_syn = X_syn[has_proto] if len(kept_ids) else X_syn
+    scores, ranks = rank_scores(X_real, real_labels, X_syn, [labels[i] for i in ids]) if ids else (np.zeros(0), np.zeros(0, int))
+    for reason, count in not_ranked.items():
+        log.warning("%d synthetic image(s) not ranked: %s", count, reason)
+
+    table = pd.DataFrame(
+        {"image_id": ids, "representation": representation, "rank_score": scores, "own_class_rank": ranks}
+    )[RANKING_COLUMNS]
+    path = ws.root / RANKING_FILE
+    if path.exists():
+        old = pd.read_parquet(path)
+        table = pd.concat([old[old["representation"] != representation], table], ignore_index=True)
+    table = table.astype({"image_id": "string", "representation": "string", "rank_score": "float64",
+                          "own_class_rank": "int64"})
+    atomic_write(path, lambda p: table.to_parquet(p, index=False))
+    report(on_progress, len(synth_ids), len(synth_ids))
+
+    per_class = pd.Series(scores, index=[labels[i] for i in ids]).groupby(level=0).mean() if ids else pd.Series()
+    return RankSummary(
+        representation=representation,
+        ranked=len(ids),
+        not_ranked=not_ranked,
+        classes=int(len(per_class)),
+        mean_score=float(np.mean(scores)) if len(scores) else float("nan"),
+        median_score=float(np.median(scores)) if len(scores) else float("nan"),
+        own_class_top1=float(np.mean(ranks == 1)) if len(ranks) else float("nan"),
+        per_class_mean={str(k): float(v) for k, v in per_class.items()},
+        path=str(path),
+        seconds=time.perf_counter() - t0,
+    )

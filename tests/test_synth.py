@@ -1,0 +1,311 @@
+"""Synthetic data: shape model, generator interface + lineage, generate (end to end on a tiny workspace), ranking."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+from PIL import Image
+
+from phenosynth.data.manifest import SYNTHETIC, conform
+from phenosynth.data.workspace import Workspace
+from phenosynth.errors import LeakageError, PhenosynthError
+from phenosynth.synth.generators import create_generator, list_generators
+from phenosynth.synth.lineage import PARENT_IN_TEST, flag_leaked_synthetic, lineage_report
+from phenosynth.synth.shape_model import ShapeModel, apply_matrix, generalized_procrustes
+
+# --- hand-made landmarks ----------------------------------------------------------------------------------------------
+
+
+def template68() -> np.ndarray:
+    """A plausible 68-point face (dlib / iBUG order) in the unit square: jaw, brows, nose, eyes, mouth."""
+    pts: list[tuple[float, float]] = []
+    t = np.linspace(np.pi, 0, 17)
+    pts += list(zip(0.5 + 0.45 * np.cos(t), 0.45 + 0.5 * np.sin(t)))
+    for x0, x1 in ((0.15, 0.42), (0.58, 0.85)):
+        pts += list(zip(np.linspace(x0, x1, 5), 0.3 - 0.04 * np.sin(np.linspace(0, np.pi, 5))))
+    pts += [(0.5, y) for y in np.linspace(0.4, 0.62, 4)]
+    pts += list(zip(np.linspace(0.42, 0.58, 5), [0.67] * 5))
+    a = np.linspace(np.pi, 3 * np.pi, 7)[:-1]
+    for cx in (0.32, 0.68):
+        pts += list(zip(cx + 0.07 * np.cos(a), 0.42 + 0.03 * np.sin(a)))
+    a = np.pi + np.arange(12) * 2 * np.pi / 12
+    pts += list(zip(0.5 + 0.15 * np.cos(a), 0.8 + 0.05 * np.sin(a)))
+    a = np.pi + np.arange(8) * 2 * np.pi / 8
+    pts += list(zip(0.5 + 0.1 * np.cos(a), 0.8 + 0.025 * np.sin(a)))
+    return np.array(pts)
+
+
+def similarity(points: np.ndarray, angle: float, scale: float, shift: tuple[float, float]) -> np.ndarray:
+    c, s = np.cos(angle), np.sin(angle)
+    return points @ np.array([[c, -s], [s, c]]).T * scale + np.asarray(shift)
+
+
+def phenotype_shapes(n_per_class: int = 4, seed: int = 0) -> tuple[np.ndarray, list[str]]:
+    """Two conditions: A has wide-set eyes, B a long jaw; each face randomly posed (rotation, scale, shift)."""
+    rng = np.random.default_rng(seed)
+    base = template68()
+    a = base.copy()
+    a[36:42, 0] -= 0.05
+    a[42:48, 0] += 0.05
+    b = base.copy()
+    b[0:17, 1] += 0.08 * np.sin(np.linspace(0, np.pi, 17))
+    shapes, labels = [], []
+    for label, mean in (("A", a), ("B", b)):
+        for _ in range(n_per_class):
+            s = mean + 0.006 * rng.standard_normal(mean.shape)
+            shapes.append(similarity(s, rng.uniform(-0.3, 0.3), rng.uniform(50, 150), tuple(rng.uniform(0, 200, 2))))
+            labels.append(label)
+    return np.stack(shapes), labels
+
+
+# --- shape model ------------------------------------------------------------------------------------------------------
+
+
+def test_procrustes_removes_pose() -> None:
+    shape = template68()
+    posed = np.stack([similarity(shape, a, s, (x, 3 * x)) for a, s, x in [(0.0, 1.0, 0), (0.7, 80, 40), (-1.2, 3, 9)]])
+    aligned, mats, ref = generalized_procrustes(posed)
+    assert np.abs(aligned - aligned[0]).max() < 1e-8
+    assert np.allclose(apply_matrix(mats[1], posed[1]), aligned[1])
+    assert abs(np.sqrt((ref**2).sum(1).mean()) - 1.0) < 1e-9  # unit RMS radius
+
+
+def test_shape_model_learns_each_conditions_phenotype() -> None:
+    shapes, labels = phenotype_shapes()
+    model = ShapeModel().fit(shapes, labels)
+    assert model.classes_ == ["A", "B"]
+    mean_a, mean_b = model.mean_shape("A"), model.mean_shape("B")
+    eye_gap = lambda s: s[42:48, 0].mean() - s[36:42, 0].mean()  # noqa: E731
+    assert eye_gap(mean_a) > eye_gap(mean_b) * 1.1  # A: wide-set eyes
+    samples = model.sample("A", 200, np.random.default_rng(0))
+    assert samples.shape == (200, 68, 2)
+    to_a = np.abs(samples - mean_a).mean(axis=(1, 2))
+    to_b = np.abs(samples - mean_b).mean(axis=(1, 2))
+    assert (to_a < to_b).mean() > 0.95
+    # deterministic by seed
+    assert np.array_equal(model.sample("A", 3, np.random.default_rng(5)), model.sample("A", 3, np.random.default_rng(5)))
+
+
+def test_shape_model_shrinks_small_classes_toward_pooled_variation() -> None:
+    shapes, labels = phenotype_shapes(n_per_class=4)
+    shapes = np.concatenate([shapes, phenotype_shapes(1, seed=9)[0][:1]])
+    labels = labels + ["C"]  # a singleton condition
+    model = ShapeModel(shrinkage=4.0).fit(shapes, labels)
+    c = model.classes_.index("C")
+    assert np.allclose(model.class_covs_[c], model.pooled_cov_, rtol=1e-6, atol=1e-12)
+    a = model.classes_.index("A")
+    own = np.cov(model.scores_[np.array(labels) == "A"], rowvar=False)
+    lam = 3 / (3 + 4.0)
+    assert np.allclose(model.class_covs_[a], lam * own + (1 - lam) * model.pooled_cov_, rtol=1e-5, atol=1e-12)
+    no_shrink = ShapeModel(shrinkage=0.0).fit(shapes, labels)
+    assert np.allclose(no_shrink.class_covs_[a], own, rtol=1e-5, atol=1e-12)
+
+
+# --- a tiny workspace from skimage's astronaut -----------------------------------------------------------------------
+
+FACE_BOX = np.array([44.0, 15.0, 75.0, 53.0])  # the astronaut's face in the 128 px image (x0, y0, x1, y1)
+
+
+def _photo(variant: int) -> np.ndarray:
+    from skimage import data
+    from skimage.transform import resize
+
+    img = (resize(data.astronaut(), (128, 128), anti_aliasing=True) * 255).astype(np.uint8)
+    img = np.roll(img, variant % 3, axis=1)
+    return np.clip(img.astype(int) + 4 * variant, 0, 255).astype(np.uint8)
+
+
+def _landmarks(label: str, rng: np.random.Generator) -> np.ndarray:
+    t = template68()
+    if label == "A":
+        t[36:48, 1] -= 0.04
+    t = t + 0.005 * rng.standard_normal(t.shape)
+    return t * (FACE_BOX[2:] - FACE_BOX[:2]) + FACE_BOX[:2]
+
+
+def make_workspace(tmp_path) -> tuple[Workspace, pd.DataFrame]:
+    """3 conditions x (3 train + 1 test) real photos, split, with a faces table (hand-placed landmarks)."""
+    ws = Workspace.open(tmp_path / "ws", create=True)
+    src = ws.root / "real"
+    src.mkdir()
+    rng = np.random.default_rng(0)
+    rows, faces = [], []
+    for c, label in enumerate(["A", "B", "C"]):
+        for i in range(4):
+            path = src / f"{label}_{i}.png"
+            Image.fromarray(_photo(4 * c + i)).save(path)
+            image_id = hashlib.sha256(path.read_bytes()).hexdigest()
+            rows.append({"image_id": image_id, "path": ws.relpath(path), "label": label, "subject_id": f"{label}{i}",
+                         "source": "real", "split": "test" if i == 3 else "train", "width": 128, "height": 128})
+            faces.append({"image_id": image_id, "status": "ok", "landmarks": _landmarks(label, rng),
+                          **dict(zip(["box_x0", "box_y0", "box_x1", "box_y1"], FACE_BOX))})
+    ws.save_manifest(pd.DataFrame(rows))
+    return ws, pd.DataFrame(faces).set_index("image_id")
+
+
+def test_generators_are_registered() -> None:
+    assert "shape-warp" in list_generators()
+
+
+def test_a_generator_handed_a_test_image_raises(tmp_path) -> None:
+    ws, faces = make_workspace(tmp_path)
+    m = ws.load_manifest()
+    from phenosynth.data.imageio import load_rgb
+
+    images = [load_rgb(ws.resolve(p)) for p in m["path"]]
+    lms = np.stack([faces.at[i, "landmarks"] for i in m["image_id"]])
+    gen = create_generator("shape-warp")
+    with pytest.raises(LeakageError, match="test image"):
+        gen.fit(images, lms, m["label"].tolist(), image_ids=m["image_id"].tolist(), splits=m["split"].tolist())
+    with pytest.raises(PhenosynthError, match="phenosynth split"):
+        gen.fit(images, lms, m["label"].tolist(), image_ids=m["image_id"].tolist(), splits=[None] * len(m))
+
+
+@pytest.mark.slow
+def test_generate_end_to_end(tmp_path) -> None:
+    ws, faces = make_workspace(tmp_path)
+    manifest = ws.load_manifest()
+    train_ids = set(manifest.loc[manifest["split"] == "train", "image_id"])
+    test_ids = set(manifest.loc[manifest["split"] == "test", "image_id"])
+
+    from phenosynth.synth.generate import generate
+
+    s = generate(ws, "shape-warp", per_class=4, seed=0, faces=faces, n_jobs=1)
+    assert (s.images, s.new_images, s.classes, s.per_class) == (12, 12, 3, {"A": 4, "B": 4, "C": 4})
+    m = ws.load_manifest()
+    syn = m[m["source"] == SYNTHETIC]
+    assert len(syn) == 12 and (syn["split"] == "train").all() and syn["fold"].isna().all()
+    assert (syn["generator"] == "shape-warp").all()
+    for _, row in syn.iterrows():
+        path = ws.resolve(row["path"])
+        assert row["path"].startswith("synthetic/shape-warp-seed0/") and path.exists()
+        assert hashlib.sha256(path.read_bytes()).hexdigest() == row["image_id"]
+        assert Image.open(path).size == (128, 128)  # the input's size
+        assert row["parents"] and set(row["parents"]) <= train_ids and not set(row["parents"]) & test_ids
+        # parents are photos of the image's own condition
+        assert set(manifest.set_index("image_id").loc[row["parents"], "label"]) == {row["label"]}
+        params = json.loads(row["params"])
+        assert params["seed"] == 0 and params["run"] == "shape-warp-seed0" and "rotation_deg" in params
+    assert json.loads((ws.synthetic_dir / "shape-warp-seed0" / "run.json").read_text())["images"] == 12
+
+    # deterministic: the same seed in two processes makes the same bytes, nothing new is added; another seed differs
+    again = generate(ws, "shape-warp", per_class=4, seed=0, faces=faces, n_jobs=2, name="again")
+    assert again.new_images == 0
+    other = generate(ws, "shape-warp", per_class=4, seed=1, faces=faces, n_jobs=1)
+    assert other.new_images == 12
+    # images are not copies of their parents
+    first = syn.iloc[0]
+    parent = manifest.set_index("image_id").loc[first["parents"][0], "path"]
+    a = np.asarray(Image.open(ws.resolve(first["path"])), dtype=float)
+    b = np.asarray(Image.open(ws.resolve(parent)).convert("RGB"), dtype=float)
+    assert np.abs(a - b).mean() > 1.0
+
+
+def test_generate_needs_a_split_and_faces(tmp_path) -> None:
+    ws, faces = make_workspace(tmp_path)
+    from phenosynth.synth.generate import generate
+
+    with pytest.raises(PhenosynthError, match="phenosynth faces -w"):
+        generate(ws, per_class=1, faces=faces.iloc[:0])
+    m = ws.load_manifest()
+    m["split"] = pd.NA
+    ws.save_manifest(m)
+    with pytest.raises(PhenosynthError, match="phenosynth split -w"):
+        generate(ws, per_class=1, faces=faces)
+
+
+# --- lineage after a re-split -----------------------------------------------------------------------------------------
+
+
+def lineage_manifest() -> pd.DataFrame:
+    return conform(
+        pd.DataFrame(
+            {
+                "image_id": ["p1", "p2", "s1", "s2", "s3"],
+                "label": ["A", "A", "A", "A", "A"],
+                "source": ["real", "real", "synthetic", "synthetic", "synthetic"],
+                "generator": [None, None, "shape-warp", "shape-warp", "shape-warp"],
+                "parents": [[], [], ["p1"], ["p2"], ["p1", "p2"]],
+                "split": ["train", "train", "train", "train", "train"],
+            }
+        )
+    )
+
+
+def test_a_resplit_flags_children_of_new_test_images_and_releases_them_after() -> None:
+    m = lineage_manifest()
+    assert flag_leaked_synthetic(m)[1] == [] and lineage_report(m).empty
+    m.loc[m["image_id"] == "p2", "split"] = "test"  # the re-split moved p2 into the test set
+    flagged_m, flagged = flag_leaked_synthetic(m)
+    assert flagged == ["s2", "s3"]
+    reasons = flagged_m.set_index("image_id")["exclude_reason"]
+    assert reasons["s2"] == PARENT_IN_TEST and reasons["s3"] == PARENT_IN_TEST and pd.isna(reasons["s1"])
+    report = lineage_report(flagged_m)
+    assert report["image_id"].tolist() == ["s2", "s3"] and report["test_parents"].tolist() == ["p2", "p2"]
+    # the data layer's own check agrees
+    split = pytest.importorskip("phenosynth.data.split")
+    if hasattr(split, "flag_children_of_test"):
+        assert split.flag_children_of_test(m)[1] == flagged
+    # back in training: released
+    flagged_m.loc[flagged_m["image_id"] == "p2", "split"] = "train"
+    released, again = flag_leaked_synthetic(flagged_m)
+    assert again == [] and released["exclude_reason"].isna().all()
+
+
+# --- ranking ------------------------------------------------------------------------------------------------------
+
+
+def _add_synthetic(ws: Workspace, faces: pd.DataFrame) -> pd.DataFrame:
+    """Two synthetic images per class with landmarks near (id *0) or far from (id *1) their class."""
+    rng = np.random.default_rng(1)
+    rows, extra = [], []
+    for label in ["A", "B", "C"]:
+        for k in range(2):
+            image_id = f"syn{label}{k}"
+            rows.append({"image_id": image_id, "path": f"synthetic/x/{image_id}.png", "label": label,
+                         "source": "synthetic", "generator": "shape-warp", "parents": [], "split": "train"})
+            lm = _landmarks(label, rng)
+            if k == 1:  # a badly distorted face
+                lm = lm + rng.normal(0, 4.0, lm.shape)
+            extra.append({"image_id": image_id, "status": "ok", "landmarks": lm,
+                          **dict(zip(["box_x0", "box_y0", "box_x1", "box_y1"], FACE_BOX))})
+    m = ws.load_manifest()
+    ws.save_manifest(pd.concat([m, pd.DataFrame(rows)], ignore_index=True))
+    return pd.concat([faces, pd.DataFrame(extra).set_index("image_id")])
+
+
+def test_rank_scores_synthetic_images_against_real_training_prototypes(tmp_path) -> None:
+    from phenosynth.synth.ranking import rank
+
+    ws, faces = make_workspace(tmp_path)
+    all_faces = _add_synthetic(ws, faces)
+    with pytest.raises(PhenosynthError, match="phenosynth faces -w"):
+        rank(ws, "rdface25", faces=faces)  # the synthetic images have not been through the face pass
+    s = rank(ws, "shape68", faces=all_faces)
+    assert s.ranked == 6 and s.not_ranked == {}
+    table = pd.read_parquet(ws.root / "ranking.parquet")
+    assert list(table.columns) == ["image_id", "representation", "rank_score", "own_class_rank"]
+    score = table.set_index("image_id")["rank_score"]
+    for label in "ABC":
+        assert score[f"syn{label}0"] > score[f"syn{label}1"]  # the distorted face scores lower
+    assert table.set_index("image_id").loc["synA0", "own_class_rank"] == 1
+    # a second representation is stored beside the first; a face-less image is reported, not ranked
+    s2 = rank(ws, "rdface25", faces=all_faces.assign(status=lambda d: np.where(d.index == "synC1", "no-face", "ok")))
+    assert s2.ranked == 5 and s2.not_ranked == {"no face found": 1}
+    table = pd.read_parquet(ws.root / "ranking.parquet")
+    assert table.groupby("representation").size().to_dict() == {"rdface25": 5, "shape68": 6}
+
+    # prototypes come from real *training* images only: moving the test images elsewhere changes nothing
+    m = ws.load_manifest()
+    far = m["split"] == "test"
+    shifted = all_faces.copy()
+    for i in m.loc[far, "image_id"]:
+        shifted.at[i, "landmarks"] = shifted.at[i, "landmarks"] + np.random.default_rng(3).normal(0, 6, (68, 2))
+    rank(ws, "shape68", faces=shifted)
+    again = pd.read_parquet(ws.root / "ranking.parquet")
+    again = again[again["representation"] == "shape68"].set_index("image_id")["rank_score"]
+    assert np.allclose(again.sort_index(), score.sort_index())
