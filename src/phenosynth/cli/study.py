@@ -44,7 +44,8 @@ def study(
     console.print(
         f"Study [bold]{run_name}[/]: {result.n_cells} cells ({result.n_ran} trained now, {result.n_resumed} resumed) "
         f"in {result.seconds:.1f} s (preparation {result.prepare_seconds:.1f} s).\n"
-        f"Results: {result.run_dir / 'results.csv'}\nReport:  {result.run_dir / 'report.html'}"
+        f"Results: {result.run_dir / 'results.csv'}\nReport:  {result.run_dir / 'report.html'}",
+        soft_wrap=True,
     )
 
 
@@ -62,7 +63,7 @@ def report(
     _print_table(rep.run_dir)
     for w in rep.warnings:
         console.print(f"[yellow]warning:[/] {w}", highlight=False)
-    console.print(f"Wrote {len(rep.files)} files in {rep.run_dir}; open {rep.run_dir / 'report.html'}")
+    console.print(f"Wrote {len(rep.files)} files in {rep.run_dir}; open {rep.run_dir / 'report.html'}", soft_wrap=True)
 
 
 @command("demo")
@@ -85,5 +86,6 @@ def demo(
     _print_table(result.run_dir)
     console.print(
         f"Demo finished in {result.seconds:.0f} s. Workspace: {result.workspace}\n"
-        f"Report: [bold]{result.run_dir / 'report.html'}[/]"
+        f"Report: [bold]{result.run_dir / 'report.html'}[/]",
+        soft_wrap=True,
     )
