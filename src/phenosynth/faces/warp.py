@@ -38,23 +38,26 @@ def warp_maps(src: np.ndarray, dst: np.ndarray, height: int, width: int) -> tupl
     keep = np.sort(keep)
     dst_all, src_all = dst_all[keep], src_all[keep]
 
-    tri = Delaunay(dst_all)
-    yy, xx = np.mgrid[0:height, 0:width]
-    pix = np.stack([xx.ravel(), yy.ravel()], 1).astype(np.float64)
-    simplex = tri.find_simplex(pix)
-    inside = simplex >= 0
-    s = simplex[inside]
-    # Barycentric coordinates from scipy's precomputed affine transforms.
-    T = tri.transform[s]  # (n, 3, 2): T[:, :2] inverse matrix, T[:, 2] offset
-    delta = pix[inside] - T[:, 2]
-    b01 = np.einsum("nij,nj->ni", T[:, :2], delta)
-    bary = np.concatenate([b01, 1.0 - b01.sum(1, keepdims=True)], 1)  # (n, 3)
-    verts = tri.simplices[s]  # (n, 3)
-    mapped = np.einsum("ni,nij->nj", bary, src_all[verts])
-    out = pix.copy()
-    out[inside] = mapped
-    map_x = out[:, 0].reshape(height, width).astype(np.float32)
-    map_y = out[:, 1].reshape(height, width).astype(np.float32)
+    import cv2
+
+    tri = Delaunay(dst_all).simplices  # (T, 3)
+    # Per-triangle affine map dst -> src: src = [x, y, 1] @ M[t] with M[t] (3, 2).
+    D = np.concatenate([dst_all[tri], np.ones((len(tri), 3, 1))], 2)  # (T, 3, 3)
+    S = src_all[tri]  # (T, 3, 2)
+    det = np.linalg.det(D)
+    ok = np.abs(det) > 1e-9
+    M = np.zeros((len(tri), 3, 2))
+    M[:, 0, 0] = M[:, 1, 1] = 1.0  # degenerate triangles: identity
+    M[ok] = np.linalg.solve(D[ok], S[ok])
+    # Rasterise the triangle index of every output pixel (-1 where none: identity).
+    label = np.full((height, width), -1, dtype=np.int32)
+    for t, verts in enumerate(np.round(dst_all[tri] * 16).astype(np.int32)):
+        cv2.fillConvexPoly(label, verts, int(t), lineType=cv2.LINE_8, shift=4)
+    M = np.concatenate([M, np.array([[[1.0, 0.0], [0.0, 1.0], [0.0, 0.0]]])])  # index -1 -> identity
+    yy, xx = np.mgrid[0:height, 0:width].astype(np.float32)
+    Ml = M.astype(np.float32)[label]  # (H, W, 3, 2)
+    map_x = xx * Ml[..., 0, 0] + yy * Ml[..., 1, 0] + Ml[..., 2, 0]
+    map_y = xx * Ml[..., 0, 1] + yy * Ml[..., 1, 1] + Ml[..., 2, 1]
     return map_x, map_y
 
 
