@@ -1,0 +1,146 @@
+"""Detectors, landmarkers, representations and the warp, on tiny hand-made data."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+sys.path.insert(0, str(Path(__file__).parent))
+from _faces_data import face_image  # noqa: E402
+from phenosynth.faces.detectors import create_detector, create_landmarker, list_detectors, list_landmarkers
+from phenosynth.faces.landmarks import ARCFACE_TEMPLATE_112, five_from_68, order_is_sane
+from phenosynth.faces.representations import class_prototypes, cosine_similarity_to, represent
+from phenosynth.faces.warp import warp_to_landmarks
+from phenosynth.registry import UnknownNameError
+
+
+# --- registries ------------------------------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def face() -> np.ndarray:
+    return face_image(160)
+
+
+def test_registries_list_every_entry() -> None:
+    assert list_detectors() == ["dlib-cnn", "dlib-hog", "mtcnn"]
+    assert list_landmarkers() == ["dlib5", "dlib68", "mtcnn5"]
+
+
+def test_unknown_detector_names_the_valid_ones() -> None:
+    with pytest.raises(UnknownNameError, match="Did you mean 'dlib-hog'.*Valid: dlib-cnn, dlib-hog, mtcnn"):
+        create_detector("hog")
+
+
+@pytest.mark.parametrize("name", ["dlib-hog", "dlib-cnn", "mtcnn"])
+def test_each_detector_finds_the_face(face: np.ndarray, name: str) -> None:
+    dets = create_detector(name).detect(face, 1)
+    assert len(dets) == 1
+    x0, y0, x1, y1 = dets[0].box
+    # The face spans roughly x 45..115, y 35..120 in this 160 px image.
+    assert 25 < x0 < 65 and 95 < x1 < 135 and 15 < y0 < 70 and 90 < y1 < 140
+
+
+@pytest.mark.parametrize("name", ["dlib68", "dlib5", "mtcnn5"])
+def test_each_landmarker_gives_sane_points(face: np.ndarray, name: str) -> None:
+    det = create_detector("dlib-hog").detect(face, 1)[0]
+    lmk = create_landmarker(name)
+    pts = lmk(face, det)
+    assert pts.shape == (lmk.n_points, 2)
+    five = lmk.five(pts)
+    assert order_is_sane(five)
+    iod = np.linalg.norm(five[0] - five[1])
+    assert 20 < iod < 45  # the eyes are ~30 px apart here
+
+
+def test_the_three_landmarkers_agree_on_the_eyes(face: np.ndarray) -> None:
+    det = create_detector("dlib-hog").detect(face, 1)[0]
+    fives = [create_landmarker(n).five(create_landmarker(n)(face, det)) for n in ("dlib68", "dlib5", "mtcnn5")]
+    iod = np.linalg.norm(fives[0][0] - fives[0][1])
+    for other in fives[1:]:
+        assert np.abs(other[:2] - fives[0][:2]).max() < 0.2 * iod
+
+
+# --- representations -----------------------------------------------------------------------------------------------
+def _random_shape(rng: np.random.Generator) -> np.ndarray:
+    return rng.normal(size=(68, 2)) * 20 + 100
+
+
+def test_shape68_ignores_translation_scale_and_rotation(rng: np.random.Generator) -> None:
+    s = _random_shape(rng)
+    theta = np.deg2rad(33)
+    R = np.array([[np.cos(theta), -np.sin(theta)], [np.sin(theta), np.cos(theta)]])
+    moved = s @ R.T * 2.7 + [40, -15]
+    X = represent("shape68", np.stack([s, moved]))
+    assert X.shape == (2, 136)
+    np.testing.assert_allclose(X[0], X[1], atol=1e-10)
+    assert np.sqrt((X[0].reshape(68, 2) ** 2).sum(1).mean()) == pytest.approx(1.0)  # unit RMS size
+    other = represent("shape68", _random_shape(rng)[None])[0]
+    assert np.abs(other - X[0]).max() > 0.1  # a different shape stays different
+
+
+def test_rdface25_matches_a_hand_computation() -> None:
+    pts = np.array([[30.0, 40], [70, 40], [50, 60], [35, 80], [65, 80]])
+    box = np.array([[10.0, 20, 90, 120]])  # w 80, h 100
+    x = represent("rdface25", pts[None], box)[0].reshape(5, 5)
+    # normalised: eyes (0.25, 0.2), (0.75, 0.2); nose (0.5, 0.4); mouth (0.3125, 0.6), (0.6875, 0.6)
+    assert x[0, 1] == pytest.approx(0.5)
+    assert x[0, 2] == pytest.approx(np.hypot(0.25, 0.2))
+    assert x[3, 4] == pytest.approx(0.375)
+    assert x[0, 3] == pytest.approx(np.hypot(0.0625, 0.4))
+    np.testing.assert_allclose(np.diag(x), 0)
+    np.testing.assert_allclose(x, x.T)
+
+
+def test_rdface25_from_68_points_uses_eye_centres_nose_tip_and_mouth_corners(rng: np.random.Generator) -> None:
+    s = _random_shape(rng)
+    five = five_from_68(s)
+    np.testing.assert_allclose(five[0], s[36:42].mean(0))
+    np.testing.assert_allclose(five[1], s[42:48].mean(0))
+    np.testing.assert_allclose(five[2:], s[[30, 48, 54]])
+    box = np.array([[0.0, 0, 200, 200]])
+    np.testing.assert_allclose(represent("rdface25", s[None], box), represent("rdface25", five[None], box))
+
+
+def test_unknown_representation_is_a_clear_error() -> None:
+    with pytest.raises(UnknownNameError, match="Valid: rdface25, shape68"):
+        represent("shape86", np.zeros((1, 68, 2)))
+
+
+def test_prototypes_and_cosine_scores() -> None:
+    X = np.array([[1.0, 0.0], [3.0, 0.0], [0.0, 1.0], [1.0, 1.0]])
+    classes, P = class_prototypes(X, ["b", "b", "a", "a"])
+    assert classes == ["a", "b"]
+    np.testing.assert_allclose(P, [[0.5, 1.0], [2.0, 0.0]])
+    S = cosine_similarity_to(X, P)
+    assert S.shape == (4, 2)
+    assert S[0, 1] == pytest.approx(1.0) and S[2, 1] == pytest.approx(0.0)
+    assert S[2, 0] == pytest.approx(1 / np.sqrt(1.25))
+
+
+# --- warp -----------------------------------------------------------------------------------------------------------
+def test_warp_with_unchanged_points_is_the_identity(face: np.ndarray, rng: np.random.Generator) -> None:
+    pts = rng.uniform(40, 120, (20, 2))
+    np.testing.assert_array_equal(warp_to_landmarks(face, pts, pts), face)
+
+
+def test_warp_moves_a_feature_to_its_target_and_keeps_the_border() -> None:
+    img = np.zeros((128, 128, 3), np.uint8)
+    img[58:63, 48:53] = 255  # a bright dot centred at (50, 60)
+    src = np.array([[50.0, 60], [80, 60], [64, 90], [64, 40]])
+    dst = src + [[10, -6], [0, 0], [0, 0], [0, 0]]
+    out = warp_to_landmarks(img, src, dst)
+    assert out[54, 60, 0] == 255 and out[60, 50, 0] == 0  # the dot left (50, 60) and sits on (60, 54)
+    ys, xs = np.nonzero(out[..., 0] > 128)
+    assert abs(xs.mean() - 60) < 1.5 and abs(ys.mean() - 54) < 1.5  # the affine pieces stretch it a little
+    assert out.shape == img.shape and out.dtype == np.uint8
+    border = np.ones((128, 128), bool)
+    border[1:-1, 1:-1] = False
+    np.testing.assert_array_equal(out[border], img[border])
+
+
+def test_alignment_template_is_arcface() -> None:
+    from phenosynth.faces.landmarks import alignment_template
+
+    np.testing.assert_allclose(alignment_template(224), ARCFACE_TEMPLATE_112 * 2)
