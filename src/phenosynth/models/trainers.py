@@ -1,0 +1,366 @@
+"""Trainers with the scikit-learn estimator contract (``__init__`` stores, ``fit`` returns self, learned attributes end
+in ``_``), registered by name:
+
+- ``probe`` (default): standardise, then multinomial logistic regression (L2, full-batch L-BFGS in torch) on cached
+  features. Objective = mean cross-entropy + ||W||^2 / (2 C n), i.e. scikit-learn's ``LogisticRegression(C)``.
+- ``se-head``: the RDFace head (SE gate d -> d/16 -> d, BatchNorm, Dropout 0.5, Linear) on cached features, AdamW
+  lr 1e-4 wd 1e-4, cosine to 1e-6, best-validation checkpoint.
+- ``finetune``: the whole backbone + a linear head on aligned crops, same optimiser recipe; GPU when present.
+
+``y`` are integer class indices in ``[0, n_classes)``; ``predict_proba`` returns ``(N, n_classes)`` so classes absent
+from the training data still have a column (probability 0), as the N-way label space requires.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import logging
+import math
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from threadpoolctl import threadpool_limits
+from torch import nn
+
+from phenosynth.registry import Registry
+
+log = logging.getLogger(__name__)
+
+TRAINERS: Registry[Any] = Registry("trainer")
+
+
+@contextlib.contextmanager
+def seeded(seed: int) -> Iterator[None]:
+    """Seed torch inside, leave the caller's RNG state as it was."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        yield
+
+
+def _n_classes(y: np.ndarray, n_classes: int | None) -> int:
+    return int(n_classes) if n_classes is not None else int(np.max(y)) + 1
+
+
+class _FeatureStandardiser:
+    def _fit_scaler(self, X: np.ndarray) -> None:
+        self.mean_ = X.mean(axis=0).astype(np.float32)
+        sd = X.std(axis=0)
+        self.scale_ = np.where(sd > 1e-6, sd, 1.0).astype(np.float32)
+
+    def _scale(self, X: np.ndarray) -> torch.Tensor:
+        return torch.from_numpy(((np.asarray(X, np.float32) - self.mean_) / self.scale_).astype(np.float32))
+
+
+@TRAINERS.register("probe")
+class ProbeClassifier(_FeatureStandardiser):
+    """Standardise + multinomial logistic regression. ``fit(X (n, d), y (n,))``; ``predict_proba(X) -> (N, C)``.
+
+    >>> rng = np.random.default_rng(0)
+    >>> X = np.concatenate([rng.normal(0, 1, (20, 5)), rng.normal(3, 1, (20, 5))]).astype(np.float32)
+    >>> y = np.repeat([0, 1], 20)
+    >>> clf = ProbeClassifier(C=1.0).fit(X, y, n_classes=3)
+    >>> clf.predict_proba(X).shape, float((clf.predict(X) == y).mean())
+    ((40, 3), 1.0)
+    """
+
+    input_kind = "features"
+
+    def __init__(self, *, C: float = 1.0, max_iter: int = 100, tol: float = 1e-4, random_state: int = 0) -> None:
+        self.C = C
+        self.max_iter = max_iter
+        self.tol = tol
+        self.random_state = random_state
+
+    def fit(self, X: np.ndarray, y: np.ndarray, *, n_classes: int | None = None, X_val: Any = None,
+            y_val: Any = None) -> "ProbeClassifier":
+        X = np.asarray(X, np.float32)
+        y = np.asarray(y, np.int64)
+        self.n_classes_ = _n_classes(y, n_classes)
+        self.classes_ = np.arange(self.n_classes_)
+        self._fit_scaler(X)
+        self.present_ = np.unique(y)
+        remap = np.full(self.n_classes_, -1, np.int64)
+        remap[self.present_] = np.arange(len(self.present_))
+        Xs = self._scale(X).numpy()
+        n, d = Xs.shape
+        k = len(self.present_)
+        with threadpool_limits(limits=1 if n * d * k < 3e8 else None):
+            # n << d: solve in the n-dim row space (X = U S V^T, W = V W'); exact for L2, and n/d times cheaper.
+            if 2 * n <= d:
+                U, S, Vt = np.linalg.svd(Xs, full_matrices=False)
+                Z = (U * S).astype(np.float32)
+            else:
+                Z, Vt = Xs, None
+            W, b, self.n_iter_ = fit_softmax_lbfgs(Z, remap[y], k, C=self.C, tol=self.tol, max_iter=self.max_iter)
+            if Vt is not None:
+                W = Vt.T.astype(np.float32) @ W
+        self.coef_ = W.T.copy()  # (k, d): rows = classes present in training
+        self.intercept_ = b
+        return self
+
+    def decision_function(self, X: np.ndarray) -> np.ndarray:
+        """Logits ``(N, n_classes)``; classes never seen in training get -inf."""
+        Z = self._scale(X).numpy() @ self.coef_.T + self.intercept_
+        out = np.full((len(Z), self.n_classes_), -np.inf, np.float32)
+        out[:, self.present_] = Z
+        return out
+
+    def predict_proba(self, X: np.ndarray) -> np.ndarray:
+        return _softmax(self.decision_function(X))
+
+    def predict(self, X: np.ndarray) -> np.ndarray:
+        return np.argmax(self.decision_function(X), axis=1)
+
+
+def fit_softmax_lbfgs(
+    X: np.ndarray, y: np.ndarray, k: int, *, C: float, tol: float = 1e-4, max_iter: int = 100
+) -> tuple[np.ndarray, np.ndarray, int]:
+    """Minimise mean cross-entropy + ||W||^2 / (2 C n) over ``W (d, k)``, ``b (k,)`` with scipy's L-BFGS-B.
+
+    Pure and deterministic; ``X (n, d)`` float32, ``y (n,)`` in ``[0, k)``. Returns ``(W, b, n_iter)``.
+    """
+    from scipy.optimize import fmin_l_bfgs_b
+    from scipy.special import logsumexp
+
+    n, d = X.shape
+    Y = np.zeros((n, k), np.float32)
+    Y[np.arange(n), y] = 1.0
+    lam = 1.0 / (C * n)
+
+    def loss_grad(w: np.ndarray) -> tuple[float, np.ndarray]:
+        W = w[: d * k].reshape(d, k).astype(np.float32)
+        b = w[d * k:].astype(np.float32)
+        Zl = X @ W + b
+        lse = logsumexp(Zl, axis=1, keepdims=True)
+        G = (np.exp(Zl - lse) - Y) / n
+        loss = float(np.mean(lse[:, 0] - (Zl * Y).sum(1))) + 0.5 * lam * float((W * W).sum())
+        grad = np.concatenate([(X.T @ G + lam * W).ravel(), G.sum(0)])
+        return loss, grad.astype(np.float64)
+
+    w, _, info = fmin_l_bfgs_b(loss_grad, np.zeros(d * k + k), m=10, maxiter=max_iter, pgtol=tol, factr=1e7)
+    return w[: d * k].reshape(d, k).astype(np.float32), w[d * k:].astype(np.float32), int(info["nit"])
+
+
+def _softmax(Z: np.ndarray) -> np.ndarray:
+    Z = Z - Z.max(axis=1, keepdims=True)
+    E = np.exp(Z)
+    return (E / E.sum(axis=1, keepdims=True)).astype(np.float32)
+
+
+def _cosine_optimiser(params: Any, lr: float, weight_decay: float, total_steps: int, eta_min: float) -> tuple[Any, Any]:
+    opt = torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(1, total_steps), eta_min=eta_min)
+    return opt, sched
+
+
+class SEHead(nn.Module):
+    """RDFace head: ``x * sigmoid(W2 relu(W1 x))`` (d -> d/r -> d), BatchNorm, Dropout, Linear -> ``(N, C)``."""
+
+    def __init__(self, dim: int, n_classes: int, *, reduction: int = 16, dropout: float = 0.5) -> None:
+        super().__init__()
+        hidden = max(1, dim // reduction)
+        self.gate = nn.Sequential(nn.Linear(dim, hidden), nn.ReLU(inplace=True), nn.Linear(hidden, dim), nn.Sigmoid())
+        self.bn = nn.BatchNorm1d(dim)
+        self.dropout = nn.Dropout(dropout)
+        self.fc = nn.Linear(dim, n_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(self.dropout(self.bn(x * self.gate(x))))
+
+
+def _top1(logits: torch.Tensor, y: torch.Tensor) -> float:
+    return float((logits.argmax(1) == y).float().mean()) if len(y) else 0.0
+
+
+@TRAINERS.register("se-head")
+class SEHeadClassifier(_FeatureStandardiser):
+    """The RDFace SE head trained on (standardised) cached features; keeps the best-validation epoch.
+
+    ``fit(X (n, d), y, n_classes=C, X_val=..., y_val=...)``; without a validation set the last epoch is kept.
+    """
+
+    input_kind = "features"
+
+    def __init__(self, *, epochs: int = 50, lr: float = 1e-4, weight_decay: float = 1e-4, eta_min: float = 1e-6,
+                 batch_size: int = 32, reduction: int = 16, dropout: float = 0.5, max_steps: int | None = None,
+                 random_state: int = 0) -> None:
+        self.epochs = epochs
+        self.lr = lr
+        self.weight_decay = weight_decay
+        self.eta_min = eta_min
+        self.batch_size = batch_size
+        self.reduction = reduction
+        self.dropout = dropout
+        self.max_steps = max_steps
+        self.random_state = random_state
+
+    def fit(self, X: np.ndarray, y: np.ndarray, *, n_classes: int | None = None, X_val: np.ndarray | None = None,
+            y_val: np.ndarray | None = None) -> "SEHeadClassifier":
+        X = np.asarray(X, np.float32)
+        self.n_classes_ = _n_classes(np.asarray(y), n_classes)
+        self.classes_ = np.arange(self.n_classes_)
+        self._fit_scaler(X)
+        Xt, yt = self._scale(X), torch.as_tensor(np.asarray(y), dtype=torch.long)
+        has_val = X_val is not None and len(X_val) > 0
+        Xv = self._scale(X_val) if has_val else None
+        yv = torch.as_tensor(np.asarray(y_val), dtype=torch.long) if has_val else None
+        with seeded(self.random_state):
+            model = SEHead(X.shape[1], self.n_classes_, reduction=self.reduction, dropout=self.dropout)
+            gen = torch.Generator().manual_seed(self.random_state)
+            self.loss_curve_, self.val_curve_ = _train_loop(
+                model, lambda idx: Xt[idx], yt, self, gen, val=(lambda m: _top1(m(Xv), yv)) if has_val else None)
+        self.model_ = model.eval()
+        return self
+
+    def decision_function(self, X: np.ndarray) -> np.ndarray:
+        with torch.inference_mode():
+            return self.model_(self._scale(X)).numpy()
+
+    def predict_proba(self, X: np.ndarray) -> np.ndarray:
+        return _softmax(self.decision_function(X))
+
+    def predict(self, X: np.ndarray) -> np.ndarray:
+        return np.argmax(self.decision_function(X), axis=1)
+
+
+def _train_loop(model: nn.Module, get_x: Any, y: torch.Tensor, cfg: Any, gen: torch.Generator,
+                val: Any = None, device: torch.device | None = None) -> tuple[list[float], list[float]]:
+    """Mini-batch AdamW + cosine schedule; restores the best-validation state (first best wins) at the end."""
+    n = len(y)
+    steps_per_epoch = math.ceil(n / cfg.batch_size)
+    total = steps_per_epoch * cfg.epochs
+    if cfg.max_steps is not None:
+        total = min(total, cfg.max_steps)
+    opt, sched = _cosine_optimiser(model.parameters(), cfg.lr, cfg.weight_decay, total, cfg.eta_min)
+    losses: list[float] = []
+    val_curve: list[float] = []
+    best, best_state, step = -1.0, None, 0
+    for _epoch in range(cfg.epochs):
+        model.train()
+        order = torch.randperm(n, generator=gen)
+        for start in range(0, n, cfg.batch_size):
+            idx = order[start:start + cfg.batch_size]
+            if len(idx) < 2 and n >= 2:  # BatchNorm needs 2 samples; the remainder joins the next epoch's shuffle
+                continue
+            xb, yb = get_x(idx), y[idx]
+            if device is not None:
+                xb, yb = xb.to(device), yb.to(device)
+            opt.zero_grad()
+            loss = nn.functional.cross_entropy(model(xb), yb)
+            loss.backward()
+            opt.step()
+            sched.step()
+            losses.append(float(loss))
+            step += 1
+            if step >= total:
+                break
+        if val is not None:
+            model.eval()
+            with torch.inference_mode():
+                score = float(val(model))
+            val_curve.append(score)
+            if score > best:
+                best, best_state = score, copy.deepcopy(model.state_dict())
+        if step >= total:
+            break
+    if best_state is not None:
+        model.load_state_dict(best_state)
+    model.eval()
+    return losses, val_curve
+
+
+@TRAINERS.register("finetune")
+class FineTuneClassifier:
+    """Full fine-tune of a backbone + linear head on aligned crops (``X`` = crop paths); GPU when present.
+
+    ``backbone`` is a registry name (built with ``weights``) or an already built backbone module with
+    ``forward_features`` and ``spec`` (tests use a tiny one).
+    """
+
+    input_kind = "images"
+
+    def __init__(self, *, backbone: Any = "resnet152", weights: str = "default", preprocessing: str = "paper",
+                 epochs: int = 10, lr: float = 1e-4, weight_decay: float = 1e-4, eta_min: float = 1e-6,
+                 batch_size: int = 32, max_steps: int | None = None, device: str | None = None,
+                 random_state: int = 0) -> None:
+        self.backbone = backbone
+        self.weights = weights
+        self.preprocessing = preprocessing
+        self.epochs = epochs
+        self.lr = lr
+        self.weight_decay = weight_decay
+        self.eta_min = eta_min
+        self.batch_size = batch_size
+        self.max_steps = max_steps
+        self.device = device
+        self.random_state = random_state
+
+    def _device(self) -> torch.device:
+        if self.device:
+            return torch.device(self.device)
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+    def _load(self, paths: Sequence[str | Path]) -> torch.Tensor:
+        from phenosynth.models.features import load_crop_tensor
+
+        size, mean, std = self.spec_.preprocessing(self.preprocessing)
+        return torch.stack([load_crop_tensor(p, size, mean, std) for p in paths])
+
+    def fit(self, X: Sequence[str | Path], y: np.ndarray, *, n_classes: int | None = None,
+            X_val: Sequence[str | Path] | None = None, y_val: np.ndarray | None = None) -> "FineTuneClassifier":
+        from phenosynth.models.backbones import create_backbone
+
+        self.n_classes_ = _n_classes(np.asarray(y), n_classes)
+        self.classes_ = np.arange(self.n_classes_)
+        device = self._device()
+        with seeded(self.random_state):
+            net = create_backbone(self.backbone, self.weights) if isinstance(self.backbone, str) \
+                else copy.deepcopy(self.backbone)
+            self.spec_ = net.spec
+            with torch.inference_mode():
+                size = self.spec_.preprocessing(self.preprocessing)[0]
+                dim = int(net.forward_features(torch.zeros(2, 3, size, size)).shape[1])
+            model = nn.Sequential(_Features(net), nn.Linear(dim, self.n_classes_)).to(device)
+            paths = list(X)
+            yt = torch.as_tensor(np.asarray(y), dtype=torch.long)
+            has_val = X_val is not None and len(X_val) > 0
+            val = None
+            if has_val:
+                vpaths, yv = list(X_val), torch.as_tensor(np.asarray(y_val), dtype=torch.long)
+                val = lambda m: _top1(self._logits(m, vpaths, device), yv)  # noqa: E731
+            gen = torch.Generator().manual_seed(self.random_state)
+            self.loss_curve_, self.val_curve_ = _train_loop(
+                model, lambda idx: self._load([paths[i] for i in idx.tolist()]), yt, self, gen, val=val,
+                device=device)
+        self.model_ = model.eval()
+        self.device_ = device
+        return self
+
+    def _logits(self, model: nn.Module, paths: Sequence[str | Path], device: torch.device) -> torch.Tensor:
+        out = []
+        with torch.inference_mode():
+            for start in range(0, len(paths), self.batch_size):
+                out.append(model(self._load(paths[start:start + self.batch_size]).to(device)).float().cpu())
+        return torch.cat(out) if out else torch.zeros(0, self.n_classes_)
+
+    def decision_function(self, X: Sequence[str | Path]) -> np.ndarray:
+        return self._logits(self.model_, list(X), self.device_).numpy()
+
+    def predict_proba(self, X: Sequence[str | Path]) -> np.ndarray:
+        return _softmax(self.decision_function(X))
+
+    def predict(self, X: Sequence[str | Path]) -> np.ndarray:
+        return np.argmax(self.decision_function(X), axis=1)
+
+
+class _Features(nn.Module):
+    def __init__(self, backbone: nn.Module) -> None:
+        super().__init__()
+        self.backbone = backbone
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.backbone.forward_features(x)

@@ -1,0 +1,123 @@
+"""Offline-first weight resolution: find a weights file in the standard caches, or say exactly where to put it.
+
+Nothing here downloads. ``weights`` is always one of ``"default"`` (the backbone's pretrained file, looked up in
+its standard cache), ``"none"`` (seeded random initialisation, asked for explicitly) or a path to a file.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import os
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+
+from phenosynth.errors import MissingWeightsError
+
+_DIGESTS: dict[tuple[str, int, int], str] = {}
+
+
+def torch_home() -> Path:
+    """``$TORCH_HOME`` or ``$XDG_CACHE_HOME/torch`` or ``~/.cache/torch`` (torch's own rule)."""
+    default = Path(os.getenv("XDG_CACHE_HOME", "~/.cache")).expanduser() / "torch"
+    return Path(os.getenv("TORCH_HOME", str(default))).expanduser()
+
+
+def torchvision_dir() -> Path:
+    """Where torchvision keeps downloaded checkpoints: ``$TORCH_HOME/hub/checkpoints``."""
+    return torch_home() / "hub" / "checkpoints"
+
+
+def facenet_dir() -> Path:
+    """Where facenet-pytorch keeps its checkpoints: ``$TORCH_HOME/checkpoints``."""
+    return torch_home() / "checkpoints"
+
+
+def hf_cache_dir() -> Path:
+    try:
+        from huggingface_hub import constants
+
+        return Path(constants.HF_HUB_CACHE)
+    except ImportError:  # pragma: no cover - huggingface_hub ships with timm/open_clip
+        return Path(os.getenv("HF_HOME", "~/.cache/huggingface")).expanduser() / "hub"
+
+
+def package_dir(package: str, *parts: str) -> Path | None:
+    """The folder of an installed package (without importing it), or None."""
+    spec = importlib.util.find_spec(package)
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    return Path(next(iter(spec.submodule_search_locations)), *parts)
+
+
+def missing(what: str, filename: str, folder: Path, url: str = "") -> MissingWeightsError:
+    src = f" (download it from {url} on a machine with internet)" if url else ""
+    return MissingWeightsError(
+        f"Weights for {what} not found: put '{filename}' in {folder}{src}, or pass --weights PATH to a file, "
+        f"or --weights none for a seeded random initialisation."
+    )
+
+
+def find_file(filename: str, folders: Iterable[Path | None]) -> Path | None:
+    for folder in folders:
+        if folder is not None and (Path(folder) / filename).is_file():
+            return Path(folder) / filename
+    return None
+
+
+def explicit_file(path: str | os.PathLike[str], what: str) -> Path:
+    p = Path(path).expanduser()
+    if not p.is_file():
+        raise MissingWeightsError(
+            f"Weights file {p} for {what} does not exist. Pass --weights default, --weights none or a path to an "
+            f"existing checkpoint file."
+        )
+    return p.resolve()
+
+
+def hf_cached_file(repo_id: str, filenames: Sequence[str]) -> Path | None:
+    """A file of ``repo_id`` already in the Hugging Face cache (no network), or None."""
+    try:
+        from huggingface_hub import try_to_load_from_cache
+    except ImportError:  # pragma: no cover
+        return None
+    for name in filenames:
+        found = try_to_load_from_cache(repo_id, name, cache_dir=str(hf_cache_dir()))
+        if isinstance(found, str) and Path(found).is_file():
+            return Path(found)
+    return None
+
+
+def hf_missing(what: str, repo_id: str, filenames: Sequence[str]) -> MissingWeightsError:
+    return MissingWeightsError(
+        f"Weights for {what} not found in the Hugging Face cache {hf_cache_dir()}: fetch '{filenames[0]}' of "
+        f"'{repo_id}' there on a machine with internet (huggingface-cli download {repo_id} {filenames[0]}), or pass "
+        f"--weights PATH to the file, or --weights none for a seeded random initialisation."
+    )
+
+
+def file_digest(path: str | os.PathLike[str]) -> str:
+    """SHA-256 of a weights file (memoised per path, size and modification time)."""
+    p = Path(path)
+    st = p.stat()
+    key = (str(p.resolve()), st.st_size, st.st_mtime_ns)
+    if key not in _DIGESTS:
+        h = hashlib.sha256()
+        with open(p, "rb") as fh:
+            for chunk in iter(lambda: fh.read(1 << 22), b""):
+                h.update(chunk)
+        _DIGESTS[key] = h.hexdigest()
+    return _DIGESTS[key]
+
+
+def load_state_dict(path: Path) -> dict:
+    """A torch checkpoint's state dict (unwraps ``{"state_dict": ...}`` / ``{"model": ...}``)."""
+    import torch
+
+    obj = torch.load(path, map_location="cpu", weights_only=True)
+    for key in ("state_dict", "model", "model_state_dict"):
+        if isinstance(obj, dict) and key in obj and isinstance(obj[key], dict):
+            obj = obj[key]
+    if not isinstance(obj, dict):
+        raise MissingWeightsError(f"{path} is not a state-dict checkpoint; pass a .pth/.pt file with a state dict.")
+    return {k.removeprefix("module."): v for k, v in obj.items()}
