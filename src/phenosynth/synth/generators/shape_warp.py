@@ -50,6 +50,29 @@ def _downscale(image: np.ndarray, points: np.ndarray, max_side: int) -> tuple[np
     return small, points * scale
 
 
+def warp_image(image: np.ndarray, src: np.ndarray, dst: np.ndarray, *, factor: int = 2) -> np.ndarray:
+    """``phenosynth.faces.warp`` piecewise-affine warp of ``image (H, W, 3)`` from ``src (K, 2)`` to ``dst (K, 2)``,
+    with the backward maps computed on a grid ``factor`` times coarser and interpolated (the maps are continuous and
+    piecewise linear, so this costs well under a pixel and saves most of the time of large images)."""
+    import cv2
+
+    from phenosynth.faces.warp import warp_maps, warp_to_landmarks
+
+    h, w = image.shape[:2]
+    if factor <= 1 or min(h, w) < 32 * factor:
+        return warp_to_landmarks(image, src, dst)
+    hl, wl = (h - 1) // factor + 1, (w - 1) // factor + 1
+    fx, fy = (w - 1) / (wl - 1), (h - 1) / (hl - 1)  # low-res pixel (j, i) sits at full-res (j * fx, i * fy)
+    scale = np.array([fx, fy])
+    map_x, map_y = warp_maps(np.asarray(src) / scale, np.asarray(dst) / scale, hl, wl)
+    low = np.dstack([map_x * fx, map_y * fy]).astype(np.float32)
+    gx = (np.arange(w, dtype=np.float32) / fx)[None, :].repeat(h, 0)
+    gy = (np.arange(h, dtype=np.float32) / fy)[:, None].repeat(w, 1)
+    full = cv2.remap(low, gx, gy, interpolation=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+    return cv2.remap(image, full[..., 0], full[..., 1], interpolation=cv2.INTER_LINEAR,
+                     borderMode=cv2.BORDER_REFLECT_101)
+
+
 def is_grayscale(image: np.ndarray) -> bool:
     """True when an RGB image's three channels are identical."""
     return bool(np.array_equal(image[..., 0], image[..., 1]) and np.array_equal(image[..., 1], image[..., 2]))
@@ -126,6 +149,7 @@ class ShapeWarpGenerator(Generator):
         lighting: float = 0.15,
         colour: float = 0.06,
         max_side: int = 512,
+        map_factor: int = 1,
     ) -> None:
         self.variation = variation
         self.shrinkage = shrinkage
@@ -138,6 +162,7 @@ class ShapeWarpGenerator(Generator):
         self.lighting = lighting
         self.colour = colour
         self.max_side = max_side
+        self.map_factor = map_factor
 
     def _fit(self, images: list[np.ndarray], landmarks: np.ndarray, labels: list[str], image_ids: list[str]) -> None:
         ims, lms = [], []
@@ -160,8 +185,6 @@ class ShapeWarpGenerator(Generator):
         return list(self.shape_model_.classes_)
 
     def sample_one(self, label: str, index: int, seed: int) -> SyntheticSample:
-        from phenosynth.faces.warp import warp_to_landmarks
-
         rng = sample_rng(seed, label, index)
         model = self.shape_model_
         scores = model.sample_scores(label, 1, rng, scale=float(self.variation))
@@ -178,7 +201,7 @@ class ShapeWarpGenerator(Generator):
         dst = apply_matrix(np.linalg.inv(model.to_model_[p1]), shape)
         dst, pose = pose_jitter(dst, rng, max_rotation=self.max_rotation, max_scale=self.max_scale,
                                 max_shift=self.max_shift)
-        out = warp_to_landmarks(image1, lm1, dst).astype(np.float32)
+        out = warp_image(image1, lm1, dst, factor=self.map_factor).astype(np.float32)
         grayscale = self.grayscale_[p1]
         parents = [self.image_ids_[p1]]
         if p2 is not None:
@@ -188,7 +211,8 @@ class ShapeWarpGenerator(Generator):
             A = similarity_matrix(self.landmarks_[p2], lm1)  # photo 2 -> photo 1's frame
             image2 = cv2.warpAffine(self.images_[p2], A[:2], (w, h), flags=cv2.INTER_LINEAR,
                                     borderMode=cv2.BORDER_REFLECT_101)
-            warped2 = warp_to_landmarks(image2, apply_matrix(A, self.landmarks_[p2]), dst).astype(np.float32)
+            warped2 = warp_image(image2, apply_matrix(A, self.landmarks_[p2]), dst, factor=self.map_factor)
+            warped2 = warped2.astype(np.float32)
             out = (1.0 - alpha) * out + alpha * warped2
             grayscale = grayscale and self.grayscale_[p2]
             parents.append(self.image_ids_[p2])
