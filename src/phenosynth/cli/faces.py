@@ -56,7 +56,8 @@ def faces_command(
         table.add_row(status, str(n), f"{n / max(s.images, 1):.1%}", _MEANING.get(status, ""))
     console.print(table)
     rate = s.computed / s.seconds if s.seconds > 0 else 0.0
+    computed = f"computed {s.computed} ({rate:.1f} images/s on {s.workers} process(es))" if s.computed else "nothing new"
     console.print(
-        f"{s.images} images: {s.found} with a face ({s.found / max(s.images, 1):.1%}); computed {s.computed} "
-        f"({rate:.1f} images/s on {s.workers} process(es)), {s.cached} from cache. Written to {s.faces_path}."
+        f"{s.images} images: {s.found} with a face ({s.found / max(s.images, 1):.1%}); {computed}, "
+        f"{s.cached} from cache. Written to {s.faces_path}."
     )

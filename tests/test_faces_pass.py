@@ -1,0 +1,134 @@
+"""The face pass (faces.parquet), its cache, statuses, alignment crops and the `phenosynth faces` command."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from PIL import Image
+from typer.testing import CliRunner
+
+sys.path.insert(0, str(Path(__file__).parent))
+from _faces_data import face_image, make_workspace, two_faces  # noqa: E402
+
+from phenosynth.errors import WorkspaceError  # noqa: E402
+from phenosynth.faces.align import alignment_matrix, ensure_aligned_crops  # noqa: E402
+from phenosynth.faces.facepass import face_exclusions, load_faces, run_face_pass  # noqa: E402
+from phenosynth.faces.landmarks import alignment_template, apply_similarity, order_is_sane  # noqa: E402
+
+
+def _gray(im: np.ndarray) -> np.ndarray:
+    return np.asarray(Image.fromarray(im).convert("L"))
+
+
+@pytest.fixture(scope="module")
+def processed(tmp_path_factory: pytest.TempPathFactory):
+    root = tmp_path_factory.mktemp("facepass")
+    images = {
+        "face": face_image(160),
+        "gray": _gray(face_image(180)),
+        "two": two_faces(),
+        "blank": np.full((120, 120, 3), 127, np.uint8),
+        "broken": b"\x89PNG\r\n\x1a\n this is not really a png",
+    }
+    ws, ids = make_workspace(root, images)
+    summary = run_face_pass(ws, workers=2)
+    return ws, ids, summary
+
+
+def test_statuses_of_face_grayscale_multi_face_blank_and_broken(processed) -> None:
+    ws, ids, summary = processed
+    faces = load_faces(ws, ok_only=False)
+    status = {name: faces.at[i, "status"] for name, i in ids.items()}
+    assert status["face"] == "ok"
+    assert status["gray"] == "ok"
+    assert status["two"] == "ok-largest-of-2"
+    assert status["blank"] == "no-face"
+    assert status["broken"].startswith("error: ")
+    assert summary.by_status == {"error": 1, "no-face": 1, "ok": 2, "ok-largest-of-N": 1}
+    assert summary.computed == 5 and summary.cached == 0 and summary.workers == 2
+
+
+def test_multi_face_keeps_the_largest_face(processed) -> None:
+    ws, ids, _ = processed
+    row = load_faces(ws).loc[ids["two"]]
+    assert row["n_faces"] == 2
+    assert row["box_x1"] < 210  # the 200 px copy on the left, not the 140 px one on the right
+    assert row["box_x1"] - row["box_x0"] > 60
+
+
+def test_rows_hold_box_score_and_sane_landmarks(processed) -> None:
+    ws, ids, _ = processed
+    faces = load_faces(ws)
+    assert sorted(faces.index) == sorted([ids["face"], ids["gray"], ids["two"]])
+    for _, row in faces.iterrows():
+        assert row["landmarks"].shape == (68, 2) and row["landmarks5"].shape == (5, 2)
+        assert order_is_sane(row["landmarks"])
+        assert row["box_x0"] < row["landmarks5"][0, 0] < row["box_x1"]
+        assert np.isfinite(row["score"]) and row["detector"] == "dlib-hog" and row["landmarker"] == "dlib68"
+
+
+def test_no_face_images_stay_in_the_manifest_with_a_reason(processed) -> None:
+    ws, ids, _ = processed
+    assert set(ws.load_manifest()["image_id"]) == set(ids.values())
+    reasons = face_exclusions(ws)
+    assert reasons[ids["blank"]] == "no-face"
+    assert reasons[ids["broken"]].startswith("error: ")
+    assert set(reasons.index) == {ids["blank"], ids["broken"]}
+
+
+def test_second_run_computes_only_new_images(processed, tmp_path: Path) -> None:
+    ws, ids, _ = processed
+    again = run_face_pass(ws)
+    assert again.computed == 0 and again.cached == 5
+    manifest = ws.load_manifest()
+    new_path = tmp_path / "new.png"
+    Image.fromarray(face_image(200)).save(new_path)
+    import hashlib
+
+    new_id = hashlib.sha256(new_path.read_bytes()).hexdigest()
+    extra = manifest.iloc[:1].assign(image_id=new_id, path=str(new_path))
+    ws.save_manifest(pd.concat([manifest, extra], ignore_index=True))
+    try:
+        third = run_face_pass(ws)
+        assert third.computed == 1 and third.cached == 5
+        assert load_faces(ws).at[new_id, "status"] == "ok"
+    finally:
+        ws.save_manifest(manifest)
+
+
+def test_aligned_crops_at_224_and_160(processed) -> None:
+    ws, ids, _ = processed
+    for size in (224, 160):
+        crops = ensure_aligned_crops(ws, list(ids.values()), size=size)
+        assert set(crops) == {ids["face"], ids["gray"], ids["two"]}  # no face, no crop
+        for image_id, path in crops.items():
+            assert path.parent == ws.cache_dir / "crops" / "dlib-hog+dlib68" / str(size)
+            with Image.open(path) as im:
+                assert im.size == (size, size) and im.mode == "RGB"
+            lm5 = load_faces(ws).at[image_id, "landmarks5"]
+            moved = apply_similarity(alignment_matrix(lm5, size), lm5)
+            assert np.abs(moved - alignment_template(size)).max() < 0.08 * size  # features land on the template
+    mtime = crops[ids["face"]].stat().st_mtime_ns
+    assert ensure_aligned_crops(ws, [ids["face"]], size=160)[ids["face"]].stat().st_mtime_ns == mtime  # cached
+
+
+def test_load_faces_before_the_pass_says_what_to_run(tmp_path: Path) -> None:
+    ws, _ = make_workspace(tmp_path, {"face": face_image(120)})
+    with pytest.raises(WorkspaceError, match="Run first: phenosynth faces -w"):
+        load_faces(ws)
+
+
+def test_cli_faces_prints_a_summary_by_status(processed) -> None:
+    from phenosynth.cli import app
+
+    ws, _, _ = processed
+    result = CliRunner().invoke(app, ["faces", "-w", str(ws.root)])
+    assert result.exit_code == 0, result.output
+    for text in ("ok-largest-of-N", "no-face", "error", "5 images: 3 with a face (60.0%)", "5 from cache"):
+        assert text in " ".join(result.output.split())
+    bad = CliRunner().invoke(app, ["faces", "-w", str(ws.root), "--detector", "hog"])
+    assert bad.exit_code == 2 and "Did you mean 'dlib-hog'" in bad.output
