@@ -1,0 +1,334 @@
+"""One training configuration under k-fold CV: :class:`TrainConfig`, :func:`train_cell` (one fold x seed -> one
+``results.csv`` row) and :func:`train` (every fold x seed -> ``WS/runs/NAME/results.csv``).
+
+Fold semantics. For fold ``f`` the model trains on the real training images not in fold ``f`` (plus the selected
+synthetic images for ``mixed``; only the selected synthetic images for ``synthetic``) and validates on real fold
+``f`` (``validate_on="real"``, default) or on fold ``f`` of the whole pool, real + synthetic
+(``validate_on="pool"``; synthetic images get a fold from their image_id). Validation picks the hyper-parameters
+(and the checkpoint of the epoch-based trainers). Every fold's model is then scored on the same held-out real test
+set. The label space is :func:`phenosynth.data.manifest.real_classes`.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import logging
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from phenosynth.data.manifest import real_classes, real_test, real_train, synthetic
+from phenosynth.data.workspace import Workspace, atomic_write
+from phenosynth.errors import PhenosynthError, WorkspaceError
+from phenosynth.evaluate.metrics import TOPK, macro_f1, topk_accuracies, topk_accuracy
+from phenosynth.progress import ProgressCallback, report
+
+log = logging.getLogger(__name__)
+
+REGIMES = ("real", "synthetic", "mixed")
+MODES = ("probe", "se-head", "finetune")
+VALIDATE_ON = ("real", "pool")
+#: Hyper-parameter grids used when a config gives none for its mode (lists are searched on the validation fold).
+DEFAULT_HPARAMS: dict[str, dict[str, Any]] = {
+    "probe": {"C": [0.1, 1.0, 10.0]},
+    "se-head": {"epochs": 50},
+    "finetune": {"epochs": 10},
+}
+#: ``results.csv`` columns, contract first (docs/DESIGN.md), then provenance.
+RESULT_COLUMNS = [
+    "backbone", "regime", "n_synthetic", "fold", "seed", "top1", "top5", "top10", "top30", "macro_f1", "n_train",
+    "n_test", "n_val", "val_top1", "n_classes", "n_skipped", "selection", "mode", "weights", "preprocessing",
+    "validate_on", "hparams", "fit_seconds",
+]
+
+
+@dataclass
+class TrainConfig:
+    """One configuration: backbone x regime x n x selection x mode (folds and seeds are run by :func:`train`)."""
+
+    backbone: str = "mobilenet_v2"
+    weights: str = "default"
+    preprocessing: str = "paper"
+    regime: str = "real"
+    n_synthetic: int | None = None  # None: every selected synthetic image
+    selection: str = "top-per-class"
+    per_class: bool = False
+    representation: str | None = None
+    mode: str = "probe"
+    validate_on: str = "real"
+    folds: int = 5
+    seeds: Sequence[int] = (42,)
+    hparams: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        for name, value, valid in (("regime", self.regime, REGIMES), ("mode", self.mode, MODES),
+                                   ("validate_on", self.validate_on, VALIDATE_ON)):
+            if value not in valid:
+                raise PhenosynthError(f"Unknown {name} '{value}'. Use one of: {', '.join(valid)}.")
+        if self.folds < 2:
+            raise PhenosynthError(f"--folds must be at least 2, not {self.folds}.")
+        if self.regime != "real" and self.n_synthetic is not None and self.n_synthetic < 1:
+            raise PhenosynthError(f"--n-synthetic must be positive for regime '{self.regime}'.")
+        self.seeds = [int(s) for s in self.seeds]
+
+    def grid(self) -> list[dict[str, Any]]:
+        """Every hyper-parameter combination to try (list values are axes; scalars are fixed), in a fixed order.
+
+        >>> TrainConfig(hparams={"C": [0.1, 1.0], "max_iter": 50}).grid()
+        [{'C': 0.1, 'max_iter': 50}, {'C': 1.0, 'max_iter': 50}]
+        """
+        hp = dict(self.hparams) if self.hparams else dict(DEFAULT_HPARAMS.get(self.mode, {}))
+        keys = sorted(hp)
+        axes = [list(hp[k]) if isinstance(hp[k], (list, tuple)) else [hp[k]] for k in keys]
+        return [dict(zip(keys, combo)) for combo in itertools.product(*axes)] or [{}]
+
+
+# --------------------------------------------------------------------------------------------------------------------
+
+
+def pool_fold(image_id: str, folds: int) -> int:
+    """Validation fold of a synthetic image under ``validate_on="pool"``: stable, from its content hash.
+
+    >>> pool_fold("00000000000000000000000000000007", 5)
+    2
+    """
+    return int(str(image_id)[:15], 16) % folds
+
+
+def selected_synthetic(ws: Workspace, manifest: pd.DataFrame, config: TrainConfig, seed: int) -> list[str]:
+    """The synthetic image_ids a ``synthetic``/``mixed`` cell trains on (empty for ``real``)."""
+    if config.regime == "real":
+        return []
+    n = config.n_synthetic
+    try:
+        from phenosynth.synth.selection import select_for_training
+    except ImportError:
+        pool = synthetic(manifest)
+        pool = pool[pool["label"].isin(real_classes(manifest))]
+        ids = sorted(pool["image_id"].astype(str))
+        log.warning("Synthetic selection is not available; using the first %s usable synthetic images.", n or "all")
+        return ids if n is None else ids[:n]
+    if n is None:
+        n = len(synthetic(manifest))
+    return list(select_for_training(ws, manifest, strategy=config.selection, n=int(n), per_class=config.per_class,
+                                    seed=seed, representation=config.representation))
+
+
+@dataclass
+class CellData:
+    """The image_ids and class indices of one fold's training, validation and test sets, plus what was skipped."""
+
+    classes: list[str]
+    train_ids: list[str]
+    val_ids: list[str]
+    test_ids: list[str]
+    y_train: np.ndarray
+    y_val: np.ndarray
+    y_test: np.ndarray
+    skipped: list[tuple[str, str, str]]  # (image_id, role, reason)
+    n_selected: int = 0
+
+
+def cell_sets(ws: Workspace, manifest: pd.DataFrame, config: TrainConfig, fold: int, seed: int) -> tuple[
+        list[str], dict[str, list[str]], dict[str, str]]:
+    """``(classes, {"train"|"val"|"test"|"selected": ids}, label_of)`` for one fold, before checking features/crops
+    (``selected``: every synthetic image chosen for the cell)."""
+    classes = real_classes(manifest)
+    rt = real_train(manifest)
+    if rt.empty or rt["fold"].isna().all():
+        raise WorkspaceError(f"The workspace has no validation folds yet. Run first: phenosynth split -w {ws.root}")
+    te = real_test(manifest)
+    if te.empty:
+        raise WorkspaceError(f"The workspace has no held-out test images. Run first: phenosynth split -w {ws.root}")
+    folds = sorted(int(f) for f in rt["fold"].dropna().unique())
+    if fold not in folds:
+        raise PhenosynthError(f"Fold {fold} does not exist; the workspace's folds are {folds}.")
+    in_fold = rt["fold"].fillna(-1).astype(int) == fold
+    real_val = rt.loc[in_fold, "image_id"].astype(str).tolist()
+    real_tr = rt.loc[~in_fold, "image_id"].astype(str).tolist()
+    syn = selected_synthetic(ws, manifest, config, seed)
+    syn_val: list[str] = []
+    if config.validate_on == "pool" and syn:
+        syn_val = [i for i in syn if pool_fold(i, len(folds)) == folds.index(fold)]
+        syn = [i for i in syn if pool_fold(i, len(folds)) != folds.index(fold)]
+    train_ids = {"real": real_tr, "synthetic": syn, "mixed": real_tr + syn}[config.regime]
+    sets = {"train": train_ids, "val": real_val + syn_val, "test": te["image_id"].astype(str).tolist(),
+            "selected": syn + syn_val}
+    label_of = dict(zip(manifest["image_id"].astype(str), manifest["label"].astype(str)))
+    return classes, sets, label_of
+
+
+def _labelled(ids: list[str], label_of: dict[str, str], index: dict[str, int], role: str,
+              available: set[str] | None, skipped: list[tuple[str, str, str]], missing_reason: str) -> tuple[
+        list[str], np.ndarray]:
+    keep = []
+    for i in ids:
+        if label_of.get(i) not in index:
+            skipped.append((i, role, "label is not a real class"))
+        elif available is not None and i not in available:
+            skipped.append((i, role, missing_reason))
+        else:
+            keep.append(i)
+    return keep, np.array([index[label_of[i]] for i in keep], dtype=np.int64)
+
+
+def _build(ws: Workspace, manifest: pd.DataFrame, config: TrainConfig, fold: int, seed: int,
+           available: set[str] | None, missing_reason: str) -> CellData:
+    classes, sets, label_of = cell_sets(ws, manifest, config, fold, seed)
+    index = {c: j for j, c in enumerate(classes)}
+    skipped: list[tuple[str, str, str]] = []
+    tr, ytr = _labelled(sets["train"], label_of, index, "train", available, skipped, missing_reason)
+    va, yva = _labelled(sets["val"], label_of, index, "val", available, skipped, missing_reason)
+    te, yte = _labelled(sets["test"], label_of, index, "test", available, skipped, missing_reason)
+    if skipped:
+        log.info("fold %s: %d image(s) skipped (%s)", fold, len(skipped),
+                    ", ".join(f"{r}: {n}" for r, n in pd.Series([s[2] for s in skipped]).value_counts().items()))
+    if not tr:
+        raise PhenosynthError(
+            f"Fold {fold} of regime '{config.regime}' has no training images with a usable face"
+            + (" (no synthetic images selected: run phenosynth generate / rank first)" if config.regime != "real"
+               else "") + "."
+        )
+    if not te:
+        raise PhenosynthError("No test image has a usable face; check `phenosynth faces` and the split.")
+    return CellData(classes, tr, va, te, ytr, yva, yte, skipped, len(sets["selected"]))
+
+
+def _run_cell(ws: Workspace, config: TrainConfig, fold: int, seed: int,
+              features: tuple[Sequence[str], np.ndarray] | None) -> tuple[dict[str, Any], list[tuple[str, str, str]]]:
+    from phenosynth.models.trainers import TRAINERS
+
+    manifest = ws.load_manifest()
+    trainer_cls = TRAINERS.get(config.mode)
+    if trainer_cls.input_kind == "features":
+        if features is None:
+            _, sets, _ = cell_sets(ws, manifest, config, fold, seed)
+            features = _features(ws, config, sorted({i for s in sets.values() for i in s}))
+        ids, X = features
+        row_of = {str(i): r for r, i in enumerate(ids)}
+        data = _build(ws, manifest, config, fold, seed, set(row_of), "no features (no usable face crop)")
+        get = lambda sub: X[[row_of[i] for i in sub]]  # noqa: E731
+    else:
+        from phenosynth.faces.align import ensure_aligned_crops
+
+        _, sets, _ = cell_sets(ws, manifest, config, fold, seed)
+        crops = ensure_aligned_crops(ws, sorted({i for s in sets.values() for i in s}), size=224)
+        data = _build(ws, manifest, config, fold, seed, set(crops), "no usable face crop")
+        get = lambda sub: [crops[i] for i in sub]  # noqa: E731
+    n_classes = len(data.classes)
+    Xtr, Xva, Xte = get(data.train_ids), get(data.val_ids), get(data.test_ids)
+    extra = {"backbone": config.backbone, "weights": config.weights, "preprocessing": config.preprocessing} \
+        if config.mode == "finetune" else {}
+    t0 = time.perf_counter()
+    best, best_score, best_hp = None, -1.0, {}
+    grid = config.grid()
+    for hp in grid:
+        model = TRAINERS.create(config.mode, **extra, **hp, random_state=seed)
+        model.fit(Xtr, data.y_train, n_classes=n_classes, X_val=Xva if len(data.val_ids) else None,
+                  y_val=data.y_val if len(data.val_ids) else None)
+        score = topk_accuracy(data.y_val, model.predict_proba(Xva), 1) if len(data.val_ids) else 0.0
+        if score > best_score:
+            best, best_score, best_hp = model, score, hp
+    fit_seconds = time.perf_counter() - t0
+    scores = best.predict_proba(Xte)
+    labels = list(range(n_classes))
+    row: dict[str, Any] = {
+        "backbone": config.backbone, "regime": config.regime,
+        "n_synthetic": 0 if config.regime == "real" else int(config.n_synthetic or data.n_selected),
+        "fold": int(fold), "seed": int(seed),
+        **{k: float(v) for k, v in topk_accuracies(data.y_test, scores, TOPK, labels).items()},
+        "macro_f1": macro_f1(data.y_test, scores.argmax(1), labels),
+        "n_train": len(data.train_ids), "n_test": len(data.test_ids), "n_val": len(data.val_ids),
+        "val_top1": float(best_score) if len(data.val_ids) else float("nan"), "n_classes": n_classes,
+        "n_skipped": len(data.skipped), "selection": config.selection if config.regime != "real" else "",
+        "mode": config.mode, "weights": config.weights, "preprocessing": config.preprocessing,
+        "validate_on": config.validate_on, "hparams": json.dumps(best_hp, sort_keys=True),
+        "fit_seconds": round(fit_seconds, 3),
+    }
+    return row, data.skipped
+
+
+def train_cell(ws: Workspace, config: TrainConfig, fold: int, seed: int, *,
+               features: tuple[Sequence[str], np.ndarray] | None = None) -> dict[str, Any]:
+    """Train one fold x seed of ``config`` and score it on the held-out real test set: one ``results.csv`` row.
+
+    ``features`` = ``(image_ids, X (N, d))`` already extracted for this backbone (else they are extracted, from the
+    cache when present). The row holds DESIGN.md's columns plus ``n_val, val_top1, n_classes, n_skipped,
+    selection, mode, weights, preprocessing, validate_on, hparams`` (the chosen ones, JSON) and ``fit_seconds``.
+    """
+    return _run_cell(ws, config, fold, seed, features)[0]
+
+
+def _features(ws: Workspace, config: TrainConfig, ids: list[str],
+              on_progress: ProgressCallback | None = None) -> tuple[list[str], np.ndarray]:
+    from phenosynth.models.features import extract_features
+
+    return extract_features(ws, config.backbone, ids, weights=config.weights, preprocessing=config.preprocessing,
+                            on_progress=on_progress)
+
+
+def run_folds(ws: Workspace, config: TrainConfig) -> list[int]:
+    """The folds :func:`train` runs: the first ``config.folds`` of the workspace's folds."""
+    rt = real_train(ws.load_manifest())
+    folds = sorted(int(f) for f in rt["fold"].dropna().unique())
+    if not folds:
+        raise WorkspaceError(f"The workspace has no validation folds yet. Run first: phenosynth split -w {ws.root}")
+    if config.folds > len(folds):
+        raise PhenosynthError(
+            f"--folds {config.folds} asks for more folds than the workspace has ({len(folds)}). Use --folds "
+            f"{len(folds)} or re-run: phenosynth split -w {ws.root} --folds {config.folds}"
+        )
+    return folds[: config.folds]
+
+
+def train(ws: Workspace, config: TrainConfig, name: str,
+          on_progress: ProgressCallback | None = None) -> pd.DataFrame:
+    """Run every fold x seed of ``config``; write ``WS/runs/NAME/{config.yaml,results.csv,skipped.csv}``.
+
+    Refuses to overwrite an existing run folder. Features are extracted (or read from the cache) once, up front.
+    Progress: feature extraction first, then one step per trained model.
+    """
+    import yaml
+
+    run_dir = ws.runs_dir / name
+    if run_dir.exists():
+        raise WorkspaceError(f"Run folder {run_dir} already exists; choose a fresh --name (runs are never overwritten).")
+    folds = run_folds(ws, config)
+    manifest = ws.load_manifest()
+    run_dir.mkdir(parents=True)
+    atomic_write(run_dir / "config.yaml",
+                 lambda p: Path(p).write_text(yaml.safe_dump({**asdict(config), "seeds": list(config.seeds),
+                                                              "run_folds": folds, "name": name}, sort_keys=False)))
+    features = None
+    from phenosynth.models.trainers import TRAINERS
+
+    if TRAINERS.get(config.mode).input_kind == "features":
+        ids: set[str] = set()
+        for seed in config.seeds:  # fold 0's sets hold every real training, test and selected synthetic image
+            _, sets, _ = cell_sets(ws, manifest, config, folds[0], seed)
+            ids |= {i for s in sets.values() for i in s}
+        features = _features(ws, config, sorted(ids), on_progress)
+    rows, skipped = [], {}
+    total = len(folds) * len(config.seeds)
+    for seed in config.seeds:
+        for fold in folds:
+            row, sk = _run_cell(ws, config, fold, seed, features)
+            rows.append(row)
+            for image_id, role, reason in sk:
+                skipped.setdefault((image_id, reason), role)
+            df = pd.DataFrame(rows)[RESULT_COLUMNS]
+            atomic_write(run_dir / "results.csv", lambda p: df.to_csv(p, index=False))
+            report(on_progress, len(rows), total)
+            log.info("fold %s seed %s: top1 %.3f", fold, seed, row["top1"])
+    sk_df = pd.DataFrame([(i, role, reason) for (i, reason), role in sorted(skipped.items())],
+                         columns=["image_id", "role", "reason"])
+    atomic_write(run_dir / "skipped.csv", lambda p: sk_df.to_csv(p, index=False))
+    if len(sk_df):
+        log.warning("%d image(s) skipped, with reasons, in %s", len(sk_df), run_dir / "skipped.csv")
+    return pd.DataFrame(rows)[RESULT_COLUMNS]
