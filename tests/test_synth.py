@@ -309,3 +309,37 @@ def test_rank_scores_synthetic_images_against_real_training_prototypes(tmp_path)
     again = pd.read_parquet(ws.root / "ranking.parquet")
     again = again[again["representation"] == "shape68"].set_index("image_id")["rank_score"]
     assert np.allclose(again.sort_index(), score.sort_index())
+
+
+# --- CLI (through faces.parquet in the face stage's format) -----------------------------------------------------------
+
+
+def _write_faces_parquet(ws: Workspace, faces: pd.DataFrame) -> None:
+    from phenosynth.faces.landmarks import five_from_68
+
+    rows = []
+    for image_id, r in faces.iterrows():
+        lm = np.asarray(r["landmarks"], dtype=np.float64)
+        rows.append({"image_id": image_id, "detector": "dlib-hog", "landmarker": "dlib68", "status": r["status"],
+                     "n_faces": 1, "score": 1.0, "box_x0": r["box_x0"], "box_y0": r["box_y0"], "box_x1": r["box_x1"],
+                     "box_y1": r["box_y1"], "landmarks": lm.ravel().tolist(),
+                     "landmarks5": five_from_68(lm).ravel().tolist(), "attempt": "upsample=1"})
+    pd.DataFrame(rows).to_parquet(ws.faces_path, index=False)
+
+
+def test_cli_generate_then_rank_asks_for_the_face_pass(tmp_path) -> None:
+    from typer.testing import CliRunner
+
+    from phenosynth.cli import app
+
+    ws, faces = make_workspace(tmp_path)
+    _write_faces_parquet(ws, faces)
+    runner = CliRunner()
+    out = runner.invoke(app, ["generate", "-w", str(ws.root), "--per-class", "2", "--workers", "1"])
+    assert out.exit_code == 0, out.output
+    assert "6 images of 3 conditions" in out.output and "from 9 real training faces" in out.output
+    assert len(list((ws.synthetic_dir / "shape-warp-seed0").rglob("*.png"))) == 6
+    out = runner.invoke(app, ["rank", "-w", str(ws.root)])
+    assert out.exit_code == 2 and "phenosynth faces -w" in out.output
+    out = runner.invoke(app, ["generate", "-w", str(ws.root), "--generator", "shape-warpp"])
+    assert out.exit_code == 2 and "Did you mean 'shape-warp'" in out.output
