@@ -40,7 +40,7 @@ def load_crop_tensor(path: str | os.PathLike[str], size: int, mean: Sequence[flo
     img = load_rgb(path)
     if img.shape[0] != size or img.shape[1] != size:
         img = np.asarray(Image.fromarray(img).resize((size, size), Image.BILINEAR))
-    x = torch.from_numpy(np.ascontiguousarray(img)).permute(2, 0, 1).float().div_(255.0)
+    x = torch.from_numpy(np.array(img, dtype=np.uint8)).permute(2, 0, 1).float().div_(255.0)
     m = torch.tensor(mean, dtype=torch.float32)[:, None, None]
     s = torch.tensor(std, dtype=torch.float32)[:, None, None]
     return (x - m) / s

@@ -114,7 +114,13 @@ def load_state_dict(path: Path) -> dict:
     """A torch checkpoint's state dict (unwraps ``{"state_dict": ...}`` / ``{"model": ...}``)."""
     import torch
 
-    obj = torch.load(path, map_location="cpu", weights_only=True)
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - any unreadable file is the same user problem
+        raise MissingWeightsError(
+            f"Could not read the checkpoint {path} ({type(exc).__name__}: {exc}). Replace it with a complete "
+            f"state-dict file (.pth/.pt), or pass --weights none."
+        ) from exc
     for key in ("state_dict", "model", "model_state_dict"):
         if isinstance(obj, dict) and key in obj and isinstance(obj[key], dict):
             obj = obj[key]

