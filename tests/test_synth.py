@@ -343,3 +343,29 @@ def test_cli_generate_then_rank_asks_for_the_face_pass(tmp_path) -> None:
     assert out.exit_code == 2 and "phenosynth faces -w" in out.output
     out = runner.invoke(app, ["generate", "-w", str(ws.root), "--generator", "shape-warpp"])
     assert out.exit_code == 2 and "Did you mean 'shape-warp'" in out.output
+
+
+def test_a_resplit_flags_every_image_of_a_run_whose_generator_saw_a_new_test_image(tmp_path) -> None:
+    from phenosynth.synth.generate import generate
+    from phenosynth.synth.lineage import FIT_ON_TEST, check_workspace_lineage
+
+    ws, faces = make_workspace(tmp_path)
+    generate(ws, per_class=2, seed=0, faces=faces, n_jobs=1)
+    flagged, report = check_workspace_lineage(ws)
+    assert flagged == [] and report.empty
+    m = ws.load_manifest()
+    syn = m[m["source"] == SYNTHETIC]
+    parents_a = {p for ps in syn.loc[syn["label"] == "A", "parents"] for p in ps}
+    moved = next(iter(parents_a))  # a photo of condition A that some synthetic image was warped from
+    m.loc[m["image_id"] == moved, "split"] = "test"
+    ws.save_manifest(m)
+    flagged, report = check_workspace_lineage(ws)
+    assert sorted(flagged) == sorted(syn["image_id"])  # the shape model saw it: the whole run is excluded
+    reasons = ws.load_manifest().set_index("image_id").loc[syn["image_id"], "exclude_reason"]
+    direct = syn["parents"].map(lambda ps: moved in ps).to_numpy()
+    assert (reasons[direct] == PARENT_IN_TEST).all() and (reasons[~direct] == FIT_ON_TEST).all()
+    assert len(report) == len(syn)
+    m.loc[m["image_id"] == moved, "split"] = "train"  # moved back: released
+    m["exclude_reason"] = ws.load_manifest()["exclude_reason"]
+    ws.save_manifest(m)
+    assert check_workspace_lineage(ws)[0] == [] and ws.load_manifest()["exclude_reason"].isna().all()

@@ -287,6 +287,7 @@ def select(
 # --- workspace façade -----------------------------------------------------------------------------------------------
 
 RANKING_FILE = "ranking.parquet"
+_WARNED: set[tuple[str, str, int, int]] = set()  # warn once per workspace/representation/count, not once per fold
 DEFAULT_REPRESENTATION = "rdface25"
 
 
@@ -358,10 +359,12 @@ def select_for_training(
     scored = candidates.merge(ranking[["image_id", "rank_score"]], on="image_id", how="left")
     unranked = scored["rank_score"].isna()
     if unranked.any():
-        log.warning(
+        key = (str(ws.root), rep, int(unranked.sum()), len(scored))
+        (log.info if key in _WARNED else log.warning)(
             "%d of %d synthetic images have no '%s' rank score (no face found, or made after the last "
             "`phenosynth rank`) and are left out of selection.", int(unranked.sum()), len(scored), rep,
         )
+        _WARNED.add(key)
     scored = scored[~unranked].reset_index(drop=True)
     if scored.empty:
         raise PhenosynthError(
