@@ -1,0 +1,242 @@
+"""Trainers (probe determinism, se-head, a two-step fine-tune of a tiny model) and train_cell / train end to end on a
+tiny workspace of random-colour images with monkeypatched face crops."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from PIL import Image
+from torch import nn
+
+from phenosynth.data.workspace import Workspace
+from phenosynth.errors import PhenosynthError, WorkspaceError
+from phenosynth.models import backbones as B
+from phenosynth.models.trainers import TRAINERS, FineTuneClassifier, ProbeClassifier, SEHeadClassifier
+from phenosynth.training import RESULT_COLUMNS, TrainConfig, train, train_cell
+
+TINY = "test-tiny"
+
+
+class _TinyEntry(B.BackboneEntry):
+    """A seeded 2-layer CNN at 32x32: the diffusers-style dummy backbone."""
+
+    def __init__(self) -> None:
+        self.spec = B.BackboneSpec(name=TINY, embed_dim=8, native_input_size=32, weight_source="none")
+
+    def resolve(self, weights: str) -> Path | None:
+        return None
+
+    def build(self, path: Path | None) -> B.TorchBackbone:
+        net = nn.Sequential(nn.Conv2d(3, 8, 3, stride=2), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten())
+        return B.TorchBackbone(self.spec, net)
+
+
+if TINY not in B.BACKBONES:
+    B.BACKBONES.register(TINY)(_TinyEntry)
+
+
+def _blobs(n_per_class: int = 15, n_classes: int = 4, d: int = 20, seed: int = 0):
+    rng = np.random.default_rng(seed)
+    centers = rng.normal(0, 2, (n_classes, d))
+    y = np.repeat(np.arange(n_classes), n_per_class)
+    X = (centers[y] + rng.normal(0, 1, (len(y), d))).astype(np.float32)
+    return X, y
+
+
+# --- trainers on arrays ---------------------------------------------------------------------------------------------
+
+
+def test_trainer_registry():
+    assert TRAINERS.names() == ["finetune", "probe", "se-head"]
+
+
+def test_probe_is_bit_identical_on_rerun_and_matches_sklearn():
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.preprocessing import StandardScaler
+
+    X, y = _blobs()
+    a = ProbeClassifier(C=0.5).fit(X, y, n_classes=6)
+    b = ProbeClassifier(C=0.5).fit(X, y, n_classes=6)
+    pa, pb = a.predict_proba(X), b.predict_proba(X)
+    assert np.array_equal(pa, pb)
+    assert pa.shape == (60, 6) and np.allclose(pa.sum(1), 1, atol=1e-5)
+    assert (pa[:, 4:] == 0).all()  # classes never seen in training get no probability
+    ref = LogisticRegression(C=0.5, max_iter=1000, tol=1e-8).fit(StandardScaler().fit_transform(X), y)
+    sk = ref.predict_proba(StandardScaler().fit_transform(X))
+    np.testing.assert_allclose(pa[:, :4], sk, atol=2e-3)
+
+
+def test_probe_in_row_space_when_features_outnumber_images():
+    X, y = _blobs(n_per_class=5, d=200)  # n=20 << d=200: solved in the 20-d row space
+    clf = ProbeClassifier(C=1.0).fit(X, y)
+    assert clf.coef_.shape == (4, 200)
+    assert (clf.predict(X) == y).mean() == 1.0
+
+
+def test_se_head_trains_keeps_best_validation_epoch_and_is_deterministic():
+    X, y = _blobs()
+    Xv, yv = _blobs(n_per_class=5, seed=1)
+    a = SEHeadClassifier(epochs=5, lr=1e-2, random_state=3).fit(X, y, n_classes=4, X_val=Xv, y_val=yv)
+    b = SEHeadClassifier(epochs=5, lr=1e-2, random_state=3).fit(X, y, n_classes=4, X_val=Xv, y_val=yv)
+    assert np.isfinite(a.loss_curve_).all() and len(a.val_curve_) == 5
+    assert np.array_equal(a.predict_proba(Xv), b.predict_proba(Xv))
+    best = max(a.val_curve_)
+    assert (a.predict(Xv) == yv).mean() == pytest.approx(best)
+    assert a.model_.gate[0].out_features == 20 // 16
+
+
+def _crop_files(tmp_path: Path, n: int, seed: int = 0) -> tuple[list[Path], np.ndarray]:
+    rng = np.random.default_rng(seed)
+    colours = np.array([[220, 30, 30], [30, 30, 220]])
+    y = np.arange(n) % 2
+    paths = []
+    for i in range(n):
+        img = np.clip(colours[y[i]] + rng.normal(0, 20, (32, 32, 3)), 0, 255).astype(np.uint8)
+        p = tmp_path / f"c{i}.png"
+        Image.fromarray(img).save(p)
+        paths.append(p)
+    return paths, y
+
+
+def test_finetune_tiny_model_two_steps_on_cpu(tmp_path):
+    paths, y = _crop_files(tmp_path, 8)
+    clf = FineTuneClassifier(backbone=TINY, weights="none", preprocessing="native", batch_size=4, epochs=3,
+                             max_steps=2, lr=1e-3, device="cpu", random_state=0)
+    clf.fit(paths, y, n_classes=3, X_val=paths[:4], y_val=y[:4])
+    assert len(clf.loss_curve_) == 2 and np.isfinite(clf.loss_curve_).all()
+    proba = clf.predict_proba(paths)
+    assert proba.shape == (8, 3) and np.allclose(proba.sum(1), 1, atol=1e-5)
+    again = FineTuneClassifier(backbone=TINY, weights="none", preprocessing="native", batch_size=4, epochs=3,
+                               max_steps=2, lr=1e-3, device="cpu", random_state=0).fit(
+        paths, y, n_classes=3, X_val=paths[:4], y_val=y[:4])
+    assert np.array_equal(proba, again.predict_proba(paths))
+
+
+# --- end to end on a tiny workspace ---------------------------------------------------------------------------------
+
+
+def make_workspace(tmp_path: Path, *, n_classes: int = 4, per_class: int = 8, n_test: int = 2, folds: int = 3,
+                   synthetic_per_class: int = 4, seed: int = 0) -> tuple[Workspace, dict[str, Path]]:
+    """Random-colour 'faces': each class has its own colour. Real images get split/fold; synthetic ones none."""
+    ws = Workspace.open(tmp_path / "ws", create=True)
+    rng = np.random.default_rng(seed)
+    colours = rng.integers(0, 255, (n_classes, 3))
+    rows, paths = [], {}
+    (ws.root / "img").mkdir()
+    for c in range(n_classes):
+        for i in range(per_class + synthetic_per_class):
+            img = np.clip(colours[c] + rng.normal(0, 25, (32, 32, 3)), 0, 255).astype(np.uint8)
+            p = ws.root / "img" / f"{c}_{i}.png"
+            Image.fromarray(img).save(p)
+            iid = hashlib.sha256(p.read_bytes()).hexdigest()
+            paths[iid] = p
+            real = i < per_class
+            rows.append({
+                "image_id": iid, "path": ws.relpath(p), "label": f"class{c}", "subject_id": f"s{c}_{i}",
+                "source": "real" if real else "synthetic", "generator": None if real else "test",
+                "split": "test" if i < n_test else "train",
+                "fold": (i - n_test) % folds if real and i >= n_test else None,
+            })
+    ws.save_manifest(pd.DataFrame(rows))
+    return ws, paths
+
+
+@pytest.fixture
+def tiny_ws(tmp_path, monkeypatch):
+    ws, paths = make_workspace(tmp_path)
+    m = ws.load_manifest()
+    no_face = sorted(m.loc[(m["source"] == "real") & (m["split"] == "train"), "image_id"])[0]
+
+    def fake_crops(ws_, image_ids, size=224, on_progress=None, **kw):
+        return {i: paths[i] for i in image_ids if i != no_face}
+
+    monkeypatch.setattr("phenosynth.faces.align.ensure_aligned_crops", fake_crops)
+    return ws, paths, no_face
+
+
+def test_train_cell_real_regime_row(tiny_ws):
+    ws, paths, no_face = tiny_ws
+    cfg = TrainConfig(backbone=TINY, weights="none", preprocessing="native", regime="real", folds=3, seeds=[0])
+    row = train_cell(ws, cfg, fold=1, seed=0)
+    assert set(RESULT_COLUMNS) <= set(row)
+    assert row["n_classes"] == 4 and row["n_test"] + row["n_train"] + row["n_val"] + row["n_skipped"] == 32
+    assert row["n_skipped"] == 1  # the image without a face, with its reason
+    assert row["top1"] <= row["top5"] <= row["top10"] <= row["top30"] == 1.0
+    assert row["top1"] >= 0.75  # colours are easy
+    assert json.loads(row["hparams"])["C"] in (0.1, 1.0, 10.0)
+    again = train_cell(ws, cfg, fold=1, seed=0)
+    assert {k: v for k, v in again.items() if k != "fit_seconds"} == {k: v for k, v in row.items() if k != "fit_seconds"}
+
+
+@pytest.mark.parametrize("regime,validate_on", [("synthetic", "real"), ("mixed", "real"), ("mixed", "pool")])
+def test_train_cell_synthetic_regimes(tiny_ws, regime, validate_on):
+    ws, _, _ = tiny_ws
+    cfg = TrainConfig(backbone=TINY, weights="none", preprocessing="native", regime=regime, n_synthetic=8,
+                      selection="random", validate_on=validate_on, folds=3, hparams={"C": 1.0})
+    row = train_cell(ws, cfg, fold=0, seed=0)
+    assert row["regime"] == regime and row["n_synthetic"] == 8 and row["selection"] == "random"
+    # 24 real training images (8 in fold 0) + 8 selected synthetic; one real image has no face
+    if regime == "synthetic":
+        assert row["n_train"] == 8 and row["n_val"] + row["n_skipped"] == 8
+    else:
+        assert row["n_train"] + row["n_val"] + row["n_skipped"] == 32
+        assert row["n_val"] + row["n_skipped"] > (8 if validate_on == "pool" else 7)
+    assert 0.0 <= row["top1"] <= 1.0
+
+
+def test_train_writes_results_and_refuses_to_overwrite(tiny_ws):
+    ws, _, _ = tiny_ws
+    cfg = TrainConfig(backbone=TINY, weights="none", preprocessing="native", folds=3, seeds=[0, 1],
+                      hparams={"C": [0.1, 1.0]})
+    seen = []
+    df = train(ws, cfg, "r1", on_progress=lambda d, t: seen.append((d, t)))
+    assert len(df) == 6 and sorted(df["fold"].unique()) == [0, 1, 2]
+    out = pd.read_csv(ws.runs_dir / "r1" / "results.csv")
+    assert list(out.columns[:12]) == ["backbone", "regime", "n_synthetic", "fold", "seed", "top1", "top5", "top10",
+                                      "top30", "macro_f1", "n_train", "n_test"]
+    assert (out["n_test"] == out["n_test"].iloc[0]).all()  # every fold on the same test set
+    skipped = pd.read_csv(ws.runs_dir / "r1" / "skipped.csv")
+    assert len(skipped) == 1 and "no usable face" in skipped["reason"].iloc[0]
+    assert (ws.runs_dir / "r1" / "config.yaml").exists()
+    assert seen[-1] == (6, 6)
+    with pytest.raises(WorkspaceError, match="fresh --name"):
+        train(ws, cfg, "r1")
+    df2 = train(ws, cfg, "r2")  # features cached: identical numbers
+    pd.testing.assert_frame_equal(df.drop(columns="fit_seconds"), df2.drop(columns="fit_seconds"))
+
+
+def test_se_head_and_finetune_modes_through_train_cell(tiny_ws):
+    ws, _, _ = tiny_ws
+    for mode, hp in (("se-head", {"epochs": 2}), ("finetune", {"epochs": 1, "batch_size": 8, "lr": 1e-3})):
+        cfg = TrainConfig(backbone=TINY, weights="none", preprocessing="native", mode=mode, folds=3, hparams=hp)
+        row = train_cell(ws, cfg, fold=2, seed=0)
+        assert row["mode"] == mode and 0.0 <= row["top1"] <= 1.0 and row["n_test"] == 8
+
+
+def test_config_errors_are_user_errors(tiny_ws):
+    ws, _, _ = tiny_ws
+    with pytest.raises(PhenosynthError, match="real, synthetic, mixed"):
+        TrainConfig(regime="synth")
+    with pytest.raises(PhenosynthError, match="--folds 3"):
+        train(ws, TrainConfig(backbone=TINY, weights="none", folds=5), "x")
+
+
+def test_cli_train_prints_mean_sd_table(tiny_ws):
+    from typer.testing import CliRunner
+
+    from phenosynth.cli import app
+
+    ws, _, _ = tiny_ws
+    res = CliRunner().invoke(app, ["train", "-w", str(ws.root), "--backbone", TINY, "--weights", "none",
+                                   "--preprocessing", "native", "--folds", "3"])
+    assert res.exit_code == 0, res.output
+    assert "top1" in res.output and "(" in res.output
+    assert (ws.runs_dir / f"{TINY}-real-probe-1" / "results.csv").exists()
+    res2 = CliRunner().invoke(app, ["train", "-w", str(ws.root), "--backbone", "nope", "--folds", "3"])
+    assert res2.exit_code == 2 and "Unknown backbone" in res2.output
