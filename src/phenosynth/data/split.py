@@ -15,7 +15,6 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
-from sklearn.model_selection import StratifiedGroupKFold
 
 from phenosynth.data.imageio import phash_distance
 from phenosynth.data.manifest import REAL, SYNTHETIC, TEST, TRAIN, conform, usable
@@ -50,6 +49,8 @@ def assign_test(labels: np.ndarray, groups: np.ndarray, *, test_size: float, see
     n_splits = max(2, int(round(1.0 / test_size)))
     n_groups = len(np.unique(groups[idx]))
     n_splits = min(n_splits, n_groups)
+    from sklearn.model_selection import StratifiedGroupKFold  # lazy: sklearn costs ~1.5 s of CLI start-up
+
     sgkf = StratifiedGroupKFold(n_splits=n_splits, shuffle=True, random_state=seed)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)  # "least populated class has only k members": expected here
@@ -85,6 +86,8 @@ def assign_folds(labels: np.ndarray, groups: np.ndarray, *, folds: int, seed: in
             "Use fewer --folds."
         )
     out = np.full(len(labels), -1, dtype=int)
+    from sklearn.model_selection import StratifiedGroupKFold  # lazy: sklearn costs ~1.5 s of CLI start-up
+
     sgkf = StratifiedGroupKFold(n_splits=folds, shuffle=True, random_state=seed)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)
