@@ -10,7 +10,6 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 
 import numpy as np
-from sklearn.metrics import f1_score, top_k_accuracy_score
 
 TOPK = (1, 5, 10, 30)
 
@@ -34,6 +33,8 @@ def topk_accuracy(y: np.ndarray, scores: np.ndarray, k: int, labels: Sequence[in
         return float("nan")
     if k >= len(labs):
         return 1.0
+    from sklearn.metrics import top_k_accuracy_score  # lazy: sklearn costs ~1 s of every CLI start-up
+
     if len(labs) == 2:  # scikit-learn's binary form takes the positive class's score
         return float(top_k_accuracy_score(y, scores[:, 1], k=k, labels=labs))
     return float(top_k_accuracy_score(y, scores, k=k, labels=labs))
@@ -61,6 +62,8 @@ def macro_f1(y: np.ndarray, y_pred: np.ndarray, labels: Sequence[int], *, zero_d
     """
     if len(y) == 0:
         return float("nan")
+    from sklearn.metrics import f1_score  # lazy: sklearn costs ~1 s of every CLI start-up
+
     return float(f1_score(y, y_pred, labels=list(labels), average="macro", zero_division=zero_division))
 
 

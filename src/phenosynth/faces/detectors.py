@@ -123,16 +123,28 @@ def _rect_box(r: Any) -> np.ndarray:
 
 @DETECTORS.register("dlib-hog")
 class DlibHogDetector:
-    """dlib's HOG frontal face detector. ``threshold`` is dlib's ``adjust_threshold`` (0 = dlib's default)."""
+    """dlib's HOG frontal face detector. ``threshold`` is dlib's ``adjust_threshold`` (0 = dlib's default).
+
+    ``grayscale`` (default): run HOG on the luminance instead of the colour channels — about 1.5x faster, identical
+    on grayscale photos and practically so on colour ones (dlib takes the strongest channel gradient otherwise).
+    """
 
     name = "dlib-hog"
 
-    def __init__(self, threshold: float = 0.0) -> None:
+    def __init__(self, threshold: float = 0.0, grayscale: bool = True) -> None:
         self.threshold = threshold
+        self.grayscale = grayscale
         self._detector = _dlib().get_frontal_face_detector()
 
     def detect(self, image: np.ndarray, upsample: int = 1) -> list[Detection]:
-        rects, scores, _ = self._detector.run(_rgb(image), int(upsample), self.threshold)
+        img = np.asarray(image)
+        if self.grayscale and img.ndim == 3:
+            import cv2
+
+            img = cv2.cvtColor(np.ascontiguousarray(img[:, :, :3], dtype=np.uint8), cv2.COLOR_RGB2GRAY)
+        elif img.ndim == 3 or not self.grayscale:
+            img = _rgb(img)
+        rects, scores, _ = self._detector.run(np.ascontiguousarray(img, dtype=np.uint8), int(upsample), self.threshold)
         return [Detection(_rect_box(r), float(s)) for r, s in zip(rects, scores)]
 
 

@@ -16,7 +16,6 @@ from collections.abc import Sequence
 
 import numpy as np
 from skimage.transform import SimilarityTransform
-from sklearn.decomposition import PCA
 
 from phenosynth.errors import PhenosynthError
 
@@ -105,6 +104,8 @@ class ShapeModel:
         max_k = min(len(X) - 1, flat.shape[1])
         if self.max_components is not None:
             max_k = min(max_k, int(self.max_components))
+        from sklearn.decomposition import PCA  # lazy: sklearn costs ~1 s of every CLI start-up
+
         probe = PCA(n_components=max_k, svd_solver="full").fit(flat)
         cum = np.cumsum(probe.explained_variance_ratio_)
         k = int(min(max_k, np.searchsorted(cum, self.variance_kept - 1e-12) + 1))
