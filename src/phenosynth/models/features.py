@@ -59,6 +59,25 @@ class CropDataset(Dataset):
         return load_crop_tensor(self.paths[i], self.size, self.mean, self.std)
 
 
+class RGBDataset(Dataset):
+    """Crop files -> ``(H, W, 3)`` uint8 arrays (for backbones that take images, e.g. dlib)."""
+
+    def __init__(self, paths: Sequence[Path]) -> None:
+        self.paths = list(paths)
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, i: int) -> np.ndarray:
+        from phenosynth.data.imageio import load_rgb
+
+        return load_rgb(self.paths[i])
+
+
+def _as_list(batch: list[np.ndarray]) -> list[np.ndarray]:
+    return batch
+
+
 def default_num_workers(n_items: int, batch_size: int) -> int:
     """Workers that decode while the main process runs the model: none for a single batch, else up to 2."""
     if n_items <= batch_size:
@@ -66,14 +85,28 @@ def default_num_workers(n_items: int, batch_size: int) -> int:
     return max(0, min(2, (os.cpu_count() or 1)))
 
 
-def cache_key(backbone: str, weights: str, preprocessing: str) -> str:
-    """Folder name of a feature cache: ``<backbone>-<preprocessing>-<weights id>`` (filesystem-safe)."""
-    safe = re.sub(r"[^A-Za-z0-9_.-]+", "-", backbone)
-    return f"{safe}-{preprocessing}-{weights_id(backbone, weights)}"
+def crop_setting(ws: Workspace) -> str:
+    """Which face setting the crops come from (``<detector>+<landmarker>``), so re-running ``faces`` with other
+    settings never reuses features of other crops; ``crops`` when the workspace has no faces.parquet."""
+    if not ws.faces_path.exists():
+        return "crops"
+    from phenosynth.faces.facepass import resolve_face_settings
+
+    return "+".join(resolve_face_settings(ws))
+
+
+def cache_key(backbone: str, weights: str, preprocessing: str, crops: str = "crops") -> str:
+    """Folder name of a feature cache: ``<backbone>-<preprocessing>-<weights id>-<crop setting>`` (filesystem-safe).
+
+    >>> cache_key("mobilenet_v2", "none", "paper", "dlib-hog+dlib68")
+    'mobilenet_v2-paper-none-dlib-hog+dlib68'
+    """
+    return re.sub(r"[^A-Za-z0-9_.+-]+", "-", f"{backbone}-{preprocessing}-{weights_id(backbone, weights)}-{crops}")
 
 
 def feature_cache_dir(ws: Workspace, backbone: str, weights: str = "default", preprocessing: str = "paper") -> Path:
-    return ws.cache_dir / "features" / cache_key(backbone, weights, preprocessing)
+    """``WS/cache/features/<cache_key>``."""
+    return ws.cache_dir / "features" / cache_key(backbone, weights, preprocessing, crop_setting(ws))
 
 
 def _load_cache(folder: Path) -> dict[str, np.ndarray]:
@@ -173,17 +206,16 @@ def _compute(
         seen[0] += k
         progress(seen[0])
 
-    if model.spec.input_kind == "image":  # dlib: uint8 crops, no normalisation
-        from phenosynth.data.imageio import load_rgb
-
+    workers = default_num_workers(len(paths), batch_size) if num_workers is None else num_workers
+    if model.spec.input_kind == "image":  # dlib: uint8 crops, no normalisation; decoding overlaps in workers
+        loader = DataLoader(RGBDataset(paths), batch_size=batch_size, shuffle=False, num_workers=workers,
+                            collate_fn=_as_list, prefetch_factor=4 if workers else None)
         rows = []
-        for start in range(0, len(paths), batch_size):
-            chunk = paths[start:start + batch_size]
-            rows.append(model.features_from_images([load_rgb(p) for p in chunk]))
-            on_batch(len(chunk))
+        for images in loader:
+            rows.append(model.features_from_images(images))
+            on_batch(len(images))
         return np.concatenate(rows)
     size, mean, std = model.spec.preprocessing(preprocessing)
-    workers = default_num_workers(len(paths), batch_size) if num_workers is None else num_workers
     loader = DataLoader(CropDataset(paths, size, mean, std), batch_size=batch_size, shuffle=False,
                         num_workers=workers, persistent_workers=False, prefetch_factor=4 if workers else None)
     return embed_tensors(model, loader, on_batch)
