@@ -296,7 +296,17 @@ def _frame_html(df: pd.DataFrame) -> str:
     return df.to_html(index=False, border=0, classes="frame", na_rep="–")
 
 
-def dataset_context(ws_root: Path | None) -> dict[str, Any]:
+def _ranking(ws: Any, representation: str | None) -> pd.DataFrame | None:
+    try:
+        from phenosynth.synth.selection import load_ranking
+
+        return load_ranking(ws, representation)
+    except Exception as exc:  # noqa: BLE001 - the report shows what it can
+        log.warning("no ranking statistics: %s", exc)
+        return None
+
+
+def dataset_context(ws_root: Path | None, representation: str | None = None) -> dict[str, Any]:
     """Manifest summary, face-pass and selection statistics from the workspace (empty where absent)."""
     ctx: dict[str, Any] = {"summary": None, "faces": None, "synthetic": None, "flagged": {}, "n_classes": None}
     if ws_root is None or not (ws_root / "manifest.parquet").exists():
@@ -319,15 +329,14 @@ def dataset_context(ws_root: Path | None) -> dict[str, Any]:
             "per class (min / median / max)": f"{per_class.min()} / {per_class.median():g} / {per_class.max()}",
             "classes with synthetic images": f"{per_class.size} of {ctx['n_classes']}",
         }
-        for col in ("rank_score", "own_class_rank"):
-            if col in syn.columns:
-                v = pd.to_numeric(syn[col], errors="coerce").dropna()
-                if len(v):
-                    info[f"{col} (mean / min / max)"] = f"{v.mean():.3f} / {v.min():.3f} / {v.max():.3f}"
-        if "own_class_rank" in syn.columns:
-            r = pd.to_numeric(syn["own_class_rank"], errors="coerce").dropna()
-            if len(r):
-                info["closest to own class prototype"] = f"{100 * (r == 1).mean():.1f} %"
+        ranking = _ranking(ws, representation)
+        if ranking is not None and len(ranking):
+            info["ranked by"] = str(ranking["representation"].iloc[0])
+            info["rank score, cosine to own class prototype (mean / min / max)"] = (
+                f"{ranking['rank_score'].mean():.3f} / {ranking['rank_score'].min():.3f} / "
+                f"{ranking['rank_score'].max():.3f}")
+            info["closest to own class prototype (own class ranked 1st)"] = (
+                f"{100 * (ranking['own_class_rank'] == 1).mean():.1f} %")
         ctx["synthetic"] = info
     if ws.faces_path.exists():
         try:
@@ -450,7 +459,7 @@ def build_report(run_dir: str | os.PathLike[str], *, ws: Any = None) -> Report:
         figures.append(_png_tag(path, f"{_header(m)} accuracy against n; dashed: real only; diamond: real + "
                                       "synthetic"))
 
-    ctx = dataset_context(ws_root)
+    ctx = dataset_context(ws_root, (config.get("spec") or {}).get("representation"))
     rep.warnings = collect_warnings(results, config, ctx)
     warnings_html = ('<div class="warn"><ul>' + "".join(f"<li>{html.escape(w)}</li>" for w in rep.warnings)
                      + "</ul></div>") if rep.warnings else '<p class="ok">None.</p>'

@@ -413,17 +413,25 @@ def prepare_study(ws: Workspace, spec: StudySpec, on_progress: ProgressCallback 
     """Before the cells: generate + rank synthetic images if the spec names a generator and the workspace has none
     of it, check every n against what is available, and extract features of every backbone once (cached)."""
     df = ws.load_manifest()
-    if isinstance(spec.generator, GeneratorSpec) and spec.max_n > 0:
-        syn = mf.synthetic(df)
-        if not (syn["generator"] == spec.generator.name).any():
+    if spec.max_n > 0 and isinstance(spec.generator, GeneratorSpec):
+        if not (mf.synthetic(df)["generator"] == spec.generator.name).any():
             from phenosynth import synth
+            from phenosynth.faces import run_face_pass
 
             log.info("generating %d synthetic images per class with %s", spec.generator.per_class,
                      spec.generator.name)
             synth.generate(ws, generator=spec.generator.name, per_class=spec.generator.per_class,
                            seed=spec.generator.seed)
-            synth.rank(ws, representation=spec.representation)
+            run_face_pass(ws)  # landmarks + crops of the new images (processes new images only)
             df = ws.load_manifest()
+    if spec.max_n > 0 and len(mf.synthetic(df)):
+        from phenosynth.synth.selection import get_strategy, load_ranking
+
+        if get_strategy(spec.selection).needs_scores and load_ranking(ws, spec.representation).empty:
+            from phenosynth import synth
+
+            log.info("ranking synthetic images by %s", spec.representation)
+            synth.rank(ws, representation=spec.representation)
     if spec.max_n > 0:
         syn = mf.synthetic(df)
         per_class = syn["label"].value_counts()
