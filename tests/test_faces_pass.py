@@ -132,3 +132,22 @@ def test_cli_faces_prints_a_summary_by_status(processed) -> None:
         assert text in " ".join(result.output.split())
     bad = CliRunner().invoke(app, ["faces", "-w", str(ws.root), "--detector", "hog"])
     assert bad.exit_code == 2 and "Did you mean 'dlib-hog'" in bad.output
+
+
+@pytest.mark.parametrize(
+    ("detector", "landmarker"), [pytest.param("mtcnn", "mtcnn5", marks=pytest.mark.slow), ("dlib-hog", "dlib5")]
+)
+def test_other_settings_sit_beside_the_default_in_faces_parquet(tmp_path: Path, detector: str, landmarker: str) -> None:
+    images = {"face": face_image(160), "gray": _gray(face_image(170)), "two": two_faces(), "face2": face_image(200)}
+    ws, ids = make_workspace(tmp_path, images)
+    run_face_pass(ws, workers=1)
+    summary = run_face_pass(ws, detector=detector, landmarker=landmarker, workers=2)
+    assert summary.by_status == {"ok": 3, "ok-largest-of-N": 1} and summary.computed == 4
+    faces = load_faces(ws, detector, landmarker)
+    assert faces.at[ids["two"], "status"] == "ok-largest-of-2"
+    for lm5 in faces["landmarks5"]:
+        assert lm5.shape == (5, 2) and order_is_sane(lm5)
+    assert faces["landmarks"].iloc[0].shape == (5, 2)
+    both = pd.read_parquet(ws.faces_path)
+    assert len(both) == 8 and set(both["detector"]) == {"dlib-hog", detector}
+    assert load_faces(ws)["landmarks"].iloc[0].shape == (68, 2)  # several settings: the defaults are meant

@@ -32,7 +32,7 @@ def faces_command(
     workspace: Path = WORKSPACE_OPTION,
     detector: str = typer.Option(DEFAULT_DETECTOR, "--detector", help=f"{' | '.join(list_detectors())}"),
     landmarks: str = typer.Option(DEFAULT_LANDMARKER, "--landmarks", help=f"{' | '.join(list_landmarkers())}"),
-    upsample: int = typer.Option(1, help="Detector upsampling of the first attempt (a retry adds one, then pads)."),
+    upsample: int = typer.Option(1, help="Detector upsampling of the first attempt (a retry adds one, then pads). Not part of the cache key."),
     workers: int = typer.Option(None, help="Processes (default: every core)."),
 ) -> None:
     """Detect the face and its landmarks in every manifest image (real and synthetic) -> faces.parquet.

@@ -162,17 +162,18 @@ class DlibCnnDetector:
         return [Detection(_rect_box(d.rect), float(d.confidence)) for d in dets]
 
 
-def _mtcnn(**kwargs: Any) -> Any:
+def mtcnn_module() -> Any:
+    """facenet-pytorch's MTCNN module, or a :class:`MissingDependencyError` saying how to install it."""
     try:
-        mod = require("facenet_pytorch.models.mtcnn", extra="faces", package="facenet-pytorch", purpose="MTCNN")
+        return require("facenet_pytorch.models.mtcnn", extra="faces", package="facenet-pytorch", purpose="MTCNN")
     except MissingDependencyError as exc:
         raise MissingDependencyError(
             "MTCNN needs facenet-pytorch. Install it without its outdated pins: pip install --no-deps facenet-pytorch"
         ) from exc
-    import torch
 
-    torch.set_num_threads(1)
-    return mod.MTCNN(keep_all=True, device="cpu", **kwargs)
+
+def _mtcnn(**kwargs: Any) -> Any:
+    return mtcnn_module().MTCNN(keep_all=True, device="cpu", **kwargs)
 
 
 @DETECTORS.register("mtcnn")

@@ -32,6 +32,7 @@ from phenosynth.faces.detectors import (
     Landmarker,
     create_detector,
     create_landmarker,
+    mtcnn_module,
 )
 from phenosynth.progress import ProgressCallback, report
 
@@ -133,8 +134,15 @@ def _models(detector: str, landmarker: str) -> tuple[Detector, Landmarker]:
     return _MODELS[key]
 
 
+def _uses_torch(detector: str, landmarker: str) -> bool:
+    return "mtcnn" in detector or "mtcnn" in landmarker
+
+
 def _init_worker(detector: str, landmarker: str) -> None:
-    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    if _uses_torch(detector, landmarker):  # one thread per worker: the workers already fill the cores
+        import torch
+
+        torch.set_num_threads(1)
     _models(detector, landmarker)
 
 
@@ -256,7 +264,10 @@ def run_face_pass(
         return merged
 
     if total:
-        _models(detector, landmarker)  # loaded once here; forked workers inherit them
+        if n_workers == 1 or not _uses_torch(detector, landmarker):
+            _models(detector, landmarker)  # dlib models: loaded once here, forked workers inherit them
+        else:
+            mtcnn_module()  # imported once here (no torch threads started yet); workers build their own model
         if n_workers == 1:
             results = map(_process, tasks)
             pool = None
