@@ -102,15 +102,25 @@ class ProbeClassifier(_FeatureStandardiser):
         with threadpool_limits(limits=1 if n * d * k < 3e8 else None):
             # n << d: solve in the n-dim row space (X = U S V^T, W = V W'); exact for L2, and n/d times cheaper.
             if 2 * n <= d:
-                U, S, Vt = np.linalg.svd(Xs, full_matrices=False)
-                Z = (U * S).astype(np.float32)
+                Z, Vt = row_space(Xs)
             else:
                 Z, Vt = Xs, None
-            W, b, self.n_iter_ = fit_softmax_lbfgs(Z, remap[y], k, C=self.C, tol=self.tol, max_iter=self.max_iter)
+            init = getattr(self, "_init", None)
+            if init is not None and init.shape != (Z.shape[1] * k + k,):
+                init = None
+            W, b, self.n_iter_ = fit_softmax_lbfgs(Z, remap[y], k, C=self.C, tol=self.tol, max_iter=self.max_iter,
+                                                   init=init)
+            self._w_opt = np.concatenate([W.ravel(), b]).astype(np.float64)
             if Vt is not None:
                 W = Vt.T.astype(np.float32) @ W
         self.coef_ = W.T.copy()  # (k, d): rows = classes present in training
         self.intercept_ = b
+        return self
+
+    def warm_start_from(self, other: "ProbeClassifier") -> "ProbeClassifier":
+        """Start the next :meth:`fit` from ``other``'s solution (same training data, another ``C``): a cheap path
+        over a C grid. The optimum does not depend on the start, only the number of iterations does."""
+        self._init = getattr(other, "_w_opt", None)
         return self
 
     def decision_function(self, X: np.ndarray) -> np.ndarray:
@@ -127,8 +137,21 @@ class ProbeClassifier(_FeatureStandardiser):
         return np.argmax(self.decision_function(X), axis=1)
 
 
+def row_space(X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``X (n, d) = Z (n, r) @ Vt (r, d)`` with orthonormal rows of ``Vt`` (r = numerical rank <= n), via the
+    eigen-decomposition of the ``n x n`` Gram matrix (cheaper than an SVD when n << d)."""
+    G = X.astype(np.float64) @ X.T.astype(np.float64)
+    evals, U = np.linalg.eigh(G)
+    keep = evals > max(float(evals.max()), 1e-30) * 1e-10
+    s = np.sqrt(evals[keep])
+    U = U[:, keep]
+    Vt = (U / s).T @ X.astype(np.float64)
+    return (U * s).astype(np.float32), Vt.astype(np.float32)
+
+
 def fit_softmax_lbfgs(
-    X: np.ndarray, y: np.ndarray, k: int, *, C: float, tol: float = 1e-4, max_iter: int = 100
+    X: np.ndarray, y: np.ndarray, k: int, *, C: float, tol: float = 1e-4, max_iter: int = 100,
+    init: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray, int]:
     """Minimise mean cross-entropy + ||W||^2 / (2 C n) over ``W (d, k)``, ``b (k,)`` with scipy's L-BFGS-B.
 
@@ -152,7 +175,8 @@ def fit_softmax_lbfgs(
         grad = np.concatenate([(X.T @ G + lam * W).ravel(), G.sum(0)])
         return loss, grad.astype(np.float64)
 
-    w, _, info = fmin_l_bfgs_b(loss_grad, np.zeros(d * k + k), m=10, maxiter=max_iter, pgtol=tol, factr=1e7)
+    x0 = np.zeros(d * k + k) if init is None else np.asarray(init, np.float64)
+    w, _, info = fmin_l_bfgs_b(loss_grad, x0, m=10, maxiter=max_iter, pgtol=tol, factr=1e7)
     return w[: d * k].reshape(d, k).astype(np.float32), w[d * k:].astype(np.float32), int(info["nit"])
 
 

@@ -228,8 +228,12 @@ def _run_cell(ws: Workspace, config: TrainConfig, fold: int, seed: int,
     t0 = time.perf_counter()
     best, best_score, best_hp = None, -1.0, {}
     grid = config.grid()
+    prev = None
     for hp in grid:
         model = TRAINERS.create(config.mode, **extra, **hp, random_state=seed)
+        if prev is not None and hasattr(model, "warm_start_from"):
+            model.warm_start_from(prev)  # a path over the grid: same data, only C changes
+        prev = model
         model.fit(Xtr, data.y_train, n_classes=n_classes, X_val=Xva if len(data.val_ids) else None,
                   y_val=data.y_val if len(data.val_ids) else None)
         score = topk_accuracy(data.y_val, model.predict_proba(Xva), 1) if len(data.val_ids) else 0.0
