@@ -213,10 +213,15 @@ class DemoDataset:
         return {p: np.asarray(v, dtype=np.float64).reshape(68, 2) for p, v in zip(df["path"], df["landmarks"])}
 
 
-@functools.lru_cache(maxsize=4)
 def base_portrait(size: int = 256) -> tuple[np.ndarray, np.ndarray]:
     """The astronaut portrait cropped square around the face and resized: ``(size, size, 3)`` uint8 and its 68
-    dlib landmarks ``(68, 2)`` in that image (detected once, with dlib-hog + dlib68)."""
+    dlib landmarks ``(68, 2)`` in that image (detected once per process, with dlib-hog + dlib68)."""
+    img, lm = _base_portrait(size)
+    return img.copy(), lm.copy()
+
+
+@functools.lru_cache(maxsize=4)
+def _base_portrait(size: int) -> tuple[np.ndarray, np.ndarray]:
     import cv2
     from skimage import data
 
@@ -342,7 +347,7 @@ def build_demo_dataset(
         for k in range(1, n_photos + 1):
             img, lm = _render(base, base_lm, target, srng, tint)
             rel = f"images/{cond}/{subject}_{k}.png"
-            Image.fromarray(img).save(root / rel, format="PNG")
+            Image.fromarray(img).save(root / rel, format="PNG", compress_level=1)
             meta_rows.append({"path": rel, "label": cond, "subject_id": subject, "age": age, "sex": sex})
             lm_rows.append({"path": rel, "label": cond, "subject_id": subject,
                             "strength": round(float(strength), 4), "landmarks": lm.ravel().tolist()})  # fmt: skip
