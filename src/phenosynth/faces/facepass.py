@@ -86,7 +86,7 @@ def _attempts(image: np.ndarray, detector: Detector, upsample: int) -> tuple[lis
     pad = int(round(PAD_FRACTION / 2 * max(h, w)))
     plans.append((f"pad{int(PAD_FRACTION * 100)}+upsample={upsample}", upsample, pad))
     for label, up, p in plans:
-        img = small if p == 0 else np.pad(small, ((p, p), (p, p), (0, 0)), mode="constant")
+        img = small if p == 0 else np.pad(small, ((p, p), (p, p)) + ((0, 0),) * (small.ndim - 2), mode="constant")
         dets = detector.detect(img, up)
         if dets:
             out = []
@@ -107,8 +107,7 @@ def analyse_image(image: np.ndarray, detector: Detector, landmarker: Landmarker,
     h, w = image.shape[:2]
     box = best.box.copy()
     box[[0, 2]] = np.clip(box[[0, 2]], 0, w)
-    box[[1, 3]] = np.clip(box[[1, 3]], 0, h)
-    clipped = Detection(box, best.score, best.landmarks5)
+    box[[1, 3]] = np.clip(box[[1, 3]], 0, h)  # stored clipped to the image
     # The landmarker works from the detector's own box (dlib's predictors were trained on unclipped boxes).
     lm = landmarker(image, best)
     status = "ok" if len(dets) == 1 else f"ok-largest-of-{len(dets)}"
@@ -116,7 +115,7 @@ def analyse_image(image: np.ndarray, detector: Detector, landmarker: Landmarker,
         status=status,
         n_faces=len(dets),
         score=float(best.score),
-        box=clipped.box,
+        box=box,
         landmarks=np.asarray(lm, dtype=np.float64),
         landmarks5=np.asarray(landmarker.five(lm), dtype=np.float64),
         attempt=attempt,
