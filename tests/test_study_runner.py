@@ -130,7 +130,8 @@ def test_n_larger_than_available_is_checked_against_the_workspace(ws, fakes):
     from phenosynth.study.runner import prepare_study
     from phenosynth.study.spec import SpecError
 
-    rows = [{"image_id": f"r{i}", "path": f"r{i}.png", "label": f"c{i % 2}", "source": "real", "split": "train"}
+    rows = [{"image_id": f"r{i}", "path": f"r{i}.png", "label": f"c{i % 2}", "source": "real", "split": "train",
+             "fold": i % 3}
             for i in range(4)]
     rows += [{"image_id": f"s{i}", "path": f"s{i}.png", "label": f"c{i % 2}", "source": "synthetic",
               "generator": "shape-warp", "split": "train"} for i in range(30)]

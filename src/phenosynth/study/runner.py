@@ -128,6 +128,7 @@ def load_feature_file(folder: Path, backbone: str) -> tuple[list[str], np.ndarra
 def train_study_cell(ws: Workspace, spec: StudySpec, cell: Cell) -> dict:
     """The default cell function: train and score one fold/seed of one backbone x regime x n configuration."""
     from phenosynth.training import TrainConfig, train_cell
+    from phenosynth.training.cell import run_folds
 
     config = TrainConfig(
         backbone=cell.backbone,
@@ -144,7 +145,8 @@ def train_study_cell(ws: Workspace, spec: StudySpec, cell: Cell) -> dict:
         seeds=[cell.seed],
         hparams=dict(spec.trainer.hparams),
     )
-    return train_cell(ws, config, cell.fold, cell.seed, features=cell_features(ws, spec, cell))
+    fold = run_folds(ws, config)[cell.fold]  # the grid's i-th fold is the workspace's i-th fold
+    return train_cell(ws, config, fold, cell.seed, features=cell_features(ws, spec, cell))
 
 
 @dataclass(frozen=True)
@@ -424,6 +426,19 @@ def prepare_study(ws: Workspace, spec: StudySpec, on_progress: ProgressCallback 
                            seed=spec.generator.seed)
             run_face_pass(ws)  # landmarks + crops of the new images (processes new images only)
             df = ws.load_manifest()
+    have_folds = sorted(int(f) for f in mf.real_train(df)["fold"].dropna().unique())
+    if not have_folds:
+        raise StudyError(f"The workspace has no validation folds yet. Run first: phenosynth split -w {ws.root}")
+    if spec.folds > len(have_folds):
+        raise SpecError(f"The spec asks for folds: {spec.folds}, but the workspace has {len(have_folds)}. Set "
+                        f"folds: {len(have_folds)} in the spec, or re-split: phenosynth split -w {ws.root} "
+                        f"--folds {spec.folds}")
+    if spec.max_n > 0:
+        syn = mf.synthetic(df)
+        per_class = syn["label"].value_counts()
+        classes = mf.real_classes(df)
+        per_class_min = int(min((per_class.get(c, 0) for c in classes), default=0))
+        check_against_workspace(spec, int(len(syn)), per_class_min)
     if spec.max_n > 0 and len(mf.synthetic(df)):
         from phenosynth.synth.selection import get_strategy, load_ranking
 
@@ -432,12 +447,6 @@ def prepare_study(ws: Workspace, spec: StudySpec, on_progress: ProgressCallback 
 
             log.info("ranking synthetic images by %s", spec.representation)
             synth.rank(ws, representation=spec.representation)
-    if spec.max_n > 0:
-        syn = mf.synthetic(df)
-        per_class = syn["label"].value_counts()
-        classes = mf.real_classes(df)
-        per_class_min = int(min((per_class.get(c, 0) for c in classes), default=0))
-        check_against_workspace(spec, int(len(syn)), per_class_min)
     if spec.features_from:
         return
     from phenosynth.models.features import extract_features
