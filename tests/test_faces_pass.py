@@ -120,6 +120,9 @@ def test_load_faces_before_the_pass_says_what_to_run(tmp_path: Path) -> None:
     ws, _ = make_workspace(tmp_path, {"face": face_image(120)})
     with pytest.raises(WorkspaceError, match="Run first: phenosynth faces -w"):
         load_faces(ws)
+    run_face_pass(ws)
+    with pytest.raises(WorkspaceError, match="no rows for --detector mtcnn --landmarks mtcnn5.*dlib-hog \\+ dlib68"):
+        load_faces(ws, "mtcnn", "mtcnn5")
 
 
 def test_cli_faces_prints_a_summary_by_status(processed) -> None:

@@ -335,6 +335,13 @@ def load_faces(
     faces = pd.read_parquet(ws.faces_path)
     detector, landmarker = _pick_settings(faces, detector, landmarker)
     df = faces[(faces["detector"] == detector) & (faces["landmarker"] == landmarker)].copy()
+    if df.empty and not faces.empty:
+        have = sorted(set(zip(faces["detector"], faces["landmarker"])))
+        raise WorkspaceError(
+            f"faces.parquet has no rows for --detector {detector} --landmarks {landmarker} (it has: "
+            f"{', '.join(f'{d} + {lm}' for d, lm in have)}). Run: phenosynth faces -w {ws.root} "
+            f"--detector {detector} --landmarks {landmarker}"
+        )
     if ok_only:
         df = df[df["status"].map(is_ok)]
     df["landmarks"] = [None if v is None else np.asarray(v, dtype=np.float64).reshape(-1, 2) for v in df["landmarks"]]
