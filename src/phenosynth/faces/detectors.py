@@ -6,11 +6,12 @@ Detectors (``detect(image, upsample) -> list[Detection]``):
 - ``dlib-cnn``: dlib's MMOD CNN detector (``mmod_human_face_detector.dat``); more robust to pose, slow on CPU.
 - ``mtcnn``: MTCNN with the weights that ship inside the facenet-pytorch wheel; also returns 5 landmarks.
 
-Landmarkers (``__call__(image, detection) -> (K, 2)``):
+Landmarkers (``__call__(image, detection) -> (K, 2)``; every 5-point landmarker returns RetinaFace order: left eye,
+right eye, nose, left mouth corner, right mouth corner, as seen in the image):
 
 - ``dlib68`` (default): dlib's 68-point shape predictor (iBUG 300-W layout).
-- ``dlib5``: dlib's 5-point shape predictor (eye corners + nose base, dlib's order; the RetinaFace 5-point set is
-  derived with :func:`phenosynth.faces.landmarks.five_from_dlib5`, mouth corners estimated from the template).
+- ``dlib5``: dlib's 5-point shape predictor (eye corners + nose base), converted to the RetinaFace 5-point order
+  with :func:`phenosynth.faces.landmarks.five_from_dlib5` (mouth corners estimated from the template).
 - ``mtcnn5``: MTCNN's 5 points (RetinaFace order). Reuses the detector's points when the detector is ``mtcnn``,
   otherwise runs MTCNN on a crop around the box.
 
@@ -226,8 +227,10 @@ class Dlib68Landmarker:
 
 
 @LANDMARKERS.register("dlib5")
-class Dlib5Landmarker(Dlib68Landmarker):
-    """dlib's 5-point shape predictor (eye corners + nose base)."""
+class Dlib5Landmarker:
+    """dlib's 5-point shape predictor, returned in RetinaFace order like every 5-point landmarker: eye centres
+    (from dlib's eye corners), the nose (dlib's nose base) and mouth corners estimated from the template (dlib's
+    5-point model has no mouth points; see :func:`phenosynth.faces.landmarks.five_from_dlib5`)."""
 
     name = "dlib5"
     n_points = 5
@@ -237,8 +240,17 @@ class Dlib5Landmarker(Dlib68Landmarker):
         self._dlib = dlib
         self._predictor = dlib.shape_predictor(str(dlib_model_path("shape_predictor_5_face_landmarks.dat")))
 
+    def raw(self, image: np.ndarray, detection: Detection) -> np.ndarray:
+        """dlib's own 5 points ``(5, 2)``: image-right eye corners, image-left eye corners, nose base."""
+        x0, y0, x1, y1 = (int(round(v)) for v in detection.box)
+        shape = self._predictor(_rgb(image), self._dlib.rectangle(x0, y0, x1 - 1, y1 - 1))
+        return np.array([[p.x, p.y] for p in shape.parts()], dtype=np.float64)
+
+    def __call__(self, image: np.ndarray, detection: Detection) -> np.ndarray:
+        return five_from_dlib5(self.raw(image, detection))
+
     def five(self, landmarks: np.ndarray) -> np.ndarray:
-        return five_from_dlib5(landmarks)
+        return np.asarray(landmarks, dtype=np.float64).reshape(5, 2)
 
 
 @LANDMARKERS.register("mtcnn5")
