@@ -82,6 +82,43 @@ def prepare(ws_path: Path, data: Path, *, test_size: float, per_class: int, seed
     return info
 
 
+def generator_speed(ws_path: Path, *, size: int, per_class: int, workers: int | None) -> dict:
+    """Images/s of ``generate`` (shape-warp) on the benchmark's real training photos resized to ``size`` px (long
+    side), landmarks scaled to match, in a scratch workspace beside the benchmark's."""
+    import cv2
+
+    from phenosynth.data.imageio import load_rgb
+    from phenosynth.data.manifest import real_train
+    from phenosynth.data.workspace import Workspace
+    from phenosynth.faces.facepass import load_faces
+    from phenosynth.synth.generate import generate
+
+    src = Workspace.open(ws_path)
+    scratch_path = ws_path.with_name(ws_path.name + f"-speed{size}")
+    shutil.rmtree(scratch_path, ignore_errors=True)
+    scratch = Workspace.open(scratch_path, create=True)
+    (scratch.root / "real").mkdir()
+    faces = load_faces(src)
+    train = real_train(src.load_manifest())
+    train = train[train["image_id"].isin(faces.index)]
+    rows, lms = [], {}
+    for r in train.itertuples():
+        img = load_rgb(src.resolve(r.path))
+        f = size / max(img.shape[:2])
+        big = cv2.resize(img, (round(img.shape[1] * f), round(img.shape[0] * f)), interpolation=cv2.INTER_CUBIC)
+        path = scratch.root / "real" / f"{r.image_id}.png"
+        cv2.imwrite(str(path), big[:, :, ::-1])
+        rows.append({"image_id": r.image_id, "path": scratch.relpath(path), "label": r.label, "subject_id": r.image_id,
+                     "source": "real", "split": "train"})
+        lms[r.image_id] = np.asarray(faces.at[r.image_id, "landmarks"]) * f
+    scratch.save_manifest(pd.DataFrame(rows))
+    table = pd.DataFrame({"landmarks": pd.Series(lms)})
+    g = generate(scratch, "shape-warp", per_class=per_class, seed=0, faces=table, n_jobs=workers)
+    shutil.rmtree(scratch_path, ignore_errors=True)
+    return {"size": size, "images": g.images, "seconds": round(g.seconds, 2),
+            "images_per_s": round(g.images_per_second, 1), "workers": g.workers}
+
+
 def configurations(ns: list[int]) -> list[tuple[str, str, str, int]]:
     """(regime, selection, representation, n)."""
     out = [("real", "-", "-", 0)]
@@ -164,10 +201,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--fresh", action="store_true", help="Delete the workspace first.")
     p.add_argument("--backbone", default="mobilenet_v2")
     p.add_argument("--test-size", type=float, default=0.6)
-    p.add_argument("--per-class", type=int, default=30, help="Synthetic images generated per class.")
-    p.add_argument("--n", type=int, nargs="+", default=[400, 1000], help="Synthetic training-set sizes (totals).")
+    p.add_argument("--per-class", type=int, default=50, help="Synthetic images generated per class.")
+    p.add_argument("--n", type=int, nargs="+", default=[200, 400, 800], help="Synthetic training-set sizes (totals).")
     p.add_argument("--C", type=float, default=1.0, help="Inverse L2 strength of the probe.")
     p.add_argument("--seed", type=int, default=0, help="Generation seed.")
+    p.add_argument("--speed-size", type=int, default=256,
+                   help="Also time the generator on the photos resized to this many pixels (0: skip).")
     p.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results" / "synthetic")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", stream=sys.stderr)
@@ -178,6 +217,9 @@ def main(argv: list[str] | None = None) -> int:
     t0 = time.perf_counter()
     info = prepare(args.workspace, args.data, test_size=args.test_size, per_class=args.per_class, seed=args.seed,
                    fresh=args.fresh)
+    if args.speed_size:
+        info["generate_at_size"] = generator_speed(args.workspace, size=args.speed_size, per_class=args.per_class,
+                                                   workers=None)
     results = evaluate(args.workspace, backbone=args.backbone, ns=args.n, C=args.C)
     summary = table(results)
     args.out.mkdir(parents=True, exist_ok=True)

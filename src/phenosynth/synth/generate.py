@@ -76,13 +76,13 @@ def encode_png(image: np.ndarray) -> bytes:
     return buf.getvalue()
 
 
-# --- worker side (fork: the fitted generator is inherited, not pickled) ----------------------------------------------
+# --- worker side (the fitted generator is sent once per worker process, by the pool's initializer) --------------------
 
 _WORKER: dict[str, Any] = {}
 
 
-def _init_worker(generator: Generator, out_dir: str, root: str, seed: int, run: str) -> None:
-    _WORKER.update(generator=generator, out_dir=Path(out_dir), root=Path(root), seed=seed, run=run)
+def _init_worker(generator: Generator, out_dir: str, root: str, seed: int, run: str, known: frozenset[str]) -> None:
+    _WORKER.update(generator=generator, out_dir=Path(out_dir), root=Path(root), seed=seed, run=run, known=known)
     # one BLAS/OpenCV thread per process: the processes are the parallelism
     try:
         import cv2
@@ -92,8 +92,9 @@ def _init_worker(generator: Generator, out_dir: str, root: str, seed: int, run: 
         pass
 
 
-def _make_chunk(task: tuple[str, int, int]) -> list[dict[str, Any]]:
-    """Generate images ``start .. stop - 1`` of one class, write them, return their manifest rows."""
+def _make_chunk(task: tuple[str, int, int]) -> tuple[str, int, list[dict[str, Any]]]:
+    """Generate images ``start .. stop - 1`` of one class, write the new ones; return (label, images made, manifest
+    rows of the images not already in the manifest)."""
     import imagehash
     from PIL import Image
 
@@ -103,11 +104,14 @@ def _make_chunk(task: tuple[str, int, int]) -> list[dict[str, Any]]:
     gen: Generator = _WORKER["generator"]
     folder: Path = _WORKER["out_dir"] / safe_name(label)
     folder.mkdir(parents=True, exist_ok=True)
-    rows = []
+    rows, made = [], 0
     for s in gen.sample(stop - start, _WORKER["seed"], labels=[label], start=start):
         data = encode_png(s.image)
         image_id = sha256_bytes(data)
+        made += 1
         path = folder / f"{s.index:05d}_{image_id[:12]}.png"
+        if image_id in _WORKER["known"]:  # the same bytes are already in the manifest (an earlier run)
+            continue
         if not path.exists():
             atomic_write(path, lambda p, d=data: Path(p).write_bytes(d))
         try:
@@ -133,7 +137,7 @@ def _make_chunk(task: tuple[str, int, int]) -> list[dict[str, Any]]:
                 "_index": s.index,
             }
         )
-    return rows
+    return label, made, rows
 
 
 # --- driver ---------------------------------------------------------------------------------------------------------
@@ -235,51 +239,65 @@ def generate(
     total = len(todo) * per_class
     workers = max(1, min(n_jobs or min(os.cpu_count() or 1, 8), len(tasks)))
     rows: list[dict[str, Any]] = []
+    made: dict[str, int] = {label: 0 for label in todo}
     report(on_progress, 0, total)
-    init_args = (gen, str(out_dir), str(ws.root), int(seed), run)
+    known = frozenset(manifest["image_id"].astype(str))
+    init_args = (gen, str(out_dir), str(ws.root), int(seed), run, known)
     if workers == 1:
         _init_worker(*init_args)
         for task in tasks:
-            rows.extend(_make_chunk(task))
-            report(on_progress, len(rows), total)
+            label, n_made, chunk = _make_chunk(task)
+            made[label] += n_made
+            rows.extend(chunk)
+            report(on_progress, sum(made.values()), total)
     else:
-        ctx = mp.get_context("fork" if "fork" in mp.get_all_start_methods() else "spawn")
+        # not fork: a forked child of a process that already runs threads (torch, OpenCV, BLAS) can hang
+        ctx = mp.get_context("forkserver" if "forkserver" in mp.get_all_start_methods() else "spawn")
         with ctx.Pool(workers, initializer=_init_worker, initargs=init_args) as pool:
-            for chunk in pool.imap_unordered(_make_chunk, tasks):
+            for label, n_made, chunk in pool.imap_unordered(_make_chunk, tasks):
+                made[label] += n_made
                 rows.extend(chunk)
-                report(on_progress, len(rows), total)
+                report(on_progress, sum(made.values()), total)
 
-    new = pd.DataFrame(rows).sort_values(["label", "_index"], kind="mergesort").drop(columns="_index")
+    new = pd.DataFrame(rows, columns=list(rows[0]) if rows else ["image_id", "label", "parents", "_index"])
+    new = new.sort_values(["label", "_index"], kind="mergesort").drop(columns="_index")
     train_ids = set(kept["image_id"].astype(str))
     bad = [p for ps in new["parents"] for p in ps if p not in train_ids]
     if bad:  # the interface guarantees this cannot happen; refuse to write rather than trust it
         raise LeakageError(f"Generator '{generator}' reported parents outside the training set (e.g. {bad[0]}).")
     manifest = ws.load_manifest()
     before = len(manifest)
-    manifest = append_rows(manifest, new)
-    ws.save_manifest(manifest)
+    if len(new):
+        manifest = append_rows(manifest, new)
+        ws.save_manifest(manifest)
     seconds = time.perf_counter() - t0
-    per = new.groupby("label").size()
     summary = GenerateSummary(
         run=run,
         generator=generator,
         seed=int(seed),
         out_dir=out_dir,
         classes=len(todo),
-        images=len(new),
+        images=sum(made.values()),
         new_images=len(manifest) - before,
-        per_class={str(k): int(v) for k, v in per.items()},
+        per_class={str(k): int(v) for k, v in made.items()},
         training_images=len(kept),
         skipped_training=skipped,
         seconds=seconds,
         workers=workers,
     )
+    fit_set = set(train_ids)
+    if (out_dir / "run.json").exists():  # an earlier call with this run name: its fit set stays on record
+        try:
+            fit_set |= set(json.loads((out_dir / "run.json").read_text()).get("training_images", []))
+        except ValueError:
+            log.warning("Could not read %s; rewriting it", out_dir / "run.json")
     record = {
         "run": run, "generator": generator, "seed": int(seed), "per_class": int(per_class),
-        "settings": gen.get_params(), "classes": len(todo), "images": len(new),
-        "training_images": sorted(train_ids), "skipped_training": skipped, "seconds": round(seconds, 3),
+        "settings": gen.get_params(), "classes": len(todo), "images": sum(made.values()), "new_images": len(new),
+        "training_images": sorted(fit_set), "skipped_training": skipped, "seconds": round(seconds, 3),
         "workers": workers,
     }  # fmt: skip
     atomic_write(out_dir / "run.json", lambda p: Path(p).write_text(json.dumps(record, indent=2, default=str)))
-    log.info("generated %d images (%d new) in %.1fs with %d workers", len(new), summary.new_images, seconds, workers)
+    log.info("generated %d images (%d new) in %.1fs with %d workers", summary.images, summary.new_images, seconds,
+             workers)
     return summary

@@ -156,8 +156,9 @@ def rank(
     ``WS/ranking.parquet``.
 
     Args:
-        faces: landmarks table (``load_faces`` format, indexed by image_id, every processed image; rows without a
-            face absent) — default: read from the workspace.
+        representation: ``rdface25``, ``shape68`` or ``embed:BACKBONE``.
+        faces: the face table (``load_faces(ws, ok_only=False)`` format: indexed by image_id, one row per image the
+            face pass processed, ``status``, ``landmarks``, box columns); default: read from the workspace.
 
     Raises:
         PhenosynthError: no synthetic images; synthetic images the face pass has not processed yet (run
@@ -176,14 +177,15 @@ def rank(
         raise PhenosynthError(f"Workspace {ws.root} has no real training images. Run first: phenosynth split -w {ws.root}")
     synth_ids = synth["image_id"].astype(str).tolist()
     is_landmark = representation in LANDMARK_REPRESENTATIONS
+    # every representation needs the face pass: landmarks directly, embeddings through the aligned crops
+    processed = set(faces.index.astype(str)) if faces is not None else _processed_ids(ws)
+    unprocessed = [i for i in synth_ids if i not in processed]
+    if unprocessed:
+        raise PhenosynthError(
+            f"{len(unprocessed)} of {len(synth_ids)} synthetic images have not been through the face pass yet, "
+            f"so they have no landmarks. Run: phenosynth faces -w {ws.root}   (it processes new images only)"
+        )
     if is_landmark:
-        processed = set(faces.index.astype(str)) if faces is not None else _processed_ids(ws)
-        unprocessed = [i for i in synth_ids if i not in processed]
-        if unprocessed:
-            raise PhenosynthError(
-                f"{len(unprocessed)} of {len(synth_ids)} synthetic images have not been through the face pass yet, "
-                f"so they have no landmarks. Run: phenosynth faces -w {ws.root}   (it processes new images only)"
-            )
         if faces is not None and "status" in faces.columns:
             from phenosynth.faces.facepass import is_ok
 
@@ -205,7 +207,8 @@ def rank(
     n_noface = len(synth_ids) - len(kept_ids)
     if n_noface:
         not_ranked["no face found" if is_landmark else "no embedding (no face crop)"] = n_noface
-    has_proto = np.array([labels[i] in set(real_labels) for i in kept_ids], dtype=bool)
+    real_set = set(real_labels)
+    has_proto = np.array([labels[i] in real_set for i in kept_ids], dtype=bool)
     if (~has_proto).any():
         not_ranked["condition has no real training face"] = int((~has_proto).sum())
     ids = [i for i, ok in zip(kept_ids, has_proto) if ok]
