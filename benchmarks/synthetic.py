@@ -183,6 +183,32 @@ def evaluate(ws_path: Path, *, backbone: str, ns: list[int], C: float) -> pd.Dat
     return pd.DataFrame(rows)
 
 
+def evaluate_with_trainer(ws_path: Path, *, backbone: str, ns: list[int], C: float) -> pd.DataFrame:
+    """The same grid through ``phenosynth.training.train_cell`` (the protocol of ``phenosynth train``: one selection
+    for every fold, hyper-parameters chosen on real fold ``k``, the same test set)."""
+    from phenosynth.data.manifest import real_test, real_train, synthetic
+    from phenosynth.data.workspace import Workspace
+    from phenosynth.models.features import extract_features
+    from phenosynth.training import TrainConfig, train_cell
+    from phenosynth.training.cell import run_folds
+
+    ws = Workspace.open(ws_path)
+    manifest = ws.load_manifest()
+    wanted = pd.concat([real_train(manifest), real_test(manifest), synthetic(manifest)])["image_id"].astype(str)
+    features = extract_features(ws, backbone, wanted.tolist())
+    rows = []
+    for regime, selection, rep, n in configurations(ns):
+        config = TrainConfig(backbone=backbone, regime=regime, n_synthetic=n or None, selection=selection
+                             if selection != "-" else "top-per-class", representation=None if rep == "-" else rep)
+        for k in run_folds(ws, config):
+            row = train_cell(ws, config, k, seed=k, features=features)
+            rows.append({"backbone": backbone, "regime": regime, "selection": selection, "representation": rep,
+                         "n_synthetic": row["n_synthetic"], "n_requested": n, "fold": k, "n_train": row["n_train"],
+                         "n_test": row["n_test"], **{f"top{j}": row[f"top{j}"] for j in (1, 5, 10)}})
+            log.info("%s %s %s n=%d fold %d: top1 %.3f", regime, selection, rep, n, k, rows[-1]["top1"])
+    return pd.DataFrame(rows)
+
+
 def table(results: pd.DataFrame) -> pd.DataFrame:
     from phenosynth.evaluate.metrics import format_mean_sd
 
@@ -207,6 +233,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seed", type=int, default=0, help="Generation seed.")
     p.add_argument("--speed-size", type=int, default=256,
                    help="Also time the generator on the photos resized to this many pixels (0: skip).")
+    p.add_argument("--engine", choices=["direct", "trainer"], default="direct",
+                   help="direct: lineage-aware fold models built here on the registered probe; trainer: "
+                        "phenosynth.training.train_cell (the `phenosynth train` protocol).")
     p.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results" / "synthetic")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", stream=sys.stderr)
@@ -220,13 +249,15 @@ def main(argv: list[str] | None = None) -> int:
     if args.speed_size:
         info["generate_at_size"] = generator_speed(args.workspace, size=args.speed_size, per_class=args.per_class,
                                                    workers=None)
-    results = evaluate(args.workspace, backbone=args.backbone, ns=args.n, C=args.C)
+    run = evaluate if args.engine == "direct" else evaluate_with_trainer
+    results = run(args.workspace, backbone=args.backbone, ns=args.n, C=args.C)
     summary = table(results)
     args.out.mkdir(parents=True, exist_ok=True)
     results.to_csv(args.out / "results.csv", index=False)
     md = markdown(summary)
     text = (
-        f"# Synthetic-data benchmark ({args.data.name}, backbone {args.backbone}, probe C={args.C})\n\n"
+        f"# Synthetic-data benchmark ({args.data.name}, backbone {args.backbone}, probe C={args.C}, "
+        f"engine {args.engine})\n\n"
         f"Pipeline: {json.dumps(info, default=str)}\n\n{md}\n\n"
         f"Top-k in %, mean (SD) over {results['fold'].nunique()} fold models; "
         f"{int(results['n_test'].iloc[0])} real test images. Total {time.perf_counter() - t0:.0f}s.\n"

@@ -19,7 +19,9 @@ def generate_command(
     per_class: int = typer.Option(100, "--per-class", help="Synthetic images per condition."),
     seed: int = typer.Option(0, "--seed", help="Seed; the same seed and data give the same images."),
     name: str = typer.Option(None, "--name", help="Run name (folder under WS/synthetic; default GENERATOR-seedS)."),
-    variation: float = typer.Option(None, "--variation", help="shape-warp: spread of the sampled shapes (1 = as learned)."),
+    variation: float = typer.Option(
+        None, "--variation", help="shape-warp: spread of the sampled shapes (1 = as learned)."
+    ),
     workers: int = typer.Option(None, "--workers", help="Processes (default: every core)."),
 ) -> None:
     """Make synthetic faces per condition from the real training faces (after `split` and `faces`).

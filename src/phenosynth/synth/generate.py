@@ -143,7 +143,9 @@ def _make_chunk(task: tuple[str, int, int]) -> tuple[str, int, list[dict[str, An
 # --- driver ---------------------------------------------------------------------------------------------------------
 
 
-def _training_faces(ws: Workspace, train: pd.DataFrame, faces: pd.DataFrame | None) -> tuple[pd.DataFrame, dict[str, str]]:
+def _training_faces(
+    ws: Workspace, train: pd.DataFrame, faces: pd.DataFrame | None
+) -> tuple[pd.DataFrame, dict[str, str]]:
     """Rows of ``train`` that have landmarks (+ a ``landmarks`` column), and the skipped ones with a reason."""
     if faces is None:
         from phenosynth.faces.facepass import load_faces
@@ -153,7 +155,8 @@ def _training_faces(ws: Workspace, train: pd.DataFrame, faces: pd.DataFrame | No
     have = ids.isin(faces.index)
     if not have.any():
         raise PhenosynthError(
-            f"None of the {len(train)} real training images has face landmarks. Run first: phenosynth faces -w {ws.root}"
+            f"None of the {len(train)} real training images has face landmarks. "
+            f"Run first: phenosynth faces -w {ws.root}"
         )
     skipped = {i: "no face landmarks (no face found, or not processed by `phenosynth faces`)" for i in ids[~have]}
     kept = train[have.to_numpy()].copy()

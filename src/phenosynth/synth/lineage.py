@@ -36,7 +36,9 @@ def _test_ids(manifest: pd.DataFrame) -> set[str]:
     return set(manifest.loc[(manifest["source"] == REAL) & (manifest["split"] == TEST), "image_id"].astype(str))
 
 
-def check_training_parents(image_ids: Sequence[str], splits: Sequence[object], sources: Sequence[object] | None = None) -> None:
+def check_training_parents(
+    image_ids: Sequence[str], splits: Sequence[object], sources: Sequence[object] | None = None
+) -> None:
     """Raise unless every image is a real image of the training split.
 
     image_ids, splits (and optionally sources): one entry per image a generator is about to learn from.
@@ -51,7 +53,8 @@ def check_training_parents(image_ids: Sequence[str], splits: Sequence[object], s
     test = [i for i, s in zip(ids, splits) if s == TEST]
     if test:
         raise LeakageError(
-            f"{len(test)} held-out test image(s) were handed to a generator (e.g. {', '.join(t[:12] for t in test[:5])}). "
+            f"{len(test)} held-out test image(s) were handed to a generator "
+            f"(e.g. {', '.join(t[:12] for t in test[:5])}). "
             "Generators may only learn from real training images; pass rows from manifest.real_train(df)."
         )
     unsplit = [i for i, s in zip(ids, splits) if s != TRAIN]

@@ -174,7 +174,9 @@ def rank(
         )
     train = real_train(manifest)
     if train.empty:
-        raise PhenosynthError(f"Workspace {ws.root} has no real training images. Run first: phenosynth split -w {ws.root}")
+        raise PhenosynthError(
+            f"Workspace {ws.root} has no real training images. Run first: phenosynth split -w {ws.root}"
+        )
     synth_ids = synth["image_id"].astype(str).tolist()
     is_landmark = representation in LANDMARK_REPRESENTATIONS
     # every representation needs the face pass: landmarks directly, embeddings through the aligned crops
@@ -198,7 +200,8 @@ def rank(
     real_ids, X_real = representation_vectors(ws, train["image_id"].astype(str).tolist(), representation, faces=faces)
     if not real_ids:
         raise PhenosynthError(
-            f"No real training image has a '{representation}' vector (no faces found). Check: phenosynth faces -w {ws.root}"
+            f"No real training image has a '{representation}' vector (no faces found). "
+            f"Check: phenosynth faces -w {ws.root}"
         )
     real_labels = train.set_index(train["image_id"].astype(str)).loc[real_ids, "label"].astype(str).tolist()
     kept_ids, X_syn = representation_vectors(ws, synth_ids, representation, faces=faces, on_progress=on_progress)
@@ -213,7 +216,10 @@ def rank(
         not_ranked["condition has no real training face"] = int((~has_proto).sum())
     ids = [i for i, ok in zip(kept_ids, has_proto) if ok]
     X_syn = X_syn[has_proto] if len(kept_ids) else X_syn
-    scores, ranks = rank_scores(X_real, real_labels, X_syn, [labels[i] for i in ids]) if ids else (np.zeros(0), np.zeros(0, int))
+    if ids:
+        scores, ranks = rank_scores(X_real, real_labels, X_syn, [labels[i] for i in ids])
+    else:
+        scores, ranks = np.zeros(0), np.zeros(0, dtype=int)
     for reason, count in not_ranked.items():
         log.warning("%d synthetic image(s) not ranked: %s", count, reason)
 
