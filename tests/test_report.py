@@ -49,12 +49,12 @@ def test_markdown_table_numbers_bold_and_real_row():
     lines = md.splitlines()
     assert lines[0] == "| Backbone | Training data | Top-1 | Top-5 | Top-10 | Top-30 |"
     assert lines[2] == "| ResNet152 | Real | 32.0 (2.0) | 52.0 (2.0) | 62.0 (2.0) | 72.0 (2.0) |"
-    assert lines[3] == "|  | Synthetic 2k | 22.0 (2.0) | 42.0 (2.0) | 52.0 (2.0) | 62.0 (2.0) |"
-    assert lines[4] == "|  | Synthetic 4k | **26.0 (1.0)** | **46.0 (1.0)** | **56.0 (1.0)** | **66.0 (1.0)** |"
-    assert lines[5] == "|  | Real + synthetic 4k | 36.0 (1.0) | 56.0 (1.0) | 66.0 (1.0) | 76.0 (1.0) |"
+    assert lines[3] == "|  | Syn 2k | 22.0 (2.0) | 42.0 (2.0) | 52.0 (2.0) | 62.0 (2.0) |"
+    assert lines[4] == "|  | Syn 4k | **26.0 (1.0)** | **46.0 (1.0)** | **56.0 (1.0)** | **66.0 (1.0)** |"
+    assert lines[5] == "|  | Real + syn 4k | 36.0 (1.0) | 56.0 (1.0) | 66.0 (1.0) | 76.0 (1.0) |"
     # bold is per column: VGG16's best top-1 is at 2k, its best top-5 at 4k
-    assert lines[7] == "|  | Synthetic 2k | **15.0 (0.0)** | 30.0 (0.0) | **45.0 (0.0)** | **55.0 (0.0)** |"
-    assert lines[8] == "|  | Synthetic 4k | 12.0 (0.0) | **40.0 (0.0)** | 42.0 (0.0) | 52.0 (0.0) |"
+    assert lines[7] == "|  | Syn 2k | **15.0 (0.0)** | 30.0 (0.0) | **45.0 (0.0)** | **55.0 (0.0)** |"
+    assert lines[8] == "|  | Syn 4k | 12.0 (0.0) | **40.0 (0.0)** | 42.0 (0.0) | 52.0 (0.0) |"
     assert "mean (SD) over 3 runs" in md
 
 
@@ -63,7 +63,7 @@ def test_latex_table():
     assert "\\toprule" in tex and "\\bottomrule" in tex
     assert "Backbone & Training data & Top-1 & Top-5 & Top-10 & Top-30 \\\\" in tex
     assert "\\multirow{4}{*}{ResNet152} & Real & 32.0 (2.0) & 52.0 (2.0) & 62.0 (2.0) & 72.0 (2.0) \\\\" in tex
-    assert " & Synthetic 4k & \\textbf{26.0 (1.0)} & \\textbf{46.0 (1.0)}" in tex
+    assert " & Syn 4k & \\textbf{26.0 (1.0)} & \\textbf{46.0 (1.0)}" in tex
     assert tex.count("\\textbf") == 8 and tex.count("\\midrule") == 2
 
 

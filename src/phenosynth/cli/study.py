@@ -5,15 +5,36 @@ from __future__ import annotations
 from pathlib import Path
 
 import typer
-from rich.markdown import Markdown
 
 from phenosynth.cli._app import WORKSPACE_OPTION, command, console, progress_bar
 
 
 def _print_table(run_dir: Path) -> None:
-    table = run_dir / "table.md"
-    if table.exists():
-        console.print(Markdown(table.read_text(encoding="utf-8")))
+    """Table 1 from table.csv; best synthetic-only results in bold."""
+    import pandas as pd
+    from rich import box
+    from rich.table import Table
+
+    path = run_dir / "table.csv"
+    if not path.exists():
+        return
+    df = pd.read_csv(path, keep_default_na=False)
+    metrics = [c for c in ("Top-1", "Top-5", "Top-10", "Top-30") if c in df.columns]
+    table = Table(title="Top-k accuracy (%) on the held-out real test set, mean (SD) over folds",
+                  title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False)
+    table.add_column("Backbone")
+    table.add_column("Training data")
+    for m in metrics:
+        table.add_column(m, justify="right", no_wrap=True)
+    prev = None
+    for _, row in df.iterrows():
+        cells = [row["Backbone"] if row["Backbone"] != prev else "", row["Training data"]]
+        prev = row["Backbone"]
+        for m in metrics:
+            best = str(row.get(f"best_top{m[4:]}", "")).lower() == "true"
+            cells.append(f"[bold]{row[m]}[/]" if best else str(row[m]))
+        table.add_row(*cells, end_section=False)
+    console.print(table)
 
 
 @command("study")
@@ -83,6 +104,8 @@ def demo(
         result = run_demo(out, name=name, resume=resume, on_progress=update)
     for stage, seconds in result.timings.items():
         console.print(f"  {stage:<10} {seconds:7.1f} s")
+    console.print(f"  (study: features {result.study.prepare_seconds:.1f} s, "
+                  f"{result.study.n_cells} cells {result.study.seconds - result.study.prepare_seconds:.1f} s)")
     _print_table(result.run_dir)
     console.print(
         f"Demo finished in {result.seconds:.0f} s. Workspace: {result.workspace}\n"

@@ -41,7 +41,7 @@ DISPLAY_NAMES = {
     "facenet": "FaceNet",
     "mobilenet_v2": "MobileNetV2",
     "dlib_resnet128": "dlib ResNet-128",
-    "shape68": "Shape-68 (landmarks)",
+    "shape68": "Shape-68",
 }
 
 
@@ -67,13 +67,13 @@ def setting_label(regime: str, n: int) -> str:
     """The row label of a regime in Table 1.
 
     >>> setting_label("real", 0), setting_label("synthetic", 2000), setting_label("mixed", 10000)
-    ('Real', 'Synthetic 2k', 'Real + synthetic 10k')
+    ('Real', 'Syn 2k', 'Real + syn 10k')
     """
     if regime == "real":
         return "Real"
     if regime == "synthetic":
-        return f"Synthetic {format_n(n)}"
-    return f"Real + synthetic {format_n(n)}"
+        return f"Syn {format_n(n)}"
+    return f"Real + syn {format_n(n)}"
 
 
 def summarize_results(results: pd.DataFrame) -> pd.DataFrame:
@@ -281,7 +281,7 @@ def plot_topk(summary: pd.DataFrame, metric: str, path: Path) -> Path:
     ax.add_artist(first)
     ax.legend(handles=style, loc="lower left", bbox_to_anchor=(1.01, 0.0), fontsize=9)
     fig.tight_layout()
-    atomic_write(path, lambda p: fig.savefig(p, format="png"))
+    atomic_write(path, lambda p: fig.savefig(p, format="png", bbox_inches="tight"))
     plt.close(fig)
     return path
 
@@ -385,8 +385,9 @@ def collect_warnings(results: pd.DataFrame, config: dict[str, Any], ctx: dict[st
     if n_classes:
         trivial = [k for k in KS if k >= n_classes]
         if trivial:
-            warnings.append(f"Only {n_classes} classes: Top-{', Top-'.join(map(str, trivial))} "
-                            "cover every class and are trivially 100 %.")
+            what = ", ".join(f"Top-{k}" for k in trivial)
+            verb = "covers every class and is" if len(trivial) == 1 else "cover every class and are"
+            warnings.append(f"Only {n_classes} classes: {what} {verb} trivially 100 %.")
     folds, seeds = spec.get("folds"), spec.get("seeds")
     if folds and seeds:
         expected = int(folds) * len(seeds)
