@@ -156,3 +156,60 @@ def test_ray_executor_on_a_local_ray_matches_serial(ws, fakes):
     res = run_study(ws, spec, "ray", executor="ray", workers=2, cell_fn="fake_cells:score", build_report=False)
     assert res.n_ran == 8
     assert (ws.runs_dir / "ray" / "results.csv").read_bytes() == (ws.runs_dir / "serial" / "results.csv").read_bytes()
+
+
+def _tiny_workspace(root, *, n_classes=6, per_class_real=5, per_class_syn=20, dims=(("shape68", 12),
+                                                                                     ("mobilenet_v2", 24))):
+    """A split workspace with ranked synthetic images and precomputed features (no images needed)."""
+    import numpy as np
+
+    from phenosynth.data.manifest import conform
+    from phenosynth.study.runner import save_feature_file
+
+    rows = []
+    for c in range(n_classes):
+        for i in range(per_class_real):
+            rows.append({"image_id": f"r{c}_{i}", "path": f"r{c}_{i}.png", "label": f"c{c}", "subject_id": f"s{c}_{i}",
+                         "source": "real", "split": "test" if i == 0 else "train",
+                         "fold": None if i == 0 else (i + c) % 2})
+        for i in range(per_class_syn):
+            rows.append({"image_id": f"y{c}_{i}", "path": f"y{c}_{i}.png", "label": f"c{c}", "subject_id": f"y{c}_{i}",
+                         "source": "synthetic", "generator": "shape-warp", "split": "train"})
+    ws = Workspace.open(root, create=True)
+    df = conform(pd.DataFrame(rows))
+    ws.save_manifest(df)
+    rng = np.random.default_rng(0)
+    syn = df[df["source"] == "synthetic"]
+    pd.DataFrame({"image_id": syn["image_id"].astype(str), "representation": "rdface25",
+                  "rank_score": rng.uniform(0, 1, len(syn)), "own_class_rank": 1}).to_parquet(
+        ws.root / "ranking.parquet", index=False)
+    labels = pd.factorize(df["label"])[0]
+    for name, d in dims:
+        X = rng.normal(0, 1, (len(df), d)) + 2.0 * rng.normal(0, 1, (n_classes, d))[labels]
+        save_feature_file(ws.root / "features", name, df["image_id"].astype(str).tolist(), X)
+    return ws
+
+
+def test_cli_study_with_the_real_trainer_then_resume_and_refusal(tmp_path):
+    from typer.testing import CliRunner
+
+    from phenosynth.cli import app
+
+    ws = _tiny_workspace(tmp_path / "ws")
+    spec = tmp_path / "tiny.yaml"
+    spec.write_text(yaml.safe_dump({
+        "backbones": ["shape68", "mobilenet_v2"], "regimes": {"real": True, "synthetic": [30, 60], "mixed": [60]},
+        "folds": 2, "trainer": {"mode": "probe", "hparams": {"C": [1.0]}},
+        "features_from": str(ws.root / "features")}))
+    runner = CliRunner()
+    out = runner.invoke(app, ["study", str(spec), "-w", str(ws.root), "--executor", "serial"])
+    assert out.exit_code == 0, out.output
+    assert "16 cells (16 trained now, 0 resumed)" in out.output
+    df = pd.read_csv(ws.runs_dir / "tiny" / "results.csv")
+    assert len(df) == 16 and df["top1"].between(0, 1).all() and (df["top5"] >= df["top1"]).all()
+    assert df.loc[df["regime"] == "synthetic", "n_train"].tolist() == [30, 30, 60, 60] * 2
+    assert set(df["n_test"]) == {6}
+    again = runner.invoke(app, ["study", str(spec), "-w", str(ws.root), "--executor", "serial"])
+    assert again.exit_code == 2 and "already exists" in again.output
+    resumed = runner.invoke(app, ["study", str(spec), "-w", str(ws.root), "--executor", "serial", "--resume"])
+    assert resumed.exit_code == 0 and "(0 trained now, 16 resumed)" in resumed.output

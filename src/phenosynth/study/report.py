@@ -395,6 +395,14 @@ def collect_warnings(results: pd.DataFrame, config: dict[str, Any], ctx: dict[st
         short = counts[counts < expected]
         for (b, r, n), c in short.items():
             warnings.append(f"{display_name(b)} / {setting_label(r, n)}: {c} of {expected} runs finished.")
+    sd_cols = [c for c in ("top1_sd",) if c in ctx.get("_summary", pd.DataFrame()).columns]
+    if sd_cols:
+        syn = ctx["_summary"]
+        syn = syn[(syn["regime"] == "synthetic") & (syn["runs"] > 1)]
+        if len(syn) and (syn["top1_sd"].fillna(0) == 0).all() and spec.get("validate_on", "real") == "real":
+            warnings.append("Synthetic-only results have SD 0: with validate_on real their training set is the same "
+                            "in every fold (the folds only choose hyper-parameters), so this SD is 0 by construction, not "
+                            "a measure of variability (validate_on: pool gives each fold its own training set).")
     if "n_test" in results.columns and (pd.to_numeric(results["n_test"], errors="coerce") < 30).any():
         warnings.append("Fewer than 30 test images: the SD over folds understates the uncertainty of the test set "
                         "itself.")
@@ -461,6 +469,7 @@ def build_report(run_dir: str | os.PathLike[str], *, ws: Any = None) -> Report:
                                       "synthetic"))
 
     ctx = dataset_context(ws_root, (config.get("spec") or {}).get("representation"))
+    ctx["_summary"] = summary
     rep.warnings = collect_warnings(results, config, ctx)
     warnings_html = ('<div class="warn"><ul>' + "".join(f"<li>{html.escape(w)}</li>" for w in rep.warnings)
                      + "</ul></div>") if rep.warnings else '<p class="ok">None.</p>'
