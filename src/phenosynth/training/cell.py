@@ -95,7 +95,7 @@ class TrainConfig:
 def pool_fold(image_id: str, folds: int) -> int:
     """Validation fold of a synthetic image under ``validate_on="pool"``: stable, from its content hash.
 
-    >>> pool_fold("00000000000000000000000000000007", 5)
+    >>> pool_fold("000000000000007" + "f" * 49, 5)   # the first 15 hex digits, modulo the folds
     2
     """
     return int(str(image_id)[:15], 16) % folds
