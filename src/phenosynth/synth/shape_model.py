@@ -15,7 +15,6 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import numpy as np
-from skimage.transform import SimilarityTransform
 
 from phenosynth.errors import PhenosynthError
 
@@ -30,6 +29,8 @@ def normalise_shape(shape: np.ndarray) -> np.ndarray:
 def similarity_matrix(src: np.ndarray, dst: np.ndarray) -> np.ndarray:
     """``(3, 3)`` homogeneous matrix of the least-squares similarity (rotation, uniform scale, shift; no reflection)
     mapping points ``src (K, 2)`` onto ``dst (K, 2)``."""
+    from skimage.transform import SimilarityTransform  # lazy: skimage costs ~0.5 s of every CLI start-up
+
     tform = SimilarityTransform.from_estimate(np.asarray(src, np.float64), np.asarray(dst, np.float64))
     if not tform:
         raise PhenosynthError("Could not fit a similarity transform between two landmark sets (degenerate shape).")
