@@ -240,3 +240,13 @@ def test_cli_train_prints_mean_sd_table(tiny_ws):
     assert (ws.runs_dir / f"{TINY}-real-probe-1" / "results.csv").exists()
     res2 = CliRunner().invoke(app, ["train", "-w", str(ws.root), "--backbone", "nope", "--folds", "3"])
     assert res2.exit_code == 2 and "Unknown backbone" in res2.output
+
+
+def test_synthetic_regime_without_synthetic_images_says_what_to_run(tmp_path, monkeypatch):
+    ws, paths = make_workspace(tmp_path, synthetic_per_class=0)
+    monkeypatch.setattr("phenosynth.faces.align.ensure_aligned_crops",
+                        lambda ws_, ids, size=224, on_progress=None, **kw: {i: paths[i] for i in ids})
+    cfg = TrainConfig(backbone=TINY, weights="none", regime="mixed", selection="random", folds=3)
+    with pytest.raises(PhenosynthError, match="phenosynth generate"):
+        train(ws, cfg, "m1")
+    assert not (ws.runs_dir / "m1").exists()  # a failed start leaves no run folder behind

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import shutil
 import logging
 import time
 from collections.abc import Sequence
@@ -153,6 +154,11 @@ def cell_sets(ws: Workspace, manifest: pd.DataFrame, config: TrainConfig, fold: 
     real_val = rt.loc[in_fold, "image_id"].astype(str).tolist()
     real_tr = rt.loc[~in_fold, "image_id"].astype(str).tolist()
     syn = selected_synthetic(ws, manifest, config, seed)
+    if config.regime != "real" and not syn:
+        raise PhenosynthError(
+            f"Regime '{config.regime}' needs synthetic images, but none were selected. Make some first: "
+            f"phenosynth generate -w {ws.root} --generator NAME, then phenosynth faces and phenosynth rank."
+        )
     syn_val: list[str] = []
     if config.validate_on == "pool" and syn:
         syn_val = [i for i in syn if pool_fold(i, len(folds)) == folds.index(fold)]
@@ -191,9 +197,8 @@ def _build(ws: Workspace, manifest: pd.DataFrame, config: TrainConfig, fold: int
                     ", ".join(f"{r}: {n}" for r, n in pd.Series([s[2] for s in skipped]).value_counts().items()))
     if not tr:
         raise PhenosynthError(
-            f"Fold {fold} of regime '{config.regime}' has no training images with a usable face"
-            + (" (no synthetic images selected: run phenosynth generate / rank first)" if config.regime != "real"
-               else "") + "."
+            f"Fold {fold} of regime '{config.regime}' has no training images with a usable face; check "
+            f"`phenosynth faces -w {ws.root}` (faces.parquet status) for these images."
         )
     if not te:
         raise PhenosynthError("No test image has a usable face; check `phenosynth faces` and the split.")
@@ -298,14 +303,24 @@ def train(ws: Workspace, config: TrainConfig, name: str,
     Refuses to overwrite an existing run folder. Features are extracted (or read from the cache) once, up front.
     Progress: feature extraction first, then one step per trained model.
     """
-    import yaml
-
     run_dir = ws.runs_dir / name
     if run_dir.exists():
         raise WorkspaceError(f"Run folder {run_dir} already exists; choose a fresh --name (runs are never overwritten).")
     folds = run_folds(ws, config)
-    manifest = ws.load_manifest()
     run_dir.mkdir(parents=True)
+    try:
+        return _train_into(ws, config, name, run_dir, folds, on_progress)
+    except BaseException:
+        if not (run_dir / "results.csv").exists():  # nothing trained: leave no half-made run behind
+            shutil.rmtree(run_dir, ignore_errors=True)
+        raise
+
+
+def _train_into(ws: Workspace, config: TrainConfig, name: str, run_dir: Path, folds: list[int],
+                on_progress: ProgressCallback | None) -> pd.DataFrame:
+    import yaml
+
+    manifest = ws.load_manifest()
     atomic_write(run_dir / "config.yaml",
                  lambda p: Path(p).write_text(yaml.safe_dump({**asdict(config), "seeds": list(config.seeds),
                                                               "run_folds": folds, "name": name}, sort_keys=False)))
