@@ -10,8 +10,8 @@ and then compares training sets on frozen backbone features (``--backbone``, def
 registered ``probe`` trainer (standardise + logistic regression):
 
 - ``real``: the real training photos;
-- ``synthetic``: n selected synthetic images only, for each of ranked ``top-per-class`` by rdface25 and by
-  shape68, ``diverse`` (rdface25), and ``random`` (the ablation);
+- ``synthetic``: n selected synthetic images only, for each of ranked ``top-per-class`` by rdface25, by shape68
+  and by the backbone's own embedding (``embed:BACKBONE``), ``diverse`` (rdface25), and ``random`` (the ablation);
 - ``mixed``: the real photos plus the same synthetic selections.
 
 Models: one per validation fold of the split (5 by default). Fold k's model is trained without fold k's real photos
@@ -46,7 +46,8 @@ DEFAULT_DATA = (REPO / ".." / "shared" / "data" / "orl-faces").resolve()
 log = logging.getLogger("benchmarks.synthetic")
 
 
-def prepare(ws_path: Path, data: Path, *, test_size: float, per_class: int, seed: int, fresh: bool) -> dict:
+def prepare(ws_path: Path, data: Path, *, test_size: float, per_class: int, seed: int, fresh: bool,
+            backbone: str) -> dict:
     """Build (or reuse) the benchmark workspace; return timings of the stages."""
     from phenosynth.data.ingest import ingest
     from phenosynth.data.split import split
@@ -75,7 +76,7 @@ def prepare(ws_path: Path, data: Path, *, test_size: float, per_class: int, seed
                         "training_faces": g.training_images}
     faces2 = run_face_pass(ws)
     info["faces_all"] = faces2.by_status
-    for rep in ("rdface25", "shape68"):
+    for rep in ("rdface25", "shape68", f"embed:{backbone}"):
         r = rank(ws, rep)
         info[f"rank_{rep}"] = {"ranked": r.ranked, "not_ranked": r.not_ranked, "mean": round(r.mean_score, 4),
                                "own_class_nearest": round(r.own_class_top1, 3)}
@@ -119,7 +120,7 @@ def generator_speed(ws_path: Path, *, size: int, per_class: int, workers: int | 
             "images_per_s": round(g.images_per_second, 1), "workers": g.workers}
 
 
-def configurations(ns: list[int]) -> list[tuple[str, str, str, int]]:
+def configurations(ns: list[int], backbone: str) -> list[tuple[str, str, str, int]]:
     """(regime, selection, representation, n)."""
     out = [("real", "-", "-", 0)]
     for regime in ("synthetic", "mixed"):
@@ -127,6 +128,7 @@ def configurations(ns: list[int]) -> list[tuple[str, str, str, int]]:
             out += [
                 (regime, "top-per-class", "rdface25", n),
                 (regime, "top-per-class", "shape68", n),
+                (regime, "top-per-class", f"embed:{backbone}", n),
                 (regime, "diverse", "rdface25", n),
                 (regime, "random", "-", n),
             ]
@@ -159,7 +161,7 @@ def evaluate(ws_path: Path, *, backbone: str, ns: list[int], C: float) -> pd.Dat
     folds = sorted(int(f) for f in train["fold"].dropna().unique())
 
     rows = []
-    for regime, selection, rep, n in configurations(ns):
+    for regime, selection, rep, n in configurations(ns, backbone):
         for k in folds:
             real_ids = train.loc[train["fold"] != k, "image_id"].astype(str).tolist()
             chosen: list[str] = []
@@ -197,7 +199,7 @@ def evaluate_with_trainer(ws_path: Path, *, backbone: str, ns: list[int], C: flo
     wanted = pd.concat([real_train(manifest), real_test(manifest), synthetic(manifest)])["image_id"].astype(str)
     features = extract_features(ws, backbone, wanted.tolist())
     rows = []
-    for regime, selection, rep, n in configurations(ns):
+    for regime, selection, rep, n in configurations(ns, backbone):
         config = TrainConfig(backbone=backbone, regime=regime, n_synthetic=n or None, selection=selection
                              if selection != "-" else "top-per-class", representation=None if rep == "-" else rep)
         for k in run_folds(ws, config):
@@ -245,7 +247,7 @@ def main(argv: list[str] | None = None) -> int:
 
     t0 = time.perf_counter()
     info = prepare(args.workspace, args.data, test_size=args.test_size, per_class=args.per_class, seed=args.seed,
-                   fresh=args.fresh)
+                   fresh=args.fresh, backbone=args.backbone)
     if args.speed_size:
         info["generate_at_size"] = generator_speed(args.workspace, size=args.speed_size, per_class=args.per_class,
                                                    workers=None)

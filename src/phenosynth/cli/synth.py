@@ -64,8 +64,9 @@ def rank_command(
 
     Example: [bold]phenosynth rank -w ws --representation rdface25[/]
     """
-    from phenosynth.synth.ranking import rank
+    from phenosynth.synth.ranking import check_representation, rank
 
+    check_representation(representation)  # a typo fails before the progress bar starts
     ws = Workspace.open(workspace, need_manifest=True)
     with progress_bar(f"Ranking ({representation})") as on_progress:
         s = rank(ws, representation, on_progress=on_progress)

@@ -107,6 +107,20 @@ def _landmark_vectors(
     return have, X
 
 
+def check_representation(representation: str) -> str:
+    """Return ``representation`` if it is ``rdface25``, ``shape68`` or ``embed:BACKBONE``; raise a PhenosynthError
+    naming the valid ones otherwise (before any work starts)."""
+    if representation in LANDMARK_REPRESENTATIONS:
+        return representation
+    if representation.startswith("embed:"):
+        if not representation.split(":", 1)[1]:
+            raise PhenosynthError("Name a backbone after 'embed:', e.g. --representation embed:mobilenet_v2")
+        return representation
+    raise PhenosynthError(
+        f"Unknown representation '{representation}'. Valid: {', '.join(LANDMARK_REPRESENTATIONS)}, embed:BACKBONE."
+    )
+
+
 def representation_vectors(
     ws: Workspace,
     image_ids: Sequence[str],
@@ -118,21 +132,13 @@ def representation_vectors(
     """``(kept_ids, X (N, d))`` for ``image_ids`` under ``representation``; images without a face (or without an
     embedding) are left out, the order otherwise follows ``image_ids``."""
     ids = [str(i) for i in image_ids]
+    check_representation(representation)
     if representation in LANDMARK_REPRESENTATIONS:
         return _landmark_vectors(ws, ids, representation, faces)
-    if representation.startswith("embed:"):
-        backbone = representation.split(":", 1)[1]
-        if not backbone:
-            raise PhenosynthError("Name a backbone after 'embed:', e.g. --representation embed:mobilenet_v2")
-        from phenosynth.models.features import extract_features
+    from phenosynth.models.features import extract_features
 
-        kept, X = extract_features(ws, backbone, ids, weights="default", on_progress=on_progress)
-        return list(kept), np.asarray(X, dtype=np.float64)
-    from phenosynth.faces.representations import list_representations
-
-    raise PhenosynthError(
-        f"Unknown representation '{representation}'. Valid: {', '.join(list_representations())}, embed:BACKBONE."
-    )
+    kept, X = extract_features(ws, representation.split(":", 1)[1], ids, weights="default", on_progress=on_progress)
+    return list(kept), np.asarray(X, dtype=np.float64)
 
 
 def _processed_ids(ws: Workspace) -> set[str]:
@@ -165,6 +171,7 @@ def rank(
             ``phenosynth faces``); no real training image with a face.
     """
     t0 = time.perf_counter()
+    check_representation(representation)
     manifest = ws.load_manifest()
     synth = synthetic(manifest)
     if synth.empty:
