@@ -11,6 +11,7 @@ from rich.table import Table
 
 from phenosynth.cli._app import WORKSPACE_OPTION, command, console, progress_bar
 from phenosynth.data.workspace import Workspace
+from phenosynth.errors import PhenosynthError
 from phenosynth.evaluate.metrics import format_mean_sd
 from phenosynth.training import TrainConfig, train
 
@@ -56,10 +57,12 @@ def train_command(
 
         console.print("\n".join(names()))
         raise typer.Exit()
+    if epochs is not None and mode == "probe":
+        raise PhenosynthError("--epochs applies to --mode se-head and --mode finetune; the probe has no epochs.")
     config = TrainConfig(
         backbone=backbone, weights=weights, preprocessing=preprocessing, regime=regime, n_synthetic=n_synthetic,
         selection=selection, mode=mode, validate_on=validate_on, folds=folds, seeds=seed,
-        hparams={"epochs": epochs} if epochs is not None and mode != "probe" else {},
+        hparams={"epochs": epochs} if epochs is not None else {},
     )
     ws = Workspace.open(workspace, need_manifest=True)
     run = name or default_run_name(ws, config)
