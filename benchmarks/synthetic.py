@@ -53,7 +53,7 @@ def prepare(ws_path: Path, data: Path, *, test_size: float, per_class: int, seed
     from phenosynth.data.split import split
     from phenosynth.data.workspace import Workspace
     from phenosynth.faces.facepass import run_face_pass
-    from phenosynth.synth.generate import generate
+    from phenosynth.synth.generation import generate
     from phenosynth.synth.ranking import rank
 
     if fresh and ws_path.exists():
@@ -92,7 +92,7 @@ def generator_speed(ws_path: Path, *, size: int, per_class: int, workers: int | 
     from phenosynth.data.manifest import real_train
     from phenosynth.data.workspace import Workspace
     from phenosynth.faces.facepass import load_faces
-    from phenosynth.synth.generate import generate
+    from phenosynth.synth.generation import generate
 
     src = Workspace.open(ws_path)
     scratch_path = ws_path.with_name(ws_path.name + f"-speed{size}")

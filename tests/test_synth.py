@@ -172,7 +172,7 @@ def test_generate_end_to_end(tmp_path) -> None:
     train_ids = set(manifest.loc[manifest["split"] == "train", "image_id"])
     test_ids = set(manifest.loc[manifest["split"] == "test", "image_id"])
 
-    from phenosynth.synth.generate import generate
+    from phenosynth.synth.generation import generate
 
     s = generate(ws, "shape-warp", per_class=4, seed=0, faces=faces, n_jobs=1)
     assert (s.images, s.new_images, s.classes, s.per_class) == (12, 12, 3, {"A": 4, "B": 4, "C": 4})
@@ -207,7 +207,7 @@ def test_generate_end_to_end(tmp_path) -> None:
 
 def test_generate_needs_a_split_and_faces(tmp_path) -> None:
     ws, faces = make_workspace(tmp_path)
-    from phenosynth.synth.generate import generate
+    from phenosynth.synth.generation import generate
 
     with pytest.raises(PhenosynthError, match="phenosynth faces -w"):
         generate(ws, per_class=1, faces=faces.iloc[:0])
@@ -346,7 +346,7 @@ def test_cli_generate_then_rank_asks_for_the_face_pass(tmp_path) -> None:
 
 
 def test_a_resplit_flags_every_image_of_a_run_whose_generator_saw_a_new_test_image(tmp_path) -> None:
-    from phenosynth.synth.generate import generate
+    from phenosynth.synth.generation import generate
     from phenosynth.synth.lineage import FIT_ON_TEST, check_workspace_lineage
 
     ws, faces = make_workspace(tmp_path)

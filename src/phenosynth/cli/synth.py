@@ -32,7 +32,7 @@ def generate_command(
 
     Example: [bold]phenosynth generate -w ws --generator shape-warp --per-class 30 --seed 0[/]
     """
-    from phenosynth.synth.generate import generate
+    from phenosynth.synth.generation import generate
 
     GENERATORS.get(generator)  # a typo fails before anything is loaded
     ws = Workspace.open(workspace, need_manifest=True)

@@ -1,7 +1,8 @@
 """Synthetic data: generator interface + registry (``shape-warp``), ``generate``, ranking against real-training
 prototypes, lineage checks and selection strategies.
 
-Light to import: the generators, ``generate`` and ``rank`` load on first use.
+Light to import: ``generate`` (module ``generation``) and ``rank`` (module ``ranking``) load scikit-image,
+scikit-learn and OpenCV on first use.
 """
 
 from phenosynth.synth.lineage import flag_leaked_synthetic, lineage_report
@@ -21,7 +22,7 @@ __all__ = [
 
 def __getattr__(name: str):  # lazy: scikit-image / scikit-learn / OpenCV only when generating or ranking
     if name == "generate":
-        from phenosynth.synth.generate import generate
+        from phenosynth.synth.generation import generate
 
         return generate
     if name == "rank":
