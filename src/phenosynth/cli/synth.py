@@ -46,6 +46,10 @@ def generate_command(
         f"{s.new_images} new in the manifest) from {s.training_images} real training faces, in {s.seconds:.1f}s "
         f"({s.images_per_second:.1f} images/s on {s.workers} process(es)). Saved under {s.out_dir}."
     )
+    if s.classes_without_faces:
+        shown = ", ".join(s.classes_without_faces[:5]) + (" ..." if len(s.classes_without_faces) > 5 else "")
+        console.print(f"{len(s.classes_without_faces)} condition(s) have no training face and got no synthetic "
+                      f"images: {shown}")
     if s.skipped_training:
         console.print(f"{len(s.skipped_training)} training image(s) without usable landmarks were not used "
                       "(reasons in run.json).")

@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from phenosynth.data.manifest import REAL, SYNTHETIC, TRAIN, append_rows, params_json, real_train
+from phenosynth.data.manifest import REAL, SYNTHETIC, TRAIN, append_rows, params_json, real_classes, real_train
 from phenosynth.data.workspace import Workspace, atomic_write
 from phenosynth.errors import LeakageError, PhenosynthError
 from phenosynth.progress import ProgressCallback, report
@@ -49,6 +49,7 @@ class GenerateSummary:
     per_class: dict[str, int]
     training_images: int
     skipped_training: dict[str, str] = field(default_factory=dict)  # image_id -> reason
+    classes_without_faces: list[str] = field(default_factory=list)  # real classes no training face represents
     seconds: float = 0.0
     workers: int = 1
 
@@ -285,6 +286,7 @@ def generate(
         per_class={str(k): int(v) for k, v in made.items()},
         training_images=len(kept),
         skipped_training=skipped,
+        classes_without_faces=sorted(set(real_classes(manifest)) - set(gen.classes_)),
         seconds=seconds,
         workers=workers,
     )
