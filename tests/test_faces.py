@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import sys
 from pathlib import Path
 
@@ -18,6 +19,16 @@ from phenosynth.registry import UnknownNameError
 
 
 # --- registries ------------------------------------------------------------------------------------------------------
+@functools.cache
+def _detector(name: str):
+    return create_detector(name)
+
+
+@functools.cache
+def _landmarker(name: str):
+    return create_landmarker(name)
+
+
 @pytest.fixture(scope="module")
 def face() -> np.ndarray:
     return face_image(160)
@@ -35,7 +46,7 @@ def test_unknown_detector_names_the_valid_ones() -> None:
 
 @pytest.mark.parametrize("name", ["dlib-hog", "dlib-cnn", "mtcnn"])
 def test_each_detector_finds_the_face(face: np.ndarray, name: str) -> None:
-    dets = create_detector(name).detect(face, 1)
+    dets = _detector(name).detect(face, 1)
     assert len(dets) == 1
     x0, y0, x1, y1 = dets[0].box
     # The face spans roughly x 45..115, y 35..120 in this 160 px image.
@@ -44,8 +55,8 @@ def test_each_detector_finds_the_face(face: np.ndarray, name: str) -> None:
 
 @pytest.mark.parametrize("name", ["dlib68", "dlib5", "mtcnn5"])
 def test_each_landmarker_gives_sane_points(face: np.ndarray, name: str) -> None:
-    det = create_detector("dlib-hog").detect(face, 1)[0]
-    lmk = create_landmarker(name)
+    det = _detector("dlib-hog").detect(face, 1)[0]
+    lmk = _landmarker(name)
     pts = lmk(face, det)
     assert pts.shape == (lmk.n_points, 2)
     five = lmk.five(pts)
@@ -55,8 +66,8 @@ def test_each_landmarker_gives_sane_points(face: np.ndarray, name: str) -> None:
 
 
 def test_the_three_landmarkers_agree_on_the_eyes(face: np.ndarray) -> None:
-    det = create_detector("dlib-hog").detect(face, 1)[0]
-    fives = [create_landmarker(n).five(create_landmarker(n)(face, det)) for n in ("dlib68", "dlib5", "mtcnn5")]
+    det = _detector("dlib-hog").detect(face, 1)[0]
+    fives = [_landmarker(n).five(_landmarker(n)(face, det)) for n in ("dlib68", "dlib5", "mtcnn5")]
     iod = np.linalg.norm(fives[0][0] - fives[0][1])
     for other in fives[1:]:
         assert np.abs(other[:2] - fives[0][:2]).max() < 0.2 * iod
