@@ -109,13 +109,15 @@ def main() -> None:
     seconds = time.perf_counter() - t
     results = res.results
     print(table_markdown(summarize_results(results)))
-    per_cell = results.groupby("backbone", sort=False)["fit_seconds"].sum() if "fit_seconds" in results else None
+    timings = pd.read_csv(res.run_dir / "timings.csv")
+    per_cell = timings.groupby("backbone", sort=False)["fit_seconds"].sum() if "fit_seconds" in timings else None
     print(f"setup (workspace + random features, not timed): {setup:.1f} s")
     print(f"grid: {res.n_cells} cells ({len(spec['backbones'])} backbones x "
           f"{res.n_cells // len(spec['backbones']) // args.folds} regimes x {args.folds} folds), "
           f"executor {args.executor}, workers {args.workers or 'default'}")
     if per_cell is not None:
-        print("fit seconds summed per backbone: " + ", ".join(f"{b} {s:.1f}" for b, s in per_cell.items()))
+        print("probe fit seconds summed per backbone: " + ", ".join(f"{b} {s:.1f}" for b, s in per_cell.items())
+              + f"; total {per_cell.sum():.1f} (of {seconds * (args.workers or 2):.1f} worker-seconds)")
     print(f"STUDY WALL TIME: {seconds:.1f} s  (run folder {res.run_dir})")
 
 

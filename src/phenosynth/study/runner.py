@@ -6,7 +6,8 @@ Layout of ``WS/runs/NAME/``::
     config.yaml      resolved spec + package versions + manifest digest (a resume must match it)
     cells/<id>.json  one finished cell (its results row), written via tmp file + os.replace
     cells/<id>.error.txt   a failed cell's traceback (retried by --resume)
-    results.csv      every cell's row, in grid order
+    results.csv      every cell's row, in grid order (deterministic: timing columns go to timings.csv)
+    timings.csv      the cells' ``*_seconds`` columns
     table.{md,csv,tex}, figure_top*.png, report.html   (phenosynth.study.report)
 
 A cell function has the signature ``fn(ws: Workspace, spec: StudySpec, cell: Cell) -> dict`` (one results row) and is
@@ -525,7 +526,11 @@ def run_study(
             report(on_progress, len(finished), len(cells))
 
     results = assemble_results(spec, cells, read_finished(run_dir, cells))
+    timing_cols = [c for c in results.columns if c.endswith("_seconds")]
+    timings = results[["backbone", "regime", "n_synthetic", "fold", "seed", *timing_cols]]
+    results = results.drop(columns=timing_cols)  # results.csv is bit-identical across runs; times go apart
     atomic_write(run_dir / "results.csv", lambda p: results.to_csv(p, index=False))
+    atomic_write(run_dir / "timings.csv", lambda p: timings.to_csv(p, index=False))
     result.results = results
     if result.failed:
         result.seconds = time.perf_counter() - t0
