@@ -10,16 +10,17 @@ crops (224x224 PNGs written to a temporary workspace):
 
 The model is built once (construction is not timed in either; its time is printed apart) and both paths are
 warmed up with one batch. Prints images/s for both and their ratio (goal >= 0.9), and checks that both give the
-same features.
+same features. On a shared, busy machine the ratio is noisy: use ``--repeats 2`` (best of each).
 
     .venv/bin/python benchmarks/features.py                 # N=32, every backbone (a couple of minutes on 2 cores)
-    .venv/bin/python benchmarks/features.py --n 64 --only mobilenet_v2 resnet152
+    .venv/bin/python benchmarks/features.py --n 64 --repeats 2 --only mobilenet_v2 resnet152
 """
 
 from __future__ import annotations
 
 import argparse
 import hashlib
+import shutil
 import tempfile
 import time
 from pathlib import Path
@@ -56,7 +57,7 @@ def make_crops(root: Path, n: int) -> tuple[Workspace, dict[str, Path]]:
     return ws, paths
 
 
-def bench_one(name: str, ws: Workspace, paths: dict[str, Path], batch_size: int) -> dict:
+def bench_one(name: str, ws: Workspace, paths: dict[str, Path], batch_size: int, repeats: int) -> dict:
     t0 = time.perf_counter()
     weights = "default"
     try:
@@ -75,21 +76,28 @@ def bench_one(name: str, ws: Workspace, paths: dict[str, Path], batch_size: int)
     if spec.input_kind == "image":
         imgs = [load_rgb(paths[i]) for i in ids]
         model.features_from_images(imgs[:2])
-        t = time.perf_counter()
-        ref = model.features_from_images(imgs)
-        bare_s = time.perf_counter() - t
+
+        def bare() -> np.ndarray:
+            return model.features_from_images(imgs)
     else:
         size, mean, std = spec.preprocessing("paper")
         x = torch.stack([F.load_crop_tensor(paths[i], size, mean, std) for i in ids])
         with torch.inference_mode():
             model.forward_features(x[:batch_size])  # warm-up
-            t = time.perf_counter()
-            ref = torch.cat([model.forward_features(x[s:s + batch_size]) for s in range(0, n, batch_size)]).numpy()
-        bare_s = time.perf_counter() - t
 
-    t = time.perf_counter()
-    kept, X = F.extract_features(ws, name, ids, weights=weights, batch_size=batch_size)
-    ps_s = time.perf_counter() - t
+        @torch.inference_mode()
+        def bare() -> np.ndarray:
+            return torch.cat([model.forward_features(x[s:s + batch_size]) for s in range(0, n, batch_size)]).numpy()
+
+    bare_s = ps_s = float("inf")
+    for _ in range(repeats):  # alternate the two paths; keep each one's best time
+        t = time.perf_counter()
+        ref = bare()
+        bare_s = min(bare_s, time.perf_counter() - t)
+        shutil.rmtree(F.feature_cache_dir(ws, name, weights, "paper"), ignore_errors=True)
+        t = time.perf_counter()
+        kept, X = F.extract_features(ws, name, ids, weights=weights, batch_size=batch_size)
+        ps_s = min(ps_s, time.perf_counter() - t)
     assert kept == ids
     err = float(np.abs(X - ref).max())
     return {"backbone": name, "weights": weights, "build_s": build_s, "bare": n / bare_s, "phenosynth": n / ps_s,
@@ -100,6 +108,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--n", type=int, default=32, help="images per backbone")
     ap.add_argument("--batch-size", type=int, default=16)
+    ap.add_argument("--repeats", type=int, default=1, help="alternate the two paths this often; best time each")
     ap.add_argument("--only", nargs="*", help="backbones to run (default: every registered one)")
     args = ap.parse_args()
     names = args.only or B.BACKBONES.names()
@@ -111,7 +120,7 @@ def main() -> None:
             i: paths[i] for i in image_ids}
         for name in names:
             try:
-                rows.append(bench_one(name, ws, paths, args.batch_size))
+                rows.append(bench_one(name, ws, paths, args.batch_size, args.repeats))
             except PhenosynthError as exc:
                 rows.append({"backbone": name, "weights": "-", "note": str(exc)[:80]})
             console.log(rows[-1])
