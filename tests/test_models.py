@@ -183,3 +183,13 @@ def test_unknown_preprocessing_is_a_user_error(tmp_path):
     ws, paths = _tiny_workspace(tmp_path, n=1)
     with pytest.raises(PhenosynthError, match="native"):
         F.extract_features(ws, "mobilenet_v2", list(paths), preprocessing="imagenet")
+
+
+def test_timm_weights_from_an_explicit_file(tmp_path):
+    timm = pytest.importorskip("timm")
+    torch.manual_seed(3)
+    net = timm.create_model("resnet10t", num_classes=1000)
+    ckpt = tmp_path / "resnet10t.pth"
+    torch.save(net.state_dict(), ckpt)
+    model = B.create_backbone("timm:resnet10t", weights=str(ckpt))
+    assert torch.equal(model.net.conv1[0].weight, net.conv1[0].weight)

@@ -31,7 +31,10 @@ def default_run_name(ws: Workspace, config: TrainConfig) -> str:
 @command("train")
 def train_command(
     workspace: Path = WORKSPACE_OPTION,
-    backbone: str = typer.Option("mobilenet_v2", "--backbone", help="Backbone name (see --list-backbones)."),
+    backbone: str = typer.Option(
+        "mobilenet_v2", "--backbone",
+        help="resnet152 | densenet169 | vgg16 | swin_t | clip_vit_b32 | facenet | dlib_resnet128 | mobilenet_v2 | "
+             "shape68 | timm:<any timm model>"),
     regime: str = typer.Option("real", "--regime", help="real | synthetic | mixed"),
     n_synthetic: int = typer.Option(None, "--n-synthetic", help="Synthetic images to train on (default: all)."),
     selection: str = typer.Option("top-per-class", "--selection",
@@ -44,7 +47,6 @@ def train_command(
     seed: list[int] = typer.Option([42], "--seed", help="Seed (repeat for several)."),
     epochs: int = typer.Option(None, "--epochs", help="Epochs of se-head / finetune."),
     name: str = typer.Option(None, "--name", help="Run folder under WS/runs (default: from the options + a counter)."),
-    list_backbones: bool = typer.Option(False, "--list-backbones", help="List the backbones and exit."),
 ) -> None:
     """Train one configuration under k-fold CV; every fold's model is scored on the held-out real test set.
 
@@ -52,11 +54,6 @@ def train_command(
 
     Example: [bold]phenosynth train -w ws --backbone mobilenet_v2 --regime mixed --n-synthetic 400[/]
     """
-    if list_backbones:
-        from phenosynth.models.backbones import list_backbones as names
-
-        console.print("\n".join(names()))
-        raise typer.Exit()
     if epochs is not None and mode == "probe":
         raise PhenosynthError("--epochs applies to --mode se-head and --mode finetune; the probe has no epochs.")
     config = TrainConfig(
