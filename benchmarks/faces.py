@@ -8,8 +8,8 @@ For each image set, a fresh workspace is made with `phenosynth ingest` (not time
   68-point predictor on every face) is run in a subprocess over the same files and timed the same way.
 
 It prints images/s for both, their ratio (goal >= 0.8), the CPU seconds each used (user + system, worker processes
-included: a load-independent view when other jobs share the machine), the faces-found rate, and how many found faces have their
-landmarks in a sane order (eyes above the nose above the mouth, left eye left of the right).
+included: a load-independent view when other jobs share the machine), the faces-found rate, and how many found
+faces have their landmarks in a sane order (eyes above the nose above the mouth, left eye left of the right).
 
     .venv/bin/python benchmarks/faces.py                       # ORL (../shared/data/orl-faces) + the demo dataset
     .venv/bin/python benchmarks/faces.py --orl PATH --repeats 2
@@ -157,7 +157,8 @@ def main() -> None:
     for r in rows:
         print(
             f"{r['set']:<18}{r['images']:>7}{r['cli_s']:>12.2f}{r['cli_ips']:>8.1f}{r['bare_s']:>12.2f}"
-            f"{r['bare_ips']:>8.1f}{r['ratio']:>8.2f}x{r['cli_cpu']:>10.2f}{r['bare_cpu']:>11.2f}{r['found']:>8.1%}{r['found_bare']:>11.1%}{r['retried']:>8}"
+            f"{r['bare_ips']:>8.1f}{r['ratio']:>8.2f}x{r['cli_cpu']:>10.2f}{r['bare_cpu']:>11.2f}{r['found']:>8.1%}"
+            f"{r['found_bare']:>11.1%}{r['retried']:>8}"
             f"{r['sane']:>11.1%}"
         )
 

@@ -32,7 +32,9 @@ def faces_command(
     workspace: Path = WORKSPACE_OPTION,
     detector: str = typer.Option(DEFAULT_DETECTOR, "--detector", help=f"{' | '.join(list_detectors())}"),
     landmarks: str = typer.Option(DEFAULT_LANDMARKER, "--landmarks", help=f"{' | '.join(list_landmarkers())}"),
-    upsample: int = typer.Option(1, help="Detector upsampling of the first attempt (a retry adds one, then pads). Not part of the cache key."),
+    upsample: int = typer.Option(
+        1, help="Detector upsampling of the first attempt (a retry adds one, then pads). Not part of the cache key."
+    ),
     workers: int = typer.Option(None, help="Processes (default: every core)."),
 ) -> None:
     """Detect the face and its landmarks in every manifest image (real and synthetic) -> faces.parquet.
@@ -56,7 +58,9 @@ def faces_command(
         table.add_row(status, str(n), f"{n / max(s.images, 1):.1%}", _MEANING.get(status, ""))
     console.print(table)
     rate = s.computed / s.seconds if s.seconds > 0 else 0.0
-    computed = f"computed {s.computed} ({rate:.1f} images/s on {s.workers} process(es))" if s.computed else "nothing new"
+    computed = (
+        f"computed {s.computed} ({rate:.1f} images/s on {s.workers} process(es))" if s.computed else "nothing new"
+    )
     console.print(
         f"{s.images} images: {s.found} with a face ({s.found / max(s.images, 1):.1%}); {computed}, "
         f"{s.cached} from cache. Written to {s.faces_path}."

