@@ -194,7 +194,8 @@ def generate(
         name: run name (folder under ``WS/synthetic``); default ``<generator>-seed<seed>``.
         options: generator constructor options (``None`` values keep its defaults).
         classes: only these conditions (default: every condition with a training face).
-        n_jobs: worker processes (default: the number of CPU cores, at most 8).
+        n_jobs: worker processes (default: the number of CPU cores, at most 8); they start by ``forkserver``, so a
+            script that calls this needs the usual ``if __name__ == "__main__":`` guard; ``n_jobs=1`` uses none.
         faces: landmarks table indexed by image_id with a ``landmarks`` ``(K, 2)`` column (default: ``load_faces``).
         on_progress: ``(done, total)`` callback, in images.
 
