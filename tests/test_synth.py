@@ -344,6 +344,23 @@ def test_cli_generate_then_rank_asks_for_the_face_pass(tmp_path) -> None:
     out = runner.invoke(app, ["generate", "-w", str(ws.root), "--generator", "shape-warpp"])
     assert out.exit_code == 2 and "Did you mean 'shape-warp'" in out.output
 
+    # the face pass (here: hand-placed landmarks) has seen the new images: rank, then select through the workspace
+    m = ws.load_manifest()
+    syn = m[m["source"] == SYNTHETIC]
+    rng = np.random.default_rng(7)
+    extra = pd.DataFrame([{"image_id": i, "status": "ok", "landmarks": _landmarks(lab, rng),
+                           **dict(zip(["box_x0", "box_y0", "box_x1", "box_y1"], FACE_BOX))}
+                          for i, lab in zip(syn["image_id"], syn["label"])]).set_index("image_id")
+    _write_faces_parquet(ws, pd.concat([faces, extra]))
+    out = runner.invoke(app, ["rank", "-w", str(ws.root), "--representation", "shape68"])
+    assert out.exit_code == 0, out.output
+    assert "Ranked 6 synthetic images of 3 conditions by shape68" in out.output
+    from phenosynth.synth import select_for_training
+
+    for strategy in ("top-per-class", "diverse", "top-global"):
+        chosen = select_for_training(ws, ws.load_manifest(), strategy=strategy, n=1, per_class=True)
+        assert len(chosen) == 3 and set(chosen) <= set(syn["image_id"]), strategy
+
 
 def test_a_resplit_flags_every_image_of_a_run_whose_generator_saw_a_new_test_image(tmp_path) -> None:
     from phenosynth.synth.generation import generate
