@@ -194,8 +194,22 @@ def _plain(row: dict) -> dict:
     return out
 
 
+def init_worker() -> None:
+    """Local worker initialiser: die with the study's process (a kill -9 of the study leaves no orphan workers),
+    and use one thread per worker."""
+    if sys.platform.startswith("linux"):
+        try:
+            import ctypes
+            import signal
+
+            ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, int(signal.SIGKILL))  # PR_SET_PDEATHSIG
+        except (OSError, AttributeError):  # pragma: no cover - not glibc
+            pass
+    limit_threads(1)
+
+
 def limit_threads(n: int = 1) -> None:
-    """Worker initialiser: one BLAS/OpenMP/torch thread per worker process, so workers do not oversubscribe."""
+    """One BLAS/OpenMP/torch thread per worker process, so workers do not oversubscribe the cores."""
     for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
         os.environ[var] = str(n)
     try:
@@ -242,7 +256,7 @@ def local_executor(*, workers: int | None = None, **_: Any) -> Executor:
 
         ctx = multiprocessing.get_context("spawn")  # no fork after torch/BLAS threads exist
         with ProcessPoolExecutor(max_workers=min(n_workers, len(cells)), mp_context=ctx,
-                                 initializer=limit_threads) as pool:
+                                 initializer=init_worker) as pool:
             # Keep a short queue per worker so that cells run roughly in grid (backbone-major) order.
             todo = iter(cells)
             pending: dict = {}

@@ -205,9 +205,9 @@ def load_spec(path: str | os.PathLike[str]) -> StudySpec:
     [2000, 4000, 6000, 8000, 10000]
     """
     p = Path(path)
-    if not p.exists() and not p.suffix and (SPECS_DIR / f"{p.name}.yaml").exists():
+    if not p.is_file() and not p.suffix and (SPECS_DIR / f"{p.name}.yaml").exists():
         p = SPECS_DIR / f"{p.name}.yaml"
-    if not p.exists():
+    if not p.is_file():
         shipped = ", ".join(sorted(f.stem for f in SPECS_DIR.glob("*.yaml")))
         raise SpecError(f"Study spec {p} does not exist. Give a YAML file, or one of the shipped specs: {shipped}.")
     try:
