@@ -54,7 +54,9 @@ def display_name(backbone: str) -> str:
 
 
 def format_n(n: int) -> str:
-    """>>> format_n(2000), format_n(2500), format_n(400)
+    """n as the paper writes it.
+
+    >>> format_n(2000), format_n(2500), format_n(400)
     ('2k', '2.5k', '400')
     """
     n = int(n)
@@ -162,7 +164,9 @@ def table_markdown(summary: pd.DataFrame) -> str:
 
 
 def _tex_escape(text: str) -> str:
-    """>>> _tex_escape("swin_t & 50%")
+    """Escape LaTeX's special characters.
+
+    >>> _tex_escape("swin_t & 50%")
     'swin\\\\_t \\\\& 50\\\\%'
     """
     text = text.replace("\\", r"\textbackslash ")
