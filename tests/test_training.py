@@ -204,11 +204,13 @@ def test_train_writes_results_and_refuses_to_overwrite(tiny_ws):
     skipped = pd.read_csv(ws.runs_dir / "r1" / "skipped.csv")
     assert len(skipped) == 1 and "no usable face" in skipped["reason"].iloc[0]
     assert (ws.runs_dir / "r1" / "config.yaml").exists()
+    assert "fit_seconds" not in out.columns and "fit_seconds" in pd.read_csv(ws.runs_dir / "r1" / "timings.csv")
     assert seen[-1] == (6, 6)
     with pytest.raises(WorkspaceError, match="fresh --name"):
         train(ws, cfg, "r1")
-    df2 = train(ws, cfg, "r2")  # features cached: identical numbers
+    df2 = train(ws, cfg, "r2")  # features cached: identical numbers, byte for byte
     pd.testing.assert_frame_equal(df.drop(columns="fit_seconds"), df2.drop(columns="fit_seconds"))
+    assert (ws.runs_dir / "r1" / "results.csv").read_bytes() == (ws.runs_dir / "r2" / "results.csv").read_bytes()
 
 
 def test_se_head_and_finetune_modes_through_train_cell(tiny_ws):

@@ -47,6 +47,8 @@ RESULT_COLUMNS = [
     "n_test", "n_val", "val_top1", "n_classes", "n_skipped", "selection", "mode", "weights", "preprocessing",
     "validate_on", "hparams", "fit_seconds",
 ]
+#: Columns that vary from run to run; :func:`train` writes them to timings.csv, not results.csv.
+TIMING_COLUMNS = ["fit_seconds"]
 
 
 @dataclass
@@ -298,7 +300,7 @@ def run_folds(ws: Workspace, config: TrainConfig) -> list[int]:
 
 def train(ws: Workspace, config: TrainConfig, name: str,
           on_progress: ProgressCallback | None = None) -> pd.DataFrame:
-    """Run every fold x seed of ``config``; write ``WS/runs/NAME/{config.yaml,results.csv,skipped.csv}``.
+    """Run every fold x seed of ``config``; write ``WS/runs/NAME/{config.yaml,results.csv,timings.csv,skipped.csv}``.
 
     Refuses to overwrite an existing run folder. Features are extracted (or read from the cache) once, up front.
     Progress: feature extraction first, then one step per trained model.
@@ -342,7 +344,10 @@ def _train_into(ws: Workspace, config: TrainConfig, name: str, run_dir: Path, fo
             for image_id, role, reason in sk:
                 skipped.setdefault((image_id, reason), role)
             df = pd.DataFrame(rows)[RESULT_COLUMNS]
-            atomic_write(run_dir / "results.csv", lambda p: df.to_csv(p, index=False))
+            keys = ["backbone", "regime", "n_synthetic", "fold", "seed"]
+            # timings apart, so results.csv is bit-identical across reruns
+            atomic_write(run_dir / "results.csv", lambda p: df.drop(columns=TIMING_COLUMNS).to_csv(p, index=False))
+            atomic_write(run_dir / "timings.csv", lambda p: df[keys + TIMING_COLUMNS].to_csv(p, index=False))
             report(on_progress, len(rows), total)
             log.info("fold %s seed %s: top1 %.3f", fold, seed, row["top1"])
     sk_df = pd.DataFrame([(i, role, reason) for (i, reason), role in sorted(skipped.items())],
