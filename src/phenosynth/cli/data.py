@@ -10,8 +10,6 @@ from rich.table import Table
 from phenosynth.cli._app import WORKSPACE_OPTION, command, console, progress_bar
 from phenosynth.data import manifest as mf
 from phenosynth.data.imageio import DEFAULT_MAX_PIXELS
-from phenosynth.data.ingest import LAYOUTS, LayoutOptions, ingest
-from phenosynth.data.split import split
 from phenosynth.data.workspace import Workspace
 from phenosynth.errors import PhenosynthError
 
@@ -20,7 +18,7 @@ from phenosynth.errors import PhenosynthError
 def ingest_command(
     src: Path = typer.Argument(..., help="A folder (one sub-folder per class) or a .csv/.tsv table."),
     workspace: Path = WORKSPACE_OPTION,
-    layout: str = typer.Option("auto", help=f"auto | {' | '.join(LAYOUTS.names())} | rdface-syn"),
+    layout: str = typer.Option("auto", help="auto | folder | csv | rdface-syn (a synthetic set, one folder per class)"),
     synthetic: bool = typer.Option(False, "--synthetic", help="An external synthetic set (labels matched to real classes)."),
     generator: str = typer.Option(None, help="Name of the generator that made a --synthetic set, e.g. rdface-syn."),
     path_col: str = typer.Option("path", help="csv layout: column holding image paths."),
@@ -36,6 +34,8 @@ def ingest_command(
 
     Example: [bold]phenosynth ingest photos/ -w ws[/]   (photos/<condition>/<image>)
     """
+    from phenosynth.data.ingest import LayoutOptions, ingest
+
     ws = Workspace.open(workspace, create=True)
     with progress_bar("Decoding images") as on_progress:
         result = ingest(
@@ -73,8 +73,13 @@ def split_command(
 
     Example: [bold]phenosynth split -w ws --test-size 0.25 --folds 5 --seed 42[/]
     """
+    from phenosynth.data.split import split
+    from phenosynth.synth.lineage import check_workspace_lineage
+
     ws = Workspace.open(workspace, need_manifest=True)
     r = split(ws, test_size=test_size, folds=folds, seed=seed)
+    # A generator that learned from a photo now in the test set taints its whole run, not only that photo's children.
+    run_flagged, _ = check_workspace_lineage(ws)
     table = Table(title="Split", show_header=True)
     for col in ("classes", "train (real)", "test (real)", "test fraction", "synthetic (train only)", "folds"):
         table.add_column(col, justify="right")
@@ -93,6 +98,10 @@ def split_command(
     if r.flagged_synthetic:
         console.print(f"[yellow]{len(r.flagged_synthetic)} synthetic image(s) excluded: a parent is now in the test set[/]"
                       f" (listed in {ws.split_report_path})")
+    extra = sorted(set(run_flagged) - set(r.flagged_synthetic))
+    if extra:
+        console.print(f"[yellow]{len(extra)} more synthetic image(s) excluded: their generator was fit on a photo now in "
+                      "the test set[/] (exclude_reason in the manifest)")
     console.print("No subject is on both sides; synthetic images are never in the test set or a fold.")
 
 
