@@ -251,8 +251,8 @@ def run_face_pass(
     ]
     total = len(tasks)
     n_workers = max(1, min(workers or os.cpu_count() or 1, total)) if total else 1
-    if total < 4:
-        n_workers = 1
+    if total < 4 or (_uses_torch(detector, landmarker) and total < 32):
+        n_workers = 1  # starting workers would cost more than it saves (torch workers import torch afresh)
     log.info("face pass: %d images to compute, %d cached, %d worker(s)", total, len(manifest) - total, n_workers)
     report(on_progress, 0, total)
 
@@ -268,12 +268,16 @@ def run_face_pass(
         if n_workers == 1 or not _uses_torch(detector, landmarker):
             _models(detector, landmarker)  # dlib models: loaded once here, forked workers inherit them
         else:
-            mtcnn_module()  # imported once here (no torch threads started yet); workers build their own model
+            mtcnn_module()  # a missing facenet-pytorch fails here, with its install hint, not in every worker
         if n_workers == 1:
             results = map(_process, tasks)
             pool = None
         else:
-            ctx = mp.get_context("fork" if "fork" in mp.get_all_start_methods() else "spawn")
+            # dlib models are inherited through fork; torch (MTCNN) is not fork-safe once its threads have run in
+            # this process, so those workers start fresh from a fork server and load their own model.
+            methods = mp.get_all_start_methods()
+            method = "forkserver" if _uses_torch(detector, landmarker) and "forkserver" in methods else "fork"
+            ctx = mp.get_context(method if method in methods else "spawn")
             pool = ctx.Pool(n_workers, initializer=_init_worker, initargs=(detector, landmarker))
             chunk = max(1, min(8, total // (n_workers * 8)))
             results = pool.imap_unordered(_process, tasks, chunksize=chunk)
