@@ -213,3 +213,12 @@ def test_cli_study_with_the_real_trainer_then_resume_and_refusal(tmp_path):
     assert again.exit_code == 2 and "already exists" in again.output
     resumed = runner.invoke(app, ["study", str(spec), "-w", str(ws.root), "--executor", "serial", "--resume"])
     assert resumed.exit_code == 0 and "(0 trained now, 16 resumed)" in resumed.output
+
+
+def test_demo_never_reuses_a_previous_runs_name(ws):
+    from phenosynth.demo.run import free_run_name
+
+    assert free_run_name(ws) == "demo"
+    (ws.runs_dir / "demo").mkdir(parents=True)
+    (ws.runs_dir / "demo-2").mkdir()
+    assert free_run_name(ws) == "demo-3"
