@@ -252,3 +252,22 @@ def test_synthetic_regime_without_synthetic_images_says_what_to_run(tmp_path, mo
     with pytest.raises(PhenosynthError, match="phenosynth generate"):
         train(ws, cfg, "m1")
     assert not (ws.runs_dir / "m1").exists()  # a failed start leaves no run folder behind
+
+
+def test_synthetic_children_of_the_validation_fold_never_train_that_fold(tiny_ws):
+    from phenosynth.training.cell import cell_sets
+
+    ws, _, _ = tiny_ws
+    m = ws.load_manifest()
+    fold0 = m.loc[(m["source"] == "real") & (m["fold"] == 0), "image_id"].tolist()
+    syn_idx = m.index[m["source"] == "synthetic"]
+    for k, i in enumerate(syn_idx):  # every other synthetic image is a child of a fold-0 photo
+        m.at[i, "parents"] = [fold0[k % len(fold0)]] if k % 2 == 0 else []
+    ws.save_manifest(m)
+    children = set(m.loc[syn_idx[::2], "image_id"])
+    cfg = TrainConfig(backbone=TINY, weights="none", regime="synthetic", n_synthetic=len(syn_idx),
+                      selection="random", folds=3)
+    _, sets0, _ = cell_sets(ws, ws.load_manifest(), cfg, fold=0, seed=0)
+    assert sets0["train"] and not children & set(sets0["train"])
+    _, sets1, _ = cell_sets(ws, ws.load_manifest(), cfg, fold=1, seed=0)
+    assert children <= set(sets1["train"])  # other folds may use them

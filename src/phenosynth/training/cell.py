@@ -123,6 +123,22 @@ def selected_synthetic(ws: Workspace, manifest: pd.DataFrame, config: TrainConfi
                                     seed=seed, representation=config.representation))
 
 
+def without_children_of(manifest: pd.DataFrame, parent_ids: list[str]) -> pd.DataFrame:
+    """``manifest`` with the synthetic images made from ``parent_ids`` excluded (reason "parent in validation fold").
+
+    A fold's model must not train on synthetic children of the photos it is validated on, or model selection would
+    see its own validation faces through their warped copies.
+    """
+    parents = set(parent_ids)
+    tainted = (manifest["source"] == "synthetic") & manifest["exclude_reason"].isna() & manifest["parents"].map(
+        lambda ps: any(p in parents for p in ps))
+    if not tainted.any():
+        return manifest
+    out = manifest.copy()
+    out.loc[tainted, "exclude_reason"] = "parent in validation fold"
+    return out
+
+
 @dataclass
 class CellData:
     """The image_ids and class indices of one fold's training, validation and test sets, plus what was skipped."""
@@ -155,7 +171,7 @@ def cell_sets(ws: Workspace, manifest: pd.DataFrame, config: TrainConfig, fold: 
     in_fold = rt["fold"].fillna(-1).astype(int) == fold
     real_val = rt.loc[in_fold, "image_id"].astype(str).tolist()
     real_tr = rt.loc[~in_fold, "image_id"].astype(str).tolist()
-    syn = selected_synthetic(ws, manifest, config, seed)
+    syn = selected_synthetic(ws, without_children_of(manifest, real_val), config, seed)
     if config.regime != "real" and not syn:
         raise PhenosynthError(
             f"Regime '{config.regime}' needs synthetic images, but none were selected. Make some first: "
