@@ -11,7 +11,10 @@ images shifted off the real distribution): the numbers in the table mean nothing
 Prints the Table 1 layout and the wall time (features are written up front and not timed).
 
 Measured 2026-11-22 on the 2-core dev VM (idle), local executor (2 worker processes):
-    default probe grid C in {0.1, 1, 10}:  126.1 s   (probe fits: 210 of 252 worker-seconds)
+    default probe grid C in {0.1, 1, 10}:   41.0 s   (folds of one configuration share a worker and, where their
+                                                      training set is the same, the fitted models; probe fits 47 s
+                                                      of 82 worker-seconds)
+    before that sharing:                   116.7-126.1 s
     --hparams '{"C": [1.0]}':               60.9 s   (probe fits:  87 of 122 worker-seconds)
     15-cell subset (resnet152, n 2k/4k), loaded machine: local 36.7 s vs serial (1 process, 2 BLAS threads) 48.2 s
 """

@@ -271,3 +271,20 @@ def test_synthetic_children_of_the_validation_fold_never_train_that_fold(tiny_ws
     assert sets0["train"] and not children & set(sets0["train"])
     _, sets1, _ = cell_sets(ws, ws.load_manifest(), cfg, fold=1, seed=0)
     assert children <= set(sets1["train"])  # other folds may use them
+
+
+def test_folds_sharing_a_training_set_reuse_the_fit_with_identical_results(tiny_ws):
+    from phenosynth.training import cell as cell_mod
+
+    ws, _, _ = tiny_ws
+    cfg = TrainConfig(backbone=TINY, weights="none", preprocessing="native", regime="synthetic", n_synthetic=8,
+                      selection="random", folds=3, hparams={"C": [0.1, 1.0]})
+    cell_mod._FIT_CACHE.clear()
+    first = train_cell(ws, cfg, fold=0, seed=0)
+    assert len(cell_mod._FIT_CACHE) == 1
+    reused = train_cell(ws, cfg, fold=1, seed=0)  # same synthetic training set, other validation fold
+    assert len(cell_mod._FIT_CACHE) == 1
+    cell_mod._FIT_CACHE.clear()
+    fresh = train_cell(ws, cfg, fold=1, seed=0)
+    drop = lambda r: {k: v for k, v in r.items() if k != "fit_seconds"}  # noqa: E731
+    assert drop(reused) == drop(fresh) and first["n_train"] == reused["n_train"]

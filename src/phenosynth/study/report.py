@@ -405,8 +405,8 @@ def collect_warnings(results: pd.DataFrame, config: dict[str, Any], ctx: dict[st
         syn = syn[(syn["regime"] == "synthetic") & (syn["runs"] > 1)]
         if len(syn) and (syn["top1_sd"].fillna(0) == 0).all() and spec.get("validate_on", "real") == "real":
             warnings.append("Synthetic-only results have SD 0: with validate_on real their training set is the same "
-                            "in every fold (the folds only choose hyper-parameters), so this SD is 0 by construction, not "
-                            "a measure of variability (validate_on: pool gives each fold its own training set).")
+                            "in every fold apart from the children of each fold's validation photos (the folds mostly "
+                            "choose hyper-parameters), so this SD is near 0 by construction, not a measure of variability (validate_on: pool gives each fold its own training set).")
     if "n_test" in results.columns and (pd.to_numeric(results["n_test"], errors="coerce") < 30).any():
         warnings.append("Fewer than 30 test images: the SD over folds understates the uncertainty of the test set "
                         "itself.")

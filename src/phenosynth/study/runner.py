@@ -27,7 +27,7 @@ import sys
 import time
 import traceback
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from importlib import metadata
 from pathlib import Path
 from typing import Any, Union
@@ -182,6 +182,22 @@ def run_cell(job: CellJob, cell: Cell) -> dict | CellFailure:
         return CellFailure(f"{type(exc).__name__}: {exc}", traceback.format_exc(), isinstance(exc, PhenosynthError))
 
 
+def run_cells(job: CellJob, cells: list[Cell]) -> list[dict | CellFailure]:
+    """Run several cells one after another in this process."""
+    return [run_cell(job, cell) for cell in cells]
+
+
+def fold_groups(cells: list[Cell]) -> list[list[Cell]]:
+    """Consecutive cells that differ only in their fold, as groups (grid order kept)."""
+    groups: list[list[Cell]] = []
+    for cell in cells:
+        if groups and replace(groups[-1][0], fold=0) == replace(cell, fold=0):
+            groups[-1].append(cell)
+        else:
+            groups.append([cell])
+    return groups
+
+
 def _plain(row: dict) -> dict:
     """numpy scalars -> Python scalars, so the row is JSON and round-trips exactly."""
     out = {}
@@ -257,21 +273,22 @@ def local_executor(*, workers: int | None = None, **_: Any) -> Executor:
         ctx = multiprocessing.get_context("spawn")  # no fork after torch/BLAS threads exist
         with ProcessPoolExecutor(max_workers=min(n_workers, len(cells)), mp_context=ctx,
                                  initializer=init_worker) as pool:
-            # Keep a short queue per worker so that cells run roughly in grid (backbone-major) order.
-            todo = iter(cells)
+            # The folds of one configuration go to one worker (they may share fitted models), and a short queue
+            # per worker keeps the work roughly in grid (backbone-major) order.
+            todo = iter(fold_groups(cells))
             pending: dict = {}
-            for cell in todo:
-                pending[pool.submit(run_cell, job, cell)] = cell
+            for group in todo:
+                pending[pool.submit(run_cells, job, group)] = group
                 if len(pending) >= 2 * n_workers:
                     break
             while pending:
                 done, _ = wait(pending, return_when=FIRST_COMPLETED)
                 for fut in done:
-                    cell = pending.pop(fut)
-                    yield cell, fut.result()
+                    group = pending.pop(fut)
+                    yield from zip(group, fut.result())
                     nxt = next(todo, None)
                     if nxt is not None:
-                        pending[pool.submit(run_cell, job, nxt)] = nxt
+                        pending[pool.submit(run_cells, job, nxt)] = nxt
 
     return execute
 

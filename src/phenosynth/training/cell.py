@@ -11,11 +11,13 @@ set. The label space is :func:`phenosynth.data.manifest.real_classes`.
 
 from __future__ import annotations
 
+import hashlib
 import itertools
 import json
 import shutil
 import logging
 import time
+from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -251,14 +253,25 @@ def _run_cell(ws: Workspace, config: TrainConfig, fold: int, seed: int,
     t0 = time.perf_counter()
     best, best_score, best_hp = None, -1.0, {}
     grid = config.grid()
-    prev = None
-    for hp in grid:
-        model = TRAINERS.create(config.mode, **extra, **hp, random_state=seed)
-        if prev is not None and hasattr(model, "warm_start_from"):
-            model.warm_start_from(prev)  # a path over the grid: same data, only C changes
-        prev = model
-        model.fit(Xtr, data.y_train, n_classes=n_classes, X_val=Xva if len(data.val_ids) else None,
-                  y_val=data.y_val if len(data.val_ids) else None)
+    # Feature trainers do not look at the validation set while fitting, so folds that share a training set (e.g.
+    # synthetic-only cells) share the fitted models: reuse them instead of refitting (results are identical).
+    key = _fit_key(config, seed, Xtr, data.y_train, n_classes) if trainer_cls.input_kind == "features" else None
+    models = _FIT_CACHE.get(key) if key is not None else None
+    if models is None:
+        models, prev = [], None
+        for hp in grid:
+            model = TRAINERS.create(config.mode, **extra, **hp, random_state=seed)
+            if prev is not None and hasattr(model, "warm_start_from"):
+                model.warm_start_from(prev)  # a path over the grid: same data, only C changes
+            prev = model
+            model.fit(Xtr, data.y_train, n_classes=n_classes, X_val=Xva if len(data.val_ids) else None,
+                      y_val=data.y_val if len(data.val_ids) else None)
+            models.append(model)
+        if key is not None:
+            _FIT_CACHE[key] = models
+            while len(_FIT_CACHE) > _FIT_CACHE_SIZE:
+                _FIT_CACHE.popitem(last=False)
+    for hp, model in zip(grid, models):
         score = topk_accuracy(data.y_val, model.predict_proba(Xva), 1) if len(data.val_ids) else 0.0
         if score > best_score:
             best, best_score, best_hp = model, score, hp
@@ -279,6 +292,21 @@ def _run_cell(ws: Workspace, config: TrainConfig, fold: int, seed: int,
         "fit_seconds": round(fit_seconds, 3),
     }
     return row, data.skipped
+
+
+_FIT_CACHE: "OrderedDict[str, list[Any]]" = OrderedDict()
+_FIT_CACHE_SIZE = 4
+
+
+def _fit_key(config: TrainConfig, seed: int, X: np.ndarray, y: np.ndarray, n_classes: int) -> str:
+    """Identity of one fit along the hyper-parameter grid: trainer, grid, seed and the training data (a digest of
+    the labels and of every k-th feature row, enough to tell training sets apart)."""
+    h = hashlib.blake2b(digest_size=16)
+    h.update(json.dumps([config.mode, config.grid(), seed, n_classes, list(X.shape)], sort_keys=True).encode())
+    h.update(np.ascontiguousarray(y).tobytes())
+    h.update(np.ascontiguousarray(X[:: max(1, len(X) // 256)]).tobytes())
+    h.update(np.ascontiguousarray(X.sum(axis=1, dtype=np.float64)).tobytes())
+    return h.hexdigest()
 
 
 def train_cell(ws: Workspace, config: TrainConfig, fold: int, seed: int, *,
