@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import multiprocessing as mp
+import sys
 import os
 import time
 from dataclasses import dataclass, field
@@ -273,10 +274,12 @@ def run_face_pass(
             results = map(_process, tasks)
             pool = None
         else:
-            # dlib models are inherited through fork; torch (MTCNN) is not fork-safe once its threads have run in
-            # this process, so those workers start fresh from a fork server and load their own model.
+            # dlib models are inherited through fork; but a fork is not safe once torch's (or another library's)
+            # threads have run in this process - MTCNN, or a caller that used torch before (a notebook, the demo) -
+            # so then workers start fresh from a fork server and load their own models.
             methods = mp.get_all_start_methods()
-            method = "forkserver" if _uses_torch(detector, landmarker) and "forkserver" in methods else "fork"
+            threaded = _uses_torch(detector, landmarker) or "torch" in sys.modules
+            method = "forkserver" if threaded and "forkserver" in methods else "fork"
             ctx = mp.get_context(method if method in methods else "spawn")
             pool = ctx.Pool(n_workers, initializer=_init_worker, initargs=(detector, landmarker))
             chunk = max(1, min(8, total // (n_workers * 8)))
