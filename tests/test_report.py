@@ -101,3 +101,22 @@ def test_report_without_results_says_what_to_do(tmp_path):
 
     out = CliRunner().invoke(app, ["report", str(tmp_path)])
     assert out.exit_code == 2 and "Run the study first" in out.output
+
+
+def test_a_spec_notice_heads_the_report_and_the_table(tmp_path):
+    import yaml
+
+    from phenosynth.study.report import build_report
+
+    run = tmp_path / "ws" / "runs" / "r"
+    run.mkdir(parents=True)
+    rows = [{"backbone": "resnet152", "regime": r, "n_synthetic": n, "fold": f, "seed": 0, "top1": 0.5 + 0.01 * f,
+             "top5": 0.7, "top10": 0.8, "top30": 0.9, "macro_f1": 0.4, "n_train": 10, "n_test": 40}
+            for r, n in (("real", 0), ("synthetic", 2000)) for f in range(3)]
+    import pandas as pd
+
+    pd.DataFrame(rows).to_csv(run / "results.csv", index=False)
+    (run / "config.yaml").write_text(yaml.safe_dump({"name": "r", "spec": {"notice": "SIMULATED DATA."}}))
+    build_report(run)
+    assert "<b>SIMULATED DATA.</b>" in (run / "report.html").read_text()
+    assert (run / "table.md").read_text().rstrip().endswith("**SIMULATED DATA.**")

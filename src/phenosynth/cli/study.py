@@ -107,6 +107,8 @@ def demo(
     console.print(f"  (study: features {result.study.prepare_seconds:.1f} s, "
                   f"{result.study.n_cells} cells {result.study.seconds - result.study.prepare_seconds:.1f} s)")
     _print_table(result.run_dir)
+    console.print("[bold yellow]Simulated data:[/] the demo's conditions are shape changes applied to a public-domain "
+                  "portrait (scikit-image's astronaut); no patient photos, and nothing here is about a real syndrome.")
     console.print(
         f"Demo finished in {result.seconds:.0f} s. Workspace: {result.workspace}\n"
         f"Report: [bold]{result.run_dir / 'report.html'}[/]",

@@ -460,7 +460,8 @@ def build_report(run_dir: str | os.PathLike[str], *, ws: Any = None) -> Report:
 
     summary = summarize_results(results)
     rep = Report(run_dir=run_dir, summary=summary)
-    rep.files.append(_write_text(run_dir / "table.md", table_markdown(summary)))
+    notice = (config.get("spec") or {}).get("notice")
+    rep.files.append(_write_text(run_dir / "table.md", table_markdown(summary) + (f"\n**{notice}**\n" if notice else "")))
     csv_frame = table_csv_frame(summary)
     atomic_write(run_dir / "table.csv", lambda p: csv_frame.to_csv(p, index=False))
     rep.files.append(run_dir / "table.csv")
@@ -520,6 +521,7 @@ def build_report(run_dir: str | os.PathLike[str], *, ws: Any = None) -> Report:
     page = Template(TEMPLATE.read_text(encoding="utf-8")).substitute(
         name=html.escape(config.get("name", run_dir.name)),
         subtitle=subtitle,
+        notice=(f'<p class="warn"><b>{html.escape(spec["notice"])}</b></p>' if spec and spec.get("notice") else ""),
         warnings=warnings_html,
         table=table_html(summary),
         figures="\n".join(figures),

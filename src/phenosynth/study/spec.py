@@ -104,6 +104,8 @@ class StudySpec(_Strict):
     seeds: list[int] = Field(default_factory=lambda: [0], min_length=1)
     trainer: TrainerSpec = Field(default_factory=TrainerSpec)
     generator: Literal["already-generated"] | GeneratorSpec = ALREADY_GENERATED
+    notice: str | None = None
+    """A line shown in bold at the top of the report and of table.md, e.g. that the data are simulated."""
     features_from: str | None = None
     """Optional folder of precomputed features (``<backbone>.npz`` with ``ids`` and ``X``) used instead of the
     workspace's feature cache, e.g. features computed on a GPU machine."""
