@@ -247,9 +247,9 @@ def test_a_resplit_flags_children_of_new_test_images_and_releases_them_after() -
     report = lineage_report(flagged_m)
     assert report["image_id"].tolist() == ["s2", "s3"] and report["test_parents"].tolist() == ["p2", "p2"]
     # the data layer's own check agrees
-    split = pytest.importorskip("phenosynth.data.split")
-    if hasattr(split, "flag_children_of_test"):
-        assert split.flag_children_of_test(m)[1] == flagged
+    from phenosynth.data.split import flag_children_of_test
+
+    assert flag_children_of_test(m)[1] == flagged
     # back in training: released
     flagged_m.loc[flagged_m["image_id"] == "p2", "split"] = "train"
     released, again = flag_leaked_synthetic(flagged_m)

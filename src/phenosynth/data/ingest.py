@@ -19,7 +19,7 @@ from pathlib import Path
 import pandas as pd
 
 from phenosynth.data.imageio import DEFAULT_MAX_PIXELS, ImageDecodeError, inspect_bytes
-from phenosynth.data.manifest import MANIFEST_COLUMNS, REAL, SYNTHETIC, append_rows, conform, real_classes
+from phenosynth.data.manifest import MANIFEST_COLUMNS, REAL, SYNTHETIC, append_rows, real_classes
 from phenosynth.data.workspace import Workspace, atomic_write
 from phenosynth.errors import PhenosynthError
 from phenosynth.progress import ProgressCallback, report
@@ -336,7 +336,7 @@ def ingest(
             skips.append(Skip(cand.shown, reason, detail, cand.label))
 
     rows = _dedupe(good, skips, on_conflict)
-    rows = _against_manifest(rows, manifest, skips, result)
+    rows = _against_manifest(rows, manifest, skips, result, SYNTHETIC if synthetic else REAL)
 
     new = pd.DataFrame(
         [
@@ -404,8 +404,10 @@ def _dedupe(good: list[tuple[Candidate, object]], skips: list[Skip], on_conflict
 
 
 def _against_manifest(
-    rows: list[tuple[Candidate, object]], manifest: pd.DataFrame, skips: list[Skip], result: IngestResult
+    rows: list[tuple[Candidate, object]], manifest: pd.DataFrame, skips: list[Skip], result: IngestResult,
+    source: str,
 ) -> list[tuple[Candidate, object]]:
+    """Rows not yet in the manifest; the others are counted as already present (same label and source) or reported."""
     existing = manifest.set_index("image_id")[["label", "source", "path"]] if len(manifest) else None
     fresh = []
     for cand, info in rows:
@@ -413,12 +415,16 @@ def _against_manifest(
             fresh.append((cand, info))
             continue
         old = existing.loc[info.image_id]
-        if old["label"] == cand.label:
+        where = f"identical bytes already in the manifest as {old['path']}"
+        if old["label"] == cand.label and old["source"] == source:
             result.already_present += 1
-        elif old["source"] == REAL and cand.label is not None:
-            skips.append(Skip(cand.shown, "label-conflict",
-                              f"identical bytes already in the manifest as {old['path']} with label '{old['label']}'",
-                              cand.label))
+        elif old["source"] == REAL and source == SYNTHETIC:
+            skips.append(Skip(cand.shown, "identical-to-real",
+                              f"{where} (a real photo): a synthetic set must not contain real photos", cand.label))
+        elif old["label"] != cand.label:
+            skips.append(Skip(cand.shown, "label-conflict", f"{where} with label '{old['label']}'", cand.label))
+        else:
+            skips.append(Skip(cand.shown, "duplicate", f"{where} ({old['source']})", cand.label))
     return fresh
 
 
@@ -435,9 +441,3 @@ def _write_report(workspace: Workspace, src: Path, skips: list[Skip]) -> Path:
     table = pd.concat([old, new], ignore_index=True) if len(old) else new
     atomic_write(path, lambda p: table.to_csv(p, index=False))
     return path
-
-
-def read_report(workspace: Workspace) -> pd.DataFrame:
-    if not workspace.ingest_report_path.exists():
-        return pd.DataFrame(columns=REPORT_COLUMNS)
-    return pd.read_csv(workspace.ingest_report_path, dtype=str, keep_default_na=False)

@@ -120,10 +120,6 @@ def to_csv_frame(df: pd.DataFrame) -> pd.DataFrame:
     return out
 
 
-def from_csv_frame(df: pd.DataFrame) -> pd.DataFrame:
-    return conform(df)
-
-
 def params_json(params: dict) -> str:
     return json.dumps(params, sort_keys=True, default=float)
 

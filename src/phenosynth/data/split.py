@@ -16,7 +16,6 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from phenosynth.data.imageio import phash_distance
 from phenosynth.data.manifest import REAL, SYNTHETIC, TEST, TRAIN, conform, usable
 from phenosynth.data.workspace import Workspace, atomic_write
 from phenosynth.errors import LeakageError, PhenosynthError

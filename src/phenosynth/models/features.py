@@ -240,7 +240,9 @@ def _landmark_features(
             f"shape68 needs 68-point landmarks, but faces.parquet holds {len(lms[0])}-point ones. "
             f"Run: phenosynth faces -w {ws.root} --landmarks dlib68"
         )
-    boxes = rows[["box_x0", "box_y0", "box_x1", "box_y1"]].to_numpy(dtype=np.float64)
+    from phenosynth.faces.facepass import face_boxes
+
+    boxes = face_boxes(rows)
     model = create_backbone(backbone, "default")
     X = model.features_from_landmarks(np.stack(lms), boxes)
     report(on_progress, len(ids), len(ids))

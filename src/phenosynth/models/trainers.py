@@ -79,6 +79,7 @@ class ProbeClassifier(_FeatureStandardiser):
     """
 
     input_kind = "features"
+    uses_validation = False  # fit() ignores X_val: folds with the same training set may share the fitted model
 
     def __init__(self, *, C: float = 1.0, max_iter: int = 100, tol: float = 1e-4, random_state: int = 0) -> None:
         self.C = C

@@ -350,7 +350,7 @@ def dataset_context(ws_root: Path | None, representation: str | None = None) -> 
                 "rows": len(faces),
                 "settings": ", ".join(sorted({f"{d}/{lm}" for d, lm in zip(faces.get("detector", ["?"] * len(faces)),
                                                                            faces.get("landmarker", ["?"] * len(faces)))})),
-                "ok": int(status.str.startswith("ok").sum()),
+                "ok (one face)": int((status == "ok").sum()),
                 "ok, largest of several faces": int(status.str.startswith("ok-largest").sum()),
                 "no face": int((status == "no-face").sum()),
                 "errors": int(status.str.startswith("error").sum()),
@@ -372,10 +372,6 @@ def collect_warnings(results: pd.DataFrame, config: dict[str, Any], ctx: dict[st
         if b.get("weights") == "none":
             warnings.append(f"{display_name(b['name'])}: weights 'none' (random initialisation) — its numbers say "
                             "nothing about pretrained features; put the weights in place and rerun.")
-    if "weight_source" in results.columns:
-        for backbone, src in results.groupby("backbone")["weight_source"].first().items():
-            if isinstance(src, str) and src.lower() in {"none", "random", "missing"}:
-                warnings.append(f"{display_name(backbone)}: weight source '{src}'.")
     summary = ctx.get("summary")
     if summary:
         absent = summary.get("classes_absent_from_test") or []

@@ -24,10 +24,9 @@ from pathlib import Path
 import pandas as pd
 
 from phenosynth.data.manifest import REAL, SYNTHETIC, TEST, TRAIN
+from phenosynth.data.split import PARENT_IN_TEST  # exclude_reason of a child of a test image (one name, one place)
 from phenosynth.errors import LeakageError, PhenosynthError
 
-#: exclude_reason given to a synthetic image made from an image that is now in the test set.
-PARENT_IN_TEST = "parent in test set"
 #: exclude_reason given to a synthetic image whose generator run learned from an image now in the test set.
 FIT_ON_TEST = "generator fit on a test image"
 
@@ -151,10 +150,3 @@ def lineage_report(manifest: pd.DataFrame) -> pd.DataFrame:
     rows = manifest.loc[leaked.index[keep.to_numpy()], ["image_id", "label", "generator", "exclude_reason"]].copy()
     rows.insert(3, "test_parents", leaked[keep.to_numpy()].map(";".join))
     return rows.reset_index(drop=True)
-
-
-def children_of(manifest: pd.DataFrame, parent_ids: Iterable[str]) -> list[str]:
-    """image_ids of the synthetic images made (in part) from any of ``parent_ids``."""
-    parents = set(parent_ids)
-    synth = manifest[manifest["source"] == SYNTHETIC]
-    return synth.loc[synth["parents"].map(lambda ps: any(p in parents for p in ps)), "image_id"].astype(str).tolist()

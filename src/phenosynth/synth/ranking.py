@@ -95,8 +95,9 @@ def _landmark_vectors(
     if not have:
         return [], np.zeros((0, 0))
     sub = faces.loc[have]
-    lm = np.stack([np.asarray(v, dtype=np.float64).reshape(-1, 2) for v in sub["landmarks"]])
-    boxes = sub[["box_x0", "box_y0", "box_x1", "box_y1"]].to_numpy(dtype=np.float64)
+    from phenosynth.faces.facepass import face_boxes, face_landmarks
+
+    lm, boxes = face_landmarks(sub).astype(np.float64), face_boxes(sub)
     try:
         X = represent(representation, lm, boxes)
     except ValueError as exc:

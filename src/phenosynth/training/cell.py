@@ -111,14 +111,8 @@ def selected_synthetic(ws: Workspace, manifest: pd.DataFrame, config: TrainConfi
     if config.regime == "real":
         return []
     n = config.n_synthetic
-    try:
-        from phenosynth.synth.selection import select_for_training
-    except ImportError:
-        pool = synthetic(manifest)
-        pool = pool[pool["label"].isin(real_classes(manifest))]
-        ids = sorted(pool["image_id"].astype(str))
-        log.warning("Synthetic selection is not available; using the first %s usable synthetic images.", n or "all")
-        return ids if n is None else ids[:n]
+    from phenosynth.synth.selection import select_for_training
+
     if n is None:
         n = len(synthetic(manifest))
     return list(select_for_training(ws, manifest, strategy=config.selection, n=int(n), per_class=config.per_class,
@@ -253,9 +247,10 @@ def _run_cell(ws: Workspace, config: TrainConfig, fold: int, seed: int,
     t0 = time.perf_counter()
     best, best_score, best_hp = None, -1.0, {}
     grid = config.grid()
-    # Feature trainers do not look at the validation set while fitting, so folds that share a training set (e.g.
-    # synthetic-only cells) share the fitted models: reuse them instead of refitting (results are identical).
-    key = _fit_key(config, seed, Xtr, data.y_train, n_classes) if trainer_cls.input_kind == "features" else None
+    # Trainers that never look at the validation set while fitting (probe) give the same models to folds that share
+    # a training set (e.g. synthetic-only cells): reuse them instead of refitting (results are identical).
+    shareable = trainer_cls.input_kind == "features" and not getattr(trainer_cls, "uses_validation", True)
+    key = _fit_key(config, seed, Xtr, data.y_train, n_classes) if shareable else None
     models = _FIT_CACHE.get(key) if key is not None else None
     if models is None:
         models, prev = [], None
@@ -375,9 +370,10 @@ def _train_into(ws: Workspace, config: TrainConfig, name: str, run_dir: Path, fo
 
     if TRAINERS.get(config.mode).input_kind == "features":
         ids: set[str] = set()
-        for seed in config.seeds:  # fold 0's sets hold every real training, test and selected synthetic image
-            _, sets, _ = cell_sets(ws, manifest, config, folds[0], seed)
-            ids |= {i for s in sets.values() for i in s}
+        for seed in config.seeds:  # every fold's sets: each fold selects synthetic images without its own children
+            for fold in folds:
+                _, sets, _ = cell_sets(ws, manifest, config, fold, seed)
+                ids |= {i for s in sets.values() for i in s}
         features = _features(ws, config, sorted(ids), on_progress)
     rows, skipped = [], {}
     total = len(folds) * len(config.seeds)
