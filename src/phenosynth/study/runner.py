@@ -38,7 +38,7 @@ import yaml
 
 from phenosynth import __version__
 from phenosynth.data import manifest as mf
-from phenosynth.data.workspace import Workspace, atomic_write
+from phenosynth.data.workspace import Workspace, atomic_write, locks_workspace
 from phenosynth.errors import PhenosynthError
 from phenosynth.progress import ProgressCallback, report
 from phenosynth.registry import Registry
@@ -490,6 +490,7 @@ def prepare_study(ws: Workspace, spec: StudySpec, on_progress: ProgressCallback 
         report(on_progress, i + 1, len(spec.backbones))
 
 
+@locks_workspace
 def run_study(
     ws: Workspace | str | os.PathLike[str],
     spec: StudySpec | dict,
