@@ -123,7 +123,8 @@ def command(*args: Any, **kwargs: Any) -> Callable[[Callable[..., Any]], Callabl
 
         if not own_ctx:  # typer passes the context to a parameter annotated typer.Context
             ctx_param = inspect.Parameter("ctx", inspect.Parameter.KEYWORD_ONLY, annotation=typer.Context)
-            wrapper.__signature__ = sig.replace(parameters=[*sig.parameters.values(), ctx_param])  # type: ignore[attr-defined]
+            params = [*sig.parameters.values(), ctx_param]
+            wrapper.__signature__ = sig.replace(parameters=params)  # type: ignore[attr-defined]
         return app.command(*args, **kwargs)(wrapper)
 
     return decorator
