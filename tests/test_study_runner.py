@@ -128,7 +128,7 @@ def test_unknown_executor_and_bad_run_name(ws, fakes):
 def test_n_larger_than_available_is_checked_against_the_workspace(ws, fakes):
     from phenosynth.data.manifest import conform
     from phenosynth.study.runner import prepare_study
-    from phenosynth.study.spec import SpecError
+    from phenosynth.synth.selection import NotEnoughSyntheticError
 
     rows = [{"image_id": f"r{i}", "path": f"r{i}.png", "label": f"c{i % 2}", "source": "real", "split": "train",
              "fold": i % 3}
@@ -136,7 +136,8 @@ def test_n_larger_than_available_is_checked_against_the_workspace(ws, fakes):
     rows += [{"image_id": f"s{i}", "path": f"s{i}.png", "label": f"c{i % 2}", "source": "synthetic",
               "generator": "shape-warp", "split": "train"} for i in range(30)]
     ws.save_manifest(conform(pd.DataFrame(rows)))
-    with pytest.raises(SpecError, match="n = 40 synthetic images, but the workspace has only 30"):
+    with pytest.raises(NotEnoughSyntheticError, match="n = 40 synthetic images asked for, but only 30 are available "
+                                                      "in fold 0, fold 1, fold 2"):
         prepare_study(ws, StudySpec.model_validate({**SPEC, "features_from": str(ws.root)}))
 
 
