@@ -223,3 +223,14 @@ def test_demo_never_reuses_a_previous_runs_name(ws):
     (ws.runs_dir / "demo").mkdir(parents=True)
     (ws.runs_dir / "demo-2").mkdir()
     assert free_run_name(ws) == "demo-3"
+
+
+def test_study_allow_fewer_records_requested_and_actual_n_and_labels_the_actual(tmp_path):
+    ws = _tiny_workspace(tmp_path / "ws", per_class_syn=5, dims=(("shape68", 12),))  # 30 synthetic images
+    spec = {"backbones": ["shape68"], "regimes": {"real": False, "synthetic": [40]}, "folds": 2,
+            "trainer": {"mode": "probe", "hparams": {"C": [1.0]}}, "features_from": str(ws.root / "features"),
+            "allow_fewer": True}
+    res = run_study(ws, spec, "few", executor="serial")
+    df = pd.read_csv(res.run_dir / "results.csv")
+    assert df["n_synthetic"].tolist() == [30, 30] and df["n_synthetic_requested"].tolist() == [40, 40]
+    assert "Syn 30" in (res.run_dir / "table.md").read_text()

@@ -34,10 +34,9 @@ def ingest_command(
 
     Example: [bold]phenosynth ingest photos/ -w ws[/]   (photos/<condition>/<image>)
     """
-    from phenosynth.data.ingest import LayoutOptions, ingest
+    from phenosynth.data.ingest import LayoutOptions, ingest, workspace_for_ingest
 
-    ws = Workspace.open(workspace, create=True)
-    with progress_bar("Decoding images") as on_progress:
+    with workspace_for_ingest(workspace) as ws, progress_bar("Decoding images") as on_progress:
         result = ingest(
             src, ws, layout=layout, synthetic=synthetic, generator=generator,
             options=LayoutOptions(path_col=path_col, label_col=label_col, subject_col=subject_col,
