@@ -169,7 +169,7 @@ def evaluate(ws_path: Path, *, backbone: str, ns: list[int], C: float) -> pd.Dat
                 held_out = set(train.loc[train["fold"] == k, "image_id"].astype(str))
                 # lineage: fold k's model never sees a synthetic child of fold k's photos
                 visible = manifest[~manifest["parents"].map(lambda ps: any(p in held_out for p in ps))]
-                chosen = select_for_training(ws, visible, strategy=selection, n=n, seed=k,
+                chosen = select_for_training(ws, visible, strategy=selection, n=n, seed=k, allow_fewer=True,
                                              representation=None if rep == "-" else rep)
             fit_ids = [i for i in (chosen if regime == "synthetic" else real_ids + chosen) if i in feats]
             X_fit = np.stack([feats[i] for i in fit_ids])

@@ -153,4 +153,8 @@ def test_other_settings_sit_beside_the_default_in_faces_parquet(tmp_path: Path, 
     assert faces["landmarks"].iloc[0].shape == (5, 2)
     both = pd.read_parquet(ws.faces_path)
     assert len(both) == 8 and set(both["detector"]) == {"dlib-hog", detector}
-    assert load_faces(ws)["landmarks"].iloc[0].shape == (68, 2)  # several settings: the defaults are meant
+    assert load_faces(ws, "dlib-hog", "dlib68")["landmarks"].iloc[0].shape == (68, 2)
+    from phenosynth.faces.facepass import FaceSettingsError
+
+    with pytest.raises(FaceSettingsError, match=f"--detector {detector} --landmarker {landmarker}"):
+        load_faces(ws)  # several settings: never a guess

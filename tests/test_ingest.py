@@ -243,3 +243,52 @@ def test_commands_without_a_workspace_say_what_to_do(tmp_path):
     res = runner.invoke(app, ["split", "-w", str(tmp_path / "nope")])
     assert res.exit_code == 2
     assert "does not exist" in res.output and "phenosynth ingest" in res.output
+
+
+# --- degenerate input (issue 9, item 5) ------------------------------------------------------------------------------
+
+
+def test_ingest_taking_no_image_exits_2_and_leaves_no_new_workspace(tmp_path):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    texts = tmp_path / "texts" / "Williams"
+    texts.mkdir(parents=True)
+    (texts / "notes.txt").write_text("not a photo")
+    (texts / "broken.jpg").write_bytes(b"\xff\xd8 not really a jpeg")
+    for src, said in ((empty, "holds no files"), (texts.parent, "looked at 2 file(s), skipped all of them"),
+                      (tmp_path / "typo", "does not exist")):
+        ws_path = tmp_path / f"ws-{src.name}"
+        res = runner.invoke(app, ["ingest", str(src), "-w", str(ws_path)])
+        assert res.exit_code == 2, res.output
+        assert said in " ".join(res.output.split())
+        assert not ws_path.exists()  # no empty workspace folder behind
+
+
+def test_ingest_taking_no_image_into_an_existing_workspace_keeps_it_and_reports_why(messy_source, tmp_path):
+    from phenosynth.data.ingest import NothingIngestedError
+
+    src, good, _ = messy_source
+    ws = Workspace.open(tmp_path / "ws", create=True)
+    ingest(src, ws)
+    manifest = ws.load_manifest()
+    junk = tmp_path / "junk" / "Williams"
+    junk.mkdir(parents=True)
+    (junk / "a.txt").write_text("text")
+    with pytest.raises(NothingIngestedError, match=r"No image taken from .*junk: looked at 1 file\(s\)"):
+        ingest(junk.parent, ws)
+    pd.testing.assert_frame_equal(ws.load_manifest(), manifest)  # nothing lost
+    report = pd.read_csv(ws.ingest_report_path)
+    assert (report["source"] == str(junk.parent)).sum() == 1  # the reason is on record
+
+
+def test_split_on_one_class_is_a_user_error(tmp_path):
+    one = tmp_path / "one" / "Williams"
+    one.mkdir(parents=True)
+    for i in range(6):
+        _photo(i).save(one / f"p{i}.png")
+    ws_path = tmp_path / "ws"
+    assert runner.invoke(app, ["ingest", str(one.parent), "-w", str(ws_path)]).exit_code == 0
+    res = runner.invoke(app, ["split", "-w", str(ws_path)])
+    assert res.exit_code == 2
+    assert "1 class only (Williams); a classifier needs at least 2" in " ".join(res.output.split())
+    assert "Top-1" not in res.output

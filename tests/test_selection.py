@@ -15,6 +15,7 @@ from phenosynth.registry import UnknownNameError
 from phenosynth.synth.selection import (
     allocate_per_class,
     select,
+    NotEnoughSyntheticError,
     select_for_training,
     strategy_names,
 )
@@ -148,7 +149,20 @@ def test_facade_asks_for_rank_when_scores_are_missing(tmp_path) -> None:
     with pytest.raises(PhenosynthError, match="phenosynth rank -w"):
         select_for_training(ws, manifest, strategy="top-per-class", n=6)
     # random needs no scores, and never picks an excluded image
-    chosen = select_for_training(ws, manifest, strategy="random", n=100, seed=0)
+    chosen = select_for_training(ws, manifest, strategy="random", n=None, seed=0)  # n None: all
+    assert sorted(chosen) == sorted(candidates()["image_id"])
+
+
+def test_facade_refuses_an_n_above_what_is_available_unless_allowed_fewer(tmp_path) -> None:
+    ws = _workspace_with_synthetic(tmp_path)
+    manifest = ws.load_manifest()
+    n_usable = len(candidates())  # the excluded image does not count
+    with pytest.raises(NotEnoughSyntheticError, match=f"n = 100 synthetic images asked for, but only {n_usable} are "
+                                                      "available in fold 3.*--allow-fewer"):
+        select_for_training(ws, manifest, strategy="random", n=100, seed=0, where="fold 3")
+    with pytest.raises(NotEnoughSyntheticError, match="per class.*only 1 are available in the class with the fewest"):
+        select_for_training(ws, manifest, strategy="random", n=2, per_class=True)  # class C has 1
+    chosen = select_for_training(ws, manifest, strategy="random", n=100, seed=0, allow_fewer=True)
     assert sorted(chosen) == sorted(candidates()["image_id"])
 
 

@@ -128,7 +128,7 @@ def test_unknown_executor_and_bad_run_name(ws, fakes):
 def test_n_larger_than_available_is_checked_against_the_workspace(ws, fakes):
     from phenosynth.data.manifest import conform
     from phenosynth.study.runner import prepare_study
-    from phenosynth.study.spec import SpecError
+    from phenosynth.synth.selection import NotEnoughSyntheticError
 
     rows = [{"image_id": f"r{i}", "path": f"r{i}.png", "label": f"c{i % 2}", "source": "real", "split": "train",
              "fold": i % 3}
@@ -136,7 +136,8 @@ def test_n_larger_than_available_is_checked_against_the_workspace(ws, fakes):
     rows += [{"image_id": f"s{i}", "path": f"s{i}.png", "label": f"c{i % 2}", "source": "synthetic",
               "generator": "shape-warp", "split": "train"} for i in range(30)]
     ws.save_manifest(conform(pd.DataFrame(rows)))
-    with pytest.raises(SpecError, match="n = 40 synthetic images, but the workspace has only 30"):
+    with pytest.raises(NotEnoughSyntheticError, match="n = 40 synthetic images asked for, but only 30 are available "
+                                                      "in fold 0, fold 1, fold 2"):
         prepare_study(ws, StudySpec.model_validate({**SPEC, "features_from": str(ws.root)}))
 
 
@@ -222,3 +223,14 @@ def test_demo_never_reuses_a_previous_runs_name(ws):
     (ws.runs_dir / "demo").mkdir(parents=True)
     (ws.runs_dir / "demo-2").mkdir()
     assert free_run_name(ws) == "demo-3"
+
+
+def test_study_allow_fewer_records_requested_and_actual_n_and_labels_the_actual(tmp_path):
+    ws = _tiny_workspace(tmp_path / "ws", per_class_syn=5, dims=(("shape68", 12),))  # 30 synthetic images
+    spec = {"backbones": ["shape68"], "regimes": {"real": False, "synthetic": [40]}, "folds": 2,
+            "trainer": {"mode": "probe", "hparams": {"C": [1.0]}}, "features_from": str(ws.root / "features"),
+            "allow_fewer": True}
+    res = run_study(ws, spec, "few", executor="serial")
+    df = pd.read_csv(res.run_dir / "results.csv")
+    assert df["n_synthetic"].tolist() == [30, 30] and df["n_synthetic_requested"].tolist() == [40, 40]
+    assert "Syn 30" in (res.run_dir / "table.md").read_text()

@@ -73,3 +73,14 @@ def test_grid_counts_with_seeds():
     assert len(cells) == 2 * 1 * 3 * 2
     assert [c.key for c in cells[:3]] == ["vgg16|synthetic|10|seed0|fold0", "vgg16|synthetic|10|seed0|fold1",
                                           "vgg16|synthetic|10|seed1|fold0"]
+
+
+def test_face_settings_and_allow_fewer_are_spec_keys_that_reach_every_cell():
+    from phenosynth.study.grid import expand_grid
+    from phenosynth.study.runner import train_config
+
+    spec = spec_from_dict({"backbones": ["shape68"], "regimes": {"synthetic": [10]}, "detector": "mtcnn",
+                           "landmarker": "mtcnn5", "allow_fewer": True})
+    configs = [train_config(spec, cell) for cell in expand_grid(spec)]
+    assert {(c.detector, c.landmarker, c.allow_fewer) for c in configs} == {("mtcnn", "mtcnn5", True)}
+    assert spec.resolved()["detector"] == "mtcnn"  # recorded in config.yaml

@@ -314,17 +314,21 @@ def test_rank_scores_synthetic_images_against_real_training_prototypes(tmp_path)
 # --- CLI (through faces.parquet in the face stage's format) -----------------------------------------------------------
 
 
-def _write_faces_parquet(ws: Workspace, faces: pd.DataFrame) -> None:
+def _faces_rows(faces: pd.DataFrame, detector: str = "dlib-hog", landmarker: str = "dlib68") -> pd.DataFrame:
     from phenosynth.faces.landmarks import five_from_68
 
     rows = []
     for image_id, r in faces.iterrows():
         lm = np.asarray(r["landmarks"], dtype=np.float64)
-        rows.append({"image_id": image_id, "detector": "dlib-hog", "landmarker": "dlib68", "status": r["status"],
+        rows.append({"image_id": image_id, "detector": detector, "landmarker": landmarker, "status": r["status"],
                      "n_faces": 1, "score": 1.0, "box_x0": r["box_x0"], "box_y0": r["box_y0"], "box_x1": r["box_x1"],
                      "box_y1": r["box_y1"], "landmarks": lm.ravel().tolist(),
                      "landmarks5": five_from_68(lm).ravel().tolist(), "attempt": "upsample=1"})
-    pd.DataFrame(rows).to_parquet(ws.faces_path, index=False)
+    return pd.DataFrame(rows)
+
+
+def _write_faces_parquet(ws: Workspace, faces: pd.DataFrame) -> None:
+    _faces_rows(faces).to_parquet(ws.faces_path, index=False)
 
 
 def test_cli_generate_then_rank_asks_for_the_face_pass(tmp_path) -> None:
@@ -386,3 +390,28 @@ def test_a_resplit_flags_every_image_of_a_run_whose_generator_saw_a_new_test_ima
     m["exclude_reason"] = ws.load_manifest()["exclude_reason"]
     ws.save_manifest(m)
     assert check_workspace_lineage(ws)[0] == [] and ws.load_manifest()["exclude_reason"].isna().all()
+
+
+def test_rank_with_several_face_settings_refuses_to_guess_and_uses_the_chosen_one(tmp_path) -> None:
+    from typer.testing import CliRunner
+
+    from phenosynth.cli import app
+
+    ws, faces = make_workspace(tmp_path)
+    all_faces = _add_synthetic(ws, faces)
+    # dlib-hog + dlib68 has seen every image; a later mtcnn pass only the real photos
+    pd.concat([_faces_rows(all_faces), _faces_rows(faces, "mtcnn", "mtcnn5")]).to_parquet(ws.faces_path, index=False)
+    runner = CliRunner()
+    out = runner.invoke(app, ["rank", "-w", str(ws.root), "-r", "shape68"])
+    said = " ".join(out.output.split())
+    assert out.exit_code == 2, out.output
+    assert "--detector dlib-hog --landmarker dlib68; --detector mtcnn --landmarker mtcnn5" in said
+    assert "not been through the face pass" not in said
+    out = runner.invoke(app, ["rank", "-w", str(ws.root), "-r", "shape68", "--detector", "dlib-hog",
+                              "--landmarker", "dlib68"])
+    assert out.exit_code == 0, out.output
+    assert "Ranked 6 synthetic images of 3 conditions by shape68" in out.output
+    out = runner.invoke(app, ["rank", "-w", str(ws.root), "-r", "shape68", "--detector", "mtcnn"])  # -> mtcnn5
+    said = " ".join(out.output.split())
+    assert out.exit_code == 2 and "6 of 6 synthetic images have not been through the face pass with --detector " \
+                                  "mtcnn --landmarks mtcnn5" in said

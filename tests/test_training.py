@@ -180,7 +180,9 @@ def test_train_cell_synthetic_regimes(tiny_ws, regime, validate_on):
     cfg = TrainConfig(backbone=TINY, weights="none", preprocessing="native", regime=regime, n_synthetic=8,
                       selection="random", validate_on=validate_on, folds=3, hparams={"C": 1.0})
     row = train_cell(ws, cfg, fold=0, seed=0)
-    assert row["regime"] == regime and row["n_synthetic"] == 8 and row["selection"] == "random"
+    assert row["regime"] == regime and row["n_synthetic_requested"] == 8 and row["selection"] == "random"
+    # n_synthetic is what the model trained on: with validate_on pool, the fold's share of the 8 validates instead
+    assert row["n_synthetic"] == 8 if validate_on == "real" else 0 < row["n_synthetic"] < 8
     # 24 real training images (8 in fold 0) + 8 selected synthetic; one real image has no face
     if regime == "synthetic":
         assert row["n_train"] == 8 and row["n_val"] + row["n_skipped"] == 8
@@ -265,8 +267,7 @@ def test_synthetic_children_of_the_validation_fold_never_train_that_fold(tiny_ws
         m.at[i, "parents"] = [fold0[k % len(fold0)]] if k % 2 == 0 else []
     ws.save_manifest(m)
     children = set(m.loc[syn_idx[::2], "image_id"])
-    cfg = TrainConfig(backbone=TINY, weights="none", regime="synthetic", n_synthetic=len(syn_idx),
-                      selection="random", folds=3)
+    cfg = TrainConfig(backbone=TINY, weights="none", regime="synthetic", selection="random", folds=3)  # n: all
     _, sets0, _ = cell_sets(ws, ws.load_manifest(), cfg, fold=0, seed=0)
     assert sets0["train"] and not children & set(sets0["train"])
     _, sets1, _ = cell_sets(ws, ws.load_manifest(), cfg, fold=1, seed=0)
@@ -288,3 +289,125 @@ def test_folds_sharing_a_training_set_reuse_the_fit_with_identical_results(tiny_
     fresh = train_cell(ws, cfg, fold=1, seed=0)
     drop = lambda r: {k: v for k, v in r.items() if k != "fit_seconds"}  # noqa: E731
     assert drop(reused) == drop(fresh) and first["n_train"] == reused["n_train"]
+
+
+def test_train_on_one_class_is_a_user_error(tmp_path, monkeypatch):
+    from typer.testing import CliRunner
+
+    from phenosynth.cli import app
+
+    ws, paths = make_workspace(tmp_path, n_classes=1)
+    monkeypatch.setattr("phenosynth.faces.align.ensure_aligned_crops",
+                        lambda ws_, ids, size=224, on_progress=None, **kw: {i: paths[i] for i in ids})
+    cfg = TrainConfig(backbone=TINY, weights="none", preprocessing="native", folds=3)
+    with pytest.raises(PhenosynthError, match=r"1 class\(es\) with a usable real image \(class0\); a classifier "
+                                              "needs at least 2"):
+        train(ws, cfg, "one")
+    res = CliRunner().invoke(app, ["train", "-w", str(ws.root), "--backbone", TINY, "--weights", "none",
+                                   "--preprocessing", "native", "--folds", "3"])
+    assert res.exit_code == 2 and "needs at least 2" in res.output and "top1" not in res.output
+    assert not ws.runs_dir.exists() or not any(ws.runs_dir.iterdir())
+
+
+# --- honest n (issue 9, item 4) --------------------------------------------------------------------------------------
+
+
+def test_n_above_what_a_fold_has_is_refused_naming_the_count(tiny_ws):
+    from typer.testing import CliRunner
+
+    from phenosynth.cli import app
+    from phenosynth.synth.selection import NotEnoughSyntheticError
+
+    ws, _, _ = tiny_ws  # 16 usable synthetic images, none a child of a validation photo
+    cfg = TrainConfig(backbone=TINY, weights="none", preprocessing="native", regime="synthetic", n_synthetic=500,
+                      selection="random", folds=3)
+    with pytest.raises(NotEnoughSyntheticError, match="n = 500 synthetic images asked for, but only 16 are available "
+                                                      r"in fold 0, fold 1, fold 2 \(fold 0: 16, fold 1: 16"):
+        train(ws, cfg, "big")
+    assert not (ws.runs_dir / "big").exists()
+    res = CliRunner().invoke(app, ["train", "-w", str(ws.root), "--backbone", TINY, "--weights", "none",
+                                   "--preprocessing", "native", "--folds", "3", "--regime", "synthetic",
+                                   "--selection", "random", "--n-synthetic", "500"])
+    out = " ".join(res.output.split())
+    assert res.exit_code == 2 and "only 16 are available" in out and "--allow-fewer" in out
+
+
+def test_allow_fewer_records_requested_and_actual_n_and_the_report_labels_the_actual(tiny_ws):
+    from typer.testing import CliRunner
+
+    from phenosynth.cli import app
+    from phenosynth.study.report import build_report
+
+    ws, _, _ = tiny_ws
+    res = CliRunner().invoke(app, ["train", "-w", str(ws.root), "--backbone", TINY, "--weights", "none",
+                                   "--preprocessing", "native", "--folds", "3", "--regime", "synthetic",
+                                   "--selection", "random", "--n-synthetic", "500", "--allow-fewer", "--name", "few"])
+    assert res.exit_code == 0, res.output
+    assert "n=16 (asked 500)" in res.output
+    out = pd.read_csv(ws.runs_dir / "few" / "results.csv")
+    assert out["n_synthetic"].tolist() == [16, 16, 16] and out["n_synthetic_requested"].tolist() == [500, 500, 500]
+    rep = build_report(ws.runs_dir / "few")
+    table = (ws.runs_dir / "few" / "table.md").read_text()
+    assert rep.summary["setting"].tolist() == ["Syn 16"] and "Syn 16" in table and "500" not in table
+
+
+def test_default_all_is_one_row_labelled_by_what_each_fold_trained_on(tiny_ws):
+    from phenosynth.study.report import build_report
+
+    ws, _, _ = tiny_ws
+    m = ws.load_manifest()
+    fold0 = m.loc[(m["source"] == "real") & (m["fold"] == 0), "image_id"].tolist()
+    syn_idx = m.index[m["source"] == "synthetic"]
+    for k, i in enumerate(syn_idx[::2]):  # 8 of the 16 synthetic images are children of fold-0 photos
+        m.at[i, "parents"] = [fold0[k % len(fold0)]]
+    ws.save_manifest(m)
+    cfg = TrainConfig(backbone=TINY, weights="none", preprocessing="native", regime="synthetic", selection="random",
+                      folds=3, hparams={"C": 1.0})
+    df = train(ws, cfg, "all")
+    assert df["n_synthetic"].tolist() == [8, 16, 16]  # fold 0 cannot use the children of its validation photos
+    out = pd.read_csv(ws.runs_dir / "all" / "results.csv")
+    assert out["n_synthetic_requested"].isna().all()  # "all"
+    rep = build_report(ws.runs_dir / "all")
+    assert rep.summary["setting"].tolist() == ["Syn 8-16"] and rep.summary["runs"].tolist() == [3]
+
+
+# --- face settings (issue 9, item 7) ---------------------------------------------------------------------------------
+
+
+def test_train_with_several_face_settings_refuses_to_guess_and_uses_the_chosen_one(tmp_path, monkeypatch):
+    from typer.testing import CliRunner
+
+    from phenosynth.cli import app
+    from phenosynth.faces.facepass import FaceSettingsError
+
+    ws, paths = make_workspace(tmp_path)
+    ids = ws.load_manifest()["image_id"].astype(str).tolist()
+    pd.concat([pd.DataFrame({"image_id": ids, "detector": d, "landmarker": lm, "status": "ok"})
+               for d, lm in (("dlib-hog", "dlib68"), ("mtcnn", "mtcnn5"))]).to_parquet(ws.faces_path, index=False)
+    asked = []
+
+    def fake_crops(ws_, image_ids, size=224, on_progress=None, *, detector=None, landmarker=None):
+        asked.append((detector, landmarker))
+        return {i: paths[i] for i in image_ids}
+
+    monkeypatch.setattr("phenosynth.faces.align.ensure_aligned_crops", fake_crops)
+    cfg = dict(backbone=TINY, weights="none", preprocessing="native", folds=3, hparams={"C": 1.0})
+    with pytest.raises(FaceSettingsError, match="--detector dlib-hog --landmarker dlib68; --detector mtcnn "
+                                                "--landmarker mtcnn5"):
+        train(ws, TrainConfig(**cfg), "guess")
+    base = ["train", "-w", str(ws.root), "--backbone", TINY, "--weights", "none", "--preprocessing", "native",
+            "--folds", "3"]
+    res = CliRunner().invoke(app, base)
+    assert res.exit_code == 2 and "choose one with --detector and --landmarker" in " ".join(res.output.split())
+    assert asked == []  # nothing was cropped with a guessed setting
+    res = CliRunner().invoke(app, base + ["--detector", "mtcnn", "--landmarker", "mtcnn5", "--name", "m"])
+    assert res.exit_code == 0, res.output
+    assert set(asked) == {("mtcnn", "mtcnn5")}
+    assert [p.name.endswith("mtcnn+mtcnn5") for p in (ws.cache_dir / "features").iterdir()] == [True]
+    assert yaml_config(ws.runs_dir / "m")["detector"] == "mtcnn"
+
+
+def yaml_config(run_dir):
+    import yaml
+
+    return yaml.safe_load((run_dir / "config.yaml").read_text())

@@ -44,11 +44,11 @@ def ingest_command(
 
     Example: [bold]phenosynth ingest photos/ -w ws[/]   (photos/<condition>/<image>)
     """
-    from phenosynth.data.ingest import LayoutOptions, ingest
+    from phenosynth.data.ingest import LayoutOptions, ingest, workspace_for_ingest
 
-    ws = Workspace.open(workspace, create=True)
-    lock_workspace(ctx, ws, lock_timeout)
-    with progress_bar("Decoding images") as on_progress:
+    # The lock is let go before workspace_for_ingest removes a new, still empty workspace after a failure.
+    with (workspace_for_ingest(workspace) as ws, ws.lock("phenosynth ingest", timeout=lock_timeout),
+          progress_bar("Decoding images") as on_progress):
         result = ingest(
             src, ws, layout=layout, synthetic=synthetic, generator=generator,
             options=LayoutOptions(path_col=path_col, label_col=label_col, subject_col=subject_col,

@@ -56,6 +56,10 @@ def study(
     address: str = typer.Option(None, "--address", help="Ray cluster to join (e.g. auto); default: a local Ray."),
     workers: int = typer.Option(None, "--workers", help="Parallel cells (default: the number of cores)."),
     lock_timeout: float = LOCK_TIMEOUT_OPTION,
+    detector: str = typer.Option(None, "--detector", help="Face setting to use when faces.parquet holds several "
+                                 "(overrides the spec's detector:)."),
+    landmarker: str = typer.Option(None, "--landmarker", "--landmarks",
+                                   help="Landmarker of that face setting (overrides the spec's landmarker:)."),
 ) -> None:
     """Run a whole study grid (backbones x regimes x n x folds) and write Table 1, Figure 1 and report.html.
 
@@ -66,6 +70,9 @@ def study(
     from phenosynth.study.spec import load_spec
 
     study_spec = load_spec(spec)
+    chosen = {k: v for k, v in (("detector", detector), ("landmarker", landmarker)) if v is not None}
+    if chosen:  # recorded in the run's config.yaml, so a re-run from it uses the same faces
+        study_spec = study_spec.model_copy(update=chosen)
     ws = Workspace.open(workspace, need_manifest=True)
     lock_workspace(ctx, ws, lock_timeout)
     run_name = name or Path(spec).stem

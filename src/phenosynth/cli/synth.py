@@ -33,6 +33,9 @@ def generate_command(
     ),
     workers: int = typer.Option(None, "--workers", help="Processes (default: every core)."),
     lock_timeout: float = LOCK_TIMEOUT_OPTION,
+    detector: str = typer.Option(None, "--detector", help="Face setting whose landmarks the generator learns from, "
+                                 "when faces.parquet holds several (default: the only one there)."),
+    landmarker: str = typer.Option(None, "--landmarker", "--landmarks", help="Landmarker of that face setting."),
 ) -> None:
     """Make synthetic faces per condition from the real training faces (after `split` and `faces`).
 
@@ -42,15 +45,17 @@ def generate_command(
 
     Example: [bold]phenosynth generate -w ws --generator shape-warp --per-class 30 --seed 0[/]
     """
+    from phenosynth.faces.facepass import load_faces
     from phenosynth.synth.generation import generate
 
     GENERATORS.get(generator)  # a typo fails before anything is loaded
     ws = Workspace.open(workspace, need_manifest=True)
     lock_workspace(ctx, ws, lock_timeout)
     options = {"variation": variation} if generator == "shape-warp" else {}
+    faces = load_faces(ws, detector, landmarker) if ws.faces_path.exists() else None
     with progress_bar(f"Generating ({generator})") as on_progress:
         s = generate(ws, generator, per_class=per_class, seed=seed, name=name, options=options, n_jobs=workers,
-                     on_progress=on_progress)
+                     faces=faces, on_progress=on_progress)
     counts = sorted(s.per_class.values())
     console.print(
         f"Run [bold]{s.run}[/]: {s.images} images of {s.classes} conditions ({counts[0]}-{counts[-1]} per condition; "
@@ -75,6 +80,9 @@ def rank_command(
         "rdface25", "--representation", "-r", help="rdface25 | shape68 | embed:BACKBONE (e.g. embed:mobilenet_v2)."
     ),
     lock_timeout: float = LOCK_TIMEOUT_OPTION,
+    detector: str = typer.Option(None, "--detector", help="Face setting to rank with when faces.parquet holds "
+                                 "several (default: the only one there)."),
+    landmarker: str = typer.Option(None, "--landmarker", "--landmarks", help="Landmarker of that face setting."),
 ) -> None:
     """Score every synthetic image by cosine similarity to its condition's prototype (mean of the real training
     images' representations) -> WS/ranking.parquet, used by `train --selection`.
@@ -87,7 +95,7 @@ def rank_command(
     ws = Workspace.open(workspace, need_manifest=True)
     lock_workspace(ctx, ws, lock_timeout)
     with progress_bar(f"Ranking ({representation})") as on_progress:
-        s = rank(ws, representation, on_progress=on_progress)
+        s = rank(ws, representation, detector=detector, landmarker=landmarker, on_progress=on_progress)
     if s.per_class_mean:
         ordered = sorted(s.per_class_mean.items(), key=lambda kv: kv[1])
         table = Table(title="Mean rank score per condition (lowest and highest)")

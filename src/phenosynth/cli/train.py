@@ -45,7 +45,11 @@ def train_command(
         help="resnet152 | densenet169 | vgg16 | swin_t | clip_vit_b32 | facenet | dlib_resnet128 | mobilenet_v2 | "
              "shape68 | timm:<any timm model>"),
     regime: str = typer.Option("real", "--regime", help="real | synthetic | mixed"),
-    n_synthetic: int = typer.Option(None, "--n-synthetic", help="Synthetic images to train on (default: all)."),
+    n_synthetic: int = typer.Option(None, "--n-synthetic", help="Synthetic images to train on (default: all). More "
+                                    "than a fold has is refused unless --allow-fewer."),
+    allow_fewer: bool = typer.Option(False, "--allow-fewer",
+                                     help="Train on what there is when --n-synthetic is more than a fold has "
+                                          "(results.csv records the requested and the actual n)."),
     selection: str = typer.Option("top-per-class", "--selection",
                                   help="top-per-class | top-global | random | diverse"),
     mode: str = typer.Option("probe", "--mode", help="probe | se-head | finetune"),
@@ -57,6 +61,10 @@ def train_command(
     epochs: int = typer.Option(None, "--epochs", help="Epochs of se-head / finetune."),
     name: str = typer.Option(None, "--name", help="Run folder under WS/runs (default: from the options + a counter)."),
     lock_timeout: float = LOCK_TIMEOUT_OPTION,
+    detector: str = typer.Option(None, "--detector", help="Face setting to use when faces.parquet holds several "
+                                 "(default: the only one there)."),
+    landmarker: str = typer.Option(None, "--landmarker", "--landmarks",
+                                   help="Landmarker of the face setting (with --detector)."),
 ) -> None:
     """Train one configuration under k-fold CV; every fold's model is scored on the held-out real test set.
 
@@ -69,7 +77,8 @@ def train_command(
     config = TrainConfig(
         backbone=backbone, weights=weights, preprocessing=preprocessing, regime=regime, n_synthetic=n_synthetic,
         selection=selection, mode=mode, validate_on=validate_on, folds=folds, seeds=seed,
-        hparams={"epochs": epochs} if epochs is not None else {},
+        hparams={"epochs": epochs} if epochs is not None else {}, allow_fewer=allow_fewer, detector=detector,
+        landmarker=landmarker,
     )
     ws = Workspace.open(workspace, need_manifest=True)
     lock_workspace(ctx, ws, lock_timeout)
@@ -78,7 +87,10 @@ def train_command(
     with progress_bar(f"Training {run}") as on_progress:
         df = train(ws, config, run, on_progress=on_progress)
     seconds = time.perf_counter() - t0
-    table = Table(title=f"{backbone} · {regime}" + (f" · n={n_synthetic}" if regime != "real" and n_synthetic else "")
+    trained = sorted(set(int(v) for v in df["n_synthetic"]))  # what the models trained on, not what was asked
+    shown_n = str(trained[0]) if len(trained) == 1 else f"{trained[0]}-{trained[-1]}"
+    asked = f" (asked {n_synthetic})" if n_synthetic is not None and trained != [n_synthetic] else ""
+    table = Table(title=f"{backbone} · {regime}" + (f" · n={shown_n}{asked}" if regime != "real" else "")
                   + f" · {mode} — held-out real test set, mean (SD) over {len(df)} model(s), %")
     for col in ("top1", "top5", "top10", "top30", "macro_f1"):
         table.add_column(col, justify="right")

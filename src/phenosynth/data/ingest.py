@@ -12,6 +12,7 @@ import re
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ProcessPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
@@ -20,7 +21,7 @@ import pandas as pd
 
 from phenosynth.data.imageio import DEFAULT_MAX_PIXELS, ImageDecodeError, inspect_bytes
 from phenosynth.data.manifest import MANIFEST_COLUMNS, REAL, SYNTHETIC, append_rows, real_classes
-from phenosynth.data.workspace import Workspace, atomic_write, locks_workspace
+from phenosynth.data.workspace import LOCK_FILE, LOCK_HOLDER_FILE, Workspace, atomic_write, locks_workspace
 from phenosynth.errors import PhenosynthError
 from phenosynth.progress import ProgressCallback, report
 from phenosynth.registry import Registry
@@ -359,15 +360,56 @@ def ingest(
         ]
     )
     result.added = len(rows)
+    result.skipped = Counter(s.reason for s in skips)
+    if result.taken == 0:
+        # Nothing to write into a new workspace (it is left uncreated); an existing one keeps the reasons on record.
+        if workspace.manifest_path.exists():
+            result.report_path = _write_report(workspace, src_path, skips)
+        raise NothingIngestedError(_nothing_taken(result, skips))
     if rows:
         workspace.save_manifest(append_rows(manifest, new))
     elif not workspace.manifest_path.exists():
         workspace.save_manifest(manifest)
-    result.skipped = Counter(s.reason for s in skips)
     result.report_path = _write_report(workspace, src_path, skips)
     log.info("ingest %s: %d added, %d already present, %d skipped", src_path, result.added, result.already_present,
              len(skips))
     return result
+
+
+@contextmanager
+def workspace_for_ingest(root: str | os.PathLike[str]) -> Iterator[Workspace]:
+    """``Workspace.open(root, create=True)`` for an ingest: if the folder did not exist and the ingest fails, the
+    folder is removed again when it holds nothing but the workspace lock (a failed ingest writes nothing into a new
+    workspace), so a typo or an empty source leaves no empty workspace behind. Let go of the lock before this exits."""
+    path = Path(root).expanduser().resolve()
+    created = not path.exists()
+    ws = Workspace.open(path, create=True)
+    try:
+        yield ws
+    except BaseException:
+        if created and {p.name for p in path.iterdir()} <= {LOCK_FILE, LOCK_HOLDER_FILE}:
+            try:  # only lock files: never removes anything written
+                (path / LOCK_FILE).unlink(missing_ok=True)
+                (path / LOCK_HOLDER_FILE).unlink(missing_ok=True)
+                path.rmdir()
+            except OSError:
+                pass
+        raise
+
+
+class NothingIngestedError(PhenosynthError):
+    """An ingest found no image it could take (nothing was added to the workspace)."""
+
+
+def _nothing_taken(result: IngestResult, skips: list[Skip]) -> str:
+    """The error message of an ingest that took nothing: how many files, why each kind was skipped, examples."""
+    if result.looked_at == 0:
+        return (f"No image taken from {result.source}: it holds no files for layout '{result.layout}' (a folder "
+                "needs one sub-folder per class with images in it; a table needs path and label columns).")
+    reasons = ", ".join(f"{reason}: {n}" for reason, n in sorted(result.skipped.items()))
+    examples = "; ".join(f"{s.shown} ({s.reason}: {s.detail})" for s in sorted(skips, key=lambda s: s.shown)[:3])
+    return (f"No image taken from {result.source}: looked at {result.looked_at} file(s), skipped all of them "
+            f"({reasons}). For example: {examples}.")
 
 
 def _metadata_columns(metadata: tuple[tuple[str, str], ...]) -> dict[str, str]:

@@ -194,6 +194,12 @@ def split(
     real_mask = (df["source"] == REAL) & df["exclude_reason"].isna()
     if not real_mask.any():
         raise PhenosynthError("No usable real images in the manifest: nothing to split.")
+    classes = sorted(df.loc[real_mask, "label"].astype(str).unique())
+    if len(classes) < 2:
+        raise PhenosynthError(
+            f"The usable real images are of {len(classes)} class only ({classes[0]}); a classifier needs at least 2. "
+            f"Ingest photos of more conditions first: phenosynth ingest SRC -w {workspace.root}"
+        )
     # Sort by image_id so the result does not depend on ingest order.
     real = df[real_mask].sort_values("image_id")
     test = assign_test(real["label"].to_numpy(), real["subject_id"].to_numpy(), test_size=test_size, seed=seed)

@@ -25,7 +25,8 @@ __all__ = [
 
 
 def __getattr__(name: str):  # lazy: the face pass pulls in pandas/dlib only when used
-    if name in {"run_face_pass", "load_faces", "face_exclusions", "resolve_face_settings", "FacePassSummary"}:
+    if name in {"run_face_pass", "load_faces", "face_exclusions", "resolve_face_settings", "FaceSettingsError",
+                "FacePassSummary"}:
         from phenosynth.faces import facepass
 
         return getattr(facepass, name)

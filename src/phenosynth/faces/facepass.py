@@ -314,19 +314,42 @@ def run_face_pass(
     )
 
 
+class FaceSettingsError(WorkspaceError):
+    """``faces.parquet`` holds several detector/landmarker settings and the caller did not say which to use (or
+    named one it lacks)."""
+
+
 def _pick_settings(faces: pd.DataFrame, detector: str | None, landmarker: str | None) -> tuple[str, str]:
-    """``None`` means: the only value present, else the default."""
-    if detector is None:
-        present = faces["detector"].dropna().unique()
-        detector = str(present[0]) if len(present) == 1 else DEFAULT_DETECTOR
-    if landmarker is None:
-        present = faces.loc[faces["detector"] == detector, "landmarker"].dropna().unique()
-        landmarker = str(present[0]) if len(present) == 1 else DEFAULT_LANDMARKER
-    return detector, landmarker
+    """The one (detector, landmarker) setting ``faces`` holds that matches the given names (``None`` = any).
+
+    No rows at all: the defaults. Several matching settings, or none: :class:`FaceSettingsError` listing the settings
+    present and the options to pass (never a guess).
+    """
+    present = sorted({(str(d), str(lm)) for d, lm in zip(faces["detector"], faces["landmarker"])
+                      if pd.notna(d) and pd.notna(lm)})
+    if not present:
+        return detector or DEFAULT_DETECTOR, landmarker or DEFAULT_LANDMARKER
+    if detector is not None and landmarker is not None:
+        return detector, landmarker  # load_faces says so if these have no rows
+    matching = [(d, lm) for d, lm in present
+                if (detector is None or d == detector) and (landmarker is None or lm == landmarker)]
+    if len(matching) == 1:
+        return matching[0]
+    have = "; ".join(f"--detector {d} --landmarker {lm}" for d, lm in present)
+    asked = " and ".join(f"--{k} {v}" for k, v in (("detector", detector), ("landmarker", landmarker)) if v)
+    if not matching:
+        raise FaceSettingsError(f"faces.parquet has no rows for {asked}; it holds these face settings: {have}. "
+                                "Pass one of them (study spec: detector: and landmarker:).")
+    raise FaceSettingsError(
+        f"faces.parquet holds {len(matching)} face settings{' for ' + asked if asked else ''} ({have}); "
+        "choose one with --detector and --landmarker (study spec: detector: and landmarker:)."
+    )
 
 
 def resolve_face_settings(ws: Workspace, detector: str | None = None, landmarker: str | None = None) -> tuple[str, str]:
-    """The (detector, landmarker) that ``None`` stands for: the only setting in ``faces.parquet``, else the defaults."""
+    """The (detector, landmarker) every stage after the face pass uses: the names given, completed from the only
+    setting in ``faces.parquet`` that matches them. Several settings and no choice -> :class:`FaceSettingsError`
+    naming them (ranking, selection, training and studies call this; they never fall back to a default)."""
     if not ws.faces_path.exists():
         raise WorkspaceError(f"Workspace {ws.root} has no faces.parquet yet. Run first: phenosynth faces -w {ws.root}")
     return _pick_settings(pd.read_parquet(ws.faces_path, columns=["detector", "landmarker"]), detector, landmarker)
@@ -338,7 +361,8 @@ def load_faces(
     """``faces.parquet`` rows for one setting, indexed by ``image_id``; ``landmarks`` ``(K, 2)`` and ``landmarks5``
     ``(5, 2)`` as float arrays. Only rows with an ``ok`` status unless ``ok_only=False``.
 
-    ``detector``/``landmarker`` ``None``: the only setting present, else the defaults.
+    ``detector``/``landmarker`` ``None``: resolved by :func:`resolve_face_settings` (the only setting present;
+    several raise :class:`FaceSettingsError`).
     """
     if not ws.faces_path.exists():
         raise WorkspaceError(f"Workspace {ws.root} has no faces.parquet yet. Run first: phenosynth faces -w {ws.root}")

@@ -85,14 +85,15 @@ def default_num_workers(n_items: int, batch_size: int) -> int:
     return max(0, min(2, (os.cpu_count() or 1)))
 
 
-def crop_setting(ws: Workspace) -> str:
-    """Which face setting the crops come from (``<detector>+<landmarker>``), so re-running ``faces`` with other
-    settings never reuses features of other crops; ``crops`` when the workspace has no faces.parquet."""
+def crop_setting(ws: Workspace, detector: str | None = None, landmarker: str | None = None) -> str:
+    """Which face setting the crops come from (``<detector>+<landmarker>``, resolved by
+    :func:`phenosynth.faces.facepass.resolve_face_settings`), so re-running ``faces`` with other settings never
+    reuses features of other crops; ``crops`` when the workspace has no faces.parquet."""
     if not ws.faces_path.exists():
         return "crops"
     from phenosynth.faces.facepass import resolve_face_settings
 
-    return "+".join(resolve_face_settings(ws))
+    return "+".join(resolve_face_settings(ws, detector, landmarker))
 
 
 def cache_key(backbone: str, weights: str, preprocessing: str, crops: str = "crops") -> str:
@@ -104,9 +105,11 @@ def cache_key(backbone: str, weights: str, preprocessing: str, crops: str = "cro
     return re.sub(r"[^A-Za-z0-9_.+-]+", "-", f"{backbone}-{preprocessing}-{weights_id(backbone, weights)}-{crops}")
 
 
-def feature_cache_dir(ws: Workspace, backbone: str, weights: str = "default", preprocessing: str = "paper") -> Path:
+def feature_cache_dir(ws: Workspace, backbone: str, weights: str = "default", preprocessing: str = "paper", *,
+                      detector: str | None = None, landmarker: str | None = None) -> Path:
     """``WS/cache/features/<cache_key>``."""
-    return ws.cache_dir / "features" / cache_key(backbone, weights, preprocessing, crop_setting(ws))
+    return ws.cache_dir / "features" / cache_key(backbone, weights, preprocessing,
+                                                 crop_setting(ws, detector, landmarker))
 
 
 def _load_cache(folder: Path) -> dict[str, np.ndarray]:
@@ -152,9 +155,14 @@ def extract_features(
     preprocessing: str = "paper",
     batch_size: int = 32,
     num_workers: int | None = None,
+    detector: str | None = None,
+    landmarker: str | None = None,
     on_progress: ProgressCallback | None = None,
 ) -> tuple[list[str], np.ndarray]:
     """Embeddings of ``image_ids`` by ``backbone``: ``(kept_ids, X (N, d) float32)``, cached per image.
+
+    The faces (aligned crops, or ``shape68``'s landmarks) are those of ``detector``/``landmarker`` (``None``: the only
+    setting in faces.parquet; several raise, see :func:`phenosynth.faces.facepass.resolve_face_settings`).
 
     Images without a usable face crop (or, for ``shape68``, without 68-point landmarks) are left out of
     ``kept_ids`` with a logged reason. The order of ``kept_ids`` follows ``image_ids`` (duplicates dropped).
@@ -163,9 +171,9 @@ def extract_features(
     entry = backbone_entry(backbone)
     entry.spec.preprocessing(preprocessing)  # validates the mode
     if entry.spec.input_kind == "landmarks":
-        return _landmark_features(ws, backbone, ids, on_progress)
+        return _landmark_features(ws, backbone, ids, on_progress, detector, landmarker)
 
-    folder = feature_cache_dir(ws, backbone, weights, preprocessing)
+    folder = feature_cache_dir(ws, backbone, weights, preprocessing, detector=detector, landmarker=landmarker)
     cached = _load_cache(folder) if folder.exists() else {}
     todo = [i for i in ids if i not in cached]
     total = len(ids)
@@ -174,7 +182,7 @@ def extract_features(
     if todo:
         from phenosynth.faces.align import ensure_aligned_crops
 
-        crops = ensure_aligned_crops(ws, todo, size=CROP_SIZE)
+        crops = ensure_aligned_crops(ws, todo, size=CROP_SIZE, detector=detector, landmarker=landmarker)
         no_crop = [i for i in todo if i not in crops]
         if no_crop:
             log.warning("%d image(s) have no usable face crop and get no %s features (e.g. %s)",
@@ -222,12 +230,13 @@ def _compute(
 
 
 def _landmark_features(
-    ws: Workspace, backbone: str, ids: list[str], on_progress: ProgressCallback | None
+    ws: Workspace, backbone: str, ids: list[str], on_progress: ProgressCallback | None,
+    detector: str | None = None, landmarker: str | None = None,
 ) -> tuple[list[str], np.ndarray]:
     """shape68: landmark geometry from faces.parquet (cheap, so not cached)."""
     from phenosynth.faces import load_faces
 
-    faces = load_faces(ws)
+    faces = load_faces(ws, detector, landmarker)
     kept = [i for i in ids if i in faces.index]
     if len(kept) < len(ids):
         log.warning("%d image(s) have no detected face and get no shape68 features", len(ids) - len(kept))

@@ -65,17 +65,28 @@ def format_n(n: int) -> str:
     return str(n)
 
 
-def setting_label(regime: str, n: int) -> str:
-    """The row label of a regime in Table 1.
+def setting_label(regime: str, n: int, n_high: int | None = None) -> str:
+    """The row label of a regime in Table 1; ``n`` (to ``n_high``) is what the models trained on.
 
     >>> setting_label("real", 0), setting_label("synthetic", 2000), setting_label("mixed", 10000)
     ('Real', 'Syn 2k', 'Real + syn 10k')
+    >>> setting_label("synthetic", 13, 15)
+    'Syn 13-15'
     """
+    shown = format_n(n) if n_high is None or int(n_high) == int(n) else f"{format_n(n)}-{format_n(n_high)}"
     if regime == "real":
         return "Real"
     if regime == "synthetic":
-        return f"Syn {format_n(n)}"
-    return f"Real + syn {format_n(n)}"
+        return f"Syn {shown}"
+    return f"Real + syn {shown}"
+
+
+def configuration_n(results: pd.DataFrame) -> pd.Series:
+    """The n that names a configuration (its folds and seeds are one table row): ``n_synthetic_requested`` (-1 for
+    "all") when results.csv has it, else ``n_synthetic`` (older runs). Labels use the actual ``n_synthetic``."""
+    if "n_synthetic_requested" not in results.columns:
+        return pd.to_numeric(results["n_synthetic"], errors="coerce").fillna(0).astype(int)
+    return pd.to_numeric(results["n_synthetic_requested"], errors="coerce").fillna(-1).astype(int)
 
 
 def summarize_results(results: pd.DataFrame) -> pd.DataFrame:
@@ -88,9 +99,12 @@ def summarize_results(results: pd.DataFrame) -> pd.DataFrame:
     metrics = [m for m in (*METRICS, "macro_f1") if m in results.columns]
     order = list(dict.fromkeys(results["backbone"]))  # backbones in the order the study ran them
     rows = []
-    for (backbone, regime, n), grp in results.groupby(["backbone", "regime", "n_synthetic"], sort=False):
-        row: dict[str, Any] = {"backbone": backbone, "regime": regime, "n_synthetic": int(n),
-                               "setting": setting_label(regime, n), "runs": int(len(grp))}
+    keyed = results.assign(_n=configuration_n(results))
+    for (backbone, regime, _), grp in keyed.groupby(["backbone", "regime", "_n"], sort=False):
+        trained = pd.to_numeric(grp["n_synthetic"], errors="coerce").fillna(0).astype(int)  # what was trained on
+        row: dict[str, Any] = {"backbone": backbone, "regime": regime, "n_synthetic": int(round(trained.mean())),
+                               "setting": setting_label(regime, int(trained.min()), int(trained.max())),
+                               "runs": int(len(grp))}
         for m in metrics:
             vals = pd.to_numeric(grp[m], errors="coerce").dropna().to_numpy(dtype=float)
             row[f"{m}_mean"] = float(vals.mean()) if len(vals) else math.nan
@@ -391,10 +405,14 @@ def collect_warnings(results: pd.DataFrame, config: dict[str, Any], ctx: dict[st
     folds, seeds = spec.get("folds"), spec.get("seeds")
     if folds and seeds:
         expected = int(folds) * len(seeds)
-        counts = results.groupby(["backbone", "regime", "n_synthetic"]).size()
+        keyed = results.assign(_n=configuration_n(results))
+        groups = keyed.groupby(["backbone", "regime", "_n"])
+        counts, low, high = groups.size(), groups["n_synthetic"].min(), groups["n_synthetic"].max()
         short = counts[counts < expected]
-        for (b, r, n), c in short.items():
-            warnings.append(f"{display_name(b)} / {setting_label(r, n)}: {c} of {expected} runs finished.")
+        for key, c in short.items():
+            b, r = key[0], key[1]
+            warnings.append(f"{display_name(b)} / {setting_label(r, int(low[key]), int(high[key]))}: {c} of "
+                            f"{expected} runs finished.")
     sd_cols = [c for c in ("top1_sd",) if c in ctx.get("_summary", pd.DataFrame()).columns]
     if sd_cols:
         syn = ctx["_summary"]
@@ -492,9 +510,12 @@ def build_report(run_dir: str | os.PathLike[str], *, ws: Any = None) -> Report:
                           "ranking representation": spec.get("representation"), **selection_info}
     extra = [c for c in ("n_train", "n_test") if c in results.columns]
     if extra:
-        sizes = results.groupby(["backbone", "regime", "n_synthetic"], sort=False)[extra].mean().round(1).reset_index()
-        sizes.insert(0, "setting", [setting_label(r, n) for r, n in zip(sizes["regime"], sizes["n_synthetic"])])
-        sizes = sizes[sizes["backbone"] == sizes["backbone"].iloc[0]].drop(columns=["backbone", "regime"])
+        groups = results.assign(_n=configuration_n(results)).groupby(["backbone", "regime", "_n"], sort=False)
+        sizes = groups[extra].mean().round(1)
+        sizes.insert(0, "setting", [setting_label(r, lo, hi) for (_, r, _), lo, hi in
+                                    zip(sizes.index, groups["n_synthetic"].min(), groups["n_synthetic"].max())])
+        sizes = sizes.reset_index()
+        sizes = sizes[sizes["backbone"] == sizes["backbone"].iloc[0]].drop(columns=["backbone", "regime", "_n"])
         sizes = sizes.rename(columns={"n_train": "training images (mean)", "n_test": "test images (mean)"})
         size_html = "<p>Training-set sizes per setting (first backbone):</p>" + _frame_html(sizes)
     else:

@@ -43,7 +43,7 @@ from phenosynth.errors import PhenosynthError
 from phenosynth.progress import ProgressCallback, report
 from phenosynth.registry import Registry
 from phenosynth.study.grid import Cell, expand_grid
-from phenosynth.study.spec import GeneratorSpec, SpecError, StudySpec, check_against_workspace, spec_from_dict
+from phenosynth.study.spec import GeneratorSpec, SpecError, StudySpec, spec_from_dict
 
 log = logging.getLogger(__name__)
 
@@ -53,7 +53,7 @@ CellFunctionRef = Union[str, CellFunction]
 #: The columns every results.csv starts with (docs/DESIGN.md), then whatever else the trainer reports.
 RESULT_COLUMNS: list[str] = [
     "backbone", "regime", "n_synthetic", "fold", "seed",
-    "top1", "top5", "top10", "top30", "macro_f1", "n_train", "n_test",
+    "top1", "top5", "top10", "top30", "macro_f1", "n_train", "n_test", "n_synthetic_requested",
 ]
 DEFAULT_CELL_FUNCTION = "phenosynth.study.runner:train_study_cell"
 PACKAGES = ("numpy", "pandas", "scikit-learn", "scipy", "torch", "torchvision", "timm", "open_clip_torch", "dlib-bin",
@@ -91,7 +91,8 @@ def cell_features(ws: Workspace, spec: StudySpec, cell: Cell) -> tuple[list[str]
     From ``spec.features_from`` (``<backbone>.npz`` with arrays ``ids`` and ``X``) when set, else from the
     workspace's feature cache (filled up front by :func:`prepare_study`, so this only reads it).
     """
-    key = (str(ws.root), cell.backbone, cell.weights, spec.preprocessing, spec.features_from)
+    key = (str(ws.root), cell.backbone, cell.weights, spec.preprocessing, spec.features_from, spec.detector,
+           spec.landmarker)
     if key not in _FEATURES:
         if len(_FEATURES) >= 2:  # bounded memory: cells arrive backbone-major, older backbones are done
             _FEATURES.pop(next(iter(_FEATURES)))
@@ -101,7 +102,8 @@ def cell_features(ws: Workspace, spec: StudySpec, cell: Cell) -> tuple[list[str]
             from phenosynth.models.features import extract_features
 
             ids, X = extract_features(ws, cell.backbone, study_image_ids(ws), weights=cell.weights,
-                                      preprocessing=spec.preprocessing)
+                                      preprocessing=spec.preprocessing, detector=spec.detector,
+                                      landmarker=spec.landmarker)
             _FEATURES[key] = (list(ids), X)
     return _FEATURES[key]
 
@@ -126,12 +128,11 @@ def load_feature_file(folder: Path, backbone: str) -> tuple[list[str], np.ndarra
         return data["ids"].astype(str).tolist(), np.ascontiguousarray(data["X"], dtype=np.float32)
 
 
-def train_study_cell(ws: Workspace, spec: StudySpec, cell: Cell) -> dict:
-    """The default cell function: train and score one fold/seed of one backbone x regime x n configuration."""
-    from phenosynth.training import TrainConfig, train_cell
-    from phenosynth.training.cell import run_folds
+def train_config(spec: StudySpec, cell: Cell) -> "TrainConfig":  # noqa: F821 (lazy import)
+    """The :class:`~phenosynth.training.TrainConfig` of one cell of ``spec``."""
+    from phenosynth.training import TrainConfig
 
-    config = TrainConfig(
+    return TrainConfig(
         backbone=cell.backbone,
         weights=cell.weights,
         preprocessing=spec.preprocessing,
@@ -145,7 +146,18 @@ def train_study_cell(ws: Workspace, spec: StudySpec, cell: Cell) -> dict:
         folds=spec.folds,
         seeds=[cell.seed],
         hparams=dict(spec.trainer.hparams),
+        allow_fewer=spec.allow_fewer,
+        detector=spec.detector,
+        landmarker=spec.landmarker,
     )
+
+
+def train_study_cell(ws: Workspace, spec: StudySpec, cell: Cell) -> dict:
+    """The default cell function: train and score one fold/seed of one backbone x regime x n configuration."""
+    from phenosynth.training import train_cell
+    from phenosynth.training.cell import run_folds
+
+    config = train_config(spec, cell)
     fold = run_folds(ws, config)[cell.fold]  # the grid's i-th fold is the workspace's i-th fold
     return train_cell(ws, config, fold, cell.seed, features=cell_features(ws, spec, cell))
 
@@ -398,8 +410,10 @@ def assemble_results(spec: StudySpec, cells: list[Cell], rows: dict[str, dict]) 
         if cell.cell_id not in rows:
             continue
         row = dict(rows[cell.cell_id])
-        row.update(backbone=cell.backbone, regime=cell.regime, n_synthetic=cell.n_synthetic, fold=cell.fold,
-                   seed=cell.seed)
+        # n_synthetic: what the cell's model trained on (the cell function reports it); the grid's n is the request
+        row.update(backbone=cell.backbone, regime=cell.regime, n_synthetic_requested=cell.n_synthetic,
+                   fold=cell.fold, seed=cell.seed)
+        row.setdefault("n_synthetic", cell.n_synthetic)
         row.setdefault("weights", cell.weights)
         row.setdefault("mode", spec.trainer.mode)
         row.setdefault("selection", spec.selection if cell.regime != "real" else "")
@@ -450,13 +464,15 @@ def prepare_study(ws: Workspace, spec: StudySpec, on_progress: ProgressCallback 
     if spec.max_n > 0 and isinstance(spec.generator, GeneratorSpec):
         if not (mf.synthetic(df)["generator"] == spec.generator.name).any():
             from phenosynth import synth
-            from phenosynth.faces import run_face_pass
+            from phenosynth.faces.facepass import load_faces, resolve_face_settings, run_face_pass
 
+            detector, landmarker = resolve_face_settings(ws, spec.detector, spec.landmarker)
             log.info("generating %d synthetic images per class with %s", spec.generator.per_class,
                      spec.generator.name)
             synth.generate(ws, generator=spec.generator.name, per_class=spec.generator.per_class,
-                           seed=spec.generator.seed)
-            run_face_pass(ws)  # landmarks + crops of the new images (processes new images only)
+                           seed=spec.generator.seed, faces=load_faces(ws, detector, landmarker))
+            # landmarks + crops of the new images, with the same face setting (processes new images only)
+            run_face_pass(ws, detector=detector, landmarker=landmarker)
             df = ws.load_manifest()
     have_folds = sorted(int(f) for f in mf.real_train(df)["fold"].dropna().unique())
     if not have_folds:
@@ -465,12 +481,13 @@ def prepare_study(ws: Workspace, spec: StudySpec, on_progress: ProgressCallback 
         raise SpecError(f"The spec asks for folds: {spec.folds}, but the workspace has {len(have_folds)}. Set "
                         f"folds: {len(have_folds)} in the spec, or re-split: phenosynth split -w {ws.root} "
                         f"--folds {spec.folds}")
-    if spec.max_n > 0:
-        syn = mf.synthetic(df)
-        per_class = syn["label"].value_counts()
-        classes = mf.real_classes(df)
-        per_class_min = int(min((per_class.get(c, 0) for c in classes), default=0))
-        check_against_workspace(spec, int(len(syn)), per_class_min)
+    if spec.max_n > 0:  # the largest n against what every fold can give (the training layer's one check) ...
+        from phenosynth.training.cell import check_synthetic_available
+
+        largest = train_config(spec, next(c for c in expand_grid(spec) if c.n_synthetic == spec.max_n))
+        folds = have_folds[: spec.folds]
+        # ... counting every usable image first (no ranking needed: fails fast), ranked ones once ranked
+        check_synthetic_available(ws, replace(largest, selection="random"), folds, df)
     if spec.max_n > 0 and len(mf.synthetic(df)):
         from phenosynth.synth.selection import get_strategy, load_ranking
 
@@ -478,7 +495,9 @@ def prepare_study(ws: Workspace, spec: StudySpec, on_progress: ProgressCallback 
             from phenosynth import synth
 
             log.info("ranking synthetic images by %s", spec.representation)
-            synth.rank(ws, representation=spec.representation)
+            synth.rank(ws, representation=spec.representation, detector=spec.detector, landmarker=spec.landmarker)
+    if spec.max_n > 0:
+        check_synthetic_available(ws, largest, folds, df)
     if spec.features_from:
         return
     from phenosynth.models.features import extract_features
@@ -486,7 +505,8 @@ def prepare_study(ws: Workspace, spec: StudySpec, on_progress: ProgressCallback 
     ids = study_image_ids(ws)
     for i, b in enumerate(spec.backbones):
         log.info("features: %s (%d images)", b.name, len(ids))
-        extract_features(ws, b.name, ids, weights=b.weights, preprocessing=spec.preprocessing)
+        extract_features(ws, b.name, ids, weights=b.weights, preprocessing=spec.preprocessing,
+                         detector=spec.detector, landmarker=spec.landmarker)
         report(on_progress, i + 1, len(spec.backbones))
 
 

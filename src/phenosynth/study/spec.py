@@ -97,7 +97,13 @@ class StudySpec(_Strict):
     regimes: RegimeSpec = Field(default_factory=RegimeSpec)
     selection: str = "top-per-class"
     per_class: bool = False
+    allow_fewer: bool = False
+    """Train on what there is when an n is more than a fold has (results.csv records requested and actual n);
+    by default such a spec is refused before any cell runs."""
     representation: str = "rdface25"
+    detector: str | None = None
+    """Face setting of faces.parquet to use (with ``landmarker``); needed when it holds several."""
+    landmarker: str | None = None
     preprocessing: Literal["paper", "native"] = "paper"
     validate_on: Literal["real", "pool"] = "real"
     folds: int = Field(default=5, ge=2)
@@ -220,32 +226,3 @@ def load_spec(path: str | os.PathLike[str]) -> StudySpec:
         problem = getattr(exc, "problem", None) or str(exc)
         raise SpecError(f"Study spec {p} is not valid YAML{where}: {problem}.") from None
     return spec_from_dict(data, source=str(p))
-
-
-def check_against_workspace(spec: StudySpec, n_synthetic: int, per_class_min: int) -> None:
-    """Raise :class:`SpecError` when an n asks for more synthetic images than the workspace has.
-
-    ``n_synthetic`` is the number of usable synthetic images; ``per_class_min`` the fewest any class has
-    (used when ``per_class`` is true, where n counts images per class).
-
-    >>> check_against_workspace(StudySpec(backbones=["shape68"], regimes={"synthetic": [5]}), 10, 1)
-    >>> check_against_workspace(StudySpec(backbones=["shape68"], regimes={"synthetic": [50]}), 10, 1)
-    Traceback (most recent call last):
-    ...
-    phenosynth.study.spec.SpecError: The spec asks for n = 50 synthetic images, but the workspace has only 10 usable synthetic images. Lower the n values under regimes:, or generate more (phenosynth generate -w WS --generator NAME --per-class K).
-    """
-    if spec.max_n == 0:
-        return
-    if spec.per_class:
-        if spec.max_n > per_class_min:
-            raise SpecError(
-                f"The spec asks for n = {spec.max_n} synthetic images per class, but the class with the fewest has "
-                f"only {per_class_min}. Lower the n values under regimes:, or generate more per class."
-            )
-        return
-    if spec.max_n > n_synthetic:
-        raise SpecError(
-            f"The spec asks for n = {spec.max_n} synthetic images, but the workspace has only {n_synthetic} usable "
-            "synthetic images. Lower the n values under regimes:, or generate more "
-            "(phenosynth generate -w WS --generator NAME --per-class K)."
-        )

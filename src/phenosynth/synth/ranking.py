@@ -83,14 +83,15 @@ def rank_scores(
 
 
 def _landmark_vectors(
-    ws: Workspace, image_ids: list[str], representation: str, faces: pd.DataFrame | None
+    ws: Workspace, image_ids: list[str], representation: str, faces: pd.DataFrame | None,
+    detector: str | None = None, landmarker: str | None = None,
 ) -> tuple[list[str], np.ndarray]:
     from phenosynth.faces.representations import represent
 
     if faces is None:
         from phenosynth.faces.facepass import load_faces
 
-        faces = load_faces(ws)
+        faces = load_faces(ws, detector, landmarker)
     have = [i for i in image_ids if i in faces.index]
     if not have:
         return [], np.zeros((0, 0))
@@ -128,25 +129,30 @@ def representation_vectors(
     representation: str,
     *,
     faces: pd.DataFrame | None = None,
+    detector: str | None = None,
+    landmarker: str | None = None,
     on_progress: ProgressCallback | None = None,
 ) -> tuple[list[str], np.ndarray]:
     """``(kept_ids, X (N, d))`` for ``image_ids`` under ``representation``; images without a face (or without an
-    embedding) are left out, the order otherwise follows ``image_ids``."""
+    embedding) are left out, the order otherwise follows ``image_ids``. Faces (landmarks, or the aligned crops of
+    ``embed:``) are those of ``detector``/``landmarker`` (``None``: see
+    :func:`phenosynth.faces.facepass.resolve_face_settings`)."""
     ids = [str(i) for i in image_ids]
     check_representation(representation)
     if representation in LANDMARK_REPRESENTATIONS:
-        return _landmark_vectors(ws, ids, representation, faces)
+        return _landmark_vectors(ws, ids, representation, faces, detector, landmarker)
     from phenosynth.models.features import extract_features
 
-    kept, X = extract_features(ws, representation.split(":", 1)[1], ids, weights="default", on_progress=on_progress)
+    kept, X = extract_features(ws, representation.split(":", 1)[1], ids, weights="default", detector=detector,
+                               landmarker=landmarker, on_progress=on_progress)
     return list(kept), np.asarray(X, dtype=np.float64)
 
 
-def _processed_ids(ws: Workspace) -> set[str]:
-    """image_ids the face pass has looked at (whatever it found), for the settings ``load_faces`` uses."""
+def _processed_ids(ws: Workspace, detector: str, landmarker: str) -> set[str]:
+    """image_ids the face pass has looked at (whatever it found) with these settings."""
     from phenosynth.faces.facepass import load_faces
 
-    return set(load_faces(ws, ok_only=False).index.astype(str))
+    return set(load_faces(ws, detector, landmarker, ok_only=False).index.astype(str))
 
 
 # --- driver ---------------------------------------------------------------------------------------------------------
@@ -158,6 +164,8 @@ def rank(
     representation: str = "rdface25",
     *,
     faces: pd.DataFrame | None = None,
+    detector: str | None = None,
+    landmarker: str | None = None,
     on_progress: ProgressCallback | None = None,
 ) -> RankSummary:
     """Score every usable synthetic image against its condition's real-training prototype; store
@@ -167,6 +175,8 @@ def rank(
         representation: ``rdface25``, ``shape68`` or ``embed:BACKBONE``.
         faces: the face table (``load_faces(ws, ok_only=False)`` format: indexed by image_id, one row per image the
             face pass processed, ``status``, ``landmarks``, box columns); default: read from the workspace.
+        detector / landmarker: the face settings to use when ``faces.parquet`` holds several (``None``: the only
+            one stored; several and none given raises, see :func:`phenosynth.faces.facepass.resolve_face_settings`).
 
     Raises:
         PhenosynthError: no synthetic images; synthetic images the face pass has not processed yet (run
@@ -189,12 +199,20 @@ def rank(
     synth_ids = synth["image_id"].astype(str).tolist()
     is_landmark = representation in LANDMARK_REPRESENTATIONS
     # every representation needs the face pass: landmarks directly, embeddings through the aligned crops
-    processed = set(faces.index.astype(str)) if faces is not None else _processed_ids(ws)
+    if faces is None:
+        from phenosynth.faces.facepass import resolve_face_settings
+
+        detector, landmarker = resolve_face_settings(ws, detector, landmarker)
+        processed = _processed_ids(ws, detector, landmarker)
+        setting = f" with --detector {detector} --landmarks {landmarker}"
+    else:
+        processed, setting = set(faces.index.astype(str)), ""
     unprocessed = [i for i in synth_ids if i not in processed]
     if unprocessed:
         raise PhenosynthError(
-            f"{len(unprocessed)} of {len(synth_ids)} synthetic images have not been through the face pass yet, "
-            f"so they have no landmarks. Run: phenosynth faces -w {ws.root}   (it processes new images only)"
+            f"{len(unprocessed)} of {len(synth_ids)} synthetic images have not been through the face pass{setting} "
+            f"yet, so they have no landmarks. Run: phenosynth faces -w {ws.root}{setting}   (it processes new "
+            "images only)"
         )
     if is_landmark:
         if faces is not None and "status" in faces.columns:
@@ -204,16 +222,18 @@ def rank(
         elif faces is None:
             from phenosynth.faces.facepass import load_faces
 
-            faces = load_faces(ws)
+            faces = load_faces(ws, detector, landmarker)
 
-    real_ids, X_real = representation_vectors(ws, train["image_id"].astype(str).tolist(), representation, faces=faces)
+    real_ids, X_real = representation_vectors(ws, train["image_id"].astype(str).tolist(), representation, faces=faces,
+                                              detector=detector, landmarker=landmarker)
     if not real_ids:
         raise PhenosynthError(
             f"No real training image has a '{representation}' vector (no faces found). "
             f"Check: phenosynth faces -w {ws.root}"
         )
     real_labels = train.set_index(train["image_id"].astype(str)).loc[real_ids, "label"].astype(str).tolist()
-    kept_ids, X_syn = representation_vectors(ws, synth_ids, representation, faces=faces, on_progress=on_progress)
+    kept_ids, X_syn = representation_vectors(ws, synth_ids, representation, faces=faces, detector=detector,
+                                             landmarker=landmarker, on_progress=on_progress)
     labels = synth.set_index(synth["image_id"].astype(str))["label"].astype(str)
     not_ranked: dict[str, int] = {}
     n_noface = len(synth_ids) - len(kept_ids)

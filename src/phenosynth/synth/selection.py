@@ -14,8 +14,10 @@ Every strategy takes a *candidates* frame with columns ``image_id``, ``label`` a
   for its class (cosine of representation vectors centred on the class mean, or — without vectors — distance in
   score space); skipped images only fill a class's quota when there are not enough dissimilar ones.
 
-Ties in score are broken by ``image_id`` (ascending), so the result never depends on row order. Asking for more
-images than exist takes them all and logs it.
+Ties in score are broken by ``image_id`` (ascending), so the result never depends on row order. The pure strategies
+take every candidate (and log it) when asked for more than exist; the workspace façade :func:`select_for_training`
+refuses that with :class:`NotEnoughSyntheticError` (via :func:`check_n_available`, the one check of "is n
+available" that ``train`` and ``study`` use) unless ``allow_fewer`` is set.
 """
 
 from __future__ import annotations
@@ -65,6 +67,57 @@ def get_strategy(name: str) -> SelectionStrategy:
 
 def strategy_names() -> list[str]:
     return SELECTION_STRATEGIES.names()
+
+
+class NotEnoughSyntheticError(PhenosynthError):
+    """An n asks for more synthetic images than selection can give, and fewer were not allowed."""
+
+
+def selectable_count(counts: Mapping[str, int], *, per_class: bool) -> int:
+    """The largest n selection can honour from ``counts`` (label -> candidates; every real class, 0 where none):
+    the number of candidates, or with ``per_class`` (n per class) the fewest any class has.
+
+    >>> selectable_count({"a": 4, "b": 2}, per_class=False), selectable_count({"a": 4, "b": 2}, per_class=True)
+    (6, 2)
+    """
+    values = [int(v) for v in counts.values()]
+    if per_class:
+        return min(values, default=0)
+    return sum(values)
+
+
+def check_n_available(n: int | None, available: Mapping[str, int], *, per_class: bool = False,
+                      allow_fewer: bool = False) -> None:
+    """Refuse an ``n`` larger than what can be selected: ``available`` maps where (``"fold 0"``, ...) to
+    :func:`selectable_count` there. ``n=None`` ("all") and ``allow_fewer`` never raise (a shortfall is logged).
+
+    >>> check_n_available(5, {"fold 0": 6, "fold 1": 5})
+    >>> check_n_available(6, {"fold 0": 6, "fold 1": 5})
+    Traceback (most recent call last):
+    ...
+    phenosynth.synth.selection.NotEnoughSyntheticError: n = 6 synthetic images asked for, but only 5 are available in fold 1 (fold 0: 6, fold 1: 5; counting usable, ranked synthetic images of a real class; a fold leaves out the children of its validation photos). Lower n (--n-synthetic, or the n values under regimes: in a study spec), generate more (phenosynth generate -w WS --generator NAME --per-class K), or allow fewer (--allow-fewer, or allow_fewer: true in a study spec) to train on what there is.
+    """
+    if n is None:
+        return
+    short = {where: a for where, a in available.items() if int(n) > int(a)}
+    if not short:
+        return
+    what = "synthetic images per class" if per_class else "synthetic images"
+    fewest = min(short.values())
+    places = ", ".join(w for w, a in short.items() if a == fewest)
+    if allow_fewer:
+        log.warning("n = %d %s asked for, but only %d are available in %s: training on fewer (allow_fewer).",
+                    n, what, fewest, places)
+        return
+    counts = ", ".join(f"{w}: {a}" for w, a in available.items()) + "; " if len(available) > 1 else ""
+    per = " in the class with the fewest" if per_class else ""
+    raise NotEnoughSyntheticError(
+        f"n = {n} {what} asked for, but only {fewest} are available{per} in {places} ({counts}counting usable, ranked "
+        "synthetic images of a real class; a fold leaves out the children of its validation photos). Lower n "
+        "(--n-synthetic, or the n values under regimes: in a study spec), generate more (phenosynth generate -w WS "
+        "--generator NAME --per-class K), or allow fewer (--allow-fewer, or allow_fewer: true in a study spec) to "
+        "train on what there is."
+    )
 
 
 # --- pure helpers ---------------------------------------------------------------------------------------------------
@@ -316,23 +369,15 @@ def load_ranking(ws, representation: str | None = None) -> pd.DataFrame:  # noqa
     return ranking[ranking["representation"] == representation].reset_index(drop=True)
 
 
-def select_for_training(
+def selection_candidates(
     ws,  # noqa: ANN001 (phenosynth.data.Workspace)
     manifest: pd.DataFrame,
     *,
     strategy: str,
-    n: int,
-    per_class: bool = False,
-    seed: int = 0,
     representation: str | None = None,
-) -> list[str]:
-    """The image_ids of the synthetic images to train on.
-
-    Candidates are the manifest's usable synthetic images whose label is a real class (``real_classes``). Score-based
-    strategies use the scores stored by ``phenosynth rank`` in ``WS/ranking.parquet`` for ``representation``
-    (default: the one stored, ``rdface25`` when several); unranked images (no face found, or generated after the last
-    ``rank``) are left out and logged. ``random`` needs no scores. ``diverse`` also uses the representation vectors
-    when the face table is available, else score-space distance.
+) -> pd.DataFrame:
+    """The images :func:`select_for_training` chooses from: ``image_id, label`` (+ ``rank_score`` for score-based
+    strategies, unranked images left out and logged), one row per usable synthetic image of a real class.
 
     Raises :class:`PhenosynthError` when a strategy needs scores and none are stored (run ``phenosynth rank``).
     """
@@ -342,11 +387,8 @@ def select_for_training(
     synth = synthetic(manifest)
     synth = synth[synth["label"].isin(real_classes(manifest))]
     candidates = synth[["image_id", "label"]].astype(str).reset_index(drop=True)
-    if candidates.empty:
-        log.warning("The manifest has no usable synthetic images of a real class: nothing to select.")
-        return []
-    if not chosen_strategy.needs_scores:
-        return chosen_strategy.select(candidates, int(n), per_class=per_class, seed=seed)
+    if candidates.empty or not chosen_strategy.needs_scores:
+        return candidates
 
     ranking = load_ranking(ws, representation)
     if ranking.empty:
@@ -371,18 +413,74 @@ def select_for_training(
             f"None of the synthetic images has a '{rep}' rank score. Run: phenosynth rank -w {ws.root} "
             f"--representation {rep}"
         )
+    return scored
+
+
+def candidate_counts(manifest: pd.DataFrame, candidates: pd.DataFrame) -> dict[str, int]:
+    """label -> number of candidates, for every real class (0 where a class has none)."""
+    from phenosynth.data.manifest import real_classes
+
+    have = candidates["label"].value_counts() if len(candidates) else pd.Series(dtype=int)
+    return {c: int(have.get(c, 0)) for c in real_classes(manifest)}
+
+
+def select_for_training(
+    ws,  # noqa: ANN001 (phenosynth.data.Workspace)
+    manifest: pd.DataFrame,
+    *,
+    strategy: str,
+    n: int | None,
+    per_class: bool = False,
+    seed: int = 0,
+    representation: str | None = None,
+    allow_fewer: bool = False,
+    where: str = "the workspace",
+    detector: str | None = None,
+    landmarker: str | None = None,
+) -> list[str]:
+    """The image_ids of the synthetic images to train on (``n=None``: every candidate).
+
+    Candidates (:func:`selection_candidates`) are the manifest's usable synthetic images whose label is a real class
+    (``real_classes``). Score-based strategies use the scores stored by ``phenosynth rank`` in
+    ``WS/ranking.parquet`` for ``representation`` (default: the one stored, ``rdface25`` when several); unranked
+    images (no face found, or generated after the last ``rank``) are left out and logged. ``random`` needs no
+    scores. ``diverse`` also uses the representation vectors (faces of ``detector``/``landmarker``, resolved by
+    :func:`phenosynth.faces.facepass.resolve_face_settings`) when available, else score-space distance.
+
+    Raises :class:`NotEnoughSyntheticError` when ``n`` is more than the candidates (``where`` names the manifest
+    in the message, e.g. ``"fold 2"``) unless ``allow_fewer``; :class:`PhenosynthError` when a strategy needs scores
+    and none are stored (run ``phenosynth rank``).
+    """
+    chosen_strategy = get_strategy(strategy)
+    candidates = selection_candidates(ws, manifest, strategy=strategy, representation=representation)
+    if candidates.empty:
+        log.warning("The manifest has no usable synthetic images of a real class: nothing to select.")
+        return []
+    check_n_available(n, {where: selectable_count(candidate_counts(manifest, candidates), per_class=per_class)},
+                      per_class=per_class, allow_fewer=allow_fewer)
+    if n is None:
+        n, per_class = len(candidates), False
+    if not chosen_strategy.needs_scores:
+        return chosen_strategy.select(candidates, int(n), per_class=per_class, seed=seed)
     vectors = None
     if chosen_strategy.uses_vectors:
-        vectors = _try_vectors(ws, scored["image_id"].tolist(), rep)
-    return chosen_strategy.select(scored, int(n), per_class=per_class, seed=seed, vectors=vectors)
+        rep = str(load_ranking(ws, representation)["representation"].iloc[0])
+        vectors = _try_vectors(ws, candidates["image_id"].tolist(), rep, detector, landmarker)
+    return chosen_strategy.select(candidates, int(n), per_class=per_class, seed=seed, vectors=vectors)
 
 
-def _try_vectors(ws, image_ids: Sequence[str], representation: str) -> np.ndarray | None:  # noqa: ANN001
+def _try_vectors(ws, image_ids: Sequence[str], representation: str, detector: str | None = None,  # noqa: ANN001
+                 landmarker: str | None = None) -> np.ndarray | None:
     """Representation vectors for ``image_ids`` (row-aligned), or None when they cannot be computed."""
+    from phenosynth.faces.facepass import FaceSettingsError
+
     try:
         from phenosynth.synth.ranking import representation_vectors
 
-        ids, X = representation_vectors(ws, list(image_ids), representation)
+        ids, X = representation_vectors(ws, list(image_ids), representation, detector=detector,
+                                        landmarker=landmarker)
+    except FaceSettingsError:
+        raise  # several face settings and none chosen: never guess
     except (PhenosynthError, ImportError) as exc:
         log.info("diverse selection falls back to score-space distance: %s", exc)
         return None

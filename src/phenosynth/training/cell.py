@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from phenosynth.data.manifest import real_classes, real_test, real_train, synthetic
+from phenosynth.data.manifest import real_classes, real_test, real_train
 from phenosynth.data.workspace import Workspace, atomic_write, locks_workspace
 from phenosynth.errors import PhenosynthError, WorkspaceError
 from phenosynth.evaluate.metrics import TOPK, macro_f1, topk_accuracies, topk_accuracy
@@ -46,7 +46,7 @@ DEFAULT_HPARAMS: dict[str, dict[str, Any]] = {
 #: ``results.csv`` columns, contract first (docs/DESIGN.md), then provenance.
 RESULT_COLUMNS = [
     "backbone", "regime", "n_synthetic", "fold", "seed", "top1", "top5", "top10", "top30", "macro_f1", "n_train",
-    "n_test", "n_val", "val_top1", "n_classes", "n_skipped", "selection", "mode", "weights", "preprocessing",
+    "n_test", "n_synthetic_requested", "n_val", "val_top1", "n_classes", "n_skipped", "selection", "mode", "weights", "preprocessing",
     "validate_on", "hparams", "fit_seconds",
 ]
 #: Columns that vary from run to run; :func:`train` writes them to timings.csv, not results.csv.
@@ -65,6 +65,9 @@ class TrainConfig:
     selection: str = "top-per-class"
     per_class: bool = False
     representation: str | None = None
+    allow_fewer: bool = False  # train on what there is when n_synthetic is more than a fold has (else refuse)
+    detector: str | None = None  # face setting of faces.parquet (None: the only one there; several -> refuse)
+    landmarker: str | None = None
     mode: str = "probe"
     validate_on: str = "real"
     folds: int = 5
@@ -106,17 +109,55 @@ def pool_fold(image_id: str, folds: int) -> int:
     return int(str(image_id)[:15], 16) % folds
 
 
-def selected_synthetic(ws: Workspace, manifest: pd.DataFrame, config: TrainConfig, seed: int) -> list[str]:
-    """The synthetic image_ids a ``synthetic``/``mixed`` cell trains on (empty for ``real``)."""
+def selected_synthetic(ws: Workspace, manifest: pd.DataFrame, config: TrainConfig, seed: int, *,
+                       where: str = "the workspace") -> list[str]:
+    """The synthetic image_ids a ``synthetic``/``mixed`` cell trains on (empty for ``real``); ``manifest`` is the
+    fold's (children of its validation photos excluded), ``where`` names it in errors. An ``n_synthetic`` above what
+    it holds raises :class:`~phenosynth.synth.selection.NotEnoughSyntheticError` unless ``config.allow_fewer``."""
     if config.regime == "real":
         return []
-    n = config.n_synthetic
     from phenosynth.synth.selection import select_for_training
 
-    if n is None:
-        n = len(synthetic(manifest))
-    return list(select_for_training(ws, manifest, strategy=config.selection, n=int(n), per_class=config.per_class,
-                                    seed=seed, representation=config.representation))
+    return list(select_for_training(ws, manifest, strategy=config.selection, n=config.n_synthetic,
+                                    per_class=config.per_class, seed=seed, representation=config.representation,
+                                    allow_fewer=config.allow_fewer, where=where, detector=config.detector,
+                                    landmarker=config.landmarker))
+
+
+def fold_manifest(manifest: pd.DataFrame, fold: int) -> pd.DataFrame:
+    """The manifest fold ``fold`` selects synthetic images from: children of its validation photos excluded."""
+    rt = real_train(manifest)
+    in_fold = rt["fold"].fillna(-1).astype(int) == fold
+    return without_children_of(manifest, rt.loc[in_fold, "image_id"].astype(str).tolist())
+
+
+def synthetic_available(ws: Workspace, config: TrainConfig, folds: Sequence[int],
+                        manifest: pd.DataFrame | None = None) -> dict[int, int]:
+    """fold -> the largest n_synthetic selection can give that fold (after the fold rule, exclusions and, for
+    score-based selection, unranked images; with ``per_class`` the fewest of any class)."""
+    from phenosynth.synth.selection import candidate_counts, selectable_count, selection_candidates
+
+    manifest = ws.load_manifest() if manifest is None else manifest
+    out = {}
+    for fold in folds:
+        fm = fold_manifest(manifest, fold)
+        cand = selection_candidates(ws, fm, strategy=config.selection, representation=config.representation)
+        out[int(fold)] = selectable_count(candidate_counts(fm, cand), per_class=config.per_class)
+    return out
+
+
+def check_synthetic_available(ws: Workspace, config: TrainConfig, folds: Sequence[int],
+                              manifest: pd.DataFrame | None = None) -> None:
+    """Refuse (before any work) a ``config.n_synthetic`` that some fold cannot give, naming what each fold has
+    (:func:`phenosynth.synth.selection.check_n_available`); nothing to check for ``real``, n "all" or
+    ``allow_fewer``."""
+    if config.regime == "real" or config.n_synthetic is None or config.allow_fewer:
+        return
+    from phenosynth.synth.selection import check_n_available
+
+    available = synthetic_available(ws, config, folds, manifest)
+    check_n_available(config.n_synthetic, {f"fold {f}": a for f, a in available.items()},
+                      per_class=config.per_class)
 
 
 def without_children_of(manifest: pd.DataFrame, parent_ids: list[str]) -> pd.DataFrame:
@@ -148,6 +189,7 @@ class CellData:
     y_test: np.ndarray
     skipped: list[tuple[str, str, str]]  # (image_id, role, reason)
     n_selected: int = 0
+    n_synthetic_trained: int = 0  # synthetic images in train_ids: what results.csv records as n_synthetic
 
 
 def cell_sets(ws: Workspace, manifest: pd.DataFrame, config: TrainConfig, fold: int, seed: int) -> tuple[
@@ -155,6 +197,11 @@ def cell_sets(ws: Workspace, manifest: pd.DataFrame, config: TrainConfig, fold: 
     """``(classes, {"train"|"val"|"test"|"selected": ids}, label_of)`` for one fold, before checking features/crops
     (``selected``: every synthetic image chosen for the cell)."""
     classes = real_classes(manifest)
+    if len(classes) < 2:
+        raise PhenosynthError(
+            f"The workspace has {len(classes)} class(es) with a usable real image ({', '.join(classes) or 'none'}); "
+            f"a classifier needs at least 2. Ingest photos of more conditions: phenosynth ingest SRC -w {ws.root}"
+        )
     rt = real_train(manifest)
     if rt.empty or rt["fold"].isna().all():
         raise WorkspaceError(f"The workspace has no validation folds yet. Run first: phenosynth split -w {ws.root}")
@@ -167,7 +214,7 @@ def cell_sets(ws: Workspace, manifest: pd.DataFrame, config: TrainConfig, fold: 
     in_fold = rt["fold"].fillna(-1).astype(int) == fold
     real_val = rt.loc[in_fold, "image_id"].astype(str).tolist()
     real_tr = rt.loc[~in_fold, "image_id"].astype(str).tolist()
-    syn = selected_synthetic(ws, without_children_of(manifest, real_val), config, seed)
+    syn = selected_synthetic(ws, fold_manifest(manifest, fold), config, seed, where=f"fold {fold}")
     if config.regime != "real" and not syn:
         raise PhenosynthError(
             f"Regime '{config.regime}' needs synthetic images, but none were selected. Make some first: "
@@ -216,7 +263,15 @@ def _build(ws: Workspace, manifest: pd.DataFrame, config: TrainConfig, fold: int
         )
     if not te:
         raise PhenosynthError("No test image has a usable face; check `phenosynth faces` and the split.")
-    return CellData(classes, tr, va, te, ytr, yva, yte, skipped, len(sets["selected"]))
+    trained_on = sorted({classes[k] for k in ytr})
+    if len(trained_on) < 2:
+        raise PhenosynthError(
+            f"Fold {fold} of regime '{config.regime}' has training images of {len(trained_on)} class only "
+            f"({', '.join(trained_on)}); a classifier needs at least 2."
+        )
+    selected = set(sets["selected"])
+    return CellData(classes, tr, va, te, ytr, yva, yte, skipped, len(selected),
+                    sum(1 for i in tr if i in selected))
 
 
 def _run_cell(ws: Workspace, config: TrainConfig, fold: int, seed: int,
@@ -237,7 +292,8 @@ def _run_cell(ws: Workspace, config: TrainConfig, fold: int, seed: int,
         from phenosynth.faces.align import ensure_aligned_crops
 
         _, sets, _ = cell_sets(ws, manifest, config, fold, seed)
-        crops = ensure_aligned_crops(ws, sorted({i for s in sets.values() for i in s}), size=224)
+        crops = ensure_aligned_crops(ws, sorted({i for s in sets.values() for i in s}), size=224,
+                                     detector=config.detector, landmarker=config.landmarker)
         data = _build(ws, manifest, config, fold, seed, set(crops), "no usable face crop")
         get = lambda sub: [crops[i] for i in sub]  # noqa: E731
     n_classes = len(data.classes)
@@ -275,11 +331,15 @@ def _run_cell(ws: Workspace, config: TrainConfig, fold: int, seed: int,
     labels = list(range(n_classes))
     row: dict[str, Any] = {
         "backbone": config.backbone, "regime": config.regime,
-        "n_synthetic": 0 if config.regime == "real" else int(config.n_synthetic or data.n_selected),
+        # n_synthetic: what this model trained on; n_synthetic_requested: what was asked (NA: "all")
+        "n_synthetic": int(data.n_synthetic_trained),
         "fold": int(fold), "seed": int(seed),
         **{k: float(v) for k, v in topk_accuracies(data.y_test, scores, TOPK, labels).items()},
         "macro_f1": macro_f1(data.y_test, scores.argmax(1), labels),
-        "n_train": len(data.train_ids), "n_test": len(data.test_ids), "n_val": len(data.val_ids),
+        "n_train": len(data.train_ids), "n_test": len(data.test_ids),
+        "n_synthetic_requested": 0 if config.regime == "real" else (
+            None if config.n_synthetic is None else int(config.n_synthetic)),
+        "n_val": len(data.val_ids),
         "val_top1": float(best_score) if len(data.val_ids) else float("nan"), "n_classes": n_classes,
         "n_skipped": len(data.skipped), "selection": config.selection if config.regime != "real" else "",
         "mode": config.mode, "weights": config.weights, "preprocessing": config.preprocessing,
@@ -320,7 +380,7 @@ def _features(ws: Workspace, config: TrainConfig, ids: list[str],
     from phenosynth.models.features import extract_features
 
     return extract_features(ws, config.backbone, ids, weights=config.weights, preprocessing=config.preprocessing,
-                            on_progress=on_progress)
+                            detector=config.detector, landmarker=config.landmarker, on_progress=on_progress)
 
 
 def run_folds(ws: Workspace, config: TrainConfig) -> list[int]:
@@ -349,6 +409,7 @@ def train(ws: Workspace, config: TrainConfig, name: str,
     if run_dir.exists():
         raise WorkspaceError(f"Run folder {run_dir} already exists; choose a fresh --name (runs are never overwritten).")
     folds = run_folds(ws, config)
+    check_synthetic_available(ws, config, folds)  # an n some fold cannot give: refused before anything is written
     run_dir.mkdir(parents=True)
     try:
         return _train_into(ws, config, name, run_dir, folds, on_progress)
