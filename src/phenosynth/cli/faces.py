@@ -63,5 +63,7 @@ def faces_command(
     )
     console.print(
         f"{s.images} images: {s.found} with a face ({s.found / max(s.images, 1):.1%}); {computed}, "
-        f"{s.cached} from cache. Written to {s.faces_path}."
+        f"{s.cached} from cache"
+        + (f" ({s.resumed} saved by an interrupted run)" if s.resumed else "")
+        + f". Written to {s.faces_path}."
     )
