@@ -268,8 +268,8 @@ def run_face_pass(
     upsample: int = 1,
     workers: int | None = None,
     on_progress: ProgressCallback | None = None,
-    checkpoint_every: int = 500,
-    checkpoint_seconds: float = 15.0,
+    checkpoint_every: int = 200,
+    checkpoint_seconds: float = 5.0,
 ) -> FacePassSummary:
     """Run the face pass over every manifest image not yet processed with these settings; update ``faces.parquet``.
 

@@ -191,8 +191,8 @@ def extract_features(
     batch_size: int = 32,
     num_workers: int | None = None,
     on_progress: ProgressCallback | None = None,
-    checkpoint_every: int = 1024,
-    checkpoint_seconds: float = 20.0,
+    checkpoint_every: int = 256,
+    checkpoint_seconds: float = 10.0,
 ) -> tuple[list[str], np.ndarray]:
     """Embeddings of ``image_ids`` by ``backbone``: ``(kept_ids, X (N, d) float32)``, cached per image.
 
