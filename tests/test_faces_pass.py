@@ -158,3 +158,94 @@ def test_other_settings_sit_beside_the_default_in_faces_parquet(tmp_path: Path, 
 
     with pytest.raises(FaceSettingsError, match=f"--detector {detector} --landmarker {landmarker}"):
         load_faces(ws)  # several settings: never a guess
+
+
+# --- interrupted passes resume (issue 9, item 8) ----------------------------------------------------------------------
+def _many_faces(root: Path, n: int = 40):
+    """``n`` distinct small face images (the astronaut at n sizes)."""
+    return make_workspace(root, {f"f{k:02d}": face_image(96 + 2 * k) for k in range(n)})
+
+
+def test_an_interrupted_pass_resumes_from_its_saved_parts(tmp_path: Path) -> None:
+    from phenosynth.faces.facepass import face_parts_dir
+
+    ws, ids = _many_faces(tmp_path / "a", 24)
+
+    def stop_after_ten(done: int, total: int) -> None:
+        if done >= 10:
+            raise KeyboardInterrupt  # what Ctrl-C does mid-pass
+
+    with pytest.raises(KeyboardInterrupt):  # in worker processes: the pool is stopped, the finished rows kept
+        run_face_pass(ws, workers=2, checkpoint_every=3, on_progress=stop_after_ten)
+    assert not ws.faces_path.exists()  # nothing half-written where readers look
+    assert len(list(face_parts_dir(ws, "dlib-hog", "dlib68").glob("part-*.parquet"))) == 4  # 3 + 3 + 3 + 1
+    progress: list[tuple[int, int]] = []
+    resumed = run_face_pass(ws, workers=1, on_progress=lambda d, t: progress.append((d, t)))
+    assert (resumed.resumed, resumed.computed, resumed.cached) == (10, 14, 10)
+    assert progress[0] == (10, 24) and progress[-1] == (24, 24)
+    assert not face_parts_dir(ws, "dlib-hog", "dlib68").exists()  # folded into faces.parquet
+    # the same bytes as a pass that was never interrupted
+    ws_b, _ = _many_faces(tmp_path / "b", 24)
+    straight = run_face_pass(ws_b, workers=1)
+    assert (straight.computed, straight.resumed) == (24, 0)
+    assert ws.faces_path.read_bytes() == ws_b.faces_path.read_bytes()
+
+
+_KILLED_PASS = """
+import sys, time
+from phenosynth.data.workspace import Workspace
+from phenosynth.faces.facepass import run_face_pass
+# 50 ms per image on top of the detection: the test has time to kill it half-way
+run_face_pass(Workspace.open(sys.argv[1]), workers=1, checkpoint_every=2, on_progress=lambda d, t: time.sleep(0.05))
+"""
+
+
+def test_kill_9_half_way_then_the_rerun_takes_most_images_from_cache(tmp_path: Path) -> None:
+    import os
+    import signal
+    import subprocess
+    import time
+
+    import phenosynth
+    from phenosynth.faces.facepass import face_parts_dir
+
+    ws, ids = _many_faces(tmp_path / "a", 40)
+    script = tmp_path / "pass.py"
+    script.write_text(_KILLED_PASS)
+    env = {**os.environ, "PYTHONPATH": str(Path(phenosynth.__file__).parents[1])}
+    proc = subprocess.Popen([sys.executable, str(script), str(ws.root)], env=env)
+    parts = face_parts_dir(ws, "dlib-hog", "dlib68")
+    deadline = time.monotonic() + 120
+    try:
+        while len(list(parts.glob("part-*.parquet"))) < 10:  # 20 of 40 images saved
+            assert proc.poll() is None, "the face pass ended before it could be killed"
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
+        os.kill(proc.pid, signal.SIGKILL)
+    finally:
+        proc.kill()
+        proc.wait()
+    assert proc.returncode == -signal.SIGKILL and not ws.faces_path.exists()
+    again = run_face_pass(ws, workers=1)
+    assert again.resumed >= 12 and again.computed > 0 and again.resumed + again.computed == 40
+    assert again.cached == again.resumed
+    ws_b, _ = _many_faces(tmp_path / "b", 40)
+    run_face_pass(ws_b, workers=1)
+    assert ws.faces_path.read_bytes() == ws_b.faces_path.read_bytes()
+
+
+def test_cli_says_how_many_images_an_interrupted_pass_saved(tmp_path: Path) -> None:
+    from phenosynth.cli import app
+
+    ws, ids = _many_faces(tmp_path, 8)
+
+    def stop_after_five(done: int, total: int) -> None:
+        if done >= 5:
+            raise RuntimeError("interrupted")
+
+    with pytest.raises(RuntimeError):
+        run_face_pass(ws, workers=1, checkpoint_every=100, on_progress=stop_after_five)
+    result = CliRunner().invoke(app, ["faces", "-w", str(ws.root), "--workers", "1"])
+    assert result.exit_code == 0, result.output
+    out = " ".join(result.output.split())
+    assert "computed 3 (" in out and "5 from cache (5 saved by an interrupted run)" in out

@@ -202,3 +202,48 @@ def test_timm_weights_from_an_explicit_file(tmp_path):
     torch.save(net.state_dict(), ckpt)
     model = B.create_backbone("timm:resnet10t", weights=str(ckpt))
     assert torch.equal(model.net.conv1[0].weight, net.conv1[0].weight)
+
+
+def test_an_interrupted_extraction_keeps_its_progress_and_the_next_call_computes_only_the_rest(
+    tmp_path, monkeypatch, caplog
+):
+    """Issue 9, item 8: a 15-minute extraction used to write nothing to the cache until it ended."""
+    import logging
+
+    runs = {}
+    for name in ("interrupted", "straight"):
+        ws, paths = _tiny_workspace(tmp_path / name, n=10)
+        runs[name] = ws, paths
+    paths = runs["interrupted"][1]
+    monkeypatch.setattr("phenosynth.faces.align.ensure_aligned_crops",
+                        lambda ws_, ids, size=224, on_progress=None, **kw: {i: paths[i] for i in ids})
+    ids = list(paths)
+    ws = runs["interrupted"][0]
+
+    def stop_after_six(done, total):
+        if done >= 6:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        F.extract_features(ws, "mobilenet_v2", ids, weights="none", batch_size=2, num_workers=0,
+                           checkpoint_every=4, on_progress=stop_after_six)
+    folder = F.feature_cache_dir(ws, "mobilenet_v2", "none", "paper")
+    assert not list(folder.glob("shard-*.npz"))
+    assert len(list(folder.glob("part-*.npz"))) == 2  # 4 flushed on the way, 2 when interrupted
+    progress = []
+    with caplog.at_level(logging.INFO, logger="phenosynth.models.features"):
+        kept, X = F.extract_features(ws, "mobilenet_v2", ids, weights="none", batch_size=2, num_workers=0,
+                                     on_progress=lambda d, t: progress.append((d, t)))
+    assert "mobilenet_v2 features: 6 image(s) from cache, 4 to compute" in caplog.text
+    assert progress[0] == (6, 10) and progress[-1] == (10, 10)
+    assert kept == ids and X.shape == (10, 1280)
+    # folded into the one shard an uninterrupted call writes: same file name, same ids, same numbers
+    ws_b = runs["straight"][0]
+    kept_b, X_b = F.extract_features(ws_b, "mobilenet_v2", ids, weights="none", batch_size=2, num_workers=0)
+    folder_b = F.feature_cache_dir(ws_b, "mobilenet_v2", "none", "paper")
+    assert [p.name for p in folder.glob("*.npz")] == [p.name for p in folder_b.glob("*.npz")]
+    assert len(list(folder.glob("*.npz"))) == 1
+    with np.load(next(folder.glob("shard-*.npz"))) as z, np.load(next(folder_b.glob("shard-*.npz"))) as zb:
+        assert z["image_ids"].tolist() == zb["image_ids"].tolist() == ids
+        np.testing.assert_allclose(z["X"], zb["X"], rtol=1e-5, atol=1e-5)
+    assert kept_b == kept

@@ -415,3 +415,96 @@ def test_rank_with_several_face_settings_refuses_to_guess_and_uses_the_chosen_on
     said = " ".join(out.output.split())
     assert out.exit_code == 2 and "6 of 6 synthetic images have not been through the face pass with --detector " \
                                   "mtcnn --landmarks mtcnn5" in said
+
+
+# --- an interrupted generate (issue 9, item 8) ------------------------------------------------------------------------
+
+
+def _interrupted_generate(ws: Workspace, faces: pd.DataFrame, **kw) -> None:
+    """A generate that dies after its first condition (4 images on disk, none in the manifest), plus the temporary
+    file a kill -9 in the middle of an image write leaves behind."""
+    from phenosynth.synth.generation import generate
+
+    def die_after_one_class(done: int, total: int) -> None:
+        if done >= 4:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        generate(ws, "shape-warp", per_class=4, seed=0, faces=faces, n_jobs=1, on_progress=die_after_one_class, **kw)
+    run_dir = ws.synthetic_dir / kw.get("name", "shape-warp-seed0")
+    (run_dir / "A" / ".00004_0123456789ab.png.k1ll3d.tmp").write_bytes(b"\x89PNG half an image")
+
+
+def _files_on_disk(ws: Workspace) -> set[str]:
+    return {p.relative_to(ws.root).as_posix() for p in ws.synthetic_dir.rglob("*") if p.is_file()
+            and p.name != "run.json"}
+
+
+def test_an_interrupted_generate_is_resumed_by_the_next_call_and_leaves_no_temporary_files(tmp_path) -> None:
+    from phenosynth.synth.generation import generate
+
+    ws, faces = make_workspace(tmp_path / "a")
+    _interrupted_generate(ws, faces)
+    assert len(_files_on_disk(ws)) == 5 and ws.load_manifest()["source"].eq(SYNTHETIC).sum() == 0
+    s = generate(ws, "shape-warp", per_class=4, seed=0, faces=faces, n_jobs=1)
+    assert (s.resumed_images, s.temp_files_removed, s.orphans_removed, s.new_images) == (4, 1, [], 12)
+    syn = ws.load_manifest().query("source == 'synthetic'")
+    assert _files_on_disk(ws) == set(syn["path"])  # every file listed, every listed file there, nothing else
+    # the same images as a call that was never interrupted
+    ws_b, _ = make_workspace(tmp_path / "b")
+    generate(ws_b, "shape-warp", per_class=4, seed=0, faces=faces, n_jobs=1)
+    assert list(syn["image_id"]) == list(ws_b.load_manifest().query("source == 'synthetic'")["image_id"])
+
+
+def test_images_of_an_interrupted_call_that_the_next_call_does_not_make_are_removed_and_reported(
+    tmp_path, caplog
+) -> None:
+    import logging
+
+    from typer.testing import CliRunner
+
+    from phenosynth.cli import app
+
+    ws, faces = make_workspace(tmp_path)
+    _interrupted_generate(ws, faces, name="big")
+    _write_faces_parquet(ws, faces)
+    with caplog.at_level(logging.WARNING, logger="phenosynth.synth.generation"):
+        out = CliRunner().invoke(app, ["generate", "-w", str(ws.root), "--per-class", "2", "--workers", "1",
+                                       "--name", "big"])
+    assert out.exit_code == 0, out.output
+    text = " ".join(out.output.split())
+    assert ("An earlier call of run big was interrupted: 2 of its images were taken as they were, 2 it made that "
+            "this call did not were removed, and 1 temporary file(s) were removed.") in text
+    assert "Removed 2 image(s) of an interrupted call of run big" in caplog.text
+    assert _files_on_disk(ws) == set(ws.load_manifest().query("source == 'synthetic'")["path"])
+    assert len(_files_on_disk(ws)) == 6
+
+
+def test_an_unfinished_other_run_is_named_in_a_warning(tmp_path, caplog) -> None:
+    import logging
+
+    from phenosynth.synth.generation import generate
+
+    ws, faces = make_workspace(tmp_path)
+    _interrupted_generate(ws, faces, name="first")
+    with caplog.at_level(logging.WARNING, logger="phenosynth.synth.generation"):
+        generate(ws, "shape-warp", per_class=1, seed=0, faces=faces, n_jobs=1, name="second")
+    assert "Run first was interrupted: 4 image(s) not in the manifest and 1 temporary file(s)" in caplog.text
+    assert "generate --name first" in caplog.text
+
+
+def test_the_run_record_is_written_before_the_manifest_rows_that_need_it(tmp_path, monkeypatch) -> None:
+    """A kill between the two must never leave synthetic rows whose run's fit set the lineage rule cannot see."""
+    from phenosynth.synth.generation import generate
+    from phenosynth.synth.lineage import load_fit_sets
+
+    ws, faces = make_workspace(tmp_path)
+
+    def killed(self, df):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(Workspace, "save_manifest", killed)
+    with pytest.raises(KeyboardInterrupt):
+        generate(ws, "shape-warp", per_class=1, seed=0, faces=faces, n_jobs=1)
+    train = ws.load_manifest().query("split == 'train'")["image_id"]
+    assert load_fit_sets(ws)["shape-warp-seed0"] == sorted(train)

@@ -74,7 +74,9 @@ def faces_command(
     )
     console.print(
         f"{s.images} images: {s.found} with a face ({s.found / max(s.images, 1):.1%}); {computed}, "
-        f"{s.cached} from cache. Written to {s.faces_path}."
+        f"{s.cached} from cache"
+        + (f" ({s.resumed} saved by an interrupted run)" if s.resumed else "")
+        + f". Written to {s.faces_path}."
     )
     next_step(f"phenosynth generate -w {workspace}   (synthetic faces), or train on the real photos: "
               f"phenosynth train -w {workspace}")

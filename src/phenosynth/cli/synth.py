@@ -62,6 +62,10 @@ def generate_command(
         f"{s.new_images} new in the manifest) from {s.training_images} real training faces, in {s.seconds:.1f}s "
         f"({s.images_per_second:.1f} images/s on {s.workers} process(es)). Saved under {s.out_dir}."
     )
+    if s.resumed_images or s.orphans_removed or s.temp_files_removed:
+        console.print(f"An earlier call of run {s.run} was interrupted: {s.resumed_images} of its images were taken "
+                      f"as they were, {len(s.orphans_removed)} it made that this call did not were removed, and "
+                      f"{s.temp_files_removed} temporary file(s) were removed.")
     if s.classes_without_faces:
         shown = ", ".join(s.classes_without_faces[:5]) + (" ..." if len(s.classes_without_faces) > 5 else "")
         console.print(f"{len(s.classes_without_faces)} condition(s) have no training face and got no synthetic "

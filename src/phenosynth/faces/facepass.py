@@ -9,10 +9,13 @@ Images without a face stay in the manifest; :func:`load_faces` leaves them out a
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import multiprocessing as mp
 import sys
 import os
+import re
+import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -187,7 +190,8 @@ class FacePassSummary:
     landmarker: str
     images: int
     computed: int
-    cached: int
+    cached: int  # not computed now: already in faces.parquet, or saved by an interrupted pass (``resumed``)
+    resumed: int = 0
     by_status: dict[str, int] = field(default_factory=dict)
     seconds: float = 0.0
     workers: int = 1
@@ -209,6 +213,44 @@ def _write_faces(path: Path, df: pd.DataFrame) -> None:
     atomic_write(path, lambda p: df.to_parquet(p, index=False))
 
 
+def face_parts_dir(ws: Workspace, detector: str, landmarker: str) -> Path:
+    """``WS/cache/faces-parts/<detector>+<landmarker>/``: the rows of an unfinished face pass, one
+    ``part-<digest>.parquet`` per flushed chunk (digest of its image_ids). The next pass with these settings takes
+    them instead of recomputing, and folds them into ``faces.parquet`` when it ends; readers never see them."""
+    return ws.cache_dir / "faces-parts" / re.sub(r"[^A-Za-z0-9_.+-]+", "-", f"{detector}+{landmarker}")
+
+
+def _as_record(row: dict[str, Any]) -> dict[str, Any]:
+    """A row read back from a part file, in the form :func:`_row` builds (lists, not arrays)."""
+    out = {c: row.get(c) for c in FACES_COLUMNS}
+    for c in ("landmarks", "landmarks5"):
+        v = out[c]
+        out[c] = None if v is None else [float(x) for x in v]
+    out["n_faces"] = int(out["n_faces"])
+    return out
+
+
+def _read_parts(folder: Path) -> dict[str, dict[str, Any]]:
+    """image_id -> row of every readable part file in ``folder`` (a part cut short by a crash is skipped)."""
+    rows: dict[str, dict[str, Any]] = {}
+    for part in sorted(folder.glob("part-*.parquet")) if folder.exists() else []:
+        try:
+            records = pd.read_parquet(part).to_dict("records")
+        except Exception as exc:  # noqa: BLE001 - a damaged part only costs its images a recompute
+            log.warning("Ignoring unreadable face-pass part %s (%s); its images are computed again", part, exc)
+            continue
+        for r in records:
+            rows.setdefault(str(r["image_id"]), _as_record(r))
+    return rows
+
+
+def _write_part(folder: Path, rows: list[dict[str, Any]]) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    digest = hashlib.sha256("\n".join(r["image_id"] for r in rows).encode()).hexdigest()[:16]
+    df = pd.DataFrame(rows, columns=FACES_COLUMNS)
+    atomic_write(folder / f"part-{digest}.parquet", lambda p: df.to_parquet(p, index=False))
+
+
 def status_group(status: str) -> str:
     """``ok-largest-of-3`` -> ``ok-largest-of-N``; ``error: ...`` -> ``error``; others unchanged (for summaries)."""
     if status.startswith("ok-largest-of-"):
@@ -227,16 +269,24 @@ def run_face_pass(
     upsample: int = 1,
     workers: int | None = None,
     on_progress: ProgressCallback | None = None,
-    checkpoint_every: int = 500,
+    checkpoint_every: int = 200,
+    checkpoint_seconds: float = 5.0,
 ) -> FacePassSummary:
     """Run the face pass over every manifest image not yet processed with these settings; update ``faces.parquet``.
+
+    Progress is saved as it goes: every ``checkpoint_every`` images or ``checkpoint_seconds`` seconds (whichever
+    comes first) the new rows go to a part file under :func:`face_parts_dir`, so a pass that is killed loses at most
+    one chunk, and the next pass computes only the rest (``summary.resumed`` counts the rows it took from the parts).
+    ``faces.parquet`` is rewritten once, at the end, with the new rows in manifest order (the same bytes whether or
+    not the pass was interrupted).
 
     Args:
         ws: the workspace (needs a manifest).
         detector / landmarker: registry names (``list_detectors()``, ``list_landmarkers()``).
         upsample: first-attempt upsampling of the detector (a retry uses one more).
         workers: processes (default: every core; small jobs run in this process).
-        on_progress: ``(done, total)`` callback.
+        on_progress: ``(done, total)`` callback; ``done`` starts at the images taken from an interrupted pass.
+        checkpoint_every / checkpoint_seconds: how often progress is saved.
     """
     t0 = time.perf_counter()
     DETECTORS.get(detector)  # unknown names fail here, before any work
@@ -247,26 +297,36 @@ def run_face_pass(
     faces = _read_faces(ws.faces_path)
     mine = (faces["detector"] == detector) & (faces["landmarker"] == landmarker)
     done_ids = set(faces.loc[mine, "image_id"])
-    todo = manifest[~manifest["image_id"].isin(done_ids)]
+    todo = manifest[~manifest["image_id"].isin(done_ids)].drop_duplicates("image_id")
+    parts_dir = face_parts_dir(ws, detector, landmarker)
+    saved = _read_parts(parts_dir)
+    resumed = {i: saved[i] for i in todo["image_id"].astype(str) if i in saved}
     tasks = [
-        (str(i), str(ws.resolve(p)), detector, landmarker, upsample) for i, p in zip(todo["image_id"], todo["path"])
+        (str(i), str(ws.resolve(p)), detector, landmarker, upsample)
+        for i, p in zip(todo["image_id"], todo["path"])
+        if str(i) not in resumed
     ]
-    total = len(tasks)
-    n_workers = max(1, min(workers or os.cpu_count() or 1, total)) if total else 1
-    if total < 4 or (_uses_torch(detector, landmarker) and total < 32):
+    total = len(tasks) + len(resumed)
+    n_workers = max(1, min(workers or os.cpu_count() or 1, len(tasks))) if tasks else 1
+    if len(tasks) < 4 or (_uses_torch(detector, landmarker) and len(tasks) < 32):
         n_workers = 1  # starting workers would cost more than it saves (torch workers import torch afresh)
-    log.info("face pass: %d images to compute, %d cached, %d worker(s)", total, len(manifest) - total, n_workers)
-    report(on_progress, 0, total)
+    log.info(
+        "face pass: %d images to compute, %d from cache (%d saved by an interrupted pass), %d worker(s)",
+        len(tasks), len(manifest) - len(tasks), len(resumed), n_workers,
+    )  # fmt: skip
+    report(on_progress, len(resumed), total)
 
-    new_rows: list[dict[str, Any]] = []
+    new_rows: dict[str, dict[str, Any]] = dict(resumed)
+    pending: list[dict[str, Any]] = []
+    last_flush = [time.monotonic()]
 
-    def checkpoint() -> pd.DataFrame:
-        new = pd.DataFrame(new_rows, columns=FACES_COLUMNS)
-        merged = pd.concat([faces, new], ignore_index=True) if len(faces) else new
-        _write_faces(ws.faces_path, merged)
-        return merged
+    def flush() -> None:
+        if pending:
+            _write_part(parts_dir, pending)
+            pending.clear()
+        last_flush[0] = time.monotonic()
 
-    if total:
+    if tasks:
         if n_workers == 1 or not _uses_torch(detector, landmarker):
             _models(detector, landmarker)  # dlib models: loaded once here, forked workers inherit them
         else:
@@ -283,21 +343,35 @@ def run_face_pass(
             method = "forkserver" if threaded and "forkserver" in methods else "fork"
             ctx = mp.get_context(method if method in methods else "spawn")
             pool = ctx.Pool(n_workers, initializer=_init_worker, initargs=(detector, landmarker))
-            chunk = max(1, min(8, total // (n_workers * 8)))
+            chunk = max(1, min(8, len(tasks) // (n_workers * 8)))
             results = pool.imap_unordered(_process, tasks, chunksize=chunk)
+        finished = False
         try:
             for row in results:
-                new_rows.append(row)
+                new_rows[row["image_id"]] = row
+                pending.append(row)
+                if len(pending) >= max(1, checkpoint_every) or time.monotonic() - last_flush[0] >= checkpoint_seconds:
+                    flush()
                 report(on_progress, len(new_rows), total)
-                if checkpoint_every and len(new_rows) % checkpoint_every == 0 and len(new_rows) < total:
-                    checkpoint()
+            finished = True
         finally:
             if pool is not None:
-                pool.close()
+                if finished:
+                    pool.close()
+                else:
+                    pool.terminate()  # an error or Ctrl-C: stop at once, keep what is done
                 pool.join()
-        merged = checkpoint()
+            if not finished:
+                flush()
+    if new_rows:
+        order = [str(i) for i in todo["image_id"] if str(i) in new_rows]  # manifest order, however computed
+        new = pd.DataFrame([new_rows[i] for i in order], columns=FACES_COLUMNS)
+        merged = pd.concat([faces, new], ignore_index=True) if len(faces) else new
+        _write_faces(ws.faces_path, merged)
     else:
         merged = faces
+    if parts_dir.exists():  # folded into faces.parquet (or stale: rows of images that left the manifest)
+        shutil.rmtree(parts_dir, ignore_errors=True)
     mine = merged[(merged["detector"] == detector) & (merged["landmarker"] == landmarker)]
     mine = mine[mine["image_id"].isin(manifest["image_id"])]
     counts = mine["status"].map(status_group).value_counts().sort_index()
@@ -305,8 +379,9 @@ def run_face_pass(
         detector=detector,
         landmarker=landmarker,
         images=len(manifest),
-        computed=total,
-        cached=len(manifest) - total,
+        computed=len(tasks),
+        cached=len(manifest) - len(tasks),
+        resumed=len(resumed),
         by_status={str(k): int(v) for k, v in counts.items()},
         seconds=time.perf_counter() - t0,
         workers=n_workers,

@@ -2,7 +2,9 @@
 
 The cache key is backbone + weights digest + preprocessing; each extraction that computes anything writes one
 shard (``shard-<hash>.npz`` holding ``image_ids`` and ``X``); a later call loads the shards and computes only the
-images that are missing, so a second call over the same images computes nothing.
+images that are missing, so a second call over the same images computes nothing. While it runs, an extraction
+flushes its progress to ``part-<hash>.npz`` files (same format) that the loader also reads and the end of the call
+folds into its shard, so a killed extraction is resumed, not restarted.
 """
 
 from __future__ import annotations
@@ -12,7 +14,8 @@ import json
 import logging
 import os
 import re
-from collections.abc import Sequence
+import time
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -113,26 +116,61 @@ def feature_cache_dir(ws: Workspace, backbone: str, weights: str = "default", pr
 
 
 def _load_cache(folder: Path) -> dict[str, np.ndarray]:
+    """image_id -> features of every shard, then of every part an unfinished extraction left behind."""
     cached: dict[str, np.ndarray] = {}
-    for shard in sorted(folder.glob("shard-*.npz")):
-        with np.load(shard, allow_pickle=False) as z:
-            for iid, row in zip(z["image_ids"].tolist(), z["X"]):
-                cached.setdefault(iid, row)
+    for shard in sorted(folder.glob("shard-*.npz")) + sorted(folder.glob("part-*.npz")):
+        try:
+            with np.load(shard, allow_pickle=False) as z:
+                for iid, row in zip(z["image_ids"].tolist(), z["X"]):
+                    cached.setdefault(iid, row)
+        except (OSError, ValueError, KeyError) as exc:  # a damaged file only costs its images a recompute
+            log.warning("Ignoring unreadable feature cache file %s (%s)", shard, exc)
     return cached
 
 
-def _write_shard(folder: Path, ids: list[str], X: np.ndarray, meta: dict[str, Any]) -> None:
-    folder.mkdir(parents=True, exist_ok=True)
-    digest = hashlib.sha256("\n".join(ids).encode()).hexdigest()[:16]
-
+def _save_npz(path: Path, ids: list[str], X: np.ndarray) -> None:
     def write(tmp: str) -> None:
         with open(tmp, "wb") as fh:
             np.savez(fh, image_ids=np.asarray(ids, dtype=str), X=X.astype(np.float32))
 
-    atomic_write(folder / f"shard-{digest}.npz", write)
+    atomic_write(path, write)
+
+
+def _digest(ids: list[str]) -> str:
+    return hashlib.sha256("\n".join(ids).encode()).hexdigest()[:16]
+
+
+def _write_meta(folder: Path, meta: dict[str, Any]) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
     meta_path = folder / "meta.json"
     if not meta_path.exists():
         atomic_write(meta_path, lambda tmp: Path(tmp).write_text(json.dumps(meta, indent=2)))
+
+
+def _write_part(folder: Path, ids: list[str], X: np.ndarray) -> None:
+    """Features flushed during an extraction: ``part-<digest>.npz``; folded into one shard when it ends."""
+    _save_npz(folder / f"part-{_digest(ids)}.npz", ids, X)
+
+
+def _compact_parts(folder: Path, order: Sequence[str], new: dict[str, np.ndarray]) -> None:
+    """Write ``new`` plus every part file in ``folder`` as one ``shard-<digest>.npz`` (rows in ``order``, then any
+    others), then delete the parts. A crash in between leaves duplicates, which the loader ignores."""
+    parts = sorted(folder.glob("part-*.npz"))
+    rows = dict(new)
+    for part in parts:
+        try:
+            with np.load(part, allow_pickle=False) as z:
+                for iid, row in zip(z["image_ids"].tolist(), z["X"]):
+                    rows.setdefault(iid, row)
+        except (OSError, ValueError, KeyError):
+            continue  # unreadable: dropped with the parts, its images are computed again when asked for
+    if rows:
+        ids = [i for i in dict.fromkeys(order) if i in rows]
+        listed = set(ids)
+        ids += [i for i in rows if i not in listed]
+        _save_npz(folder / f"shard-{_digest(ids)}.npz", ids, np.stack([rows[i] for i in ids]))
+    for part in parts:
+        part.unlink(missing_ok=True)
 
 
 @torch.inference_mode()
@@ -158,6 +196,8 @@ def extract_features(
     detector: str | None = None,
     landmarker: str | None = None,
     on_progress: ProgressCallback | None = None,
+    checkpoint_every: int = 256,
+    checkpoint_seconds: float = 10.0,
 ) -> tuple[list[str], np.ndarray]:
     """Embeddings of ``image_ids`` by ``backbone``: ``(kept_ids, X (N, d) float32)``, cached per image.
 
@@ -166,6 +206,11 @@ def extract_features(
 
     Images without a usable face crop (or, for ``shape68``, without 68-point landmarks) are left out of
     ``kept_ids`` with a logged reason. The order of ``kept_ids`` follows ``image_ids`` (duplicates dropped).
+
+    Progress is saved as it goes: every ``checkpoint_every`` images or ``checkpoint_seconds`` seconds the new rows go
+    to a ``part-<digest>.npz`` in the cache folder, so a killed extraction loses at most one chunk and the next call
+    computes only the rest (logged as "from cache"). When a call ends, its rows and any parts are folded into one
+    ``shard-<digest>.npz``, as an uninterrupted call writes.
     """
     ids = list(dict.fromkeys(str(i) for i in image_ids))
     entry = backbone_entry(backbone)
@@ -178,6 +223,7 @@ def extract_features(
     todo = [i for i in ids if i not in cached]
     total = len(ids)
     done = total - len(todo)
+    log.info("%s features: %d image(s) from cache, %d to compute", backbone, done, len(todo))
     report(on_progress, done, total)
     if todo:
         from phenosynth.faces.align import ensure_aligned_crops
@@ -190,43 +236,71 @@ def extract_features(
         have = [i for i in todo if i in crops]
         if have:
             model = create_backbone(backbone, weights)
-            X_new = _compute(model, [Path(crops[i]) for i in have], preprocessing, batch_size, num_workers,
-                             lambda k: report(on_progress, done + k, total))
-            _write_shard(folder, have, X_new, {
-                "backbone": backbone, "weights": weights, "weights_id": model.weights_id,
-                "weights_path": str(model.weights_path) if model.weights_path else None,
-                "preprocessing": preprocessing, "embed_dim": int(X_new.shape[1]),
-            })
-            cached.update(zip(have, X_new))
+            pending: list[tuple[str, np.ndarray]] = []
+            new: dict[str, np.ndarray] = {}
+            last_flush = time.monotonic()
+
+            def flush() -> None:
+                if pending:
+                    _write_part(folder, [i for i, _ in pending], np.stack([r for _, r in pending]))
+                    pending.clear()
+
+            batches = _compute_batches(model, have, [Path(crops[i]) for i in have], preprocessing, batch_size,
+                                       num_workers)
+            try:
+                for batch_ids, X_batch in batches:
+                    if not new:  # the cache folder says what it holds before its first file
+                        _write_meta(folder, {
+                            "backbone": backbone, "weights": weights, "weights_id": model.weights_id,
+                            "weights_path": str(model.weights_path) if model.weights_path else None,
+                            "preprocessing": preprocessing, "embed_dim": int(X_batch.shape[1]),
+                        })
+                    for iid, row in zip(batch_ids, X_batch):
+                        new[iid] = row
+                        pending.append((iid, row))
+                    if len(new) < len(have) and (
+                        len(pending) >= checkpoint_every or time.monotonic() - last_flush >= checkpoint_seconds
+                    ):  # progress survives a kill; the last batch goes straight into the shard
+                        flush()
+                        last_flush = time.monotonic()
+                    report(on_progress, done + len(new), total)
+            except BaseException:
+                flush()  # an error or Ctrl-C: keep what is done for the next call
+                raise
+            _compact_parts(folder, ids, new)
+            cached.update(new)
         report(on_progress, total, total)
+    if folder.exists() and any(folder.glob("part-*.npz")):  # left by a killed call, now all loaded above
+        _compact_parts(folder, ids, {})
     kept = [i for i in ids if i in cached]
     if not kept:
         return kept, np.zeros((0, max(entry.spec.embed_dim, 0)), np.float32)
     return kept, np.stack([cached[i] for i in kept]).astype(np.float32, copy=False)
 
 
-def _compute(
-    model: Any, paths: list[Path], preprocessing: str, batch_size: int, num_workers: int | None, progress: Any
-) -> np.ndarray:
-    seen = [0]
-
-    def on_batch(k: int) -> None:
-        seen[0] += k
-        progress(seen[0])
-
+def _compute_batches(
+    model: Any, ids: list[str], paths: list[Path], preprocessing: str, batch_size: int, num_workers: int | None
+) -> Iterator[tuple[list[str], np.ndarray]]:
+    """``(image_ids, X (b, d) float32)`` batch after batch, in the order of ``ids``."""
     workers = default_num_workers(len(paths), batch_size) if num_workers is None else num_workers
     if model.spec.input_kind == "image":  # dlib: uint8 crops, no normalisation; decoding overlaps in workers
         loader = DataLoader(RGBDataset(paths), batch_size=batch_size, shuffle=False, num_workers=workers,
                             collate_fn=_as_list, prefetch_factor=4 if workers else None)
-        rows = []
-        for images in loader:
-            rows.append(model.features_from_images(images))
-            on_batch(len(images))
-        return np.concatenate(rows)
-    size, mean, std = model.spec.preprocessing(preprocessing)
-    loader = DataLoader(CropDataset(paths, size, mean, std), batch_size=batch_size, shuffle=False,
-                        num_workers=workers, persistent_workers=False, prefetch_factor=4 if workers else None)
-    return embed_tensors(model, loader, on_batch)
+        embed = model.features_from_images
+    else:
+        size, mean, std = model.spec.preprocessing(preprocessing)
+        loader = DataLoader(CropDataset(paths, size, mean, std), batch_size=batch_size, shuffle=False,
+                            num_workers=workers, persistent_workers=False, prefetch_factor=4 if workers else None)
+
+        def embed(batch: torch.Tensor) -> np.ndarray:
+            with torch.inference_mode():
+                return model.forward_features(batch).float().numpy()
+
+    start = 0
+    for batch in loader:
+        X = np.asarray(embed(batch), dtype=np.float32)
+        yield ids[start : start + len(X)], X
+        start += len(X)
 
 
 def _landmark_features(

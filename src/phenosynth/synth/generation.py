@@ -52,6 +52,9 @@ class GenerateSummary:
     classes_without_faces: list[str] = field(default_factory=list)  # real classes no training face represents
     seconds: float = 0.0
     workers: int = 1
+    resumed_images: int = 0  # images an interrupted earlier call of this run left on disk, taken as they were
+    orphans_removed: list[str] = field(default_factory=list)  # files of an interrupted call this run did not make
+    temp_files_removed: int = 0  # half-written files of a killed call
 
     @property
     def images_per_second(self) -> float:
@@ -113,7 +116,7 @@ def _make_chunk(task: tuple[str, int, int]) -> tuple[str, int, list[dict[str, An
         path = folder / f"{s.index:05d}_{image_id[:12]}.png"
         if image_id in _WORKER["known"]:  # the same bytes are already in the manifest (an earlier run)
             continue
-        if not path.exists():
+        if not path.exists():  # one left by an interrupted call is complete (written under a temporary name)
             atomic_write(path, lambda p, d=data: Path(p).write_bytes(d))
         try:
             rel = path.relative_to(_WORKER["root"]).as_posix()
@@ -142,6 +145,28 @@ def _make_chunk(task: tuple[str, int, int]) -> tuple[str, int, list[dict[str, An
 
 
 # --- driver ---------------------------------------------------------------------------------------------------------
+
+
+def leftover_files(ws: Workspace, run_dir: Path, manifest: pd.DataFrame) -> tuple[list[Path], list[Path]]:
+    """What a killed ``generate`` can leave in ``run_dir``: (temporary files of writes cut short, images that are
+    not in the manifest because the call died before it saved the manifest)."""
+    if not run_dir.exists():
+        return [], []
+    temp = sorted(p for p in run_dir.rglob(".*.tmp") if p.is_file())
+    listed = set(manifest["path"].astype(str))
+    images = sorted(p for p in run_dir.rglob("*.png") if p.is_file() and not p.name.startswith("."))
+    return temp, [p for p in images if ws.relpath(p) not in listed and str(p) not in listed]
+
+
+def _warn_about_other_unfinished_runs(ws: Workspace, run: str, manifest: pd.DataFrame) -> None:
+    for other in sorted(p for p in ws.synthetic_dir.glob("*") if p.is_dir() and p.name != run):
+        temp, orphans = leftover_files(ws, other, manifest)
+        if temp or orphans:
+            log.warning(
+                "Run %s was interrupted: %d image(s) not in the manifest and %d temporary file(s) in %s. Finish it "
+                "with the same command (generate --name %s), or delete that folder.",
+                other.name, len(orphans), len(temp), other, other.name,
+            )  # fmt: skip
 
 
 def _training_faces(
@@ -240,6 +265,16 @@ def generate(
 
     run = safe_name(name or f"{generator}-seed{seed}")
     out_dir = ws.synthetic_dir / run
+    # A call of this run that was killed left complete images (each is written under a temporary name, then renamed)
+    # that never reached the manifest, and perhaps a temporary file: the images are taken as they are if this call
+    # makes them again (every image is a pure function of seed, condition and index), else removed at the end.
+    temp_files, orphans = leftover_files(ws, out_dir, manifest)
+    for p in temp_files:
+        p.unlink(missing_ok=True)
+    if temp_files or orphans:
+        log.warning("Run %s was interrupted before: %d image(s) not in the manifest, %d temporary file(s) removed; "
+                    "resuming it", run, len(orphans), len(temp_files))
+    _warn_about_other_unfinished_runs(ws, run, manifest)
     out_dir.mkdir(parents=True, exist_ok=True)
     tasks = [(label, s, min(s + CHUNK, per_class)) for label in todo for s in range(0, per_class, CHUNK)]
     total = len(todo) * per_class
@@ -271,12 +306,35 @@ def generate(
     bad = [p for ps in new["parents"] for p in ps if p not in train_ids]
     if bad:  # the interface guarantees this cannot happen; refuse to write rather than trust it
         raise LeakageError(f"Generator '{generator}' reported parents outside the training set (e.g. {bad[0]}).")
+    seconds = time.perf_counter() - t0
+    fit_set = set(train_ids)
+    if (out_dir / "run.json").exists():  # an earlier call with this run name: its fit set stays on record
+        try:
+            fit_set |= set(json.loads((out_dir / "run.json").read_text()).get("training_images", []))
+        except ValueError:
+            log.warning("Could not read %s; rewriting it", out_dir / "run.json")
+    record = {
+        "run": run, "generator": generator, "seed": int(seed), "per_class": int(per_class),
+        "settings": gen.get_params(), "classes": len(todo), "images": sum(made.values()), "new_images": len(new),
+        "training_images": sorted(fit_set), "skipped_training": skipped, "seconds": round(seconds, 3),
+        "workers": workers,
+    }  # fmt: skip
+    # The record of the run's fit set goes first, then the manifest rows (whose images are all written by now): a
+    # kill between the two leaves images that the next call resumes, never rows whose run the lineage rule cannot see.
+    atomic_write(out_dir / "run.json", lambda p: Path(p).write_text(json.dumps(record, indent=2, default=str)))
     manifest = ws.load_manifest()
     before = len(manifest)
     if len(new):
         manifest = append_rows(manifest, new)
         ws.save_manifest(manifest)
-    seconds = time.perf_counter() - t0
+    made_paths = {ws.resolve(str(p)) for p in new["path"]} if len(new) else set()
+    resumed = [p for p in orphans if p in made_paths]
+    stale = [p for p in orphans if p not in made_paths]
+    for p in stale:  # e.g. an interrupted call with a larger --per-class: not this run's images now
+        p.unlink(missing_ok=True)
+    if stale:
+        log.warning("Removed %d image(s) of an interrupted call of run %s that this call did not make (e.g. %s)",
+                    len(stale), run, stale[0].name)
     summary = GenerateSummary(
         run=run,
         generator=generator,
@@ -291,20 +349,10 @@ def generate(
         classes_without_faces=sorted(set(real_classes(manifest)) - set(gen.classes_)),
         seconds=seconds,
         workers=workers,
+        resumed_images=len(resumed),
+        orphans_removed=[ws.relpath(p) for p in stale],
+        temp_files_removed=len(temp_files),
     )
-    fit_set = set(train_ids)
-    if (out_dir / "run.json").exists():  # an earlier call with this run name: its fit set stays on record
-        try:
-            fit_set |= set(json.loads((out_dir / "run.json").read_text()).get("training_images", []))
-        except ValueError:
-            log.warning("Could not read %s; rewriting it", out_dir / "run.json")
-    record = {
-        "run": run, "generator": generator, "seed": int(seed), "per_class": int(per_class),
-        "settings": gen.get_params(), "classes": len(todo), "images": sum(made.values()), "new_images": len(new),
-        "training_images": sorted(fit_set), "skipped_training": skipped, "seconds": round(seconds, 3),
-        "workers": workers,
-    }  # fmt: skip
-    atomic_write(out_dir / "run.json", lambda p: Path(p).write_text(json.dumps(record, indent=2, default=str)))
     log.info("generated %d images (%d new) in %.1fs with %d workers", summary.images, summary.new_images, seconds,
              workers)
     return summary
