@@ -209,6 +209,32 @@ def test_a_near_duplicate_under_another_subject_always_lands_on_the_same_side(tm
         assert leakage_problems(ws.load_manifest()) == []
     report = pd.read_csv(ws.split_report_path, dtype=str)
     assert (report["kind"] == "near-duplicate-grouped").sum() == 1
+    # a hand edit that moves the copy to the other side is refused before training, naming both files
+    m = ws.load_manifest()
+    i = m.index[m["image_id"] == b["image_id"]][0]
+    m.loc[i, "split"] = "test" if m.at[i, "split"] == "train" else "train"
+    m.loc[i, "fold"] = pd.NA if m.at[i, "split"] == "test" else 0
+    ws.save_manifest(m)
+    with pytest.raises(LeakageError, match="1 near-duplicate pair\\(s\\) on both sides of the split") as err:
+        assert_no_leakage(ws)
+    assert str(Path(a["path"]).name) in str(err.value) and str(Path(b["path"]).name) in str(err.value)
+
+
+def test_different_photos_whose_64_bit_hashes_collide_are_not_grouped(tmp_path):
+    """Photos sharing one layout (simulated faces on a template, aligned crops) can come within 4 bits of a 64-bit
+    perceptual hash; the 256-bit hash of the files tells them apart, so they are not joined into one subject."""
+    table, original, _ = photo_set(tmp_path / "src", "resized")
+    ws = Workspace.open(tmp_path / "ws", create=True)
+    ingest(table, ws, workers=1)
+    m = ws.load_manifest()
+    shown = m["path"].map(lambda p: Path(p).relative_to(tmp_path / "src").as_posix())
+    a = m.index[shown == original][0]
+    b = m.index[shown == "c1/s0_0.png"][0]  # another photo, of another condition
+    m.loc[b, "phash"] = f"{int(m.at[a, 'phash'], 16) ^ 0b11:016x}"  # two bits from the original's 64-bit hash
+    ws.save_manifest(m)
+    r = split(ws, folds=2, seed=0)
+    assert [m.at[a, "image_id"], m.at[b, "image_id"]] not in r.near_duplicate_groups
+    assert len(r.near_duplicate_groups) == 1  # only the real copy
 
 
 def test_byte_identical_copies_under_two_subjects_become_one_image(tmp_path):

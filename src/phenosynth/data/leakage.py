@@ -13,10 +13,11 @@ The held-out real test set reaches training in these ways, all handled here:
   or in two validation folds.
 
 :func:`exclude_leaked_synthetic` applies the first two rules (and releases images whose parents and run are all back
-in training); :func:`phenosynth.data.split.split` calls it on every split and groups near-duplicates as one subject.
+in training); :func:`phenosynth.data.split.split` calls it on every split and groups near-duplicates (candidates by
+:func:`near_duplicate_pairs`, confirmed on the files by :func:`confirm_near_duplicates`) as one subject.
 :func:`assert_no_leakage` is what training and studies call before they train: it re-checks the saved workspace
-(a hand-edited manifest, a run record written after the split) and raises :class:`~phenosynth.errors.LeakageError`
-naming the images.
+(a hand-edited manifest, a run record written after the split, a grouped near-duplicate moved to the other side) and
+raises :class:`~phenosynth.errors.LeakageError` naming the images.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from phenosynth.data.imageio import ImageDecodeError, load_rgb
 from phenosynth.data.manifest import REAL, SYNTHETIC, TEST, TRAIN, usable
 from phenosynth.data.workspace import Workspace
 from phenosynth.errors import LeakageError
@@ -40,8 +42,11 @@ PARENT_IN_TEST = "parent in test set"
 #: exclude_reason of a synthetic image whose generator run learned from an image now in the test set.
 FIT_ON_TEST = "generator fit on a test image"
 LEAKAGE_REASONS = (PARENT_IN_TEST, FIT_ON_TEST)
-#: Two real images whose 64-bit perceptual hashes differ in at most this many bits are treated as one subject.
+#: Two real images whose 64-bit perceptual hashes (the manifest's ``phash``) differ in at most this many bits are
+#: near-duplicate candidates; :func:`confirm_near_duplicates` then compares the two files' low-frequency content.
 DEFAULT_NEAR_DUPLICATE_BITS = 4
+#: Kind of the ``split_report.csv`` rows that record the near-duplicate pairs a split kept on one side.
+NEAR_DUPLICATE_KIND = "near-duplicate-grouped"
 
 FitSets = Mapping[str, Iterable[str]]
 
@@ -149,8 +154,8 @@ def leakage_report(manifest: pd.DataFrame, fit_sets: FitSets | None = None) -> p
 
 def _popcount(x: np.ndarray) -> np.ndarray:
     if hasattr(np, "bitwise_count"):  # numpy >= 2.0
-        return np.bitwise_count(x).astype(np.int64)
-    return np.unpackbits(x.view(np.uint8).reshape(*x.shape, 8), axis=-1).sum(axis=-1)
+        return np.bitwise_count(x)
+    return np.unpackbits(x.view(np.uint8).reshape(*x.shape, 8), axis=-1).sum(axis=-1, dtype=np.uint8)
 
 
 def near_duplicate_pairs(hashes: pd.Series, *, max_distance: int, block: int = 1024) -> list[tuple[str, str, int]]:
@@ -168,13 +173,72 @@ def near_duplicate_pairs(hashes: pd.Series, *, max_distance: int, block: int = 1
     ints = np.array([int(h, 16) for h in hashes.to_numpy()], dtype=np.uint64)
     ids = [str(i) for i in hashes.index]
     out: list[tuple[str, str, int]] = []
-    for start in range(0, n, block):  # blocks: memory stays (block x n), not (n x n)
-        bits = _popcount(ints[start:start + block, None] ^ ints[None, :])
-        for i, j in np.argwhere(bits <= max_distance):
-            a = start + int(i)
-            if int(j) > a:
-                out.append((ids[a], ids[int(j)], int(bits[i, j])))
+    for start in range(0, n, block):  # blocks of the upper triangle: memory stays (block x n), not (n x n)
+        bits = _popcount(ints[start:start + block, None] ^ ints[None, start:])
+        for i, j in zip(*np.nonzero(bits <= max_distance)):
+            if j > i:
+                out.append((ids[start + int(i)], ids[start + int(j)], int(bits[i, j])))
     return out
+
+
+def dct_signature(path: Path) -> np.ndarray | None:
+    """Unit vector of an image's low-frequency content (the 16 x 16 DCT block of its 64 x 64 grayscale version,
+    without the mean), or None when the file cannot be read. What a perceptual hash binarises, kept as numbers."""
+    from PIL import Image
+    from scipy.fft import dctn
+
+    try:
+        rgb = load_rgb(path)
+    except ImageDecodeError as exc:
+        log.warning("Could not read %s to confirm a near-duplicate (%s); the 64-bit hash decides", path, exc)
+        return None
+    grey = np.asarray(Image.fromarray(rgb).convert("L").resize((64, 64), Image.LANCZOS), dtype=np.float64)
+    coef = dctn(grey, norm="ortho")[:16, :16].ravel()[1:]
+    norm = float(np.linalg.norm(coef))
+    return coef / norm if norm > 0 else coef
+
+
+#: Largest cosine distance between two :func:`dct_signature` vectors that confirms a near-duplicate. Measured:
+#: resized (80 %) + JPEG q80 copies <= 7e-5 (ORL photos, the demo's simulated faces, smooth test images); different
+#: simulated faces within 4 bits of 64-bit hash >= 6e-3; different ORL subjects >= 0.1; a 2 % crop 0.014-0.05.
+CONFIRM_DISTANCE = 1e-3
+
+
+def confirm_near_duplicates(
+    ws: Workspace, manifest: pd.DataFrame, pairs: Iterable[tuple[str, str, int]]
+) -> list[tuple[str, str, int]]:
+    """The candidate ``pairs`` (64-bit perceptual hashes within the threshold) whose files also agree in their
+    low-frequency content (:func:`dct_signature` within :data:`CONFIRM_DISTANCE`).
+
+    A 64-bit hash cannot tell apart photos that share one layout (simulated faces on one template, tightly aligned
+    crops): different faces come within 4 bits, and joining them would chain whole classes into one "subject". A pair
+    whose files cannot be read is kept (the 64-bit hash decides: better one subject too many on a side than a leak).
+    """
+    pairs = list(pairs)
+    if not pairs:
+        return []
+    path_of = dict(zip(manifest["image_id"].astype(str), manifest["path"].astype(str)))
+    sig = {i: dct_signature(ws.resolve(path_of[i])) for i in sorted({a for a, _, _ in pairs} | {b for _, b, _ in pairs})}
+    kept = [(a, b, d) for a, b, d in pairs
+            if sig[a] is None or sig[b] is None or 1.0 - float(sig[a] @ sig[b]) <= CONFIRM_DISTANCE]
+    if len(kept) < len(pairs):
+        log.info("near-duplicates: %d of %d candidate pairs confirmed by their files", len(kept), len(pairs))
+    return kept
+
+
+def recorded_near_duplicates(ws: Workspace) -> list[tuple[str, str]]:
+    """The near-duplicate pairs the last split kept on one side (``split_report.csv``, kind ``near-duplicate-grouped``)."""
+    if not ws.split_report_path.exists():
+        return []
+    try:
+        report = pd.read_csv(ws.split_report_path, dtype=str, keep_default_na=False)
+    except (OSError, ValueError, pd.errors.ParserError):
+        log.warning("Could not read %s; near-duplicate groups are not re-checked", ws.split_report_path)
+        return []
+    if not {"kind", "image_id", "other_image_id"} <= set(report.columns):
+        return []
+    rows = report[report["kind"] == NEAR_DUPLICATE_KIND]
+    return list(zip(rows["image_id"], rows["other_image_id"]))
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -190,10 +254,13 @@ def _names(values: Iterable[object], k: int = 3) -> str:
 
 def leakage_problems(
     manifest: pd.DataFrame, fit_sets: FitSets | None = None, *,
-    near_duplicate_bits: int = DEFAULT_NEAR_DUPLICATE_BITS,
+    near_duplicates: Iterable[tuple[str, ...]] = (),
 ) -> list[str]:
     """Every way the split ``manifest`` leaks its test set into training (empty when clean); each problem names a
-    few of the images (paths) and says how many there are."""
+    few of the images (paths) and says how many there are.
+
+    near_duplicates: pairs of image_ids (near-duplicate photos, :func:`recorded_near_duplicates`) that must be on one
+    side of the split and in one fold."""
     u = usable(manifest)
     real = u[(u["source"] == REAL) & u["split"].notna()]
     syn = u[u["source"] == SYNTHETIC]
@@ -227,15 +294,14 @@ def leakage_problems(
     spanning = sorted(spans[spans > 1].index)
     if spanning:
         problems.append(f"{len(spanning)} subject(s) in several validation folds ({_names(spanning)})")
-    hashes = real.loc[real["phash"].notna()].set_index(real.loc[real["phash"].notna(), "image_id"].astype(str))
-    pairs = near_duplicate_pairs(hashes["phash"], max_distance=near_duplicate_bits)
-    split_of, fold_of = hashes["split"].to_dict(), hashes["fold"].to_dict()
-    across = [(a, b) for a, b, _ in pairs if split_of[a] != split_of[b]]
+    split_of = dict(zip(real["image_id"].astype(str), real["split"]))
+    fold_of = dict(zip(real["image_id"].astype(str), real["fold"]))
+    pairs = [(str(p[0]), str(p[1])) for p in near_duplicates if str(p[0]) in split_of and str(p[1]) in split_of]
+    across = [(a, b) for a, b in pairs if split_of[a] != split_of[b]]
     if across:
-        problems.append(f"{len(across)} near-duplicate pair(s) on both sides of the split (within "
-                        f"{near_duplicate_bits} bits of perceptual hash: "
-                        f"{_names(f'{path_of[a]} ~ {path_of[b]}' for a, b in across)})")
-    folds = [(a, b) for a, b, _ in pairs if split_of[a] == split_of[b] == TRAIN
+        problems.append(f"{len(across)} near-duplicate pair(s) on both sides of the split "
+                        f"({_names(f'{path_of[a]} ~ {path_of[b]}' for a, b in across)})")
+    folds = [(a, b) for a, b in pairs if split_of[a] == split_of[b] == TRAIN
              and not (pd.isna(fold_of[a]) or pd.isna(fold_of[b])) and fold_of[a] != fold_of[b]]
     if folds:
         problems.append(f"{len(folds)} near-duplicate pair(s) in two validation folds "
@@ -245,11 +311,12 @@ def leakage_problems(
 
 def assert_no_leakage(
     workspace: Workspace | pd.DataFrame, fit_sets: FitSets | None = None, *,
-    near_duplicate_bits: int = DEFAULT_NEAR_DUPLICATE_BITS,
+    near_duplicates: Iterable[tuple[str, ...]] | None = None,
 ) -> None:
     """Refuse to train on a workspace (or a manifest) whose split leaks the test set into training.
 
-    With a :class:`Workspace`, the manifest and the run records (``fit_sets``, unless given) are read from it.
+    With a :class:`Workspace`, the manifest, the run records (``fit_sets``) and the near-duplicate pairs the split
+    grouped (``split_report.csv``) are read from it unless given.
 
     Raises:
         LeakageError: names every problem with a few of its images, and says how to fix it (re-run ``split``,
@@ -258,10 +325,11 @@ def assert_no_leakage(
     if isinstance(workspace, Workspace):
         manifest = workspace.load_manifest()
         fit_sets = load_fit_sets(workspace) if fit_sets is None else fit_sets
+        near_duplicates = recorded_near_duplicates(workspace) if near_duplicates is None else near_duplicates
         where = str(workspace.root)
     else:
         manifest, where = workspace, "WS"
-    problems = leakage_problems(manifest, fit_sets, near_duplicate_bits=near_duplicate_bits)
+    problems = leakage_problems(manifest, fit_sets, near_duplicates=near_duplicates or ())
     if problems:
         raise LeakageError(
             "The workspace's split leaks the held-out test set into training: " + "; ".join(problems) + ". "

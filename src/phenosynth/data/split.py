@@ -21,8 +21,10 @@ import pandas as pd
 
 from phenosynth.data.leakage import (
     DEFAULT_NEAR_DUPLICATE_BITS,
-    FIT_ON_TEST,
+    FIT_ON_TEST,  # noqa: F401 (re-exported: the exclude_reasons a split gives)
+    NEAR_DUPLICATE_KIND,
     PARENT_IN_TEST,
+    confirm_near_duplicates,
     exclude_leaked_synthetic,
     leakage_problems,
     leakage_report,
@@ -108,28 +110,24 @@ def assign_folds(labels: np.ndarray, groups: np.ndarray, *, folds: int, seed: in
 
 
 def subject_groups(
-    image_ids: np.ndarray, subjects: np.ndarray, hashes: np.ndarray, *, max_distance: int
-) -> tuple[np.ndarray, list[tuple[str, str, int]], list[list[str]]]:
+    image_ids: np.ndarray, subjects: np.ndarray, pairs: list[tuple[str, str, int]]
+) -> tuple[np.ndarray, list[list[str]]]:
     """The grouping key that :func:`assign_test` and :func:`assign_folds` split by: the subject, with subjects joined
-    (transitively) when one of their images is a near-duplicate of the other's (perceptual hash within
-    ``max_distance`` bits: a re-encoded or resized copy filed under another subject id).
+    (transitively: connected components) when one of their images is a near-duplicate of the other's (``pairs`` of
+    image_ids, e.g. a re-encoded or resized copy filed under another subject id).
 
-    Returns ``(key per image, near-duplicate pairs across subjects (id_a, id_b, bits), groups)`` where each group is
-    the sorted image_ids of one connected set of cross-subject near-duplicates. A key is the first subject id of its
-    group (sorted), so it does not depend on row order.
+    Returns ``(key per image, groups)``: each group is the sorted image_ids of one connected set of near-duplicates
+    under different subjects. A key is the smallest subject id of its group, so it does not depend on row order.
     """
     from scipy.sparse import coo_matrix
     from scipy.sparse.csgraph import connected_components
 
     ids = np.asarray(image_ids).astype(str)
     subjects = np.asarray(subjects).astype(str)
-    has_hash = pd.notna(pd.Series(hashes)).to_numpy()
-    pairs = near_duplicate_pairs(pd.Series(np.asarray(hashes)[has_hash], index=ids[has_hash]),
-                                 max_distance=max_distance)
     subject_of = dict(zip(ids, subjects))
     pairs = [(a, b, d) for a, b, d in pairs if subject_of[a] != subject_of[b]]
     if not pairs:
-        return subjects.copy(), [], []
+        return subjects.copy(), []
     names = np.unique(subjects)
     code = {s: k for k, s in enumerate(names)}
     rows = [code[subject_of[a]] for a, _, _ in pairs]
@@ -145,7 +143,7 @@ def subject_groups(
                            shape=(len(involved), len(involved)))
     _, img_component = connected_components(img_graph, directed=False)
     groups = [sorted(g) for _, g in pd.Series(involved).groupby(img_component)]
-    return key, pairs, sorted(groups)
+    return key, sorted(groups)
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -201,10 +199,13 @@ def split(
     # Sort by image_id so the result does not depend on ingest order.
     real = df[real_mask].sort_values("image_id")
     subjects = real["subject_id"].fillna(real["image_id"])  # no subject id: the image is its own subject
-    groups, pairs, dup_groups = subject_groups(
-        real["image_id"].to_numpy(), subjects.to_numpy(), real["phash"].to_numpy(dtype=object),
-        max_distance=near_duplicate_bits,
-    )
+    subject_of = dict(zip(real["image_id"].astype(str), subjects.astype(str)))
+    hashed = real[real["phash"].notna()]
+    candidates = [(a, b, d) for a, b, d in near_duplicate_pairs(
+        hashed.set_index(hashed["image_id"].astype(str))["phash"], max_distance=near_duplicate_bits)
+        if subject_of[a] != subject_of[b]]
+    pairs = confirm_near_duplicates(workspace, df, candidates)
+    groups, dup_groups = subject_groups(real["image_id"].to_numpy(), subjects.to_numpy(), pairs)
     test = assign_test(real["label"].to_numpy(), groups, test_size=test_size, seed=seed)
     df.loc[real.index, "split"] = np.where(test, TEST, TRAIN)
     train = real[~test]
@@ -213,7 +214,7 @@ def split(
     fit_sets = load_fit_sets(workspace)
     df, flagged = exclude_leaked_synthetic(conform(df), fit_sets)
 
-    problems = leakage_problems(df, fit_sets, near_duplicate_bits=near_duplicate_bits)
+    problems = leakage_problems(df, fit_sets, near_duplicates=pairs)
     if problems:  # a bug, not a user error: refuse to write a leaking split
         raise LeakageError("Split would leak: " + "; ".join(problems))
 
@@ -249,7 +250,7 @@ def _write_split_report(
     by_id = df.set_index("image_id")
     rows = [
         {
-            "kind": "near-duplicate-grouped",
+            "kind": NEAR_DUPLICATE_KIND,
             "image_id": a, "path": by_id.at[a, "path"], "label": by_id.at[a, "label"],
             "other_image_id": b, "other_path": by_id.at[b, "path"], "other_label": by_id.at[b, "label"],
             "detail": f"within {d} bits (perceptual hash) under subjects {by_id.at[a, 'subject_id']} and "
