@@ -10,14 +10,8 @@ from typer.testing import CliRunner
 from phenosynth.cli import app
 from phenosynth.data import Workspace
 from phenosynth.data.manifest import conform
-from phenosynth.data.split import (
-    PARENT_IN_TEST,
-    assign_folds,
-    assign_test,
-    leakage_problems,
-    near_duplicates,
-    split,
-)
+from phenosynth.data.leakage import PARENT_IN_TEST, leakage_problems, near_duplicate_pairs
+from phenosynth.data.split import assign_folds, assign_test, split
 from phenosynth.errors import PhenosynthError
 
 runner = CliRunner()
@@ -108,21 +102,28 @@ def test_synthetic_images_never_in_test_or_fold_and_children_of_test_are_flagged
     assert {p[0] for p in now["parents"]} == test_ids
 
 
-def test_near_duplicates_across_train_and_test_are_reported(ws):
-    m = ws.load_manifest()
+def test_near_duplicates_across_train_and_test_are_grouped_and_reported(ws):
     r0 = split(ws, seed=42)
-    assert r0.near_duplicates == 0
+    assert r0.near_duplicate_groups == []
     m = ws.load_manifest()
     t = m.index[m["split"] == "test"][0]
     tr = m.index[m["split"] == "train"][0]
-    h = int(m.at[tr, "phash"], 16) ^ 0b101  # two bits away
+    h = int(m.at[tr, "phash"], 16) ^ 0b101  # two bits away: a near-duplicate under another subject
     m.loc[t, "phash"] = f"{h:016x}"
     ws.save_manifest(m)
     r = split(ws, seed=42)
-    assert r.near_duplicates == 1
+    pair = sorted([m.at[t, "image_id"], m.at[tr, "image_id"]])
+    assert r.near_duplicate_groups == [pair] and r.near_duplicate_images == 2
+    out = ws.load_manifest().set_index("image_id")
+    assert out.loc[pair[0], "split"] == out.loc[pair[1], "split"]  # one side now
+    assert out.loc[pair[0], "fold"] is pd.NA or out.loc[pair[0], "fold"] == out.loc[pair[1], "fold"]
+    subjects = {m.at[t, "subject_id"], m.at[tr, "subject_id"]}
+    assert out.loc[out["subject_id"].isin(subjects), "split"].nunique() == 1  # both subjects, whole
     rep = pd.read_csv(ws.split_report_path, dtype=str)
-    row = rep[rep["kind"] == "near-duplicate"].iloc[0]
-    assert {row["image_id"], row["other_image_id"]} == {m.at[t, "image_id"], m.at[tr, "image_id"]}
+    row = rep[rep["kind"] == "near-duplicate-grouped"].iloc[0]
+    assert {row["image_id"], row["other_image_id"]} == set(pair)
+    assert "within 2 bits" in row["detail"]
+    assert leakage_problems(ws.load_manifest()) == []
 
 
 def test_assign_test_keeps_single_subject_classes_in_training():
@@ -140,10 +141,11 @@ def test_assign_folds_refuses_more_folds_than_subjects():
         assign_folds(np.array(["a", "b"]), np.array(["s1", "s2"]), folds=5, seed=0)
 
 
-def test_near_duplicates_distance():
-    t = pd.Series(["ffff000000000000"], index=["t1"])
-    r = pd.Series(["ffff000000000003", "0000ffffffffffff"], index=["r1", "r2"])
-    assert near_duplicates(t, r, max_distance=4) == [("t1", "r1", 2)]
+def test_near_duplicate_pairs_distance():
+    h = pd.Series(["ffff000000000000", "ffff000000000003", "0000ffffffffffff", "fffe000000000000"],
+                  index=["t1", "r1", "r2", "r3"])
+    assert near_duplicate_pairs(h, max_distance=4) == [("t1", "r1", 2), ("t1", "r3", 1), ("r1", "r3", 3)]
+    assert near_duplicate_pairs(h, max_distance=4, block=1) == near_duplicate_pairs(h, max_distance=4)
 
 
 def test_split_cli_prints_summary(ws):
@@ -155,3 +157,13 @@ def test_split_cli_prints_summary(ws):
 def test_split_rejects_bad_options(ws):
     res = runner.invoke(app, ["split", "-w", str(ws.root), "--test-size", "1.5"])
     assert res.exit_code == 2 and "--test-size must be between 0 and 1" in res.output
+
+
+def test_split_cli_says_near_duplicates_were_kept_on_one_side(ws):
+    m = ws.load_manifest()
+    for a, b in ((0, 5), (1, 6)):  # two near-duplicate pairs (one bit apart) under other subjects
+        m.loc[b, "phash"] = f"{int(m.at[a, 'phash'], 16) ^ 1:016x}"
+    ws.save_manifest(m)
+    res = runner.invoke(app, ["split", "-w", str(ws.root), "--seed", "42"])
+    assert res.exit_code == 0, res.output
+    assert "2 near-duplicate group(s) (4 images under different subjects) kept on one side" in " ".join(res.output.split())

@@ -14,7 +14,7 @@ from phenosynth.data.manifest import SYNTHETIC, conform
 from phenosynth.data.workspace import Workspace
 from phenosynth.errors import LeakageError, PhenosynthError
 from phenosynth.synth.generators import create_generator, list_generators
-from phenosynth.synth.lineage import PARENT_IN_TEST, flag_leaked_synthetic, lineage_report
+from phenosynth.data.leakage import PARENT_IN_TEST, exclude_leaked_synthetic, leakage_report
 from phenosynth.synth.shape_model import ShapeModel, apply_matrix, generalized_procrustes
 
 # --- hand-made landmarks ----------------------------------------------------------------------------------------------
@@ -238,21 +238,17 @@ def lineage_manifest() -> pd.DataFrame:
 
 def test_a_resplit_flags_children_of_new_test_images_and_releases_them_after() -> None:
     m = lineage_manifest()
-    assert flag_leaked_synthetic(m)[1] == [] and lineage_report(m).empty
+    assert exclude_leaked_synthetic(m)[1] == [] and leakage_report(m).empty
     m.loc[m["image_id"] == "p2", "split"] = "test"  # the re-split moved p2 into the test set
-    flagged_m, flagged = flag_leaked_synthetic(m)
+    flagged_m, flagged = exclude_leaked_synthetic(m)
     assert flagged == ["s2", "s3"]
     reasons = flagged_m.set_index("image_id")["exclude_reason"]
     assert reasons["s2"] == PARENT_IN_TEST and reasons["s3"] == PARENT_IN_TEST and pd.isna(reasons["s1"])
-    report = lineage_report(flagged_m)
+    report = leakage_report(flagged_m)
     assert report["image_id"].tolist() == ["s2", "s3"] and report["test_parents"].tolist() == ["p2", "p2"]
-    # the data layer's own check agrees
-    from phenosynth.data.split import flag_children_of_test
-
-    assert flag_children_of_test(m)[1] == flagged
     # back in training: released
     flagged_m.loc[flagged_m["image_id"] == "p2", "split"] = "train"
-    released, again = flag_leaked_synthetic(flagged_m)
+    released, again = exclude_leaked_synthetic(flagged_m)
     assert again == [] and released["exclude_reason"].isna().all()
 
 
@@ -367,29 +363,30 @@ def test_cli_generate_then_rank_asks_for_the_face_pass(tmp_path) -> None:
 
 
 def test_a_resplit_flags_every_image_of_a_run_whose_generator_saw_a_new_test_image(tmp_path) -> None:
+    from phenosynth.data.leakage import FIT_ON_TEST, load_fit_sets
     from phenosynth.synth.generation import generate
-    from phenosynth.synth.lineage import FIT_ON_TEST, check_workspace_lineage
 
     ws, faces = make_workspace(tmp_path)
     generate(ws, per_class=2, seed=0, faces=faces, n_jobs=1)
-    flagged, report = check_workspace_lineage(ws)
-    assert flagged == [] and report.empty
+    fit_sets = load_fit_sets(ws)
+    assert list(fit_sets) == ["shape-warp-seed0"] and len(fit_sets["shape-warp-seed0"]) == 9
     m = ws.load_manifest()
+    flagged_m, flagged = exclude_leaked_synthetic(m, fit_sets)
+    assert flagged == [] and leakage_report(flagged_m, fit_sets).empty
     syn = m[m["source"] == SYNTHETIC]
     parents_a = {p for ps in syn.loc[syn["label"] == "A", "parents"] for p in ps}
     moved = next(iter(parents_a))  # a photo of condition A that some synthetic image was warped from
     m.loc[m["image_id"] == moved, "split"] = "test"
-    ws.save_manifest(m)
-    flagged, report = check_workspace_lineage(ws)
+    flagged_m, flagged = exclude_leaked_synthetic(m, fit_sets)
     assert sorted(flagged) == sorted(syn["image_id"])  # the shape model saw it: the whole run is excluded
-    reasons = ws.load_manifest().set_index("image_id").loc[syn["image_id"], "exclude_reason"]
+    reasons = flagged_m.set_index("image_id").loc[syn["image_id"], "exclude_reason"]
     direct = syn["parents"].map(lambda ps: moved in ps).to_numpy()
     assert (reasons[direct] == PARENT_IN_TEST).all() and (reasons[~direct] == FIT_ON_TEST).all()
-    assert len(report) == len(syn)
-    m.loc[m["image_id"] == moved, "split"] = "train"  # moved back: released
-    m["exclude_reason"] = ws.load_manifest()["exclude_reason"]
-    ws.save_manifest(m)
-    assert check_workspace_lineage(ws)[0] == [] and ws.load_manifest()["exclude_reason"].isna().all()
+    report = leakage_report(flagged_m, fit_sets)
+    assert len(report) == len(syn) and set(report.loc[report["reason"] == FIT_ON_TEST, "test_fit_images"]) == {moved}
+    flagged_m.loc[flagged_m["image_id"] == moved, "split"] = "train"  # moved back: released
+    released, again = exclude_leaked_synthetic(flagged_m, fit_sets)
+    assert again == [] and released["exclude_reason"].isna().all()
 
 
 def test_rank_with_several_face_settings_refuses_to_guess_and_uses_the_chosen_one(tmp_path) -> None:
@@ -496,7 +493,7 @@ def test_an_unfinished_other_run_is_named_in_a_warning(tmp_path, caplog) -> None
 def test_the_run_record_is_written_before_the_manifest_rows_that_need_it(tmp_path, monkeypatch) -> None:
     """A kill between the two must never leave synthetic rows whose run's fit set the lineage rule cannot see."""
     from phenosynth.synth.generation import generate
-    from phenosynth.synth.lineage import load_fit_sets
+    from phenosynth.data.leakage import load_fit_sets
 
     ws, faces = make_workspace(tmp_path)
 

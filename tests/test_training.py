@@ -411,3 +411,49 @@ def yaml_config(run_dir):
     import yaml
 
     return yaml.safe_load((run_dir / "config.yaml").read_text())
+
+
+def _subject_on_both_sides(ws: Workspace) -> list[str]:
+    m = ws.load_manifest()
+    real = m[m["source"] == "real"]
+    i_test, i_train = real.index[real["split"] == "test"][0], real.index[real["split"] == "train"][0]
+    m.loc[i_test, "subject_id"] = m.loc[i_train, "subject_id"]
+    ws.save_manifest(m)
+    return [m.at[i_test, "path"], m.at[i_train, "path"]]
+
+
+def _usable_child_of_a_test_photo(ws: Workspace) -> list[str]:
+    m = ws.load_manifest()
+    test_photo = m.loc[(m["source"] == "real") & (m["split"] == "test"), "image_id"].iloc[0]
+    i = m.index[m["source"] == "synthetic"][0]
+    m.at[i, "parents"] = [test_photo]  # a hand edit: usable, yet warped from a test photo
+    ws.save_manifest(m)
+    return [m.at[i, "path"]]
+
+
+def _run_fit_on_a_test_photo(ws: Workspace) -> list[str]:
+    m = ws.load_manifest()
+    test_photo = m.loc[(m["source"] == "real") & (m["split"] == "test"), "image_id"].iloc[0]
+    syn = m.index[m["source"] == "synthetic"][:3]
+    m.loc[syn, "params"] = json.dumps({"run": "r1"})
+    ws.save_manifest(m)
+    (ws.synthetic_dir / "r1").mkdir(parents=True)
+    (ws.synthetic_dir / "r1" / "run.json").write_text(json.dumps({"run": "r1", "training_images": [test_photo]}))
+    return m.loc[syn, "path"].tolist()
+
+
+@pytest.mark.parametrize("plant", [_subject_on_both_sides, _usable_child_of_a_test_photo, _run_fit_on_a_test_photo])
+def test_train_refuses_a_workspace_whose_split_leaks_naming_the_images(tiny_ws, plant):
+    from phenosynth.errors import LeakageError
+
+    ws, _, _ = tiny_ws
+    named = plant(ws)
+    cfg = TrainConfig(backbone=TINY, weights="none", preprocessing="native", regime="mixed", selection="random",
+                      folds=3, seeds=[0], hparams={"C": 1.0})
+    with pytest.raises(LeakageError) as err:
+        train(ws, cfg, "leaky")
+    msg = str(err.value)
+    assert all(p in msg for p in named) and f"phenosynth split -w {ws.root}" in msg
+    assert not (ws.runs_dir / "leaky").exists()
+    with pytest.raises(LeakageError):
+        train_cell(ws, cfg, fold=0, seed=0)

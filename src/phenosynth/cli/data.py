@@ -87,14 +87,12 @@ def split_command(
 
     Example: [bold]phenosynth split -w ws --test-size 0.25 --folds 5 --seed 42[/]
     """
+    from phenosynth.data.leakage import FIT_ON_TEST, PARENT_IN_TEST
     from phenosynth.data.split import split
-    from phenosynth.synth.lineage import check_workspace_lineage
 
     ws = Workspace.open(workspace, need_manifest=True)
     lock_workspace(ctx, ws, lock_timeout)
     r = split(ws, test_size=test_size, folds=folds, seed=seed)
-    # A generator that learned from a photo now in the test set taints its whole run, not only that photo's children.
-    run_flagged, _ = check_workspace_lineage(ws)
     table = Table(title="Split", show_header=True)
     for col in ("classes", "train (real)", "test (real)", "test fraction", "synthetic (train only)", "folds"):
         table.add_column(col, justify="right")
@@ -108,15 +106,13 @@ def split_command(
         + (f": {', '.join(absent[:10])}{' …' if len(absent) > 10 else ''}" if absent else "")
         + "."
     )
-    if r.near_duplicates:
-        console.print(f"[yellow]{r.near_duplicates} near-duplicate train/test pair(s)[/] listed in {ws.split_report_path}")
+    if r.near_duplicate_groups:
+        console.print(f"[yellow]{len(r.near_duplicate_groups)} near-duplicate group(s) ({r.near_duplicate_images} "
+                      f"images under different subjects) kept on one side[/] (listed in {ws.split_report_path})")
     if r.flagged_synthetic:
-        console.print(f"[yellow]{len(r.flagged_synthetic)} synthetic image(s) excluded: a parent is now in the test set[/]"
-                      f" (listed in {ws.split_report_path})")
-    extra = sorted(set(run_flagged) - set(r.flagged_synthetic))
-    if extra:
-        console.print(f"[yellow]{len(extra)} more synthetic image(s) excluded: their generator was fit on a photo now in "
-                      "the test set[/] (exclude_reason in the manifest)")
+        n_parent, n_fit = r.flagged_by_reason.get(PARENT_IN_TEST, 0), r.flagged_by_reason.get(FIT_ON_TEST, 0)
+        console.print(f"[yellow]{len(r.flagged_synthetic)} synthetic image(s) excluded[/]: {n_parent} made from a photo "
+                      f"now in the test set, {n_fit} from a generator run fit on one (listed in {ws.split_report_path})")
     console.print("No subject is on both sides; synthetic images are never in the test set or a fold.")
     next_step(f"phenosynth faces -w {workspace}")
 

@@ -1,10 +1,13 @@
 """Leakage-safe splits: the held-out real test set and the k validation folds over real training images.
 
 Rules (docs/DESIGN.md, "Hard rules"): stratified by label and grouped by subject, so a subject is never on both sides;
-classes with a single real subject stay entirely in training (as the RDFace code keeps singleton classes in
-training); every class keeps at least one training image; synthetic images are never in the test set and never in a
-fold; a synthetic image whose parent lands in the test set is excluded; near-duplicate real images across
-train/test (perceptual hash) are reported. Deterministic for a seed.
+near-duplicate real images (perceptual hash within ``near_duplicate_bits``: a resized or re-encoded copy filed under
+another subject id; a crop of more than about 1 % per side usually moves the hash further than that) are grouped as
+one subject, so they fall on one side and in one fold; classes with a single real subject stay entirely in training
+(as the RDFace code keeps singleton classes in training); every class keeps at least one training image; synthetic
+images are never in the test set and never in a fold; which synthetic images stay usable is decided by
+:func:`phenosynth.data.leakage.exclude_leaked_synthetic` (children of test images and every image of a generator run
+fit on a test image are excluded). Deterministic for a seed.
 """
 
 from __future__ import annotations
@@ -16,13 +19,24 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from phenosynth.data.manifest import REAL, SYNTHETIC, TEST, TRAIN, conform, usable
+from phenosynth.data.leakage import (
+    DEFAULT_NEAR_DUPLICATE_BITS,
+    FIT_ON_TEST,  # noqa: F401 (re-exported: the exclude_reasons a split gives)
+    NEAR_DUPLICATE_KIND,
+    PARENT_IN_TEST,
+    confirm_near_duplicates,
+    exclude_leaked_synthetic,
+    leakage_problems,
+    leakage_report,
+    load_fit_sets,
+    near_duplicate_pairs,
+)
+from phenosynth.data.manifest import REAL, SYNTHETIC, TEST, TRAIN, conform
 from phenosynth.data.workspace import Workspace, atomic_write, locks_workspace
 from phenosynth.errors import LeakageError, PhenosynthError
 
 log = logging.getLogger(__name__)
 
-PARENT_IN_TEST = "parent in test set"
 SPLIT_REPORT_COLUMNS = ["kind", "image_id", "path", "label", "other_image_id", "other_path", "other_label", "detail"]
 
 
@@ -95,61 +109,41 @@ def assign_folds(labels: np.ndarray, groups: np.ndarray, *, folds: int, seed: in
     return out
 
 
-def near_duplicates(test_hashes: pd.Series, train_hashes: pd.Series, *, max_distance: int) -> list[tuple[str, str, int]]:
-    """(test_id, train_id, distance) for every pair whose perceptual hashes differ in at most ``max_distance`` bits."""
-    if test_hashes.empty or train_hashes.empty:
-        return []
-    a = np.array([int(h, 16) for h in test_hashes.to_numpy()], dtype=np.uint64)
-    b = np.array([int(h, 16) for h in train_hashes.to_numpy()], dtype=np.uint64)
-    xor = a[:, None] ^ b[None, :]
-    bits = np.unpackbits(xor.view(np.uint8).reshape(len(a), len(b), 8), axis=-1).sum(axis=-1)
-    pairs = np.argwhere(bits <= max_distance)
-    return [(test_hashes.index[i], train_hashes.index[j], int(bits[i, j])) for i, j in pairs]
+def subject_groups(
+    image_ids: np.ndarray, subjects: np.ndarray, pairs: list[tuple[str, str, int]]
+) -> tuple[np.ndarray, list[list[str]]]:
+    """The grouping key that :func:`assign_test` and :func:`assign_folds` split by: the subject, with subjects joined
+    (transitively: connected components) when one of their images is a near-duplicate of the other's (``pairs`` of
+    image_ids, e.g. a re-encoded or resized copy filed under another subject id).
 
-
-def flag_children_of_test(manifest: pd.DataFrame) -> tuple[pd.DataFrame, list[str]]:
-    """Exclude synthetic images with a parent in the test set (reason ``parent in test set``); return their ids.
-
-    Clears that reason from synthetic images whose parents are all back in training.
+    Returns ``(key per image, groups)``: each group is the sorted image_ids of one connected set of near-duplicates
+    under different subjects. A key is the smallest subject id of its group, so it does not depend on row order.
     """
-    df = manifest.copy()
-    test_ids = set(df.loc[(df["source"] == REAL) & (df["split"] == TEST), "image_id"])
-    flagged = []
-    for i in np.flatnonzero((df["source"] == SYNTHETIC).to_numpy()):
-        leaked = any(p in test_ids for p in df.at[i, "parents"])
-        reason = df.at[i, "exclude_reason"]
-        if leaked:
-            if pd.isna(reason):
-                df.at[i, "exclude_reason"] = PARENT_IN_TEST
-            flagged.append(df.at[i, "image_id"])
-        elif not pd.isna(reason) and reason == PARENT_IN_TEST:
-            df.at[i, "exclude_reason"] = pd.NA
-    return df, flagged
+    from scipy.sparse import coo_matrix
+    from scipy.sparse.csgraph import connected_components
 
-
-def leakage_problems(manifest: pd.DataFrame) -> list[str]:
-    """Every violation of the hard rules in a split manifest (empty when clean)."""
-    u = usable(manifest)
-    real = u[u["source"] == REAL]
-    problems = []
-    syn_test = u[(u["source"] == SYNTHETIC) & (u["split"] == TEST)]
-    if len(syn_test):
-        problems.append(f"{len(syn_test)} synthetic image(s) in the test set")
-    if u.loc[u["source"] == SYNTHETIC, "fold"].notna().any():
-        problems.append("synthetic image(s) assigned to a validation fold")
-    if real["split"].notna().any():
-        sides = real.groupby("subject_id")["split"].nunique()
-        crossing = sides[sides > 1].index.tolist()
-        if crossing:
-            problems.append(f"{len(crossing)} subject(s) on both sides of the split, e.g. {crossing[0]}")
-        test_ids = set(real.loc[real["split"] == TEST, "image_id"])
-        children = u[(u["source"] == SYNTHETIC) & u["parents"].map(lambda ps: any(p in test_ids for p in ps))]
-        if len(children):
-            problems.append(f"{len(children)} usable synthetic image(s) made from test images")
-        fold_subjects = real[real["split"] == TRAIN].groupby("subject_id")["fold"].nunique()
-        if (fold_subjects > 1).any():
-            problems.append("a subject spans several validation folds")
-    return problems
+    ids = np.asarray(image_ids).astype(str)
+    subjects = np.asarray(subjects).astype(str)
+    subject_of = dict(zip(ids, subjects))
+    pairs = [(a, b, d) for a, b, d in pairs if subject_of[a] != subject_of[b]]
+    if not pairs:
+        return subjects.copy(), []
+    names = np.unique(subjects)
+    code = {s: k for k, s in enumerate(names)}
+    rows = [code[subject_of[a]] for a, _, _ in pairs]
+    cols = [code[subject_of[b]] for _, b, _ in pairs]
+    graph = coo_matrix((np.ones(len(pairs)), (rows, cols)), shape=(len(names), len(names)))
+    _, component = connected_components(graph, directed=False)
+    first = pd.Series(names).groupby(component).min()  # names are sorted: the smallest subject id of each component
+    key = first.to_numpy()[component[[code[s] for s in subjects]]]
+    # groups of images (for the summary): connected sets of the near-duplicate pairs themselves
+    involved = sorted({a for a, _, _ in pairs} | {b for _, b, _ in pairs})
+    at = {i: k for k, i in enumerate(involved)}
+    img_graph = coo_matrix((np.ones(len(pairs)), ([at[a] for a, _, _ in pairs], [at[b] for _, b, _ in pairs])),
+                           shape=(len(involved), len(involved)))
+    _, img_component = connected_components(img_graph, directed=False)
+    groups = [sorted(g) for _, g in pd.Series(involved).groupby(img_component)]
+    return key, sorted(groups)
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -166,9 +160,16 @@ class SplitResult:
     test_fraction: float
     classes_absent_from_test: list[str] = field(default_factory=list)
     singleton_classes: list[str] = field(default_factory=list)
-    near_duplicates: int = 0
+    #: Sorted image_ids of each set of near-duplicate real images under different subjects, kept on one side.
+    near_duplicate_groups: list[list[str]] = field(default_factory=list)
+    #: Synthetic images the leakage rule excludes, and how many for each reason.
     flagged_synthetic: list[str] = field(default_factory=list)
+    flagged_by_reason: dict[str, int] = field(default_factory=dict)
     images_per_fold: list[int] = field(default_factory=list)
+
+    @property
+    def near_duplicate_images(self) -> int:
+        return sum(len(g) for g in self.near_duplicate_groups)
 
 
 @locks_workspace
@@ -178,9 +179,11 @@ def split(
     test_size: float = 0.25,
     folds: int = 5,
     seed: int = 42,
-    near_duplicate_bits: int = 4,
+    near_duplicate_bits: int = DEFAULT_NEAR_DUPLICATE_BITS,
 ) -> SplitResult:
-    """Assign ``split`` and ``fold`` to every usable real image; mark synthetic images ``train`` with no fold."""
+    """Assign ``split`` and ``fold`` to every usable real image; mark synthetic images ``train`` with no fold, and
+    exclude those the leakage rule forbids (their parent, or a photo their generator run learned from, is now in the
+    test set; released again when it is back in training). Writes the manifest and ``split_report.csv``."""
     if not 0.0 < test_size < 1.0:
         raise PhenosynthError(f"--test-size must be between 0 and 1 (exclusive), not {test_size}.")
     if folds < 2:
@@ -202,30 +205,33 @@ def split(
         )
     # Sort by image_id so the result does not depend on ingest order.
     real = df[real_mask].sort_values("image_id")
-    test = assign_test(real["label"].to_numpy(), real["subject_id"].to_numpy(), test_size=test_size, seed=seed)
+    subjects = real["subject_id"].fillna(real["image_id"])  # no subject id: the image is its own subject
+    subject_of = dict(zip(real["image_id"].astype(str), subjects.astype(str)))
+    hashed = real[real["phash"].notna()]
+    candidates = [(a, b, d) for a, b, d in near_duplicate_pairs(
+        hashed.set_index(hashed["image_id"].astype(str))["phash"], max_distance=near_duplicate_bits)
+        if subject_of[a] != subject_of[b]]
+    pairs = confirm_near_duplicates(workspace, df, candidates)
+    groups, dup_groups = subject_groups(real["image_id"].to_numpy(), subjects.to_numpy(), pairs)
+    test = assign_test(real["label"].to_numpy(), groups, test_size=test_size, seed=seed)
     df.loc[real.index, "split"] = np.where(test, TEST, TRAIN)
     train = real[~test]
-    df.loc[train.index, "fold"] = assign_folds(
-        train["label"].to_numpy(), train["subject_id"].to_numpy(), folds=folds, seed=seed
-    )
+    df.loc[train.index, "fold"] = assign_folds(train["label"].to_numpy(), groups[~test], folds=folds, seed=seed)
     df.loc[df["source"] == SYNTHETIC, "split"] = TRAIN
-    df, flagged = flag_children_of_test(conform(df))
+    fit_sets = load_fit_sets(workspace)
+    df, flagged = exclude_leaked_synthetic(conform(df), fit_sets)
 
-    problems = leakage_problems(df)
+    problems = leakage_problems(df, fit_sets, near_duplicates=pairs)
     if problems:  # a bug, not a user error: refuse to write a leaking split
         raise LeakageError("Split would leak: " + "; ".join(problems))
 
-    hashes = df.loc[real_mask & df["phash"].notna()].set_index("image_id")
-    dups = near_duplicates(
-        hashes.loc[hashes["split"] == TEST, "phash"], hashes.loc[hashes["split"] == TRAIN, "phash"],
-        max_distance=near_duplicate_bits,
-    )
     workspace.save_manifest(df)
-    _write_split_report(workspace, df, dups, flagged)
+    excluded = leakage_report(df, fit_sets)
+    _write_split_report(workspace, df, pairs, excluded)
 
     labels = sorted(real["label"].unique())
     test_labels = set(real.loc[test, "label"])
-    per_label_groups = real.groupby("label")["subject_id"].nunique()
+    per_label_groups = pd.Series(groups).groupby(real["label"].to_numpy()).nunique()
     fold_counts = df.loc[df["fold"].notna(), "fold"].value_counts().sort_index()
     result = SplitResult(
         classes=len(labels),
@@ -236,8 +242,9 @@ def split(
         test_fraction=float(test.mean()),
         classes_absent_from_test=[lab for lab in labels if lab not in test_labels],
         singleton_classes=sorted(per_label_groups[per_label_groups < 2].index),
-        near_duplicates=len(dups),
+        near_duplicate_groups=dup_groups,
         flagged_synthetic=flagged,
+        flagged_by_reason={str(k): int(v) for k, v in excluded["reason"].value_counts().sort_index().items()},
         images_per_fold=[int(v) for v in fold_counts.to_numpy()],
     )
     log.info("split: %d train / %d test real images over %d classes", result.n_train, result.n_test, result.classes)
@@ -245,25 +252,28 @@ def split(
 
 
 def _write_split_report(
-    workspace: Workspace, df: pd.DataFrame, dups: list[tuple[str, str, int]], flagged: list[str]
+    workspace: Workspace, df: pd.DataFrame, pairs: list[tuple[str, str, int]], excluded: pd.DataFrame
 ) -> None:
     by_id = df.set_index("image_id")
     rows = [
         {
-            "kind": "near-duplicate",
-            "image_id": t, "path": by_id.at[t, "path"], "label": by_id.at[t, "label"],
-            "other_image_id": r, "other_path": by_id.at[r, "path"], "other_label": by_id.at[r, "label"],
-            "detail": f"test image within {d} bits (perceptual hash) of a training image",
+            "kind": NEAR_DUPLICATE_KIND,
+            "image_id": a, "path": by_id.at[a, "path"], "label": by_id.at[a, "label"],
+            "other_image_id": b, "other_path": by_id.at[b, "path"], "other_label": by_id.at[b, "label"],
+            "detail": f"within {d} bits (perceptual hash) under subjects {by_id.at[a, 'subject_id']} and "
+                      f"{by_id.at[b, 'subject_id']}: split as one subject ({by_id.at[a, 'split']})",
         }
-        for t, r, d in dups
+        for a, b, d in pairs
     ] + [
         {
-            "kind": "synthetic-parent-in-test",
-            "image_id": s, "path": by_id.at[s, "path"], "label": by_id.at[s, "label"],
-            "other_image_id": ";".join(by_id.at[s, "parents"]), "other_path": "", "other_label": "",
-            "detail": "synthetic image made from an image now in the test set: excluded",
+            "kind": "synthetic-parent-in-test" if r.reason == PARENT_IN_TEST else "synthetic-generator-fit-on-test",
+            "image_id": r.image_id, "path": r.path, "label": r.label,
+            "other_image_id": r.test_parents if r.reason == PARENT_IN_TEST else r.test_fit_images,
+            "other_path": "", "other_label": "",
+            "detail": "synthetic image made from an image now in the test set: excluded" if r.reason == PARENT_IN_TEST
+            else f"its generator run {r.run} learned from an image now in the test set: excluded (re-generate)",
         }
-        for s in flagged
+        for r in excluded.itertuples(index=False)
     ]
     table = pd.DataFrame(rows, columns=SPLIT_REPORT_COLUMNS)
     atomic_write(workspace.split_report_path, lambda p: table.to_csv(p, index=False))

@@ -38,6 +38,7 @@ import yaml
 
 from phenosynth import __version__
 from phenosynth.data import manifest as mf
+from phenosynth.data.leakage import assert_no_leakage
 from phenosynth.data.workspace import Workspace, atomic_write, locks_workspace
 from phenosynth.errors import PhenosynthError
 from phenosynth.progress import ProgressCallback, report
@@ -541,6 +542,7 @@ def run_study(
     if not name or any(ch in name for ch in "/\\") or name.startswith("."):
         raise StudyError(f"Run name '{name}' is not a plain folder name; use e.g. --name paper-2026.")
     make_executor = EXECUTORS.get(executor)  # unknown executor -> UnknownNameError before any work
+    assert_no_leakage(ws)  # a leaking split (e.g. a hand-edited manifest) is refused before anything is written
     cells = expand_grid(spec)
     run_dir = ws.runs_dir / name
     config = _config(ws, spec, name, len(cells))

@@ -1,18 +1,16 @@
 """Synthetic data: generator interface + registry (``shape-warp``), ``generate``, ranking against real-training
-prototypes, lineage checks and selection strategies.
+prototypes, the generators' lineage check and selection strategies. (Which synthetic images stay usable after a
+split is the data layer's rule: :mod:`phenosynth.data.leakage`.)
 
 Light to import: ``generate`` (module ``generation``) and ``rank`` (module ``ranking``) load scikit-image,
 scikit-learn and OpenCV on first use.
 """
 
-from phenosynth.synth.lineage import flag_leaked_synthetic, lineage_report
 from phenosynth.synth.selection import SELECTION_STRATEGIES, select, select_for_training, strategy_names
 
 __all__ = [
     "SELECTION_STRATEGIES",
-    "flag_leaked_synthetic",
     "generate",
-    "lineage_report",
     "rank",
     "select",
     "select_for_training",

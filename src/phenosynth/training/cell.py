@@ -26,6 +26,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from phenosynth.data.leakage import assert_no_leakage
 from phenosynth.data.manifest import real_classes, real_test, real_train
 from phenosynth.data.workspace import Workspace, atomic_write, locks_workspace
 from phenosynth.errors import PhenosynthError, WorkspaceError
@@ -371,7 +372,11 @@ def train_cell(ws: Workspace, config: TrainConfig, fold: int, seed: int, *,
     ``features`` = ``(image_ids, X (N, d))`` already extracted for this backbone (else they are extracted, from the
     cache when present). The row holds DESIGN.md's columns plus ``n_val, val_top1, n_classes, n_skipped,
     selection, mode, weights, preprocessing, validate_on, hparams`` (the chosen ones, JSON) and ``fit_seconds``.
+
+    Raises :class:`~phenosynth.errors.LeakageError` (naming the images) when the workspace's split leaks the test set
+    into training (:func:`phenosynth.data.leakage.assert_no_leakage`).
     """
+    assert_no_leakage(ws)
     return _run_cell(ws, config, fold, seed, features)[0]
 
 
@@ -402,12 +407,15 @@ def train(ws: Workspace, config: TrainConfig, name: str,
           on_progress: ProgressCallback | None = None) -> pd.DataFrame:
     """Run every fold x seed of ``config``; write ``WS/runs/NAME/{config.yaml,results.csv,timings.csv,skipped.csv}``.
 
-    Refuses to overwrite an existing run folder. Features are extracted (or read from the cache) once, up front.
-    Progress: feature extraction first, then one step per trained model.
+    Refuses to overwrite an existing run folder, and to train on a workspace whose split leaks the test set into
+    training (:func:`phenosynth.data.leakage.assert_no_leakage`: ``LeakageError`` naming the images). Features are
+    extracted (or read from the cache) once, up front. Progress: feature extraction first, then one step per trained
+    model.
     """
     run_dir = ws.runs_dir / name
     if run_dir.exists():
         raise WorkspaceError(f"Run folder {run_dir} already exists; choose a fresh --name (runs are never overwritten).")
+    assert_no_leakage(ws)
     folds = run_folds(ws, config)
     check_synthetic_available(ws, config, folds)  # an n some fold cannot give: refused before anything is written
     run_dir.mkdir(parents=True)
