@@ -23,6 +23,7 @@ import json
 import logging
 import os
 import platform
+import shutil
 import sys
 import time
 import traceback
@@ -443,22 +444,10 @@ def _check_resume(run_dir: Path, config: dict[str, Any]) -> None:
         )
 
 
-def prepare_study(ws: Workspace, spec: StudySpec, on_progress: ProgressCallback | None = None) -> None:
-    """Before the cells: generate + rank synthetic images if the spec names a generator and the workspace has none
-    of it, check every n against what is available, and extract features of every backbone once (cached)."""
-    df = ws.load_manifest()
-    if spec.max_n > 0 and isinstance(spec.generator, GeneratorSpec):
-        if not (mf.synthetic(df)["generator"] == spec.generator.name).any():
-            from phenosynth import synth
-            from phenosynth.faces import run_face_pass
-
-            log.info("generating %d synthetic images per class with %s", spec.generator.per_class,
-                     spec.generator.name)
-            synth.generate(ws, generator=spec.generator.name, per_class=spec.generator.per_class,
-                           seed=spec.generator.seed)
-            run_face_pass(ws)  # landmarks + crops of the new images (processes new images only)
-            df = ws.load_manifest()
-    have_folds = sorted(int(f) for f in mf.real_train(df)["fold"].dropna().unique())
+def _folds_and_counts(ws: Workspace, spec: StudySpec, df: pd.DataFrame, *, extra_synthetic: int = 0) -> None:
+    """The spec's folds against the workspace's, and every n against the usable synthetic images (``extra_synthetic``
+    per class: images the spec's generator will add before the cells run)."""
+    have_folds = sorted(int(f) for f in mf.real_train(df)["fold"].dropna().unique()) if not df.empty else []
     if not have_folds:
         raise StudyError(f"The workspace has no validation folds yet. Run first: phenosynth split -w {ws.root}")
     if spec.folds > len(have_folds):
@@ -469,8 +458,70 @@ def prepare_study(ws: Workspace, spec: StudySpec, on_progress: ProgressCallback 
         syn = mf.synthetic(df)
         per_class = syn["label"].value_counts()
         classes = mf.real_classes(df)
-        per_class_min = int(min((per_class.get(c, 0) for c in classes), default=0))
-        check_against_workspace(spec, int(len(syn)), per_class_min)
+        per_class_min = int(min((per_class.get(c, 0) for c in classes), default=0)) + extra_synthetic
+        check_against_workspace(spec, int(len(syn)) + extra_synthetic * len(classes), per_class_min)
+
+
+def _will_generate(spec: StudySpec, df: pd.DataFrame) -> bool:
+    """True when preparation makes synthetic images with the spec's generator (the workspace has none of it)."""
+    return (spec.max_n > 0 and isinstance(spec.generator, GeneratorSpec)
+            and not (mf.synthetic(df)["generator"] == spec.generator.name).any())
+
+
+def check_study(ws: Workspace, spec: StudySpec, *, cell_fn: CellFunctionRef | None = None) -> None:
+    """Everything about a study that can be checked without doing any work, so that a study that cannot run fails
+    before its run folder exists: the selection strategy, representation, trainer and generator names; and, for the
+    default cell function, the workspace's folds, every n against the usable synthetic images, and each backbone's
+    weights file (:class:`~phenosynth.errors.MissingWeightsError`) or precomputed feature file.
+
+    A custom ``cell_fn`` decides itself what it needs from the workspace, so only the names are checked for it.
+    """
+    from phenosynth.models.trainers import TRAINERS
+    from phenosynth.synth.ranking import check_representation
+    from phenosynth.synth.selection import get_strategy
+
+    get_strategy(spec.selection)
+    check_representation(spec.representation)
+    trainer = TRAINERS.get(spec.trainer.mode)
+    if isinstance(spec.generator, GeneratorSpec):
+        from phenosynth.synth.generators import GENERATORS
+
+        GENERATORS.get(spec.generator.name)
+    if cell_fn is not None:
+        return
+    from phenosynth.models.backbones import backbone_entry
+
+    df = ws.load_manifest()
+    _folds_and_counts(ws, spec, df,
+                      extra_synthetic=spec.generator.per_class if _will_generate(spec, df) else 0)  # type: ignore[union-attr]
+    needs_weights = not spec.features_from or getattr(trainer, "input_kind", "features") != "features"
+    for b in spec.backbones:
+        entry = backbone_entry(b.name)
+        if needs_weights:
+            entry.resolve(b.weights)  # MissingWeightsError naming the file and folder; never downloads
+        if spec.features_from and not feature_file(Path(spec.features_from), b.name).exists():
+            raise StudyError(f"No precomputed features for backbone '{b.name}': expected "
+                             f"{feature_file(Path(spec.features_from), b.name)} (an .npz with arrays ids (N,) and "
+                             "X (N, d)); fix features_from: in the spec.")
+
+
+def prepare_study(ws: Workspace, spec: StudySpec, on_progress: ProgressCallback | None = None) -> None:
+    """Before the cells: generate + rank synthetic images if the spec names a generator and the workspace has none
+    of it, check every n against what is available, and extract features of every backbone once (cached).
+
+    Writes only to the workspace (never to a run folder); :func:`run_study` creates the run folder after it."""
+    df = ws.load_manifest()
+    if _will_generate(spec, df):
+        from phenosynth import synth
+        from phenosynth.faces import run_face_pass
+
+        log.info("generating %d synthetic images per class with %s", spec.generator.per_class,  # type: ignore[union-attr]
+                 spec.generator.name)  # type: ignore[union-attr]
+        synth.generate(ws, generator=spec.generator.name, per_class=spec.generator.per_class,  # type: ignore[union-attr]
+                       seed=spec.generator.seed)  # type: ignore[union-attr]
+        run_face_pass(ws)  # landmarks + crops of the new images (processes new images only)
+        df = ws.load_manifest()
+    _folds_and_counts(ws, spec, df)
     if spec.max_n > 0 and len(mf.synthetic(df)):
         from phenosynth.synth.selection import get_strategy, load_ranking
 
@@ -488,6 +539,16 @@ def prepare_study(ws: Workspace, spec: StudySpec, on_progress: ProgressCallback 
         log.info("features: %s (%d images)", b.name, len(ids))
         extract_features(ws, b.name, ids, weights=b.weights, preprocessing=spec.preprocessing)
         report(on_progress, i + 1, len(spec.backbones))
+
+
+def is_unstarted_leftover(run_dir: Path) -> bool:
+    """True for a run folder that a study failing to start left behind before this was fixed: ``config.yaml`` and
+    an empty ``cells/``, nothing else. Such a folder holds no result and may be replaced by a new run of its name."""
+    if not run_dir.is_dir():
+        return False
+    entries = {p.name for p in run_dir.iterdir()}
+    return entries <= {"config.yaml", "cells"} and (not (run_dir / "cells").exists()
+                                                    or not any((run_dir / "cells").iterdir()))
 
 
 def run_study(
@@ -517,34 +578,41 @@ def run_study(
     ws = ws if isinstance(ws, Workspace) else Workspace.open(ws)
     if not isinstance(spec, StudySpec):
         spec = spec_from_dict(spec)
+    spec = spec.with_paths_from(Path.cwd())  # config.yaml stores absolute paths: re-runnable from anywhere
     if not name or any(ch in name for ch in "/\\") or name.startswith("."):
         raise StudyError(f"Run name '{name}' is not a plain folder name; use e.g. --name paper-2026.")
-    make_executor = EXECUTORS.get(executor)  # unknown executor -> UnknownNameError before any work
+    execute = EXECUTORS.get(executor)(address=address, workers=workers)  # unknown executor: before any work
     cells = expand_grid(spec)
     run_dir = ws.runs_dir / name
-    config = _config(ws, spec, name, len(cells))
-    if run_dir.exists() and (run_dir / "config.yaml").exists():
+    # Everything that can fail without doing work fails here, before the run folder exists.
+    if run_dir.exists() and not is_unstarted_leftover(run_dir):
         if not resume:
             raise StudyError(
                 f"Run '{name}' already exists in {ws.runs_dir}. Finish it with --resume, or choose another --name."
             )
-        _check_resume(run_dir, config)
-    cells_dir(run_dir).mkdir(parents=True, exist_ok=True)
-    if not (run_dir / "config.yaml").exists():
-        text = yaml.safe_dump(config, sort_keys=False)
-        atomic_write(run_dir / "config.yaml", lambda p: Path(p).write_text(text))
+        if not (run_dir / "config.yaml").exists():
+            raise StudyError(f"{run_dir} exists but is not a study run (no config.yaml); choose another --name.")
+    check_study(ws, spec, cell_fn=cell_fn)
+    resuming = (run_dir / "config.yaml").exists() and not is_unstarted_leftover(run_dir)
+    if resuming:
+        _check_resume(run_dir, _config(ws, spec, name, len(cells)))
 
     finished = read_finished(run_dir, cells)
     todo = [c for c in cells if c.cell_id not in finished]
     result = StudyResult(run_dir=run_dir, n_cells=len(cells), n_resumed=len(finished), n_ran=0)
     if todo and cell_fn is None:
         tp = time.perf_counter()
-        prepare_study(ws, spec, on_progress=on_prepare)
+        prepare_study(ws, spec, on_progress=on_prepare)  # writes to the workspace only, never to run_dir
         result.prepare_seconds = time.perf_counter() - tp
+    if not resuming:  # the run folder is made only now, after the study could start
+        shutil.rmtree(run_dir, ignore_errors=True)  # a leftover of a run that never started (no results)
+        cells_dir(run_dir).mkdir(parents=True)
+        text = yaml.safe_dump(_config(ws, spec, name, len(cells)), sort_keys=False)  # the data the cells train on
+        atomic_write(run_dir / "config.yaml", lambda p: Path(p).write_text(text))
     report(on_progress, len(finished), len(cells))
     job = CellJob(workspace=str(ws.root), spec=spec.resolved(), cell_fn=cell_fn or DEFAULT_CELL_FUNCTION)
-    if todo:
-        for cell, outcome in make_executor(address=address, workers=workers)(job, todo):
+    try:
+        for cell, outcome in (execute(job, todo) if todo else ()):
             if isinstance(outcome, CellFailure):
                 log.warning("cell %s failed: %s", cell.key, outcome.message)
                 err = cells_dir(run_dir) / f"{cell.cell_id}.error.txt"
@@ -555,6 +623,12 @@ def run_study(
                 finished[cell.cell_id] = outcome
                 result.n_ran += 1
             report(on_progress, len(finished), len(cells))
+    except BaseException:
+        # The executor itself failed (e.g. Ray could not start) or the user interrupted it: a run folder this call
+        # created and that holds no finished or failed cell is removed, so the name stays free.
+        if not resuming and not any(cells_dir(run_dir).iterdir()):
+            shutil.rmtree(run_dir, ignore_errors=True)
+        raise
 
     results = assemble_results(spec, cells, read_finished(run_dir, cells))
     timing_cols = [c for c in results.columns if c.endswith("_seconds")]
