@@ -232,7 +232,8 @@ def _tiny_spec(ws, **changes):
 
 
 @pytest.mark.parametrize("change, message", [
-    ({"regimes": {"real": True, "synthetic": [500]}}, "asks for n = 500 synthetic images, but the workspace has only 120"),
+    ({"regimes": {"real": True, "synthetic": [500]}},
+     "asks for n = 500 synthetic images, but the workspace has only 120"),
     ({"folds": 5}, "asks for folds: 5, but the workspace has 2"),
     ({"selection": "top-per-clas"}, "Unknown selection strategy 'top-per-clas'"),
     ({"generator": "shape-wrap"}, "Unknown generator 'shape-wrap'"),

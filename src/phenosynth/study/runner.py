@@ -492,8 +492,8 @@ def check_study(ws: Workspace, spec: StudySpec, *, cell_fn: CellFunctionRef | No
     from phenosynth.models.backbones import backbone_entry
 
     df = ws.load_manifest()
-    _folds_and_counts(ws, spec, df,
-                      extra_synthetic=spec.generator.per_class if _will_generate(spec, df) else 0)  # type: ignore[union-attr]
+    generated = spec.generator.per_class if isinstance(spec.generator, GeneratorSpec) else 0
+    _folds_and_counts(ws, spec, df, extra_synthetic=generated if _will_generate(spec, df) else 0)
     needs_weights = not spec.features_from or getattr(trainer, "input_kind", "features") != "features"
     for b in spec.backbones:
         entry = backbone_entry(b.name)
@@ -511,14 +511,13 @@ def prepare_study(ws: Workspace, spec: StudySpec, on_progress: ProgressCallback 
 
     Writes only to the workspace (never to a run folder); :func:`run_study` creates the run folder after it."""
     df = ws.load_manifest()
-    if _will_generate(spec, df):
+    if _will_generate(spec, df) and isinstance(spec.generator, GeneratorSpec):
         from phenosynth import synth
         from phenosynth.faces import run_face_pass
 
-        log.info("generating %d synthetic images per class with %s", spec.generator.per_class,  # type: ignore[union-attr]
-                 spec.generator.name)  # type: ignore[union-attr]
-        synth.generate(ws, generator=spec.generator.name, per_class=spec.generator.per_class,  # type: ignore[union-attr]
-                       seed=spec.generator.seed)  # type: ignore[union-attr]
+        gen = spec.generator
+        log.info("generating %d synthetic images per class with %s", gen.per_class, gen.name)
+        synth.generate(ws, generator=gen.name, per_class=gen.per_class, seed=gen.seed)
         run_face_pass(ws)  # landmarks + crops of the new images (processes new images only)
         df = ws.load_manifest()
     _folds_and_counts(ws, spec, df)
