@@ -15,7 +15,7 @@ import yaml
 from phenosynth.data.workspace import Workspace
 from phenosynth.study.grid import expand_grid
 from phenosynth.study.runner import StudyError, run_study
-from phenosynth.study.spec import StudySpec
+from phenosynth.study.spec import SpecError, StudySpec
 
 sys.path.insert(0, str(Path(__file__).parent))
 from _study_fakes import FAKE_CELLS  # noqa: E402
@@ -324,3 +324,14 @@ def test_a_rerun_from_the_runs_config_yaml_gives_byte_identical_results(tmp_path
     assert (ws.runs_dir / "again" / "results.csv").read_bytes() == results
     top1 = pd.read_csv(ws.runs_dir / "first" / "results.csv")["top1"]
     assert len(top1) == 4 and top1.between(0.05, 0.99).all()  # real numbers, not a trivial 100 %
+
+
+def test_n_beyond_what_the_specs_generator_would_make_fails_before_generating(tmp_path):
+    ws = _tiny_workspace(tmp_path / "ws", per_class_syn=0)
+    before = ws.manifest_path.read_bytes()
+    spec = {"backbones": ["shape68"], "regimes": {"synthetic": [500]}, "folds": 2,
+            "generator": {"name": "shape-warp", "per_class": 2}}
+    with pytest.raises(SpecError, match=r"only 12 usable synthetic images.*2 images per class that the spec's "
+                                        r"generator would make"):
+        run_study(ws, spec, "gen", executor="serial")
+    assert ws.manifest_path.read_bytes() == before and not (ws.runs_dir / "gen").exists()

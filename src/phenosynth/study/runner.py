@@ -459,7 +459,13 @@ def _folds_and_counts(ws: Workspace, spec: StudySpec, df: pd.DataFrame, *, extra
         per_class = syn["label"].value_counts()
         classes = mf.real_classes(df)
         per_class_min = int(min((per_class.get(c, 0) for c in classes), default=0)) + extra_synthetic
-        check_against_workspace(spec, int(len(syn)) + extra_synthetic * len(classes), per_class_min)
+        try:
+            check_against_workspace(spec, int(len(syn)) + extra_synthetic * len(classes), per_class_min)
+        except SpecError as exc:
+            if not extra_synthetic:
+                raise
+            raise SpecError(f"{exc} (This counts the {extra_synthetic} images per class that the spec's generator "
+                            "would make; raise generator: per_class: instead.)") from None
 
 
 def _will_generate(spec: StudySpec, df: pd.DataFrame) -> bool:
