@@ -11,6 +11,10 @@ class WorkspaceError(PhenosynthError):
     """The workspace is missing, incomplete, or in a state the command cannot work from."""
 
 
+class WorkspaceLockedError(WorkspaceError):
+    """Another process holds the workspace's writer lock and did not let go within the time allowed."""
+
+
 class LeakageError(PhenosynthError):
     """An operation would let the held-out real test set leak into training."""
 

@@ -7,7 +7,15 @@ from pathlib import Path
 import typer
 from rich.table import Table
 
-from phenosynth.cli._app import WORKSPACE_OPTION, command, console, progress_bar
+from phenosynth.cli._app import (
+    LOCK_TIMEOUT_OPTION,
+    WORKSPACE_OPTION,
+    command,
+    console,
+    lock_workspace,
+    next_step,
+    progress_bar,
+)
 from phenosynth.data import manifest as mf
 from phenosynth.data.imageio import DEFAULT_MAX_PIXELS
 from phenosynth.data.workspace import Workspace
@@ -16,6 +24,7 @@ from phenosynth.errors import PhenosynthError
 
 @command("ingest")
 def ingest_command(
+    ctx: typer.Context,
     src: Path = typer.Argument(..., help="A folder (one sub-folder per class) or a .csv/.tsv table."),
     workspace: Path = WORKSPACE_OPTION,
     layout: str = typer.Option("auto", help="auto | folder | csv | rdface-syn (a synthetic set, one folder per class)"),
@@ -29,6 +38,7 @@ def ingest_command(
     ),
     on_conflict: str = typer.Option("exclude", help="Identical bytes under two labels: exclude | first."),
     max_pixels: int = typer.Option(DEFAULT_MAX_PIXELS, help="Decompression-bomb limit (width x height)."),
+    lock_timeout: float = LOCK_TIMEOUT_OPTION,
 ) -> None:
     """Bring photos into a workspace: validated, de-duplicated, every skipped file reported with a reason.
 
@@ -37,6 +47,7 @@ def ingest_command(
     from phenosynth.data.ingest import LayoutOptions, ingest
 
     ws = Workspace.open(workspace, create=True)
+    lock_workspace(ctx, ws, lock_timeout)
     with progress_bar("Decoding images") as on_progress:
         result = ingest(
             src, ws, layout=layout, synthetic=synthetic, generator=generator,
@@ -58,16 +69,19 @@ def ingest_command(
     console.print(
         f"Looked at {result.looked_at} files: {result.taken} taken, {sum(result.skipped.values())} skipped "
         f"(each named with its reason in {result.report_path}). The manifest now holds {s['images']} images "
-        f"({s['real']} real, {s['synthetic']} synthetic) in {s['classes']} classes. Next: phenosynth split -w {workspace}"
+        f"({s['real']} real, {s['synthetic']} synthetic) in {s['classes']} classes."
     )
+    next_step(f"phenosynth split -w {workspace}")
 
 
 @command("split")
 def split_command(
+    ctx: typer.Context,
     workspace: Path = WORKSPACE_OPTION,
     test_size: float = typer.Option(0.25, help="Fraction of the splittable real images held out as the test set."),
     folds: int = typer.Option(5, help="Validation folds over the real training images."),
     seed: int = typer.Option(42, help="Random seed (same seed, same split)."),
+    lock_timeout: float = LOCK_TIMEOUT_OPTION,
 ) -> None:
     """Hold out a real test set (stratified, grouped by subject) and assign k folds over the training images.
 
@@ -77,6 +91,7 @@ def split_command(
     from phenosynth.synth.lineage import check_workspace_lineage
 
     ws = Workspace.open(workspace, need_manifest=True)
+    lock_workspace(ctx, ws, lock_timeout)
     r = split(ws, test_size=test_size, folds=folds, seed=seed)
     # A generator that learned from a photo now in the test set taints its whole run, not only that photo's children.
     run_flagged, _ = check_workspace_lineage(ws)
@@ -103,6 +118,7 @@ def split_command(
         console.print(f"[yellow]{len(extra)} more synthetic image(s) excluded: their generator was fit on a photo now in "
                       "the test set[/] (exclude_reason in the manifest)")
     console.print("No subject is on both sides; synthetic images are never in the test set or a fold.")
+    next_step(f"phenosynth faces -w {workspace}")
 
 
 @command("manifest")

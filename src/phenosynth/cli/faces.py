@@ -7,7 +7,15 @@ from pathlib import Path
 import typer
 from rich.table import Table
 
-from phenosynth.cli._app import WORKSPACE_OPTION, command, console, progress_bar
+from phenosynth.cli._app import (
+    LOCK_TIMEOUT_OPTION,
+    WORKSPACE_OPTION,
+    command,
+    console,
+    lock_workspace,
+    next_step,
+    progress_bar,
+)
 from phenosynth.data.workspace import Workspace
 from phenosynth.faces.detectors import (
     DEFAULT_DETECTOR,
@@ -29,6 +37,7 @@ _MEANING = {
 
 @command("faces")
 def faces_command(
+    ctx: typer.Context,
     workspace: Path = WORKSPACE_OPTION,
     detector: str = typer.Option(DEFAULT_DETECTOR, "--detector", help=f"{' | '.join(list_detectors())}"),
     landmarks: str = typer.Option(DEFAULT_LANDMARKER, "--landmarks", help=f"{' | '.join(list_landmarkers())}"),
@@ -36,6 +45,7 @@ def faces_command(
         1, help="Detector upsampling of the first attempt (a retry adds one, then pads). Not part of the cache key."
     ),
     workers: int = typer.Option(None, help="Processes (default: every core)."),
+    lock_timeout: float = LOCK_TIMEOUT_OPTION,
 ) -> None:
     """Detect the face and its landmarks in every manifest image (real and synthetic) -> faces.parquet.
 
@@ -45,6 +55,7 @@ def faces_command(
     """
     DETECTORS.get(detector), LANDMARKERS.get(landmarks)  # fail on a typo before the progress bar starts
     ws = Workspace.open(workspace, need_manifest=True)
+    lock_workspace(ctx, ws, lock_timeout)
     with progress_bar("Finding faces") as on_progress:
         s = run_face_pass(
             ws, detector=detector, landmarker=landmarks, upsample=upsample, workers=workers, on_progress=on_progress
@@ -65,3 +76,5 @@ def faces_command(
         f"{s.images} images: {s.found} with a face ({s.found / max(s.images, 1):.1%}); {computed}, "
         f"{s.cached} from cache. Written to {s.faces_path}."
     )
+    next_step(f"phenosynth generate -w {workspace}   (synthetic faces), or train on the real photos: "
+              f"phenosynth train -w {workspace}")

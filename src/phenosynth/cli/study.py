@@ -6,7 +6,15 @@ from pathlib import Path
 
 import typer
 
-from phenosynth.cli._app import WORKSPACE_OPTION, command, console, progress_bar
+from phenosynth.cli._app import (
+    LOCK_TIMEOUT_OPTION,
+    WORKSPACE_OPTION,
+    command,
+    console,
+    lock_workspace,
+    next_step,
+    progress_bar,
+)
 
 
 def _print_table(run_dir: Path) -> None:
@@ -39,6 +47,7 @@ def _print_table(run_dir: Path) -> None:
 
 @command("study")
 def study(
+    ctx: typer.Context,
     spec: str = typer.Argument(..., help="Study spec YAML, or a shipped spec's name: paper, demo."),
     workspace: Path = WORKSPACE_OPTION,
     name: str = typer.Option(None, "--name", help="Run name (folder under WS/runs/); default: the spec's file name."),
@@ -46,6 +55,7 @@ def study(
     executor: str = typer.Option("local", "--executor", help="local (one process per core) | ray | serial."),
     address: str = typer.Option(None, "--address", help="Ray cluster to join (e.g. auto); default: a local Ray."),
     workers: int = typer.Option(None, "--workers", help="Parallel cells (default: the number of cores)."),
+    lock_timeout: float = LOCK_TIMEOUT_OPTION,
 ) -> None:
     """Run a whole study grid (backbones x regimes x n x folds) and write Table 1, Figure 1 and report.html.
 
@@ -57,6 +67,7 @@ def study(
 
     study_spec = load_spec(spec)
     ws = Workspace.open(workspace, need_manifest=True)
+    lock_workspace(ctx, ws, lock_timeout)
     run_name = name or Path(spec).stem
     with progress_bar("features (per backbone), then cells") as update:
         result = run_study(ws, study_spec, run_name, resume=resume, executor=executor, address=address,
@@ -68,6 +79,8 @@ def study(
         f"Results: {result.run_dir / 'results.csv'}\nReport:  {result.run_dir / 'report.html'}",
         soft_wrap=True,
     )
+    next_step(f"open {result.run_dir / 'report.html'}; after changing results.csv or the report code: "
+              f"phenosynth report {result.run_dir}")
 
 
 @command("report")

@@ -7,13 +7,22 @@ from pathlib import Path
 import typer
 from rich.table import Table
 
-from phenosynth.cli._app import WORKSPACE_OPTION, command, console, progress_bar
+from phenosynth.cli._app import (
+    LOCK_TIMEOUT_OPTION,
+    WORKSPACE_OPTION,
+    command,
+    console,
+    lock_workspace,
+    next_step,
+    progress_bar,
+)
 from phenosynth.data.workspace import Workspace
 from phenosynth.synth.generators import GENERATORS, list_generators
 
 
 @command("generate")
 def generate_command(
+    ctx: typer.Context,
     workspace: Path = WORKSPACE_OPTION,
     generator: str = typer.Option("shape-warp", "--generator", "-g", help=" | ".join(list_generators())),
     per_class: int = typer.Option(100, "--per-class", help="Synthetic images per condition."),
@@ -23,6 +32,7 @@ def generate_command(
         None, "--variation", help="shape-warp: spread of the sampled shapes (1 = as learned)."
     ),
     workers: int = typer.Option(None, "--workers", help="Processes (default: every core)."),
+    lock_timeout: float = LOCK_TIMEOUT_OPTION,
 ) -> None:
     """Make synthetic faces per condition from the real training faces (after `split` and `faces`).
 
@@ -36,6 +46,7 @@ def generate_command(
 
     GENERATORS.get(generator)  # a typo fails before anything is loaded
     ws = Workspace.open(workspace, need_manifest=True)
+    lock_workspace(ctx, ws, lock_timeout)
     options = {"variation": variation} if generator == "shape-warp" else {}
     with progress_bar(f"Generating ({generator})") as on_progress:
         s = generate(ws, generator, per_class=per_class, seed=seed, name=name, options=options, n_jobs=workers,
@@ -53,15 +64,17 @@ def generate_command(
     if s.skipped_training:
         console.print(f"{len(s.skipped_training)} training image(s) without usable landmarks were not used "
                       "(reasons in run.json).")
-    console.print(f"Next: phenosynth faces -w {ws.root}   then   phenosynth rank -w {ws.root}")
+    next_step(f"phenosynth faces -w {ws.root}   then   phenosynth rank -w {ws.root}")
 
 
 @command("rank")
 def rank_command(
+    ctx: typer.Context,
     workspace: Path = WORKSPACE_OPTION,
     representation: str = typer.Option(
         "rdface25", "--representation", "-r", help="rdface25 | shape68 | embed:BACKBONE (e.g. embed:mobilenet_v2)."
     ),
+    lock_timeout: float = LOCK_TIMEOUT_OPTION,
 ) -> None:
     """Score every synthetic image by cosine similarity to its condition's prototype (mean of the real training
     images' representations) -> WS/ranking.parquet, used by `train --selection`.
@@ -72,6 +85,7 @@ def rank_command(
 
     check_representation(representation)  # a typo fails before the progress bar starts
     ws = Workspace.open(workspace, need_manifest=True)
+    lock_workspace(ctx, ws, lock_timeout)
     with progress_bar(f"Ranking ({representation})") as on_progress:
         s = rank(ws, representation, on_progress=on_progress)
     if s.per_class_mean:
@@ -89,3 +103,5 @@ def rank_command(
         f"{s.mean_score:.4f} (median {s.median_score:.4f}); own condition nearest for {s.own_class_top1:.1%}. "
         f"Not ranked: {skipped}. Written to {s.path}."
     )
+    next_step(f"phenosynth train -w {ws.root} --regime mixed --selection top-per-class   or   "
+              f"phenosynth study paper -w {ws.root}")

@@ -9,7 +9,15 @@ from pathlib import Path
 import typer
 from rich.table import Table
 
-from phenosynth.cli._app import WORKSPACE_OPTION, command, console, progress_bar
+from phenosynth.cli._app import (
+    LOCK_TIMEOUT_OPTION,
+    WORKSPACE_OPTION,
+    command,
+    console,
+    lock_workspace,
+    next_step,
+    progress_bar,
+)
 from phenosynth.data.workspace import Workspace
 from phenosynth.errors import PhenosynthError
 from phenosynth.evaluate.metrics import format_mean_sd
@@ -30,6 +38,7 @@ def default_run_name(ws: Workspace, config: TrainConfig) -> str:
 
 @command("train")
 def train_command(
+    ctx: typer.Context,
     workspace: Path = WORKSPACE_OPTION,
     backbone: str = typer.Option(
         "mobilenet_v2", "--backbone",
@@ -47,6 +56,7 @@ def train_command(
     seed: list[int] = typer.Option([42], "--seed", help="Seed (repeat for several)."),
     epochs: int = typer.Option(None, "--epochs", help="Epochs of se-head / finetune."),
     name: str = typer.Option(None, "--name", help="Run folder under WS/runs (default: from the options + a counter)."),
+    lock_timeout: float = LOCK_TIMEOUT_OPTION,
 ) -> None:
     """Train one configuration under k-fold CV; every fold's model is scored on the held-out real test set.
 
@@ -62,6 +72,7 @@ def train_command(
         hparams={"epochs": epochs} if epochs is not None else {},
     )
     ws = Workspace.open(workspace, need_manifest=True)
+    lock_workspace(ctx, ws, lock_timeout)
     run = name or default_run_name(ws, config)
     t0 = time.perf_counter()
     with progress_bar(f"Training {run}") as on_progress:
@@ -80,3 +91,5 @@ def train_command(
         f"Chosen hyper-parameters: {', '.join(sorted(set(df['hparams'])))}. {seconds:.1f} s. "
         f"Results: {ws.runs_dir / run / 'results.csv'}"
     )
+    next_step(f"phenosynth report {ws.runs_dir / run}   (tables, figures, report.html), or a whole grid: "
+              f"phenosynth study paper -w {ws.root}")

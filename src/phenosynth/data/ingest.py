@@ -20,7 +20,7 @@ import pandas as pd
 
 from phenosynth.data.imageio import DEFAULT_MAX_PIXELS, ImageDecodeError, inspect_bytes
 from phenosynth.data.manifest import MANIFEST_COLUMNS, REAL, SYNTHETIC, append_rows, real_classes
-from phenosynth.data.workspace import Workspace, atomic_write
+from phenosynth.data.workspace import Workspace, atomic_write, locks_workspace
 from phenosynth.errors import PhenosynthError
 from phenosynth.progress import ProgressCallback, report
 from phenosynth.registry import Registry
@@ -273,6 +273,7 @@ def match_labels(labels: Iterable[str], known: Iterable[str]) -> dict[str, str |
     return {lab: lab if lab in known else by_norm.get(_normalise_label(lab)) for lab in dict.fromkeys(labels)}
 
 
+@locks_workspace
 def ingest(
     src: str | os.PathLike[str],
     workspace: Workspace,

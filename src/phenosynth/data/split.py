@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 
 from phenosynth.data.manifest import REAL, SYNTHETIC, TEST, TRAIN, conform, usable
-from phenosynth.data.workspace import Workspace, atomic_write
+from phenosynth.data.workspace import Workspace, atomic_write, locks_workspace
 from phenosynth.errors import LeakageError, PhenosynthError
 
 log = logging.getLogger(__name__)
@@ -171,6 +171,7 @@ class SplitResult:
     images_per_fold: list[int] = field(default_factory=list)
 
 
+@locks_workspace
 def split(
     workspace: Workspace,
     *,

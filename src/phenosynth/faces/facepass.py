@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from phenosynth.data.workspace import Workspace, atomic_write
+from phenosynth.data.workspace import Workspace, atomic_write, locks_workspace
 from phenosynth.errors import WorkspaceError
 from phenosynth.faces.detectors import (
     DEFAULT_DETECTOR,
@@ -218,6 +218,7 @@ def status_group(status: str) -> str:
     return status
 
 
+@locks_workspace
 def run_face_pass(
     ws: Workspace,
     *,

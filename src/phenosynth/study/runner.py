@@ -39,7 +39,7 @@ import yaml
 
 from phenosynth import __version__
 from phenosynth.data import manifest as mf
-from phenosynth.data.workspace import Workspace, atomic_write
+from phenosynth.data.workspace import Workspace, atomic_write, locks_workspace
 from phenosynth.errors import PhenosynthError
 from phenosynth.progress import ProgressCallback, report
 from phenosynth.registry import Registry
@@ -556,6 +556,7 @@ def is_unstarted_leftover(run_dir: Path) -> bool:
                                                     or not any((run_dir / "cells").iterdir()))
 
 
+@locks_workspace
 def run_study(
     ws: Workspace | str | os.PathLike[str],
     spec: StudySpec | dict,

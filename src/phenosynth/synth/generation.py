@@ -24,7 +24,7 @@ import numpy as np
 import pandas as pd
 
 from phenosynth.data.manifest import REAL, SYNTHETIC, TRAIN, append_rows, params_json, real_classes, real_train
-from phenosynth.data.workspace import Workspace, atomic_write
+from phenosynth.data.workspace import Workspace, atomic_write, locks_workspace
 from phenosynth.errors import LeakageError, PhenosynthError
 from phenosynth.progress import ProgressCallback, report
 from phenosynth.synth.generators import Generator, create_generator
@@ -171,6 +171,7 @@ def _training_faces(
     return kept, skipped
 
 
+@locks_workspace
 def generate(
     ws: Workspace,
     generator: str = "shape-warp",

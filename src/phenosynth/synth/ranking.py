@@ -19,7 +19,7 @@ import numpy as np
 import pandas as pd
 
 from phenosynth.data.manifest import real_train, synthetic
-from phenosynth.data.workspace import Workspace, atomic_write
+from phenosynth.data.workspace import Workspace, atomic_write, locks_workspace
 from phenosynth.errors import PhenosynthError
 from phenosynth.progress import ProgressCallback, report
 from phenosynth.synth.selection import RANKING_FILE
@@ -152,6 +152,7 @@ def _processed_ids(ws: Workspace) -> set[str]:
 # --- driver ---------------------------------------------------------------------------------------------------------
 
 
+@locks_workspace
 def rank(
     ws: Workspace,
     representation: str = "rdface25",

@@ -27,7 +27,7 @@ import numpy as np
 import pandas as pd
 
 from phenosynth.data.manifest import real_classes, real_test, real_train, synthetic
-from phenosynth.data.workspace import Workspace, atomic_write
+from phenosynth.data.workspace import Workspace, atomic_write, locks_workspace
 from phenosynth.errors import PhenosynthError, WorkspaceError
 from phenosynth.evaluate.metrics import TOPK, macro_f1, topk_accuracies, topk_accuracy
 from phenosynth.progress import ProgressCallback, report
@@ -337,6 +337,7 @@ def run_folds(ws: Workspace, config: TrainConfig) -> list[int]:
     return folds[: config.folds]
 
 
+@locks_workspace
 def train(ws: Workspace, config: TrainConfig, name: str,
           on_progress: ProgressCallback | None = None) -> pd.DataFrame:
     """Run every fold x seed of ``config``; write ``WS/runs/NAME/{config.yaml,results.csv,timings.csv,skipped.csv}``.
