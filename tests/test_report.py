@@ -240,4 +240,4 @@ def test_report_html_says_settings_in_words_not_python_values(run_dir):
     text = re.sub(r"<[^>]+>", " ", re.sub(r"data:image/png;base64,[^\"]+", "", body))
     assert not re.findall(r"\b(True|False|None|nan)\b|\[|\{", text)
     assert "images in total, over all classes" in text
-    assert "probe (hyper-parameters C: 0.1, 1)" in text and "3 folds x 1 seed (0)" in text
+    assert "probe (hyper-parameters C: 0.1, 1.0)" in text and "3 folds x 1 seed (0)" in text

@@ -407,8 +407,6 @@ def in_words(value: Any) -> str:
         return "; ".join(f"{k}: {in_words(v)}" for k, v in value.items()) or "none"
     if isinstance(value, (list, tuple)):
         return ", ".join(in_words(v) for v in value) or "none"
-    if isinstance(value, float):
-        return f"{value:g}"
     return str(value)
 
 
