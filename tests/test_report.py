@@ -2,13 +2,24 @@
 
 from __future__ import annotations
 
+from xml.etree import ElementTree
+
+import numpy as np
 import pandas as pd
 import pytest
 import yaml
 from PIL import Image
 from typer.testing import CliRunner
 
-from phenosynth.study.report import ReportError, build_report, summarize_results, table_latex, table_markdown
+from phenosynth.study.report import (
+    ReportError,
+    build_report,
+    summarize_results,
+    table_latex,
+    table_markdown,
+    topk_figure,
+)
+from phenosynth.study.spec import StudySpec
 
 
 def _rows(backbone, regime, n, top1s, top5s=None):
@@ -70,10 +81,14 @@ def test_latex_table():
 def test_build_report_writes_every_file(run_dir):
     rep = build_report(run_dir)
     names = sorted(p.name for p in rep.files)
-    assert names == ["figure_top1.png", "figure_top10.png", "figure_top30.png", "figure_top5.png", "report.html",
-                     "table.csv", "table.md", "table.tex"]
+    assert names == sorted([f"figure_top{k}.{fmt}" for k in (1, 5, 10, 30) for fmt in ("png", "svg", "pdf")]
+                           + ["report.html", "table.csv", "table.md", "table.tex"])
     with Image.open(run_dir / "figure_top1.png") as im:
         assert im.format == "PNG" and im.size[0] > 600
+    svg = ElementTree.parse(run_dir / "figure_top1.svg").getroot()
+    assert svg.tag == "{http://www.w3.org/2000/svg}svg"
+    assert "Top-1 accuracy on the held-out real test set" in (run_dir / "figure_top1.svg").read_text()
+    assert (run_dir / "figure_top1.pdf").read_bytes().startswith(b"%PDF-")
     table = pd.read_csv(run_dir / "table.csv")
     assert table["Top-1"].tolist()[:2] == ["32.0 (2.0)", "22.0 (2.0)"]
     assert table["top1_mean"].iloc[0] == pytest.approx(0.32)
@@ -120,3 +135,109 @@ def test_a_spec_notice_heads_the_report_and_the_table(tmp_path):
     build_report(run)
     assert "<b>SIMULATED DATA.</b>" in (run / "report.html").read_text()
     assert (run / "table.md").read_text().rstrip().endswith("**SIMULATED DATA.**")
+
+
+def _errorbar_ys(ax) -> np.ndarray:
+    """Every y of every error bar segment and data point drawn on ``ax``."""
+    from matplotlib.container import ErrorbarContainer
+
+    ys = []
+    for c in ax.containers:
+        if isinstance(c, ErrorbarContainer):
+            data_line, _, barcols = c.lines
+            ys.append(np.asarray(data_line.get_ydata(), dtype=float))
+            for col in barcols:
+                ys += [np.asarray(seg)[:, 1] for seg in col.get_segments()]
+    return np.concatenate(ys)
+
+
+def test_accuracy_axes_and_error_bars_stay_within_0_and_100():
+    rows = _rows("resnet152", "real", 0, [0.90, 0.95, 1.0], [1.0] * 3)
+    rows += _rows("resnet152", "synthetic", 2000, [0.80, 1.0, 1.0], [0.8, 1.0, 1.0])  # mean 93.3, SD 11.5
+    rows += _rows("resnet152", "synthetic", 4000, [0.0, 0.0, 0.1], [0.0, 0.0, 0.1])  # mean 3.3, SD 5.8
+    rows += _rows("resnet152", "mixed", 4000, [0.9, 1.0, 1.0], [0.9, 1.0, 1.0])
+    summary = summarize_results(pd.DataFrame(rows))
+    for metric in ("top1", "top5"):
+        ax = topk_figure(summary, metric).axes[0]
+        lo, hi = ax.get_ylim()
+        assert 0 <= lo < hi <= 100
+        ys = _errorbar_ys(ax)
+        assert ys.min() == pytest.approx(0.0) and ys.max() == pytest.approx(100.0)  # cut, not beyond
+        assert len(ys) > 6
+
+
+def test_each_figure_has_one_legend_naming_only_what_is_drawn():
+    from matplotlib.legend import Legend
+
+    summary = summarize_results(pd.DataFrame(
+        _rows("resnet152", "real", 0, [0.3, 0.32]) + _rows("resnet152", "synthetic", 2000, [0.2, 0.22])
+        + _rows("vgg16", "synthetic", 2000, [0.1, 0.12]) + _rows("vgg16", "synthetic", 4000, [0.15, 0.12])))
+    fig = topk_figure(summary, "top1")
+    legends = [a for ax in fig.axes for a in ax.get_children() if isinstance(a, Legend)] + fig.legends
+    assert len(legends) == 1
+    labels = [t.get_text() for t in legends[0].get_texts()]
+    assert labels == ["ResNet152", "VGG16", "synthetic only", "real only"]  # no "real + synthetic": none drawn
+
+
+def test_a_real_only_study_gets_a_bar_chart_per_backbone(tmp_path):
+    from matplotlib.container import BarContainer
+
+    results = pd.DataFrame(_rows("resnet152", "real", 0, [0.30, 0.32, 0.34]) + _rows("vgg16", "real", 0, [0.1] * 3))
+    results["n_classes"] = 5  # Top-5 and up are trivial: only Top-1 is drawn, a quicker test
+    ax = topk_figure(summarize_results(results), "top1").axes[0]
+    bars = [c for c in ax.containers if isinstance(c, BarContainer)]
+    assert len(bars) == 1 and [b.get_height() for b in bars[0]] == pytest.approx([32.0, 10.0])
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["ResNet152", "VGG16"]
+    assert "synthetic" not in ax.get_xlabel() and ax.get_ylim() == (0.0, 100.0)
+    run = tmp_path / "r"
+    run.mkdir()
+    results.to_csv(run / "results.csv", index=False)
+    build_report(run)
+    page = (run / "report.html").read_text()
+    assert "real training images only" in page and "against the number of synthetic images" not in page
+
+
+def test_trivially_100_percent_topk_figures_are_left_out_and_the_report_says_so(tmp_path):
+    rows = _rows("resnet152", "real", 0, [0.3, 0.4]) + _rows("resnet152", "synthetic", 2000, [0.2, 0.3])
+    results = pd.DataFrame(rows).assign(top5=1.0, n_classes=8)  # Top-5 is 100 % everywhere; Top-10/30: k >= 8
+    run = tmp_path / "r"
+    run.mkdir()
+    results.to_csv(run / "results.csv", index=False)
+    (run / "figure_top10.png").write_bytes(b"stale figure of an earlier build")
+    rep = build_report(run)
+    assert rep.figures_left_out == {"Top-5": "every setting's mean is 100 %", "Top-10": "k ≥ the 8 classes",
+                                    "Top-30": "k ≥ the 8 classes"}
+    assert sorted(p.name for p in run.glob("figure_*")) == ["figure_top1.pdf", "figure_top1.png", "figure_top1.svg"]
+    page = (run / "report.html").read_text()
+    assert page.count("data:image/png;base64,") == 1
+    assert ("No figure for Top-5 (trivially 100 %: every setting&#x27;s mean is 100 %); Top-10 (trivially 100 %: "
+            "k ≥ the 8 classes); Top-30 (trivially 100 %: k ≥ the 8 classes); see Table 1.") in page
+    out = CliRunner().invoke(__import__("phenosynth.cli", fromlist=["app"]).app, ["report", str(run)])
+    assert out.exit_code == 0 and "No Top-10 figure: trivially 100 % (k ≥ the 8 classes)." in out.output
+
+
+def test_figures_are_byte_identical_when_rebuilt(run_dir):
+    _results().assign(n_classes=5).to_csv(run_dir / "results.csv", index=False)  # Top-1 only: a quicker test
+    build_report(run_dir)
+    first = {p.name: p.read_bytes() for p in run_dir.glob("figure_*")}
+    build_report(run_dir)
+    assert sorted(first) == ["figure_top1.pdf", "figure_top1.png", "figure_top1.svg"]
+    assert {p.name: p.read_bytes() for p in run_dir.glob("figure_*")} == first
+
+
+def test_report_html_says_settings_in_words_not_python_values(run_dir):
+    import re
+
+    spec = StudySpec(backbones=["resnet152", {"name": "vgg16", "weights": "none"}],
+                     regimes={"synthetic": [2000, 4000], "mixed": [4000]}, folds=3,
+                     trainer={"mode": "probe", "hparams": {"C": [0.1, 1.0]}})
+    (run_dir / "config.yaml").write_text(yaml.safe_dump({"name": "paper", "spec": spec.resolved(),
+                                                         "manifest": {"digest": "abc"}}))
+    _results().assign(n_classes=5).to_csv(run_dir / "results.csv", index=False)  # Top-1 only: a quicker test
+    build_report(run_dir)
+    page = (run_dir / "report.html").read_text()
+    body = page[page.index("<body>"):]
+    text = re.sub(r"<[^>]+>", " ", re.sub(r"data:image/png;base64,[^\"]+", "", body))
+    assert not re.findall(r"\b(True|False|None|nan)\b|\[|\{", text)
+    assert "images in total, over all classes" in text
+    assert "probe (hyper-parameters C: 0.1, 1.0)" in text and "3 folds x 1 seed (0)" in text

@@ -15,7 +15,7 @@ import yaml
 from phenosynth.data.workspace import Workspace
 from phenosynth.study.grid import expand_grid
 from phenosynth.study.runner import StudyError, run_study
-from phenosynth.study.spec import StudySpec
+from phenosynth.study.spec import SpecError, StudySpec
 
 sys.path.insert(0, str(Path(__file__).parent))
 from _study_fakes import FAKE_CELLS  # noqa: E402
@@ -234,3 +234,116 @@ def test_study_allow_fewer_records_requested_and_actual_n_and_labels_the_actual(
     df = pd.read_csv(res.run_dir / "results.csv")
     assert df["n_synthetic"].tolist() == [30, 30] and df["n_synthetic_requested"].tolist() == [40, 40]
     assert "Syn 30" in (res.run_dir / "table.md").read_text()
+
+
+def _tiny_spec(ws, **changes):
+    spec = {"backbones": ["shape68"], "regimes": {"real": True, "synthetic": [30]}, "folds": 2,
+            "trainer": {"mode": "probe", "hparams": {"C": [0.01, 1.0]}}, "features_from": "ws/features"}
+    spec.update(changes)
+    return {k: v for k, v in spec.items() if v is not None}
+
+
+@pytest.mark.parametrize("change, message", [
+    ({"regimes": {"real": True, "synthetic": [500]}},
+     "n = 500 synthetic images asked for, but only 120 are available"),
+    ({"folds": 5}, "asks for folds: 5, but the workspace has 2"),
+    ({"selection": "top-per-clas"}, "Unknown selection strategy 'top-per-clas'"),
+    ({"generator": "shape-wrap"}, "Unknown generator 'shape-wrap'"),
+    ({"features_from": "nowhere"}, "No precomputed features for backbone 'shape68'"),
+    ({"backbones": [{"name": "mobilenet_v2", "weights": "missing.pth"}], "features_from": None},
+     "missing.pth for mobilenet_v2 does not exist"),
+])
+def test_a_study_that_cannot_start_leaves_no_run_folder(tmp_path, change, message):
+    from typer.testing import CliRunner
+
+    from phenosynth.cli import app
+
+    ws = _tiny_workspace(tmp_path / "ws")
+    spec = tmp_path / "tiny.yaml"
+    spec.write_text(yaml.safe_dump(_tiny_spec(ws, **change)))
+    out = CliRunner().invoke(app, ["study", str(spec), "-w", str(ws.root), "--executor", "serial"])
+    assert out.exit_code == 2, out.output
+    assert message in " ".join(out.output.split()) and "Traceback" not in out.output
+    assert not (ws.runs_dir / "tiny").exists()
+
+
+def test_the_name_of_a_study_that_failed_to_start_works_after_the_fix(tmp_path):
+    from typer.testing import CliRunner
+
+    from phenosynth.cli import app
+
+    ws = _tiny_workspace(tmp_path / "ws")
+    spec = tmp_path / "tiny.yaml"
+    runner = CliRunner()
+    spec.write_text(yaml.safe_dump(_tiny_spec(ws, regimes={"real": True, "synthetic": [500]})))
+    assert runner.invoke(app, ["study", str(spec), "-w", str(ws.root), "--executor", "serial"]).exit_code == 2
+    spec.write_text(yaml.safe_dump(_tiny_spec(ws)))  # the cause fixed: n within what the workspace has
+    out = runner.invoke(app, ["study", str(spec), "-w", str(ws.root), "--executor", "serial"])
+    assert out.exit_code == 0, out.output
+    assert "4 cells (4 trained now, 0 resumed)" in out.output
+    assert len(pd.read_csv(ws.runs_dir / "tiny" / "results.csv")) == 4
+
+
+def test_a_half_made_run_folder_left_by_older_versions_does_not_block_its_name(tmp_path):
+    ws = _tiny_workspace(tmp_path / "ws")
+    leftover = ws.runs_dir / "tiny"
+    (leftover / "cells").mkdir(parents=True)
+    (leftover / "config.yaml").write_text("name: tiny\n")  # what a study failing in preparation used to leave
+    spec = StudySpec.model_validate(_tiny_spec(ws, features_from=str(ws.root / "features")))
+    res = run_study(ws, spec, "tiny", executor="serial", build_report=False)
+    assert res.n_ran == 4 and yaml.safe_load((leftover / "config.yaml").read_text())["spec"]["folds"] == 2
+
+
+def test_a_failure_after_the_folder_exists_removes_the_folder_it_made(ws, fakes, monkeypatch):
+    import phenosynth.study.runner as runner_module
+
+    def broken_executor(**_):
+        def execute(job, cells):
+            raise RuntimeError("the cluster went away")
+            yield  # pragma: no cover
+
+        return execute
+
+    monkeypatch.setitem(runner_module.EXECUTORS._entries, "broken", broken_executor)
+    with pytest.raises(RuntimeError, match="went away"):
+        run_study(ws, SPEC, "r1", executor="broken", cell_fn="fake_cells:score")
+    assert not (ws.runs_dir / "r1").exists()
+    run_study(ws, SPEC, "r1", executor="serial", cell_fn="fake_cells:score", build_report=False)
+
+
+def test_a_rerun_from_the_runs_config_yaml_gives_byte_identical_results(tmp_path, monkeypatch):
+    from typer.testing import CliRunner
+
+    from phenosynth.cli import app
+    from phenosynth.study.spec import load_spec
+
+    ws = _tiny_workspace(tmp_path / "ws", dims=(("shape68", 3),))  # few dims: accuracies below 100 %
+    spec = tmp_path / "specs" / "tiny.yaml"
+    spec.parent.mkdir()
+    spec.write_text(yaml.safe_dump(_tiny_spec(ws, features_from="../ws/features")))  # relative to the spec file
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    runner = CliRunner()
+    first = runner.invoke(app, ["study", str(spec), "-w", str(ws.root), "--executor", "serial", "--name", "first"])
+    assert first.exit_code == 0, first.output
+    config = ws.runs_dir / "first" / "config.yaml"
+    assert yaml.safe_load(config.read_text())["spec"]["features_from"] == str(ws.root / "features")
+    assert load_spec(config) == load_spec(spec)
+    again = runner.invoke(app, ["study", str(config), "-w", str(ws.root), "--executor", "serial", "--name", "again"])
+    assert again.exit_code == 0, again.output
+    results = (ws.runs_dir / "first" / "results.csv").read_bytes()
+    assert (ws.runs_dir / "again" / "results.csv").read_bytes() == results
+    top1 = pd.read_csv(ws.runs_dir / "first" / "results.csv")["top1"]
+    assert len(top1) == 4 and top1.between(0.05, 0.99).all()  # real numbers, not a trivial 100 %
+
+
+def test_n_beyond_what_the_specs_generator_would_make_fails_before_generating(tmp_path):
+    ws = _tiny_workspace(tmp_path / "ws", per_class_syn=0)
+    before = ws.manifest_path.read_bytes()
+    spec = {"backbones": ["shape68"], "regimes": {"synthetic": [500]}, "folds": 2,
+            "generator": {"name": "shape-warp", "per_class": 2}}
+    with pytest.raises(SpecError, match=r"there will be at most 12 in all, counting the 2 images per class that "
+                                        r"the spec's generator would make"):
+        run_study(ws, spec, "gen", executor="serial")
+    assert ws.manifest_path.read_bytes() == before and not (ws.runs_dir / "gen").exists()

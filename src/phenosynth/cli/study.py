@@ -104,6 +104,8 @@ def report(
     _print_table(rep.run_dir)
     for w in rep.warnings:
         console.print(f"[yellow]warning:[/] {w}", highlight=False)
+    for metric, why in rep.figures_left_out.items():
+        console.print(f"No {metric} figure: trivially 100 % ({why}).", highlight=False)
     console.print(f"Wrote {len(rep.files)} files in {rep.run_dir}; open {rep.run_dir / 'report.html'}", soft_wrap=True)
 
 

@@ -1,6 +1,6 @@
 """The study's report, rebuilt from ``results.csv`` alone (plus the workspace for context when it is there):
-Table 1 (``table.md``, ``table.csv``, ``table.tex``), Figure 1 (``figure_top1.png`` and one per k) and
-``report.html`` with the dataset, face-pass and selection statistics and warnings.
+Table 1 (``table.md``, ``table.csv``, ``table.tex``), Figure 1 (``figure_top1.{png,svg,pdf}`` and one per k that is
+not trivially 100 %) and ``report.html`` with the dataset, face-pass and selection statistics and warnings.
 
 The table functions are pure (a results frame in, a frame/str out); :func:`build_report` does the I/O.
 """
@@ -252,17 +252,96 @@ def table_html(summary: pd.DataFrame) -> str:
 
 
 # --- figures ---------------------------------------------------------------------------------------------------------
-def plot_topk(summary: pd.DataFrame, metric: str, path: Path) -> Path:
-    """Top-k against n per backbone: synthetic-only as solid lines with SD error bars, the real-only result as a
-    dashed horizontal line in the same colour, real + synthetic as a diamond at its n."""
+#: Formats written beside each other for every figure (PNG for the report, SVG and PDF for a paper).
+FIGURE_FORMATS: tuple[str, ...] = ("png", "svg", "pdf")
+#: Metadata that would make reruns differ (dates) left out, so the same results give byte-identical files.
+_FIGURE_METADATA: dict[str, dict[str, Any]] = {"png": {}, "svg": {"Date": None}, "pdf": {"CreationDate": None}}
+_STYLE_LABELS = {"synthetic": "synthetic only", "real": "real only", "mixed": "real + synthetic"}
+
+
+def _percent_with_clipped_sd(mean: pd.Series, sd: pd.Series) -> tuple[np.ndarray, np.ndarray]:
+    """Means in % and SD error bars (2, N) cut at 0 and 100 %, an accuracy's range.
+
+    >>> y, err = _percent_with_clipped_sd(pd.Series([0.98, 0.02]), pd.Series([0.05, float("nan")]))
+    >>> y.tolist(), err.round(6).tolist()
+    ([98.0, 2.0], [[5.0, 0.0], [2.0, 0.0]])
+    """
+    y = 100 * mean.to_numpy(dtype=float)
+    e = 100 * sd.fillna(0).to_numpy(dtype=float)
+    return y, np.clip(np.vstack([np.minimum(e, y), np.minimum(e, 100 - y)]), 0, None)
+
+
+def is_real_only(summary: pd.DataFrame) -> bool:
+    """True when no configuration trained on synthetic images."""
+    return bool((summary["regime"] == "real").all())
+
+
+def trivial_metrics(summary: pd.DataFrame, n_classes: int | None) -> dict[str, str]:
+    """Top-k columns (k > 1) whose figure would say nothing, with the reason: k covers every class, or every
+    configuration's mean is 100 %. Top-1 is always drawn.
+
+    >>> s = pd.DataFrame({"top1_mean": [0.5], "top5_mean": [1.0], "top10_mean": [0.9], "top30_mean": [1.0]})
+    >>> trivial_metrics(s, 20)
+    {'top5': "every setting's mean is 100 %", 'top30': 'k ≥ the 20 classes'}
+    """
+    out: dict[str, str] = {}
+    for m in _metric_columns(summary):
+        k = int(m[3:])
+        if k == 1:
+            continue
+        means = summary[f"{m}_mean"].dropna().to_numpy(dtype=float)
+        if n_classes and k >= n_classes:
+            out[m] = f"k ≥ the {n_classes} classes"
+        elif len(means) and np.isclose(means, 1.0, rtol=0, atol=1e-9).all():
+            out[m] = "every setting's mean is 100 %"
+    return out
+
+
+def topk_figure(summary: pd.DataFrame, metric: str) -> Any:
+    """The figure of one top-k ``metric`` (a :class:`matplotlib.figure.Figure`, not drawn anywhere).
+
+    With synthetic training sets: top-k against n per backbone, synthetic-only as solid lines with SD error bars,
+    real-only as a dashed horizontal line in the backbone's colour, real + synthetic as a diamond at its n. A
+    real-only study: one bar per backbone. Accuracy axes and error bars stay within [0, 100] %; one legend.
+    """
+    from matplotlib.figure import Figure
+
+    if is_real_only(summary):
+        return _bar_figure(summary, metric, Figure(figsize=(7.5, 4.8), dpi=120))
+    return _line_figure(summary, metric, Figure(figsize=(7.5, 4.8), dpi=120))
+
+
+def _colours() -> tuple:
     import matplotlib
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    return matplotlib.colormaps["tab10"].colors
+
+
+def _bar_figure(summary: pd.DataFrame, metric: str, fig: Any) -> Any:
+    ax = fig.subplots()
+    colours = _colours()
+    names = [display_name(b) for b in summary["backbone"]]
+    y, err = _percent_with_clipped_sd(summary[f"{metric}_mean"], summary[f"{metric}_sd"])
+    ax.bar(range(len(names)), y, yerr=err, capsize=4, width=0.6,
+                  color=[colours[i % len(colours)] for i in range(len(names))])
+    for x, (v, up) in enumerate(zip(y, err[1])):  # the mean above its error bar
+        ax.annotate(f"{v:.1f}", (x, v + up), xytext=(0, 3), textcoords="offset points", ha="center", fontsize=9)
+    ax.set_xticks(range(len(names)), names)
+    ax.set_ylim(0, 100)
+    ax.set_ylabel(f"{_header(metric)} accuracy (%)")
+    ax.set_title(f"{_header(metric)} accuracy, real training images only (mean ± SD over folds)", pad=12)
+    ax.grid(axis="y", alpha=0.3)
+    ax.set_axisbelow(True)
+    ax.spines[["top", "right"]].set_visible(False)
+    fig.tight_layout()
+    return fig
+
+
+def _line_figure(summary: pd.DataFrame, metric: str, fig: Any) -> Any:
     from matplotlib.lines import Line2D
 
-    fig, ax = plt.subplots(figsize=(7.5, 4.8), dpi=120)
-    colours = plt.get_cmap("tab10").colors
+    ax = fig.subplots()
+    colours = _colours()
     ns = sorted(set(summary.loc[summary["regime"] != "real", "n_synthetic"]))
     handles = []
     for i, backbone in enumerate(dict.fromkeys(summary["backbone"])):
@@ -270,43 +349,84 @@ def plot_topk(summary: pd.DataFrame, metric: str, path: Path) -> Path:
         rows = summary[summary["backbone"] == backbone]
         syn = rows[rows["regime"] == "synthetic"].sort_values("n_synthetic")
         if not syn.empty:
-            ax.errorbar(syn["n_synthetic"], 100 * syn[f"{metric}_mean"], yerr=100 * syn[f"{metric}_sd"].fillna(0),
-                        color=colour, marker="o", ms=5, lw=1.8, capsize=3)
+            y, err = _percent_with_clipped_sd(syn[f"{metric}_mean"], syn[f"{metric}_sd"])
+            ax.errorbar(syn["n_synthetic"], y, yerr=err, color=colour, marker="o", ms=5, lw=1.8, capsize=3,
+                        clip_on=False)
         real = rows[rows["regime"] == "real"]
         if not real.empty:
-            ax.axhline(100 * real[f"{metric}_mean"].iloc[0], color=colour, ls="--", lw=1.3, alpha=0.9)
-        mixed = rows[rows["regime"] == "mixed"]
+            ax.axhline(100 * real[f"{metric}_mean"].iloc[0], color=colour, ls="--", lw=1.3, alpha=0.9, clip_on=False)
+        mixed = rows[rows["regime"] == "mixed"].sort_values("n_synthetic")
         if not mixed.empty:
-            ax.errorbar(mixed["n_synthetic"], 100 * mixed[f"{metric}_mean"],
-                        yerr=100 * mixed[f"{metric}_sd"].fillna(0), color=colour, marker="D", ms=8, mfc="white",
-                        mew=2, ls="none", capsize=3)
-        handles.append(Line2D([], [], color=colour, marker="o", lw=1.8, label=display_name(backbone)))
-    style = [
-        Line2D([], [], color="0.3", marker="o", lw=1.8, label="synthetic only"),
-        Line2D([], [], color="0.3", ls="--", lw=1.3, label="real only"),
-        Line2D([], [], color="0.3", marker="D", mfc="white", mew=2, ls="none", label="real + synthetic"),
-    ]
-    if ns:
-        ax.set_xticks(ns)
-        ax.set_xticklabels([format_n(n) for n in ns])
-        pad = (max(ns) - min(ns)) * 0.06 or max(ns) * 0.1
-        ax.set_xlim(min(ns) - pad, max(ns) + pad)
+            y, err = _percent_with_clipped_sd(mixed[f"{metric}_mean"], mixed[f"{metric}_sd"])
+            ax.errorbar(mixed["n_synthetic"], y, yerr=err, color=colour, marker="D", ms=8, mfc="white", mew=2,
+                        ls="none", capsize=3, clip_on=False)
+        handles.append(Line2D([], [], color=colour, lw=6, label=display_name(backbone)))
+    present = set(summary["regime"])
+    styles = {"synthetic": dict(marker="o", lw=1.8), "real": dict(ls="--", lw=1.3),
+              "mixed": dict(marker="D", mfc="white", mew=2, ls="none")}
+    handles += [Line2D([], [], color="0.3", label=_STYLE_LABELS[r], **styles[r])
+                for r in ("synthetic", "real", "mixed") if r in present]
+    ax.set_xticks(ns, [format_n(n) for n in ns])
+    pad = (max(ns) - min(ns)) * 0.06 or max(ns) * 0.1
+    ax.set_xlim(min(ns) - pad, max(ns) + pad)
+    lo, hi = ax.get_ylim()
+    lo, hi = max(0.0, lo), min(100.0, hi)  # an accuracy axis never shows values outside [0, 100] %
+    if hi - lo < 10:  # at least 10 points tall, so a flat result (e.g. every mean 100 %) is not a zoomed-in line
+        lo, hi = (max(0.0, hi - 10), hi) if hi - 10 >= 0 else (0.0, 10.0)
+    ax.set_ylim(lo, hi)
+    ax.spines[["top", "right"]].set_visible(False)  # a result at 100 % is not hidden in the frame
     ax.set_xlabel("number of synthetic training images (n)")
     ax.set_ylabel(f"{_header(metric)} accuracy (%)")
-    ax.set_title(f"{_header(metric)} accuracy on the held-out real test set (mean ± SD over folds)")
+    ax.set_title(f"{_header(metric)} accuracy on the held-out real test set (mean ± SD over folds)", pad=12)
     ax.grid(alpha=0.3)
-    first = ax.legend(handles=handles, loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=9, title="backbone")
-    ax.add_artist(first)
-    ax.legend(handles=style, loc="lower left", bbox_to_anchor=(1.01, 0.0), fontsize=9)
+    ax.legend(handles=handles, loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=9, frameon=False)
     fig.tight_layout()
-    atomic_write(path, lambda p: fig.savefig(p, format="png", bbox_inches="tight"))
-    plt.close(fig)
-    return path
+    return fig
+
+
+def figure_paths(run_dir: Path, metric: str) -> list[Path]:
+    """``figure_<metric>.png`` / ``.svg`` / ``.pdf`` in ``run_dir``."""
+    return [run_dir / f"figure_{metric}.{fmt}" for fmt in FIGURE_FORMATS]
+
+
+def save_figure(fig: Any, paths: list[Path]) -> list[Path]:
+    """Write ``fig`` to each path in the format its suffix names, byte-identical for identical figures."""
+    import matplotlib
+
+    with matplotlib.rc_context({"svg.hashsalt": "phenosynth"}):  # SVG element ids from a fixed salt, not random
+        for path in paths:
+            fmt = path.suffix[1:]
+            atomic_write(path, lambda p, f=fmt: fig.savefig(p, format=f, bbox_inches="tight",
+                                                            metadata=_FIGURE_METADATA[f]))
+    return paths
+
+
+def plot_topk(summary: pd.DataFrame, metric: str, run_dir: Path) -> list[Path]:
+    """Write the figure of ``metric`` (:func:`topk_figure`) as PNG, SVG and PDF into ``run_dir``."""
+    return save_figure(topk_figure(summary, metric), figure_paths(run_dir, metric))
 
 
 # --- context from the workspace --------------------------------------------------------------------------------------
+def in_words(value: Any) -> str:
+    """A value as a reader of the report says it: no raw Python ``True``/``None``/``[...]``/``{...}``.
+
+    >>> in_words(True), in_words(None), in_words([0, 1]), in_words({"C": [0.1, 1.0]}), in_words(0.5)
+    ('yes', 'not recorded', '0, 1', 'C: 0.1, 1.0', '0.5')
+    """
+    if isinstance(value, (bool, np.bool_)):
+        return "yes" if value else "no"
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "not recorded"
+    if isinstance(value, dict):
+        return "; ".join(f"{k}: {in_words(v)}" for k, v in value.items()) or "none"
+    if isinstance(value, (list, tuple)):
+        return ", ".join(in_words(v) for v in value) or "none"
+    return str(value)
+
+
 def _kv_table(items: dict[str, Any]) -> str:
-    rows = "".join(f"<tr><td>{html.escape(str(k))}</td><td>{html.escape(str(v))}</td></tr>" for k, v in items.items())
+    rows = "".join(f"<tr><td>{html.escape(str(k))}</td><td>{html.escape(in_words(v))}</td></tr>"
+                   for k, v in items.items())
     return f'<table class="kv">{rows}</table>'
 
 
@@ -436,12 +556,42 @@ class Report:
     files: list[Path] = field(default_factory=list)
     summary: pd.DataFrame | None = None
     warnings: list[str] = field(default_factory=list)
+    figures_left_out: dict[str, str] = field(default_factory=dict)
+    """Top-k figures not drawn because they would say nothing ("Top-10" -> the reason); report.html says so too."""
 
 
-def _png_tag(path: Path, caption: str) -> str:
-    data = base64.b64encode(path.read_bytes()).decode()
+def _figure_tag(paths: list[Path], caption: str) -> str:
+    """The PNG inline (the report is one self-contained file), with links to every format beside it."""
+    png = next(p for p in paths if p.suffix == ".png")
+    data = base64.b64encode(png.read_bytes()).decode()
+    links = " · ".join(f'<a href="{html.escape(p.name)}">{html.escape(p.suffix[1:].upper())}</a>' for p in paths)
     return (f'<figure><img src="data:image/png;base64,{data}" alt="{html.escape(caption)}">'
-            f"<figcaption>{html.escape(caption)} ({path.name})</figcaption></figure>")
+            f"<figcaption>{html.escape(caption)} ({html.escape(png.stem)}: {links})</figcaption></figure>")
+
+
+def _figure_caption(summary: pd.DataFrame, metric: str) -> str:
+    if is_real_only(summary):
+        return f"{_header(metric)} accuracy per backbone, trained on real images only; error bars: SD over folds."
+    present = set(summary["regime"])
+    parts = [f"{_header(metric)} accuracy against n (solid: synthetic only"]
+    if "real" in present:
+        parts.append("dashed: real only")
+    if "mixed" in present:
+        parts.append("diamond: real + synthetic")
+    return "; ".join(parts) + "); error bars: SD over folds, within 0–100 %."
+
+
+def _n_classes(results: pd.DataFrame, ctx: dict[str, Any]) -> int | None:
+    """Classes the models chose among: the trainer's ``n_classes`` column, else the workspace's class count."""
+    if "n_classes" in results.columns:
+        n = pd.to_numeric(results["n_classes"], errors="coerce").dropna()
+        if len(n):
+            return int(n.max())
+    return ctx.get("n_classes")
+
+
+def _plural(n: int, word: str) -> str:
+    return f"{n} {word}" + ("" if n == 1 else "s")
 
 
 def _write_text(path: Path, text: str) -> Path:
@@ -480,14 +630,21 @@ def build_report(run_dir: str | os.PathLike[str], *, ws: Any = None) -> Report:
     atomic_write(run_dir / "table.csv", lambda p: csv_frame.to_csv(p, index=False))
     rep.files.append(run_dir / "table.csv")
     rep.files.append(_write_text(run_dir / "table.tex", table_latex(summary)))
+    ctx = dataset_context(ws_root, (config.get("spec") or {}).get("representation"))
+    left_out = trivial_metrics(summary, _n_classes(results, ctx))
+    rep.figures_left_out = {_header(m): why for m, why in left_out.items()}
     figures = []
     for m in _metric_columns(summary):
-        path = plot_topk(summary, m, run_dir / f"figure_{m}.png")
-        rep.files.append(path)
-        figures.append(_png_tag(path, f"{_header(m)} accuracy against n; dashed: real only; diamond: real + "
-                                      "synthetic"))
-
-    ctx = dataset_context(ws_root, (config.get("spec") or {}).get("representation"))
+        if m in left_out:
+            for stale in figure_paths(run_dir, m):  # a figure the report says it left out is not left lying there
+                stale.unlink(missing_ok=True)
+            continue
+        paths = plot_topk(summary, m, run_dir)
+        rep.files.extend(paths)
+        figures.append(_figure_tag(paths, _figure_caption(summary, m)))
+    if left_out:
+        figures.append("<p>No figure for " + "; ".join(f"{_header(m)} (trivially 100 %: {html.escape(why)})"
+                                                       for m, why in left_out.items()) + "; see Table 1.</p>")
     ctx["_summary"] = summary
     rep.warnings = collect_warnings(results, config, ctx)
     warnings_html = ('<div class="warn"><ul>' + "".join(f"<li>{html.escape(w)}</li>" for w in rep.warnings)
@@ -506,7 +663,10 @@ def build_report(run_dir: str | os.PathLike[str], *, ws: Any = None) -> Report:
     selection_info = dict(ctx.get("synthetic") or {})
     spec = config.get("spec") or {}
     if spec:
-        selection_info = {"selection strategy": spec.get("selection"), "n counts per class": spec.get("per_class"),
+        per_class = spec.get("per_class")
+        selection_info = {"selection strategy": spec.get("selection"),
+                          "n counts": "not recorded" if per_class is None else (
+                              "images per class" if per_class else "images in total, over all classes"),
                           "ranking representation": spec.get("representation"), **selection_info}
     extra = [c for c in ("n_train", "n_test") if c in results.columns]
     if extra:
@@ -524,8 +684,13 @@ def build_report(run_dir: str | os.PathLike[str], *, ws: Any = None) -> Report:
     cfg_items: dict[str, Any] = {}
     if spec:
         cfg_items["backbones"] = ", ".join(f"{b['name']} ({b['weights']})" for b in spec.get("backbones", []))
-        cfg_items["trainer"] = f"{spec.get('trainer', {}).get('mode')} {spec.get('trainer', {}).get('hparams') or ''}"
-        cfg_items["folds x seeds"] = f"{spec.get('folds')} x {spec.get('seeds')}"
+        trainer = spec.get("trainer") or {}
+        hparams = trainer.get("hparams")
+        cfg_items["trainer"] = f"{in_words(trainer.get('mode'))} (" + (
+            f"hyper-parameters {in_words(hparams)})" if hparams else "its default hyper-parameters)")
+        seeds = spec.get("seeds") or []
+        cfg_items["folds x seeds"] = (f"{in_words(spec.get('folds'))} folds x {_plural(len(seeds), 'seed')}"
+                                      + (f" ({in_words(seeds)})" if seeds else ""))
         cfg_items["validate on"] = spec.get("validate_on")
         cfg_items["preprocessing"] = spec.get("preprocessing")
     if config.get("manifest"):
@@ -533,7 +698,7 @@ def build_report(run_dir: str | os.PathLike[str], *, ws: Any = None) -> Report:
     if config.get("packages"):
         cfg_items["packages"] = ", ".join(f"{k} {v}" for k, v in config["packages"].items())
     n_models = len(results)
-    subtitle = (f"{n_models} trained models · {results['backbone'].nunique()} backbones · "
+    subtitle = (f"{_plural(n_models, 'trained model')} · {_plural(results['backbone'].nunique(), 'backbone')} · "
                 f"workspace {html.escape(str(ws_root) if ws_root else '(not available)')}")
     page = Template(TEMPLATE.read_text(encoding="utf-8")).substitute(
         name=html.escape(config.get("name", run_dir.name)),
@@ -541,6 +706,8 @@ def build_report(run_dir: str | os.PathLike[str], *, ws: Any = None) -> Report:
         notice=(f'<p class="warn"><b>{html.escape(spec["notice"])}</b></p>' if spec and spec.get("notice") else ""),
         warnings=warnings_html,
         table=table_html(summary),
+        figure_title=("top-k accuracy per backbone, real training images only" if is_real_only(summary) else
+                      "top-k accuracy against the number of synthetic images"),
         figures="\n".join(figures),
         dataset=dataset,
         faces=faces,

@@ -23,6 +23,7 @@ import json
 import logging
 import os
 import platform
+import shutil
 import sys
 import time
 import traceback
@@ -458,37 +459,110 @@ def _check_resume(run_dir: Path, config: dict[str, Any]) -> None:
         )
 
 
-def prepare_study(ws: Workspace, spec: StudySpec, on_progress: ProgressCallback | None = None) -> None:
-    """Before the cells: generate + rank synthetic images if the spec names a generator and the workspace has none
-    of it, check every n against what is available, and extract features of every backbone once (cached)."""
-    df = ws.load_manifest()
-    if spec.max_n > 0 and isinstance(spec.generator, GeneratorSpec):
-        if not (mf.synthetic(df)["generator"] == spec.generator.name).any():
-            from phenosynth import synth
-            from phenosynth.faces.facepass import load_faces, resolve_face_settings, run_face_pass
+def _largest_config(spec: StudySpec) -> "TrainConfig":  # noqa: F821 (lazy import)
+    """The training configuration of the spec's cell with the largest n (the one that needs the most images)."""
+    return train_config(spec, next(c for c in expand_grid(spec) if c.n_synthetic == spec.max_n))
 
-            detector, landmarker = resolve_face_settings(ws, spec.detector, spec.landmarker)
-            log.info("generating %d synthetic images per class with %s", spec.generator.per_class,
-                     spec.generator.name)
-            synth.generate(ws, generator=spec.generator.name, per_class=spec.generator.per_class,
-                           seed=spec.generator.seed, faces=load_faces(ws, detector, landmarker))
-            # landmarks + crops of the new images, with the same face setting (processes new images only)
-            run_face_pass(ws, detector=detector, landmarker=landmarker)
-            df = ws.load_manifest()
-    have_folds = sorted(int(f) for f in mf.real_train(df)["fold"].dropna().unique())
+
+def _check_folds_and_counts(ws: Workspace, spec: StudySpec, df: pd.DataFrame, *, extra_synthetic: int = 0
+                            ) -> list[int]:
+    """The spec's folds against the workspace's, and the largest n against what every fold can give (the training
+    layer's one check, counting every usable image: no ranking needed, so it fails fast). ``extra_synthetic``: images
+    per class that the spec's generator will add before the cells run (they do not exist yet, so they are counted
+    whole). Returns the folds the study runs."""
+    have_folds = sorted(int(f) for f in mf.real_train(df)["fold"].dropna().unique()) if not df.empty else []
     if not have_folds:
         raise StudyError(f"The workspace has no validation folds yet. Run first: phenosynth split -w {ws.root}")
     if spec.folds > len(have_folds):
         raise SpecError(f"The spec asks for folds: {spec.folds}, but the workspace has {len(have_folds)}. Set "
                         f"folds: {len(have_folds)} in the spec, or re-split: phenosynth split -w {ws.root} "
                         f"--folds {spec.folds}")
-    if spec.max_n > 0:  # the largest n against what every fold can give (the training layer's one check) ...
-        from phenosynth.training.cell import check_synthetic_available
+    folds = have_folds[: spec.folds]
+    if spec.max_n == 0:
+        return folds
+    if extra_synthetic:
+        classes = mf.real_classes(df)
+        have = mf.synthetic(df)["label"].value_counts()
+        if spec.per_class:
+            most = min(int(have.get(c, 0)) for c in classes) + extra_synthetic
+            what = f"{most} per class"
+        else:
+            most = int(have.reindex(classes).fillna(0).sum()) + extra_synthetic * len(classes)
+            what = f"{most} in all"
+        if spec.max_n > most:
+            raise SpecError(f"The spec asks for n = {spec.max_n} synthetic images{' per class' if spec.per_class else ''}"
+                            f", but there will be at most {what}, counting the {extra_synthetic} images per class that "
+                            "the spec's generator would make. Lower the n values under regimes:, or raise generator: "
+                            "per_class:.")
+        return folds
+    from phenosynth.training.cell import check_synthetic_available
 
-        largest = train_config(spec, next(c for c in expand_grid(spec) if c.n_synthetic == spec.max_n))
-        folds = have_folds[: spec.folds]
-        # ... counting every usable image first (no ranking needed: fails fast), ranked ones once ranked
-        check_synthetic_available(ws, replace(largest, selection="random"), folds, df)
+    check_synthetic_available(ws, replace(_largest_config(spec), selection="random"), folds, df)
+    return folds
+
+
+def _will_generate(spec: StudySpec, df: pd.DataFrame) -> bool:
+    """True when preparation makes synthetic images with the spec's generator (the workspace has none of it)."""
+    return (spec.max_n > 0 and isinstance(spec.generator, GeneratorSpec)
+            and not (mf.synthetic(df)["generator"] == spec.generator.name).any())
+
+
+def check_study(ws: Workspace, spec: StudySpec, *, cell_fn: CellFunctionRef | None = None) -> None:
+    """Everything about a study that can be checked without doing any work, so that a study that cannot run fails
+    before its run folder exists: the selection strategy, representation, trainer and generator names; and, for the
+    default cell function, the workspace's folds, every n against the usable synthetic images, and each backbone's
+    weights file (:class:`~phenosynth.errors.MissingWeightsError`) or precomputed feature file.
+
+    A custom ``cell_fn`` decides itself what it needs from the workspace, so only the names are checked for it.
+    """
+    from phenosynth.models.trainers import TRAINERS
+    from phenosynth.synth.ranking import check_representation
+    from phenosynth.synth.selection import get_strategy
+
+    get_strategy(spec.selection)
+    check_representation(spec.representation)
+    trainer = TRAINERS.get(spec.trainer.mode)
+    if isinstance(spec.generator, GeneratorSpec):
+        from phenosynth.synth.generators import GENERATORS
+
+        GENERATORS.get(spec.generator.name)
+    if cell_fn is not None:
+        return
+    from phenosynth.models.backbones import backbone_entry
+
+    df = ws.load_manifest()
+    generated = spec.generator.per_class if isinstance(spec.generator, GeneratorSpec) else 0
+    _check_folds_and_counts(ws, spec, df, extra_synthetic=generated if _will_generate(spec, df) else 0)
+    needs_weights = not spec.features_from or getattr(trainer, "input_kind", "features") != "features"
+    for b in spec.backbones:
+        entry = backbone_entry(b.name)
+        if needs_weights:
+            entry.resolve(b.weights)  # MissingWeightsError naming the file and folder; never downloads
+        if spec.features_from and not feature_file(Path(spec.features_from), b.name).exists():
+            raise StudyError(f"No precomputed features for backbone '{b.name}': expected "
+                             f"{feature_file(Path(spec.features_from), b.name)} (an .npz with arrays ids (N,) and "
+                             "X (N, d)); fix features_from: in the spec.")
+
+
+def prepare_study(ws: Workspace, spec: StudySpec, on_progress: ProgressCallback | None = None) -> None:
+    """Before the cells: generate + rank synthetic images if the spec names a generator and the workspace has none
+    of it, check every n against what is available, and extract features of every backbone once (cached).
+
+    Writes only to the workspace (never to a run folder); :func:`run_study` creates the run folder after it."""
+    df = ws.load_manifest()
+    if _will_generate(spec, df) and isinstance(spec.generator, GeneratorSpec):
+        from phenosynth import synth
+        from phenosynth.faces.facepass import load_faces, resolve_face_settings, run_face_pass
+
+        gen = spec.generator
+        detector, landmarker = resolve_face_settings(ws, spec.detector, spec.landmarker)
+        log.info("generating %d synthetic images per class with %s", gen.per_class, gen.name)
+        synth.generate(ws, generator=gen.name, per_class=gen.per_class, seed=gen.seed,
+                       faces=load_faces(ws, detector, landmarker))
+        # landmarks + crops of the new images, with the same face setting (processes new images only)
+        run_face_pass(ws, detector=detector, landmarker=landmarker)
+        df = ws.load_manifest()
+    folds = _check_folds_and_counts(ws, spec, df)
     if spec.max_n > 0 and len(mf.synthetic(df)):
         from phenosynth.synth.selection import get_strategy, load_ranking
 
@@ -497,8 +571,10 @@ def prepare_study(ws: Workspace, spec: StudySpec, on_progress: ProgressCallback 
 
             log.info("ranking synthetic images by %s", spec.representation)
             synth.rank(ws, representation=spec.representation, detector=spec.detector, landmarker=spec.landmarker)
-    if spec.max_n > 0:
-        check_synthetic_available(ws, largest, folds, df)
+    if spec.max_n > 0:  # exactly, now that the images are ranked
+        from phenosynth.training.cell import check_synthetic_available
+
+        check_synthetic_available(ws, _largest_config(spec), folds, df)
     if spec.features_from:
         return
     from phenosynth.models.features import extract_features
@@ -509,6 +585,16 @@ def prepare_study(ws: Workspace, spec: StudySpec, on_progress: ProgressCallback 
         extract_features(ws, b.name, ids, weights=b.weights, preprocessing=spec.preprocessing,
                          detector=spec.detector, landmarker=spec.landmarker)
         report(on_progress, i + 1, len(spec.backbones))
+
+
+def is_unstarted_leftover(run_dir: Path) -> bool:
+    """True for a run folder that a study failing to start left behind before this was fixed: ``config.yaml`` and
+    an empty ``cells/``, nothing else. Such a folder holds no result and may be replaced by a new run of its name."""
+    if not run_dir.is_dir():
+        return False
+    entries = {p.name for p in run_dir.iterdir()}
+    return entries <= {"config.yaml", "cells"} and (not (run_dir / "cells").exists()
+                                                    or not any((run_dir / "cells").iterdir()))
 
 
 @locks_workspace
@@ -539,35 +625,42 @@ def run_study(
     ws = ws if isinstance(ws, Workspace) else Workspace.open(ws)
     if not isinstance(spec, StudySpec):
         spec = spec_from_dict(spec)
+    spec = spec.with_paths_from(Path.cwd())  # config.yaml stores absolute paths: re-runnable from anywhere
     if not name or any(ch in name for ch in "/\\") or name.startswith("."):
         raise StudyError(f"Run name '{name}' is not a plain folder name; use e.g. --name paper-2026.")
-    make_executor = EXECUTORS.get(executor)  # unknown executor -> UnknownNameError before any work
+    execute = EXECUTORS.get(executor)(address=address, workers=workers)  # unknown executor: before any work
     assert_no_leakage(ws)  # a leaking split (e.g. a hand-edited manifest) is refused before anything is written
     cells = expand_grid(spec)
     run_dir = ws.runs_dir / name
-    config = _config(ws, spec, name, len(cells))
-    if run_dir.exists() and (run_dir / "config.yaml").exists():
+    # Everything that can fail without doing work fails here, before the run folder exists.
+    if run_dir.exists() and not is_unstarted_leftover(run_dir):
         if not resume:
             raise StudyError(
                 f"Run '{name}' already exists in {ws.runs_dir}. Finish it with --resume, or choose another --name."
             )
-        _check_resume(run_dir, config)
-    cells_dir(run_dir).mkdir(parents=True, exist_ok=True)
-    if not (run_dir / "config.yaml").exists():
-        text = yaml.safe_dump(config, sort_keys=False)
-        atomic_write(run_dir / "config.yaml", lambda p: Path(p).write_text(text))
+        if not (run_dir / "config.yaml").exists():
+            raise StudyError(f"{run_dir} exists but is not a study run (no config.yaml); choose another --name.")
+    check_study(ws, spec, cell_fn=cell_fn)
+    resuming = (run_dir / "config.yaml").exists() and not is_unstarted_leftover(run_dir)
+    if resuming:
+        _check_resume(run_dir, _config(ws, spec, name, len(cells)))
 
     finished = read_finished(run_dir, cells)
     todo = [c for c in cells if c.cell_id not in finished]
     result = StudyResult(run_dir=run_dir, n_cells=len(cells), n_resumed=len(finished), n_ran=0)
     if todo and cell_fn is None:
         tp = time.perf_counter()
-        prepare_study(ws, spec, on_progress=on_prepare)
+        prepare_study(ws, spec, on_progress=on_prepare)  # writes to the workspace only, never to run_dir
         result.prepare_seconds = time.perf_counter() - tp
+    if not resuming:  # the run folder is made only now, after the study could start
+        shutil.rmtree(run_dir, ignore_errors=True)  # a leftover of a run that never started (no results)
+        cells_dir(run_dir).mkdir(parents=True)
+        text = yaml.safe_dump(_config(ws, spec, name, len(cells)), sort_keys=False)  # the data the cells train on
+        atomic_write(run_dir / "config.yaml", lambda p: Path(p).write_text(text))
     report(on_progress, len(finished), len(cells))
     job = CellJob(workspace=str(ws.root), spec=spec.resolved(), cell_fn=cell_fn or DEFAULT_CELL_FUNCTION)
-    if todo:
-        for cell, outcome in make_executor(address=address, workers=workers)(job, todo):
+    try:
+        for cell, outcome in (execute(job, todo) if todo else ()):
             if isinstance(outcome, CellFailure):
                 log.warning("cell %s failed: %s", cell.key, outcome.message)
                 err = cells_dir(run_dir) / f"{cell.cell_id}.error.txt"
@@ -578,6 +671,12 @@ def run_study(
                 finished[cell.cell_id] = outcome
                 result.n_ran += 1
             report(on_progress, len(finished), len(cells))
+    except BaseException:
+        # The executor itself failed (e.g. Ray could not start) or the user interrupted it: a run folder this call
+        # created and that holds no finished or failed cell is removed, so the name stays free.
+        if not resuming and not any(cells_dir(run_dir).iterdir()):
+            shutil.rmtree(run_dir, ignore_errors=True)
+        raise
 
     results = assemble_results(spec, cells, read_finished(run_dir, cells))
     timing_cols = [c for c in results.columns if c.endswith("_seconds")]

@@ -32,6 +32,8 @@ from phenosynth.errors import PhenosynthError
 ALREADY_GENERATED = "already-generated"
 
 SPECS_DIR = Path(__file__).parent / "specs"
+#: Values of a backbone's ``weights`` that are not file paths.
+WEIGHT_KEYWORDS = ("default", "none")
 
 
 class SpecError(PhenosynthError):
@@ -152,6 +154,17 @@ class StudySpec(_Strict):
         """The largest number of synthetic images any cell asks for (0 for a real-only study)."""
         return max([*self.regimes.synthetic, *self.regimes.mixed, 0])
 
+    def with_paths_from(self, base: str | os.PathLike[str]) -> "StudySpec":
+        """This spec with its relative paths (``features_from``, weights files) made absolute against ``base``: a spec
+        file's paths are relative to its own folder, and ``config.yaml`` stores them absolute."""
+        def absolute(path: str) -> str:
+            return str((Path(base) / Path(path).expanduser()).resolve())
+
+        backbones = [b if b.weights in WEIGHT_KEYWORDS else b.model_copy(update={"weights": absolute(b.weights)})
+                     for b in self.backbones]
+        features_from = absolute(self.features_from) if self.features_from else None
+        return self.model_copy(update={"backbones": backbones, "features_from": features_from})
+
     def resolved(self) -> dict[str, Any]:
         """Plain-data form with every default filled in (what ``config.yaml`` stores)."""
         return self.model_dump(mode="json")
@@ -193,8 +206,17 @@ def _check_backbones(spec: StudySpec, source: str) -> None:
         )
 
 
+def is_run_config(data: Any) -> bool:
+    """True for the contents of a study run's ``config.yaml`` (the resolved spec under ``spec:``, plus the run's
+    name, workspace, manifest digest and package versions)."""
+    return isinstance(data, dict) and isinstance(data.get("spec"), dict) and "backbones" not in data
+
+
 def spec_from_dict(data: Any, *, source: str = "(dict)") -> StudySpec:
-    """Validate plain data (parsed YAML) into a :class:`StudySpec`; errors name every bad key."""
+    """Validate plain data (parsed YAML) into a :class:`StudySpec`; errors name every bad key. A run's
+    ``config.yaml`` contents are accepted too (their ``spec:``)."""
+    if is_run_config(data):
+        data = data["spec"]
     if not isinstance(data, dict):
         raise SpecError(f"Invalid study spec {source}: expected a mapping of keys (backbones:, regimes:, ...), "
                         f"got {type(data).__name__}.")
@@ -207,7 +229,9 @@ def spec_from_dict(data: Any, *, source: str = "(dict)") -> StudySpec:
 
 
 def load_spec(path: str | os.PathLike[str]) -> StudySpec:
-    """Read and validate a study spec from YAML. A bare name (``paper``, ``demo``) loads a shipped spec.
+    """Read and validate a study spec from YAML. A bare name (``paper``, ``demo``) loads a shipped spec; a run's
+    ``WS/runs/NAME/config.yaml`` loads the spec that run used (so the same study can be run again). Relative paths
+    in the spec (``features_from``, weights files) are relative to the spec file's folder.
 
     >>> load_spec("paper").regimes.synthetic
     [2000, 4000, 6000, 8000, 10000]
@@ -225,4 +249,4 @@ def load_spec(path: str | os.PathLike[str]) -> StudySpec:
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
         problem = getattr(exc, "problem", None) or str(exc)
         raise SpecError(f"Study spec {p} is not valid YAML{where}: {problem}.") from None
-    return spec_from_dict(data, source=str(p))
+    return spec_from_dict(data, source=str(p)).with_paths_from(p.parent)
