@@ -204,6 +204,21 @@ def wilson_ci(k: int, n: int, confidence: float = 0.95) -> tuple[float, float]:
     return float(ci.low), float(ci.high)
 
 
+def rank_auc(scores: np.ndarray, positive: np.ndarray) -> float:
+    """ROC AUC by the Mann-Whitney rank identity (ties count one half), equal to scikit-learn's ``roc_auc_score``
+    and ~50 times cheaper per call, for bootstrap loops.
+
+    >>> rank_auc(np.array([0.9, 0.5, 0.5, 0.1]), np.array([True, False, True, False]))
+    0.875
+    """
+    from scipy.stats import rankdata
+
+    pos = np.asarray(positive, dtype=bool)
+    n1, n0 = int(pos.sum()), int((~pos).sum())
+    ranks = rankdata(scores)
+    return float((ranks[pos].sum() - n1 * (n1 + 1) / 2) / (n1 * n0))
+
+
 def membership_auc(
     distances: np.ndarray,
     is_member: np.ndarray,
@@ -222,7 +237,8 @@ def membership_auc(
         is_member: ``(N,)`` bool, True for training photos.
         groups: ``(N,)`` subject of each photo; the bootstrap resamples subjects (a patient's photos are not
             independent), members and non-members separately so every resample has both. Default: each photo.
-        n_boot, alpha, seed: a seeded percentile bootstrap gives the ``1 - alpha`` interval.
+        n_boot, alpha, seed: a seeded percentile bootstrap gives the ``1 - alpha`` interval (AUC of each resample
+            by :func:`rank_auc`).
 
     Returns ``(auc, low, high)``; NaNs when either class is empty.
 
@@ -250,7 +266,7 @@ def membership_auc(
         idx = np.concatenate([
             np.concatenate([rows[j] for j in rng.integers(0, len(rows), len(rows))]) for rows in strata
         ])
-        stats[b] = roc_auc_score(y[idx], -d[idx])
+        stats[b] = rank_auc(-d[idx], y[idx])
     lo, hi = np.quantile(stats, [alpha / 2, 1 - alpha / 2]) if n_boot else (np.nan, np.nan)
     return auc, float(lo), float(hi)
 
