@@ -280,6 +280,20 @@ def test_audit_flags_shape_warp_copies_and_not_other_people(audited_ws, monkeypa
     assert warp.membership_auc > 0.8 and warp.membership_ci[0] > 0.5
     assert (warp.n_members, warp.n_nonmembers) == (18, 6)
 
+    # stranger rate: real photos whose nearest training photo of another person is under the threshold (brute force)
+    from phenosynth.models.features import extract_features
+
+    m = ws.load_manifest()
+    real = m[(m["source"] == "real")]
+    ids, X = extract_features(ws, PIXELS, real["image_id"].tolist(), preprocessing="native")
+    subj = real.set_index("image_id").loc[ids, "subject_id"].to_numpy()
+    is_train = real.set_index("image_id").loc[ids, "split"].to_numpy() == "train"
+    D = stats.distance_matrix(X, X[is_train], "cosine")
+    D[subj[:, None] == subj[is_train][None, :]] = np.inf
+    k = int((D.min(axis=1) < cal.threshold).sum())
+    assert warp.stranger_rate == pytest.approx(k / 24) and warp.stranger_ci == pytest.approx(stats.wilson_ci(k, 24))
+    assert warp.matched_ci[0] > warp.stranger_ci[1]
+
     other = runs["others"]
     assert (other.n_images, other.n_measured, other.n_no_face) == (18, 17, 1)
     assert other.n_matched <= 1 and other.matched_ci[0] <= cal.impostor_rate + 0.01
@@ -340,7 +354,7 @@ def test_cli_audit_prints_a_table_per_run(audited_ws):
     result = CliRunner().invoke(app, ["audit", "-w", str(ws.root), "--embedder", PIXELS, "--bootstrap", "50"])
     assert result.exit_code == 0, result.output
     out = result.output
-    assert "shape-warp-seed0" in out and "others" in out and "impostor" in out.lower()
+    assert "shape-warp-seed0" in out and "others" in out and "stranger rate" in out.lower()
     assert "audit.parquet" in out
     bad = CliRunner().invoke(app, ["audit", "-w", str(ws.root), "--run", "nope", "--embedder", PIXELS])
     assert bad.exit_code == 2 and "No synthetic images of run 'nope'" in bad.output

@@ -7,7 +7,9 @@ and ``WS/audit/<run>/summary.json`` (calibration, per-run shares, membership AUC
 - **Identity**: embeddings of an identity embedder from the backbone registry (default ``dlib_resnet128``), cached
   by :func:`phenosynth.models.features.extract_features`. The threshold is calibrated on the workspace's own real
   photos (:func:`phenosynth.audit.stats.calibrate_threshold`); a synthetic image whose nearest real *training* photo
-  is closer than the threshold is an ``identity-match``.
+  is closer than the threshold is an ``identity-match``. The baseline of a run's matched share is the *stranger
+  rate*: the share of real photos whose nearest training photo of another person is under the threshold (the
+  nearest of many photos is a minimum of many impostor distances, so it is far above the pairwise impostor rate).
 - **Membership**: each real photo's distance to the nearest synthetic image of its condition in the run; the ROC
   AUC of training patients against held-out test patients (0.5 = nothing remembered).
 - **Copies**: Hamming distance of the 64-bit perceptual hashes (manifest ``phash``, imagehash at ingest/generate)
@@ -75,6 +77,8 @@ class RunAudit:
     matched_share: float  # n_matched / n_measured
     matched_ci: tuple[float, float]  # Wilson 95 %
     matched_own_parent: int  # matches whose nearest real photo is one of the image's own parents
+    stranger_rate: float  # share of real photos matched by their nearest training photo of *another* person
+    stranger_ci: tuple[float, float]  # Wilson 95 %: the baseline to compare matched_share with
     membership_auc: float
     membership_ci: tuple[float, float]
     n_members: int  # real training photos scored for membership
@@ -253,6 +257,7 @@ def audit(
         raise PhenosynthError(f"No real training photo of {ws.root} has a face embedding by {embedder}. Run first: "
                               f"phenosynth faces -w {ws.root}")
     X_train = _stack(emb, train_ids)
+    stranger = _stranger_matches(emb, real_e, train, cal_ids, X_train, calibration, metric)
     train_label = dict(zip(train_ids, train["label"].astype(str)))
     real_hash = real[real["phash"].notna()]
     real_hash_ids = real_hash["image_id"].astype(str).tolist()
@@ -264,7 +269,7 @@ def audit(
             ws, r, rows, emb, real_e, X_train, train_ids, train_label, real_hash_ids,
             real_hash["phash"].astype(str).tolist(), calibration, metric,
             phash_bits=phash_bits, ssim_threshold=ssim_threshold, duplicate_bits=duplicate_bits, n_boot=n_boot,
-            seed=seed,
+            seed=seed, stranger=stranger,
         )
         settings = {"embedder": embedder, "weights": weights, "preprocessing": preprocessing, "metric": metric,
                     "quantile": quantile, "phash_bits": phash_bits, "ssim_threshold": ssim_threshold,
@@ -296,6 +301,7 @@ def _audit_run(
     duplicate_bits: int,
     n_boot: int,
     seed: int,
+    stranger: tuple[int, int],
 ) -> tuple[pd.DataFrame, RunAudit]:
     rows = rows.reset_index(drop=True)
     ids = rows["image_id"].astype(str).tolist()
@@ -400,6 +406,8 @@ def _audit_run(
         n_measured=n_meas, n_matched=n_match, matched_share=n_match / n_meas if n_meas else float("nan"),
         matched_ci=stats.wilson_ci(n_match, n_meas),
         matched_own_parent=int((frame["identity_match"] & frame["nearest_is_parent"]).sum()),
+        stranger_rate=stranger[0] / stranger[1] if stranger[1] else float("nan"),
+        stranger_ci=stats.wilson_ci(*stranger),
         membership_auc=auc, membership_ci=(lo, hi), n_members=n_mem, n_nonmembers=n_non,
         n_near_copies=int(frame["near_copy"].sum()), n_duplicates=int(frame["duplicate"].sum()),
         n_no_face=int((~frame["has_face"]).sum()), n_shareable=int(frame["shareable"].sum()),
@@ -407,6 +415,22 @@ def _audit_run(
         parquet_path=out / "audit.parquet", summary_path=out / "summary.json",
     )
     return frame, run_audit
+
+
+def _stranger_matches(
+    emb: dict[str, np.ndarray], real_e: pd.DataFrame, train: pd.DataFrame, cal_ids: list[str], X_train: np.ndarray,
+    cal: stats.Calibration, metric: str,
+) -> tuple[int, int]:
+    """``(k, n)``: of ``n`` real photos, ``k`` have a real training photo of another person closer than the threshold.
+
+    This is the matched share a synthetic image of a stranger would get under the same nearest-neighbour protocol;
+    the pairwise impostor rate is not comparable, since the nearest of many training photos is the minimum of many
+    impostor distances (0.1 % per pair is ~21 % per image against 240 photos)."""
+    D = stats.distance_matrix(_stack(emb, cal_ids), X_train, metric)
+    same = real_e["subject"].to_numpy()[:, None] == train["subject"].to_numpy()[None, :]
+    D[same] = np.inf
+    best = D.min(axis=1) if D.shape[1] else np.full(len(D), np.inf)
+    return int((best < cal.threshold).sum()), int(len(best))
 
 
 def _membership(

@@ -56,20 +56,21 @@ def audit_command(
     table = Table(title=f"Privacy audit ({res.embedder}, {res.metric} distance; threshold {cal.threshold:.4g} = "
                         f"min(documented {doc}, impostor {100 * cal.quantile:g}% quantile {cal.impostor_quantile:.4g}))")
     for col, just in (("run", "left"), ("images", "right"), ("matched (95% CI)", "right"),
-                      ("impostor rate", "right"), ("membership AUC (95% CI)", "right"), ("near-copies", "right"),
+                      ("stranger rate (95% CI)", "right"), ("membership AUC (95% CI)", "right"), ("near-copies", "right"),
                       ("duplicates", "right"), ("no face", "right"), ("shareable", "right")):
         table.add_column(col, justify=just)  # type: ignore[arg-type]
     for r in res.runs:
         auc = "n/a" if r.membership_auc != r.membership_auc else (
             f"{r.membership_auc:.3f} {_ci(*r.membership_ci, pct=False)}")
         table.add_row(r.run, str(r.n_images), f"{_pct(r.matched_share)} {_ci(*r.matched_ci)}",
-                      _pct(cal.impostor_rate), auc, str(r.n_near_copies), str(r.n_duplicates), str(r.n_no_face),
+                      f"{_pct(r.stranger_rate)} {_ci(*r.stranger_ci)}", auc, str(r.n_near_copies), str(r.n_duplicates), str(r.n_no_face),
                       str(r.n_shareable))
     console.print(table)
     console.print(
         f"Calibrated on {res.n_real} real photos ({cal.n_genuine} same-person pairs, {cal.n_impostor} "
         f"different-person pairs): the threshold matches {_pct(cal.genuine_rate)} of same-person pairs and "
-        f"{_pct(cal.impostor_rate)} of different-person pairs. Audited in {res.seconds:.1f}s."
+        f"{_pct(cal.impostor_rate)} of different-person pairs. Stranger rate: the share of real photos whose nearest "
+        f"training photo of another person is under it (the baseline of the matched share). Audited in {res.seconds:.1f}s."
     )
     for r in res.runs:
         note = f" (replaced the audit of {r.replaced})" if r.replaced else ""
