@@ -5,7 +5,7 @@ from __future__ import annotations
 from phenosynth.cli._app import app, main
 from phenosynth.cli import data as _data  # noqa: F401  (registers ingest, split, manifest)
 
-for _module in ("faces", "synth", "train", "study"):
+for _module in ("faces", "synth", "train", "study", "audit"):
     try:
         __import__(f"phenosynth.cli.{_module}")
     except ModuleNotFoundError as _exc:  # a stage not built yet

@@ -1,0 +1,1 @@
+"""Privacy and fidelity audit of synthetic faces (docs/DESIGN.md, Privacy contract)."""

@@ -1,0 +1,497 @@
+"""The privacy audit of a workspace's synthetic images: identity leakage, membership, pixel copies, duplicates.
+
+For every generator run (``params["run"]`` of the synthetic manifest rows) :func:`audit` writes
+``WS/audit/<run>/audit.parquet`` (one row per synthetic image, columns :data:`AUDIT_COLUMNS`, with a ``flags`` list)
+and ``WS/audit/<run>/summary.json`` (calibration, per-run shares, membership AUC, settings), both atomically.
+
+- **Identity**: embeddings of an identity embedder from the backbone registry (default ``dlib_resnet128``), cached
+  by :func:`phenosynth.models.features.extract_features`. The threshold is calibrated on the workspace's own real
+  photos (:func:`phenosynth.audit.stats.calibrate_threshold`); a synthetic image whose nearest real *training* photo
+  is closer than the threshold is an ``identity-match``. The baseline of a run's matched share is the *stranger
+  rate*: the share of real photos whose nearest training photo of another person is under the threshold (the
+  nearest of many photos is a minimum of many impostor distances, so it is far above the pairwise impostor rate).
+- **Membership**: each real photo's distance to the nearest synthetic image of its condition in the run; the ROC
+  AUC of training patients against held-out test patients (0.5 = nothing remembered).
+- **Copies**: Hamming distance of the 64-bit perceptual hashes (manifest ``phash``, imagehash at ingest/generate)
+  to every real photo, and SSIM of the aligned crops (grey, 112 px) against the image's parents and its nearest
+  real photos by identity and by hash; at most ``phash_bits`` bits or an SSIM of at least ``ssim_threshold`` is a
+  ``near-copy``.
+- **Duplicates**: a synthetic image within ``duplicate_bits`` bits of an earlier image of the same run is a
+  ``duplicate`` (redundancy, not a privacy flag: the first of each group is kept).
+- An image without a usable face cannot be measured for identity and is flagged ``no-face``.
+
+A re-audit of a run replaces that run's files (they are derived from the workspace and deterministic); the new
+summary records what it replaced (``replaces``), and :class:`RunAudit.replaced` says so to the caller.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from phenosynth.audit import stats
+from phenosynth.data.manifest import REAL, TEST, TRAIN, synthetic, usable
+from phenosynth.data.workspace import Workspace, atomic_write
+from phenosynth.errors import PhenosynthError
+from phenosynth.progress import ProgressCallback
+
+log = logging.getLogger(__name__)
+
+FLAG_IDENTITY = "identity-match"
+FLAG_COPY = "near-copy"
+FLAG_NO_FACE = "no-face"
+FLAG_DUPLICATE = "duplicate"
+#: Flags that make an image unshareable (docs/DESIGN.md, Privacy contract); ``duplicate`` is redundancy only.
+PRIVACY_FLAGS = (FLAG_IDENTITY, FLAG_COPY, FLAG_NO_FACE)
+
+AUDIT_COLUMNS = [
+    "image_id", "path", "label", "run", "generator", "parents", "has_face",
+    "nearest_real_id", "nearest_real_distance", "nearest_real_label", "nearest_same_condition", "nearest_is_parent",
+    "parent_distance", "identity_match",
+    "phash_nearest_id", "phash_bits", "ssim_nearest_id", "ssim", "near_copy",
+    "synthetic_nn_id", "synthetic_nn_distance", "synthetic_nn_phash_bits", "duplicate",
+    "flags", "shareable",
+]  # fmt: skip
+
+#: Side of the grey crops SSIM compares.
+SSIM_SIDE = 112
+
+
+@dataclass
+class RunAudit:
+    """One generator run's audit (the CLI prints it; summary.json holds it)."""
+
+    run: str
+    generator: str
+    n_images: int
+    n_measured: int  # with a face embedding
+    n_matched: int
+    matched_share: float  # n_matched / n_measured
+    matched_ci: tuple[float, float]  # Wilson 95 %
+    matched_own_parent: int  # matches whose nearest real photo is one of the image's own parents
+    stranger_rate: float  # share of real photos matched by their nearest training photo of *another* person
+    stranger_ci: tuple[float, float]  # Wilson 95 %: the baseline to compare matched_share with
+    membership_auc: float
+    membership_ci: tuple[float, float]
+    n_members: int  # real training photos scored for membership
+    n_nonmembers: int  # real test photos scored
+    n_near_copies: int
+    n_duplicates: int
+    n_no_face: int
+    n_shareable: int
+    median_distance: float
+    parquet_path: Path
+    summary_path: Path
+    replaced: str | None = None  # when this audit replaced an earlier one: its creation time
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["parquet_path"], d["summary_path"] = str(self.parquet_path), str(self.summary_path)
+        return d
+
+
+@dataclass
+class AuditResult:
+    """What :func:`audit` found, over the audited runs."""
+
+    embedder: str
+    metric: str
+    calibration: stats.Calibration
+    runs: list[RunAudit]
+    n_real: int  # real photos with an embedding (the calibration set)
+    n_real_train: int
+    seconds: float
+    genuine: np.ndarray = field(repr=False, default_factory=lambda: np.zeros(0))
+    impostor: np.ndarray = field(repr=False, default_factory=lambda: np.zeros(0))
+
+
+def run_of(params: object, generator: object) -> str:
+    """The generator run a synthetic image belongs to: ``params["run"]``, else its generator name, else ``unknown``.
+
+    >>> run_of('{"run": "shape-warp-seed0", "seed": 0}', "shape-warp"), run_of(None, "import")
+    ('shape-warp-seed0', 'import')
+    """
+    if isinstance(params, str) and params:
+        try:
+            value = json.loads(params).get("run")
+        except (ValueError, AttributeError):
+            value = None
+        if value:
+            return str(value)
+    return str(generator) if isinstance(generator, str) and generator else "unknown"
+
+
+def audit_dir(ws: Workspace, run: str) -> Path:
+    """``WS/audit/<run>``."""
+    from phenosynth.synth.generation import safe_name
+
+    return ws.root / "audit" / safe_name(run)
+
+
+def _embed(
+    ws: Workspace, embedder: str, ids: list[str], weights: str, preprocessing: str, on_progress: ProgressCallback | None
+) -> dict[str, np.ndarray]:
+    from phenosynth.models.features import extract_features
+
+    kept, X = extract_features(ws, embedder, ids, weights=weights, preprocessing=preprocessing,
+                               on_progress=on_progress)
+    X = np.asarray(X, dtype=np.float64)
+    if embedder == "facenet" and len(X):  # its threshold is defined on L2-normalised embeddings
+        X = X / np.maximum(np.linalg.norm(X, axis=1, keepdims=True), 1e-12)
+    return dict(zip(kept, X))
+
+
+def _grey_crops(ws: Workspace, ids: list[str]) -> dict[str, np.ndarray]:
+    """Aligned crops (the face stage's cache) as ``(SSIM_SIDE, SSIM_SIDE)`` float64 grey images."""
+    from PIL import Image
+
+    from phenosynth.data.imageio import load_rgb
+    from phenosynth.faces import align
+    from phenosynth.models.features import CROP_SIZE
+
+    paths = align.ensure_aligned_crops(ws, ids, size=CROP_SIZE)
+    out = {}
+    for i, p in paths.items():
+        grey = Image.fromarray(load_rgb(p)).convert("L").resize((SSIM_SIDE, SSIM_SIDE), Image.BILINEAR)
+        out[i] = np.asarray(grey, dtype=np.float64)
+    return out
+
+
+def _stack(emb: dict[str, np.ndarray], ids: list[str]) -> np.ndarray:
+    return np.stack([emb[i] for i in ids]) if ids else np.zeros((0, 1))
+
+
+def audit(
+    ws: Workspace,
+    run: str | None = None,
+    embedder: str = "dlib_resnet128",
+    *,
+    weights: str = "default",
+    preprocessing: str = "native",
+    metric: str | None = None,
+    quantile: float = 0.001,
+    phash_bits: int = 4,
+    ssim_threshold: float = 0.9,
+    duplicate_bits: int = 2,
+    n_boot: int = 1000,
+    seed: int = 0,
+    on_progress: ProgressCallback | None = None,
+) -> AuditResult:
+    """Audit the synthetic images of ``run`` (default: every run) against the workspace's real photos; write
+    ``WS/audit/<run>/{audit.parquet, summary.json}`` per run.
+
+    Args:
+        ws: a split workspace with the face pass run on its real and synthetic images.
+        run: one generator run (``WS/synthetic/<run>``); None audits each run found in the manifest.
+        embedder: identity embedder from the backbone registry (``dlib_resnet128``, ``facenet``, any other name).
+        weights, preprocessing: passed to the feature extractor (``native``: the embedder's own input size and
+            normalisation).
+        metric: ``euclidean`` | ``cosine``; default: the metric of the embedder's documented threshold, else cosine.
+        quantile: the impostor quantile that bounds the threshold (0.001 = 0.1 %).
+        phash_bits, ssim_threshold: a synthetic image within ``phash_bits`` bits of a real photo, or with an SSIM of
+            at least ``ssim_threshold`` to one, is a near-copy.
+        duplicate_bits: hash distance under which a synthetic image duplicates an earlier one of its run.
+        n_boot, seed: the membership AUC's bootstrap (resampling subjects).
+        on_progress: ``(done, total)`` of the embedding step (the slow part; cached for the next audit).
+
+    Raises:
+        PhenosynthError: no synthetic images (or none of ``run``), no split, no face embedding of a real training
+            photo, or too few real subjects to calibrate an embedder that has no documented threshold.
+    """
+    t0 = time.perf_counter()
+    doc = stats.documented_threshold(embedder)
+    metric = metric or stats.default_metric(embedder)
+    if metric not in stats.METRICS:
+        raise PhenosynthError(f"Unknown distance '{metric}'. Use one of: {', '.join(stats.METRICS)}.")
+    if doc is not None and metric != doc.metric:
+        log.warning("%s's documented threshold is a %s distance; with %s only the impostor quantile applies",
+                    embedder, doc.metric, metric)
+        doc = None
+
+    manifest = ws.load_manifest()
+    syn = synthetic(manifest).copy()
+    if syn.empty:
+        raise PhenosynthError(f"Workspace {ws.root} has no synthetic images to audit. Run first: "
+                              f"phenosynth generate -w {ws.root}")
+    syn["run"] = [run_of(p, g) for p, g in zip(syn["params"], syn["generator"])]
+    runs = sorted(syn["run"].unique())
+    if run is not None:
+        if run not in runs:
+            raise PhenosynthError(f"No synthetic images of run '{run}' in {ws.root}. Runs: {', '.join(runs)}.")
+        runs = [run]
+        syn = syn[syn["run"] == run]
+    real = usable(manifest)
+    real = real[real["source"] == REAL]
+    if not (real["split"] == TRAIN).any():
+        raise PhenosynthError(f"Workspace {ws.root} has no real training photos (no split yet). Run first: "
+                              f"phenosynth split -w {ws.root}")
+
+    real_ids = real["image_id"].astype(str).tolist()
+    syn_ids = syn["image_id"].astype(str).tolist()
+    emb = _embed(ws, embedder, real_ids + syn_ids, weights, preprocessing, on_progress)
+
+    # --- calibration on the real photos -------------------------------------------------------------------------
+    real_e = real[real["image_id"].astype(str).isin(emb)].copy()
+    real_e["subject"] = real_e["subject_id"].astype("object").where(real_e["subject_id"].notna(), real_e["image_id"])
+    cal_ids = real_e["image_id"].astype(str).tolist()
+    genuine, impostor = stats.genuine_impostor_distances(_stack(emb, cal_ids), real_e["subject"].to_numpy(), metric)
+    try:
+        calibration = stats.calibrate_threshold(genuine, impostor, None if doc is None else doc.value,
+                                                quantile=quantile, metric=metric)
+    except ValueError as exc:
+        raise PhenosynthError(f"Cannot calibrate {embedder}: {exc}") from None
+    if len(impostor) and len(impostor) * quantile < 1:
+        log.warning("only %d impostor pairs: their %.2g quantile is close to their minimum", len(impostor), quantile)
+
+    train = real_e[real_e["split"] == TRAIN]
+    train_ids = train["image_id"].astype(str).tolist()
+    if not train_ids:
+        raise PhenosynthError(f"No real training photo of {ws.root} has a face embedding by {embedder}. Run first: "
+                              f"phenosynth faces -w {ws.root}")
+    X_train = _stack(emb, train_ids)
+    stranger = _stranger_matches(emb, real_e, train, cal_ids, X_train, calibration, metric)
+    train_label = dict(zip(train_ids, train["label"].astype(str)))
+    real_hash = real[real["phash"].notna()]
+    real_hash_ids = real_hash["image_id"].astype(str).tolist()
+
+    results = []
+    for r in runs:
+        rows = syn[syn["run"] == r]
+        frame, run_audit = _audit_run(
+            ws, r, rows, emb, real_e, X_train, train_ids, train_label, real_hash_ids,
+            real_hash["phash"].astype(str).tolist(), calibration, metric,
+            phash_bits=phash_bits, ssim_threshold=ssim_threshold, duplicate_bits=duplicate_bits, n_boot=n_boot,
+            seed=seed, stranger=stranger,
+        )
+        settings = {"embedder": embedder, "weights": weights, "preprocessing": preprocessing, "metric": metric,
+                    "quantile": quantile, "phash_bits": phash_bits, "ssim_threshold": ssim_threshold,
+                    "duplicate_bits": duplicate_bits, "n_boot": n_boot, "seed": seed,
+                    "documented_source": None if doc is None else doc.source}
+        _write(run_audit, frame, calibration, settings, n_real=len(cal_ids))
+        results.append(run_audit)
+    return AuditResult(embedder=embedder, metric=metric, calibration=calibration, runs=results, n_real=len(cal_ids),
+                       n_real_train=len(train_ids), seconds=time.perf_counter() - t0, genuine=genuine,
+                       impostor=impostor)
+
+
+def _audit_run(
+    ws: Workspace,
+    run: str,
+    rows: pd.DataFrame,
+    emb: dict[str, np.ndarray],
+    real_e: pd.DataFrame,
+    X_train: np.ndarray,
+    train_ids: list[str],
+    train_label: dict[str, str],
+    real_hash_ids: list[str],
+    real_hashes: list[str],
+    cal: stats.Calibration,
+    metric: str,
+    *,
+    phash_bits: int,
+    ssim_threshold: float,
+    duplicate_bits: int,
+    n_boot: int,
+    seed: int,
+    stranger: tuple[int, int],
+) -> tuple[pd.DataFrame, RunAudit]:
+    rows = rows.reset_index(drop=True)
+    ids = rows["image_id"].astype(str).tolist()
+    labels = rows["label"].astype(str).tolist()
+    parents = [list(p) for p in rows["parents"]]
+    has_face = np.array([i in emb for i in ids])
+    measured = [i for i in ids if i in emb]
+    X_syn = _stack(emb, measured)
+
+    # identity: nearest real training photo
+    d_nn, i_nn = stats.nearest_neighbours(X_syn, X_train, metric)
+    nn_id = dict(zip(measured, (train_ids[j] for j in i_nn)))
+    nn_d = dict(zip(measured, d_nn))
+    parent_d = {}
+    for i, ps in zip(ids, parents):
+        pe = [p for p in ps if p in emb]
+        if i in emb and pe:
+            parent_d[i] = float(stats.distance_matrix(emb[i][None], _stack(emb, pe), metric).min())
+
+    # synthetic near neighbours within the run (identity space)
+    if len(measured) > 1:
+        s_d, s_i = stats.nearest_neighbours(X_syn, X_syn, metric, exclude_self=True)
+        syn_nn = {i: (measured[j], float(d)) for i, j, d in zip(measured, s_i, s_d)}
+    else:
+        syn_nn = {}
+
+    # pixel copies: perceptual hashes
+    hashes = rows["phash"]
+    has_hash = hashes.notna().to_numpy()
+    hash_ids = [i for i, h in zip(ids, has_hash) if h]
+    hash_vals = hashes[has_hash].astype(str).tolist()
+    ph_nn: dict[str, tuple[str, int]] = {}
+    if hash_ids and real_hash_ids:
+        B = stats.phash_bits(hash_vals, real_hashes)
+        j = B.argmin(axis=1)
+        ph_nn = {i: (real_hash_ids[k], int(B[n, k])) for n, (i, k) in enumerate(zip(hash_ids, j))}
+    dup: dict[str, bool] = {}
+    syn_ph: dict[str, int] = {}
+    if hash_ids:
+        S = stats.phash_bits(hash_vals, hash_vals)
+        dup = dict(zip(hash_ids, stats.first_of_near_duplicates(S, duplicate_bits)))
+        if len(hash_ids) > 1:
+            np.fill_diagonal(S, 65)
+            syn_ph = dict(zip(hash_ids, S.min(axis=1).astype(int)))
+
+    # pixel copies: SSIM of aligned crops against parents and the nearest real photos
+    candidates = {
+        i: list(dict.fromkeys([*ps, *([nn_id[i]] if i in nn_id else []), *([ph_nn[i][0]] if i in ph_nn else [])]))
+        for i, ps in zip(ids, parents)
+    }
+    need = list(dict.fromkeys(ids + [c for cs in candidates.values() for c in cs]))
+    grey = _grey_crops(ws, need)
+    from skimage.metrics import structural_similarity
+
+    ssim_best: dict[str, tuple[str, float]] = {}
+    for i in ids:
+        if i not in grey:
+            continue
+        scored = [(c, float(structural_similarity(grey[i], grey[c], data_range=255.0)))
+                  for c in candidates[i] if c in grey]
+        if scored:
+            ssim_best[i] = max(scored, key=lambda t: t[1])
+
+    records = []
+    for n, i in enumerate(ids):
+        d = nn_d.get(i, np.nan)
+        nid = nn_id.get(i)
+        match = bool(i in nn_d and d < cal.threshold)
+        ph = ph_nn.get(i)
+        ss = ssim_best.get(i)
+        copy = bool((ph is not None and ph[1] <= phash_bits) or (ss is not None and ss[1] >= ssim_threshold))
+        flags = [f for f, on in ((FLAG_IDENTITY, match), (FLAG_COPY, copy), (FLAG_NO_FACE, not has_face[n]),
+                                 (FLAG_DUPLICATE, dup.get(i, False))) if on]
+        records.append({
+            "image_id": i, "path": str(rows.at[n, "path"]), "label": labels[n], "run": run,
+            "generator": str(rows.at[n, "generator"]) if pd.notna(rows.at[n, "generator"]) else "",
+            "parents": parents[n], "has_face": bool(has_face[n]),
+            "nearest_real_id": nid, "nearest_real_distance": float(d),
+            "nearest_real_label": train_label.get(nid) if nid else None,
+            "nearest_same_condition": bool(nid is not None and train_label[nid] == labels[n]),
+            "nearest_is_parent": bool(nid is not None and nid in parents[n]),
+            "parent_distance": parent_d.get(i, np.nan), "identity_match": match,
+            "phash_nearest_id": ph[0] if ph else None, "phash_bits": ph[1] if ph else pd.NA,
+            "ssim_nearest_id": ss[0] if ss else None, "ssim": ss[1] if ss else np.nan, "near_copy": copy,
+            "synthetic_nn_id": syn_nn[i][0] if i in syn_nn else None,
+            "synthetic_nn_distance": syn_nn[i][1] if i in syn_nn else np.nan,
+            "synthetic_nn_phash_bits": syn_ph.get(i, pd.NA), "duplicate": bool(dup.get(i, False)),
+            "flags": flags, "shareable": not any(f in PRIVACY_FLAGS for f in flags),
+        })
+    frame = pd.DataFrame(records, columns=AUDIT_COLUMNS)
+    frame["phash_bits"] = frame["phash_bits"].astype("Int64")
+    frame["synthetic_nn_phash_bits"] = frame["synthetic_nn_phash_bits"].astype("Int64")
+
+    # membership: real photos of the run's conditions, distance to the nearest synthetic image of their condition
+    auc, lo, hi, n_mem, n_non = _membership(emb, real_e, frame, metric, n_boot=n_boot, seed=seed)
+
+    n_meas = int(has_face.sum())
+    n_match = int(frame["identity_match"].sum())
+    out = audit_dir(ws, run)
+    run_audit = RunAudit(
+        run=run, generator=", ".join(sorted(set(frame["generator"]) - {""})) or "unknown", n_images=len(frame),
+        n_measured=n_meas, n_matched=n_match, matched_share=n_match / n_meas if n_meas else float("nan"),
+        matched_ci=stats.wilson_ci(n_match, n_meas),
+        matched_own_parent=int((frame["identity_match"] & frame["nearest_is_parent"]).sum()),
+        stranger_rate=stranger[0] / stranger[1] if stranger[1] else float("nan"),
+        stranger_ci=stats.wilson_ci(*stranger),
+        membership_auc=auc, membership_ci=(lo, hi), n_members=n_mem, n_nonmembers=n_non,
+        n_near_copies=int(frame["near_copy"].sum()), n_duplicates=int(frame["duplicate"].sum()),
+        n_no_face=int((~frame["has_face"]).sum()), n_shareable=int(frame["shareable"].sum()),
+        median_distance=float(np.nanmedian(frame["nearest_real_distance"])) if n_meas else float("nan"),
+        parquet_path=out / "audit.parquet", summary_path=out / "summary.json",
+    )
+    return frame, run_audit
+
+
+def _stranger_matches(
+    emb: dict[str, np.ndarray], real_e: pd.DataFrame, train: pd.DataFrame, cal_ids: list[str], X_train: np.ndarray,
+    cal: stats.Calibration, metric: str,
+) -> tuple[int, int]:
+    """``(k, n)``: of ``n`` real photos, ``k`` have a real training photo of another person closer than the threshold.
+
+    This is the matched share a synthetic image of a stranger would get under the same nearest-neighbour protocol;
+    the pairwise impostor rate is not comparable, since the nearest of many training photos is the minimum of many
+    impostor distances (0.1 % per pair is ~21 % per image against 240 photos)."""
+    D = stats.distance_matrix(_stack(emb, cal_ids), X_train, metric)
+    same = real_e["subject"].to_numpy()[:, None] == train["subject"].to_numpy()[None, :]
+    D[same] = np.inf
+    best = D.min(axis=1) if D.shape[1] else np.full(len(D), np.inf)
+    return int((best < cal.threshold).sum()), int(len(best))
+
+
+def _membership(
+    emb: dict[str, np.ndarray], real_e: pd.DataFrame, frame: pd.DataFrame, metric: str, *, n_boot: int, seed: int
+) -> tuple[float, float, float, int, int]:
+    measured = frame[frame["has_face"]]
+    dist, member, groups = [], [], []
+    for label, syn_rows in measured.groupby("label", sort=True):
+        reals = real_e[(real_e["label"].astype(str) == label) & real_e["split"].isin([TRAIN, TEST])]
+        if reals.empty:
+            continue
+        rid = reals["image_id"].astype(str).tolist()
+        d, _ = stats.nearest_neighbours(_stack(emb, rid), _stack(emb, syn_rows["image_id"].tolist()), metric)
+        dist.extend(d)
+        member.extend((reals["split"] == TRAIN).tolist())
+        groups.extend(reals["subject"].astype(str).tolist())
+    member_arr = np.array(member, dtype=bool)
+    auc, lo, hi = stats.membership_auc(np.array(dist), member_arr, groups=np.array(groups), n_boot=n_boot, seed=seed)
+    return auc, lo, hi, int(member_arr.sum()), int((~member_arr).sum())
+
+
+def _write(run_audit: RunAudit, frame: pd.DataFrame, cal: stats.Calibration, settings: dict[str, Any],
+           n_real: int) -> None:
+    previous = None
+    if run_audit.summary_path.exists():
+        try:
+            old = json.loads(run_audit.summary_path.read_text())
+            previous = {"created": old.get("created"), "settings": old.get("settings")}
+        except ValueError:
+            previous = {"created": None, "settings": "unreadable summary.json"}
+        run_audit.replaced = str(previous["created"])
+        log.info("re-audit of run %s replaces the audit of %s", run_audit.run, previous["created"])
+    atomic_write(run_audit.parquet_path, lambda p: frame.to_parquet(p, index=False))
+    summary = {
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "run": run_audit.to_dict(),
+        "calibration": cal.to_dict(),
+        "n_real_photos": n_real,
+        "settings": settings,
+        "flags": {f: int(frame["flags"].map(lambda fl, f=f: f in fl).sum())
+                  for f in (FLAG_IDENTITY, FLAG_COPY, FLAG_NO_FACE, FLAG_DUPLICATE)},
+        "replaces": previous,
+    }
+    atomic_write(run_audit.summary_path,
+                 lambda p: Path(p).write_text(json.dumps(summary, indent=2, default=_json_default)))
+
+
+def _json_default(o: object) -> object:
+    if isinstance(o, (np.floating, np.integer)):
+        return o.item()
+    if isinstance(o, Path):
+        return str(o)
+    raise TypeError(type(o).__name__)
+
+
+def load_audit(ws: Workspace, run: str) -> tuple[pd.DataFrame, dict[str, Any]]:
+    """The stored audit of ``run``: ``(audit.parquet frame, summary dict)``; raises when the run was never audited."""
+    folder = audit_dir(ws, run)
+    if not (folder / "audit.parquet").exists():
+        raise PhenosynthError(f"Run '{run}' has not been audited. Run: phenosynth audit -w {ws.root} --run {run}")
+    return pd.read_parquet(folder / "audit.parquet"), json.loads((folder / "summary.json").read_text())
+
+
+__all__ = ["audit", "load_audit", "AuditResult", "RunAudit", "AUDIT_COLUMNS", "PRIVACY_FLAGS", "run_of", "audit_dir"]

@@ -1,0 +1,360 @@
+"""Privacy audit: pure statistics against SciPy / scikit-learn / torchmetrics, and the audit end to end on a tiny
+workspace whose synthetic images are shape-warps of the real photos (identity copies) or images of other people."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from PIL import Image
+from torch import nn
+
+from phenosynth.audit import stats
+from phenosynth.data.workspace import Workspace
+from phenosynth.errors import PhenosynthError
+from phenosynth.models import backbones as B
+
+sys.path.insert(0, str(Path(__file__).parent))
+
+# --- threshold calibration ----------------------------------------------------------------------------------------
+
+
+def test_threshold_is_the_stricter_of_documented_and_impostor_quantile():
+    genuine = np.array([0.1, 0.2, 0.3, 0.5, 0.7])
+    impostor = np.linspace(0.4, 1.4, 1001)  # 0.1 % quantile = 0.401
+    cal = stats.calibrate_threshold(genuine, impostor, documented=0.6, quantile=0.001)
+    assert cal.impostor_quantile == pytest.approx(0.401)
+    assert cal.threshold == pytest.approx(0.401) and cal.source == "impostor-quantile"
+    assert cal.impostor_rate == pytest.approx(1 / 1001)  # only 0.400 lies strictly below 0.401
+    assert cal.genuine_rate == pytest.approx(3 / 5)  # 0.1, 0.2, 0.3
+    assert (cal.n_genuine, cal.n_impostor, cal.documented) == (5, 1001, 0.6)
+
+    far = np.linspace(0.9, 1.9, 1001)  # impostors far apart: the documented threshold is the stricter
+    cal = stats.calibrate_threshold(genuine, far, documented=0.6)
+    assert cal.threshold == 0.6 and cal.source == "documented" and cal.impostor_rate == 0.0
+    assert cal.genuine_rate == pytest.approx(4 / 5)
+
+    none = stats.calibrate_threshold(genuine, impostor, documented=None)  # an embedder without a published value
+    assert none.threshold == pytest.approx(0.401) and none.documented is None
+    with pytest.raises(ValueError, match="at least two subjects"):
+        stats.calibrate_threshold(genuine, np.zeros(0), documented=None)
+
+
+def test_genuine_and_impostor_pairs_by_subject():
+    X = np.array([[0.0, 0.0], [0.0, 1.0], [3.0, 4.0], [3.0, 4.5]])
+    g, i = stats.genuine_impostor_distances(X, np.array(["a", "a", "b", "b"]))
+    assert sorted(g.tolist()) == [0.5, 1.0]
+    assert sorted(np.round(i, 6).tolist()) == sorted(np.round([5.0, np.hypot(3, 4.5), np.hypot(3, 3), np.hypot(3, 3.5)], 6).tolist())
+
+
+def test_documented_thresholds():
+    assert stats.documented_threshold("dlib_resnet128").value == 0.6
+    assert stats.documented_threshold("facenet").metric == "euclidean"
+    assert stats.default_metric("mobilenet_v2") == "cosine"
+
+
+# --- Wilson CI, AUC, nearest neighbours, phash, KID -----------------------------------------------------------------
+
+
+def _wilson_closed_form(k: int, n: int, z: float = 1.959963984540054) -> tuple[float, float]:
+    p = k / n
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z / (1 + z * z / n) * np.sqrt(p * (1 - p) / n + z * z / (4 * n * n))
+    return centre - half, centre + half
+
+
+@pytest.mark.parametrize("k,n", [(0, 10), (7, 20), (99, 100), (50, 50), (3, 1000)])
+def test_wilson_ci_matches_scipy_and_the_closed_form(k, n):
+    from scipy.stats import binomtest
+
+    lo, hi = stats.wilson_ci(k, n)
+    ref = binomtest(k, n).proportion_ci(method="wilson")
+    assert (lo, hi) == pytest.approx((ref.low, ref.high), abs=1e-12)
+    assert (lo, hi) == pytest.approx(_wilson_closed_form(k, n), abs=1e-9)
+    assert np.isnan(stats.wilson_ci(0, 0)).all()
+
+
+def test_membership_auc_matches_sklearn_and_its_bootstrap_is_seeded(rng):
+    from sklearn.metrics import roc_auc_score
+
+    member = np.r_[np.ones(30, bool), np.zeros(20, bool)]
+    d = np.r_[rng.normal(0.4, 0.2, 30), rng.normal(0.6, 0.2, 20)]
+    auc, lo, hi = stats.membership_auc(d, member, n_boot=300, seed=1)
+    assert auc == pytest.approx(roc_auc_score(member, -d))
+    assert 0.5 < auc < 1.0 and lo < auc < hi
+    assert stats.membership_auc(d, member, n_boot=300, seed=1) == (auc, lo, hi)
+    assert stats.membership_auc(d, member, n_boot=300, seed=2)[1] != lo
+    # subjects with several photos: resampling subjects gives a wider interval than resampling photos
+    groups = np.r_[np.repeat(np.arange(6), 5), 100 + np.repeat(np.arange(4), 5)]
+    d_grouped = np.r_[np.repeat(rng.normal(0.4, 0.2, 6), 5), np.repeat(rng.normal(0.6, 0.2, 4), 5)]
+    _, glo, ghi = stats.membership_auc(d_grouped, member, groups=groups, n_boot=300)
+    _, plo, phi = stats.membership_auc(d_grouped, member, n_boot=300)
+    assert ghi - glo > phi - plo
+    assert np.isnan(stats.membership_auc(d, np.ones(50, bool))[0])
+    tied = np.round(d, 1)  # the bootstrap's rank AUC equals scikit-learn's, ties included
+    assert stats.rank_auc(-tied, member) == pytest.approx(roc_auc_score(member, -tied), abs=1e-12)
+    # nothing remembered: members and non-members drawn alike
+    null = [stats.membership_auc(rng.normal(size=200), rng.random(200) < 0.5, n_boot=0)[0] for _ in range(20)]
+    assert abs(np.mean(null) - 0.5) < 0.03
+
+
+def test_nearest_neighbours_match_brute_force(rng):
+    A, Bm = rng.normal(size=(7, 5)), rng.normal(size=(11, 5))
+    d, i = stats.nearest_neighbours(A, Bm)
+    full = np.sqrt(((A[:, None] - Bm[None]) ** 2).sum(-1))
+    assert np.array_equal(i, full.argmin(1)) and np.allclose(d, full.min(1))
+    dc, ic = stats.nearest_neighbours(A, Bm, "cosine")
+    cos = 1 - (A / np.linalg.norm(A, axis=1, keepdims=True)) @ (Bm / np.linalg.norm(Bm, axis=1, keepdims=True)).T
+    assert np.array_equal(ic, cos.argmin(1)) and np.allclose(dc, cos.min(1))
+    ds, js = stats.nearest_neighbours(A, A, exclude_self=True)
+    assert (js != np.arange(7)).all() and (ds > 0).all()
+    assert stats.nearest_neighbours(A, np.zeros((0, 5)))[1].tolist() == [-1] * 7
+    with pytest.raises(ValueError, match="Unknown distance"):
+        stats.nearest_neighbours(A, Bm, "manhattan")
+
+
+def test_phash_bits_agree_with_the_ingest_hash_distance(rng):
+    from phenosynth.data.imageio import phash_distance
+
+    a = [f"{int(v):016x}" for v in rng.integers(0, 2**63, 5)]
+    b = [f"{int(v):016x}" for v in rng.integers(0, 2**63, 4)]
+    M = stats.phash_bits(a, b)
+    assert M.tolist() == [[phash_distance(x, y) for y in b] for x in a]
+
+
+def test_kid_matches_torchmetrics_on_random_features(rng):
+    from torchmetrics.image.kid import KernelInceptionDistance
+
+    real = rng.normal(size=(40, 16))
+    fake = rng.normal(0.3, 1.2, size=(40, 16))
+    ours, sd = stats.kid_from_features(real, fake, subsets=1)  # one subset of all 40: no randomness left
+    kid = KernelInceptionDistance(feature=nn.Identity(), subsets=1, subset_size=40)
+    kid.update(torch.tensor(real, dtype=torch.float64), real=True)
+    kid.update(torch.tensor(fake, dtype=torch.float64), real=False)
+    ref_mean, ref_sd = kid.compute()
+    assert ours == pytest.approx(float(ref_mean), rel=1e-9) and sd == 0.0 == float(ref_sd)
+    # subsets: an unbiased estimate near zero for one distribution, clearly positive for two
+    same, _ = stats.kid_from_features(real, rng.normal(size=(40, 16)), subsets=50, subset_size=20, seed=0)
+    assert abs(same) < ours / 3
+    assert stats.kid_from_features(real, fake, subsets=50, subset_size=20, seed=0) == \
+        stats.kid_from_features(real, fake, subsets=50, subset_size=20, seed=0)
+
+
+def test_first_of_near_duplicates_keeps_one_of_each_group():
+    hashes = ["ffff000000000000", "ffff000000000001", "0000ffff00000000", "ffff000000000003"]
+    dup = stats.first_of_near_duplicates(stats.phash_bits(hashes, hashes), within=2)
+    assert dup.tolist() == [False, True, False, True]
+
+
+# --- the audit end to end -------------------------------------------------------------------------------------------
+
+PIXELS = "test-pixels"
+
+
+class _PixelEntry(B.BackboneEntry):
+    """A weightless 'identity embedder' for pattern faces: the crop average-pooled to 8 x 8 (192-d)."""
+
+    def __init__(self) -> None:
+        self.spec = B.BackboneSpec(name=PIXELS, embed_dim=192, native_input_size=64, weight_source="none")
+
+    def resolve(self, weights: str) -> Path | None:
+        return None
+
+    def build(self, path: Path | None) -> B.TorchBackbone:
+        return B.TorchBackbone(self.spec, nn.Sequential(nn.AdaptiveAvgPool2d(8), nn.Flatten()))
+
+
+if PIXELS not in B.BACKBONES:
+    B.BACKBONES.register(PIXELS)(_PixelEntry)
+
+SIDE = 96
+BOX = np.array([16.0, 12.0, 80.0, 88.0])
+
+
+def _person(rng: np.random.Generator) -> np.ndarray:
+    """A 'face' of one person: a smooth random colour pattern, ``(SIDE, SIDE, 3)`` float."""
+    coarse = rng.uniform(0, 255, (6, 6, 3)).astype(np.uint8)
+    return np.asarray(Image.fromarray(coarse).resize((SIDE, SIDE), Image.BICUBIC), dtype=np.float64)
+
+
+def _photo(person: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Another photo of ``person``: shifted a little, other light, sensor noise."""
+    shifted = np.roll(person, tuple(rng.integers(-2, 3, 2)), axis=(0, 1))
+    return np.clip(shifted * rng.uniform(0.9, 1.1) + rng.normal(0, 6, shifted.shape), 0, 255).astype(np.uint8)
+
+
+def _save(path: Path, img: np.ndarray) -> tuple[str, str]:
+    import imagehash
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(img).save(path)
+    return hashlib.sha256(path.read_bytes()).hexdigest(), str(imagehash.phash(Image.fromarray(img)))
+
+
+def build_workspace(tmp_path: Path) -> tuple[Workspace, dict[str, Path], pd.DataFrame]:
+    """3 conditions x 4 patients x 2 photos; per condition one patient is held out (test). Faces: hand-placed
+    68-point landmarks in a fixed box."""
+    from test_synth import template68
+
+    ws = Workspace.open(tmp_path / "ws", create=True)
+    rng = np.random.default_rng(0)
+    rows, faces, paths = [], [], {}
+    for c, label in enumerate("ABC"):
+        for s in range(4):
+            person = _person(rng)
+            for k in range(2):
+                iid, ph = _save(ws.root / "real" / f"{label}{s}_{k}.png", _photo(person, rng))
+                paths[iid] = ws.root / "real" / f"{label}{s}_{k}.png"
+                rows.append({"image_id": iid, "path": f"real/{label}{s}_{k}.png", "label": label,
+                             "subject_id": f"{label}{s}", "source": "real", "split": "test" if s == 3 else "train",
+                             "fold": None if s == 3 else s, "phash": ph, "width": SIDE, "height": SIDE})
+                faces.append({"image_id": iid, "status": "ok", "landmarks": template68() * (BOX[2:] - BOX[:2]) + BOX[:2],
+                              **dict(zip(["box_x0", "box_y0", "box_x1", "box_y1"], BOX))})
+    ws.save_manifest(pd.DataFrame(rows))
+    return ws, paths, pd.DataFrame(faces).set_index("image_id")
+
+
+def add_other_people(ws: Workspace, paths: dict[str, Path], n_per_class: int = 6, seed: int = 7) -> None:
+    """Synthetic images of people who are not in the real set (run 'others')."""
+    rng = np.random.default_rng(seed)
+    m = ws.load_manifest()
+    rows = []
+    for label in "ABC":
+        parent = m.loc[(m["label"] == label) & (m["split"] == "train"), "image_id"].iloc[0]
+        for i in range(n_per_class):
+            rel = f"synthetic/others/{label}/{i}.png"
+            iid, ph = _save(ws.root / rel, _photo(_person(rng), rng))
+            paths[iid] = ws.root / rel
+            rows.append({"image_id": iid, "path": rel, "label": label, "source": "synthetic", "generator": "other",
+                         "parents": [parent], "split": "train", "phash": ph,
+                         "params": json.dumps({"run": "others", "index": i})})
+    ws.save_manifest(pd.concat([m, pd.DataFrame(rows)], ignore_index=True))
+
+
+@pytest.fixture
+def audited_ws(tmp_path, monkeypatch):
+    """Real photos, shape-warp images of them (run 'shape-warp-seed0') and images of other people (run 'others')."""
+    ws, paths, faces = build_workspace(tmp_path)
+    from phenosynth.synth.generation import generate
+
+    generate(ws, "shape-warp", per_class=6, seed=0, faces=faces, n_jobs=1)
+    m = ws.load_manifest()
+    for iid, p in zip(m["image_id"], m["path"]):
+        paths.setdefault(str(iid), ws.resolve(str(p)))
+    add_other_people(ws, paths)
+    no_face = sorted(ws.load_manifest().query("generator == 'other'")["image_id"])[0]
+    calls = []
+
+    def fake_crops(ws_, image_ids, size=224, on_progress=None, **kw):
+        calls.append(list(image_ids))
+        return {i: paths[i] for i in image_ids if i != no_face}
+
+    monkeypatch.setattr("phenosynth.faces.align.ensure_aligned_crops", fake_crops)
+    return ws, no_face, calls
+
+
+def test_audit_flags_shape_warp_copies_and_not_other_people(audited_ws, monkeypatch):
+    from phenosynth.audit.privacy import AUDIT_COLUMNS, audit
+
+    ws, no_face, _ = audited_ws
+    res = audit(ws, embedder=PIXELS, n_boot=200)
+    runs = {r.run: r for r in res.runs}
+    assert set(runs) == {"shape-warp-seed0", "others"}
+    cal = res.calibration
+    assert cal.documented is None and cal.threshold == pytest.approx(cal.impostor_quantile)
+    assert cal.n_genuine == 12 and cal.n_impostor == 24 * 23 // 2 - 12
+    assert cal.impostor_rate <= 0.01 and cal.genuine_rate > 0.5  # photos of one person match, others do not
+
+    warp = runs["shape-warp-seed0"]
+    assert warp.n_images == warp.n_measured == 18
+    assert warp.matched_share >= 0.8 and warp.matched_ci[0] > cal.impostor_rate
+    assert warp.matched_ci == pytest.approx(stats.wilson_ci(warp.n_matched, 18))
+    assert warp.matched_ci[0] < warp.matched_share <= warp.matched_ci[1]
+    assert warp.matched_own_parent >= warp.n_matched - 2  # a warp looks like the photo it was made from
+    assert warp.membership_auc > 0.8 and warp.membership_ci[0] > 0.5
+    assert (warp.n_members, warp.n_nonmembers) == (18, 6)
+
+    # stranger rate: real photos whose nearest training photo of another person is under the threshold (brute force)
+    from phenosynth.models.features import extract_features
+
+    m = ws.load_manifest()
+    real = m[(m["source"] == "real")]
+    ids, X = extract_features(ws, PIXELS, real["image_id"].tolist(), preprocessing="native")
+    subj = real.set_index("image_id").loc[ids, "subject_id"].to_numpy()
+    is_train = real.set_index("image_id").loc[ids, "split"].to_numpy() == "train"
+    D = stats.distance_matrix(X, X[is_train], "cosine")
+    D[subj[:, None] == subj[is_train][None, :]] = np.inf
+    k = int((D.min(axis=1) < cal.threshold).sum())
+    assert warp.stranger_rate == pytest.approx(k / 24) and warp.stranger_ci == pytest.approx(stats.wilson_ci(k, 24))
+    assert warp.matched_ci[0] > warp.stranger_ci[1]
+
+    other = runs["others"]
+    assert (other.n_images, other.n_measured, other.n_no_face) == (18, 17, 1)
+    assert other.n_matched <= 1 and other.matched_ci[0] <= cal.impostor_rate + 0.01
+    assert other.n_near_copies == 0 and other.membership_ci[0] < 0.5  # nothing remembered (within noise)
+
+    frame = pd.read_parquet(ws.root / "audit" / "shape-warp-seed0" / "audit.parquet")
+    assert frame.columns.tolist() == AUDIT_COLUMNS and len(frame) == 18
+    assert frame["identity_match"].sum() == warp.n_matched
+    assert all("identity-match" in list(f) for f in frame.loc[frame["identity_match"], "flags"])
+    assert (frame["shareable"] == ~frame["identity_match"] & ~frame["near_copy"]).all()
+    assert (frame["nearest_real_distance"] < cal.threshold).sum() == warp.n_matched
+    assert frame["nearest_same_condition"].all()
+    others = pd.read_parquet(ws.root / "audit" / "others" / "audit.parquet").set_index("image_id")
+    assert list(others.at[no_face, "flags"]) == ["no-face"] and not others.at[no_face, "shareable"]
+    summary = json.loads((ws.root / "audit" / "others" / "summary.json").read_text())
+    assert summary["calibration"]["threshold"] == cal.threshold and summary["replaces"] is None
+    assert summary["flags"]["no-face"] == 1 and summary["run"]["n_matched"] == other.n_matched
+
+
+def test_a_second_audit_uses_the_cached_embeddings_and_says_it_replaced_the_first(audited_ws, monkeypatch):
+    from phenosynth.audit.privacy import audit
+
+    ws, _, _ = audited_ws
+    first = audit(ws, "others", embedder=PIXELS, n_boot=50)
+    before = (ws.root / "audit" / "others" / "audit.parquet").read_bytes()
+
+    def no_model(*a, **k):
+        raise AssertionError("a cached audit must not build the embedder")
+
+    monkeypatch.setattr("phenosynth.models.features.create_backbone", no_model)
+    again = audit(ws, "others", embedder=PIXELS, n_boot=50)
+    assert [r.run for r in again.runs] == ["others"] and not (ws.root / "audit" / "shape-warp-seed0").exists()
+    assert again.runs[0].replaced is not None and first.runs[0].replaced is None
+    assert (ws.root / "audit" / "others" / "audit.parquet").read_bytes() == before  # same data, same bytes
+    summary = json.loads((ws.root / "audit" / "others" / "summary.json").read_text())
+    assert summary["replaces"]["settings"]["embedder"] == PIXELS
+
+
+def test_audit_user_errors(audited_ws, tmp_path):
+    from phenosynth.audit.privacy import audit
+
+    ws, _, _ = audited_ws
+    with pytest.raises(PhenosynthError, match="No synthetic images of run 'nope'.*others, shape-warp-seed0"):
+        audit(ws, "nope", embedder=PIXELS)
+    with pytest.raises(PhenosynthError, match="Unknown distance"):
+        audit(ws, embedder=PIXELS, metric="manhattan")
+    bare, _, _ = build_workspace(tmp_path / "bare")
+    with pytest.raises(PhenosynthError, match="phenosynth generate -w"):
+        audit(bare, embedder=PIXELS)
+
+
+def test_cli_audit_prints_a_table_per_run(audited_ws):
+    from typer.testing import CliRunner
+
+    from phenosynth.cli import app
+
+    ws, _, _ = audited_ws
+    result = CliRunner().invoke(app, ["audit", "-w", str(ws.root), "--embedder", PIXELS, "--bootstrap", "50"])
+    assert result.exit_code == 0, result.output
+    out = result.output
+    assert "shape-warp-seed0" in out and "others" in out and "stranger rate" in out.lower()
+    assert "audit.parquet" in out
+    bad = CliRunner().invoke(app, ["audit", "-w", str(ws.root), "--run", "nope", "--embedder", PIXELS])
+    assert bad.exit_code == 2 and "No synthetic images of run 'nope'" in bad.output
