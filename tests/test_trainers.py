@@ -1,5 +1,6 @@
 """The trainers are scikit-learn estimators: ``clone`` and ``get_params``/``set_params`` work on each, the contract
-checks of ``sklearn.utils.estimator_checks`` pass, and the fast L-BFGS probe reaches ``LogisticRegression``'s optimum."""
+checks of ``sklearn.utils.estimator_checks`` pass, and the fast L-BFGS probe reaches ``LogisticRegression``'s
+optimum."""
 
 from __future__ import annotations
 

@@ -4,7 +4,8 @@ keyword arguments, ``fit`` returns self, learned attributes end in ``_``, so ``s
 
 - ``probe`` (default): ``StandardScaler``, then multinomial logistic regression (L2, full-batch L-BFGS-B from scipy) on
   cached features. Objective = mean cross-entropy + ||W||^2 / (2 C n), i.e. scikit-learn's ``LogisticRegression(C)``
-  (tests/test_trainers.py checks they agree); fitted directly because it is 8-20x faster here.
+  for 3+ classes (with 2, the symmetric softmax halves the penalty: ``LogisticRegression(2 C)``); tests/test_trainers.py
+  checks they agree. Fitted directly because it is 8-20x faster here.
 - ``se-head``: the RDFace head (SE gate d -> d/16 -> d, BatchNorm, Dropout 0.5, Linear) on cached features, AdamW
   lr 1e-4 wd 1e-4, cosine to 1e-6, best-validation checkpoint.
 - ``finetune``: the whole backbone + a linear head on aligned crops, same optimiser recipe; GPU when present.
@@ -83,7 +84,10 @@ def _proba(logits: np.ndarray) -> np.ndarray:
 
 @TRAINERS.register("probe")
 class ProbeClassifier(ClassifierMixin, BaseEstimator):
-    """Standardise + multinomial logistic regression. ``fit(X (n, d), y (n,))``; ``predict_proba(X) -> (N, C)``.
+    """``StandardScaler`` + multinomial logistic regression. ``fit(X (n, d), y (n,))``; ``predict_proba(X) -> (N, C)``.
+
+    Learned: ``scaler_``, ``coef_ (k, d)`` / ``intercept_ (k,)`` for the ``k`` classes ``present_`` in training,
+    ``solution_`` (the solver's flat vector, what :meth:`warm_start_from` hands on), ``n_iter_``.
 
     >>> rng = np.random.default_rng(0)
     >>> X = np.concatenate([rng.normal(0, 1, (20, 5)), rng.normal(3, 1, (20, 5))]).astype(np.float32)
