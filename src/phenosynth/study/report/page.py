@@ -118,7 +118,7 @@ def render_report(*, name: str, subtitle: str, notice: str | None, warnings: lis
     n_test = (int(top1_ci["n_test"].min()), int(top1_ci["n_test"].max())) if top1_ci is not None else (0, 0)
     ci = {"level": f"{100 * LEVEL:g}", "n_boot": N_BOOT, "seed": SEED,
           "n_test": str(n_test[0]) if n_test[0] == n_test[1] else f"{n_test[0]}–{n_test[1]}"}
-    sizes_html = Markup(sizes.to_html(index=False, border=0, classes="frame", na_rep="–")) if sizes is not None else None
+    sizes_html = None if sizes is None else Markup(sizes.to_html(index=False, border=0, classes="frame", na_rep="–"))
     return env.get_template("report.html").render(
         name=name, subtitle=subtitle, notice=notice, warnings=warnings,
         table_header=["Backbone", "Training data", *(metric_header(m) for m in metric_columns(summary))],
