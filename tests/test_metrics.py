@@ -65,7 +65,15 @@ def test_mean_sd_uses_ddof_1():
     assert m == pytest.approx(0.5)
     assert s == pytest.approx(np.std([0.2, 0.4, 0.6, 0.8], ddof=1))
     assert np.isnan(mean_sd([0.3])[1])
-    assert format_mean_sd([0.2, 0.4, 0.6, 0.8]) == "50.0 (25.8)"
+    assert format_mean_sd(*mean_sd([0.2, 0.4, 0.6, 0.8])) == "50.0 (25.8)"
+
+
+def test_format_mean_sd_is_the_one_the_report_tables_use():
+    from phenosynth.study.report import tables
+
+    assert tables.format_mean_sd is format_mean_sd
+    assert format_mean_sd(0.3512, 0.0309) == "35.1 (3.1)" and format_mean_sd(0.5, float("nan")) == "50.0"
+    assert format_mean_sd(float("nan"), 0.1) == "–"
 
 
 def test_bootstrap_ci_contains_point_estimate_and_is_deterministic():

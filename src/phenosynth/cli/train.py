@@ -20,7 +20,7 @@ from phenosynth.cli._app import (
 )
 from phenosynth.data.workspace import Workspace
 from phenosynth.errors import PhenosynthError
-from phenosynth.evaluate.metrics import format_mean_sd
+from phenosynth.evaluate.metrics import format_mean_sd, mean_sd
 from phenosynth.training import TrainConfig, train
 
 
@@ -94,7 +94,7 @@ def train_command(
                   + f" · {mode} — held-out real test set, mean (SD) over {len(df)} model(s), %")
     for col in ("top1", "top5", "top10", "top30", "macro_f1"):
         table.add_column(col, justify="right")
-    table.add_row(*(format_mean_sd(df[c].tolist()) for c in ("top1", "top5", "top10", "top30", "macro_f1")))
+    table.add_row(*(format_mean_sd(*mean_sd(df[c].tolist())) for c in ("top1", "top5", "top10", "top30", "macro_f1")))
     console.print(table)
     skipped = int(df["n_skipped"].max()) if len(df) else 0
     console.print(

@@ -101,16 +101,20 @@ def mean_sd(values: Sequence[float]) -> tuple[float, float]:
     return round(float(v.mean()), 12), round(sd, 12)
 
 
-def format_mean_sd(values: Sequence[float], *, scale: float = 100.0, digits: int = 1) -> str:
-    """``"61.2 (3.4)"`` (percent by default).
+def format_mean_sd(mean: float, sd: float, *, scale: float = 100.0, digits: int = 1) -> str:
+    """Mean (SD) as the tables write it, in percent by default: ``0.3512, 0.0309 -> '35.1 (3.1)'``; a single run
+    (SD NaN) has no SD, no mean is ``'–'``. From values: ``format_mean_sd(*mean_sd(values))``.
 
-    >>> format_mean_sd([0.5, 0.7, 0.6])
-    '60.0 (10.0)'
+    >>> format_mean_sd(0.3512, 0.0309), format_mean_sd(0.5, float("nan")), format_mean_sd(*mean_sd([0.5, 0.7, 0.6]))
+    ('35.1 (3.1)', '50.0', '60.0 (10.0)')
+    >>> format_mean_sd(float("nan"), float("nan"))
+    '–'
     """
-    m, s = mean_sd(values)
-    if np.isnan(m):
-        return "n/a"
-    return f"{m * scale:.{digits}f} ({s * scale:.{digits}f})" if not np.isnan(s) else f"{m * scale:.{digits}f}"
+    if np.isnan(mean):
+        return "–"
+    if np.isnan(sd):
+        return f"{mean * scale:.{digits}f}"
+    return f"{mean * scale:.{digits}f} ({sd * scale:.{digits}f})"
 
 
 def bootstrap_ci(
