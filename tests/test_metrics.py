@@ -10,7 +10,6 @@ from phenosynth.evaluate.metrics import (
     format_mean_sd,
     macro_f1,
     mean_sd,
-    per_class_topk,
     topk_accuracies,
     topk_accuracy,
 )
@@ -53,11 +52,6 @@ def test_macro_f1_by_hand():
     # a class absent from the test set but predicted counts as 0
     pred2 = np.array([0, 2, 1, 1])
     assert macro_f1(y, pred2, labels=[0, 1, 2]) == pytest.approx((2 / 3 + 1.0 + 0.0) / 3)
-
-
-def test_per_class_topk_nan_for_missing_classes():
-    out = per_class_topk(Y, S, k=1)
-    np.testing.assert_allclose(out, [1.0, 0.0, 0.5, np.nan, np.nan])
 
 
 def test_mean_sd_uses_ddof_1():

@@ -38,7 +38,7 @@ import numpy as np
 import pandas as pd
 
 from phenosynth.audit import stats
-from phenosynth.data.manifest import REAL, TEST, TRAIN, synthetic, usable
+from phenosynth.data.manifest import REAL, TEST, TRAIN, require_real_train, synthetic, usable
 from phenosynth.data.workspace import Workspace, atomic_write
 from phenosynth.errors import PhenosynthError
 from phenosynth.progress import ProgressCallback
@@ -131,7 +131,7 @@ def run_of(params: object, generator: object) -> str:
 
 def audit_dir(ws: Workspace, run: str) -> Path:
     """``WS/audit/<run>``."""
-    from phenosynth.synth.generation import safe_name
+    from phenosynth.data.filenames import safe_name
 
     return ws.root / "audit" / safe_name(run)
 
@@ -230,9 +230,7 @@ def audit(
         syn = syn[syn["run"] == run]
     real = usable(manifest)
     real = real[real["source"] == REAL]
-    if not (real["split"] == TRAIN).any():
-        raise PhenosynthError(f"Workspace {ws.root} has no real training photos (no split yet). Run first: "
-                              f"phenosynth split -w {ws.root}")
+    require_real_train(manifest, ws.root)
 
     real_ids = real["image_id"].astype(str).tolist()
     syn_ids = syn["image_id"].astype(str).tolist()

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 import time
 from pathlib import Path
 
@@ -18,6 +17,7 @@ from phenosynth.cli._app import (
     next_step,
     progress_bar,
 )
+from phenosynth.data.filenames import safe_file_name
 from phenosynth.data.workspace import Workspace
 from phenosynth.errors import PhenosynthError
 from phenosynth.evaluate.metrics import format_mean_sd, mean_sd
@@ -26,7 +26,7 @@ from phenosynth.training import TrainConfig, train
 
 def default_run_name(ws: Workspace, config: TrainConfig) -> str:
     """``<backbone>-<regime>[-n<N>]-<mode>-<counter>``: the first counter whose run folder does not exist yet."""
-    base = re.sub(r"[^A-Za-z0-9_.-]+", "-", config.backbone) + f"-{config.regime}"
+    base = safe_file_name(config.backbone) + f"-{config.regime}"
     if config.regime != "real" and config.n_synthetic:
         base += f"-n{config.n_synthetic}"
     base += f"-{config.mode}"

@@ -132,12 +132,3 @@ def inspect_bytes(data: bytes, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> Decod
     return DecodedImage(
         image_id=sha256_bytes(data), width=int(rgb.shape[1]), height=int(rgb.shape[0]), mode=mode, phash=phash
     )
-
-
-def phash_distance(a: str, b: str) -> int:
-    """Hamming distance between two hex perceptual hashes.
-
-    >>> phash_distance("ff00", "ff01")
-    1
-    """
-    return int(bin(int(a, 16) ^ int(b, 16)).count("1"))

@@ -1,4 +1,4 @@
-"""Pure metric functions: top-k accuracy over the full label space, macro-F1, per-class top-k, mean (SD) over folds,
+"""Pure metric functions: top-k accuracy over the full label space, macro-F1, mean (SD) over folds,
 bootstrap confidence intervals over test images.
 
 ``y`` are integer class indices ``(N,)``; ``scores`` are ``(N, C)`` with one column per class of the label space
@@ -65,26 +65,6 @@ def macro_f1(y: np.ndarray, y_pred: np.ndarray, labels: Sequence[int], *, zero_d
     from sklearn.metrics import f1_score  # lazy: sklearn costs ~1 s of every CLI start-up
 
     return float(f1_score(y, y_pred, labels=list(labels), average="macro", zero_division=zero_division))
-
-
-def per_class_topk(y: np.ndarray, scores: np.ndarray, k: int, labels: Sequence[int] | None = None) -> np.ndarray:
-    """Top-k accuracy per class ``(C,)``; NaN for classes with no test image.
-
-    >>> per_class_topk(np.array([0, 0, 1]), np.array([[.9, .1, 0], [.2, .7, .1], [.3, .6, .1]]), k=1)
-    array([0.5, 1. , nan])
-    """
-    scores = np.asarray(scores, dtype=np.float64)
-    labs = _labels(scores, labels)
-    k = int(min(k, len(labs)))
-    col = {c: j for j, c in enumerate(labs)}
-    order = np.argsort(-scores, axis=1, kind="stable")[:, :k]
-    hit = np.array([col[t] in row for t, row in zip(np.asarray(y).tolist(), order)], dtype=bool)
-    out = np.full(len(labs), np.nan)
-    for j, c in enumerate(labs):
-        mask = np.asarray(y) == c
-        if mask.any():
-            out[j] = hit[mask].mean()
-    return out
 
 
 def mean_sd(values: Sequence[float]) -> tuple[float, float]:

@@ -33,19 +33,12 @@ from sklearn.utils.validation import check_consistent_length
 from threadpoolctl import threadpool_limits
 from torch import nn
 
+from phenosynth.models.seeding import seeded
 from phenosynth.registry import Registry
 
 log = logging.getLogger(__name__)
 
 TRAINERS: Registry[Any] = Registry("trainer")
-
-
-@contextlib.contextmanager
-def seeded(seed: int) -> Iterator[None]:
-    """Seed torch inside, leave the caller's RNG state as it was."""
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        yield
 
 
 @contextlib.contextmanager

@@ -46,17 +46,13 @@ from phenosynth.progress import ProgressCallback, report
 from phenosynth.registry import Registry
 from phenosynth.study.grid import Cell, expand_grid
 from phenosynth.study.spec import GeneratorSpec, SpecError, StudySpec, spec_from_dict
+from phenosynth.training.cell import CONTRACT_COLUMNS
 
 log = logging.getLogger(__name__)
 
 CellFunction = Callable[[Workspace, StudySpec, Cell], dict]
 CellFunctionRef = Union[str, CellFunction]
 
-#: The columns every results.csv starts with (docs/DESIGN.md), then whatever else the trainer reports.
-RESULT_COLUMNS: list[str] = [
-    "backbone", "regime", "n_synthetic", "fold", "seed",
-    "top1", "top5", "top10", "top30", "macro_f1", "n_train", "n_test", "n_synthetic_requested",
-]
 DEFAULT_CELL_FUNCTION = "phenosynth.study.runner:train_study_cell"
 PACKAGES = ("numpy", "pandas", "scikit-learn", "scipy", "torch", "torchvision", "timm", "open_clip_torch", "dlib-bin",
             "pydantic", "ray")
@@ -421,10 +417,10 @@ def assemble_results(spec: StudySpec, cells: list[Cell], rows: dict[str, dict]) 
         row.setdefault("selection", spec.selection if cell.regime != "real" else "")
         records.append(row)
     df = pd.DataFrame.from_records(records)
-    for col in RESULT_COLUMNS:
+    for col in CONTRACT_COLUMNS:  # the contract first, then whatever else the cell function reports
         if col not in df.columns:
             df[col] = np.nan
-    return df[RESULT_COLUMNS + [c for c in df.columns if c not in RESULT_COLUMNS]]
+    return df[CONTRACT_COLUMNS + [c for c in df.columns if c not in CONTRACT_COLUMNS]]
 
 
 def _config(ws: Workspace, spec: StudySpec, name: str, n_cells: int) -> dict[str, Any]:

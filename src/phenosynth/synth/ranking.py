@@ -18,15 +18,14 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from phenosynth.data.manifest import real_train, synthetic
-from phenosynth.data.workspace import Workspace, atomic_write, locks_workspace
+from phenosynth.data.manifest import require_real_train, synthetic
+from phenosynth.data.workspace import Workspace, locks_workspace
 from phenosynth.errors import PhenosynthError
 from phenosynth.progress import ProgressCallback, report
-from phenosynth.synth.selection import RANKING_FILE
+from phenosynth.synth.ranking_table import save_ranking
 
 log = logging.getLogger(__name__)
 
-RANKING_COLUMNS = ["image_id", "representation", "rank_score", "own_class_rank"]
 LANDMARK_REPRESENTATIONS = ("rdface25", "shape68")
 
 
@@ -191,11 +190,7 @@ def rank(
             f"Workspace {ws.root} has no usable synthetic images to rank. Make some with: "
             f"phenosynth generate -w {ws.root} --generator shape-warp (or bring them with ingest --synthetic)"
         )
-    train = real_train(manifest)
-    if train.empty:
-        raise PhenosynthError(
-            f"Workspace {ws.root} has no real training images. Run first: phenosynth split -w {ws.root}"
-        )
+    train = require_real_train(manifest, ws.root)
     synth_ids = synth["image_id"].astype(str).tolist()
     is_landmark = representation in LANDMARK_REPRESENTATIONS
     # every representation needs the face pass: landmarks directly, embeddings through the aligned crops
@@ -254,14 +249,8 @@ def rank(
 
     table = pd.DataFrame(
         {"image_id": ids, "representation": representation, "rank_score": scores, "own_class_rank": ranks}
-    )[RANKING_COLUMNS]
-    path = ws.root / RANKING_FILE
-    if path.exists():
-        old = pd.read_parquet(path)
-        table = pd.concat([old[old["representation"] != representation], table], ignore_index=True)
-    table = table.astype({"image_id": "string", "representation": "string", "rank_score": "float64",
-                          "own_class_rank": "int64"})
-    atomic_write(path, lambda p: table.to_parquet(p, index=False))
+    )
+    path = save_ranking(ws, table, representation)
     report(on_progress, len(synth_ids), len(synth_ids))
 
     per_class = pd.Series(scores, index=[labels[i] for i in ids]).groupby(level=0).mean() if ids else pd.Series()

@@ -31,6 +31,7 @@ import pandas as pd
 
 from phenosynth.errors import PhenosynthError
 from phenosynth.registry import Registry
+from phenosynth.synth.ranking_table import DEFAULT_REPRESENTATION, RANKING_FILE, load_ranking
 
 log = logging.getLogger(__name__)
 
@@ -339,34 +340,7 @@ def select(
 
 # --- workspace façade -----------------------------------------------------------------------------------------------
 
-RANKING_FILE = "ranking.parquet"
 _WARNED: set[tuple[str, str, int, int]] = set()  # warn once per workspace/representation/count, not once per fold
-DEFAULT_REPRESENTATION = "rdface25"
-
-
-def load_ranking(ws, representation: str | None = None) -> pd.DataFrame:  # noqa: ANN001 (Workspace)
-    """``WS/ranking.parquet`` rows (image_id, representation, rank_score, own_class_rank) for one representation.
-
-    With ``representation=None``: the only one stored, else ``rdface25`` when stored. An empty frame when nothing is
-    stored for it.
-    """
-    path = ws.root / RANKING_FILE
-    cols = ["image_id", "representation", "rank_score", "own_class_rank"]
-    if not path.exists():
-        return pd.DataFrame({c: [] for c in cols})
-    ranking = pd.read_parquet(path)
-    stored = sorted(ranking["representation"].dropna().unique().tolist())
-    if representation is None:
-        if len(stored) == 1:
-            representation = stored[0]
-        elif DEFAULT_REPRESENTATION in stored:
-            representation = DEFAULT_REPRESENTATION
-        elif stored:
-            raise PhenosynthError(
-                f"{path} holds rankings by several representations ({', '.join(stored)}); choose one "
-                "(e.g. --representation shape68)."
-            )
-    return ranking[ranking["representation"] == representation].reset_index(drop=True)
 
 
 def selection_candidates(

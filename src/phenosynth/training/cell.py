@@ -44,11 +44,15 @@ DEFAULT_HPARAMS: dict[str, dict[str, Any]] = {
     "se-head": {"epochs": 50},
     "finetune": {"epochs": 10},
 }
-#: ``results.csv`` columns, contract first (docs/DESIGN.md), then provenance.
-RESULT_COLUMNS = [
+#: The columns every ``results.csv`` starts with, a training run's and a study's alike (docs/DESIGN.md).
+CONTRACT_COLUMNS = [
     "backbone", "regime", "n_synthetic", "fold", "seed", "top1", "top5", "top10", "top30", "macro_f1", "n_train",
-    "n_test", "n_synthetic_requested", "n_val", "val_top1", "n_classes", "n_skipped", "selection", "mode", "weights", "preprocessing",
-    "validate_on", "hparams", "fit_seconds",
+    "n_test", "n_synthetic_requested",
+]
+#: A training run's ``results.csv`` columns: the contract, then provenance.
+RESULT_COLUMNS = CONTRACT_COLUMNS + [
+    "n_val", "val_top1", "n_classes", "n_skipped", "selection", "mode", "weights", "preprocessing", "validate_on",
+    "hparams", "fit_seconds",
 ]
 #: Columns that vary from run to run; :func:`train` writes them to timings.csv, not results.csv.
 TIMING_COLUMNS = ["fit_seconds"]
