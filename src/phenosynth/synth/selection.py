@@ -338,15 +338,8 @@ def select_diverse(
 
 
 @_register("diverse-score", needs_scores=True)
-def select_diverse_by_score(
-    candidates: pd.DataFrame,
-    n: int,
-    *,
-    per_class: bool = False,
-    seed: int = 0,
-    vectors: np.ndarray | None = None,
-    redundancy_quantile: float = 0.9,
-) -> list[str]:
+def select_diverse_by_score(candidates: pd.DataFrame, n: int, *, per_class: bool = False, seed: int = 0,
+                            vectors: np.ndarray | None = None, redundancy_quantile: float = 0.9) -> list[str]:
     """``diverse`` with similarity ``-|score_i - score_j|``: images with nearly the same rank score count as
     near-duplicates (no representation vectors needed). Per-class counts are those of ``top-per-class``."""
     cand = _check_candidates(candidates, needs_scores=True)
