@@ -347,3 +347,38 @@ def test_n_beyond_what_the_specs_generator_would_make_fails_before_generating(tm
                                         r"the spec's generator would make"):
         run_study(ws, spec, "gen", executor="serial")
     assert ws.manifest_path.read_bytes() == before and not (ws.runs_dir / "gen").exists()
+
+
+def test_serial_study_shares_fits_within_a_run_and_nothing_across_runs(tmp_path, monkeypatch):
+    from phenosynth.models.trainers import TRAINERS
+
+    ws = _tiny_workspace(tmp_path / "ws", dims=(("shape68", 3),))
+    probe = TRAINERS.get("probe")
+    fits = []
+    real_fit = probe.fit
+    monkeypatch.setattr(probe, "fit", lambda self, *a, **k: fits.append(1) or real_fit(self, *a, **k))
+    spec = _tiny_spec(ws, features_from=str(ws.root / "features"), regimes={"real": True, "synthetic": [30]})
+    run_study(ws, spec, "one", executor="serial", build_report=False)
+    first = len(fits)
+    # real: 2 folds x 2 C values; synthetic: both folds train on the same 30 images, so one grid of 2 for both
+    assert first == 6
+    run_study(ws, spec, "two", executor="serial", build_report=False)  # a fresh run fits again: no state left over
+    assert len(fits) == 2 * first
+    assert (ws.runs_dir / "one" / "results.csv").read_bytes() == (ws.runs_dir / "two" / "results.csv").read_bytes()
+
+
+def test_a_cell_function_taking_a_cache_gets_one_per_executor_call(ws, fakes, tmp_path):
+    (fakes / "cache_cells.py").write_text(textwrap.dedent('''
+        from fake_cells import score
+
+
+        def visits(ws, spec, cell, *, cache):
+            cache.visits = getattr(cache, "visits", 0) + 1
+            return {**score(ws, spec, cell), "visits": cache.visits}
+    '''))
+    spec = {**SPEC, "backbones": ["shape68"], "folds": 2}
+    for name in ("a", "b"):
+        run_study(ws, spec, name, executor="serial", cell_fn="cache_cells:visits", build_report=False)
+        assert pd.read_csv(ws.runs_dir / name / "results.csv")["visits"].tolist() == list(range(1, 9))
+    run_study(ws, spec, "local", executor="local", workers=2, cell_fn="cache_cells:visits", build_report=False)
+    assert pd.read_csv(ws.runs_dir / "local" / "results.csv")["visits"].tolist() == [1, 2] * 4  # one per fold group

@@ -275,20 +275,39 @@ def test_synthetic_children_of_the_validation_fold_never_train_that_fold(tiny_ws
 
 
 def test_folds_sharing_a_training_set_reuse_the_fit_with_identical_results(tiny_ws):
-    from phenosynth.training import cell as cell_mod
+    from phenosynth.training.cell import FitCache
 
     ws, _, _ = tiny_ws
     cfg = TrainConfig(backbone=TINY, weights="none", preprocessing="native", regime="synthetic", n_synthetic=8,
                       selection="random", folds=3, hparams={"C": [0.1, 1.0]})
-    cell_mod._FIT_CACHE.clear()
-    first = train_cell(ws, cfg, fold=0, seed=0)
-    assert len(cell_mod._FIT_CACHE) == 1
-    reused = train_cell(ws, cfg, fold=1, seed=0)  # same synthetic training set, other validation fold
-    assert len(cell_mod._FIT_CACHE) == 1
-    cell_mod._FIT_CACHE.clear()
-    fresh = train_cell(ws, cfg, fold=1, seed=0)
+    cache = FitCache()
+    first = train_cell(ws, cfg, fold=0, seed=0, fit_cache=cache)
+    reused = train_cell(ws, cfg, fold=1, seed=0, fit_cache=cache)  # same synthetic training set, other fold
+    assert cache.fits == 1 and len(cache) == 1
+    fresh = train_cell(ws, cfg, fold=1, seed=0)  # no cache: fits its own, nothing global to clear
     drop = lambda r: {k: v for k, v in r.items() if k != "fit_seconds"}  # noqa: E731
     assert drop(reused) == drop(fresh) and first["n_train"] == reused["n_train"]
+    other_seed = train_cell(ws, cfg, fold=1, seed=1, fit_cache=cache)  # another seed: another fit, not a reuse
+    assert cache.fits == 2 and drop(other_seed) == drop(train_cell(ws, cfg, fold=1, seed=1))
+
+
+def test_train_fits_a_shared_training_set_once_and_selects_once_per_cell(tiny_ws, monkeypatch):
+    from phenosynth.models.trainers import TRAINERS
+    from phenosynth.synth import selection
+
+    ws, _, _ = tiny_ws
+    fits, selections = [], []
+    probe = TRAINERS.get("probe")
+    real_fit, real_select = probe.fit, selection.select_for_training
+    monkeypatch.setattr(probe, "fit", lambda self, *a, **k: fits.append(1) or real_fit(self, *a, **k))
+    monkeypatch.setattr(selection, "select_for_training",
+                        lambda *a, **k: selections.append(k["where"]) or real_select(*a, **k))
+    cfg = TrainConfig(backbone=TINY, weights="none", preprocessing="native", regime="synthetic", n_synthetic=8,
+                      selection="random", folds=3, seeds=[0], hparams={"C": [0.1, 1.0]})
+    df = train(ws, cfg, "shared")
+    assert sorted(selections) == ["fold 0", "fold 1", "fold 2"]  # one selection per cell
+    assert len(fits) == 2  # one grid of 2 C values, fitted once for the 3 folds that train on the same images
+    assert df["n_train"].nunique() == 1 and len(df) == 3
 
 
 def test_train_on_one_class_is_a_user_error(tmp_path, monkeypatch):

@@ -51,7 +51,7 @@ def train_command(
                                      help="Train on what there is when --n-synthetic is more than a fold has "
                                           "(results.csv records the requested and the actual n)."),
     selection: str = typer.Option("top-per-class", "--selection",
-                                  help="top-per-class | top-global | random | diverse"),
+                                  help="top-per-class | top-global | random | diverse | diverse-score"),
     mode: str = typer.Option("probe", "--mode", help="probe | se-head | finetune"),
     weights: str = typer.Option("default", "--weights", help="default | none | PATH to a checkpoint."),
     preprocessing: str = typer.Option("paper", "--preprocessing", help="paper (224, ImageNet stats) | native"),
