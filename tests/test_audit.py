@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -19,8 +18,6 @@ from phenosynth.audit import stats
 from phenosynth.data.workspace import Workspace
 from phenosynth.errors import PhenosynthError
 from phenosynth.models import backbones as B
-
-sys.path.insert(0, str(Path(__file__).parent))
 
 # --- threshold calibration ----------------------------------------------------------------------------------------
 

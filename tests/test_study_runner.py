@@ -6,7 +6,6 @@ import os
 import subprocess
 import sys
 import textwrap
-from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -17,25 +16,12 @@ from phenosynth.study.grid import expand_grid
 from phenosynth.study.runner import StudyError, run_study
 from phenosynth.study.spec import SpecError, StudySpec
 
-sys.path.insert(0, str(Path(__file__).parent))
-from _study_fakes import FAKE_CELLS  # noqa: E402
-
 SPEC = {
     "backbones": ["shape68", {"name": "mobilenet_v2", "weights": "none"}],
     "regimes": {"real": True, "synthetic": [20, 40], "mixed": [40]},
     "folds": 3,
     "seeds": [0],
 }
-
-
-@pytest.fixture()
-def fakes(tmp_path, monkeypatch):
-    mod_dir = tmp_path / "mods"
-    mod_dir.mkdir()
-    (mod_dir / "fake_cells.py").write_text(FAKE_CELLS)
-    monkeypatch.syspath_prepend(str(mod_dir))
-    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(mod_dir), os.environ.get("PYTHONPATH", "")]))
-    return mod_dir
 
 
 @pytest.fixture()
@@ -108,8 +94,10 @@ def test_failed_cells_are_reported_kept_apart_and_retried_on_resume(ws, fakes, m
     assert len(pd.read_csv(ws.runs_dir / "f" / "results.csv")) == 24
 
 
-def test_local_executor_uses_two_processes_and_matches_serial(ws, fakes):
+def test_local_executor_uses_two_processes_and_matches_serial(ws, fakes, tmp_path, monkeypatch):
     spec = {**SPEC, "backbones": ["shape68"], "folds": 2}
+    monkeypatch.setenv("FAKE_SYNC_DIR", str(tmp_path / "sync"))  # with_pid waits there until 2 workers check in
+    monkeypatch.setenv("FAKE_WORKERS", "2")
     run_study(ws, spec, "serial", executor="serial", cell_fn="fake_cells:score", build_report=False)
     run_study(ws, spec, "local", executor="local", workers=2, cell_fn="fake_cells:with_pid", build_report=False)
     serial = pd.read_csv(ws.runs_dir / "serial" / "results.csv")
@@ -119,7 +107,9 @@ def test_local_executor_uses_two_processes_and_matches_serial(ws, fakes):
 
 
 def test_unknown_executor_and_bad_run_name(ws, fakes):
-    with pytest.raises(Exception, match="Unknown executor 'rey'.*Did you mean 'ray'"):
+    from phenosynth.registry import UnknownNameError
+
+    with pytest.raises(UnknownNameError, match=r"^Unknown executor 'rey'\. Did you mean 'ray'\? Valid: local, ray, serial\.$"):
         run_study(ws, SPEC, "x", executor="rey", cell_fn="fake_cells:score")
     with pytest.raises(StudyError, match="not a plain folder name"):
         run_study(ws, SPEC, "../x", executor="serial", cell_fn="fake_cells:score")
