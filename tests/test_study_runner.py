@@ -337,3 +337,20 @@ def test_n_beyond_what_the_specs_generator_would_make_fails_before_generating(tm
                                         r"the spec's generator would make"):
         run_study(ws, spec, "gen", executor="serial")
     assert ws.manifest_path.read_bytes() == before and not (ws.runs_dir / "gen").exists()
+
+
+def test_resume_after_the_manifest_changed_is_refused_and_keeps_the_run(ws, fakes):
+    import re
+
+    from phenosynth.data.manifest import conform
+
+    run_study(ws, SPEC, "r1", executor="serial", cell_fn="fake_cells:score", build_report=False)
+    run_dir = ws.runs_dir / "r1"
+    results = (run_dir / "results.csv").read_bytes()
+    ws.save_manifest(conform(pd.DataFrame([{"image_id": "new", "path": "new.png", "label": "c0", "source": "real"}])))
+    message = (f"Cannot resume {run_dir}: the workspace's manifest changed since the run started (images were added, "
+               "re-split or excluded), so finished and new cells would not be comparable. Start a new run with another "
+               "--name.")
+    with pytest.raises(StudyError, match=f"^{re.escape(message)}$"):
+        run_study(ws, SPEC, "r1", resume=True, executor="serial", cell_fn="fake_cells:score")
+    assert len(list((run_dir / "cells").glob("*.json"))) == 24 and (run_dir / "results.csv").read_bytes() == results
