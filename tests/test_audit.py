@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -19,8 +18,6 @@ from phenosynth.audit import stats
 from phenosynth.data.workspace import Workspace
 from phenosynth.errors import PhenosynthError
 from phenosynth.models import backbones as B
-
-sys.path.insert(0, str(Path(__file__).parent))
 
 # --- threshold calibration ----------------------------------------------------------------------------------------
 
@@ -200,7 +197,7 @@ def _save(path: Path, img: np.ndarray) -> tuple[str, str]:
 def build_workspace(tmp_path: Path) -> tuple[Workspace, dict[str, Path], pd.DataFrame]:
     """3 conditions x 4 patients x 2 photos; per condition one patient is held out (test). Faces: hand-placed
     68-point landmarks in a fixed box."""
-    from test_synth import template68
+    from tests.test_synth import template68
 
     ws = Workspace.open(tmp_path / "ws", create=True)
     rng = np.random.default_rng(0)

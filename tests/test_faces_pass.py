@@ -11,14 +11,12 @@ import pytest
 from PIL import Image
 from typer.testing import CliRunner
 
-sys.path.insert(0, str(Path(__file__).parent))
-from _faces_data import face_image, make_workspace, two_faces  # noqa: E402
-
-from phenosynth.errors import WorkspaceError  # noqa: E402
-from phenosynth.faces.align import alignment_matrix, ensure_aligned_crops  # noqa: E402
-from phenosynth.faces.facepass import face_exclusions, load_faces, run_face_pass  # noqa: E402
-from phenosynth.faces.landmarks import alignment_template, order_is_sane  # noqa: E402
-from phenosynth.faces.procrustes import apply_matrix  # noqa: E402
+from phenosynth.errors import WorkspaceError
+from phenosynth.faces.align import alignment_matrix, ensure_aligned_crops
+from phenosynth.faces.facepass import face_exclusions, load_faces, run_face_pass
+from phenosynth.faces.landmarks import alignment_template, order_is_sane
+from phenosynth.faces.procrustes import apply_matrix
+from tests._faces_data import face_image, make_workspace, two_faces
 
 
 def _gray(im: np.ndarray) -> np.ndarray:

@@ -6,7 +6,6 @@ import os
 import subprocess
 import sys
 import textwrap
-from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -17,25 +16,12 @@ from phenosynth.study.grid import expand_grid
 from phenosynth.study.runner import StudyError, run_study
 from phenosynth.study.spec import SpecError, StudySpec
 
-sys.path.insert(0, str(Path(__file__).parent))
-from _study_fakes import FAKE_CELLS  # noqa: E402
-
 SPEC = {
     "backbones": ["shape68", {"name": "mobilenet_v2", "weights": "none"}],
     "regimes": {"real": True, "synthetic": [20, 40], "mixed": [40]},
     "folds": 3,
     "seeds": [0],
 }
-
-
-@pytest.fixture()
-def fakes(tmp_path, monkeypatch):
-    mod_dir = tmp_path / "mods"
-    mod_dir.mkdir()
-    (mod_dir / "fake_cells.py").write_text(FAKE_CELLS)
-    monkeypatch.syspath_prepend(str(mod_dir))
-    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(mod_dir), os.environ.get("PYTHONPATH", "")]))
-    return mod_dir
 
 
 @pytest.fixture()
@@ -108,8 +94,10 @@ def test_failed_cells_are_reported_kept_apart_and_retried_on_resume(ws, fakes, m
     assert len(pd.read_csv(ws.runs_dir / "f" / "results.csv")) == 24
 
 
-def test_local_executor_uses_two_processes_and_matches_serial(ws, fakes):
+def test_local_executor_uses_two_processes_and_matches_serial(ws, fakes, tmp_path, monkeypatch):
     spec = {**SPEC, "backbones": ["shape68"], "folds": 2}
+    monkeypatch.setenv("FAKE_SYNC_DIR", str(tmp_path / "sync"))  # with_pid waits there until 2 workers check in
+    monkeypatch.setenv("FAKE_WORKERS", "2")
     run_study(ws, spec, "serial", executor="serial", cell_fn="fake_cells:score", build_report=False)
     run_study(ws, spec, "local", executor="local", workers=2, cell_fn="fake_cells:with_pid", build_report=False)
     serial = pd.read_csv(ws.runs_dir / "serial" / "results.csv")
@@ -119,7 +107,9 @@ def test_local_executor_uses_two_processes_and_matches_serial(ws, fakes):
 
 
 def test_unknown_executor_and_bad_run_name(ws, fakes):
-    with pytest.raises(Exception, match="Unknown executor 'rey'.*Did you mean 'ray'"):
+    from phenosynth.registry import UnknownNameError
+
+    with pytest.raises(UnknownNameError, match=r"^Unknown executor 'rey'\. Did you mean 'ray'\? Valid: local, ray, serial\.$"):
         run_study(ws, SPEC, "x", executor="rey", cell_fn="fake_cells:score")
     with pytest.raises(StudyError, match="not a plain folder name"):
         run_study(ws, SPEC, "../x", executor="serial", cell_fn="fake_cells:score")
@@ -382,3 +372,20 @@ def test_a_cell_function_taking_a_cache_gets_one_per_executor_call(ws, fakes, tm
         assert pd.read_csv(ws.runs_dir / name / "results.csv")["visits"].tolist() == list(range(1, 9))
     run_study(ws, spec, "local", executor="local", workers=2, cell_fn="cache_cells:visits", build_report=False)
     assert pd.read_csv(ws.runs_dir / "local" / "results.csv")["visits"].tolist() == [1, 2] * 4  # one per fold group
+
+
+def test_resume_after_the_manifest_changed_is_refused_and_keeps_the_run(ws, fakes):
+    import re
+
+    from phenosynth.data.manifest import conform
+
+    run_study(ws, SPEC, "r1", executor="serial", cell_fn="fake_cells:score", build_report=False)
+    run_dir = ws.runs_dir / "r1"
+    results = (run_dir / "results.csv").read_bytes()
+    ws.save_manifest(conform(pd.DataFrame([{"image_id": "new", "path": "new.png", "label": "c0", "source": "real"}])))
+    message = (f"Cannot resume {run_dir}: the workspace's manifest changed since the run started (images were added, "
+               "re-split or excluded), so finished and new cells would not be comparable. Start a new run with another "
+               "--name.")
+    with pytest.raises(StudyError, match=f"^{re.escape(message)}$"):
+        run_study(ws, SPEC, "r1", resume=True, executor="serial", cell_fn="fake_cells:score")
+    assert len(list((run_dir / "cells").glob("*.json"))) == 24 and (run_dir / "results.csv").read_bytes() == results

@@ -149,7 +149,7 @@ def make_workspace(tmp_path) -> tuple[Workspace, pd.DataFrame]:
 
 
 def test_generators_are_registered() -> None:
-    assert "shape-warp" in list_generators()
+    assert list_generators() == ["shape-warp"]
 
 
 def test_a_generator_handed_a_test_image_raises(tmp_path) -> None:

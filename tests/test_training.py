@@ -189,7 +189,7 @@ def test_train_cell_synthetic_regimes(tiny_ws, regime, validate_on):
     else:
         assert row["n_train"] + row["n_val"] + row["n_skipped"] == 32
         assert row["n_val"] + row["n_skipped"] > (8 if validate_on == "pool" else 7)
-    assert 0.0 <= row["top1"] <= 1.0
+    assert row["top1"] == 1.0  # all 8 test images right: each class has its own colour
 
 
 def test_train_writes_results_and_refuses_to_overwrite(tiny_ws):
@@ -220,7 +220,9 @@ def test_se_head_and_finetune_modes_through_train_cell(tiny_ws):
     for mode, hp in (("se-head", {"epochs": 2}), ("finetune", {"epochs": 1, "batch_size": 8, "lr": 1e-3})):
         cfg = TrainConfig(backbone=TINY, weights="none", preprocessing="native", mode=mode, folds=3, hparams=hp)
         row = train_cell(ws, cfg, fold=2, seed=0)
-        assert row["mode"] == mode and 0.0 <= row["top1"] <= 1.0 and row["n_test"] == 8
+        assert row["mode"] == mode and row["n_test"] == 8
+        # 2 and 4 of the 8 test images right: two epochs of a random-initialised tiny CNN, fixed seed
+        assert row["top1"] == {"se-head": 0.25, "finetune": 0.5}[mode]
 
 
 def test_config_errors_are_user_errors(tiny_ws):
@@ -240,7 +242,10 @@ def test_cli_train_prints_mean_sd_table(tiny_ws):
     res = CliRunner().invoke(app, ["train", "-w", str(ws.root), "--backbone", TINY, "--weights", "none",
                                    "--preprocessing", "native", "--folds", "3"])
     assert res.exit_code == 0, res.output
-    assert "top1" in res.output and "(" in res.output
+    assert "┃        top1 ┃        top5 ┃       top10 ┃       top30 ┃    macro_f1 ┃" in res.output
+    assert "│ 100.0 (0.0) │ 100.0 (0.0) │ 100.0 (0.0) │ 100.0 (0.0) │ 100.0 (0.0) │" in res.output  # mean (SD), %
+    assert "3 model(s) on 15 training images (mean), 8 test images, 4 classes; 1 image(s) skipped per fold" in " ".join(
+        res.output.split())
     assert (ws.runs_dir / f"{TINY}-real-probe-1" / "results.csv").exists()
     res2 = CliRunner().invoke(app, ["train", "-w", str(ws.root), "--backbone", "nope", "--folds", "3"])
     assert res2.exit_code == 2 and "Unknown backbone" in res2.output
