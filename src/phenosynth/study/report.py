@@ -547,6 +547,18 @@ def collect_warnings(results: pd.DataFrame, config: dict[str, Any], ctx: dict[st
     return warnings
 
 
+def _audit_warnings(ws_root: Path | None, results: pd.DataFrame, config: dict[str, Any]) -> list[str]:
+    """The audit summary of the synthetic runs a run with synthetic regimes could use (phenosynth.audit.gate)."""
+    if ws_root is None or not (ws_root / "manifest.parquet").exists() or (results["regime"] == "real").all():
+        return []
+    from phenosynth.audit.gate import audit_warnings
+    from phenosynth.data.workspace import Workspace
+
+    ws = Workspace(ws_root)
+    gate_on = bool((config.get("spec") or config).get("privacy_gate", True))
+    return audit_warnings(ws, ws.load_manifest(), enabled=gate_on)
+
+
 # --- the report ------------------------------------------------------------------------------------------------------
 @dataclass
 class Report:
@@ -646,7 +658,7 @@ def build_report(run_dir: str | os.PathLike[str], *, ws: Any = None) -> Report:
         figures.append("<p>No figure for " + "; ".join(f"{_header(m)} (trivially 100 %: {html.escape(why)})"
                                                        for m, why in left_out.items()) + "; see Table 1.</p>")
     ctx["_summary"] = summary
-    rep.warnings = collect_warnings(results, config, ctx)
+    rep.warnings = collect_warnings(results, config, ctx) + _audit_warnings(ws_root, results, config)
     warnings_html = ('<div class="warn"><ul>' + "".join(f"<li>{html.escape(w)}</li>" for w in rep.warnings)
                      + "</ul></div>") if rep.warnings else '<p class="ok">None.</p>'
     summ = ctx.get("summary")
