@@ -461,3 +461,61 @@ def test_report_lines_say_which_runs_were_audited(audited_ws):
     s = json.loads((ws.root / "audit" / "shape-warp-seed0" / "summary.json").read_text())["run"]
     assert f"{s['n_matched']} of 18 measured images match" in warp and "privacy gate left out" in warp
     assert "gate was OFF" in audit_warnings(ws, ws.load_manifest(), enabled=False)[1]
+
+
+# --- export ---------------------------------------------------------------------------------------------------------
+
+
+def test_export_holds_only_shareable_images_and_nothing_that_points_to_a_patient(audited_ws, tmp_path):
+    from typer.testing import CliRunner
+
+    from phenosynth.audit.export import METADATA_COLUMNS
+    from phenosynth.audit.privacy import audit
+    from phenosynth.cli import app
+
+    ws, _, _ = audited_ws
+    out = tmp_path / "share"
+    bad = CliRunner().invoke(app, ["export", str(out), "-w", str(ws.root), "--run", "others"])
+    assert bad.exit_code == 2 and "has not been audited" in bad.output and not out.exists()
+    audit(ws, embedder=PIXELS, n_boot=20)
+    result = CliRunner().invoke(app, ["export", str(out), "-w", str(ws.root), "--run", "others"])
+    assert result.exit_code == 0, result.output
+    frame = pd.read_parquet(ws.root / "audit" / "others" / "audit.parquet")
+    n_ok = int(frame["shareable"].sum())
+    assert f"Exported {n_ok} image(s)" in result.output and n_ok >= 15
+
+    files = sorted(p for p in out.rglob("*") if p.is_file())
+    images = [p for p in files if p.suffix == ".png"]
+    assert len(images) == n_ok and {p.parent.name for p in images} == {"A", "B", "C"}
+    assert all(p.stem.isdigit() for p in images)
+    meta = pd.read_csv(out / "metadata.csv")
+    assert meta.columns.tolist() == METADATA_COLUMNS and sorted(meta["file"]) == sorted(
+        str(p.relative_to(out)) for p in images)
+    # no real photo: neither its bytes nor its pixels; the exported pixels are the shareable synthetic images'
+    m = ws.load_manifest()
+    real = m[m["source"] == "real"]
+    real_bytes = {ws.resolve(p).read_bytes() for p in real["path"]}
+    real_pixels = {np.asarray(Image.open(ws.resolve(p)).convert("RGB")).tobytes() for p in real["path"]}
+    ok_pixels = {np.asarray(Image.open(ws.resolve(p)).convert("RGB")).tobytes()
+                 for p in frame.loc[frame["shareable"], "path"]}
+    exported_pixels = {np.asarray(Image.open(p).convert("RGB")).tobytes() for p in images}
+    assert not any(p.read_bytes() in real_bytes for p in images)
+    assert not exported_pixels & real_pixels and exported_pixels == ok_pixels
+    # no id, subject or path of a real photo, nor any synthetic image's parent, in any exported file
+    forbidden = set(real["image_id"]) | set(real["subject_id"]) | set(real["path"]) | {
+        p for ps in m["parents"].dropna() for p in ps} | set(frame["image_id"])
+    for f in files:  # in compressed PNG bytes a 2-letter subject id turns up by chance: there only long ids count
+        blob = f.read_bytes()
+        leaked = [x for x in forbidden if x.encode() in blob and (f.suffix != ".png" or len(x) >= 16)]
+        assert not leaked, (f, leaked[:3])
+        if f.suffix == ".png":
+            assert not {k for k in Image.open(f).info if k not in ("dpi", "gamma")}  # no text chunks, no EXIF
+    sheet = (out / "DATASHEET.md").read_text()
+    assert f"{n_ok} synthetic face images" in sheet and "Membership AUC" in sheet and "Limits" in sheet
+
+    again = CliRunner().invoke(app, ["export", str(out), "-w", str(ws.root), "--run", "others"])
+    assert again.exit_code == 2 and "not empty" in again.output
+    warp_out = tmp_path / "warp"
+    warp = CliRunner().invoke(app, ["export", str(warp_out), "-w", str(ws.root), "--run", "shape-warp-seed0"])
+    warps = pd.read_parquet(ws.root / "audit" / "shape-warp-seed0" / "audit.parquet")
+    assert len(list(warp_out.rglob("*.png"))) == int(warps["shareable"].sum()) < len(warps) or warp.exit_code == 2
