@@ -519,3 +519,28 @@ def test_export_holds_only_shareable_images_and_nothing_that_points_to_a_patient
     warp = CliRunner().invoke(app, ["export", str(warp_out), "-w", str(ws.root), "--run", "shape-warp-seed0"])
     warps = pd.read_parquet(ws.root / "audit" / "shape-warp-seed0" / "audit.parquet")
     assert len(list(warp_out.rglob("*.png"))) == int(warps["shareable"].sum()) < len(warps) or warp.exit_code == 2
+
+
+def test_audit_writes_an_internal_html_page_with_histograms_roc_and_the_closest_pairs(audited_ws):
+    import re
+
+    from phenosynth.audit.html import N_WORST
+    from phenosynth.audit.privacy import audit
+
+    ws, _, _ = audited_ws
+    res = audit(ws, "shape-warp-seed0", embedder=PIXELS, n_boot=20)
+    folder = ws.root / "audit" / "shape-warp-seed0"
+    page = (folder / "audit.html").read_text()
+    assert res.runs[0].html_path == folder / "audit.html"
+    assert "INTERNAL" in page and "never share or export it" in page
+    r = res.runs[0]
+    assert f"{r.n_matched} of {r.n_measured}" in page and f"{r.membership_auc:.3f}" in page
+    srcs = re.findall(r'<img src="([^"]+)"', page)
+    assert srcs[:2] == ["distances.png", "membership_roc.png"] and len(srcs) == 2 + 2 * min(N_WORST, 18)
+    for s in srcs:
+        assert (folder / s).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    # the first pair is the synthetic image closest to a real training photo, beside that photo
+    frame = pd.read_parquet(folder / "audit.parquet")
+    closest = frame.nsmallest(1, "nearest_real_distance").iloc[0]
+    assert f"distance {closest['nearest_real_distance']:.3f}" in page.split('class="pair"')[1]
+    assert page.count("· own parent") == int(frame.nsmallest(N_WORST, "nearest_real_distance")["nearest_is_parent"].sum())
