@@ -65,6 +65,9 @@ def train_command(
                                  "(default: the only one there)."),
     landmarker: str = typer.Option(None, "--landmarker", "--landmarks",
                                    help="Landmarker of the face setting (with --detector)."),
+    privacy_gate: str = typer.Option("on", "--privacy-gate", help="on: skip the non-shareable synthetic images of "
+                                     "audited runs (phenosynth audit); off: train on them too (to study the ungated "
+                                     "set). Recorded in config.yaml; skipped images in skipped.csv."),
 ) -> None:
     """Train one configuration under k-fold CV; every fold's model is scored on the held-out real test set.
 
@@ -74,11 +77,13 @@ def train_command(
     """
     if epochs is not None and mode == "probe":
         raise PhenosynthError("--epochs applies to --mode se-head and --mode finetune; the probe has no epochs.")
+    if privacy_gate not in ("on", "off"):
+        raise PhenosynthError(f"--privacy-gate must be on or off, not '{privacy_gate}'.")
     config = TrainConfig(
         backbone=backbone, weights=weights, preprocessing=preprocessing, regime=regime, n_synthetic=n_synthetic,
         selection=selection, mode=mode, validate_on=validate_on, folds=folds, seeds=seed,
         hparams={"epochs": epochs} if epochs is not None else {}, allow_fewer=allow_fewer, detector=detector,
-        landmarker=landmarker,
+        landmarker=landmarker, privacy_gate=privacy_gate == "on",
     )
     ws = Workspace.open(workspace, need_manifest=True)
     lock_workspace(ctx, ws, lock_timeout)

@@ -165,6 +165,7 @@ def train_config(spec: StudySpec, cell: Cell) -> "TrainConfig":  # noqa: F821 (l
         allow_fewer=spec.allow_fewer,
         detector=spec.detector,
         landmarker=spec.landmarker,
+        privacy_gate=spec.privacy_gate,
     )
 
 

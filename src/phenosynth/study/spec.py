@@ -106,6 +106,9 @@ class StudySpec(_Strict):
     detector: str | None = None
     """Face setting of faces.parquet to use (with ``landmarker``); needed when it holds several."""
     landmarker: str | None = None
+    privacy_gate: bool = True
+    """Skip the non-shareable synthetic images of audited generator runs (``phenosynth audit``); False trains on
+    them too. Runs never audited are used as they are (the report says so)."""
     preprocessing: Literal["paper", "native"] = "paper"
     validate_on: Literal["real", "pool"] = "real"
     folds: int = Field(default=5, ge=2)

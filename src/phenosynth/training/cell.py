@@ -26,6 +26,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from phenosynth.audit.gate import gate
 from phenosynth.data.leakage import assert_no_leakage
 from phenosynth.data.manifest import real_classes, real_test, real_train
 from phenosynth.data.workspace import Workspace, atomic_write, locks_workspace
@@ -73,6 +74,7 @@ class TrainConfig:
     allow_fewer: bool = False  # train on what there is when n_synthetic is more than a fold has (else refuse)
     detector: str | None = None  # face setting of faces.parquet (None: the only one there; several -> refuse)
     landmarker: str | None = None
+    privacy_gate: bool = True  # skip the non-shareable synthetic images of audited runs (phenosynth.audit.gate)
     mode: str = "probe"
     validate_on: str = "real"
     folds: int = 5
@@ -142,7 +144,7 @@ def synthetic_available(ws: Workspace, config: TrainConfig, folds: Sequence[int]
     score-based selection, unranked images; with ``per_class`` the fewest of any class)."""
     from phenosynth.synth.selection import candidate_counts, selectable_count, selection_candidates
 
-    manifest = ws.load_manifest() if manifest is None else manifest
+    manifest = gate(ws, ws.load_manifest() if manifest is None else manifest, config.privacy_gate)[0]
     out = {}
     for fold in folds:
         fm = fold_manifest(manifest, fold)
@@ -230,7 +232,8 @@ def cell_sets(ws: Workspace, manifest: pd.DataFrame, config: TrainConfig, fold: 
     in_fold = rt["fold"].fillna(-1).astype(int) == fold
     real_val = rt.loc[in_fold, "image_id"].astype(str).tolist()
     real_tr = rt.loc[~in_fold, "image_id"].astype(str).tolist()
-    syn = selected_synthetic(ws, fold_manifest(manifest, fold), config, seed, where=f"fold {fold}")
+    gated = gate(ws, manifest, config.privacy_gate)[0]
+    syn = selected_synthetic(ws, fold_manifest(gated, fold), config, seed, where=f"fold {fold}")
     if config.regime != "real" and not syn:
         raise PhenosynthError(
             f"Regime '{config.regime}' needs synthetic images, but none were selected. Make some first: "
@@ -499,6 +502,8 @@ def _train_into(ws: Workspace, config: TrainConfig, name: str, run_dir: Path, fo
         ids = {i for _, cell, _ in sets.values() for s in cell.values() for i in s}
         features = _features(ws, config, sorted(ids), on_progress)
     rows, skipped = [], {}
+    if config.regime != "real":  # what the privacy gate left out of the candidates, with the audit's reasons
+        skipped.update({(i, reason): "synthetic candidate" for i, reason in gate(ws, manifest, config.privacy_gate)[1].items()})
     total = len(folds) * len(config.seeds)
     fit_cache = FitCache()  # folds that train on the same data share their fitted models
     for seed in config.seeds:

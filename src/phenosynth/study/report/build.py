@@ -122,7 +122,7 @@ def build_report(run_dir: str | os.PathLike[str], *, ws: Any = None) -> Report:
     rep.figures_left_out = {metric_header(m): why for m, why in left_out.items()}
     figure_files, figures = write_figures(run_dir, summary, left_out)
     rep.files += figure_files
-    rep.warnings = collect_warnings(results, summary, config, stats)
+    rep.warnings = collect_warnings(results, summary, config, stats, ws_root)
     subtitle = (f"{plural(len(results), 'trained model')} · {plural(results['backbone'].nunique(), 'backbone')} · "
                 f"workspace {ws_root if ws_root else '(not available)'}")
     page = render_report(

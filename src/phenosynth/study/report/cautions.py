@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import pandas as pd
@@ -11,11 +12,23 @@ from phenosynth.study.report.tables import KS, configurations, display_name, set
 
 
 def collect_warnings(results: pd.DataFrame, summary: pd.DataFrame, config: dict[str, Any],
-                     stats: WorkspaceStats) -> list[str]:
-    """Plain-text warnings about ``results`` (its Table 1 ``summary``), its study's ``config`` and workspace."""
+                     stats: WorkspaceStats, ws_root: Path | None = None) -> list[str]:
+    """Plain-text warnings about ``results`` (its Table 1 ``summary``), its study's ``config`` and workspace
+    (``ws_root``: also the audit summary of the synthetic runs it could use)."""
     spec = config.get("spec") or {}
     return [*_weight_warnings(spec), *_workspace_warnings(stats), *_missing_runs(results, spec),
-            *_sampling_warnings(results, summary, spec)]
+            *_sampling_warnings(results, summary, spec), *_audit_warnings(ws_root, results, spec)]
+
+
+def _audit_warnings(ws_root: Path | None, results: pd.DataFrame, spec: dict[str, Any]) -> list[str]:
+    """The audit summary of the synthetic runs a study with synthetic regimes could use (phenosynth.audit.gate)."""
+    if ws_root is None or not (ws_root / "manifest.parquet").exists() or (results["regime"] == "real").all():
+        return []
+    from phenosynth.audit.gate import audit_warnings
+    from phenosynth.data.workspace import Workspace
+
+    ws = Workspace(ws_root)
+    return audit_warnings(ws, ws.load_manifest(), enabled=bool(spec.get("privacy_gate", True)))
 
 
 def _weight_warnings(spec: dict[str, Any]) -> list[str]:
