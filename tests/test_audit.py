@@ -167,8 +167,11 @@ class _PixelEntry(B.BackboneEntry):
         return B.TorchBackbone(self.spec, nn.Sequential(nn.AdaptiveAvgPool2d(8), nn.Flatten()))
 
 
-if PIXELS not in B.BACKBONES:
-    B.BACKBONES.register(PIXELS)(_PixelEntry)
+@pytest.fixture(autouse=True)
+def _pixel_embedder():
+    """The test embedder is registered for this module's tests only (other modules iterate over the registry)."""
+    with B.BACKBONES.registered(PIXELS, _PixelEntry):
+        yield
 
 SIDE = 96
 BOX = np.array([16.0, 12.0, 80.0, 88.0])

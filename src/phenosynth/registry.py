@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import difflib
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any, Generic, TypeVar
 
 from phenosynth.errors import PhenosynthError
@@ -41,6 +42,23 @@ class Registry(Generic[T]):
             return factory
 
         return decorator
+
+    @contextmanager
+    def registered(self, name: str, factory: Callable[..., T]) -> Iterator[Callable[..., T]]:
+        """Register ``factory`` as ``name`` for the ``with`` block only (a plug-in for one job, a test's tiny model).
+
+        >>> colours = Registry("colour")
+        >>> with colours.registered("blue", lambda: "blue"):
+        ...     colours.create("blue")
+        'blue'
+        >>> "blue" in colours
+        False
+        """
+        self.register(name)(factory)
+        try:
+            yield factory
+        finally:
+            del self._entries[name]
 
     def names(self) -> list[str]:
         return sorted(self._entries)
