@@ -108,13 +108,14 @@ def test_failed_cells_are_reported_kept_apart_and_retried_on_resume(ws, fakes, m
     assert len(pd.read_csv(ws.runs_dir / "f" / "results.csv")) == 24
 
 
-def test_local_executor_uses_two_processes_and_matches_serial(ws, fakes):
+def test_local_executor_uses_two_processes_and_matches_serial(ws, fakes, pool_starts):
     spec = {**SPEC, "backbones": ["shape68"], "folds": 2}
     run_study(ws, spec, "serial", executor="serial", cell_fn="fake_cells:score", build_report=False)
     run_study(ws, spec, "local", executor="local", workers=2, cell_fn="fake_cells:with_pid", build_report=False)
     serial = pd.read_csv(ws.runs_dir / "serial" / "results.csv")
     local = pd.read_csv(ws.runs_dir / "local" / "results.csv")
     assert local["pid"].nunique() == 2 and os.getpid() not in set(local["pid"])
+    assert pool_starts == [2]  # through the one pool helper (phenosynth.parallel)
     pd.testing.assert_frame_equal(serial.drop(columns="pid"), local.drop(columns="pid"))
 
 

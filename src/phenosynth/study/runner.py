@@ -41,7 +41,8 @@ from phenosynth.data import manifest as mf
 from phenosynth.data.leakage import assert_no_leakage
 from phenosynth.data.workspace import Workspace, atomic_write, locks_workspace
 from phenosynth.errors import PhenosynthError
-from phenosynth.parallel import limit_threads, process_pool, worker_count
+from phenosynth import parallel
+from phenosynth.parallel import limit_threads, worker_count
 from phenosynth.progress import ProgressCallback, report
 from phenosynth.registry import Registry
 from phenosynth.study.grid import Cell, expand_grid
@@ -253,7 +254,7 @@ def local_executor(*, workers: int | None = None, **_: Any) -> Executor:
             return
         from concurrent.futures import FIRST_COMPLETED, wait
 
-        with process_pool(n_workers) as pool:
+        with parallel.process_pool(n_workers) as pool:
             # The folds of one configuration go to one worker (they may share fitted models), and a short queue
             # per worker keeps the work roughly in grid (backbone-major) order.
             todo = iter(fold_groups(cells))

@@ -234,11 +234,7 @@ def generate(
         raise PhenosynthError(f"--per-class must be at least 1 (got {per_class}).")
     manifest = ws.load_manifest()
     gen, kept, skipped = _fitted_generator(ws, manifest, generator, options, faces)
-    todo = gen.classes_ if classes is None else [str(c) for c in classes]
-    unknown = sorted(set(todo) - set(gen.classes_))
-    if unknown:
-        raise PhenosynthError(f"No training face for condition(s) {unknown}; choose among {gen.classes_[:10]}...")
-
+    todo = _classes_to_make(gen, classes)
     run = safe_name(name or f"{generator}-seed{seed}")
     out_dir = ws.synthetic_dir / run
     temp_files, orphans = _clean_interrupted_call(ws, run, out_dir, manifest)
@@ -256,11 +252,7 @@ def generate(
     # The record of the run's fit set goes first, then the manifest rows (whose images are all written by now): a
     # kill between the two leaves images that the next call resumes, never rows whose run the lineage rule cannot see.
     atomic_write(out_dir / "run.json", lambda p: Path(p).write_text(json.dumps(record, indent=2, default=str)))
-    manifest = ws.load_manifest()
-    before = len(manifest)
-    if len(new):
-        manifest = append_rows(manifest, new)
-        ws.save_manifest(manifest)
+    manifest, added = _append_to_manifest(ws, new)
     resumed, stale = _sort_out_orphans(ws, run, orphans, new)
     summary = GenerateSummary(
         run=run,
@@ -269,7 +261,7 @@ def generate(
         out_dir=out_dir,
         classes=len(todo),
         images=sum(made.values()),
-        new_images=len(manifest) - before,
+        new_images=added,
         per_class={str(k): int(v) for k, v in made.items()},
         training_images=len(kept),
         skipped_training=skipped,
@@ -315,6 +307,25 @@ def _fitted_generator(
         sources=kept["source"].tolist(),
     )
     return gen, kept, skipped
+
+
+def _classes_to_make(gen: Generator, classes: list[str] | None) -> list[str]:
+    """``classes`` (default: every class the generator was fitted on); a class it has no face of is an error."""
+    todo = gen.classes_ if classes is None else [str(c) for c in classes]
+    unknown = sorted(set(todo) - set(gen.classes_))
+    if unknown:
+        raise PhenosynthError(f"No training face for condition(s) {unknown}; choose among {gen.classes_[:10]}...")
+    return todo
+
+
+def _append_to_manifest(ws: Workspace, new: pd.DataFrame) -> tuple[pd.DataFrame, int]:
+    """The manifest (as saved) with the ``new`` rows, and how many rows it gained."""
+    manifest = ws.load_manifest()
+    before = len(manifest)
+    if len(new):
+        manifest = append_rows(manifest, new)
+        ws.save_manifest(manifest)
+    return manifest, len(manifest) - before
 
 
 def _clean_interrupted_call(
