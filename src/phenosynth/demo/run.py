@@ -14,6 +14,7 @@ import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from phenosynth.data import manifest as mf
 from phenosynth.data.ingest import ingest
@@ -60,12 +61,15 @@ def run_demo(
     spec: StudySpec | None = None,
     executor: str = "local",
     seed: int = 0,
+    dataset_options: dict[str, Any] | None = None,
     on_progress: ProgressCallback | None = None,
 ) -> DemoResult:
     """Run the whole demo into ``out`` (``out/dataset``: the images; ``out/workspace``: the workspace).
 
     ``name`` is the study's run name (default ``demo``, or the next free ``demo-N``: a previous demo's run is never
     overwritten); ``resume`` finishes the run ``name`` if it was interrupted. ``on_progress`` counts stages.
+    ``dataset_options``: keyword arguments of :func:`~phenosynth.demo.dataset.build_demo_dataset` (e.g. fewer
+    ``conditions`` or ``n_subjects`` for a quick check; default: the full demo dataset).
     """
     t0 = time.perf_counter()
     out = Path(out).expanduser().resolve()
@@ -87,7 +91,8 @@ def run_demo(
     meta = data_dir / "demo_metadata.csv"
     # Every stage runs in this process: their worker pools start from a fork server (phenosynth.parallel), which is
     # safe whatever threads the earlier stages left running here.
-    stage("dataset", meta.exists(), lambda: build_demo_dataset(data_dir, seed=seed))
+    stage("dataset", meta.exists(), lambda: build_demo_dataset(data_dir, seed=seed,
+                                                                **dict(dataset_options or {})))
     stage("ingest", ws.manifest_path.exists(), lambda: ingest(meta, ws))
     stage("split", bool(ws.load_manifest()["split"].notna().any()),
           lambda: split(ws, test_size=0.25, folds=spec.folds, seed=42))

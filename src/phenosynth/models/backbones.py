@@ -16,9 +16,8 @@ True
 
 from __future__ import annotations
 
-import contextlib
 import logging
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -30,6 +29,7 @@ from torch import nn
 from phenosynth._optional import require
 from phenosynth.errors import PhenosynthError
 from phenosynth.models import weights as W
+from phenosynth.models.seeding import seeded
 from phenosynth.registry import Registry
 
 log = logging.getLogger(__name__)
@@ -124,15 +124,6 @@ def weights_id(name: str, weights: str = "default") -> str:
     return "none" if path is None else W.file_digest(path)[:16]
 
 
-@contextlib.contextmanager
-def _seeded(seed: int) -> Iterator[None]:
-    import torch
-
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        yield
-
-
 def create_backbone(name: str, weights: str = "default") -> Any:
     """Build backbone ``name`` in eval mode with ``weights`` = ``"default"`` | ``"none"`` | PATH.
 
@@ -141,7 +132,7 @@ def create_backbone(name: str, weights: str = "default") -> Any:
     """
     entry = backbone_entry(name)
     path = entry.resolve(weights)
-    with _seeded(RANDOM_INIT_SEED):
+    with seeded(RANDOM_INIT_SEED):
         model = entry.build(path)
     model.weights_id = "none" if path is None else W.file_digest(path)[:16]
     model.weights_path = path

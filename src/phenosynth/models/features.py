@@ -13,7 +13,6 @@ import hashlib
 import json
 import logging
 import os
-import re
 import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -23,6 +22,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from phenosynth.data.filenames import safe_file_name
 from phenosynth.data.workspace import Workspace, atomic_write
 from phenosynth.errors import PhenosynthError
 from phenosynth.models.backbones import backbone_entry, create_backbone, weights_id
@@ -105,7 +105,7 @@ def cache_key(backbone: str, weights: str, preprocessing: str, crops: str = "cro
     >>> cache_key("mobilenet_v2", "none", "paper", "dlib-hog+dlib68")
     'mobilenet_v2-paper-none-dlib-hog+dlib68'
     """
-    return re.sub(r"[^A-Za-z0-9_.+-]+", "-", f"{backbone}-{preprocessing}-{weights_id(backbone, weights)}-{crops}")
+    return safe_file_name(f"{backbone}-{preprocessing}-{weights_id(backbone, weights)}-{crops}", allow_plus=True)
 
 
 def feature_cache_dir(ws: Workspace, backbone: str, weights: str = "default", preprocessing: str = "paper", *,
