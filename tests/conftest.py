@@ -26,3 +26,20 @@ def fakes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     monkeypatch.syspath_prepend(str(mod_dir))
     monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(mod_dir), os.environ.get("PYTHONPATH", "")]))
     return mod_dir
+
+
+@pytest.fixture
+def pool_starts(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """The worker counts of the process pools started through ``phenosynth.parallel.process_pool`` (the one helper
+    every stage must use), in order."""
+    from phenosynth import parallel
+
+    starts: list[int] = []
+    real = parallel.process_pool
+
+    def spy(workers: int, *args, **kwargs):
+        starts.append(workers)
+        return real(workers, *args, **kwargs)
+
+    monkeypatch.setattr(parallel, "process_pool", spy)
+    return starts

@@ -17,7 +17,7 @@ SPEC = {"backbones": ["shape68"], "regimes": {"real": True, "synthetic": [4]}, "
         "generator": {"name": "shape-warp", "per_class": 3, "seed": 0}}
 
 
-@pytest.mark.slow  # about 30 CPU seconds: eight stages, each in a fresh process
+@pytest.mark.slow  # about 30 CPU seconds: eight stages, one after another in this process
 def test_a_small_demo_runs_every_stage_in_order(tmp_path):
     spec = StudySpec.model_validate(SPEC)
     progress: list[tuple[int, int]] = []

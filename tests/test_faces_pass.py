@@ -165,7 +165,7 @@ def _many_faces(root: Path, n: int = 40):
     return make_workspace(root, {f"f{k:02d}": face_image(96 + 2 * k) for k in range(n)})
 
 
-def test_an_interrupted_pass_resumes_from_its_saved_parts(tmp_path: Path) -> None:
+def test_an_interrupted_pass_resumes_from_its_saved_parts(tmp_path: Path, pool_starts: list[int]) -> None:
     from phenosynth.faces.facepass import face_parts_dir
 
     ws, ids = _many_faces(tmp_path / "a", 24)
@@ -176,6 +176,7 @@ def test_an_interrupted_pass_resumes_from_its_saved_parts(tmp_path: Path) -> Non
 
     with pytest.raises(KeyboardInterrupt):  # in worker processes: the pool is stopped, the finished rows kept
         run_face_pass(ws, workers=2, checkpoint_every=3, on_progress=stop_after_ten)
+    assert pool_starts == [2]  # through the one pool helper (phenosynth.parallel)
     assert not ws.faces_path.exists()  # nothing half-written where readers look
     assert len(list(face_parts_dir(ws, "dlib-hog", "dlib68").glob("part-*.parquet"))) == 4  # 3 + 3 + 3 + 1
     progress: list[tuple[int, int]] = []
@@ -187,7 +188,8 @@ def test_an_interrupted_pass_resumes_from_its_saved_parts(tmp_path: Path) -> Non
     ws_b, _ = _many_faces(tmp_path / "b", 24)
     straight = run_face_pass(ws_b, workers=1)
     assert (straight.computed, straight.resumed) == (24, 0)
-    assert ws.faces_path.read_bytes() == ws_b.faces_path.read_bytes()
+    assert ws.faces_path.read_bytes() == ws_b.faces_path.read_bytes()  # rows of 2 processes == rows of 1
+    assert pool_starts == [2]  # workers=1: no pool
 
 
 _KILLED_PASS = """

@@ -114,6 +114,23 @@ def test_ingest_messy_folder_takes_every_good_file_and_names_every_bad_one(messy
     assert "taken: new" in res.output and "skipped: label-conflict" in res.output
 
 
+def test_ingest_of_32_files_or_more_decodes_on_two_processes_and_writes_what_one_process_writes(
+    messy_source, tmp_path, pool_starts
+):
+    src, good, bad = messy_source
+    for i in range(24):  # with the messy files: more than 32, the smallest job decoded in worker processes
+        (src / ("Kabuki" if i % 2 else "Noonan") / f"extra{i:02d}.png").write_bytes(_png_bytes(_photo(100 + i)))
+    one, two = Workspace.open(tmp_path / "one", create=True), Workspace.open(tmp_path / "two", create=True)
+    r1 = ingest(src, one, workers=1)
+    assert pool_starts == []
+    r2 = ingest(src, two, workers=2)
+    assert pool_starts == [2]  # through the one pool helper (phenosynth.parallel)
+    assert (r2.added, r2.skipped) == (r1.added, r1.skipped) and r1.added == len(good) + 24
+    assert r1.skipped["decompression-bomb"] == 1 and r1.skipped["truncated-image"] == 1  # the limits reach workers
+    pd.testing.assert_frame_equal(one.load_manifest(), two.load_manifest())
+    assert one.ingest_report_path.read_bytes() == two.ingest_report_path.read_bytes()
+
+
 def test_decoding_converts_modes_and_applies_exif(messy_source, tmp_path):
     src, _, _ = messy_source
     rotated = load_rgb(src / "Williams/rotated.jpg")

@@ -94,7 +94,7 @@ def test_failed_cells_are_reported_kept_apart_and_retried_on_resume(ws, fakes, m
     assert len(pd.read_csv(ws.runs_dir / "f" / "results.csv")) == 24
 
 
-def test_local_executor_uses_two_processes_and_matches_serial(ws, fakes, tmp_path, monkeypatch):
+def test_local_executor_uses_two_processes_and_matches_serial(ws, fakes, tmp_path, monkeypatch, pool_starts):
     spec = {**SPEC, "backbones": ["shape68"], "folds": 2}
     monkeypatch.setenv("FAKE_SYNC_DIR", str(tmp_path / "sync"))  # with_pid waits there until 2 workers check in
     monkeypatch.setenv("FAKE_WORKERS", "2")
@@ -103,6 +103,7 @@ def test_local_executor_uses_two_processes_and_matches_serial(ws, fakes, tmp_pat
     serial = pd.read_csv(ws.runs_dir / "serial" / "results.csv")
     local = pd.read_csv(ws.runs_dir / "local" / "results.csv")
     assert local["pid"].nunique() == 2 and os.getpid() not in set(local["pid"])
+    assert pool_starts == [2]  # through the one pool helper (phenosynth.parallel)
     pd.testing.assert_frame_equal(serial.drop(columns="pid"), local.drop(columns="pid"))
 
 

@@ -167,7 +167,7 @@ def test_a_generator_handed_a_test_image_raises(tmp_path) -> None:
 
 
 @pytest.mark.slow
-def test_generate_end_to_end(tmp_path) -> None:
+def test_generate_end_to_end(tmp_path, pool_starts) -> None:
     ws, faces = make_workspace(tmp_path)
     manifest = ws.load_manifest()
     train_ids = set(manifest.loc[manifest["split"] == "train", "image_id"])
@@ -177,6 +177,7 @@ def test_generate_end_to_end(tmp_path) -> None:
 
     s = generate(ws, "shape-warp", per_class=4, seed=0, faces=faces, n_jobs=1)
     assert (s.images, s.new_images, s.classes, s.per_class) == (12, 12, 3, {"A": 4, "B": 4, "C": 4})
+    assert pool_starts == [] and s.workers == 1
     m = ws.load_manifest()
     syn = m[m["source"] == SYNTHETIC]
     assert len(syn) == 12 and (syn["split"] == "train").all() and syn["fold"].isna().all()
@@ -195,7 +196,8 @@ def test_generate_end_to_end(tmp_path) -> None:
 
     # deterministic: the same seed in two processes makes the same bytes, nothing new is added; another seed differs
     again = generate(ws, "shape-warp", per_class=4, seed=0, faces=faces, n_jobs=2, name="again")
-    assert again.new_images == 0
+    assert again.new_images == 0 and again.images == 12
+    assert pool_starts == [2] and again.workers == 2  # through the one pool helper (phenosynth.parallel)
     other = generate(ws, "shape-warp", per_class=4, seed=1, faces=faces, n_jobs=1)
     assert other.new_images == 12
     # images are not copies of their parents

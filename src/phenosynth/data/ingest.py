@@ -11,10 +11,8 @@ import os
 import re
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
-from concurrent.futures import ProcessPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from functools import partial
 from pathlib import Path
 
 import pandas as pd
@@ -23,6 +21,7 @@ from phenosynth.data.imageio import DEFAULT_MAX_PIXELS, ImageDecodeError, inspec
 from phenosynth.data.manifest import MANIFEST_COLUMNS, REAL, SYNTHETIC, append_rows, real_classes
 from phenosynth.data.workspace import LOCK_FILE, LOCK_HOLDER_FILE, Workspace, atomic_write, locks_workspace
 from phenosynth.errors import PhenosynthError
+from phenosynth.parallel import worker_count, worker_map
 from phenosynth.progress import ProgressCallback, report
 from phenosynth.registry import Registry
 
@@ -228,32 +227,38 @@ def detect_layout(src: Path) -> str:
 # Decoding (parallel) and merging
 
 
-def _inspect_file(path: Path, max_pixels: int) -> tuple[str, object]:
-    try:
-        data = path.read_bytes()
-    except OSError as exc:
-        return "error", ("unreadable", f"cannot read file: {exc.strerror or exc}")
-    try:
-        return "ok", inspect_bytes(data, max_pixels=max_pixels)
-    except ImageDecodeError as exc:
-        return "error", (exc.reason, str(exc))
+@dataclass(frozen=True)
+class _FileInspector:
+    """Reads and decodes one candidate file: ``("ok", ImageInfo)`` or ``("error", (reason, detail))``."""
+
+    max_pixels: int
+
+    def __call__(self, path: Path) -> tuple[str, object]:
+        try:
+            data = path.read_bytes()
+        except OSError as exc:
+            return "error", ("unreadable", f"cannot read file: {exc.strerror or exc}")
+        try:
+            return "ok", inspect_bytes(data, max_pixels=self.max_pixels)
+        except ImageDecodeError as exc:
+            return "error", (exc.reason, str(exc))
+
+
+#: Files per decoding process: fewer files are decoded in the calling process.
+FILES_PER_WORKER = 16
 
 
 def _inspect_all(
-    paths: list[Path], max_pixels: int, workers: int, on_progress: ProgressCallback | None
+    paths: list[Path], max_pixels: int, workers: int | None, on_progress: ProgressCallback | None
 ) -> list[tuple[str, object]]:
-    work = partial(_inspect_file, max_pixels=max_pixels)
+    """The decoding result of every path, in the order of ``paths`` (on :func:`phenosynth.parallel.worker_count`
+    processes)."""
     total = len(paths)
+    n_workers = worker_count(workers, total, min_items_per_worker=FILES_PER_WORKER)
     report(on_progress, 0, total)
-    if workers <= 1 or total < 32:
-        results = []
-        for i, p in enumerate(paths, 1):
-            results.append(work(p))
-            report(on_progress, i, total)
-        return results
     results = []
-    with ProcessPoolExecutor(max_workers=workers) as pool:
-        for i, r in enumerate(pool.map(work, paths, chunksize=8), 1):
+    with worker_map(n_workers, _FileInspector, max_pixels) as run:
+        for i, r in enumerate(run(paths, 8), 1):
             results.append(r)
             report(on_progress, i, total)
     return results
@@ -293,6 +298,8 @@ def ingest(
     ``on_conflict``: what to do with identical bytes found under two labels: ``exclude`` (default: none of the copies
     is taken) or ``first`` (the copy with the first path is taken). Identical bytes under one label are always
     de-duplicated (first path kept). Re-running on the same source adds nothing and rewrites the same report rows.
+    ``workers``: decoding processes (default: :func:`phenosynth.parallel.worker_count`; fewer than 32 files are
+    decoded in this process).
     """
     src_path = Path(src).expanduser().absolute()
     if not src_path.exists():
@@ -309,26 +316,56 @@ def ingest(
 
     manifest = workspace.load_manifest()
     result = IngestResult(source=src_path, layout=chosen, looked_at=len(candidates) + len(skips))
-
     if synthetic:
-        known = real_classes(manifest)
-        if not known:
-            raise PhenosynthError(
-                "No real images in the workspace yet: ingest the real photos first, so synthetic labels can be matched."
-            )
-        mapping = match_labels((c.label for c in candidates), known)
-        result.unknown_labels = sorted(lab for lab, m in mapping.items() if m is None)
-        kept = []
-        for c in candidates:
-            if mapping[c.label] is None:
-                skips.append(Skip(c.shown, "unknown-label", f"label '{c.label}' is not one of the real classes", c.label))
-            else:
-                kept.append(Candidate(c.path, c.shown, mapping[c.label], c.subject_id, c.metadata))
-        candidates = kept
+        candidates = _with_real_labels(candidates, manifest, skips, result)
+    good = _decoded(candidates, skips, max_pixels, workers, on_progress)
+    rows = _dedupe(good, skips, on_conflict)
+    rows = _against_manifest(rows, manifest, skips, result, SYNTHETIC if synthetic else REAL)
+    result.added = len(rows)
+    result.skipped = Counter(s.reason for s in skips)
+    if result.taken == 0:
+        # Nothing to write into a new workspace (it is left uncreated); an existing one keeps the reasons on record.
+        if workspace.manifest_path.exists():
+            result.report_path = _write_report(workspace, src_path, skips)
+        raise NothingIngestedError(_nothing_taken(result, skips))
+    if rows:
+        new = _manifest_rows(rows, workspace, generator if synthetic else None)
+        workspace.save_manifest(append_rows(manifest, new))
+    elif not workspace.manifest_path.exists():
+        workspace.save_manifest(manifest)
+    result.report_path = _write_report(workspace, src_path, skips)
+    log.info("ingest %s: %d added, %d already present, %d skipped", src_path, result.added, result.already_present,
+             len(skips))
+    return result
 
-    n_workers = workers if workers is not None else min(2, os.cpu_count() or 1)
-    decoded = _inspect_all([c.path for c in candidates], max_pixels, n_workers, on_progress)
 
+def _with_real_labels(
+    candidates: list[Candidate], manifest: pd.DataFrame, skips: list[Skip], result: IngestResult
+) -> list[Candidate]:
+    """Synthetic candidates relabelled with the real class their label matches (:func:`match_labels`); the others
+    go to ``skips`` as ``unknown-label`` (and their labels to ``result.unknown_labels``)."""
+    known = real_classes(manifest)
+    if not known:
+        raise PhenosynthError(
+            "No real images in the workspace yet: ingest the real photos first, so synthetic labels can be matched."
+        )
+    mapping = match_labels((c.label for c in candidates), known)
+    result.unknown_labels = sorted(lab for lab, m in mapping.items() if m is None)
+    kept = []
+    for c in candidates:
+        if mapping[c.label] is None:
+            skips.append(Skip(c.shown, "unknown-label", f"label '{c.label}' is not one of the real classes", c.label))
+        else:
+            kept.append(Candidate(c.path, c.shown, mapping[c.label], c.subject_id, c.metadata))
+    return kept
+
+
+def _decoded(
+    candidates: list[Candidate], skips: list[Skip], max_pixels: int, workers: int | None,
+    on_progress: ProgressCallback | None,
+) -> list[tuple[Candidate, object]]:
+    """(candidate, ImageInfo) of every candidate that decodes; the others go to ``skips`` with the reason."""
+    decoded = _inspect_all([c.path for c in candidates], max_pixels, workers, on_progress)
     good: list[tuple[Candidate, object]] = []
     for cand, (status, payload) in zip(candidates, decoded):
         if status == "ok":
@@ -336,11 +373,13 @@ def ingest(
         else:
             reason, detail = payload
             skips.append(Skip(cand.shown, reason, detail, cand.label))
+    return good
 
-    rows = _dedupe(good, skips, on_conflict)
-    rows = _against_manifest(rows, manifest, skips, result, SYNTHETIC if synthetic else REAL)
 
-    new = pd.DataFrame(
+def _manifest_rows(rows: list[tuple[Candidate, object]], workspace: Workspace, generator: str | None) -> pd.DataFrame:
+    """The new manifest rows: real photos (``generator`` None) or synthetic images of ``generator``."""
+    synthetic = generator is not None
+    return pd.DataFrame(
         [
             {
                 "image_id": info.image_id,
@@ -359,21 +398,6 @@ def ingest(
             for cand, info in rows
         ]
     )
-    result.added = len(rows)
-    result.skipped = Counter(s.reason for s in skips)
-    if result.taken == 0:
-        # Nothing to write into a new workspace (it is left uncreated); an existing one keeps the reasons on record.
-        if workspace.manifest_path.exists():
-            result.report_path = _write_report(workspace, src_path, skips)
-        raise NothingIngestedError(_nothing_taken(result, skips))
-    if rows:
-        workspace.save_manifest(append_rows(manifest, new))
-    elif not workspace.manifest_path.exists():
-        workspace.save_manifest(manifest)
-    result.report_path = _write_report(workspace, src_path, skips)
-    log.info("ingest %s: %d added, %d already present, %d skipped", src_path, result.added, result.already_present,
-             len(skips))
-    return result
 
 
 @contextmanager

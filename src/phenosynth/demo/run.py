@@ -12,16 +12,20 @@ from __future__ import annotations
 import logging
 import os
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from phenosynth.data import manifest as mf
+from phenosynth.data.ingest import ingest
+from phenosynth.data.split import split
 from phenosynth.data.workspace import Workspace
+from phenosynth.demo.dataset import build_demo_dataset
+from phenosynth.faces import run_face_pass
 from phenosynth.progress import ProgressCallback, report
 from phenosynth.study.runner import StudyResult, run_study
 from phenosynth.study.spec import GeneratorSpec, StudySpec, load_spec
+from phenosynth.synth import generate, rank
 
 log = logging.getLogger(__name__)
 
@@ -38,53 +42,6 @@ class DemoResult:
     study: StudyResult
     timings: dict[str, float] = field(default_factory=dict)
     seconds: float = 0.0
-
-
-# --- stages: each runs in a fresh process (the stages' own worker pools fork, which is only safe from a process
-# that has not yet started BLAS/OpenMP/torch threads; a long-lived demo process has) --------------------------------
-def in_fresh_process(fn: Callable[..., object], *args: object) -> None:
-    """Run ``fn(*args)`` in a new (spawned) Python process and wait; its exceptions are raised here."""
-    import multiprocessing
-    from concurrent.futures import ProcessPoolExecutor
-
-    with ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn")) as pool:
-        pool.submit(fn, *args).result()
-
-
-def _make_dataset(data_dir: str, seed: int, options: dict[str, Any]) -> None:
-    from phenosynth.demo.dataset import build_demo_dataset
-
-    build_demo_dataset(data_dir, seed=seed, **options)
-
-
-def _ingest(meta: str, root: str) -> None:
-    from phenosynth.data.ingest import ingest
-
-    ingest(meta, Workspace.open(root))
-
-
-def _split(root: str, folds: int) -> None:
-    from phenosynth.data.split import split
-
-    split(Workspace.open(root), test_size=0.25, folds=folds, seed=42)
-
-
-def _faces(root: str) -> None:
-    from phenosynth.faces import run_face_pass
-
-    run_face_pass(Workspace.open(root))
-
-
-def _generate(root: str, generator: str, per_class: int, seed: int) -> None:
-    from phenosynth import synth
-
-    synth.generate(Workspace.open(root), generator=generator, per_class=per_class, seed=seed)
-
-
-def _rank(root: str, representation: str) -> None:
-    from phenosynth import synth
-
-    synth.rank(Workspace.open(root), representation=representation)
 
 
 def free_run_name(ws: Workspace, base: str = "demo") -> str:
@@ -132,18 +89,19 @@ def run_demo(
         report(on_progress, STAGES.index(key) + 1, len(STAGES))
 
     meta = data_dir / "demo_metadata.csv"
-    root = str(ws.root)
-    stage("dataset", meta.exists(), lambda: in_fresh_process(_make_dataset, str(data_dir), seed,
-                                                                  dict(dataset_options or {})))
-    stage("ingest", ws.manifest_path.exists(), lambda: in_fresh_process(_ingest, str(meta), root))
+    # Every stage runs in this process: their worker pools start from a fork server (phenosynth.parallel), which is
+    # safe whatever threads the earlier stages left running here.
+    stage("dataset", meta.exists(), lambda: build_demo_dataset(data_dir, seed=seed,
+                                                                **dict(dataset_options or {})))
+    stage("ingest", ws.manifest_path.exists(), lambda: ingest(meta, ws))
     stage("split", bool(ws.load_manifest()["split"].notna().any()),
-          lambda: in_fresh_process(_split, root, spec.folds))
-    stage("faces", ws.faces_path.exists(), lambda: in_fresh_process(_faces, root))
+          lambda: split(ws, test_size=0.25, folds=spec.folds, seed=42))
+    stage("faces", ws.faces_path.exists(), lambda: run_face_pass(ws))
     gen = spec.generator if isinstance(spec.generator, GeneratorSpec) else GeneratorSpec(name="shape-warp")
     have_synthetic = bool((mf.synthetic(ws.load_manifest())["generator"] == gen.name).any())
-    stage("generate", have_synthetic, lambda: in_fresh_process(_generate, root, gen.name, gen.per_class, gen.seed))
-    stage("faces-syn", False, lambda: in_fresh_process(_faces, root))  # processes only the new (synthetic) images
-    stage("rank", False, lambda: in_fresh_process(_rank, root, spec.representation))
+    stage("generate", have_synthetic, lambda: generate(ws, generator=gen.name, per_class=gen.per_class, seed=gen.seed))
+    stage("faces-syn", False, lambda: run_face_pass(ws))  # processes only the new (synthetic) images
+    stage("rank", False, lambda: rank(ws, representation=spec.representation))
 
     run_name = name or free_run_name(ws)
     holder: dict[str, StudyResult] = {}

@@ -11,9 +11,6 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import multiprocessing as mp
-import sys
-import os
 import shutil
 import time
 from dataclasses import dataclass, field
@@ -36,8 +33,8 @@ from phenosynth.faces.detectors import (
     Landmarker,
     create_detector,
     create_landmarker,
-    mtcnn_module,
 )
+from phenosynth.parallel import worker_count, worker_map
 from phenosynth.progress import ProgressCallback, report
 
 log = logging.getLogger(__name__)
@@ -126,27 +123,9 @@ def analyse_image(image: np.ndarray, detector: Detector, landmarker: Landmarker,
     )
 
 
-# --- worker processes ----------------------------------------------------------------------------------------------
-_MODELS: dict[tuple[str, str], tuple[Detector, Landmarker]] = {}
-
-
-def _models(detector: str, landmarker: str) -> tuple[Detector, Landmarker]:
-    key = (detector, landmarker)
-    if key not in _MODELS:
-        _MODELS[key] = (create_detector(detector), create_landmarker(landmarker))
-    return _MODELS[key]
-
-
+# --- one image (in a worker process, or in this one) ---------------------------------------------------------------
 def _uses_torch(detector: str, landmarker: str) -> bool:
     return "mtcnn" in detector or "mtcnn" in landmarker
-
-
-def _init_worker(detector: str, landmarker: str) -> None:
-    if _uses_torch(detector, landmarker):  # one thread per worker: the workers already fill the cores
-        import torch
-
-        torch.set_num_threads(1)
-    _models(detector, landmarker)
 
 
 def _row(image_id: str, detector: str, landmarker: str, r: FaceResult) -> dict[str, Any]:
@@ -168,17 +147,24 @@ def _row(image_id: str, detector: str, landmarker: str, r: FaceResult) -> dict[s
     }
 
 
-def _process(task: tuple[str, str, str, str, int]) -> dict[str, Any]:
-    from phenosynth.data.imageio import load_rgb
+class _FacePassWorker:
+    """The face pass on one image: loads the detector and landmarker once (per process that runs the pass), then turns
+    ``(image_id, path)`` into the image's ``faces.parquet`` row."""
 
-    image_id, path, detector, landmarker, upsample = task
-    try:
-        det, lmk = _models(detector, landmarker)
-        result = analyse_image(load_rgb(path), det, lmk, upsample=upsample)
-    except Exception as exc:  # noqa: BLE001 - one bad image must not stop the pass; its row says why
-        log.debug("face pass failed on %s: %s", path, exc)  # the row says why; workers stay quiet
-        result = FaceResult(status=f"error: {' '.join(str(exc).split())[:200] or type(exc).__name__}")
-    return _row(image_id, detector, landmarker, result)
+    def __init__(self, detector: str, landmarker: str, upsample: int) -> None:
+        self.detector, self.landmarker, self.upsample = detector, landmarker, upsample
+        self.models = (create_detector(detector), create_landmarker(landmarker))
+
+    def __call__(self, task: tuple[str, str]) -> dict[str, Any]:
+        from phenosynth.data.imageio import load_rgb
+
+        image_id, path = task
+        try:
+            result = analyse_image(load_rgb(path), *self.models, upsample=self.upsample)
+        except Exception as exc:  # noqa: BLE001 - one bad image must not stop the pass; its row says why
+            log.debug("face pass failed on %s: %s", path, exc)  # the row says why; workers stay quiet
+            result = FaceResult(status=f"error: {' '.join(str(exc).split())[:200] or type(exc).__name__}")
+        return _row(image_id, self.detector, self.landmarker, result)
 
 
 # --- the pass ------------------------------------------------------------------------------------------------------
@@ -260,6 +246,10 @@ def status_group(status: str) -> str:
     return status
 
 
+#: Images per face-pass process (fewer run in this process): dlib models load in a second, torch takes longer.
+IMAGES_PER_WORKER = {"dlib": 2, "torch": 16}
+
+
 @locks_workspace
 def run_face_pass(
     ws: Workspace,
@@ -284,7 +274,8 @@ def run_face_pass(
         ws: the workspace (needs a manifest).
         detector / landmarker: registry names (``list_detectors()``, ``list_landmarkers()``).
         upsample: first-attempt upsampling of the detector (a retry uses one more).
-        workers: processes (default: every core; small jobs run in this process).
+        workers: processes (default: :func:`phenosynth.parallel.worker_count`, every core; small jobs run in this
+            process).
         on_progress: ``(done, total)`` callback; ``done`` starts at the images taken from an interrupted pass.
         checkpoint_every / checkpoint_seconds: how often progress is saved.
     """
@@ -295,86 +286,27 @@ def run_face_pass(
     if manifest.empty:
         raise WorkspaceError(f"Workspace {ws.root} has no images. Run first: phenosynth ingest SRC -w {ws.root}")
     faces = _read_faces(ws.faces_path)
-    mine = (faces["detector"] == detector) & (faces["landmarker"] == landmarker)
-    done_ids = set(faces.loc[mine, "image_id"])
-    todo = manifest[~manifest["image_id"].isin(done_ids)].drop_duplicates("image_id")
-    parts_dir = face_parts_dir(ws, detector, landmarker)
-    saved = _read_parts(parts_dir)
+    todo = _not_processed(manifest, faces, detector, landmarker)
+    parts = _PartWriter(face_parts_dir(ws, detector, landmarker), checkpoint_every, checkpoint_seconds)
+    saved = _read_parts(parts.folder)
     resumed = {i: saved[i] for i in todo["image_id"].astype(str) if i in saved}
-    tasks = [
-        (str(i), str(ws.resolve(p)), detector, landmarker, upsample)
-        for i, p in zip(todo["image_id"], todo["path"])
-        if str(i) not in resumed
-    ]
-    total = len(tasks) + len(resumed)
-    n_workers = max(1, min(workers or os.cpu_count() or 1, len(tasks))) if tasks else 1
-    if len(tasks) < 4 or (_uses_torch(detector, landmarker) and len(tasks) < 32):
-        n_workers = 1  # starting workers would cost more than it saves (torch workers import torch afresh)
+    tasks = [(str(i), str(ws.resolve(p))) for i, p in zip(todo["image_id"], todo["path"]) if str(i) not in resumed]
+    per_worker = IMAGES_PER_WORKER["torch" if _uses_torch(detector, landmarker) else "dlib"]
+    n_workers = worker_count(workers, len(tasks), min_items_per_worker=per_worker)
     log.info(
         "face pass: %d images to compute, %d from cache (%d saved by an interrupted pass), %d worker(s)",
         len(tasks), len(manifest) - len(tasks), len(resumed), n_workers,
     )  # fmt: skip
-    report(on_progress, len(resumed), total)
-
     new_rows: dict[str, dict[str, Any]] = dict(resumed)
-    pending: list[dict[str, Any]] = []
-    last_flush = [time.monotonic()]
-
-    def flush() -> None:
-        if pending:
-            _write_part(parts_dir, pending)
-            pending.clear()
-        last_flush[0] = time.monotonic()
-
+    report(on_progress, len(resumed), len(tasks) + len(resumed))
     if tasks:
-        if n_workers == 1 or not _uses_torch(detector, landmarker):
-            _models(detector, landmarker)  # dlib models: loaded once here, forked workers inherit them
-        else:
-            mtcnn_module()  # a missing facenet-pytorch fails here, with its install hint, not in every worker
-        if n_workers == 1:
-            results = map(_process, tasks)
-            pool = None
-        else:
-            # dlib models are inherited through fork; but a fork is not safe once torch's (or another library's)
-            # threads have run in this process - MTCNN, or a caller that used torch before (a notebook, the demo) -
-            # so then workers start fresh from a fork server and load their own models.
-            methods = mp.get_all_start_methods()
-            threaded = _uses_torch(detector, landmarker) or "torch" in sys.modules
-            method = "forkserver" if threaded and "forkserver" in methods else "fork"
-            ctx = mp.get_context(method if method in methods else "spawn")
-            pool = ctx.Pool(n_workers, initializer=_init_worker, initargs=(detector, landmarker))
-            chunk = max(1, min(8, len(tasks) // (n_workers * 8)))
-            results = pool.imap_unordered(_process, tasks, chunksize=chunk)
-        finished = False
-        try:
-            for row in results:
-                new_rows[row["image_id"]] = row
-                pending.append(row)
-                if len(pending) >= max(1, checkpoint_every) or time.monotonic() - last_flush[0] >= checkpoint_seconds:
-                    flush()
-                report(on_progress, len(new_rows), total)
-            finished = True
-        finally:
-            if pool is not None:
-                if finished:
-                    pool.close()
-                else:
-                    pool.terminate()  # an error or Ctrl-C: stop at once, keep what is done
-                pool.join()
-            if not finished:
-                flush()
-    if new_rows:
-        order = [str(i) for i in todo["image_id"] if str(i) in new_rows]  # manifest order, however computed
-        new = pd.DataFrame([new_rows[i] for i in order], columns=FACES_COLUMNS)
-        merged = pd.concat([faces, new], ignore_index=True) if len(faces) else new
-        _write_faces(ws.faces_path, merged)
-    else:
-        merged = faces
-    if parts_dir.exists():  # folded into faces.parquet (or stale: rows of images that left the manifest)
-        shutil.rmtree(parts_dir, ignore_errors=True)
+        worker_args = (detector, landmarker, upsample)
+        _compute_rows(tasks, worker_args, n_workers, new_rows, parts, on_progress, len(tasks) + len(resumed))
+    merged = _with_new_rows(ws, faces, todo, new_rows)
+    if parts.folder.exists():  # folded into faces.parquet (or stale: rows of images that left the manifest)
+        shutil.rmtree(parts.folder, ignore_errors=True)
     mine = merged[(merged["detector"] == detector) & (merged["landmarker"] == landmarker)]
-    mine = mine[mine["image_id"].isin(manifest["image_id"])]
-    counts = mine["status"].map(status_group).value_counts().sort_index()
+    counts = mine[mine["image_id"].isin(manifest["image_id"])]["status"].map(status_group).value_counts().sort_index()
     return FacePassSummary(
         detector=detector,
         landmarker=landmarker,
@@ -387,6 +319,67 @@ def run_face_pass(
         workers=n_workers,
         faces_path=ws.faces_path,
     )
+
+
+def _not_processed(manifest: pd.DataFrame, faces: pd.DataFrame, detector: str, landmarker: str) -> pd.DataFrame:
+    """The manifest rows (one per image_id) without a ``faces`` row for these settings."""
+    mine = (faces["detector"] == detector) & (faces["landmarker"] == landmarker)
+    done_ids = set(faces.loc[mine, "image_id"])
+    return manifest[~manifest["image_id"].isin(done_ids)].drop_duplicates("image_id")
+
+
+class _PartWriter:
+    """Saves the rows of a running pass to part files (:func:`face_parts_dir`): every ``every`` rows or ``seconds``
+    seconds, and once more when the pass stops early."""
+
+    def __init__(self, folder: Path, every: int, seconds: float) -> None:
+        self.folder, self.every, self.seconds = folder, max(1, every), seconds
+        self.pending: list[dict[str, Any]] = []
+        self.last_flush = time.monotonic()
+
+    def add(self, row: dict[str, Any]) -> None:
+        self.pending.append(row)
+        if len(self.pending) >= self.every or time.monotonic() - self.last_flush >= self.seconds:
+            self.flush()
+
+    def flush(self) -> None:
+        if self.pending:
+            _write_part(self.folder, self.pending)
+            self.pending = []
+        self.last_flush = time.monotonic()
+
+
+def _compute_rows(
+    tasks: list[tuple[str, str]], worker_args: tuple[str, str, int], n_workers: int,
+    new_rows: dict[str, dict[str, Any]], parts: _PartWriter, on_progress: ProgressCallback | None, total: int,
+) -> None:
+    """Run the face pass on ``tasks`` (image_id, path) into ``new_rows``, saving parts as it goes; a pass stopped by
+    an error or Ctrl-C saves what it has done before the error goes on."""
+    chunk = max(1, min(8, len(tasks) // (n_workers * 8)))
+    finished = False
+    try:
+        with worker_map(n_workers, _FacePassWorker, *worker_args) as run:
+            for row in run(tasks, chunk):
+                new_rows[row["image_id"]] = row
+                parts.add(row)
+                report(on_progress, len(new_rows), total)
+        finished = True
+    finally:
+        if not finished:
+            parts.flush()
+
+
+def _with_new_rows(
+    ws: Workspace, faces: pd.DataFrame, todo: pd.DataFrame, new_rows: dict[str, dict[str, Any]]
+) -> pd.DataFrame:
+    """``faces`` with ``new_rows`` appended in manifest order (however they were computed), saved to faces.parquet."""
+    if not new_rows:
+        return faces
+    order = [str(i) for i in todo["image_id"] if str(i) in new_rows]
+    new = pd.DataFrame([new_rows[i] for i in order], columns=FACES_COLUMNS)
+    merged = pd.concat([faces, new], ignore_index=True) if len(faces) else new
+    _write_faces(ws.faces_path, merged)
+    return merged
 
 
 class FaceSettingsError(WorkspaceError):

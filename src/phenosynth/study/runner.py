@@ -27,7 +27,6 @@ import logging
 import os
 import platform
 import shutil
-import sys
 import time
 import traceback
 from collections.abc import Callable, Iterable, Iterator
@@ -45,6 +44,8 @@ from phenosynth.data import manifest as mf
 from phenosynth.data.leakage import assert_no_leakage
 from phenosynth.data.workspace import Workspace, atomic_write, locks_workspace
 from phenosynth.errors import PhenosynthError
+from phenosynth import parallel
+from phenosynth.parallel import limit_threads, worker_count
 from phenosynth.progress import ProgressCallback, report
 from phenosynth.registry import Registry
 from phenosynth.study.grid import Cell, expand_grid
@@ -246,34 +247,6 @@ def _plain(row: dict) -> dict:
     return out
 
 
-def init_worker() -> None:
-    """Local worker initialiser: die with the study's process (a kill -9 of the study leaves no orphan workers),
-    and use one thread per worker."""
-    if sys.platform.startswith("linux"):
-        try:
-            import ctypes
-            import signal
-
-            ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, int(signal.SIGKILL))  # PR_SET_PDEATHSIG
-        except (OSError, AttributeError):  # pragma: no cover - not glibc
-            pass
-    limit_threads(1)
-
-
-def limit_threads(n: int = 1) -> None:
-    """One BLAS/OpenMP/torch thread per worker process, so workers do not oversubscribe the cores."""
-    for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
-        os.environ[var] = str(n)
-    try:
-        from threadpoolctl import threadpool_limits
-
-        threadpool_limits(n)
-    except ImportError:  # pragma: no cover - shipped with scikit-learn
-        pass
-    if "torch" in sys.modules:
-        sys.modules["torch"].set_num_threads(n)
-
-
 # --- executors -----------------------------------------------------------------------------------------------------
 Executor = Callable[[CellJob, list[Cell]], Iterator[tuple[Cell, Union[dict, CellFailure]]]]
 EXECUTORS: Registry[Executor] = Registry("executor")
@@ -291,25 +264,20 @@ def serial_executor(**_: Any) -> Executor:
     return execute
 
 
-def default_workers() -> int:
-    return max(1, min(len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1, 8))
-
-
 @EXECUTORS.register("local")
 def local_executor(*, workers: int | None = None, **_: Any) -> Executor:
-    """A pool of worker processes (one per core, one thread each); results arrive as cells finish."""
-    n_workers = workers or default_workers()
+    """A pool of worker processes (:func:`phenosynth.parallel.process_pool`: one per core, one thread each); results
+    arrive as cells finish."""
+    worker_count(workers, 0)  # a --workers below 1 fails here, before any work
 
     def execute(job: CellJob, cells: list[Cell]) -> Iterator[tuple[Cell, dict | CellFailure]]:
-        if n_workers == 1 or len(cells) <= 1:
+        n_workers = worker_count(workers, len(cells))
+        if n_workers == 1:
             yield from serial_executor()(job, cells)
             return
-        import multiprocessing
-        from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+        from concurrent.futures import FIRST_COMPLETED, wait
 
-        ctx = multiprocessing.get_context("spawn")  # no fork after torch/BLAS threads exist
-        with ProcessPoolExecutor(max_workers=min(n_workers, len(cells)), mp_context=ctx,
-                                 initializer=init_worker) as pool:
+        with parallel.process_pool(n_workers) as pool:
             # The folds of one configuration go to one worker (they may share fitted models), and a short queue
             # per worker keeps the work roughly in grid (backbone-major) order.
             todo = iter(fold_groups(cells))
@@ -344,7 +312,7 @@ def ray_executor(*, address: str | None = None, workers: int | None = None, **_:
             if address:
                 ray.init(address=address, log_to_driver=False)
             else:
-                ray.init(num_cpus=workers or default_workers(), include_dashboard=False, log_to_driver=False)
+                ray.init(num_cpus=worker_count(workers, len(cells)), include_dashboard=False, log_to_driver=False)
         try:
             remote = ray.remote(num_cpus=1)(_ray_cell)
             job_ref = ray.put(job)

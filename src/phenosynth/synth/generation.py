@@ -12,8 +12,6 @@ from __future__ import annotations
 import io
 import json
 import logging
-import multiprocessing as mp
-import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,8 +26,10 @@ from phenosynth.data.manifest import (
 )
 from phenosynth.data.workspace import Workspace, atomic_write, locks_workspace
 from phenosynth.errors import LeakageError, PhenosynthError
+from phenosynth.parallel import worker_count, worker_map
 from phenosynth.progress import ProgressCallback, report
 from phenosynth.synth.generators import Generator, create_generator
+from phenosynth.synth.generators.base import SyntheticSample
 
 log = logging.getLogger(__name__)
 
@@ -72,68 +72,67 @@ def encode_png(image: np.ndarray) -> bytes:
     return buf.getvalue()
 
 
-# --- worker side (the fitted generator is sent once per worker process, by the pool's initializer) --------------------
-
-_WORKER: dict[str, Any] = {}
+# --- one chunk of a class (in a worker process, or in this one) ----------------------------------------------------
 
 
-def _init_worker(generator: Generator, out_dir: str, root: str, seed: int, run: str, known: frozenset[str]) -> None:
-    _WORKER.update(generator=generator, out_dir=Path(out_dir), root=Path(root), seed=seed, run=run, known=known)
-    # one BLAS/OpenCV thread per process: the processes are the parallelism
-    try:
-        import cv2
+@dataclass(frozen=True)
+class _ChunkMaker:
+    """Makes chunks of one run's images: built once per process that runs the run (the fitted generator is sent to a
+    worker process once, with its pool's initializer)."""
 
-        cv2.setNumThreads(1)
-    except ImportError:  # pragma: no cover
-        pass
+    generator: Generator
+    out_dir: Path
+    root: Path
+    seed: int
+    run: str
+    known: frozenset[str]  # image_ids already in the manifest
 
+    def __call__(self, task: tuple[str, int, int]) -> tuple[str, int, list[dict[str, Any]]]:
+        """Generate images ``start .. stop - 1`` of one class, write the new ones; return (label, images made,
+        manifest rows of the images not already in the manifest)."""
+        from phenosynth.data.imageio import sha256_bytes
 
-def _make_chunk(task: tuple[str, int, int]) -> tuple[str, int, list[dict[str, Any]]]:
-    """Generate images ``start .. stop - 1`` of one class, write the new ones; return (label, images made, manifest
-    rows of the images not already in the manifest)."""
-    import imagehash
-    from PIL import Image
+        label, start, stop = task
+        folder = self.out_dir / safe_name(label)
+        folder.mkdir(parents=True, exist_ok=True)
+        rows, made = [], 0
+        for s in self.generator.sample(stop - start, self.seed, labels=[label], start=start):
+            data = encode_png(s.image)
+            image_id = sha256_bytes(data)
+            made += 1
+            path = folder / f"{s.index:05d}_{image_id[:12]}.png"
+            if image_id in self.known:  # the same bytes are already in the manifest (an earlier run)
+                continue
+            if not path.exists():  # one left by an interrupted call is complete (written under a temporary name)
+                atomic_write(path, lambda p, d=data: Path(p).write_bytes(d))
+            rows.append(self._row(s, image_id, path))
+        return label, made, rows
 
-    from phenosynth.data.imageio import sha256_bytes
+    def _row(self, s: SyntheticSample, image_id: str, path: Path) -> dict[str, Any]:
+        import imagehash
+        from PIL import Image
 
-    label, start, stop = task
-    gen: Generator = _WORKER["generator"]
-    folder: Path = _WORKER["out_dir"] / safe_name(label)
-    folder.mkdir(parents=True, exist_ok=True)
-    rows, made = [], 0
-    for s in gen.sample(stop - start, _WORKER["seed"], labels=[label], start=start):
-        data = encode_png(s.image)
-        image_id = sha256_bytes(data)
-        made += 1
-        path = folder / f"{s.index:05d}_{image_id[:12]}.png"
-        if image_id in _WORKER["known"]:  # the same bytes are already in the manifest (an earlier run)
-            continue
-        if not path.exists():  # one left by an interrupted call is complete (written under a temporary name)
-            atomic_write(path, lambda p, d=data: Path(p).write_bytes(d))
         try:
-            rel = path.relative_to(_WORKER["root"]).as_posix()
+            rel = path.relative_to(self.root).as_posix()
         except ValueError:
             rel = str(path)
-        rows.append(
-            {
-                "image_id": image_id,
-                "path": rel,
-                "label": s.label,
-                "subject_id": pd.NA,
-                "source": SYNTHETIC,
-                "generator": gen.name,
-                "parents": list(s.parents),
-                "split": TRAIN,
-                "fold": pd.NA,
-                "exclude_reason": pd.NA,
-                "width": int(s.image.shape[1]),
-                "height": int(s.image.shape[0]),
-                "phash": str(imagehash.phash(Image.fromarray(s.image))),
-                "params": params_json({"run": _WORKER["run"], **s.params}),
-                "_index": s.index,
-            }
-        )
-    return label, made, rows
+        return {
+            "image_id": image_id,
+            "path": rel,
+            "label": s.label,
+            "subject_id": pd.NA,
+            "source": SYNTHETIC,
+            "generator": self.generator.name,
+            "parents": list(s.parents),
+            "split": TRAIN,
+            "fold": pd.NA,
+            "exclude_reason": pd.NA,
+            "width": int(s.image.shape[1]),
+            "height": int(s.image.shape[0]),
+            "phash": str(imagehash.phash(Image.fromarray(s.image))),
+            "params": params_json({"run": self.run, **s.params}),
+            "_index": s.index,
+        }
 
 
 # --- driver ---------------------------------------------------------------------------------------------------------
@@ -212,8 +211,9 @@ def generate(
         name: run name (folder under ``WS/synthetic``); default ``<generator>-seed<seed>``.
         options: generator constructor options (``None`` values keep its defaults).
         classes: only these conditions (default: every condition with a training face).
-        n_jobs: worker processes (default: the number of CPU cores, at most 8); they start by ``forkserver``, so a
-            script that calls this needs the usual ``if __name__ == "__main__":`` guard; ``n_jobs=1`` uses none.
+        n_jobs: worker processes (default: :func:`phenosynth.parallel.worker_count`, every core; they start as
+            :mod:`phenosynth.parallel` says, so a script that calls this needs the usual
+            ``if __name__ == "__main__":`` guard); ``n_jobs=1`` uses none.
         faces: landmarks table indexed by image_id with a ``landmarks`` ``(K, 2)`` column (default: ``load_faces``).
         on_progress: ``(done, total)`` callback, in images.
 
@@ -225,6 +225,55 @@ def generate(
     if per_class < 1:
         raise PhenosynthError(f"--per-class must be at least 1 (got {per_class}).")
     manifest = ws.load_manifest()
+    gen, kept, skipped = _fitted_generator(ws, manifest, generator, options, faces)
+    todo = _classes_to_make(gen, classes)
+    run = safe_name(name or f"{generator}-seed{seed}")
+    out_dir = ws.synthetic_dir / run
+    temp_files, orphans = _clean_interrupted_call(ws, run, out_dir, manifest)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    maker_args = (gen, out_dir, ws.root, int(seed), run, frozenset(manifest["image_id"].astype(str)))
+    rows, made, workers = _make_images(maker_args, todo, per_class, n_jobs, on_progress)
+    new = _checked_new_rows(rows, set(kept["image_id"].astype(str)), generator)
+    seconds = time.perf_counter() - t0
+    record = {
+        "run": run, "generator": generator, "seed": int(seed), "per_class": int(per_class),
+        "settings": gen.get_params(), "classes": len(todo), "images": sum(made.values()), "new_images": len(new),
+        "training_images": sorted(_fit_set(out_dir, kept)), "skipped_training": skipped, "seconds": round(seconds, 3),
+        "workers": workers,
+    }  # fmt: skip
+    # The record of the run's fit set goes first, then the manifest rows (whose images are all written by now): a
+    # kill between the two leaves images that the next call resumes, never rows whose run the lineage rule cannot see.
+    atomic_write(out_dir / "run.json", lambda p: Path(p).write_text(json.dumps(record, indent=2, default=str)))
+    manifest, added = _append_to_manifest(ws, new)
+    resumed, stale = _sort_out_orphans(ws, run, orphans, new)
+    summary = GenerateSummary(
+        run=run,
+        generator=generator,
+        seed=int(seed),
+        out_dir=out_dir,
+        classes=len(todo),
+        images=sum(made.values()),
+        new_images=added,
+        per_class={str(k): int(v) for k, v in made.items()},
+        training_images=len(kept),
+        skipped_training=skipped,
+        classes_without_faces=sorted(set(real_classes(manifest)) - set(gen.classes_)),
+        seconds=seconds,
+        workers=workers,
+        resumed_images=len(resumed),
+        orphans_removed=[ws.relpath(p) for p in stale],
+        temp_files_removed=len(temp_files),
+    )
+    log.info("generated %d images (%d new) in %.1fs with %d workers", summary.images, summary.new_images, seconds,
+             workers)
+    return summary
+
+
+def _fitted_generator(
+    ws: Workspace, manifest: pd.DataFrame, generator: str, options: dict[str, Any] | None, faces: pd.DataFrame | None
+) -> tuple[Generator, pd.DataFrame, dict[str, str]]:
+    """The generator fitted on the real training faces; the training rows it saw (with ``landmarks``); the training
+    images it did not see, with the reason."""
     real = manifest[manifest["source"] == REAL]
     if real.empty:
         raise PhenosynthError(f"Workspace {ws.root} has no real images. Run first: phenosynth ingest SRC -w {ws.root}")
@@ -245,17 +294,34 @@ def generate(
         splits=kept["split"].tolist(),
         sources=kept["source"].tolist(),
     )
-    del images
+    return gen, kept, skipped
+
+
+def _classes_to_make(gen: Generator, classes: list[str] | None) -> list[str]:
+    """``classes`` (default: every class the generator was fitted on); a class it has no face of is an error."""
     todo = gen.classes_ if classes is None else [str(c) for c in classes]
     unknown = sorted(set(todo) - set(gen.classes_))
     if unknown:
         raise PhenosynthError(f"No training face for condition(s) {unknown}; choose among {gen.classes_[:10]}...")
+    return todo
 
-    run = safe_name(name or f"{generator}-seed{seed}")
-    out_dir = ws.synthetic_dir / run
-    # A call of this run that was killed left complete images (each is written under a temporary name, then renamed)
-    # that never reached the manifest, and perhaps a temporary file: the images are taken as they are if this call
-    # makes them again (every image is a pure function of seed, condition and index), else removed at the end.
+
+def _append_to_manifest(ws: Workspace, new: pd.DataFrame) -> tuple[pd.DataFrame, int]:
+    """The manifest (as saved) with the ``new`` rows, and how many rows it gained."""
+    manifest = ws.load_manifest()
+    before = len(manifest)
+    if len(new):
+        manifest = append_rows(manifest, new)
+        ws.save_manifest(manifest)
+    return manifest, len(manifest) - before
+
+
+def _clean_interrupted_call(
+    ws: Workspace, run: str, out_dir: Path, manifest: pd.DataFrame
+) -> tuple[list[Path], list[Path]]:
+    """Remove the temporary files a killed call of this run left; return them and its complete images that never
+    reached the manifest (taken as they are if this call makes them again, every image being a pure function of
+    seed, condition and index; else removed at the end)."""
     temp_files, orphans = leftover_files(ws, out_dir, manifest)
     for p in temp_files:
         p.unlink(missing_ok=True)
@@ -263,58 +329,51 @@ def generate(
         log.warning("Run %s was interrupted before: %d image(s) not in the manifest, %d temporary file(s) removed; "
                     "resuming it", run, len(orphans), len(temp_files))
     _warn_about_other_unfinished_runs(ws, run, manifest)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    return temp_files, orphans
+
+
+def _make_images(
+    maker_args: tuple, todo: list[str], per_class: int, n_jobs: int | None, on_progress: ProgressCallback | None
+) -> tuple[list[dict[str, Any]], dict[str, int], int]:
+    """Make ``per_class`` images of every class in ``todo`` in chunks of :data:`CHUNK` by ``_ChunkMaker(*maker_args)``
+    on :func:`phenosynth.parallel.worker_count` processes: (new manifest rows, images made per class, processes)."""
     tasks = [(label, s, min(s + CHUNK, per_class)) for label in todo for s in range(0, per_class, CHUNK)]
     total = len(todo) * per_class
-    workers = max(1, min(n_jobs or min(os.cpu_count() or 1, 8), len(tasks)))
+    workers = worker_count(n_jobs, len(tasks))
     rows: list[dict[str, Any]] = []
     made: dict[str, int] = {label: 0 for label in todo}
     report(on_progress, 0, total)
-    known = frozenset(manifest["image_id"].astype(str))
-    init_args = (gen, str(out_dir), str(ws.root), int(seed), run, known)
-    if workers == 1:
-        _init_worker(*init_args)
-        for task in tasks:
-            label, n_made, chunk = _make_chunk(task)
+    with worker_map(workers, _ChunkMaker, *maker_args) as run:
+        for label, n_made, chunk in run(tasks, 1):
             made[label] += n_made
             rows.extend(chunk)
             report(on_progress, sum(made.values()), total)
-    else:
-        # not fork: a forked child of a process that already runs threads (torch, OpenCV, BLAS) can hang
-        ctx = mp.get_context("forkserver" if "forkserver" in mp.get_all_start_methods() else "spawn")
-        with ctx.Pool(workers, initializer=_init_worker, initargs=init_args) as pool:
-            for label, n_made, chunk in pool.imap_unordered(_make_chunk, tasks):
-                made[label] += n_made
-                rows.extend(chunk)
-                report(on_progress, sum(made.values()), total)
+    return rows, made, workers
 
+
+def _checked_new_rows(rows: list[dict[str, Any]], train_ids: set[str], generator: str) -> pd.DataFrame:
+    """The new manifest rows in (label, index) order; :class:`LeakageError` if a parent is not a training image."""
     new = pd.DataFrame(rows, columns=list(rows[0]) if rows else ["image_id", "label", "parents", "_index"])
     new = new.sort_values(["label", "_index"], kind="mergesort").drop(columns="_index")
-    train_ids = set(kept["image_id"].astype(str))
     bad = [p for ps in new["parents"] for p in ps if p not in train_ids]
     if bad:  # the interface guarantees this cannot happen; refuse to write rather than trust it
         raise LeakageError(f"Generator '{generator}' reported parents outside the training set (e.g. {bad[0]}).")
-    seconds = time.perf_counter() - t0
-    fit_set = set(train_ids)
-    if (out_dir / "run.json").exists():  # an earlier call with this run name: its fit set stays on record
+    return new
+
+
+def _fit_set(out_dir: Path, kept: pd.DataFrame) -> set[str]:
+    """The training images of this call, and of every earlier call with this run name (they stay on record)."""
+    fit_set = set(kept["image_id"].astype(str))
+    if (out_dir / "run.json").exists():
         try:
             fit_set |= set(json.loads((out_dir / "run.json").read_text()).get("training_images", []))
         except ValueError:
             log.warning("Could not read %s; rewriting it", out_dir / "run.json")
-    record = {
-        "run": run, "generator": generator, "seed": int(seed), "per_class": int(per_class),
-        "settings": gen.get_params(), "classes": len(todo), "images": sum(made.values()), "new_images": len(new),
-        "training_images": sorted(fit_set), "skipped_training": skipped, "seconds": round(seconds, 3),
-        "workers": workers,
-    }  # fmt: skip
-    # The record of the run's fit set goes first, then the manifest rows (whose images are all written by now): a
-    # kill between the two leaves images that the next call resumes, never rows whose run the lineage rule cannot see.
-    atomic_write(out_dir / "run.json", lambda p: Path(p).write_text(json.dumps(record, indent=2, default=str)))
-    manifest = ws.load_manifest()
-    before = len(manifest)
-    if len(new):
-        manifest = append_rows(manifest, new)
-        ws.save_manifest(manifest)
+    return fit_set
+
+
+def _sort_out_orphans(ws: Workspace, run: str, orphans: list[Path], new: pd.DataFrame) -> tuple[list[Path], list[Path]]:
+    """The images of an interrupted call that this call made again (resumed), and the others (removed)."""
     made_paths = {ws.resolve(str(p)) for p in new["path"]} if len(new) else set()
     resumed = [p for p in orphans if p in made_paths]
     stale = [p for p in orphans if p not in made_paths]
@@ -323,24 +382,4 @@ def generate(
     if stale:
         log.warning("Removed %d image(s) of an interrupted call of run %s that this call did not make (e.g. %s)",
                     len(stale), run, stale[0].name)
-    summary = GenerateSummary(
-        run=run,
-        generator=generator,
-        seed=int(seed),
-        out_dir=out_dir,
-        classes=len(todo),
-        images=sum(made.values()),
-        new_images=len(manifest) - before,
-        per_class={str(k): int(v) for k, v in made.items()},
-        training_images=len(kept),
-        skipped_training=skipped,
-        classes_without_faces=sorted(set(real_classes(manifest)) - set(gen.classes_)),
-        seconds=seconds,
-        workers=workers,
-        resumed_images=len(resumed),
-        orphans_removed=[ws.relpath(p) for p in stale],
-        temp_files_removed=len(temp_files),
-    )
-    log.info("generated %d images (%d new) in %.1fs with %d workers", summary.images, summary.new_images, seconds,
-             workers)
-    return summary
+    return resumed, stale
