@@ -56,10 +56,11 @@ class ShapeModel:
             max_k = min(max_k, int(self.max_components))
         from sklearn.decomposition import PCA  # lazy: sklearn costs ~1 s of every CLI start-up
 
-        probe = PCA(n_components=max_k, svd_solver="full").fit(flat)
-        cum = np.cumsum(probe.explained_variance_ratio_)
-        k = int(min(max_k, np.searchsorted(cum, self.variance_kept - 1e-12) + 1))
-        pca = PCA(n_components=max(k, 1), svd_solver="full").fit(flat)
+        # the fewest components that keep variance_kept of the variance (scikit-learn's fractional n_components),
+        # at most max_k (the last of N components of N centred shapes carries no variance)
+        pca = PCA(n_components=self.variance_kept if self.variance_kept < 1 else max_k, svd_solver="full").fit(flat)
+        if pca.n_components_ > max_k:
+            pca = PCA(n_components=max_k, svd_solver="full").fit(flat)
         scores = pca.transform(flat)
 
         classes = sorted(set(lab.tolist()))

@@ -12,7 +12,6 @@ set. The label space is :func:`phenosynth.data.manifest.real_classes`.
 from __future__ import annotations
 
 import hashlib
-import itertools
 import json
 import shutil
 import logging
@@ -98,10 +97,10 @@ class TrainConfig:
         >>> TrainConfig(hparams={"C": [0.1, 1.0], "max_iter": 50}).grid()
         [{'C': 0.1, 'max_iter': 50}, {'C': 1.0, 'max_iter': 50}]
         """
+        from sklearn.model_selection import ParameterGrid  # lazy: sklearn costs ~1 s of every CLI start-up
+
         hp = dict(self.hparams) if self.hparams else dict(DEFAULT_HPARAMS.get(self.mode, {}))
-        keys = sorted(hp)
-        axes = [list(hp[k]) if isinstance(hp[k], (list, tuple)) else [hp[k]] for k in keys]
-        return [dict(zip(keys, combo)) for combo in itertools.product(*axes)] or [{}]
+        return list(ParameterGrid({k: list(v) if isinstance(v, (list, tuple)) else [v] for k, v in hp.items()}))
 
 
 # --------------------------------------------------------------------------------------------------------------------
