@@ -157,21 +157,11 @@ def test_first_of_near_duplicates_keeps_one_of_each_group():
 PIXELS = "test-pixels"
 
 
-class _PixelEntry(B.BackboneEntry):
-    """A weightless 'identity embedder' for pattern faces: the crop average-pooled to 8 x 8 (192-d)."""
-
-    def __init__(self) -> None:
-        self.spec = B.BackboneSpec(name=PIXELS, embed_dim=192, native_input_size=64, weight_source="none")
-
-    def resolve(self, weights: str) -> Path | None:
-        return None
-
-    def build(self, path: Path | None) -> B.TorchBackbone:
-        return B.TorchBackbone(self.spec, nn.Sequential(nn.AdaptiveAvgPool2d(8), nn.Flatten()))
-
-
 if PIXELS not in B.BACKBONES:
-    B.BACKBONES.register(PIXELS)(_PixelEntry)
+    @B.register_backbone(B.BackboneSpec(name=PIXELS, embed_dim=192, native_input_size=64))
+    def _pixels(spec: B.BackboneSpec, path: Path | None) -> B.TorchBackbone:
+        """A weightless 'identity embedder' for pattern faces: the crop average-pooled to 8 x 8 (192-d)."""
+        return B.TorchBackbone(spec, nn.Sequential(nn.AdaptiveAvgPool2d(8), nn.Flatten()))
 
 SIDE = 96
 BOX = np.array([16.0, 12.0, 80.0, 88.0])
