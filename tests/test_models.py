@@ -310,3 +310,36 @@ def test_an_interrupted_extraction_keeps_its_progress_and_the_next_call_computes
         assert z["image_ids"].tolist() == zb["image_ids"].tolist() == ids
         np.testing.assert_allclose(z["X"], zb["X"], rtol=1e-5, atol=1e-5)
     assert kept_b == kept
+
+
+def test_an_image_backbone_runs_on_every_core_in_worker_processes(tmp_path, monkeypatch):
+    """Issue 10, item 3: dlib's descriptor holds the GIL, so extraction used one core while the other waited. Now the
+    crops are shared out to one worker process per core, with the same numbers as one process computing them all."""
+    import os
+
+    pytest.importorskip("dlib")
+    try:
+        model = B.create_backbone("dlib_resnet128")
+    except MissingWeightsError:
+        pytest.skip("face_recognition_models not installed")
+    ws, paths = _tiny_workspace(tmp_path, n=4)
+    monkeypatch.setattr("phenosynth.faces.align.ensure_aligned_crops",
+                        lambda ws_, ids, size=224, on_progress=None, **kw: {i: paths[i] for i in ids})
+    monkeypatch.setattr(F, "_usable_cores", lambda: 2, raising=False)  # as on the 2-core machine the issue names
+    pid_log = tmp_path / "pids.txt"
+    forward = B.DlibBackbone.forward_features
+
+    def logged(self, x):
+        with open(pid_log, "a") as fh:
+            fh.write(f"{os.getpid()}\n")
+        return forward(self, x)
+
+    monkeypatch.setattr(B.DlibBackbone, "forward_features", logged)
+    ids = list(paths)
+    kept, X = F.extract_features(ws, "dlib_resnet128", ids)
+    pids = pid_log.read_text().split()
+    assert len(pids) == 4 and len(set(pids)) == 2 and str(os.getpid()) not in pids
+    from phenosynth.data.imageio import load_rgb
+
+    assert kept == ids
+    np.testing.assert_array_equal(X, forward(model, [load_rgb(paths[i]) for i in ids]))

@@ -83,16 +83,28 @@ def _stack_rows(rows: list[np.ndarray]) -> np.ndarray:
     return np.stack(rows)
 
 
+def _usable_cores() -> int:
+    """Cores this process may run on (its CPU affinity, e.g. under ``taskset`` or a container's cpuset); 1 inside a
+    daemonic pool worker, which may not start processes of its own."""
+    import multiprocessing
+
+    if multiprocessing.current_process().daemon:
+        return 1
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
 def default_num_workers(n_items: int, batch_size: int) -> int:
     """Workers that decode while the main process runs the model: none for a single batch, else up to 2."""
-    if n_items <= batch_size:
+    cores = _usable_cores()
+    if n_items <= batch_size or cores == 1:
         return 0
-    return max(0, min(2, (os.cpu_count() or 1)))
+    return min(2, cores)
 
 
 def _image_backbone_workers(n_items: int) -> int:
     """Worker processes that run an ``image`` backbone: one per core (at most one per image); none for one image."""
-    return 0 if n_items <= 1 else min(os.cpu_count() or 1, n_items)
+    workers = min(_usable_cores(), n_items)
+    return 0 if workers <= 1 else workers
 
 
 def crop_setting(ws: Workspace, detector: str | None = None, landmarker: str | None = None) -> str:
