@@ -212,13 +212,13 @@ def evaluate_with_trainer(ws_path: Path, *, backbone: str, ns: list[int], C: flo
 
 
 def table(results: pd.DataFrame) -> pd.DataFrame:
-    from phenosynth.evaluate.metrics import format_mean_sd
+    from phenosynth.evaluate.metrics import format_mean_sd, mean_sd
 
     keys = ["regime", "selection", "representation", "n_requested"]
     out = []
     for key, g in results.groupby(keys, sort=False):
         out.append({**dict(zip(keys, key)), "n_train (mean)": int(round(g["n_train"].mean())), "models": len(g),
-                    **{f"top-{j}": format_mean_sd(g[f"top{j}"]) for j in (1, 5, 10)}})
+                    **{f"top-{j}": format_mean_sd(*mean_sd(g[f"top{j}"])) for j in (1, 5, 10)}})
     return pd.DataFrame(out)
 
 

@@ -38,9 +38,18 @@ def fail_on_mixed(ws, spec, cell):
 
 
 def with_pid(ws, spec, cell):
+    """Like score, plus the worker's pid. Each worker checks in (a file named by its pid in FAKE_SYNC_DIR) and waits
+    until FAKE_WORKERS workers have checked in, so every worker of the pool is known to run a cell: no timing guess."""
     import time
 
-    time.sleep(0.3)  # long enough that both workers get cells
+    sync = Path(os.environ["FAKE_SYNC_DIR"])
+    sync.mkdir(parents=True, exist_ok=True)
+    (sync / str(os.getpid())).touch()
+    deadline = time.monotonic() + 120
+    while len(list(sync.iterdir())) < int(os.environ["FAKE_WORKERS"]):
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"only {sorted(p.name for p in sync.iterdir())} of {os.environ['FAKE_WORKERS']} workers ran")
+        time.sleep(0.01)
     row = score(ws, spec, cell)
     row["pid"] = os.getpid()
     return row

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -19,8 +18,6 @@ from phenosynth.audit import stats
 from phenosynth.data.workspace import Workspace
 from phenosynth.errors import PhenosynthError
 from phenosynth.models import backbones as B
-
-sys.path.insert(0, str(Path(__file__).parent))
 
 # --- threshold calibration ----------------------------------------------------------------------------------------
 
@@ -119,13 +116,13 @@ def test_nearest_neighbours_match_brute_force(rng):
         stats.nearest_neighbours(A, Bm, "manhattan")
 
 
-def test_phash_bits_agree_with_the_ingest_hash_distance(rng):
-    from phenosynth.data.imageio import phash_distance
+def test_phash_bits_agree_with_imagehash_distance(rng):
+    import imagehash
 
     a = [f"{int(v):016x}" for v in rng.integers(0, 2**63, 5)]
     b = [f"{int(v):016x}" for v in rng.integers(0, 2**63, 4)]
     M = stats.phash_bits(a, b)
-    assert M.tolist() == [[phash_distance(x, y) for y in b] for x in a]
+    assert M.tolist() == [[imagehash.hex_to_hash(x) - imagehash.hex_to_hash(y) for y in b] for x in a]
 
 
 def test_kid_matches_torchmetrics_on_random_features(rng):
@@ -190,7 +187,7 @@ def _save(path: Path, img: np.ndarray) -> tuple[str, str]:
 def build_workspace(tmp_path: Path) -> tuple[Workspace, dict[str, Path], pd.DataFrame]:
     """3 conditions x 4 patients x 2 photos; per condition one patient is held out (test). Faces: hand-placed
     68-point landmarks in a fixed box."""
-    from test_synth import template68
+    from tests.test_synth import template68
 
     ws = Workspace.open(tmp_path / "ws", create=True)
     rng = np.random.default_rng(0)
@@ -348,3 +345,189 @@ def test_cli_audit_prints_a_table_per_run(audited_ws):
     assert "audit.parquet" in out
     bad = CliRunner().invoke(app, ["audit", "-w", str(ws.root), "--run", "nope", "--embedder", PIXELS])
     assert bad.exit_code == 2 and "No synthetic images of run 'nope'" in bad.output
+
+
+# --- the privacy gate -----------------------------------------------------------------------------------------------
+
+
+def _run_ids(ws: Workspace, run: str) -> set[str]:
+    from phenosynth.audit.gate import synthetic_runs
+
+    m = ws.load_manifest()
+    runs = synthetic_runs(m)
+    return set(m.loc[runs.index[runs == run], "image_id"].astype(str))
+
+
+def test_gate_leaves_out_the_unshareable_images_of_audited_runs_only(audited_ws):
+    from phenosynth.audit.gate import REASON_UNAUDITED, gate
+    from phenosynth.audit.privacy import audit
+
+    ws, _, _ = audited_ws
+    m = ws.load_manifest()
+    assert gate(ws, m) == (m, {})  # nothing audited yet: training sets as before
+    audit(ws, "shape-warp-seed0", embedder=PIXELS, n_boot=20)
+    frame = pd.read_parquet(ws.root / "audit" / "shape-warp-seed0" / "audit.parquet")
+    unshareable = set(frame.loc[~frame["shareable"], "image_id"])
+    assert len(unshareable) >= 14  # most warps are identity matches
+
+    gated, reasons = gate(ws, m)
+    assert set(reasons) == unshareable
+    assert all(r.startswith("audit: ") and "identity-match" in r or "near-copy" in r for r in reasons.values())
+    left_out = set(gated.loc[gated["exclude_reason"].notna(), "image_id"])
+    assert left_out == unshareable and m["exclude_reason"].isna().all()  # the caller's manifest is not changed
+    assert not (_run_ids(ws, "others") & left_out)  # the run never audited is untouched
+    off, none = gate(ws, m, enabled=False)
+    assert off is m and none == {}
+
+    # an image added to an audited run after its audit has no verdict: left out until the run is re-audited
+    extra = m[m["image_id"].isin(_run_ids(ws, "shape-warp-seed0"))].iloc[[0]].assign(image_id="f" * 64)
+    _, reasons2 = gate(ws, pd.concat([m, extra], ignore_index=True))
+    assert reasons2["f" * 64] == REASON_UNAUDITED
+
+
+def test_training_selection_skips_flagged_images_unless_the_gate_is_off(audited_ws):
+    from phenosynth.audit.privacy import audit
+    from phenosynth.training import TrainConfig
+    from phenosynth.training.cell import cell_sets, synthetic_available
+
+    ws, _, _ = audited_ws
+    m = ws.load_manifest()
+    cfg = TrainConfig(backbone=PIXELS, regime="synthetic", selection="random", folds=2)
+    _, before, _ = cell_sets(ws, m, cfg, 1, 0)  # fold 1: the parents of 'others' (subject 0) are in fold 0
+    audit(ws, "shape-warp-seed0", embedder=PIXELS, n_boot=20)
+    frame = pd.read_parquet(ws.root / "audit" / "shape-warp-seed0" / "audit.parquet")
+    unshareable = set(frame.loc[~frame["shareable"], "image_id"])
+
+    _, gated, _ = cell_sets(ws, m, cfg, 1, 0)
+    assert set(gated["selected"]) == set(before["selected"]) - unshareable
+    assert _run_ids(ws, "others") <= set(gated["selected"]) | set(m.loc[m["exclude_reason"].notna(), "image_id"])
+    off = TrainConfig(backbone=PIXELS, regime="synthetic", selection="random", folds=2, privacy_gate=False)
+    assert cell_sets(ws, m, off, 1, 0)[1]["selected"] == before["selected"]
+    assert synthetic_available(ws, off, [1])[1] - synthetic_available(ws, cfg, [1])[1] > 0
+
+
+def test_train_records_the_gate_in_config_yaml_and_the_left_out_images_in_skipped_csv(audited_ws):
+    import yaml
+
+    from phenosynth.audit.privacy import audit
+    from phenosynth.training import TrainConfig, train
+
+    ws, _, _ = audited_ws
+    m = ws.load_manifest()  # 'others' made from a fold-2 photo, so both trained folds keep synthetic candidates
+    fold2 = m[m["fold"] == 2].groupby("label")["image_id"].first()
+    others = m["image_id"].isin(_run_ids(ws, "others"))
+    m.loc[others, "parents"] = pd.Series([[fold2[lab]] for lab in m.loc[others, "label"]], index=m.index[others])
+    ws.save_manifest(m)
+    audit(ws, "shape-warp-seed0", embedder=PIXELS, n_boot=20)
+    frame = pd.read_parquet(ws.root / "audit" / "shape-warp-seed0" / "audit.parquet")
+    unshareable = set(frame.loc[~frame["shareable"], "image_id"])
+    cfg = TrainConfig(backbone=PIXELS, preprocessing="native", regime="mixed", selection="random", folds=2,
+                      hparams={"C": 1.0})
+    res = train(ws, cfg, "gated")
+    run = ws.runs_dir / "gated"
+    assert yaml.safe_load((run / "config.yaml").read_text())["privacy_gate"] is True
+    sk = pd.read_csv(run / "skipped.csv")
+    gated_rows = sk[sk["reason"].str.startswith("audit: ")]
+    assert set(gated_rows["image_id"]) == unshareable and (gated_rows["role"] == "synthetic candidate").all()
+    ungated = train(ws, TrainConfig(**{**cfg.__dict__, "privacy_gate": False}), "ungated")
+    assert yaml.safe_load((ws.runs_dir / "ungated" / "config.yaml").read_text())["privacy_gate"] is False
+    assert not pd.read_csv(ws.runs_dir / "ungated" / "skipped.csv")["reason"].str.startswith("audit").any()
+    assert (ungated["n_synthetic"] - res["n_synthetic"]).min() > 0  # the gate changed what was trained on
+
+
+def test_report_lines_say_which_runs_were_audited(audited_ws):
+    from phenosynth.audit.gate import audit_warnings
+    from phenosynth.audit.privacy import audit
+
+    ws, _, _ = audited_ws
+    audit(ws, "shape-warp-seed0", embedder=PIXELS, n_boot=20)
+    lines = audit_warnings(ws, ws.load_manifest())
+    assert len(lines) == 2
+    others, warp = lines
+    assert "'others' (18 images) was never audited" in others and "without a privacy check" in others
+    s = json.loads((ws.root / "audit" / "shape-warp-seed0" / "summary.json").read_text())["run"]
+    assert f"{s['n_matched']} of 18 measured images match" in warp and "privacy gate left out" in warp
+    assert "gate was OFF" in audit_warnings(ws, ws.load_manifest(), enabled=False)[1]
+
+
+# --- export ---------------------------------------------------------------------------------------------------------
+
+
+def test_export_holds_only_shareable_images_and_nothing_that_points_to_a_patient(audited_ws, tmp_path):
+    from typer.testing import CliRunner
+
+    from phenosynth.audit.export import METADATA_COLUMNS
+    from phenosynth.audit.privacy import audit
+    from phenosynth.cli import app
+
+    ws, _, _ = audited_ws
+    out = tmp_path / "share"
+    bad = CliRunner().invoke(app, ["export", str(out), "-w", str(ws.root), "--run", "others"])
+    assert bad.exit_code == 2 and "has not been audited" in bad.output and not out.exists()
+    audit(ws, embedder=PIXELS, n_boot=20)
+    result = CliRunner().invoke(app, ["export", str(out), "-w", str(ws.root), "--run", "others"])
+    assert result.exit_code == 0, result.output
+    frame = pd.read_parquet(ws.root / "audit" / "others" / "audit.parquet")
+    n_ok = int(frame["shareable"].sum())
+    assert f"Exported {n_ok} image(s)" in result.output and n_ok >= 15
+
+    files = sorted(p for p in out.rglob("*") if p.is_file())
+    images = [p for p in files if p.suffix == ".png"]
+    assert len(images) == n_ok and {p.parent.name for p in images} == {"A", "B", "C"}
+    assert all(p.stem.isdigit() for p in images)
+    meta = pd.read_csv(out / "metadata.csv")
+    assert meta.columns.tolist() == METADATA_COLUMNS and sorted(meta["file"]) == sorted(
+        str(p.relative_to(out)) for p in images)
+    # no real photo: neither its bytes nor its pixels; the exported pixels are the shareable synthetic images'
+    m = ws.load_manifest()
+    real = m[m["source"] == "real"]
+    real_bytes = {ws.resolve(p).read_bytes() for p in real["path"]}
+    real_pixels = {np.asarray(Image.open(ws.resolve(p)).convert("RGB")).tobytes() for p in real["path"]}
+    ok_pixels = {np.asarray(Image.open(ws.resolve(p)).convert("RGB")).tobytes()
+                 for p in frame.loc[frame["shareable"], "path"]}
+    exported_pixels = {np.asarray(Image.open(p).convert("RGB")).tobytes() for p in images}
+    assert not any(p.read_bytes() in real_bytes for p in images)
+    assert not exported_pixels & real_pixels and exported_pixels == ok_pixels
+    # no id, subject or path of a real photo, nor any synthetic image's parent, in any exported file
+    forbidden = set(real["image_id"]) | set(real["subject_id"]) | set(real["path"]) | {
+        p for ps in m["parents"].dropna() for p in ps} | set(frame["image_id"])
+    for f in files:  # in compressed PNG bytes a 2-letter subject id turns up by chance: there only long ids count
+        blob = f.read_bytes()
+        leaked = [x for x in forbidden if x.encode() in blob and (f.suffix != ".png" or len(x) >= 16)]
+        assert not leaked, (f, leaked[:3])
+        if f.suffix == ".png":
+            assert not {k for k in Image.open(f).info if k not in ("dpi", "gamma")}  # no text chunks, no EXIF
+    sheet = (out / "DATASHEET.md").read_text()
+    assert f"{n_ok} synthetic face images" in sheet and "Membership AUC" in sheet and "Limits" in sheet
+
+    again = CliRunner().invoke(app, ["export", str(out), "-w", str(ws.root), "--run", "others"])
+    assert again.exit_code == 2 and "not empty" in again.output
+    warp_out = tmp_path / "warp"
+    warp = CliRunner().invoke(app, ["export", str(warp_out), "-w", str(ws.root), "--run", "shape-warp-seed0"])
+    warps = pd.read_parquet(ws.root / "audit" / "shape-warp-seed0" / "audit.parquet")
+    assert len(list(warp_out.rglob("*.png"))) == int(warps["shareable"].sum()) < len(warps) or warp.exit_code == 2
+
+
+def test_audit_writes_an_internal_html_page_with_histograms_roc_and_the_closest_pairs(audited_ws):
+    import re
+
+    from phenosynth.audit.html import N_WORST
+    from phenosynth.audit.privacy import audit
+
+    ws, _, _ = audited_ws
+    res = audit(ws, "shape-warp-seed0", embedder=PIXELS, n_boot=20)
+    folder = ws.root / "audit" / "shape-warp-seed0"
+    page = (folder / "audit.html").read_text()
+    assert res.runs[0].html_path == folder / "audit.html"
+    assert "INTERNAL" in page and "never share or export it" in page
+    r = res.runs[0]
+    assert f"{r.n_matched} of {r.n_measured}" in page and f"{r.membership_auc:.3f}" in page
+    srcs = re.findall(r'<img src="([^"]+)"', page)
+    assert srcs[:2] == ["distances.png", "membership_roc.png"] and len(srcs) == 2 + 2 * min(N_WORST, 18)
+    for s in srcs:
+        assert (folder / s).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    # the first pair is the synthetic image closest to a real training photo, beside that photo
+    frame = pd.read_parquet(folder / "audit.parquet")
+    closest = frame.nsmallest(1, "nearest_real_distance").iloc[0]
+    assert f"distance {closest['nearest_real_distance']:.3f}" in page.split('class="pair"')[1]
+    assert page.count("· own parent") == int(frame.nsmallest(N_WORST, "nearest_real_distance")["nearest_is_parent"].sum())

@@ -161,14 +161,9 @@ def test_lock_is_reentrant_and_readers_do_not_wait(ws):
 
 
 @pytest.mark.parametrize("umask, mode", [(0o022, 0o644), (0o027, 0o640)])
-def test_written_files_follow_the_umask(tmp_path, umask, mode):
-    sys.path.insert(0, str(Path(__file__).parent))
-    from _study_fakes import FAKE_CELLS
+def test_written_files_follow_the_umask(tmp_path, fakes, umask, mode):
     from phenosynth.study.runner import run_study
 
-    (tmp_path / "mods").mkdir()
-    (tmp_path / "mods" / "fake_cells_modes.py").write_text(FAKE_CELLS)
-    sys.path.insert(0, str(tmp_path / "mods"))
     make_source(tmp_path / "photos", "p", per_class=2)
     old = os.umask(umask)
     try:
@@ -176,11 +171,10 @@ def test_written_files_follow_the_umask(tmp_path, umask, mode):
         assert res.exit_code == 0, res.output
         ws = Workspace.open(tmp_path / "ws")
         spec = {"backbones": ["shape68"], "regimes": {"real": True}, "folds": 2, "seeds": [0]}
-        run_study(ws, spec, "r", executor="serial", cell_fn="fake_cells_modes:score", build_report=False)
+        run_study(ws, spec, "r", executor="serial", cell_fn="fake_cells:score", build_report=False)
         atomic_write(tmp_path / "x.csv", lambda p: pd.DataFrame({"a": [1]}).to_csv(p))
     finally:
         os.umask(old)
-        sys.path.remove(str(tmp_path / "mods"))
     for path in (ws.manifest_path, ws.ingest_report_path, ws.runs_dir / "r" / "results.csv",
                  ws.runs_dir / "r" / "config.yaml", tmp_path / "x.csv"):
         assert oct(path.stat().st_mode & 0o777) == oct(mode), path

@@ -3,14 +3,11 @@
 from __future__ import annotations
 
 import functools
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
 
-sys.path.insert(0, str(Path(__file__).parent))
-from _faces_data import face_image  # noqa: E402
+from tests._faces_data import face_image
 from phenosynth.faces.detectors import create_detector, create_landmarker, list_detectors, list_landmarkers
 from phenosynth.faces.landmarks import ARCFACE_TEMPLATE_112, five_from_68, order_is_sane
 from phenosynth.faces.representations import class_prototypes, cosine_similarity_to, represent
@@ -97,21 +94,29 @@ def test_rdface25_matches_a_hand_computation() -> None:
     x = represent("rdface25", pts[None], box)[0].reshape(5, 5)
     # normalised: eyes (0.25, 0.2), (0.75, 0.2); nose (0.5, 0.4); mouth (0.3125, 0.6), (0.6875, 0.6)
     assert x[0, 1] == pytest.approx(0.5)
-    assert x[0, 2] == pytest.approx(np.hypot(0.25, 0.2))
+    assert x[0, 2] == pytest.approx(0.32015621187164245)  # sqrt(0.25^2 + 0.2^2)
     assert x[3, 4] == pytest.approx(0.375)
-    assert x[0, 3] == pytest.approx(np.hypot(0.0625, 0.4))
+    assert x[0, 3] == pytest.approx(0.4048533685175412)  # sqrt(0.0625^2 + 0.4^2)
     np.testing.assert_allclose(np.diag(x), 0)
     np.testing.assert_allclose(x, x.T)
 
 
-def test_rdface25_from_68_points_uses_eye_centres_nose_tip_and_mouth_corners(rng: np.random.Generator) -> None:
-    s = _random_shape(rng)
-    five = five_from_68(s)
-    np.testing.assert_allclose(five[0], s[36:42].mean(0))
-    np.testing.assert_allclose(five[1], s[42:48].mean(0))
-    np.testing.assert_allclose(five[2:], s[[30, 48, 54]])
-    box = np.array([[0.0, 0, 200, 200]])
-    np.testing.assert_allclose(represent("rdface25", s[None], box), represent("rdface25", five[None], box))
+def test_rdface25_from_68_points_uses_eye_centres_nose_tip_and_mouth_corners() -> None:
+    # A hand-placed dlib-68 face: eye rings around (60, 80) and (140, 80), nose tip (point 30) at (100, 110), mouth
+    # corners (48, 54) at (70, 160) and (130, 160); every other point far off at (500, 500), so a wrong index shows.
+    s = np.full((68, 2), 500.0)
+    ring = np.array([[-10.0, 0], [-5, -4], [5, -4], [10, 0], [5, 4], [-5, 4]])
+    s[36:42] = ring + [60, 80]
+    s[42:48] = ring + [140, 80]
+    s[30], s[48], s[54] = [100, 110], [70, 160], [130, 160]
+    np.testing.assert_allclose(five_from_68(s), [[60, 80], [140, 80], [100, 110], [70, 160], [130, 160]], atol=1e-12)
+    x = represent("rdface25", s[None], np.array([[0.0, 0, 200, 200]]))[0].reshape(5, 5)
+    # normalised: eyes (0.3, 0.4), (0.7, 0.4); nose (0.5, 0.55); mouth (0.35, 0.8), (0.65, 0.8)
+    assert x[0, 1] == pytest.approx(0.4)  # eye to eye
+    assert x[0, 2] == pytest.approx(0.25)  # eye to nose: a 0.2 x 0.15 right triangle
+    assert x[2, 3] == pytest.approx(0.29154759474226505)  # nose to mouth corner: sqrt(0.15^2 + 0.25^2)
+    assert x[3, 4] == pytest.approx(0.3)  # mouth width
+    assert x[0, 3] == pytest.approx(0.4031128874149275)  # eye to mouth corner: sqrt(0.05^2 + 0.4^2)
 
 
 def test_unknown_representation_is_a_clear_error() -> None:

@@ -11,13 +11,12 @@ import pytest
 from PIL import Image
 from typer.testing import CliRunner
 
-sys.path.insert(0, str(Path(__file__).parent))
-from _faces_data import face_image, make_workspace, two_faces  # noqa: E402
-
-from phenosynth.errors import WorkspaceError  # noqa: E402
-from phenosynth.faces.align import alignment_matrix, ensure_aligned_crops  # noqa: E402
-from phenosynth.faces.facepass import face_exclusions, load_faces, run_face_pass  # noqa: E402
-from phenosynth.faces.landmarks import alignment_template, apply_similarity, order_is_sane  # noqa: E402
+from phenosynth.errors import WorkspaceError
+from phenosynth.faces.align import alignment_matrix, ensure_aligned_crops
+from phenosynth.faces.facepass import face_exclusions, load_faces, run_face_pass
+from phenosynth.faces.landmarks import alignment_template, order_is_sane
+from phenosynth.faces.procrustes import apply_matrix
+from tests._faces_data import face_image, make_workspace, two_faces
 
 
 def _gray(im: np.ndarray) -> np.ndarray:
@@ -110,7 +109,7 @@ def test_aligned_crops_at_224_and_160(processed) -> None:
             with Image.open(path) as im:
                 assert im.size == (size, size) and im.mode == "RGB"
             lm5 = load_faces(ws).at[image_id, "landmarks5"]
-            moved = apply_similarity(alignment_matrix(lm5, size), lm5)
+            moved = apply_matrix(alignment_matrix(lm5, size), lm5)
             assert np.abs(moved - alignment_template(size)).max() < 0.08 * size  # features land on the template
     mtime = crops[ids["face"]].stat().st_mtime_ns
     assert ensure_aligned_crops(ws, [ids["face"]], size=160)[ids["face"]].stat().st_mtime_ns == mtime  # cached

@@ -126,6 +126,31 @@ def test_decoding_converts_modes_and_applies_exif(messy_source, tmp_path):
     assert alpha.min() >= 127  # 50 % alpha over white
 
 
+def test_decompression_limit_is_per_call_and_leaves_pil_global_alone(tmp_path):
+    from phenosynth.data.imageio import ImageDecodeError
+
+    path = tmp_path / "big.png"
+    path.write_bytes(_png_bytes(Image.new("1", (300, 200))))
+    before = Image.MAX_IMAGE_PIXELS
+    with pytest.raises(ImageDecodeError, match=r"300x200 = 60,000 pixels exceeds the limit of 59,999") as err:
+        load_rgb(path, max_pixels=59_999)
+    assert err.value.reason == "decompression-bomb"
+    assert load_rgb(path, max_pixels=60_000).shape == (200, 300, 3)
+    assert load_rgb(path, max_pixels=10 * before).shape == (200, 300, 3)  # a generous limit for this call only
+    assert Image.MAX_IMAGE_PIXELS == before  # PIL's process-wide guard is not changed
+
+
+def test_pils_own_hard_limit_is_a_decompression_bomb_too(tmp_path, monkeypatch):
+    from phenosynth.data.imageio import ImageDecodeError
+
+    path = tmp_path / "big.png"
+    path.write_bytes(_png_bytes(Image.new("1", (300, 200))))
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1000)  # PIL errors above 2x this, whatever max_pixels says
+    with pytest.raises(ImageDecodeError, match="Pillow's own limit") as err:
+        load_rgb(path, max_pixels=10**9)
+    assert err.value.reason == "decompression-bomb"
+
+
 def test_ingest_is_idempotent(messy_source, tmp_path):
     src, good, _ = messy_source
     ws = Workspace.open(tmp_path / "ws", create=True)

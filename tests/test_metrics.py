@@ -10,7 +10,6 @@ from phenosynth.evaluate.metrics import (
     format_mean_sd,
     macro_f1,
     mean_sd,
-    per_class_topk,
     topk_accuracies,
     topk_accuracy,
 )
@@ -55,17 +54,20 @@ def test_macro_f1_by_hand():
     assert macro_f1(y, pred2, labels=[0, 1, 2]) == pytest.approx((2 / 3 + 1.0 + 0.0) / 3)
 
 
-def test_per_class_topk_nan_for_missing_classes():
-    out = per_class_topk(Y, S, k=1)
-    np.testing.assert_allclose(out, [1.0, 0.0, 0.5, np.nan, np.nan])
-
-
 def test_mean_sd_uses_ddof_1():
     m, s = mean_sd([0.2, 0.4, 0.6, 0.8])
     assert m == pytest.approx(0.5)
     assert s == pytest.approx(np.std([0.2, 0.4, 0.6, 0.8], ddof=1))
     assert np.isnan(mean_sd([0.3])[1])
-    assert format_mean_sd([0.2, 0.4, 0.6, 0.8]) == "50.0 (25.8)"
+    assert format_mean_sd(*mean_sd([0.2, 0.4, 0.6, 0.8])) == "50.0 (25.8)"
+
+
+def test_format_mean_sd_is_the_one_the_report_tables_use():
+    from phenosynth.study.report import tables
+
+    assert tables.format_mean_sd is format_mean_sd
+    assert format_mean_sd(0.3512, 0.0309) == "35.1 (3.1)" and format_mean_sd(0.5, float("nan")) == "50.0"
+    assert format_mean_sd(float("nan"), 0.1) == "–"
 
 
 def test_bootstrap_ci_contains_point_estimate_and_is_deterministic():

@@ -131,7 +131,10 @@ def test_shape68_features_from_landmarks():
     rng = np.random.default_rng(0)
     lm = rng.uniform(20, 180, (3, 68, 2))
     out = model.forward_features(B.FaceLandmarks(lm, np.tile([10.0, 10.0, 200.0, 200.0], (3, 1))))
-    assert out.shape == (3, 136) and np.isfinite(out).all()
+    from phenosynth.faces.representations import represent
+
+    assert out.shape == (3, 136)  # 68 Procrustes-normalised (x, y) points
+    np.testing.assert_allclose(out, represent("shape68", lm), rtol=1e-6, atol=1e-6)  # float32 features
 
 
 def test_unknown_backbone_lists_close_matches():

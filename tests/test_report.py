@@ -96,7 +96,7 @@ def test_build_report_writes_every_file(run_dir):
     page = (run_dir / "report.html").read_text()
     assert page.count("data:image/png;base64,") == 4
     assert "<b>26.0 (1.0)</b>" in page
-    assert "VGG16: weights &#x27;none&#x27; (random initialisation)" in page
+    assert "VGG16: weights &#39;none&#39; (random initialisation)" in page
 
 
 def test_report_cli_rebuilds_from_results_csv(run_dir):
@@ -210,7 +210,7 @@ def test_trivially_100_percent_topk_figures_are_left_out_and_the_report_says_so(
     assert sorted(p.name for p in run.glob("figure_*")) == ["figure_top1.pdf", "figure_top1.png", "figure_top1.svg"]
     page = (run / "report.html").read_text()
     assert page.count("data:image/png;base64,") == 1
-    assert ("No figure for Top-5 (trivially 100 %: every setting&#x27;s mean is 100 %); Top-10 (trivially 100 %: "
+    assert ("No figure for Top-5 (trivially 100 %: every setting&#39;s mean is 100 %); Top-10 (trivially 100 %: "
             "k ≥ the 8 classes); Top-30 (trivially 100 %: k ≥ the 8 classes); see Table 1.") in page
     out = CliRunner().invoke(__import__("phenosynth.cli", fromlist=["app"]).app, ["report", str(run)])
     assert out.exit_code == 0 and "No Top-10 figure: trivially 100 % (k ≥ the 8 classes)." in out.output
@@ -241,3 +241,64 @@ def test_report_html_says_settings_in_words_not_python_values(run_dir):
     assert not re.findall(r"\b(True|False|None|nan)\b|\[|\{", text)
     assert "images in total, over all classes" in text
     assert "probe (hyper-parameters C: 0.1, 1.0)" in text and "3 folds x 1 seed (0)" in text
+
+
+def test_one_helper_puts_the_backbone_on_the_first_row_of_its_group():
+    from phenosynth.study.report.tables import group_spans, table_rows
+
+    assert group_spans(["a", "a", "b", "c", "c", "c"]) == [2, 0, 1, 3, 0, 0]
+    assert group_spans([]) == []
+    rows = table_rows(summarize_results(_results()))
+    assert [(r["span"], r["backbone"]) for r in rows] == [(4, "ResNet152"), (0, "ResNet152"), (0, "ResNet152"),
+                                                          (0, "ResNet152"), (4, "VGG16"), (0, "VGG16"),
+                                                          (0, "VGG16"), (0, "VGG16")]
+    assert rows[2]["cells"][0] == ("26.0 (1.0)", True)
+
+
+def test_report_html_shows_a_seeded_bootstrap_interval_of_each_test_set_top1(run_dir):
+    import html
+    import re
+
+    from phenosynth.study.report import top1_bootstrap_ci, top1_test_ci
+
+    ci = top1_test_ci(_results())
+    assert list(ci["setting"][:4]) == ["Real", "Syn 2k", "Syn 4k", "Real + syn 4k"]  # Table 1's order
+    # ResNet152 / Real: mean 32 % of 40 images = 12.8 hits -> 12 images right, one 0.8, 27 wrong
+    lo, hi = ci.loc[0, ["ci_low", "ci_high"]]
+    assert lo < 0.32 < hi and (lo, hi) == top1_bootstrap_ci(0.32, 40)
+    assert 0.12 < hi - lo < 0.35  # about 2 x 1.96 x sqrt(.32 x .68 / 40) = 0.29
+    assert (ci["n_test"] == 40).all()
+    build_report(run_dir)
+    page = html.unescape((run_dir / "report.html").read_text())
+    assert "95 % percentile bootstrap interval over its 40 test" in page
+    assert f"<td>Real</td><td class=\"num\">32.0</td><td class=\"num\">{100 * lo:.1f}–{100 * hi:.1f}</td>" in page
+    first = re.findall(r"\d+\.\d–\d+\.\d", page)
+    build_report(run_dir)
+    assert re.findall(r"\d+\.\d–\d+\.\d", html.unescape((run_dir / "report.html").read_text())) == first
+    assert len(first) == 8
+
+
+def test_the_widest_interval_holds_the_point_estimate_and_narrows_with_more_test_images():
+    from phenosynth.study.report import top1_bootstrap_ci
+    from phenosynth.study.report.uncertainty import widest_shares
+
+    shares = widest_shares(0.986, 24)  # 23.66 hits: 23 images right in every fold, one in 2 of 3 folds
+    assert shares.sum() == pytest.approx(0.986 * 24) and shares.tolist().count(1.0) == 23
+    lo, hi = top1_bootstrap_ci(0.986, 24)
+    assert lo < 0.986 <= hi == 1.0
+    narrow = top1_bootstrap_ci(0.5, 400)
+    wide = top1_bootstrap_ci(0.5, 40)
+    assert narrow[1] - narrow[0] < (wide[1] - wide[0]) / 2  # sqrt(10) times narrower
+
+
+def test_a_workspace_given_as_a_folder_is_read(run_dir, tmp_path):
+    from phenosynth.study.report import workspace_stats
+    from phenosynth.study.report.context import workspace_root
+
+    ws = tmp_path / "ws"
+    _results().assign(n_classes=5).to_csv(run_dir / "results.csv", index=False)  # Top-1 only: a quicker test
+    build_report(run_dir, ws=ws)
+    assert f"workspace {ws}</p>" in (run_dir / "report.html").read_text()  # was "workspace /" (Path.root)
+    assert workspace_root(ws, {}, tmp_path / "run") == ws  # not Path.root ("/"), as before
+    assert workspace_root(None, {}, tmp_path / "a" / "run") is None
+    assert workspace_stats(None).manifest is None and workspace_stats(ws).n_classes is None

@@ -34,7 +34,7 @@ def labels_of(ids: list[str]) -> Counter:
 
 
 def test_registry_lists_every_strategy_and_rejects_unknown_names() -> None:
-    assert strategy_names() == ["diverse", "random", "top-global", "top-per-class"]
+    assert strategy_names() == ["diverse", "diverse-score", "random", "top-global", "top-per-class"]
     with pytest.raises(UnknownNameError, match="top-per-class"):
         select(candidates(), "top-per-clas", 3)
 
@@ -72,7 +72,8 @@ def test_top_global_ignores_classes() -> None:
 def test_n_larger_than_available_takes_all_and_logs(caplog: pytest.LogCaptureFixture) -> None:
     with caplog.at_level(logging.WARNING, logger="phenosynth.synth.selection"):
         for name in strategy_names():
-            chosen = select(candidates(), name, 50)
+            vectors = np.eye(len(candidates())) if name == "diverse" else None  # diverse needs its vectors
+            chosen = select(candidates(), name, 50, vectors=vectors)
             assert sorted(chosen) == sorted(candidates()["image_id"]), name
     assert "only 10 are available" in caplog.text
 
@@ -99,11 +100,13 @@ def test_diverse_skips_near_duplicates_by_vector() -> None:
     assert select(cand, "diverse", 4, vectors=vectors) == ["x0", "x1", "x2", "x3"]
 
 
-def test_diverse_without_vectors_uses_score_distance() -> None:
+def test_diverse_without_vectors_is_an_error_and_diverse_score_is_the_explicit_option() -> None:
     cand = pd.DataFrame(
         {"image_id": ["x0", "x1", "x2", "x3"], "label": "X", "rank_score": [0.9, 0.8999, 0.5, 0.1]}
     )
-    assert select(cand, "diverse", 2) == ["x0", "x2"]
+    with pytest.raises(PhenosynthError, match="diverse selection needs the representation vectors.*diverse-score"):
+        select(cand, "diverse", 2)
+    assert select(cand, "diverse-score", 2) == ["x0", "x2"]
 
 
 def test_score_strategies_need_scores() -> None:
@@ -181,4 +184,7 @@ def test_facade_uses_stored_scores_and_leaves_unranked_out(tmp_path) -> None:
     flipped = select_for_training(ws, manifest, strategy="top-per-class", n=1, per_class=True,
                                   representation="shape68")
     assert set(flipped) == {"a5", "b1", "c0"}  # b1, b2 tie: b1 sorts first
-    assert labels_of(select_for_training(ws, manifest, strategy="diverse", n=6)) == {"A": 3, "B": 2, "C": 1}
+    assert labels_of(select_for_training(ws, manifest, strategy="diverse-score", n=6)) == {"A": 3, "B": 2, "C": 1}
+    # diverse needs representation vectors; this workspace has no faces.parquet: an error, never a silent fallback
+    with pytest.raises(PhenosynthError, match="diverse selection needs 'rdface25' vectors.*--selection diverse-score"):
+        select_for_training(ws, manifest, strategy="diverse", n=6)

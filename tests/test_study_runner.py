@@ -6,7 +6,6 @@ import os
 import subprocess
 import sys
 import textwrap
-from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -17,25 +16,12 @@ from phenosynth.study.grid import expand_grid
 from phenosynth.study.runner import StudyError, run_study
 from phenosynth.study.spec import SpecError, StudySpec
 
-sys.path.insert(0, str(Path(__file__).parent))
-from _study_fakes import FAKE_CELLS  # noqa: E402
-
 SPEC = {
     "backbones": ["shape68", {"name": "mobilenet_v2", "weights": "none"}],
     "regimes": {"real": True, "synthetic": [20, 40], "mixed": [40]},
     "folds": 3,
     "seeds": [0],
 }
-
-
-@pytest.fixture()
-def fakes(tmp_path, monkeypatch):
-    mod_dir = tmp_path / "mods"
-    mod_dir.mkdir()
-    (mod_dir / "fake_cells.py").write_text(FAKE_CELLS)
-    monkeypatch.syspath_prepend(str(mod_dir))
-    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(mod_dir), os.environ.get("PYTHONPATH", "")]))
-    return mod_dir
 
 
 @pytest.fixture()
@@ -108,8 +94,10 @@ def test_failed_cells_are_reported_kept_apart_and_retried_on_resume(ws, fakes, m
     assert len(pd.read_csv(ws.runs_dir / "f" / "results.csv")) == 24
 
 
-def test_local_executor_uses_two_processes_and_matches_serial(ws, fakes):
+def test_local_executor_uses_two_processes_and_matches_serial(ws, fakes, tmp_path, monkeypatch):
     spec = {**SPEC, "backbones": ["shape68"], "folds": 2}
+    monkeypatch.setenv("FAKE_SYNC_DIR", str(tmp_path / "sync"))  # with_pid waits there until 2 workers check in
+    monkeypatch.setenv("FAKE_WORKERS", "2")
     run_study(ws, spec, "serial", executor="serial", cell_fn="fake_cells:score", build_report=False)
     run_study(ws, spec, "local", executor="local", workers=2, cell_fn="fake_cells:with_pid", build_report=False)
     serial = pd.read_csv(ws.runs_dir / "serial" / "results.csv")
@@ -119,7 +107,9 @@ def test_local_executor_uses_two_processes_and_matches_serial(ws, fakes):
 
 
 def test_unknown_executor_and_bad_run_name(ws, fakes):
-    with pytest.raises(Exception, match="Unknown executor 'rey'.*Did you mean 'ray'"):
+    from phenosynth.registry import UnknownNameError
+
+    with pytest.raises(UnknownNameError, match=r"^Unknown executor 'rey'\. Did you mean 'ray'\? Valid: local, ray, serial\.$"):
         run_study(ws, SPEC, "x", executor="rey", cell_fn="fake_cells:score")
     with pytest.raises(StudyError, match="not a plain folder name"):
         run_study(ws, SPEC, "../x", executor="serial", cell_fn="fake_cells:score")
@@ -347,3 +337,55 @@ def test_n_beyond_what_the_specs_generator_would_make_fails_before_generating(tm
                                         r"the spec's generator would make"):
         run_study(ws, spec, "gen", executor="serial")
     assert ws.manifest_path.read_bytes() == before and not (ws.runs_dir / "gen").exists()
+
+
+def test_serial_study_shares_fits_within_a_run_and_nothing_across_runs(tmp_path, monkeypatch):
+    from phenosynth.models.trainers import TRAINERS
+
+    ws = _tiny_workspace(tmp_path / "ws", dims=(("shape68", 3),))
+    probe = TRAINERS.get("probe")
+    fits = []
+    real_fit = probe.fit
+    monkeypatch.setattr(probe, "fit", lambda self, *a, **k: fits.append(1) or real_fit(self, *a, **k))
+    spec = _tiny_spec(ws, features_from=str(ws.root / "features"), regimes={"real": True, "synthetic": [30]})
+    run_study(ws, spec, "one", executor="serial", build_report=False)
+    first = len(fits)
+    # real: 2 folds x 2 C values; synthetic: both folds train on the same 30 images, so one grid of 2 for both
+    assert first == 6
+    run_study(ws, spec, "two", executor="serial", build_report=False)  # a fresh run fits again: no state left over
+    assert len(fits) == 2 * first
+    assert (ws.runs_dir / "one" / "results.csv").read_bytes() == (ws.runs_dir / "two" / "results.csv").read_bytes()
+
+
+def test_a_cell_function_taking_a_cache_gets_one_per_executor_call(ws, fakes, tmp_path):
+    (fakes / "cache_cells.py").write_text(textwrap.dedent('''
+        from fake_cells import score
+
+
+        def visits(ws, spec, cell, *, cache):
+            cache.visits = getattr(cache, "visits", 0) + 1
+            return {**score(ws, spec, cell), "visits": cache.visits}
+    '''))
+    spec = {**SPEC, "backbones": ["shape68"], "folds": 2}
+    for name in ("a", "b"):
+        run_study(ws, spec, name, executor="serial", cell_fn="cache_cells:visits", build_report=False)
+        assert pd.read_csv(ws.runs_dir / name / "results.csv")["visits"].tolist() == list(range(1, 9))
+    run_study(ws, spec, "local", executor="local", workers=2, cell_fn="cache_cells:visits", build_report=False)
+    assert pd.read_csv(ws.runs_dir / "local" / "results.csv")["visits"].tolist() == [1, 2] * 4  # one per fold group
+
+
+def test_resume_after_the_manifest_changed_is_refused_and_keeps_the_run(ws, fakes):
+    import re
+
+    from phenosynth.data.manifest import conform
+
+    run_study(ws, SPEC, "r1", executor="serial", cell_fn="fake_cells:score", build_report=False)
+    run_dir = ws.runs_dir / "r1"
+    results = (run_dir / "results.csv").read_bytes()
+    ws.save_manifest(conform(pd.DataFrame([{"image_id": "new", "path": "new.png", "label": "c0", "source": "real"}])))
+    message = (f"Cannot resume {run_dir}: the workspace's manifest changed since the run started (images were added, "
+               "re-split or excluded), so finished and new cells would not be comparable. Start a new run with another "
+               "--name.")
+    with pytest.raises(StudyError, match=f"^{re.escape(message)}$"):
+        run_study(ws, SPEC, "r1", resume=True, executor="serial", cell_fn="fake_cells:score")
+    assert len(list((run_dir / "cells").glob("*.json"))) == 24 and (run_dir / "results.csv").read_bytes() == results

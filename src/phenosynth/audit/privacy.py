@@ -38,7 +38,7 @@ import numpy as np
 import pandas as pd
 
 from phenosynth.audit import stats
-from phenosynth.data.manifest import REAL, TEST, TRAIN, synthetic, usable
+from phenosynth.data.manifest import REAL, TEST, TRAIN, require_real_train, synthetic, usable
 from phenosynth.data.workspace import Workspace, atomic_write
 from phenosynth.errors import PhenosynthError
 from phenosynth.progress import ProgressCallback
@@ -91,10 +91,15 @@ class RunAudit:
     parquet_path: Path
     summary_path: Path
     replaced: str | None = None  # when this audit replaced an earlier one: its creation time
+    #: (distance to the nearest synthetic image, is a training patient) per scored real photo: the ROC's data
+    membership_roc: tuple[np.ndarray, np.ndarray] = field(repr=False, default_factory=lambda: (np.zeros(0), np.zeros(0, bool)))
+    html_path: Path | None = None
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
         d["parquet_path"], d["summary_path"] = str(self.parquet_path), str(self.summary_path)
+        d["html_path"] = None if self.html_path is None else str(self.html_path)
+        del d["membership_roc"]
         return d
 
 
@@ -131,7 +136,7 @@ def run_of(params: object, generator: object) -> str:
 
 def audit_dir(ws: Workspace, run: str) -> Path:
     """``WS/audit/<run>``."""
-    from phenosynth.synth.generation import safe_name
+    from phenosynth.data.filenames import safe_name
 
     return ws.root / "audit" / safe_name(run)
 
@@ -230,9 +235,7 @@ def audit(
         syn = syn[syn["run"] == run]
     real = usable(manifest)
     real = real[real["source"] == REAL]
-    if not (real["split"] == TRAIN).any():
-        raise PhenosynthError(f"Workspace {ws.root} has no real training photos (no split yet). Run first: "
-                              f"phenosynth split -w {ws.root}")
+    require_real_train(manifest, ws.root)
 
     real_ids = real["image_id"].astype(str).tolist()
     syn_ids = syn["image_id"].astype(str).tolist()
@@ -275,7 +278,12 @@ def audit(
                     "quantile": quantile, "phash_bits": phash_bits, "ssim_threshold": ssim_threshold,
                     "duplicate_bits": duplicate_bits, "n_boot": n_boot, "seed": seed,
                     "documented_source": None if doc is None else doc.source}
-        _write(run_audit, frame, calibration, settings, n_real=len(cal_ids))
+        run_audit.html_path = run_audit.parquet_path.parent / "audit.html"
+        created = _write(run_audit, frame, calibration, settings, n_real=len(cal_ids))
+        from phenosynth.audit.html import write_audit_html
+
+        write_audit_html(ws, run_audit.parquet_path.parent, run_audit, frame, calibration, genuine, impostor,
+                         run_audit.membership_roc, settings, created)
         results.append(run_audit)
     return AuditResult(embedder=embedder, metric=metric, calibration=calibration, runs=results, n_real=len(cal_ids),
                        n_real_train=len(train_ids), seconds=time.perf_counter() - t0, genuine=genuine,
@@ -396,7 +404,7 @@ def _audit_run(
     frame["synthetic_nn_phash_bits"] = frame["synthetic_nn_phash_bits"].astype("Int64")
 
     # membership: real photos of the run's conditions, distance to the nearest synthetic image of their condition
-    auc, lo, hi, n_mem, n_non = _membership(emb, real_e, frame, metric, n_boot=n_boot, seed=seed)
+    auc, lo, hi, n_mem, n_non, *roc = _membership(emb, real_e, frame, metric, n_boot=n_boot, seed=seed)
 
     n_meas = int(has_face.sum())
     n_match = int(frame["identity_match"].sum())
@@ -414,6 +422,7 @@ def _audit_run(
         median_distance=float(np.nanmedian(frame["nearest_real_distance"])) if n_meas else float("nan"),
         parquet_path=out / "audit.parquet", summary_path=out / "summary.json",
     )
+    run_audit.membership_roc = (roc[0], roc[1])
     return frame, run_audit
 
 
@@ -435,7 +444,7 @@ def _stranger_matches(
 
 def _membership(
     emb: dict[str, np.ndarray], real_e: pd.DataFrame, frame: pd.DataFrame, metric: str, *, n_boot: int, seed: int
-) -> tuple[float, float, float, int, int]:
+) -> tuple[float, float, float, int, int, np.ndarray, np.ndarray]:
     measured = frame[frame["has_face"]]
     dist, member, groups = [], [], []
     for label, syn_rows in measured.groupby("label", sort=True):
@@ -449,11 +458,12 @@ def _membership(
         groups.extend(reals["subject"].astype(str).tolist())
     member_arr = np.array(member, dtype=bool)
     auc, lo, hi = stats.membership_auc(np.array(dist), member_arr, groups=np.array(groups), n_boot=n_boot, seed=seed)
-    return auc, lo, hi, int(member_arr.sum()), int((~member_arr).sum())
+    return auc, lo, hi, int(member_arr.sum()), int((~member_arr).sum()), np.array(dist, dtype=float), member_arr
 
 
 def _write(run_audit: RunAudit, frame: pd.DataFrame, cal: stats.Calibration, settings: dict[str, Any],
-           n_real: int) -> None:
+           n_real: int) -> str:
+    """Write audit.parquet and summary.json; returns the summary's creation time."""
     previous = None
     if run_audit.summary_path.exists():
         try:
@@ -464,8 +474,9 @@ def _write(run_audit: RunAudit, frame: pd.DataFrame, cal: stats.Calibration, set
         run_audit.replaced = str(previous["created"])
         log.info("re-audit of run %s replaces the audit of %s", run_audit.run, previous["created"])
     atomic_write(run_audit.parquet_path, lambda p: frame.to_parquet(p, index=False))
+    created = datetime.now(timezone.utc).isoformat(timespec="seconds")
     summary = {
-        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "created": created,
         "run": run_audit.to_dict(),
         "calibration": cal.to_dict(),
         "n_real_photos": n_real,
@@ -476,6 +487,7 @@ def _write(run_audit: RunAudit, frame: pd.DataFrame, cal: stats.Calibration, set
     }
     atomic_write(run_audit.summary_path,
                  lambda p: Path(p).write_text(json.dumps(summary, indent=2, default=_json_default)))
+    return created
 
 
 def _json_default(o: object) -> object:

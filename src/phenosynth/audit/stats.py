@@ -281,8 +281,8 @@ def phash_to_uint64(hashes: list[str] | np.ndarray) -> np.ndarray:
 
 
 def phash_bits(a: list[str] | np.ndarray, b: list[str] | np.ndarray) -> np.ndarray:
-    """``(N, M)`` Hamming distances (bits) between hex perceptual hashes ``a (N,)`` and ``b (M,)``; the vectorised
-    form of :func:`phenosynth.data.imageio.phash_distance`.
+    """``(N, M)`` Hamming distances (bits) between hex perceptual hashes ``a (N,)`` and ``b (M,)`` (what
+    ``imagehash.hex_to_hash(x) - imagehash.hex_to_hash(y)`` gives for one pair).
 
     >>> phash_bits(["ff00", "0000"], ["ff01"]).tolist()
     [[1], [9]]

@@ -3,13 +3,7 @@
 from __future__ import annotations
 
 from phenosynth.cli._app import app, main
-from phenosynth.cli import data as _data  # noqa: F401  (registers ingest, split, manifest)
-
-for _module in ("faces", "synth", "train", "study", "audit"):
-    try:
-        __import__(f"phenosynth.cli.{_module}")
-    except ModuleNotFoundError as _exc:  # a stage not built yet
-        if _exc.name != f"phenosynth.cli.{_module}":
-            raise
+# each stage's module registers its commands on app; this order is the order of `phenosynth --help`
+from phenosynth.cli import data, faces, synth, train, study, audit  # noqa: F401, E402, I001
 
 __all__ = ["app", "main"]

@@ -76,3 +76,24 @@ def audit_command(
         note = f" (replaced the audit of {r.replaced})" if r.replaced else ""
         console.print(f"{r.run}: {r.n_matched} of {r.n_measured} measured images match a real training photo "
                       f"({r.matched_own_parent} their own parent); written to {r.parquet_path}{note}.")
+
+
+@command("export")
+def export_command(
+    out: Path = typer.Argument(..., help="New (or empty) folder to write the data set to."),
+    workspace: Path = WORKSPACE_OPTION,
+    run: str = typer.Option(..., "--run", help="The audited generator run to export."),
+) -> None:
+    """Export the audited, shareable synthetic images of one run as a data set to share: images under neutral names
+    (CONDITION/INDEX.png), metadata.csv (condition, generator, seed, audit scores; nothing that points back to a
+    patient) and DATASHEET.md (how it was made, what the audit found, its limits). Refuses a run never audited.
+
+    Example: [bold]phenosynth export -w ws --run shape-warp-seed0 shareable/[/]
+    """
+    from phenosynth.audit.export import export
+
+    ws = Workspace.open(workspace, need_manifest=True)
+    res = export(ws, run, out)
+    console.print(f"Exported {res.n_exported} image(s) of run {run} to {res.out} ("
+                  + ", ".join(f"{c}: {n}" for c, n in res.per_condition.items())
+                  + f"); {res.n_left_out} held back by the audit. See {res.out / 'DATASHEET.md'}.")

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 import time
 from pathlib import Path
 
@@ -18,15 +17,16 @@ from phenosynth.cli._app import (
     next_step,
     progress_bar,
 )
+from phenosynth.data.filenames import safe_file_name
 from phenosynth.data.workspace import Workspace
 from phenosynth.errors import PhenosynthError
-from phenosynth.evaluate.metrics import format_mean_sd
+from phenosynth.evaluate.metrics import format_mean_sd, mean_sd
 from phenosynth.training import TrainConfig, train
 
 
 def default_run_name(ws: Workspace, config: TrainConfig) -> str:
     """``<backbone>-<regime>[-n<N>]-<mode>-<counter>``: the first counter whose run folder does not exist yet."""
-    base = re.sub(r"[^A-Za-z0-9_.-]+", "-", config.backbone) + f"-{config.regime}"
+    base = safe_file_name(config.backbone) + f"-{config.regime}"
     if config.regime != "real" and config.n_synthetic:
         base += f"-n{config.n_synthetic}"
     base += f"-{config.mode}"
@@ -51,7 +51,7 @@ def train_command(
                                      help="Train on what there is when --n-synthetic is more than a fold has "
                                           "(results.csv records the requested and the actual n)."),
     selection: str = typer.Option("top-per-class", "--selection",
-                                  help="top-per-class | top-global | random | diverse"),
+                                  help="top-per-class | top-global | random | diverse | diverse-score"),
     mode: str = typer.Option("probe", "--mode", help="probe | se-head | finetune"),
     weights: str = typer.Option("default", "--weights", help="default | none | PATH to a checkpoint."),
     preprocessing: str = typer.Option("paper", "--preprocessing", help="paper (224, ImageNet stats) | native"),
@@ -65,6 +65,9 @@ def train_command(
                                  "(default: the only one there)."),
     landmarker: str = typer.Option(None, "--landmarker", "--landmarks",
                                    help="Landmarker of the face setting (with --detector)."),
+    privacy_gate: str = typer.Option("on", "--privacy-gate", help="on: skip the non-shareable synthetic images of "
+                                     "audited runs (phenosynth audit); off: train on them too (to study the ungated "
+                                     "set). Recorded in config.yaml; skipped images in skipped.csv."),
 ) -> None:
     """Train one configuration under k-fold CV; every fold's model is scored on the held-out real test set.
 
@@ -74,11 +77,13 @@ def train_command(
     """
     if epochs is not None and mode == "probe":
         raise PhenosynthError("--epochs applies to --mode se-head and --mode finetune; the probe has no epochs.")
+    if privacy_gate not in ("on", "off"):
+        raise PhenosynthError(f"--privacy-gate must be on or off, not '{privacy_gate}'.")
     config = TrainConfig(
         backbone=backbone, weights=weights, preprocessing=preprocessing, regime=regime, n_synthetic=n_synthetic,
         selection=selection, mode=mode, validate_on=validate_on, folds=folds, seeds=seed,
         hparams={"epochs": epochs} if epochs is not None else {}, allow_fewer=allow_fewer, detector=detector,
-        landmarker=landmarker,
+        landmarker=landmarker, privacy_gate=privacy_gate == "on",
     )
     ws = Workspace.open(workspace, need_manifest=True)
     lock_workspace(ctx, ws, lock_timeout)
@@ -94,7 +99,7 @@ def train_command(
                   + f" · {mode} — held-out real test set, mean (SD) over {len(df)} model(s), %")
     for col in ("top1", "top5", "top10", "top30", "macro_f1"):
         table.add_column(col, justify="right")
-    table.add_row(*(format_mean_sd(df[c].tolist()) for c in ("top1", "top5", "top10", "top30", "macro_f1")))
+    table.add_row(*(format_mean_sd(*mean_sd(df[c].tolist())) for c in ("top1", "top5", "top10", "top30", "macro_f1")))
     console.print(table)
     skipped = int(df["n_skipped"].max()) if len(df) else 0
     console.print(

@@ -67,8 +67,12 @@ def _to_rgb(img: Image.Image) -> Image.Image:
 
 
 def _open_checked(data: bytes, max_pixels: int) -> tuple[Image.Image, str]:
-    if Image.MAX_IMAGE_PIXELS is not None and max_pixels > Image.MAX_IMAGE_PIXELS:
-        Image.MAX_IMAGE_PIXELS = max_pixels  # PIL's own guard must not be stricter than the user's limit
+    """Open ``data`` lazily and check its header size against ``max_pixels`` before decoding any pixel.
+
+    The limit is this call's alone: PIL's process-wide ``Image.MAX_IMAGE_PIXELS`` is never changed. PIL's own
+    warning (above that limit) is silenced for this call, and PIL's own hard error (above twice that limit, a
+    ceiling no ``max_pixels`` can lift) is reported with the same reason, ``decompression-bomb``.
+    """
     if not data:
         raise ImageDecodeError("empty-file", "empty file (0 bytes)")
     try:
@@ -78,7 +82,7 @@ def _open_checked(data: bytes, max_pixels: int) -> tuple[Image.Image, str]:
     except UnidentifiedImageError:
         raise ImageDecodeError("not-an-image", "not an image: format not recognised") from None
     except Image.DecompressionBombError as exc:
-        raise ImageDecodeError("decompression-bomb", f"decompression bomb: {exc}") from None
+        raise ImageDecodeError("decompression-bomb", f"decompression bomb: {exc} (Pillow's own limit)") from None
     except Exception as exc:  # noqa: BLE001 - any decoder failure is a reason, not a crash
         raise ImageDecodeError("not-an-image", f"not an image: {exc}") from None
     width, height = img.size
@@ -132,12 +136,3 @@ def inspect_bytes(data: bytes, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> Decod
     return DecodedImage(
         image_id=sha256_bytes(data), width=int(rgb.shape[1]), height=int(rgb.shape[0]), mode=mode, phash=phash
     )
-
-
-def phash_distance(a: str, b: str) -> int:
-    """Hamming distance between two hex perceptual hashes.
-
-    >>> phash_distance("ff00", "ff01")
-    1
-    """
-    return int(bin(int(a, 16) ^ int(b, 16)).count("1"))

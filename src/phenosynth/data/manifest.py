@@ -17,6 +17,8 @@ import json
 import numpy as np
 import pandas as pd
 
+from phenosynth.errors import PhenosynthError
+
 REAL = "real"
 SYNTHETIC = "synthetic"
 TRAIN = "train"
@@ -82,6 +84,17 @@ def real_train(df: pd.DataFrame) -> pd.DataFrame:
     """Usable real images in the training split."""
     u = usable(df)
     return u[(u["source"] == REAL) & (u["split"] == TRAIN)]
+
+
+def require_real_train(df: pd.DataFrame, root: object) -> pd.DataFrame:
+    """:func:`real_train` of the manifest of workspace ``root``; a :class:`PhenosynthError` saying to run ``split``
+    first when there is none."""
+    train = real_train(df)
+    if train.empty:
+        raise PhenosynthError(
+            f"Workspace {root} has no real training images yet (no split). Run first: phenosynth split -w {root}"
+        )
+    return train
 
 
 def real_test(df: pd.DataFrame) -> pd.DataFrame:

@@ -22,7 +22,7 @@ from __future__ import annotations
 import functools
 import json
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -286,6 +286,73 @@ def _render(base: np.ndarray, base_lm: np.ndarray, target: np.ndarray, rng: np.r
     return (np.clip(f, 0, 1) * 255 + 0.5).astype(np.uint8), lm
 
 
+@dataclass(frozen=True)
+class _Subject:
+    """One simulated subject of the plan: condition, its changes, id and number of photos."""
+
+    condition: str
+    changes: tuple[str, ...]
+    subject_id: str
+    n_photos: int
+
+
+def _check_out_dir(root: Path, conditions: dict[str, tuple[str, ...]], overwrite: bool) -> None:
+    """Refuse unknown changes and an existing dataset (unless ``overwrite``, which removes its images)."""
+    unknown = sorted({c for cs in conditions.values() for c in cs} - set(CHANGES))
+    if unknown:
+        raise PhenosynthError(f"Unknown craniofacial change(s) {unknown}. Valid: {', '.join(sorted(CHANGES))}.")
+    if (root / "demo_metadata.csv").exists() and not overwrite:
+        raise PhenosynthError(f"{root} already holds a demo dataset. Pick another folder or pass overwrite=True.")
+    if (root / "images").exists() and overwrite:
+        import shutil
+
+        shutil.rmtree(root / "images")
+
+
+def _plan(conditions: dict[str, tuple[str, ...]], n_subjects: int, max_photos: int,
+          rng: np.random.Generator) -> list[_Subject]:
+    """``n_subjects`` per condition, each with 1..``max_photos`` photos."""
+    return [_Subject(cond, changes, f"{cond}-s{si + 1}", int(rng.integers(1, max_photos + 1)))
+            for cond, changes in conditions.items() for si in range(n_subjects)]
+
+
+def _draw_subject(root: Path, subject: _Subject, base: np.ndarray, base_lm: np.ndarray, iod: float,
+                  srng: np.random.Generator) -> Iterator[tuple[dict, dict]]:
+    """Write the photos of ``subject``, yielding each one's metadata row and landmark row."""
+    from PIL import Image
+
+    target = _identity(base_lm, srng, iod)
+    strength = srng.uniform(0.7, 1.3)
+    for key in subject.changes:
+        target = CHANGES[key].apply(target, strength * srng.uniform(0.85, 1.15), iod)
+    tint = np.clip(1 + srng.normal(0, 0.05, 3), 0.85, 1.15).astype(np.float32)
+    age = round(float(srng.uniform(1.0, 16.0)), 1)
+    sex = str(srng.choice(["F", "M"]))
+    cond, sid = subject.condition, subject.subject_id
+    (root / "images" / cond).mkdir(parents=True, exist_ok=True)
+    for k in range(1, subject.n_photos + 1):
+        img, lm = _render(base, base_lm, target, srng, tint)
+        rel = f"images/{cond}/{sid}_{k}.png"
+        Image.fromarray(img).save(root / rel, format="PNG", compress_level=1)
+        yield ({"path": rel, "label": cond, "subject_id": sid, "age": age, "sex": sex},
+               {"path": rel, "label": cond, "subject_id": sid, "strength": round(float(strength), 4),
+                "landmarks": lm.ravel().tolist()})
+
+
+def _condition_rows(conditions: dict[str, tuple[str, ...]]) -> list[dict[str, str]]:
+    """conditions.csv: each condition's HPO terms and changes."""
+    return [
+        {
+            "condition": cond,
+            "hpo_ids": ";".join(CHANGES[c].hpo_id for c in changes),
+            "hpo_names": ";".join(CHANGES[c].hpo_name for c in changes),
+            "changes": ";".join(changes),
+            "description": f"SIMULATED condition: {', '.join(CHANGES[c].hpo_name.lower() for c in changes)}",
+        }
+        for cond, changes in conditions.items()
+    ]
+
+
 def build_demo_dataset(
     out_dir: str | Path,
     *,
@@ -307,82 +374,35 @@ def build_demo_dataset(
         conditions: condition -> change keys (default :data:`CONDITIONS`; keys of :data:`CHANGES`).
         overwrite: replace an existing demo dataset in ``out_dir``.
     """
-    from PIL import Image
-
     root = Path(out_dir).expanduser().absolute()
     conditions = dict(CONDITIONS if conditions is None else conditions)
-    unknown = sorted({c for cs in conditions.values() for c in cs} - set(CHANGES))
-    if unknown:
-        raise PhenosynthError(f"Unknown craniofacial change(s) {unknown}. Valid: {', '.join(sorted(CHANGES))}.")
-    images_dir = root / "images"
-    meta_path = root / "demo_metadata.csv"
-    if meta_path.exists() and not overwrite:
-        raise PhenosynthError(f"{root} already holds a demo dataset. Pick another folder or pass overwrite=True.")
-    if images_dir.exists() and overwrite:
-        import shutil
-
-        shutil.rmtree(images_dir)
-
+    _check_out_dir(root, conditions, overwrite)
     base, base_lm = base_portrait(size)
     iod = _iod(base_lm)
     rng = np.random.default_rng(seed)
-    plan = []
-    for ci, (cond, changes) in enumerate(conditions.items()):
-        for si in range(n_subjects):
-            plan.append((cond, changes, f"{cond}-s{si + 1}", int(rng.integers(1, max_photos + 1))))
-    total = sum(p[3] for p in plan)
+    plan = _plan(conditions, n_subjects, max_photos, rng)
+    total = sum(s.n_photos for s in plan)
     meta_rows, lm_rows = [], []
-    done = 0
     report(on_progress, 0, total)
-    for cond, changes, subject, n_photos in plan:
+    for subject in plan:
         srng = np.random.default_rng(rng.integers(2**63))
-        target = _identity(base_lm, srng, iod)
-        strength = srng.uniform(0.7, 1.3)
-        for key in changes:
-            target = CHANGES[key].apply(target, strength * srng.uniform(0.85, 1.15), iod)
-        tint = np.clip(1 + srng.normal(0, 0.05, 3), 0.85, 1.15).astype(np.float32)
-        age = round(float(srng.uniform(1.0, 16.0)), 1)
-        sex = str(srng.choice(["F", "M"]))
-        (images_dir / cond).mkdir(parents=True, exist_ok=True)
-        for k in range(1, n_photos + 1):
-            img, lm = _render(base, base_lm, target, srng, tint)
-            rel = f"images/{cond}/{subject}_{k}.png"
-            Image.fromarray(img).save(root / rel, format="PNG", compress_level=1)
-            meta_rows.append({"path": rel, "label": cond, "subject_id": subject, "age": age, "sex": sex})
-            lm_rows.append({"path": rel, "label": cond, "subject_id": subject,
-                            "strength": round(float(strength), 4), "landmarks": lm.ravel().tolist()})  # fmt: skip
-            done += 1
-            report(on_progress, done, total)
-
-    cond_rows = [
-        {
-            "condition": cond,
-            "hpo_ids": ";".join(CHANGES[c].hpo_id for c in changes),
-            "hpo_names": ";".join(CHANGES[c].hpo_name for c in changes),
-            "changes": ";".join(changes),
-            "description": f"SIMULATED condition: {', '.join(CHANGES[c].hpo_name.lower() for c in changes)}",
-        }
-        for cond, changes in conditions.items()
-    ]
+        for meta, lm_row in _draw_subject(root, subject, base, base_lm, iod, srng):
+            meta_rows.append(meta)
+            lm_rows.append(lm_row)
+            report(on_progress, len(meta_rows), total)
     lm_df = pd.DataFrame(lm_rows)
     atomic_write(root / "ground_truth_landmarks.parquet", lambda p: lm_df.to_parquet(p, index=False))
-    atomic_write(root / "conditions.csv", lambda p: pd.DataFrame(cond_rows).to_csv(p, index=False))
+    atomic_write(root / "conditions.csv", lambda p: pd.DataFrame(_condition_rows(conditions)).to_csv(p, index=False))
     readme = README.format(n=len(conditions), seed=seed, n_images=total, n_conditions=len(conditions),
                            n_subjects=len(plan), root=root)  # fmt: skip
     (root / "README.txt").write_text(readme, encoding="utf-8")
+    meta_path = root / "demo_metadata.csv"
     atomic_write(meta_path, lambda p: pd.DataFrame(meta_rows).to_csv(p, index=False))  # last: marks completion
     (root / "demo_params.json").write_text(
         json.dumps({"seed": seed, "n_subjects": n_subjects, "max_photos": max_photos, "size": size}, indent=1)
     )
     log.info("demo dataset: %d simulated images in %s", total, root)
-    return DemoDataset(
-        root=root,
-        images_dir=images_dir,
-        metadata_csv=meta_path,
-        landmarks_path=root / "ground_truth_landmarks.parquet",
-        conditions_csv=root / "conditions.csv",
-        readme_path=root / "README.txt",
-        n_images=total,
-        n_subjects=len(plan),
-        conditions=tuple(conditions),
-    )
+    return DemoDataset(root=root, images_dir=root / "images", metadata_csv=meta_path,
+                       landmarks_path=root / "ground_truth_landmarks.parquet", conditions_csv=root / "conditions.csv",
+                       readme_path=root / "README.txt", n_images=total, n_subjects=len(plan),
+                       conditions=tuple(conditions))

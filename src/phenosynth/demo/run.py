@@ -15,6 +15,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from phenosynth.data import manifest as mf
 from phenosynth.data.workspace import Workspace
@@ -50,10 +51,10 @@ def in_fresh_process(fn: Callable[..., object], *args: object) -> None:
         pool.submit(fn, *args).result()
 
 
-def _make_dataset(data_dir: str, seed: int) -> None:
+def _make_dataset(data_dir: str, seed: int, options: dict[str, Any]) -> None:
     from phenosynth.demo.dataset import build_demo_dataset
 
-    build_demo_dataset(data_dir, seed=seed)
+    build_demo_dataset(data_dir, seed=seed, **options)
 
 
 def _ingest(meta: str, root: str) -> None:
@@ -103,12 +104,15 @@ def run_demo(
     spec: StudySpec | None = None,
     executor: str = "local",
     seed: int = 0,
+    dataset_options: dict[str, Any] | None = None,
     on_progress: ProgressCallback | None = None,
 ) -> DemoResult:
     """Run the whole demo into ``out`` (``out/dataset``: the images; ``out/workspace``: the workspace).
 
     ``name`` is the study's run name (default ``demo``, or the next free ``demo-N``: a previous demo's run is never
     overwritten); ``resume`` finishes the run ``name`` if it was interrupted. ``on_progress`` counts stages.
+    ``dataset_options``: keyword arguments of :func:`~phenosynth.demo.dataset.build_demo_dataset` (e.g. fewer
+    ``conditions`` or ``n_subjects`` for a quick check; default: the full demo dataset).
     """
     t0 = time.perf_counter()
     out = Path(out).expanduser().resolve()
@@ -129,7 +133,8 @@ def run_demo(
 
     meta = data_dir / "demo_metadata.csv"
     root = str(ws.root)
-    stage("dataset", meta.exists(), lambda: in_fresh_process(_make_dataset, str(data_dir), seed))
+    stage("dataset", meta.exists(), lambda: in_fresh_process(_make_dataset, str(data_dir), seed,
+                                                                  dict(dataset_options or {})))
     stage("ingest", ws.manifest_path.exists(), lambda: in_fresh_process(_ingest, str(meta), root))
     stage("split", bool(ws.load_manifest()["split"].notna().any()),
           lambda: in_fresh_process(_split, root, spec.folds))

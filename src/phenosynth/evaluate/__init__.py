@@ -5,10 +5,8 @@ from phenosynth.evaluate.metrics import (
     format_mean_sd,
     macro_f1,
     mean_sd,
-    per_class_topk,
     topk_accuracies,
     topk_accuracy,
 )
 
-__all__ = ["bootstrap_ci", "format_mean_sd", "macro_f1", "mean_sd", "per_class_topk", "topk_accuracies",
-           "topk_accuracy"]
+__all__ = ["bootstrap_ci", "format_mean_sd", "macro_f1", "mean_sd", "topk_accuracies", "topk_accuracy"]

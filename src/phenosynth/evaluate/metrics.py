@@ -1,4 +1,4 @@
-"""Pure metric functions: top-k accuracy over the full label space, macro-F1, per-class top-k, mean (SD) over folds,
+"""Pure metric functions: top-k accuracy over the full label space, macro-F1, mean (SD) over folds,
 bootstrap confidence intervals over test images.
 
 ``y`` are integer class indices ``(N,)``; ``scores`` are ``(N, C)`` with one column per class of the label space
@@ -67,26 +67,6 @@ def macro_f1(y: np.ndarray, y_pred: np.ndarray, labels: Sequence[int], *, zero_d
     return float(f1_score(y, y_pred, labels=list(labels), average="macro", zero_division=zero_division))
 
 
-def per_class_topk(y: np.ndarray, scores: np.ndarray, k: int, labels: Sequence[int] | None = None) -> np.ndarray:
-    """Top-k accuracy per class ``(C,)``; NaN for classes with no test image.
-
-    >>> per_class_topk(np.array([0, 0, 1]), np.array([[.9, .1, 0], [.2, .7, .1], [.3, .6, .1]]), k=1)
-    array([0.5, 1. , nan])
-    """
-    scores = np.asarray(scores, dtype=np.float64)
-    labs = _labels(scores, labels)
-    k = int(min(k, len(labs)))
-    col = {c: j for j, c in enumerate(labs)}
-    order = np.argsort(-scores, axis=1, kind="stable")[:, :k]
-    hit = np.array([col[t] in row for t, row in zip(np.asarray(y).tolist(), order)], dtype=bool)
-    out = np.full(len(labs), np.nan)
-    for j, c in enumerate(labs):
-        mask = np.asarray(y) == c
-        if mask.any():
-            out[j] = hit[mask].mean()
-    return out
-
-
 def mean_sd(values: Sequence[float]) -> tuple[float, float]:
     """Mean and sample standard deviation (ddof=1; NaN for a single value), ignoring NaNs.
 
@@ -101,16 +81,20 @@ def mean_sd(values: Sequence[float]) -> tuple[float, float]:
     return round(float(v.mean()), 12), round(sd, 12)
 
 
-def format_mean_sd(values: Sequence[float], *, scale: float = 100.0, digits: int = 1) -> str:
-    """``"61.2 (3.4)"`` (percent by default).
+def format_mean_sd(mean: float, sd: float, *, scale: float = 100.0, digits: int = 1) -> str:
+    """Mean (SD) as the tables write it, in percent by default: ``0.3512, 0.0309 -> '35.1 (3.1)'``; a single run
+    (SD NaN) has no SD, no mean is ``'–'``. From values: ``format_mean_sd(*mean_sd(values))``.
 
-    >>> format_mean_sd([0.5, 0.7, 0.6])
-    '60.0 (10.0)'
+    >>> format_mean_sd(0.3512, 0.0309), format_mean_sd(0.5, float("nan")), format_mean_sd(*mean_sd([0.5, 0.7, 0.6]))
+    ('35.1 (3.1)', '50.0', '60.0 (10.0)')
+    >>> format_mean_sd(float("nan"), float("nan"))
+    '–'
     """
-    m, s = mean_sd(values)
-    if np.isnan(m):
-        return "n/a"
-    return f"{m * scale:.{digits}f} ({s * scale:.{digits}f})" if not np.isnan(s) else f"{m * scale:.{digits}f}"
+    if np.isnan(mean):
+        return "–"
+    if np.isnan(sd):
+        return f"{mean * scale:.{digits}f}"
+    return f"{mean * scale:.{digits}f} ({sd * scale:.{digits}f})"
 
 
 def bootstrap_ci(

@@ -14,7 +14,8 @@ import numpy as np
 
 from phenosynth.data.workspace import Workspace, atomic_write
 from phenosynth.faces.facepass import load_faces, resolve_face_settings
-from phenosynth.faces.landmarks import alignment_template, five_points, similarity_fit
+from phenosynth.faces.landmarks import alignment_template, five_points
+from phenosynth.faces.procrustes import similarity_matrix
 from phenosynth.progress import ProgressCallback, report
 
 log = logging.getLogger(__name__)
@@ -23,7 +24,7 @@ log = logging.getLogger(__name__)
 def alignment_matrix(landmarks: np.ndarray, size: int) -> np.ndarray:
     """``(2, 3)`` similarity transform taking the face's landmarks ``(5 or 68, 2)`` onto the template of a
     ``size`` x ``size`` crop."""
-    return similarity_fit(five_points(landmarks), alignment_template(size))
+    return similarity_matrix(five_points(landmarks), alignment_template(size))[:2]
 
 
 def align_face(image: np.ndarray, landmarks: np.ndarray, size: int = 224) -> np.ndarray:

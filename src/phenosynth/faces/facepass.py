@@ -14,7 +14,6 @@ import logging
 import multiprocessing as mp
 import sys
 import os
-import re
 import shutil
 import time
 from dataclasses import dataclass, field
@@ -24,6 +23,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from phenosynth.data.filenames import safe_file_name
 from phenosynth.data.workspace import Workspace, atomic_write, locks_workspace
 from phenosynth.errors import WorkspaceError
 from phenosynth.faces.detectors import (
@@ -217,7 +217,7 @@ def face_parts_dir(ws: Workspace, detector: str, landmarker: str) -> Path:
     """``WS/cache/faces-parts/<detector>+<landmarker>/``: the rows of an unfinished face pass, one
     ``part-<digest>.parquet`` per flushed chunk (digest of its image_ids). The next pass with these settings takes
     them instead of recomputing, and folds them into ``faces.parquet`` when it ends; readers never see them."""
-    return ws.cache_dir / "faces-parts" / re.sub(r"[^A-Za-z0-9_.+-]+", "-", f"{detector}+{landmarker}")
+    return ws.cache_dir / "faces-parts" / safe_file_name(f"{detector}+{landmarker}", allow_plus=True)
 
 
 def _as_record(row: dict[str, Any]) -> dict[str, Any]:

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from phenosynth.faces.procrustes import apply_matrix, similarity_matrix
+
 #: Names of the 5 points, in order.
 FIVE_POINT_NAMES: tuple[str, ...] = ("left_eye", "right_eye", "nose", "left_mouth", "right_mouth")
 
@@ -58,8 +60,8 @@ def five_from_dlib5(points: np.ndarray) -> np.ndarray:
     """
     p = np.asarray(points, dtype=np.float64).reshape(5, 2)
     known = np.stack([p[2:4].mean(0), p[0:2].mean(0), p[4]])
-    A = similarity_fit(ARCFACE_TEMPLATE_112[:2], known[:2])
-    mouth = apply_similarity(A, ARCFACE_TEMPLATE_112[3:])
+    A = similarity_matrix(ARCFACE_TEMPLATE_112[:2], known[:2])
+    mouth = apply_matrix(A, ARCFACE_TEMPLATE_112[3:])
     return np.concatenate([known, mouth])
 
 
@@ -71,31 +73,6 @@ def five_points(landmarks: np.ndarray) -> np.ndarray:
     if lm.shape[-2] == 68:
         return five_from_68(lm)
     raise ValueError(f"landmarks must have 5 or 68 points, got {lm.shape[-2]}")
-
-
-def similarity_fit(src: np.ndarray, dst: np.ndarray) -> np.ndarray:
-    """Least-squares similarity transform (Umeyama) taking ``src`` ``(K, 2)`` onto ``dst`` ``(K, 2)``; a ``(2, 3)``
-    matrix ``A`` with ``dst ~= src @ A[:, :2].T + A[:, 2]``."""
-    src = np.asarray(src, dtype=np.float64)
-    dst = np.asarray(dst, dtype=np.float64)
-    mu_s, mu_d = src.mean(0), dst.mean(0)
-    s, d = src - mu_s, dst - mu_d
-    var_s = (s**2).sum() / len(src)
-    cov = d.T @ s / len(src)
-    U, S, Vt = np.linalg.svd(cov)
-    D = np.eye(2)
-    if np.linalg.det(U) * np.linalg.det(Vt) < 0:
-        D[1, 1] = -1
-    R = U @ D @ Vt
-    scale = (S * np.diag(D)).sum() / var_s if var_s > 0 else 1.0
-    t = mu_d - scale * R @ mu_s
-    return np.concatenate([scale * R, t[:, None]], 1)
-
-
-def apply_similarity(A: np.ndarray, points: np.ndarray) -> np.ndarray:
-    """Apply a ``(2, 3)`` transform to ``(K, 2)`` points."""
-    pts = np.asarray(points, dtype=np.float64)
-    return pts @ A[:, :2].T + A[:, 2]
 
 
 def alignment_template(size: int) -> np.ndarray:

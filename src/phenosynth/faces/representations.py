@@ -15,6 +15,7 @@ from collections.abc import Callable, Sequence
 import numpy as np
 
 from phenosynth.faces.landmarks import ARCFACE_TEMPLATE_112, five_points
+from phenosynth.faces.procrustes import normalise_shape
 from phenosynth.registry import Registry
 
 Representation = Callable[[np.ndarray, np.ndarray], np.ndarray]
@@ -64,10 +65,7 @@ def procrustes_normalise(shapes: np.ndarray) -> np.ndarray:
     points (centred, same scale) with the canonical ArcFace template (orthogonal Procrustes, no reflection). The
     reference is fixed, so one image's vector never depends on the others'.
     """
-    x = np.asarray(shapes, dtype=np.float64)
-    x = x - x.mean(1, keepdims=True)
-    rms = np.sqrt((x**2).sum(-1).mean(1))[:, None, None]
-    x = x / np.maximum(rms, 1e-12)
+    x = normalise_shape(shapes)
     ref = ARCFACE_TEMPLATE_112 - ARCFACE_TEMPLATE_112.mean(0)
     five = five_points(x) if x.shape[1] in (5, 68) else x
     five = five - five.mean(1, keepdims=True)

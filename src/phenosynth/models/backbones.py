@@ -28,9 +28,8 @@ True
 
 from __future__ import annotations
 
-import contextlib
 import logging
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, NamedTuple, Protocol, runtime_checkable
@@ -42,6 +41,7 @@ from torch import nn
 from phenosynth._optional import require
 from phenosynth.errors import PhenosynthError
 from phenosynth.models import weights as W
+from phenosynth.models.seeding import seeded
 from phenosynth.registry import Registry
 
 log = logging.getLogger(__name__)
@@ -154,13 +154,6 @@ def weights_id(name: str, weights: str = "default", digests: W.WeightDigests | N
     return "none" if path is None else (digests or W.WeightDigests())(path)[:16]
 
 
-@contextlib.contextmanager
-def _seeded(seed: int) -> Iterator[None]:
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        yield
-
-
 def create_backbone(name: str, weights: str = "default", digests: W.WeightDigests | None = None) -> Backbone:
     """Build backbone ``name`` (eval mode for torch ones) with ``weights`` = ``"default"`` | ``"none"`` | PATH.
 
@@ -170,7 +163,7 @@ def create_backbone(name: str, weights: str = "default", digests: W.WeightDigest
     """
     entry = backbone_entry(name)
     path = W.resolve_weights(entry.spec, weights)
-    with _seeded(RANDOM_INIT_SEED):
+    with seeded(RANDOM_INIT_SEED):
         model = entry.build(entry.spec, path)
     model.weights_path = path
     model.weights_id = "none" if path is None else (digests or W.WeightDigests())(path)[:16]

@@ -13,7 +13,6 @@ import hashlib
 import json
 import logging
 import os
-import re
 import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -23,6 +22,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from phenosynth.data.filenames import safe_file_name
 from phenosynth.data.workspace import Workspace, atomic_write
 from phenosynth.errors import PhenosynthError
 from phenosynth.models.backbones import Backbone, FaceLandmarks, backbone_spec, create_backbone, weights_id
@@ -126,7 +126,7 @@ def cache_key(backbone: str, weights: str, preprocessing: str, crops: str = "cro
     'mobilenet_v2-paper-none-dlib-hog+dlib68'
     """
     wid = weights_id(backbone, weights, digests)
-    return re.sub(r"[^A-Za-z0-9_.+-]+", "-", f"{backbone}-{preprocessing}-{wid}-{crops}")
+    return safe_file_name(f"{backbone}-{preprocessing}-{wid}-{crops}", allow_plus=True)
 
 
 def weight_digests(ws: Workspace) -> WeightDigests:

@@ -3,9 +3,9 @@ seed x fold), in a fixed order, with stable ids used as file names under ``runs/
 
 from __future__ import annotations
 
-import re
 from dataclasses import asdict, dataclass
 
+from phenosynth.data.filenames import safe_file_name
 from phenosynth.study.spec import StudySpec
 
 #: Regimes in the order they appear in tables and results.csv.
@@ -31,7 +31,7 @@ class Cell:
     @property
     def cell_id(self) -> str:
         """:attr:`key` made safe as a file name, e.g. ``resnet152__synthetic-2000__seed0__fold3``."""
-        backbone = re.sub(r"[^A-Za-z0-9_.-]+", "-", self.backbone)
+        backbone = safe_file_name(self.backbone)
         return f"{backbone}__{self.regime}-{self.n_synthetic}__seed{self.seed}__fold{self.fold}"
 
     def as_dict(self) -> dict[str, object]:

@@ -12,13 +12,16 @@ Layout of ``WS/runs/NAME/``::
 
 A cell function has the signature ``fn(ws: Workspace, spec: StudySpec, cell: Cell) -> dict`` (one results row) and is
 given to workers as a ``"module:function"`` string or an importable function; the default trains the cell with
-:func:`phenosynth.training.train_cell` on the features extracted up front.
+:func:`phenosynth.training.train_cell` on the features extracted up front. A cell function that also takes a keyword
+``cache`` is given the :class:`CellCache` of the executor call running it (features loaded and models fitted by the
+cells before it); there is no module-level state.
 """
 
 from __future__ import annotations
 
 import hashlib
 import importlib
+import inspect
 import json
 import logging
 import os
@@ -46,17 +49,13 @@ from phenosynth.progress import ProgressCallback, report
 from phenosynth.registry import Registry
 from phenosynth.study.grid import Cell, expand_grid
 from phenosynth.study.spec import GeneratorSpec, SpecError, StudySpec, spec_from_dict
+from phenosynth.training.cell import CONTRACT_COLUMNS
 
 log = logging.getLogger(__name__)
 
 CellFunction = Callable[[Workspace, StudySpec, Cell], dict]
 CellFunctionRef = Union[str, CellFunction]
 
-#: The columns every results.csv starts with (docs/DESIGN.md), then whatever else the trainer reports.
-RESULT_COLUMNS: list[str] = [
-    "backbone", "regime", "n_synthetic", "fold", "seed",
-    "top1", "top5", "top10", "top30", "macro_f1", "n_train", "n_test", "n_synthetic_requested",
-]
 DEFAULT_CELL_FUNCTION = "phenosynth.study.runner:train_study_cell"
 PACKAGES = ("numpy", "pandas", "scikit-learn", "scipy", "torch", "torchvision", "timm", "open_clip_torch", "dlib-bin",
             "pydantic", "ray")
@@ -77,7 +76,17 @@ def resolve_cell_function(ref: CellFunctionRef) -> CellFunction:
     return getattr(importlib.import_module(module), name)
 
 
-_FEATURES: dict[tuple, tuple[list[str], np.ndarray]] = {}
+class CellCache:
+    """What consecutive cells of one executor call share (owned by that call: the serial executor's whole run, or one
+    batch of cells sent to a worker process): the features of the last two backbones used, and the probe fits of
+    cells that train on the same data (:class:`phenosynth.training.cell.FitCache`, keyed by content digests)."""
+
+    def __init__(self, max_feature_sets: int = 2) -> None:
+        from phenosynth.training.cell import FitCache
+
+        self.max_feature_sets = max_feature_sets
+        self.features: dict[tuple, tuple[list[str], np.ndarray]] = {}
+        self.fits = FitCache()
 
 
 def study_image_ids(ws: Workspace) -> list[str]:
@@ -87,27 +96,32 @@ def study_image_ids(ws: Workspace) -> list[str]:
     return df.loc[keep, "image_id"].astype(str).tolist()
 
 
-def cell_features(ws: Workspace, spec: StudySpec, cell: Cell) -> tuple[list[str], np.ndarray]:
-    """The cell's backbone features ``(ids, X (N, d) float32)``, loaded once per process and kept for later cells.
+def cell_features(ws: Workspace, spec: StudySpec, cell: Cell,
+                  cache: CellCache | None = None) -> tuple[list[str], np.ndarray]:
+    """The cell's backbone features ``(ids, X (N, d) float32)``, loaded once per ``cache`` and kept there for later
+    cells (``cache=None``: loaded for this call only).
 
     From ``spec.features_from`` (``<backbone>.npz`` with arrays ``ids`` and ``X``) when set, else from the
     workspace's feature cache (filled up front by :func:`prepare_study`, so this only reads it).
     """
     key = (str(ws.root), cell.backbone, cell.weights, spec.preprocessing, spec.features_from, spec.detector,
            spec.landmarker)
-    if key not in _FEATURES:
-        if len(_FEATURES) >= 2:  # bounded memory: cells arrive backbone-major, older backbones are done
-            _FEATURES.pop(next(iter(_FEATURES)))
-        if spec.features_from:
-            _FEATURES[key] = load_feature_file(Path(spec.features_from), cell.backbone)
-        else:
-            from phenosynth.models.features import extract_features
+    if cache is not None and key in cache.features:
+        return cache.features[key]
+    if spec.features_from:
+        features = load_feature_file(Path(spec.features_from), cell.backbone)
+    else:
+        from phenosynth.models.features import extract_features
 
-            ids, X = extract_features(ws, cell.backbone, study_image_ids(ws), weights=cell.weights,
-                                      preprocessing=spec.preprocessing, detector=spec.detector,
-                                      landmarker=spec.landmarker)
-            _FEATURES[key] = (list(ids), X)
-    return _FEATURES[key]
+        ids, X = extract_features(ws, cell.backbone, study_image_ids(ws), weights=cell.weights,
+                                  preprocessing=spec.preprocessing, detector=spec.detector,
+                                  landmarker=spec.landmarker)
+        features = (list(ids), X)
+    if cache is not None:
+        while len(cache.features) >= cache.max_feature_sets:  # bounded memory: cells arrive backbone-major
+            cache.features.pop(next(iter(cache.features)))
+        cache.features[key] = features
+    return features
 
 
 def feature_file(folder: Path, backbone: str) -> Path:
@@ -151,17 +165,20 @@ def train_config(spec: StudySpec, cell: Cell) -> "TrainConfig":  # noqa: F821 (l
         allow_fewer=spec.allow_fewer,
         detector=spec.detector,
         landmarker=spec.landmarker,
+        privacy_gate=spec.privacy_gate,
     )
 
 
-def train_study_cell(ws: Workspace, spec: StudySpec, cell: Cell) -> dict:
-    """The default cell function: train and score one fold/seed of one backbone x regime x n configuration."""
+def train_study_cell(ws: Workspace, spec: StudySpec, cell: Cell, *, cache: CellCache | None = None) -> dict:
+    """The default cell function: train and score one fold/seed of one backbone x regime x n configuration
+    (features and fits shared through ``cache`` with the cells run before it)."""
     from phenosynth.training import train_cell
     from phenosynth.training.cell import run_folds
 
     config = train_config(spec, cell)
     fold = run_folds(ws, config)[cell.fold]  # the grid's i-th fold is the workspace's i-th fold
-    return train_cell(ws, config, fold, cell.seed, features=cell_features(ws, spec, cell))
+    return train_cell(ws, config, fold, cell.seed, features=cell_features(ws, spec, cell, cache),
+                      fit_cache=cache.fits if cache is not None else None)
 
 
 @dataclass(frozen=True)
@@ -180,25 +197,30 @@ class CellFailure:
     user_error: bool
 
 
-_SPECS: dict[str, StudySpec] = {}
-
-
-def run_cell(job: CellJob, cell: Cell) -> dict | CellFailure:
-    """Run one cell in this process; exceptions come back as a :class:`CellFailure` instead of killing the pool."""
+def _takes_cache(fn: CellFunction) -> bool:
     try:
-        skey = json.dumps(job.spec, sort_keys=True)
-        if skey not in _SPECS:
-            _SPECS[skey] = StudySpec.model_validate(job.spec)
+        return "cache" in inspect.signature(fn).parameters
+    except (TypeError, ValueError):  # pragma: no cover - builtins without a signature
+        return False
+
+
+def run_cell(job: CellJob, cell: Cell, cache: CellCache | None = None) -> dict | CellFailure:
+    """Run one cell in this process (sharing ``cache`` with the caller's other cells, when the cell function takes
+    one); exceptions come back as a :class:`CellFailure` instead of killing the pool."""
+    try:
+        spec = StudySpec.model_validate(job.spec)
         ws = Workspace(Path(job.workspace))
-        row = resolve_cell_function(job.cell_fn)(ws, _SPECS[skey], cell)
+        fn = resolve_cell_function(job.cell_fn)
+        row = fn(ws, spec, cell, cache=cache) if cache is not None and _takes_cache(fn) else fn(ws, spec, cell)
         return _plain(dict(row))
     except Exception as exc:  # noqa: BLE001 - reported per cell, the study goes on
         return CellFailure(f"{type(exc).__name__}: {exc}", traceback.format_exc(), isinstance(exc, PhenosynthError))
 
 
 def run_cells(job: CellJob, cells: list[Cell]) -> list[dict | CellFailure]:
-    """Run several cells one after another in this process."""
-    return [run_cell(job, cell) for cell in cells]
+    """Run several cells one after another in this process, sharing one :class:`CellCache`."""
+    cache = CellCache()
+    return [run_cell(job, cell, cache) for cell in cells]
 
 
 def fold_groups(cells: list[Cell]) -> list[list[Cell]]:
@@ -262,8 +284,9 @@ def serial_executor(**_: Any) -> Executor:
     """Cells one after another in this process (debugging; BLAS/torch use their own threads)."""
 
     def execute(job: CellJob, cells: list[Cell]) -> Iterator[tuple[Cell, dict | CellFailure]]:
+        cache = CellCache()  # this call's cells share loaded features and fits; nothing outlives the call
         for cell in cells:
-            yield cell, run_cell(job, cell)
+            yield cell, run_cell(job, cell, cache)
 
     return execute
 
@@ -421,10 +444,10 @@ def assemble_results(spec: StudySpec, cells: list[Cell], rows: dict[str, dict]) 
         row.setdefault("selection", spec.selection if cell.regime != "real" else "")
         records.append(row)
     df = pd.DataFrame.from_records(records)
-    for col in RESULT_COLUMNS:
+    for col in CONTRACT_COLUMNS:  # the contract first, then whatever else the cell function reports
         if col not in df.columns:
             df[col] = np.nan
-    return df[RESULT_COLUMNS + [c for c in df.columns if c not in RESULT_COLUMNS]]
+    return df[CONTRACT_COLUMNS + [c for c in df.columns if c not in CONTRACT_COLUMNS]]
 
 
 def _config(ws: Workspace, spec: StudySpec, name: str, n_cells: int) -> dict[str, Any]:
@@ -528,16 +551,17 @@ def check_study(ws: Workspace, spec: StudySpec, *, cell_fn: CellFunctionRef | No
         GENERATORS.get(spec.generator.name)
     if cell_fn is not None:
         return
-    from phenosynth.models.backbones import backbone_entry
+    from phenosynth.models.backbones import backbone_spec
+    from phenosynth.models.weights import resolve_weights
 
     df = ws.load_manifest()
     generated = spec.generator.per_class if isinstance(spec.generator, GeneratorSpec) else 0
     _check_folds_and_counts(ws, spec, df, extra_synthetic=generated if _will_generate(spec, df) else 0)
     needs_weights = not spec.features_from or getattr(trainer, "input_kind", "features") != "features"
     for b in spec.backbones:
-        entry = backbone_entry(b.name)
+        backbone = backbone_spec(b.name)  # unknown names raise here
         if needs_weights:
-            entry.resolve(b.weights)  # MissingWeightsError naming the file and folder; never downloads
+            resolve_weights(backbone, b.weights)  # MissingWeightsError naming the file and folder; never downloads
         if spec.features_from and not feature_file(Path(spec.features_from), b.name).exists():
             raise StudyError(f"No precomputed features for backbone '{b.name}': expected "
                              f"{feature_file(Path(spec.features_from), b.name)} (an .npz with arrays ids (N,) and "
@@ -572,9 +596,10 @@ def prepare_study(ws: Workspace, spec: StudySpec, on_progress: ProgressCallback 
             log.info("ranking synthetic images by %s", spec.representation)
             synth.rank(ws, representation=spec.representation, detector=spec.detector, landmarker=spec.landmarker)
     if spec.max_n > 0:  # exactly, now that the images are ranked
-        from phenosynth.training.cell import check_synthetic_available
+        from phenosynth.training.cell import check_synthetic_available, warn_unranked
 
         check_synthetic_available(ws, _largest_config(spec), folds, df)
+        warn_unranked(ws, _largest_config(spec), df)  # once here; the cells' selections stay quiet about it
     if spec.features_from:
         return
     from phenosynth.models.features import extract_features
@@ -621,7 +646,6 @@ def run_study(
     included.
     """
     t0 = time.perf_counter()
-    _FEATURES.clear()  # serial cells run in this process: never reuse features of an earlier study
     ws = ws if isinstance(ws, Workspace) else Workspace.open(ws)
     if not isinstance(spec, StudySpec):
         spec = spec_from_dict(spec)

@@ -108,6 +108,9 @@ class StudySpec(_Strict):
     detector: str | None = None
     """Face setting of faces.parquet to use (with ``landmarker``); needed when it holds several."""
     landmarker: str | None = None
+    privacy_gate: bool = True
+    """Skip the non-shareable synthetic images of audited generator runs (``phenosynth audit``); False trains on
+    them too. Runs never audited are used as they are (the report says so)."""
     preprocessing: Literal["paper", "native"] = "paper"
     validate_on: Literal["real", "pool"] = "real"
     folds: int = Field(default=5, ge=2)
@@ -184,13 +187,9 @@ def _format_validation_error(exc: ValidationError, source: str) -> str:
 
 
 def _check_backbones(spec: StudySpec, source: str) -> None:
-    """Unknown backbone names, listed against the models registry when it is importable."""
-    try:
-        from phenosynth.models import backbones as registry_module  # type: ignore[attr-defined]
+    """Unknown backbone names, listed against the models registry."""
+    from phenosynth.models.backbones import BACKBONES as registry  # lazy: torch costs seconds of a CLI start-up
 
-        registry = getattr(registry_module, "BACKBONES")
-    except (ImportError, AttributeError):  # the models stage is not installed/built: checked when features run
-        return
     valid = list(registry.names())
     unknown = [
         b.name for b in spec.backbones if b.name not in registry and not b.name.startswith("timm:")

@@ -14,7 +14,6 @@ import json
 import logging
 import multiprocessing as mp
 import os
-import re
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,7 +22,10 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from phenosynth.data.manifest import REAL, SYNTHETIC, TRAIN, append_rows, params_json, real_classes, real_train
+from phenosynth.data.filenames import safe_name
+from phenosynth.data.manifest import (
+    REAL, SYNTHETIC, TRAIN, append_rows, params_json, real_classes, require_real_train,
+)
 from phenosynth.data.workspace import Workspace, atomic_write, locks_workspace
 from phenosynth.errors import LeakageError, PhenosynthError
 from phenosynth.progress import ProgressCallback, report
@@ -59,16 +61,6 @@ class GenerateSummary:
     @property
     def images_per_second(self) -> float:
         return self.images / self.seconds if self.seconds > 0 else float("nan")
-
-
-def safe_name(text: str) -> str:
-    """A file-system-safe folder name for a label or run name.
-
-    >>> safe_name("Cornelia de Lange / type 1")
-    'Cornelia_de_Lange_type_1'
-    """
-    s = re.sub(r"[^A-Za-z0-9._-]+", "_", str(text)).strip("._")
-    return s[:80] or "unnamed"
 
 
 def encode_png(image: np.ndarray) -> bytes:
@@ -236,11 +228,7 @@ def generate(
     real = manifest[manifest["source"] == REAL]
     if real.empty:
         raise PhenosynthError(f"Workspace {ws.root} has no real images. Run first: phenosynth ingest SRC -w {ws.root}")
-    train = real_train(manifest)
-    if train.empty:
-        raise PhenosynthError(
-            f"Workspace {ws.root} has no real training images yet (no split). Run first: phenosynth split -w {ws.root}"
-        )
+    train = require_real_train(manifest, ws.root)
     gen = create_generator(generator, **(options or {}))
     kept, skipped = _training_faces(ws, train, faces)
     if skipped:

@@ -18,15 +18,14 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from phenosynth.data.manifest import real_train, synthetic
-from phenosynth.data.workspace import Workspace, atomic_write, locks_workspace
+from phenosynth.data.manifest import require_real_train, synthetic
+from phenosynth.data.workspace import Workspace, locks_workspace
 from phenosynth.errors import PhenosynthError
 from phenosynth.progress import ProgressCallback, report
-from phenosynth.synth.selection import RANKING_FILE
+from phenosynth.synth.ranking_table import save_ranking
 
 log = logging.getLogger(__name__)
 
-RANKING_COLUMNS = ["image_id", "representation", "rank_score", "own_class_rank"]
 LANDMARK_REPRESENTATIONS = ("rdface25", "shape68")
 
 
@@ -184,6 +183,37 @@ def rank(
     """
     t0 = time.perf_counter()
     check_representation(representation)
+    synth, train = _rankable(ws)
+    synth_ids = synth["image_id"].astype(str).tolist()
+    is_landmark = representation in LANDMARK_REPRESENTATIONS
+    faces, detector, landmarker = _faces_for_ranking(ws, synth_ids, is_landmark, faces, detector, landmarker)
+    real_ids, X_real = representation_vectors(ws, train["image_id"].astype(str).tolist(), representation, faces=faces,
+                                              detector=detector, landmarker=landmarker)
+    if not real_ids:
+        raise PhenosynthError(
+            f"No real training image has a '{representation}' vector (no faces found). "
+            f"Check: phenosynth faces -w {ws.root}"
+        )
+    real_labels = train.set_index(train["image_id"].astype(str)).loc[real_ids, "label"].astype(str).tolist()
+    kept_ids, X_syn = representation_vectors(ws, synth_ids, representation, faces=faces, detector=detector,
+                                             landmarker=landmarker, on_progress=on_progress)
+    labels = synth.set_index(synth["image_id"].astype(str))["label"].astype(str)
+    ids, scores, ranks, not_ranked = _score_synthetic(X_real, real_labels, kept_ids, X_syn, labels,
+                                                      len(synth_ids), is_landmark)
+    for reason, count in not_ranked.items():
+        log.warning("%d synthetic image(s) not ranked: %s", count, reason)
+
+    table = pd.DataFrame(
+        {"image_id": ids, "representation": representation, "rank_score": scores, "own_class_rank": ranks}
+    )
+    path = save_ranking(ws, table, representation)
+    report(on_progress, len(synth_ids), len(synth_ids))
+    return _summary(representation, ids, scores, ranks, [labels[i] for i in ids], not_ranked, str(path),
+                    time.perf_counter() - t0)
+
+
+def _rankable(ws: Workspace) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The workspace's usable synthetic images and real training images; raises when either is missing."""
     manifest = ws.load_manifest()
     synth = synthetic(manifest)
     if synth.empty:
@@ -191,13 +221,15 @@ def rank(
             f"Workspace {ws.root} has no usable synthetic images to rank. Make some with: "
             f"phenosynth generate -w {ws.root} --generator shape-warp (or bring them with ingest --synthetic)"
         )
-    train = real_train(manifest)
-    if train.empty:
-        raise PhenosynthError(
-            f"Workspace {ws.root} has no real training images. Run first: phenosynth split -w {ws.root}"
-        )
-    synth_ids = synth["image_id"].astype(str).tolist()
-    is_landmark = representation in LANDMARK_REPRESENTATIONS
+    train = require_real_train(manifest, ws.root)
+    return synth, train
+
+
+def _faces_for_ranking(ws: Workspace, synth_ids: list[str], is_landmark: bool, faces: pd.DataFrame | None,
+                       detector: str | None, landmarker: str | None) -> tuple[pd.DataFrame | None, str | None,
+                                                                              str | None]:
+    """``(faces, detector, landmarker)`` to rank with: the face settings resolved, every synthetic image checked to
+    have been through the face pass, and (for landmark representations) the usable faces loaded."""
     # every representation needs the face pass: landmarks directly, embeddings through the aligned crops
     if faces is None:
         from phenosynth.faces.facepass import resolve_face_settings
@@ -223,20 +255,16 @@ def rank(
             from phenosynth.faces.facepass import load_faces
 
             faces = load_faces(ws, detector, landmarker)
+    return faces, detector, landmarker
 
-    real_ids, X_real = representation_vectors(ws, train["image_id"].astype(str).tolist(), representation, faces=faces,
-                                              detector=detector, landmarker=landmarker)
-    if not real_ids:
-        raise PhenosynthError(
-            f"No real training image has a '{representation}' vector (no faces found). "
-            f"Check: phenosynth faces -w {ws.root}"
-        )
-    real_labels = train.set_index(train["image_id"].astype(str)).loc[real_ids, "label"].astype(str).tolist()
-    kept_ids, X_syn = representation_vectors(ws, synth_ids, representation, faces=faces, detector=detector,
-                                             landmarker=landmarker, on_progress=on_progress)
-    labels = synth.set_index(synth["image_id"].astype(str))["label"].astype(str)
+
+def _score_synthetic(X_real: np.ndarray, real_labels: list[str], kept_ids: list[str], X_syn: np.ndarray,
+                     labels: pd.Series, n_synthetic: int, is_landmark: bool) -> tuple[
+        list[str], np.ndarray, np.ndarray, dict[str, int]]:
+    """``(ids, rank_score, own_class_rank, not_ranked reason -> count)`` of the synthetic images that have a
+    vector (``kept_ids``) and a real training prototype for their condition."""
     not_ranked: dict[str, int] = {}
-    n_noface = len(synth_ids) - len(kept_ids)
+    n_noface = n_synthetic - len(kept_ids)
     if n_noface:
         not_ranked["no face found" if is_landmark else "no embedding (no face crop)"] = n_noface
     real_set = set(real_labels)
@@ -249,22 +277,12 @@ def rank(
         scores, ranks = rank_scores(X_real, real_labels, X_syn, [labels[i] for i in ids])
     else:
         scores, ranks = np.zeros(0), np.zeros(0, dtype=int)
-    for reason, count in not_ranked.items():
-        log.warning("%d synthetic image(s) not ranked: %s", count, reason)
+    return ids, scores, ranks, not_ranked
 
-    table = pd.DataFrame(
-        {"image_id": ids, "representation": representation, "rank_score": scores, "own_class_rank": ranks}
-    )[RANKING_COLUMNS]
-    path = ws.root / RANKING_FILE
-    if path.exists():
-        old = pd.read_parquet(path)
-        table = pd.concat([old[old["representation"] != representation], table], ignore_index=True)
-    table = table.astype({"image_id": "string", "representation": "string", "rank_score": "float64",
-                          "own_class_rank": "int64"})
-    atomic_write(path, lambda p: table.to_parquet(p, index=False))
-    report(on_progress, len(synth_ids), len(synth_ids))
 
-    per_class = pd.Series(scores, index=[labels[i] for i in ids]).groupby(level=0).mean() if ids else pd.Series()
+def _summary(representation: str, ids: list[str], scores: np.ndarray, ranks: np.ndarray, id_labels: list[str],
+             not_ranked: dict[str, int], path: str, seconds: float) -> RankSummary:
+    per_class = pd.Series(scores, index=id_labels).groupby(level=0).mean() if ids else pd.Series()
     return RankSummary(
         representation=representation,
         ranked=len(ids),
@@ -274,6 +292,6 @@ def rank(
         median_score=float(np.median(scores)) if len(scores) else float("nan"),
         own_class_top1=float(np.mean(ranks == 1)) if len(ranks) else float("nan"),
         per_class_mean={str(k): float(v) for k, v in per_class.items()},
-        path=str(path),
-        seconds=time.perf_counter() - t0,
+        path=path,
+        seconds=seconds,
     )

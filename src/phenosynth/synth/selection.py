@@ -11,8 +11,11 @@ Every strategy takes a *candidates* frame with columns ``image_id``, ``label`` a
 - ``random`` (the ablation the papers lack): a seeded, class-stratified random draw with the same per-class counts
   as ``top-per-class``.
 - ``diverse``: per class, walk the images in rank order and skip one that is too similar to an image already chosen
-  for its class (cosine of representation vectors centred on the class mean, or — without vectors — distance in
-  score space); skipped images only fill a class's quota when there are not enough dissimilar ones.
+  for its class (cosine of representation vectors centred on the class mean); skipped images only fill a class's
+  quota when there are not enough dissimilar ones. It needs the representation vectors: without them it raises
+  (never a silent fallback).
+- ``diverse-score``: the same walk with distance in score space (images with nearly the same score count as
+  near-duplicates): what to ask for explicitly when there are no representation vectors.
 
 Ties in score are broken by ``image_id`` (ascending), so the result never depends on row order. The pure strategies
 take every candidate (and log it) when asked for more than exist; the workspace façade :func:`select_for_training`
@@ -31,6 +34,7 @@ import pandas as pd
 
 from phenosynth.errors import PhenosynthError
 from phenosynth.registry import Registry
+from phenosynth.synth.ranking_table import DEFAULT_REPRESENTATION, RANKING_FILE, load_ranking
 
 log = logging.getLogger(__name__)
 
@@ -271,31 +275,10 @@ def _greedy_diverse(
     return kept
 
 
-@_register("diverse", needs_scores=True, uses_vectors=True)
-def select_diverse(
-    candidates: pd.DataFrame,
-    n: int,
-    *,
-    per_class: bool = False,
-    seed: int = 0,
-    vectors: np.ndarray | None = None,
-    redundancy_quantile: float = 0.9,
-) -> list[str]:
-    """Top-ranked per class, skipping images too similar to ones already chosen for the class.
-
-    vectors: optional (N, d) representation vectors aligned with ``candidates`` rows. With them, similarity is the
-    cosine between vectors centred on the class mean; without them, it is ``-|score_i - score_j|`` (images with
-    nearly the same score count as near-duplicates). An image is redundant when its similarity to a chosen one is
-    above the class's ``redundancy_quantile`` of pairwise similarities (scale-free, so it works for every
-    representation). Per-class counts are those of ``top-per-class``; returned best first.
-    """
-    cand = _check_candidates(candidates, needs_scores=True)
-    if vectors is not None:
-        vectors = np.asarray(vectors, dtype=np.float64)
-        if vectors.ndim != 2 or len(vectors) != len(cand):
-            raise PhenosynthError(
-                f"diverse selection needs one vector per candidate: got shape {vectors.shape} for {len(cand)} rows."
-            )
+def _select_diverse(cand: pd.DataFrame, n: int, per_class: bool, vectors: np.ndarray | None,
+                    redundancy_quantile: float) -> list[str]:
+    """The greedy walk of ``diverse`` (``vectors`` given: cosine of class-centred vectors) and ``diverse-score``
+    (``vectors`` None: ``-|score_i - score_j|``)."""
     quota = _quotas(cand, n, per_class)
     chosen_rows: list[int] = []
     for label, group in cand.groupby("label", sort=True):
@@ -323,6 +306,47 @@ def select_diverse(
     return out["image_id"].tolist()
 
 
+@_register("diverse", needs_scores=True, uses_vectors=True)
+def select_diverse(
+    candidates: pd.DataFrame,
+    n: int,
+    *,
+    per_class: bool = False,
+    seed: int = 0,
+    vectors: np.ndarray | None = None,
+    redundancy_quantile: float = 0.9,
+) -> list[str]:
+    """Top-ranked per class, skipping images too similar to ones already chosen for the class.
+
+    vectors: (N, d) representation vectors aligned with ``candidates`` rows (required: without them this raises;
+    ``diverse-score`` is the explicit score-space variant). Similarity is the cosine between vectors centred on the
+    class mean. An image is redundant when its similarity to a chosen one is above the class's
+    ``redundancy_quantile`` of pairwise similarities (scale-free, so it works for every representation). Per-class
+    counts are those of ``top-per-class``; returned best first.
+    """
+    cand = _check_candidates(candidates, needs_scores=True)
+    if vectors is None:
+        raise PhenosynthError(
+            "diverse selection needs the representation vectors of the candidates, and none were given. Use "
+            "--selection diverse-score to judge similarity by rank score instead."
+        )
+    vectors = np.asarray(vectors, dtype=np.float64)
+    if vectors.ndim != 2 or len(vectors) != len(cand):
+        raise PhenosynthError(
+            f"diverse selection needs one vector per candidate: got shape {vectors.shape} for {len(cand)} rows."
+        )
+    return _select_diverse(cand, n, per_class, vectors, redundancy_quantile)
+
+
+@_register("diverse-score", needs_scores=True)
+def select_diverse_by_score(candidates: pd.DataFrame, n: int, *, per_class: bool = False, seed: int = 0,
+                            vectors: np.ndarray | None = None, redundancy_quantile: float = 0.9) -> list[str]:
+    """``diverse`` with similarity ``-|score_i - score_j|``: images with nearly the same rank score count as
+    near-duplicates (no representation vectors needed). Per-class counts are those of ``top-per-class``."""
+    cand = _check_candidates(candidates, needs_scores=True)
+    return _select_diverse(cand, n, per_class, None, redundancy_quantile)
+
+
 def select(
     candidates: pd.DataFrame,
     strategy: str,
@@ -339,34 +363,6 @@ def select(
 
 # --- workspace façade -----------------------------------------------------------------------------------------------
 
-RANKING_FILE = "ranking.parquet"
-_WARNED: set[tuple[str, str, int, int]] = set()  # warn once per workspace/representation/count, not once per fold
-DEFAULT_REPRESENTATION = "rdface25"
-
-
-def load_ranking(ws, representation: str | None = None) -> pd.DataFrame:  # noqa: ANN001 (Workspace)
-    """``WS/ranking.parquet`` rows (image_id, representation, rank_score, own_class_rank) for one representation.
-
-    With ``representation=None``: the only one stored, else ``rdface25`` when stored. An empty frame when nothing is
-    stored for it.
-    """
-    path = ws.root / RANKING_FILE
-    cols = ["image_id", "representation", "rank_score", "own_class_rank"]
-    if not path.exists():
-        return pd.DataFrame({c: [] for c in cols})
-    ranking = pd.read_parquet(path)
-    stored = sorted(ranking["representation"].dropna().unique().tolist())
-    if representation is None:
-        if len(stored) == 1:
-            representation = stored[0]
-        elif DEFAULT_REPRESENTATION in stored:
-            representation = DEFAULT_REPRESENTATION
-        elif stored:
-            raise PhenosynthError(
-                f"{path} holds rankings by several representations ({', '.join(stored)}); choose one "
-                "(e.g. --representation shape68)."
-            )
-    return ranking[ranking["representation"] == representation].reset_index(drop=True)
 
 
 def selection_candidates(
@@ -375,9 +371,13 @@ def selection_candidates(
     *,
     strategy: str,
     representation: str | None = None,
+    warn_unranked: bool = True,
 ) -> pd.DataFrame:
     """The images :func:`select_for_training` chooses from: ``image_id, label`` (+ ``rank_score`` for score-based
     strategies, unranked images left out and logged), one row per usable synthetic image of a real class.
+
+    ``warn_unranked=False`` logs the unranked images at DEBUG only: for callers that select once per fold and have
+    warned once for the whole manifest (:func:`phenosynth.training.cell.warn_unranked`).
 
     Raises :class:`PhenosynthError` when a strategy needs scores and none are stored (run ``phenosynth rank``).
     """
@@ -401,12 +401,10 @@ def selection_candidates(
     scored = candidates.merge(ranking[["image_id", "rank_score"]], on="image_id", how="left")
     unranked = scored["rank_score"].isna()
     if unranked.any():
-        key = (str(ws.root), rep, int(unranked.sum()), len(scored))
-        (log.info if key in _WARNED else log.warning)(
+        (log.warning if warn_unranked else log.debug)(
             "%d of %d synthetic images have no '%s' rank score (no face found, or made after the last "
             "`phenosynth rank`) and are left out of selection.", int(unranked.sum()), len(scored), rep,
         )
-        _WARNED.add(key)
     scored = scored[~unranked].reset_index(drop=True)
     if scored.empty:
         raise PhenosynthError(
@@ -437,6 +435,7 @@ def select_for_training(
     where: str = "the workspace",
     detector: str | None = None,
     landmarker: str | None = None,
+    warn_unranked: bool = True,
 ) -> list[str]:
     """The image_ids of the synthetic images to train on (``n=None``: every candidate).
 
@@ -444,15 +443,18 @@ def select_for_training(
     (``real_classes``). Score-based strategies use the scores stored by ``phenosynth rank`` in
     ``WS/ranking.parquet`` for ``representation`` (default: the one stored, ``rdface25`` when several); unranked
     images (no face found, or generated after the last ``rank``) are left out and logged. ``random`` needs no
-    scores. ``diverse`` also uses the representation vectors (faces of ``detector``/``landmarker``, resolved by
-    :func:`phenosynth.faces.facepass.resolve_face_settings`) when available, else score-space distance.
+    scores. ``diverse`` also needs the representation vectors (faces of ``detector``/``landmarker``, resolved by
+    :func:`phenosynth.faces.facepass.resolve_face_settings`): when some candidate has none it raises, naming
+    ``diverse-score`` (score-space distance) as the explicit alternative. ``warn_unranked``: see
+    :func:`selection_candidates`.
 
     Raises :class:`NotEnoughSyntheticError` when ``n`` is more than the candidates (``where`` names the manifest
     in the message, e.g. ``"fold 2"``) unless ``allow_fewer``; :class:`PhenosynthError` when a strategy needs scores
     and none are stored (run ``phenosynth rank``).
     """
     chosen_strategy = get_strategy(strategy)
-    candidates = selection_candidates(ws, manifest, strategy=strategy, representation=representation)
+    candidates = selection_candidates(ws, manifest, strategy=strategy, representation=representation,
+                                      warn_unranked=warn_unranked)
     if candidates.empty:
         log.warning("The manifest has no usable synthetic images of a real class: nothing to select.")
         return []
@@ -465,29 +467,35 @@ def select_for_training(
     vectors = None
     if chosen_strategy.uses_vectors:
         rep = str(load_ranking(ws, representation)["representation"].iloc[0])
-        vectors = _try_vectors(ws, candidates["image_id"].tolist(), rep, detector, landmarker)
+        vectors = _candidate_vectors(ws, candidates["image_id"].tolist(), rep, detector, landmarker)
     return chosen_strategy.select(candidates, int(n), per_class=per_class, seed=seed, vectors=vectors)
 
 
-def _try_vectors(ws, image_ids: Sequence[str], representation: str, detector: str | None = None,  # noqa: ANN001
-                 landmarker: str | None = None) -> np.ndarray | None:
-    """Representation vectors for ``image_ids`` (row-aligned), or None when they cannot be computed."""
+def _candidate_vectors(ws, image_ids: Sequence[str], representation: str, detector: str | None = None,  # noqa: ANN001
+                       landmarker: str | None = None) -> np.ndarray:
+    """Representation vectors for ``image_ids`` (row-aligned); raises :class:`PhenosynthError` when they cannot be
+    computed or some image has none (``diverse`` never falls back silently)."""
     from phenosynth.faces.facepass import FaceSettingsError
+    from phenosynth.synth.ranking import representation_vectors
 
+    hint = ("; or choose --selection diverse-score to judge similarity by rank score instead (no vectors "
+            "needed).")
     try:
-        from phenosynth.synth.ranking import representation_vectors
-
         ids, X = representation_vectors(ws, list(image_ids), representation, detector=detector,
                                         landmarker=landmarker)
     except FaceSettingsError:
-        raise  # several face settings and none chosen: never guess
-    except (PhenosynthError, ImportError) as exc:
-        log.info("diverse selection falls back to score-space distance: %s", exc)
-        return None
-    if list(ids) != list(image_ids):
-        pos = {i: k for k, i in enumerate(ids)}
-        if any(i not in pos for i in image_ids):
-            log.info("diverse selection falls back to score-space distance: some images have no vector.")
-            return None
-        X = X[[pos[i] for i in image_ids]]
-    return X
+        raise  # several face settings and none chosen: the user must choose, not another strategy
+    except ImportError as exc:
+        raise PhenosynthError(f"diverse selection needs '{representation}' vectors, which cannot be computed here "
+                              f"({exc}){hint}") from None
+    except PhenosynthError as exc:
+        raise PhenosynthError(f"diverse selection needs '{representation}' vectors: {exc}{hint}") from None
+    pos = {i: k for k, i in enumerate(ids)}
+    missing = [i for i in image_ids if i not in pos]
+    if missing:
+        raise PhenosynthError(
+            f"diverse selection needs a '{representation}' vector of every candidate, and {len(missing)} of "
+            f"{len(image_ids)} have none (no face in faces.parquet, e.g. {missing[0]}). Run: phenosynth faces -w "
+            f"{ws.root}{hint}"
+        )
+    return X[[pos[i] for i in image_ids]]

@@ -1,7 +1,7 @@
 """A statistical shape model of facial landmarks with per-condition phenotypes (pure arrays, no I/O).
 
-1. Generalised Procrustes analysis: every shape ``(K, 2)`` is mapped by a similarity transform (scikit-image's
-   ``SimilarityTransform``, Umeyama) onto a reference that is iterated to the normalised mean shape.
+1. Generalised Procrustes analysis (:func:`phenosynth.faces.procrustes.generalized_procrustes`): every shape
+   ``(K, 2)`` is mapped by a similarity transform onto a reference that is iterated to the normalised mean shape.
 2. PCA (scikit-learn) of the aligned shapes of *all* real training faces, keeping ``variance_kept`` of the variance.
 3. A condition's phenotype is its mean in PCA-score space; its spread is its own scatter shrunk toward the pooled
    within-condition covariance, ``S_c = l * W_c + (1 - l) * W_pooled`` with ``l = (n_c - 1) / (n_c - 1 + shrinkage)``
@@ -17,58 +17,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from phenosynth.errors import PhenosynthError
-
-
-def normalise_shape(shape: np.ndarray) -> np.ndarray:
-    """``(K, 2)`` -> ``(K, 2)`` centred on its centroid with unit root-mean-square radius."""
-    s = np.asarray(shape, dtype=np.float64)
-    s = s - s.mean(0)
-    return s / max(float(np.sqrt((s**2).sum(1).mean())), 1e-12)
-
-
-def similarity_matrix(src: np.ndarray, dst: np.ndarray) -> np.ndarray:
-    """``(3, 3)`` homogeneous matrix of the least-squares similarity (rotation, uniform scale, shift; no reflection)
-    mapping points ``src (K, 2)`` onto ``dst (K, 2)``."""
-    from skimage.transform import SimilarityTransform  # lazy: skimage costs ~0.5 s of every CLI start-up
-
-    tform = SimilarityTransform.from_estimate(np.asarray(src, np.float64), np.asarray(dst, np.float64))
-    if not tform:
-        raise PhenosynthError("Could not fit a similarity transform between two landmark sets (degenerate shape).")
-    return np.asarray(tform.params, dtype=np.float64)
-
-
-def apply_matrix(M: np.ndarray, points: np.ndarray) -> np.ndarray:
-    """Apply a ``(3, 3)`` homogeneous 2-D transform to ``points (..., 2)``."""
-    p = np.asarray(points, dtype=np.float64)
-    return p @ M[:2, :2].T + M[:2, 2]
-
-
-def generalized_procrustes(
-    shapes: np.ndarray, *, max_iter: int = 20, tol: float = 1e-8
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Align ``shapes (N, K, 2)`` to their common mean.
-
-    Returns:
-        aligned ``(N, K, 2)`` (in the reference frame), matrices ``(N, 3, 3)`` mapping each shape's own coordinates
-        onto the reference frame, reference ``(K, 2)`` (centred, unit RMS radius).
-    """
-    X = np.asarray(shapes, dtype=np.float64)
-    if X.ndim != 3 or X.shape[-1] != 2:
-        raise ValueError(f"shapes must be (N, K, 2), got {X.shape}")
-    ref = normalise_shape(X[0])
-    for _ in range(max_iter):
-        mats = np.stack([similarity_matrix(x, ref) for x in X])
-        aligned = np.stack([apply_matrix(m, x) for m, x in zip(mats, X)])
-        new_ref = normalise_shape(aligned.mean(0))
-        # keep the reference's orientation fixed to the previous one (no drift between iterations)
-        new_ref = normalise_shape(apply_matrix(similarity_matrix(new_ref, ref), new_ref))
-        change = float(np.abs(new_ref - ref).max())
-        ref = new_ref
-        if change < tol:
-            break
-    mats = np.stack([similarity_matrix(x, ref) for x in X])
-    aligned = np.stack([apply_matrix(m, x) for m, x in zip(mats, X)])
-    return aligned, mats, ref
+from phenosynth.faces.procrustes import generalized_procrustes
 
 
 class ShapeModel:

@@ -26,6 +26,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from phenosynth.audit.gate import gate
 from phenosynth.data.leakage import assert_no_leakage
 from phenosynth.data.manifest import real_classes, real_test, real_train
 from phenosynth.data.workspace import Workspace, atomic_write, locks_workspace
@@ -44,11 +45,15 @@ DEFAULT_HPARAMS: dict[str, dict[str, Any]] = {
     "se-head": {"epochs": 50},
     "finetune": {"epochs": 10},
 }
-#: ``results.csv`` columns, contract first (docs/DESIGN.md), then provenance.
-RESULT_COLUMNS = [
+#: The columns every ``results.csv`` starts with, a training run's and a study's alike (docs/DESIGN.md).
+CONTRACT_COLUMNS = [
     "backbone", "regime", "n_synthetic", "fold", "seed", "top1", "top5", "top10", "top30", "macro_f1", "n_train",
-    "n_test", "n_synthetic_requested", "n_val", "val_top1", "n_classes", "n_skipped", "selection", "mode", "weights", "preprocessing",
-    "validate_on", "hparams", "fit_seconds",
+    "n_test", "n_synthetic_requested",
+]
+#: A training run's ``results.csv`` columns: the contract, then provenance.
+RESULT_COLUMNS = CONTRACT_COLUMNS + [
+    "n_val", "val_top1", "n_classes", "n_skipped", "selection", "mode", "weights", "preprocessing", "validate_on",
+    "hparams", "fit_seconds",
 ]
 #: Columns that vary from run to run; :func:`train` writes them to timings.csv, not results.csv.
 TIMING_COLUMNS = ["fit_seconds"]
@@ -69,6 +74,7 @@ class TrainConfig:
     allow_fewer: bool = False  # train on what there is when n_synthetic is more than a fold has (else refuse)
     detector: str | None = None  # face setting of faces.parquet (None: the only one there; several -> refuse)
     landmarker: str | None = None
+    privacy_gate: bool = True  # skip the non-shareable synthetic images of audited runs (phenosynth.audit.gate)
     mode: str = "probe"
     validate_on: str = "real"
     folds: int = 5
@@ -122,7 +128,7 @@ def selected_synthetic(ws: Workspace, manifest: pd.DataFrame, config: TrainConfi
     return list(select_for_training(ws, manifest, strategy=config.selection, n=config.n_synthetic,
                                     per_class=config.per_class, seed=seed, representation=config.representation,
                                     allow_fewer=config.allow_fewer, where=where, detector=config.detector,
-                                    landmarker=config.landmarker))
+                                    landmarker=config.landmarker, warn_unranked=False))
 
 
 def fold_manifest(manifest: pd.DataFrame, fold: int) -> pd.DataFrame:
@@ -138,11 +144,12 @@ def synthetic_available(ws: Workspace, config: TrainConfig, folds: Sequence[int]
     score-based selection, unranked images; with ``per_class`` the fewest of any class)."""
     from phenosynth.synth.selection import candidate_counts, selectable_count, selection_candidates
 
-    manifest = ws.load_manifest() if manifest is None else manifest
+    manifest = gate(ws, ws.load_manifest() if manifest is None else manifest, config.privacy_gate)[0]
     out = {}
     for fold in folds:
         fm = fold_manifest(manifest, fold)
-        cand = selection_candidates(ws, fm, strategy=config.selection, representation=config.representation)
+        cand = selection_candidates(ws, fm, strategy=config.selection, representation=config.representation,
+                                    warn_unranked=False)
         out[int(fold)] = selectable_count(candidate_counts(fm, cand), per_class=config.per_class)
     return out
 
@@ -159,6 +166,16 @@ def check_synthetic_available(ws: Workspace, config: TrainConfig, folds: Sequenc
     available = synthetic_available(ws, config, folds, manifest)
     check_n_available(config.n_synthetic, {f"fold {f}": a for f, a in available.items()},
                       per_class=config.per_class)
+
+
+def warn_unranked(ws: Workspace, config: TrainConfig, manifest: pd.DataFrame | None = None) -> None:
+    """Log once, for the whole manifest, how many synthetic images a score-based selection leaves out for want of a
+    rank score (the per-fold selections of a run stay quiet about it)."""
+    from phenosynth.synth.selection import get_strategy, selection_candidates
+
+    if config.regime != "real" and get_strategy(config.selection).needs_scores:
+        selection_candidates(ws, ws.load_manifest() if manifest is None else manifest, strategy=config.selection,
+                             representation=config.representation)
 
 
 def without_children_of(manifest: pd.DataFrame, parent_ids: list[str]) -> pd.DataFrame:
@@ -215,7 +232,8 @@ def cell_sets(ws: Workspace, manifest: pd.DataFrame, config: TrainConfig, fold: 
     in_fold = rt["fold"].fillna(-1).astype(int) == fold
     real_val = rt.loc[in_fold, "image_id"].astype(str).tolist()
     real_tr = rt.loc[~in_fold, "image_id"].astype(str).tolist()
-    syn = selected_synthetic(ws, fold_manifest(manifest, fold), config, seed, where=f"fold {fold}")
+    gated = gate(ws, manifest, config.privacy_gate)[0]
+    syn = selected_synthetic(ws, fold_manifest(gated, fold), config, seed, where=f"fold {fold}")
     if config.regime != "real" and not syn:
         raise PhenosynthError(
             f"Regime '{config.regime}' needs synthetic images, but none were selected. Make some first: "
@@ -246,9 +264,13 @@ def _labelled(ids: list[str], label_of: dict[str, str], index: dict[str, int], r
     return keep, np.array([index[label_of[i]] for i in keep], dtype=np.int64)
 
 
-def _build(ws: Workspace, manifest: pd.DataFrame, config: TrainConfig, fold: int, seed: int,
-           available: set[str] | None, missing_reason: str) -> CellData:
-    classes, sets, label_of = cell_sets(ws, manifest, config, fold, seed)
+#: What :func:`cell_sets` returns: ``(classes, {"train"|"val"|"test"|"selected": ids}, label_of)``.
+CellSets = tuple[list[str], dict[str, list[str]], dict[str, str]]
+
+
+def _build(ws: Workspace, config: TrainConfig, fold: int, cell: CellSets, available: set[str] | None,
+           missing_reason: str) -> CellData:
+    classes, sets, label_of = cell
     index = {c: j for j, c in enumerate(classes)}
     skipped: list[tuple[str, str, str]] = []
     tr, ytr = _labelled(sets["train"], label_of, index, "train", available, skipped, missing_reason)
@@ -275,62 +297,111 @@ def _build(ws: Workspace, manifest: pd.DataFrame, config: TrainConfig, fold: int
                     sum(1 for i in tr if i in selected))
 
 
-def _run_cell(ws: Workspace, config: TrainConfig, fold: int, seed: int,
-              features: tuple[Sequence[str], np.ndarray] | None) -> tuple[dict[str, Any], list[tuple[str, str, str]]]:
+class FitCache:
+    """Models fitted along a hyper-parameter grid, kept for cells that train on the very same data (e.g. the folds
+    of a synthetic-only configuration), keyed by :func:`fit_key` (a digest of the full training data). Owned by the
+    caller: :func:`train` holds one per run, a study worker one per batch of cells; bounded to ``size`` entries.
+    ``fits`` counts the grids actually fitted."""
+
+    def __init__(self, size: int = 4) -> None:
+        self.size = size
+        self.fits = 0
+        self._models: OrderedDict[str, list[Any]] = OrderedDict()
+
+    def __len__(self) -> int:
+        return len(self._models)
+
+    def get(self, key: str) -> list[Any] | None:
+        return self._models.get(key)
+
+    def put(self, key: str, models: list[Any]) -> None:
+        self._models[key] = models
+        while len(self._models) > self.size:
+            self._models.popitem(last=False)
+
+
+def fit_key(config: TrainConfig, seed: int, X: np.ndarray, y: np.ndarray, n_classes: int) -> str:
+    """Identity of one fit along the hyper-parameter grid: trainer, grid, seed, and a digest of every byte of the
+    training features and labels."""
+    h = hashlib.blake2b(digest_size=16)
+    h.update(json.dumps([config.mode, config.grid(), seed, n_classes, list(X.shape), str(X.dtype)],
+                        sort_keys=True).encode())
+    h.update(np.ascontiguousarray(y, dtype=np.int64).tobytes())
+    h.update(np.ascontiguousarray(X).tobytes())
+    return h.hexdigest()
+
+
+def _fit_grid(config: TrainConfig, seed: int, data: CellData, Xtr: Any, Xva: Any, n_classes: int,
+              fit_cache: FitCache | None) -> list[Any]:
+    """One fitted model per hyper-parameter combination of ``config.grid()``, from ``fit_cache`` when the same
+    training data was fitted before (only for trainers that never look at the validation set while fitting)."""
     from phenosynth.models.trainers import TRAINERS
 
-    manifest = ws.load_manifest()
     trainer_cls = TRAINERS.get(config.mode)
-    if trainer_cls.input_kind == "features":
-        if features is None:
-            _, sets, _ = cell_sets(ws, manifest, config, fold, seed)
-            features = _features(ws, config, sorted({i for s in sets.values() for i in s}))
-        ids, X = features
+    shareable = (fit_cache is not None and trainer_cls.input_kind == "features"
+                 and not getattr(trainer_cls, "uses_validation", True))
+    key = fit_key(config, seed, Xtr, data.y_train, n_classes) if shareable else None
+    models = fit_cache.get(key) if key is not None else None
+    if models is not None:
+        return models
+    extra = {"backbone": config.backbone, "weights": config.weights, "preprocessing": config.preprocessing} \
+        if config.mode == "finetune" else {}
+    models, prev = [], None
+    for hp in config.grid():
+        model = TRAINERS.create(config.mode, **extra, **hp, random_state=seed)
+        if prev is not None and hasattr(model, "warm_start_from"):
+            model.warm_start_from(prev)  # a path over the grid: same data, only C changes
+        prev = model
+        model.fit(Xtr, data.y_train, n_classes=n_classes, X_val=Xva if len(data.val_ids) else None,
+                  y_val=data.y_val if len(data.val_ids) else None)
+        models.append(model)
+    if key is not None:
+        fit_cache.fits += 1
+        fit_cache.put(key, models)
+    return models
+
+
+def _run_cell(ws: Workspace, config: TrainConfig, fold: int, seed: int,
+              features: tuple[Sequence[str], np.ndarray] | None, *,
+              sets: CellSets | None = None,
+              fit_cache: FitCache | None = None) -> tuple[dict[str, Any], list[tuple[str, str, str]]]:
+    """One fold x seed: its sets (``sets``: :func:`cell_sets` already computed, so selection runs once per cell),
+    the grid fitted (or taken from ``fit_cache``), the best model on validation scored on the test set."""
+    from phenosynth.models.trainers import TRAINERS
+
+    if sets is None:
+        sets = cell_sets(ws, ws.load_manifest(), config, fold, seed)
+    wanted = sorted({i for s in sets[1].values() for i in s})
+    if TRAINERS.get(config.mode).input_kind == "features":
+        ids, X = features if features is not None else _features(ws, config, wanted)
         row_of = {str(i): r for r, i in enumerate(ids)}
-        data = _build(ws, manifest, config, fold, seed, set(row_of), "no features (no usable face crop)")
+        data = _build(ws, config, fold, sets, set(row_of), "no features (no usable face crop)")
         get = lambda sub: X[[row_of[i] for i in sub]]  # noqa: E731
     else:
         from phenosynth.faces.align import ensure_aligned_crops
 
-        _, sets, _ = cell_sets(ws, manifest, config, fold, seed)
-        crops = ensure_aligned_crops(ws, sorted({i for s in sets.values() for i in s}), size=224,
-                                     detector=config.detector, landmarker=config.landmarker)
-        data = _build(ws, manifest, config, fold, seed, set(crops), "no usable face crop")
+        crops = ensure_aligned_crops(ws, wanted, size=224, detector=config.detector, landmarker=config.landmarker)
+        data = _build(ws, config, fold, sets, set(crops), "no usable face crop")
         get = lambda sub: [crops[i] for i in sub]  # noqa: E731
     n_classes = len(data.classes)
     Xtr, Xva, Xte = get(data.train_ids), get(data.val_ids), get(data.test_ids)
-    extra = {"backbone": config.backbone, "weights": config.weights, "preprocessing": config.preprocessing} \
-        if config.mode == "finetune" else {}
     t0 = time.perf_counter()
     best, best_score, best_hp = None, -1.0, {}
     grid = config.grid()
-    # Trainers that never look at the validation set while fitting (probe) give the same models to folds that share
-    # a training set (e.g. synthetic-only cells): reuse them instead of refitting (results are identical).
-    shareable = trainer_cls.input_kind == "features" and not getattr(trainer_cls, "uses_validation", True)
-    key = _fit_key(config, seed, Xtr, data.y_train, n_classes) if shareable else None
-    models = _FIT_CACHE.get(key) if key is not None else None
-    if models is None:
-        models, prev = [], None
-        for hp in grid:
-            model = TRAINERS.create(config.mode, **extra, **hp, random_state=seed)
-            if prev is not None and hasattr(model, "warm_start_from"):
-                model.warm_start_from(prev)  # a path over the grid: same data, only C changes
-            prev = model
-            model.fit(Xtr, data.y_train, n_classes=n_classes, X_val=Xva if len(data.val_ids) else None,
-                      y_val=data.y_val if len(data.val_ids) else None)
-            models.append(model)
-        if key is not None:
-            _FIT_CACHE[key] = models
-            while len(_FIT_CACHE) > _FIT_CACHE_SIZE:
-                _FIT_CACHE.popitem(last=False)
-    for hp, model in zip(grid, models):
+    for hp, model in zip(grid, _fit_grid(config, seed, data, Xtr, Xva, n_classes, fit_cache)):
         score = topk_accuracy(data.y_val, model.predict_proba(Xva), 1) if len(data.val_ids) else 0.0
         if score > best_score:
             best, best_score, best_hp = model, score, hp
     fit_seconds = time.perf_counter() - t0
-    scores = best.predict_proba(Xte)
+    return _result_row(config, fold, seed, data, best.predict_proba(Xte), best_score, best_hp,
+                       fit_seconds), data.skipped
+
+
+def _result_row(config: TrainConfig, fold: int, seed: int, data: CellData, scores: np.ndarray, best_score: float,
+                best_hp: dict[str, Any], fit_seconds: float) -> dict[str, Any]:
+    n_classes = len(data.classes)
     labels = list(range(n_classes))
-    row: dict[str, Any] = {
+    return {
         "backbone": config.backbone, "regime": config.regime,
         # n_synthetic: what this model trained on; n_synthetic_requested: what was asked (NA: "all")
         "n_synthetic": int(data.n_synthetic_trained),
@@ -347,37 +418,23 @@ def _run_cell(ws: Workspace, config: TrainConfig, fold: int, seed: int,
         "validate_on": config.validate_on, "hparams": json.dumps(best_hp, sort_keys=True),
         "fit_seconds": round(fit_seconds, 3),
     }
-    return row, data.skipped
-
-
-_FIT_CACHE: "OrderedDict[str, list[Any]]" = OrderedDict()
-_FIT_CACHE_SIZE = 4
-
-
-def _fit_key(config: TrainConfig, seed: int, X: np.ndarray, y: np.ndarray, n_classes: int) -> str:
-    """Identity of one fit along the hyper-parameter grid: trainer, grid, seed and the training data (a digest of
-    the labels and of every k-th feature row, enough to tell training sets apart)."""
-    h = hashlib.blake2b(digest_size=16)
-    h.update(json.dumps([config.mode, config.grid(), seed, n_classes, list(X.shape)], sort_keys=True).encode())
-    h.update(np.ascontiguousarray(y).tobytes())
-    h.update(np.ascontiguousarray(X[:: max(1, len(X) // 256)]).tobytes())
-    h.update(np.ascontiguousarray(X.sum(axis=1, dtype=np.float64)).tobytes())
-    return h.hexdigest()
 
 
 def train_cell(ws: Workspace, config: TrainConfig, fold: int, seed: int, *,
-               features: tuple[Sequence[str], np.ndarray] | None = None) -> dict[str, Any]:
+               features: tuple[Sequence[str], np.ndarray] | None = None,
+               fit_cache: FitCache | None = None) -> dict[str, Any]:
     """Train one fold x seed of ``config`` and score it on the held-out real test set: one ``results.csv`` row.
 
     ``features`` = ``(image_ids, X (N, d))`` already extracted for this backbone (else they are extracted, from the
-    cache when present). The row holds DESIGN.md's columns plus ``n_val, val_top1, n_classes, n_skipped,
-    selection, mode, weights, preprocessing, validate_on, hparams`` (the chosen ones, JSON) and ``fit_seconds``.
+    cache when present). ``fit_cache``: models fitted by earlier cells, reused when this cell trains on the very
+    same data (results are identical; without it every cell fits its own). The row holds DESIGN.md's columns plus
+    ``n_val, val_top1, n_classes, n_skipped, selection, mode, weights, preprocessing, validate_on, hparams`` (the chosen ones, JSON) and ``fit_seconds``.
 
     Raises :class:`~phenosynth.errors.LeakageError` (naming the images) when the workspace's split leaks the test set
     into training (:func:`phenosynth.data.leakage.assert_no_leakage`).
     """
     assert_no_leakage(ws)
-    return _run_cell(ws, config, fold, seed, features)[0]
+    return _run_cell(ws, config, fold, seed, features, fit_cache=fit_cache)[0]
 
 
 def _features(ws: Workspace, config: TrainConfig, ids: list[str],
@@ -418,6 +475,7 @@ def train(ws: Workspace, config: TrainConfig, name: str,
     assert_no_leakage(ws)
     folds = run_folds(ws, config)
     check_synthetic_available(ws, config, folds)  # an n some fold cannot give: refused before anything is written
+    warn_unranked(ws, config)
     run_dir.mkdir(parents=True)
     try:
         return _train_into(ws, config, name, run_dir, folds, on_progress)
@@ -438,18 +496,19 @@ def _train_into(ws: Workspace, config: TrainConfig, name: str, run_dir: Path, fo
     features = None
     from phenosynth.models.trainers import TRAINERS
 
+    # every fold's sets, selected once: each fold selects synthetic images without its own children
+    sets = {(fold, seed): cell_sets(ws, manifest, config, fold, seed) for seed in config.seeds for fold in folds}
     if TRAINERS.get(config.mode).input_kind == "features":
-        ids: set[str] = set()
-        for seed in config.seeds:  # every fold's sets: each fold selects synthetic images without its own children
-            for fold in folds:
-                _, sets, _ = cell_sets(ws, manifest, config, fold, seed)
-                ids |= {i for s in sets.values() for i in s}
+        ids = {i for _, cell, _ in sets.values() for s in cell.values() for i in s}
         features = _features(ws, config, sorted(ids), on_progress)
     rows, skipped = [], {}
+    if config.regime != "real":  # what the privacy gate left out of the candidates, with the audit's reasons
+        skipped.update({(i, reason): "synthetic candidate" for i, reason in gate(ws, manifest, config.privacy_gate)[1].items()})
     total = len(folds) * len(config.seeds)
+    fit_cache = FitCache()  # folds that train on the same data share their fitted models
     for seed in config.seeds:
         for fold in folds:
-            row, sk = _run_cell(ws, config, fold, seed, features)
+            row, sk = _run_cell(ws, config, fold, seed, features, sets=sets[fold, seed], fit_cache=fit_cache)
             rows.append(row)
             for image_id, role, reason in sk:
                 skipped.setdefault((image_id, reason), role)

@@ -24,7 +24,8 @@ from typing import Any
 import numpy as np
 
 from phenosynth.synth.generators.base import GENERATORS, Generator, SyntheticSample, sample_rng
-from phenosynth.synth.shape_model import ShapeModel, apply_matrix, similarity_matrix
+from phenosynth.faces.procrustes import apply_matrix, similarity_matrix
+from phenosynth.synth.shape_model import ShapeModel
 
 
 def _as_rgb(image: np.ndarray) -> np.ndarray:

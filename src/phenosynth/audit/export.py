@@ -1,0 +1,169 @@
+"""A shareable data set from one audited generator run: ``phenosynth export -w WS --run RUN OUT/``.
+
+Only the run's audited, shareable synthetic images go out (the privacy gate's rule, :func:`phenosynth.audit.gate.
+gate_reasons`), re-encoded as PNG without metadata under neutral names (``<condition>/<index>.png``), with
+``metadata.csv`` (file, condition, generator, seed, audit scores) and ``DATASHEET.md`` (how the run was made, what the
+audit found, the limits). Nothing that points back to a patient leaves: no image ids, parent ids, source paths,
+subject ids or the run's list of training photos.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from phenosynth.audit.gate import gate_reasons, synthetic_runs
+from phenosynth.audit.privacy import load_audit
+from phenosynth.data.workspace import Workspace, atomic_write
+from phenosynth.errors import PhenosynthError
+
+log = logging.getLogger(__name__)
+
+#: run.json keys a datasheet may quote (not ``training_images`` / ``skipped_training``: those are real image ids).
+RUN_KEYS = ("run", "generator", "seed", "per_class", "classes", "images")
+#: Audit scores copied to metadata.csv (distances and similarities only: never the ids of the photos they refer to).
+SCORE_COLUMNS = ["nearest_real_distance", "nearest_same_condition", "nearest_is_parent", "parent_distance",
+                 "phash_bits", "ssim", "synthetic_nn_distance", "duplicate"]
+METADATA_COLUMNS = ["file", "condition", "generator", "seed", *SCORE_COLUMNS]
+
+
+@dataclass
+class ExportResult:
+    """What :func:`export` wrote."""
+
+    out: Path
+    n_exported: int
+    n_left_out: int  # images of the run the audit (or the gate) keeps back
+    per_condition: dict[str, int]
+
+
+def _safe_settings(settings: Any, forbidden: set[str]) -> dict[str, Any]:
+    """Scalar generator settings that are neither paths nor mention a real image or subject."""
+    out = {}
+    for k, v in (settings or {}).items() if isinstance(settings, dict) else ():
+        if isinstance(v, (bool, int, float)) or (
+                isinstance(v, str) and "/" not in v and "\\" not in v and not any(f in v for f in forbidden)):
+            out[str(k)] = v
+    return out
+
+
+def export(ws: Workspace, run: str, out: str | Path) -> ExportResult:
+    """Write the shareable images of audited ``run`` to ``out`` (which must not exist, or be empty).
+
+    Raises:
+        PhenosynthError: the run was never audited, ``out`` exists and is not empty, or no image is shareable.
+    """
+    from PIL import Image
+
+    from phenosynth.synth.generation import safe_name
+
+    out = Path(out).expanduser()
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise PhenosynthError(f"{out} exists and is not empty; export into a new folder.")
+    frame, summary = load_audit(ws, run)
+    manifest = ws.load_manifest()
+    runs = synthetic_runs(manifest)
+    in_run = manifest.loc[runs.index[runs == run]]
+    in_run = in_run[in_run["exclude_reason"].isna()]
+    held_back = gate_reasons(ws, in_run)
+    rows = frame.merge(in_run[["image_id", "params"]], on="image_id", how="inner")
+    rows = rows[rows["shareable"] & ~rows["image_id"].isin(list(held_back))]
+    rows = rows.sort_values(["label", "image_id"]).reset_index(drop=True)
+    if rows.empty:
+        raise PhenosynthError(f"No image of run '{run}' passed the audit: nothing to export.")
+
+    real = manifest[manifest["source"] != "synthetic"]
+    forbidden = set(real["image_id"].astype(str)) | set(real["subject_id"].dropna().astype(str)) | set(
+        real["path"].astype(str))
+    forbidden = {f for f in forbidden if len(f) >= 4}
+
+    run_record: dict[str, Any] = {}
+    run_json = ws.root / "synthetic" / safe_name(run) / "run.json"
+    if run_json.exists():
+        full = json.loads(run_json.read_text())
+        run_record = {k: full[k] for k in RUN_KEYS if k in full}
+        run_record["settings"] = _safe_settings(full.get("settings"), forbidden)
+
+    out.mkdir(parents=True, exist_ok=True)
+    records, per_condition = [], {}
+    for label, group in rows.groupby("label", sort=True):
+        folder = safe_name(str(label))
+        for k, r in enumerate(group.itertuples(index=False)):
+            rel = f"{folder}/{k:05d}.png"
+            (out / folder).mkdir(exist_ok=True)
+            with Image.open(ws.resolve(str(r.path))) as im:  # re-encoded: no text chunks or EXIF travel along
+                im.convert("RGB").save(out / rel, format="PNG")
+            try:
+                seed = json.loads(r.params).get("seed") if isinstance(r.params, str) else None
+            except ValueError:
+                seed = None
+            records.append({"file": rel, "condition": str(label), "generator": r.generator,
+                            "seed": seed if seed is not None else run_record.get("seed"),
+                            **{c: getattr(r, c) for c in SCORE_COLUMNS}})
+        per_condition[str(label)] = len(group)
+    meta = pd.DataFrame(records, columns=METADATA_COLUMNS)
+    atomic_write(out / "metadata.csv", lambda p: meta.to_csv(p, index=False))
+    n_left = len(frame) - len(rows)
+    text = datasheet(run, run_record, summary, len(rows), n_left, per_condition)
+    atomic_write(out / "DATASHEET.md", lambda p: Path(p).write_text(text))
+    log.info("exported %d image(s) of run %s to %s (%d held back)", len(rows), run, out, n_left)
+    return ExportResult(out=out, n_exported=len(rows), n_left_out=n_left, per_condition=per_condition)
+
+
+def datasheet(run: str, record: dict[str, Any], summary: dict[str, Any], n: int, n_left: int,
+              per_condition: dict[str, int]) -> str:
+    """The export's DATASHEET.md: how it was made, what the audit found, its limits."""
+    r, cal, st = summary["run"], summary["calibration"], summary["settings"]
+    settings = record.get("settings") or {}
+    made = "\n".join(f"- {k}: {record[k]}" for k in RUN_KEYS if k in record) or "- (run.json not found)"
+    made += ("\n- generator settings: " + ", ".join(f"{k}={v}" for k, v in settings.items())) if settings else ""
+    conds = "\n".join(f"| {c} | {k} |" for c, k in per_condition.items())
+
+    def pct(v: float) -> str:
+        return "n/a" if v is None or v != v else f"{100 * v:.1f} %"
+
+    return f"""# Datasheet: synthetic faces of generator run `{run}`
+
+{n} synthetic face images in {len(per_condition)} conditions, exported by `phenosynth export`. {n_left} image(s) of
+the run were held back by the privacy audit (identity match, near-copy, no measurable face, or not audited).
+
+## How it was made
+{made}
+
+| condition | images |
+|---|---|
+{conds}
+
+## What the audit found (whole run, before export; audited {summary.get("created")})
+- Identity embedder: {st.get("embedder")} ({st.get("metric")} distance); threshold {cal.get("threshold"):.4g}
+  (documented {cal.get("documented")}, impostor {100 * cal.get("quantile", 0):g} % quantile
+  {cal.get("impostor_quantile"):.4g}), calibrated on {summary.get("n_real_photos")} real photos.
+- Matched to a real training photo: {r["n_matched"]} of {r["n_measured"]} measured images ({pct(r["matched_share"])},
+  95 % CI {pct(r["matched_ci"][0])} to {pct(r["matched_ci"][1])}); stranger rate (the same protocol on real photos of
+  other people): {pct(r["stranger_rate"])}.
+- Membership AUC (training vs held-out patients, 0.5 = nothing remembered): {r["membership_auc"]:.3f}
+  (95 % CI {r["membership_ci"][0]:.3f} to {r["membership_ci"][1]:.3f}).
+- Pixel near-copies: {r["n_near_copies"]}; near-duplicates within the run: {r["n_duplicates"]}; no face: {r["n_no_face"]}.
+
+`metadata.csv` gives per image: file, condition, generator, seed and its audit scores (distance to the nearest real
+training photo, whether that photo was of the same condition or the image's own parent, SSIM, hash bits, distance to
+the nearest other synthetic image). It names no real photo, parent or patient.
+
+## Limits
+- Passing the audit means no real training photo was found within the calibrated identity threshold of this
+  embedder, and no pixel near-copy; it is not a proof of anonymity. The identity check is weaker on low-resolution
+  photos (benchmarks/results/audit.md: on ORL's 92 x 112 photos, photos of strangers matched
+  20 % against a 7 % stranger rate), and a different embedder or a
+  larger reference set can find matches this audit did not.
+- A membership AUC well above 0.5 means the generator remembers its training patients as a whole, even when the
+  exported images themselves passed.
+- The images carry the conditions' phenotype only as far as the generator does; they are not diagnostic material.
+"""
+
+
+__all__ = ["export", "ExportResult", "datasheet", "METADATA_COLUMNS"]

@@ -1,0 +1,109 @@
+"""The privacy gate: training sets (and exports) take only the audited, shareable images of an audited run.
+
+:func:`gate` is the one place the rule lives. A synthetic image of a generator run that has been audited
+(``WS/audit/<run>/audit.parquet`` exists) is left out of the selectable candidates when its audit row is not
+``shareable`` (reason ``"audit: identity-match"``, ``"audit: near-copy, no-face"``, ...) or when it has no audit row
+at all (an image added to the run after its audit: reason :data:`REASON_UNAUDITED`). The images of a run that was
+never audited pass unchanged (:func:`audit_warnings` makes the report say so).
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import pandas as pd
+
+from phenosynth.audit.privacy import PRIVACY_FLAGS, audit_dir, run_of
+from phenosynth.data.manifest import SYNTHETIC
+from phenosynth.data.workspace import Workspace
+
+log = logging.getLogger(__name__)
+
+REASON_PREFIX = "audit: "
+REASON_UNAUDITED = "audit: added to the run after its audit"
+
+
+def synthetic_runs(manifest: pd.DataFrame) -> pd.Series:
+    """The generator run of every synthetic row of ``manifest`` (index: the manifest's)."""
+    syn = manifest[manifest["source"] == SYNTHETIC]
+    params = syn["params"] if "params" in syn.columns else pd.Series(None, index=syn.index)
+    return pd.Series([run_of(p, g) for p, g in zip(params, syn["generator"])], index=syn.index, dtype=object)
+
+
+def audited_runs(ws: Workspace, runs: Any) -> dict[str, pd.DataFrame]:
+    """run -> its audit.parquet (``image_id``, ``flags``, ``shareable``), for the runs of ``runs`` that were audited."""
+    out = {}
+    for run in sorted(set(runs)):
+        path = audit_dir(ws, run) / "audit.parquet"
+        if path.exists():
+            out[run] = pd.read_parquet(path, columns=["image_id", "flags", "shareable"])
+    return out
+
+
+def gate_reasons(ws: Workspace, manifest: pd.DataFrame) -> dict[str, str]:
+    """image_id -> why the gate leaves it out, for every synthetic image of an audited run that is not shareable."""
+    if not (ws.root / "audit").is_dir():  # nothing was ever audited: nothing to read
+        return {}
+    runs = synthetic_runs(manifest)
+    audits = audited_runs(ws, runs)
+    reasons: dict[str, str] = {}
+    for run, frame in audits.items():
+        verdict = {
+            str(i): None if ok else REASON_PREFIX + ", ".join(f for f in flags if f in PRIVACY_FLAGS)
+            for i, flags, ok in zip(frame["image_id"], frame["flags"], frame["shareable"])
+        }
+        for image_id in manifest.loc[runs.index[runs == run], "image_id"].astype(str):
+            reason = verdict.get(image_id, REASON_UNAUDITED)
+            if reason is not None:
+                reasons[image_id] = reason
+    return reasons
+
+
+def gate(ws: Workspace, manifest: pd.DataFrame, enabled: bool = True) -> tuple[pd.DataFrame, dict[str, str]]:
+    """``(manifest, reasons)``: ``manifest`` with the non-shareable synthetic images of audited runs excluded
+    (``exclude_reason`` set, so selection never picks them) and image_id -> reason of each image left out.
+
+    ``enabled=False`` (``--privacy-gate off``) returns ``manifest`` unchanged and no reasons. Images already excluded
+    keep their own reason; a run never audited is untouched.
+    """
+    if not enabled:
+        return manifest, {}
+    reasons = gate_reasons(ws, manifest)
+    ids = manifest["image_id"].astype(str)
+    hit = ids.isin(list(reasons)) & manifest["exclude_reason"].isna()
+    if not hit.any():
+        return manifest, {}
+    out = manifest.copy()
+    out.loc[hit, "exclude_reason"] = ids[hit].map(reasons)
+    log.info("privacy gate: %d synthetic image(s) of audited runs left out", int(hit.sum()))
+    return out, {i: reasons[i] for i in ids[hit]}
+
+
+def audit_warnings(ws: Workspace, manifest: pd.DataFrame, *, enabled: bool = True) -> list[str]:
+    """Report lines on the audit of the synthetic images a run could use: per generator run, its audit summary (or
+    that it was never audited, so its images were used without a privacy check)."""
+    import json
+
+    runs = synthetic_runs(manifest[manifest["exclude_reason"].isna()])
+    lines = []
+    for run in sorted(set(runs)):
+        n = int((runs == run).sum())
+        summary_path = audit_dir(ws, run) / "summary.json"
+        if not summary_path.exists():
+            lines.append(f"Synthetic run '{run}' ({n} images) was never audited: its images were used without a "
+                         f"privacy check (phenosynth audit -w WS --run {run}).")
+            continue
+        s = json.loads(summary_path.read_text())
+        r = s["run"]
+        gated = ("the privacy gate left out its non-shareable images" if enabled
+                 else "the privacy gate was OFF: its non-shareable images were used")
+        lines.append(
+            f"Synthetic run '{run}' was audited ({s['settings']['embedder']}, {s['created']}): "
+            f"{r['n_matched']} of {r['n_measured']} measured images match a real training photo "
+            f"({100 * r['matched_share']:.1f} %, stranger rate {100 * r['stranger_rate']:.1f} %), membership AUC "
+            f"{r['membership_auc']:.2f}; {r['n_shareable']} of {r['n_images']} shareable; {gated}.")
+    return lines
+
+
+__all__ = ["gate", "gate_reasons", "audit_warnings", "synthetic_runs", "REASON_UNAUDITED"]
