@@ -154,23 +154,15 @@ def test_first_of_near_duplicates_keeps_one_of_each_group():
 PIXELS = "test-pixels"
 
 
-class _PixelEntry(B.BackboneEntry):
+def _pixels(spec: B.BackboneSpec, path: Path | None) -> B.TorchBackbone:
     """A weightless 'identity embedder' for pattern faces: the crop average-pooled to 8 x 8 (192-d)."""
-
-    def __init__(self) -> None:
-        self.spec = B.BackboneSpec(name=PIXELS, embed_dim=192, native_input_size=64, weight_source="none")
-
-    def resolve(self, weights: str) -> Path | None:
-        return None
-
-    def build(self, path: Path | None) -> B.TorchBackbone:
-        return B.TorchBackbone(self.spec, nn.Sequential(nn.AdaptiveAvgPool2d(8), nn.Flatten()))
+    return B.TorchBackbone(spec, nn.Sequential(nn.AdaptiveAvgPool2d(8), nn.Flatten()))
 
 
 @pytest.fixture(autouse=True)
 def _pixel_embedder():
     """The test embedder is registered for this module's tests only (other modules iterate over the registry)."""
-    with B.BACKBONES.registered(PIXELS, _PixelEntry):
+    with B.registered_backbone(B.BackboneSpec(name=PIXELS, embed_dim=192, native_input_size=64), _pixels):
         yield
 
 SIDE = 96

@@ -19,24 +19,87 @@ from phenosynth.models import features as F
 SLOW = {"vgg16", "clip_vit_b32"}
 # smallest convenient input per backbone (ViT-B/32 has fixed 224 position embeddings; FaceNet needs >= ~100 px)
 SIZE = {"clip_vit_b32": 224, "facenet": 112}
-TORCH_BACKBONES = [n for n in B.BACKBONES.names() if B.backbone_spec(n).input_kind == "tensor"]
+BUILTIN = [n for n in B.BACKBONES.names() if not n.startswith("test-")]  # other test files register tiny ones
+TORCH_BACKBONES = [n for n in BUILTIN if B.backbone_spec(n).input_kind == "tensor"]
+
+
+def _tiny_input(spec: B.BackboneSpec):
+    """Two inputs of the kind ``spec.input_kind`` names."""
+    rng = np.random.default_rng(0)
+    if spec.input_kind == "tensor":
+        size = SIZE.get(spec.name, 64)
+        return torch.randn(2, 3, size, size)
+    if spec.input_kind == "image":
+        return [rng.integers(0, 255, (150, 150, 3), dtype=np.uint8) for _ in range(2)]
+    return B.FaceLandmarks(rng.uniform(20, 180, (2, 68, 2)), np.tile([10.0, 10.0, 200.0, 200.0], (2, 1)))
+
+
+@pytest.mark.parametrize("name", [pytest.param(n, marks=pytest.mark.slow) if n in SLOW else n for n in BUILTIN])
+def test_every_registered_backbone_follows_the_one_interface(name):
+    """Built with weights none (or default where it has no random init), run once on a tiny input of its kind."""
+    spec = B.backbone_spec(name)
+    assert spec.input_kind in B.INPUT_KINDS
+    try:
+        model = B.create_backbone(name, weights="none" if spec.random_init else "default")
+    except MissingWeightsError:
+        pytest.skip(f"{name} weights not installed")
+    assert isinstance(model, B.Backbone) and model.spec == spec
+    with torch.inference_mode():
+        out = model.forward_features(_tiny_input(spec))
+    assert tuple(out.shape) == (2, spec.embed_dim)
+    assert np.isfinite(np.asarray(out)).all()
 
 
 @pytest.mark.parametrize(
     "name", [pytest.param(n, marks=pytest.mark.slow) if n in SLOW else n for n in TORCH_BACKBONES]
 )
-def test_every_torch_backbone_builds_with_weights_none_and_embeds(name):
+def test_every_torch_backbone_builds_with_weights_none_reproducibly(name):
     model = B.create_backbone(name, weights="none")
-    size = SIZE.get(name, 64)
-    with torch.inference_mode():
-        out = model.forward_features(torch.randn(2, 3, size, size))
-    assert out.shape == (2, model.spec.embed_dim)
-    assert torch.isfinite(out).all()
-    assert model.weights_id == "none"
+    assert model.weights_id == "none" and model.weights_path is None and not model.training
     # seeded random init: the same weights every time
     again = B.create_backbone(name, weights="none")
     k = next(iter(model.state_dict()))
     assert torch.equal(model.state_dict()[k], again.state_dict()[k])
+
+
+def test_torchvision_weight_files_are_torchvisions_own():
+    import torchvision.models as tvm
+
+    enums = {"resnet152": tvm.ResNet152_Weights, "densenet169": tvm.DenseNet169_Weights, "vgg16": tvm.VGG16_Weights,
+             "swin_t": tvm.Swin_T_Weights, "mobilenet_v2": tvm.MobileNet_V2_Weights}
+    assert {n: B.backbone_spec(n).weight_url for n in enums} == {n: e.IMAGENET1K_V1.url for n, e in enums.items()}
+
+
+def test_timm_is_a_registry_family():
+    pytest.importorskip("timm")
+    assert "timm:resnet10t" in B.BACKBONES and "timm:<name>" in B.list_backbones()
+    entry = B.BACKBONES.create("timm:resnet10t")
+    assert entry.spec.name == "timm:resnet10t" and entry.spec.native_input_size == 176  # timm's pretrained cfg
+    with pytest.raises(PhenosynthError, match="timm:<name>"):
+        B.create_backbone("timmy:resnet10t")
+
+
+def test_feature_cache_keys_are_unchanged(tmp_path):
+    """Issue 10: the backbone interface changed, the cache folder names did not (existing caches stay valid)."""
+    ws = Workspace.open(tmp_path / "ws", create=True)
+    assert F.cache_key("mobilenet_v2", "none", "paper", "dlib-hog+dlib68") == "mobilenet_v2-paper-none-dlib-hog+dlib68"
+    assert F.cache_key("timm:resnet10t", "none", "native") == "timm-resnet10t-native-none-crops"
+    ckpt = tmp_path / "w.pth"
+    ckpt.write_bytes(b"weights")
+    digest = hashlib.sha256(b"weights").hexdigest()[:16]
+    assert F.feature_cache_dir(ws, "resnet152", str(ckpt)).name == f"resnet152-paper-{digest}-crops"
+
+
+def test_weight_digests_follow_the_file_content_and_persist(tmp_path):
+    from phenosynth.models.weights import WeightDigests
+
+    f = tmp_path / "w.pth"
+    f.write_bytes(b"one")
+    digests = WeightDigests(tmp_path / "digests")
+    assert digests(f) == hashlib.sha256(b"one").hexdigest()
+    f.write_bytes(b"two!")  # a new version (other size) of the same file: hashed again
+    assert digests(f) == hashlib.sha256(b"two!").hexdigest()
+    assert WeightDigests(tmp_path / "digests")(f) == hashlib.sha256(b"two!").hexdigest()  # from the disk cache
 
 
 def test_timm_backbone_by_name():
@@ -56,8 +119,8 @@ def test_dlib_descriptor_on_a_crop():
     except MissingWeightsError:
         pytest.skip("face_recognition_models not installed")
     crop = np.random.default_rng(0).integers(0, 255, (150, 150, 3), dtype=np.uint8)
-    out = model.features_from_images([crop, crop])
-    assert out.shape == (2, 128) and np.allclose(out[0], out[1])
+    out = model.forward_features([crop, crop])
+    assert out.shape == (2, 128) and np.array_equal(out[0], out[1])
     with pytest.raises(PhenosynthError, match="no random initialisation"):
         B.create_backbone("dlib_resnet128", weights="none")
 
@@ -67,7 +130,7 @@ def test_shape68_features_from_landmarks():
     model = B.create_backbone("shape68")
     rng = np.random.default_rng(0)
     lm = rng.uniform(20, 180, (3, 68, 2))
-    out = model.features_from_landmarks(lm, np.tile([10.0, 10.0, 200.0, 200.0], (3, 1)))
+    out = model.forward_features(B.FaceLandmarks(lm, np.tile([10.0, 10.0, 200.0, 200.0], (3, 1))))
     from phenosynth.faces.representations import represent
 
     assert out.shape == (3, 136)  # 68 Procrustes-normalised (x, y) points
@@ -250,3 +313,36 @@ def test_an_interrupted_extraction_keeps_its_progress_and_the_next_call_computes
         assert z["image_ids"].tolist() == zb["image_ids"].tolist() == ids
         np.testing.assert_allclose(z["X"], zb["X"], rtol=1e-5, atol=1e-5)
     assert kept_b == kept
+
+
+def test_an_image_backbone_runs_on_every_core_in_worker_processes(tmp_path, monkeypatch):
+    """Issue 10, item 3: dlib's descriptor holds the GIL, so extraction used one core while the other waited. Now the
+    crops are shared out to one worker process per core, with the same numbers as one process computing them all."""
+    import os
+
+    pytest.importorskip("dlib")
+    try:
+        model = B.create_backbone("dlib_resnet128")
+    except MissingWeightsError:
+        pytest.skip("face_recognition_models not installed")
+    ws, paths = _tiny_workspace(tmp_path, n=4)
+    monkeypatch.setattr("phenosynth.faces.align.ensure_aligned_crops",
+                        lambda ws_, ids, size=224, on_progress=None, **kw: {i: paths[i] for i in ids})
+    monkeypatch.setattr(F, "_usable_cores", lambda: 2, raising=False)  # as on the 2-core machine the issue names
+    pid_log = tmp_path / "pids.txt"
+    forward = B.DlibBackbone.forward_features
+
+    def logged(self, x):
+        with open(pid_log, "a") as fh:
+            fh.write(f"{os.getpid()}\n")
+        return forward(self, x)
+
+    monkeypatch.setattr(B.DlibBackbone, "forward_features", logged)
+    ids = list(paths)
+    kept, X = F.extract_features(ws, "dlib_resnet128", ids)
+    pids = pid_log.read_text().split()
+    assert len(pids) == 4 and len(set(pids)) == 2 and str(os.getpid()) not in pids
+    from phenosynth.data.imageio import load_rgb
+
+    assert kept == ids
+    np.testing.assert_array_equal(X, forward(model, [load_rgb(paths[i]) for i in ids]))

@@ -23,22 +23,17 @@ from phenosynth.training import RESULT_COLUMNS, TrainConfig, train, train_cell
 TINY = "test-tiny"
 
 
-class _TinyEntry(B.BackboneEntry):
+def _tiny(spec: B.BackboneSpec, path: Path | None) -> B.TorchBackbone:
     """A seeded 2-layer CNN at 32x32: the diffusers-style dummy backbone."""
-
-    def __init__(self) -> None:
-        self.spec = B.BackboneSpec(name=TINY, embed_dim=8, native_input_size=32, weight_source="none")
-
-    def resolve(self, weights: str) -> Path | None:
-        return None
-
-    def build(self, path: Path | None) -> B.TorchBackbone:
-        net = nn.Sequential(nn.Conv2d(3, 8, 3, stride=2), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten())
-        return B.TorchBackbone(self.spec, net)
+    net = nn.Sequential(nn.Conv2d(3, 8, 3, stride=2), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten())
+    return B.TorchBackbone(spec, net)
 
 
-if TINY not in B.BACKBONES:
-    B.BACKBONES.register(TINY)(_TinyEntry)
+@pytest.fixture(autouse=True)
+def _tiny_backbone():
+    """The tiny backbone exists for this module's tests only (other modules iterate over the registry)."""
+    with B.registered_backbone(B.BackboneSpec(name=TINY, embed_dim=8, native_input_size=32), _tiny):
+        yield
 
 
 def _blobs(n_per_class: int = 15, n_classes: int = 4, d: int = 20, seed: int = 0):

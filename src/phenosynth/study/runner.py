@@ -519,16 +519,17 @@ def check_study(ws: Workspace, spec: StudySpec, *, cell_fn: CellFunctionRef | No
         GENERATORS.get(spec.generator.name)
     if cell_fn is not None:
         return
-    from phenosynth.models.backbones import backbone_entry
+    from phenosynth.models.backbones import backbone_spec
+    from phenosynth.models.weights import resolve_weights
 
     df = ws.load_manifest()
     generated = spec.generator.per_class if isinstance(spec.generator, GeneratorSpec) else 0
     _check_folds_and_counts(ws, spec, df, extra_synthetic=generated if _will_generate(spec, df) else 0)
     needs_weights = not spec.features_from or getattr(trainer, "input_kind", "features") != "features"
     for b in spec.backbones:
-        entry = backbone_entry(b.name)
+        backbone = backbone_spec(b.name)  # unknown names raise here
         if needs_weights:
-            entry.resolve(b.weights)  # MissingWeightsError naming the file and folder; never downloads
+            resolve_weights(backbone, b.weights)  # MissingWeightsError naming the file and folder; never downloads
         if spec.features_from and not feature_file(Path(spec.features_from), b.name).exists():
             raise StudyError(f"No precomputed features for backbone '{b.name}': expected "
                              f"{feature_file(Path(spec.features_from), b.name)} (an .npz with arrays ids (N,) and "

@@ -44,8 +44,10 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
-class BackboneSpec(_Strict):
-    """One backbone of the grid and the weights to load for it (``default``, ``none`` or a file path)."""
+class BackboneChoice(_Strict):
+    """One backbone of the grid: a registry name and the weights to load for it (``default``, ``none`` or a file
+    path). What the backbone is (input, embedding size, weight source) is its
+    :class:`phenosynth.models.backbones.BackboneSpec`, the one owner of that concept."""
 
     name: str
     weights: str = "default"
@@ -95,7 +97,7 @@ class GeneratorSpec(_Strict):
 class StudySpec(_Strict):
     """A whole study. Build with :func:`load_spec` (from YAML) or directly from keyword arguments."""
 
-    backbones: list[BackboneSpec] = Field(min_length=1)
+    backbones: list[BackboneChoice] = Field(min_length=1)
     regimes: RegimeSpec = Field(default_factory=RegimeSpec)
     selection: str = "top-per-class"
     per_class: bool = False
