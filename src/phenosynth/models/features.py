@@ -27,6 +27,7 @@ from phenosynth.data.workspace import Workspace, atomic_write
 from phenosynth.errors import PhenosynthError
 from phenosynth.models.backbones import Backbone, FaceLandmarks, backbone_spec, create_backbone, weights_id
 from phenosynth.models.weights import WeightDigests
+from phenosynth.parallel import available_cpus, loader_start_method
 from phenosynth.progress import ProgressCallback, report
 
 log = logging.getLogger(__name__)
@@ -84,13 +85,10 @@ def _stack_rows(rows: list[np.ndarray]) -> np.ndarray:
 
 
 def _usable_cores() -> int:
-    """Cores this process may run on (its CPU affinity, e.g. under ``taskset`` or a container's cpuset); 1 inside a
-    daemonic pool worker, which may not start processes of its own."""
+    """:func:`phenosynth.parallel.available_cpus`; 1 inside a daemonic pool worker, which may not start processes."""
     import multiprocessing
 
-    if multiprocessing.current_process().daemon:
-        return 1
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    return 1 if multiprocessing.current_process().daemon else available_cpus()
 
 
 def default_num_workers(n_items: int, batch_size: int) -> int:
@@ -311,7 +309,8 @@ def _compute_batches(
         workers = _image_backbone_workers(len(paths)) if num_workers is None else num_workers
         per_batch = max(1, min(batch_size, -(-len(paths) // max(workers, 1))))
         loader = DataLoader(ImageFeatureDataset(paths, model), batch_size=per_batch, shuffle=False,
-                            num_workers=workers, collate_fn=_stack_rows, prefetch_factor=2 if workers else None)
+                            num_workers=workers, collate_fn=_stack_rows, prefetch_factor=2 if workers else None,
+                            multiprocessing_context=loader_start_method() if workers else None)
 
         def embed(batch: np.ndarray) -> np.ndarray:
             return batch
@@ -319,7 +318,8 @@ def _compute_batches(
         workers = default_num_workers(len(paths), batch_size) if num_workers is None else num_workers
         size, mean, std = model.spec.preprocessing(preprocessing)
         loader = DataLoader(CropDataset(paths, size, mean, std), batch_size=batch_size, shuffle=False,
-                            num_workers=workers, persistent_workers=False, prefetch_factor=4 if workers else None)
+                            num_workers=workers, persistent_workers=False, prefetch_factor=4 if workers else None,
+                            multiprocessing_context=loader_start_method() if workers else None)
 
         def embed(batch: torch.Tensor) -> np.ndarray:
             with torch.inference_mode():
