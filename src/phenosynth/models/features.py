@@ -14,7 +14,7 @@ import json
 import logging
 import os
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -244,56 +244,86 @@ def extract_features(
     log.info("%s features: %d image(s) from cache, %d to compute", backbone, done, len(todo))
     report(on_progress, done, total)
     if todo:
-        from phenosynth.faces.align import ensure_aligned_crops
-
-        crops = ensure_aligned_crops(ws, todo, size=CROP_SIZE, detector=detector, landmarker=landmarker)
-        no_crop = [i for i in todo if i not in crops]
-        if no_crop:
-            log.warning("%d image(s) have no usable face crop and get no %s features (e.g. %s)",
-                        len(no_crop), backbone, no_crop[:3])
-        have = [i for i in todo if i in crops]
-        if have:
-            model = create_backbone(backbone, weights, digests)
-            pending: list[tuple[str, np.ndarray]] = []
-            new: dict[str, np.ndarray] = {}
-            last_flush = time.monotonic()
-
-            def flush() -> None:
-                if pending:
-                    _write_part(folder, [i for i, _ in pending], np.stack([r for _, r in pending]))
-                    pending.clear()
-
-            batches = _compute_batches(model, have, [Path(crops[i]) for i in have], preprocessing, batch_size,
-                                       num_workers)
-            try:
-                for batch_ids, X_batch in batches:
-                    if not new:  # the cache folder says what it holds before its first file
-                        _write_meta(folder, {
-                            "backbone": backbone, "weights": weights, "weights_id": model.weights_id,
-                            "weights_path": str(model.weights_path) if model.weights_path else None,
-                            "preprocessing": preprocessing, "embed_dim": int(X_batch.shape[1]),
-                        })
-                    for iid, row in zip(batch_ids, X_batch):
-                        new[iid] = row
-                        pending.append((iid, row))
-                    if len(new) < len(have) and (
-                        len(pending) >= checkpoint_every or time.monotonic() - last_flush >= checkpoint_seconds
-                    ):  # progress survives a kill; the last batch goes straight into the shard
-                        flush()
-                        last_flush = time.monotonic()
-                    report(on_progress, done + len(new), total)
-            except BaseException:
-                flush()  # an error or Ctrl-C: keep what is done for the next call
-                raise
+        crops = _crop_files(ws, backbone, todo, detector, landmarker)
+        if crops:
+            new = _compute_into_cache(folder, crops, backbone=backbone, weights=weights, digests=digests,
+                                      preprocessing=preprocessing, batch_size=batch_size, num_workers=num_workers,
+                                      checkpoint_every=checkpoint_every, checkpoint_seconds=checkpoint_seconds,
+                                      on_rows=lambda n: report(on_progress, done + n, total))
             _compact_parts(folder, ids, new)
             cached.update(new)
         report(on_progress, total, total)
     if folder.exists() and any(folder.glob("part-*.npz")):  # left by a killed call, now all loaded above
         _compact_parts(folder, ids, {})
-    kept = [i for i in ids if i in cached]
+    return _stack_kept(ids, cached, spec.embed_dim)
+
+
+def _crop_files(ws: Workspace, backbone: str, ids: list[str], detector: str | None,
+                landmarker: str | None) -> dict[str, Path]:
+    """image_id -> aligned crop file of each of ``ids`` that has a usable face crop (made now if missing), in the
+    order of ``ids``; the others are logged as getting no ``backbone`` features."""
+    from phenosynth.faces.align import ensure_aligned_crops
+
+    crops = ensure_aligned_crops(ws, ids, size=CROP_SIZE, detector=detector, landmarker=landmarker)
+    no_crop = [i for i in ids if i not in crops]
+    if no_crop:
+        log.warning("%d image(s) have no usable face crop and get no %s features (e.g. %s)",
+                    len(no_crop), backbone, no_crop[:3])
+    return {i: Path(crops[i]) for i in ids if i in crops}
+
+
+def _compute_into_cache(
+    folder: Path, crops: dict[str, Path], *, backbone: str, weights: str, digests: WeightDigests, preprocessing: str,
+    batch_size: int, num_workers: int | None, checkpoint_every: int, checkpoint_seconds: float,
+    on_rows: Callable[[int], None],
+) -> dict[str, np.ndarray]:
+    """Features of every crop in ``crops`` (image_id -> crop file) by ``backbone``: image_id -> ``(d,)`` row.
+
+    The cache ``folder`` gets its ``meta.json`` before its first file. Every ``checkpoint_every`` rows or
+    ``checkpoint_seconds`` seconds the rows not yet saved go to a part file (except after the last batch: the caller
+    folds those straight into the shard), and an error or Ctrl-C saves them before it propagates, so the next call
+    computes only the rest. ``on_rows(n)`` is told how many rows are computed so far, after every batch.
+    """
+    model = create_backbone(backbone, weights, digests)
+    pending: list[tuple[str, np.ndarray]] = []
+    new: dict[str, np.ndarray] = {}
+    last_flush = time.monotonic()
+
+    def flush() -> None:
+        if pending:
+            _write_part(folder, [i for i, _ in pending], np.stack([r for _, r in pending]))
+            pending.clear()
+
+    batches = _compute_batches(model, list(crops), list(crops.values()), preprocessing, batch_size, num_workers)
+    try:
+        for batch_ids, X_batch in batches:
+            if not new:  # the cache folder says what it holds before its first file
+                _write_meta(folder, {
+                    "backbone": backbone, "weights": weights, "weights_id": model.weights_id,
+                    "weights_path": str(model.weights_path) if model.weights_path else None,
+                    "preprocessing": preprocessing, "embed_dim": int(X_batch.shape[1]),
+                })
+            for iid, row in zip(batch_ids, X_batch):
+                new[iid] = row
+                pending.append((iid, row))
+            if len(new) < len(crops) and (
+                len(pending) >= checkpoint_every or time.monotonic() - last_flush >= checkpoint_seconds
+            ):  # progress survives a kill; the last batch goes straight into the shard
+                flush()
+                last_flush = time.monotonic()
+            on_rows(len(new))
+    except BaseException:
+        flush()  # an error or Ctrl-C: keep what is done for the next call
+        raise
+    return new
+
+
+def _stack_kept(ids: list[str], rows: dict[str, np.ndarray], embed_dim: int) -> tuple[list[str], np.ndarray]:
+    """``(the ids that have a row, in order; their rows as (N, d) float32)``; ``(0, embed_dim)`` when none has."""
+    kept = [i for i in ids if i in rows]
     if not kept:
-        return kept, np.zeros((0, max(spec.embed_dim, 0)), np.float32)
-    return kept, np.stack([cached[i] for i in kept]).astype(np.float32, copy=False)
+        return kept, np.zeros((0, max(embed_dim, 0)), np.float32)
+    return kept, np.stack([rows[i] for i in kept]).astype(np.float32, copy=False)
 
 
 def _compute_batches(

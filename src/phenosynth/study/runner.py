@@ -615,8 +615,7 @@ def run_study(
     """
     t0 = time.perf_counter()
     ws = ws if isinstance(ws, Workspace) else Workspace.open(ws)
-    if not isinstance(spec, StudySpec):
-        spec = spec_from_dict(spec)
+    spec = spec if isinstance(spec, StudySpec) else spec_from_dict(spec)
     spec = spec.with_paths_from(Path.cwd())  # config.yaml stores absolute paths: re-runnable from anywhere
     if not name or any(ch in name for ch in "/\\") or name.startswith("."):
         raise StudyError(f"Run name '{name}' is not a plain folder name; use e.g. --name paper-2026.")
@@ -624,7 +623,40 @@ def run_study(
     assert_no_leakage(ws)  # a leaking split (e.g. a hand-edited manifest) is refused before anything is written
     cells = expand_grid(spec)
     run_dir = ws.runs_dir / name
-    # Everything that can fail without doing work fails here, before the run folder exists.
+    resuming = _check_run_can_start(ws, spec, name, len(cells), resume=resume, cell_fn=cell_fn)
+
+    finished = read_finished(run_dir, cells)
+    todo = [c for c in cells if c.cell_id not in finished]
+    result = StudyResult(run_dir=run_dir, n_cells=len(cells), n_resumed=len(finished), n_ran=0)
+    if todo and cell_fn is None:
+        tp = time.perf_counter()
+        prepare_study(ws, spec, on_progress=on_prepare)  # writes to the workspace only, never to run_dir
+        result.prepare_seconds = time.perf_counter() - tp
+    if not resuming:  # the run folder is made only now, after the study could start
+        _create_run_folder(run_dir, _config(ws, spec, name, len(cells)))  # the data the cells train on
+    report(on_progress, len(finished), len(cells))
+    job = CellJob(workspace=str(ws.root), spec=spec.resolved(), cell_fn=cell_fn or DEFAULT_CELL_FUNCTION)
+    _run_and_store_cells(execute, job, todo, finished, result, created_run_folder=not resuming,
+                         on_progress=on_progress)
+
+    result.results = _write_results(run_dir, spec, cells)
+    if result.failed:
+        result.seconds = time.perf_counter() - t0
+        raise _failed_cells_error(result, n_finished=len(finished))
+    if build_report:
+        from phenosynth.study.report import build_report as _build_report
+
+        result.report_files = _build_report(run_dir, ws=ws).files
+    result.seconds = time.perf_counter() - t0
+    return result
+
+
+def _check_run_can_start(ws: Workspace, spec: StudySpec, name: str, n_cells: int, *, resume: bool,
+                         cell_fn: CellFunctionRef | None) -> bool:
+    """Everything that can fail without doing work fails here, before the run folder exists: a run ``name`` that
+    exists (allowed only with ``resume``, and only for a study run), :func:`check_study`, and a resumed run's spec
+    and manifest against this call's. Returns whether the run resumes (its folder holds a started run)."""
+    run_dir = ws.runs_dir / name
     if run_dir.exists() and not is_unstarted_leftover(run_dir):
         if not resume:
             raise StudyError(
@@ -635,22 +667,26 @@ def run_study(
     check_study(ws, spec, cell_fn=cell_fn)
     resuming = (run_dir / "config.yaml").exists() and not is_unstarted_leftover(run_dir)
     if resuming:
-        _check_resume(run_dir, _config(ws, spec, name, len(cells)))
+        _check_resume(run_dir, _config(ws, spec, name, n_cells))
+    return resuming
 
-    finished = read_finished(run_dir, cells)
-    todo = [c for c in cells if c.cell_id not in finished]
-    result = StudyResult(run_dir=run_dir, n_cells=len(cells), n_resumed=len(finished), n_ran=0)
-    if todo and cell_fn is None:
-        tp = time.perf_counter()
-        prepare_study(ws, spec, on_progress=on_prepare)  # writes to the workspace only, never to run_dir
-        result.prepare_seconds = time.perf_counter() - tp
-    if not resuming:  # the run folder is made only now, after the study could start
-        shutil.rmtree(run_dir, ignore_errors=True)  # a leftover of a run that never started (no results)
-        cells_dir(run_dir).mkdir(parents=True)
-        text = yaml.safe_dump(_config(ws, spec, name, len(cells)), sort_keys=False)  # the data the cells train on
-        atomic_write(run_dir / "config.yaml", lambda p: Path(p).write_text(text))
-    report(on_progress, len(finished), len(cells))
-    job = CellJob(workspace=str(ws.root), spec=spec.resolved(), cell_fn=cell_fn or DEFAULT_CELL_FUNCTION)
+
+def _create_run_folder(run_dir: Path, config: dict[str, Any]) -> None:
+    """A new run folder: an empty ``cells/`` and ``config.yaml`` (replacing a leftover of a run that never started,
+    which holds no results)."""
+    shutil.rmtree(run_dir, ignore_errors=True)
+    cells_dir(run_dir).mkdir(parents=True)
+    text = yaml.safe_dump(config, sort_keys=False)
+    atomic_write(run_dir / "config.yaml", lambda p: Path(p).write_text(text))
+
+
+def _run_and_store_cells(execute: Executor, job: CellJob, todo: list[Cell], finished: dict[str, dict],
+                         result: StudyResult, *, created_run_folder: bool,
+                         on_progress: ProgressCallback | None) -> None:
+    """Run the ``todo`` cells with ``execute``, storing each outcome as it arrives: a finished cell's row in
+    ``cells/<id>.json`` (added to ``finished``, counted in ``result.n_ran``), a failed cell's traceback in
+    ``cells/<id>.error.txt`` (added to ``result.failed``). ``on_progress(done, total)`` after every cell."""
+    run_dir = result.run_dir
     try:
         for cell, outcome in (execute(job, todo) if todo else ()):
             if isinstance(outcome, CellFailure):
@@ -662,32 +698,32 @@ def run_study(
                 write_cell(run_dir, cell, outcome)
                 finished[cell.cell_id] = outcome
                 result.n_ran += 1
-            report(on_progress, len(finished), len(cells))
+            report(on_progress, len(finished), result.n_cells)
     except BaseException:
         # The executor itself failed (e.g. Ray could not start) or the user interrupted it: a run folder this call
         # created and that holds no finished or failed cell is removed, so the name stays free.
-        if not resuming and not any(cells_dir(run_dir).iterdir()):
+        if created_run_folder and not any(cells_dir(run_dir).iterdir()):
             shutil.rmtree(run_dir, ignore_errors=True)
         raise
 
+
+def _write_results(run_dir: Path, spec: StudySpec, cells: list[Cell]) -> pd.DataFrame:
+    """Write ``results.csv`` (every finished cell's row in grid order, without the ``*_seconds`` columns, so it is
+    bit-identical across runs) and ``timings.csv`` (those columns); returns the results table."""
     results = assemble_results(spec, cells, read_finished(run_dir, cells))
     timing_cols = [c for c in results.columns if c.endswith("_seconds")]
     timings = results[["backbone", "regime", "n_synthetic", "fold", "seed", *timing_cols]]
-    results = results.drop(columns=timing_cols)  # results.csv is bit-identical across runs; times go apart
+    results = results.drop(columns=timing_cols)
     atomic_write(run_dir / "results.csv", lambda p: results.to_csv(p, index=False))
     atomic_write(run_dir / "timings.csv", lambda p: timings.to_csv(p, index=False))
-    result.results = results
-    if result.failed:
-        result.seconds = time.perf_counter() - t0
-        first = result.failed[0][1]
-        raise StudyError(
-            f"{len(result.failed)} of {len(cells)} cells failed (first: {result.failed[0][0]}: {first}). "
-            f"Tracebacks are in {cells_dir(run_dir)}/*.error.txt; fix the cause and rerun with --resume "
-            f"({len(finished)} finished cells are kept)."
-        )
-    if build_report:
-        from phenosynth.study.report import build_report as _build_report
+    return results
 
-        result.report_files = _build_report(run_dir, ws=ws).files
-    result.seconds = time.perf_counter() - t0
-    return result
+
+def _failed_cells_error(result: StudyResult, *, n_finished: int) -> StudyError:
+    """The error of a study whose cells ran but some failed (the finished ones are kept for --resume)."""
+    first_key, first = result.failed[0]
+    return StudyError(
+        f"{len(result.failed)} of {result.n_cells} cells failed (first: {first_key}: {first}). "
+        f"Tracebacks are in {cells_dir(result.run_dir)}/*.error.txt; fix the cause and rerun with --resume "
+        f"({n_finished} finished cells are kept)."
+    )

@@ -187,13 +187,12 @@ def _format_validation_error(exc: ValidationError, source: str) -> str:
 
 
 def _check_backbones(spec: StudySpec, source: str) -> None:
-    """Unknown backbone names, listed against the models registry."""
+    """Unknown backbone names (not in the models registry, which also resolves its ``timm:`` family), each with its
+    close matches."""
     from phenosynth.models.backbones import BACKBONES as registry  # lazy: torch costs seconds of a CLI start-up
 
     valid = list(registry.names())
-    unknown = [
-        b.name for b in spec.backbones if b.name not in registry and not b.name.startswith("timm:")
-    ]
+    unknown = [b.name for b in spec.backbones if b.name not in registry]  # the registry knows the timm: family
     if unknown:
         import difflib
 
