@@ -1,5 +1,6 @@
 """Shared fixtures: tests make their own data. Helper modules live in this package (``tests._faces_data``,
-``tests._study_fakes``); pytest imports it in importlib mode, so no test touches ``sys.path`` by hand."""
+``tests._study_fakes``, ``tests._workspaces``); pytest imports it in importlib mode, so no test touches ``sys.path``
+by hand."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from tests import _workspaces
 from tests._study_fakes import FAKE_CELLS
 
 
@@ -43,3 +45,20 @@ def pool_starts(monkeypatch: pytest.MonkeyPatch) -> list[int]:
 
     monkeypatch.setattr(parallel, "process_pool", spy)
     return starts
+
+
+
+# --- workspace builders: factory fixtures ``make_<builder>`` handing tests a builder of tests/_workspaces.py (its
+# docstring says what data it makes), called as ``make_x_workspace(root, ...)``; the workspace is made at root / "ws" --
+
+
+def _builder_fixture(build):
+    return pytest.fixture(scope="session", name=f"make_{build.__name__}")(lambda: build)
+
+
+make_photo_workspace = _builder_fixture(_workspaces.photo_workspace)  # (root, {name: image}) -> (ws, {name: id})
+make_landmark_workspace = _builder_fixture(_workspaces.landmark_workspace)  # (root) -> (ws, faces)
+make_colour_workspace = _builder_fixture(_workspaces.colour_workspace)  # (root, *, n_classes, ...) -> (ws, paths)
+make_noise_workspace = _builder_fixture(_workspaces.noise_workspace)  # (root, n) -> (ws, paths)
+make_feature_workspace = _builder_fixture(_workspaces.feature_workspace)  # (root, *, n_classes, ..., dims) -> ws
+make_patient_workspace = _builder_fixture(_workspaces.patient_workspace)  # (root) -> (ws, paths, faces)

@@ -3,7 +3,6 @@ workspace whose synthetic images are shape-warps of the real photos (identity co
 
 from __future__ import annotations
 
-import hashlib
 import json
 from pathlib import Path
 
@@ -18,6 +17,7 @@ from phenosynth.audit import stats
 from phenosynth.data.workspace import Workspace
 from phenosynth.errors import PhenosynthError
 from phenosynth.models import backbones as B
+from tests._workspaces import image_row, pattern_person, pattern_photo, phash_of
 
 # --- threshold calibration ----------------------------------------------------------------------------------------
 
@@ -165,53 +165,6 @@ def _pixel_embedder():
     with B.registered_backbone(B.BackboneSpec(name=PIXELS, embed_dim=192, native_input_size=64), _pixels):
         yield
 
-SIDE = 96
-BOX = np.array([16.0, 12.0, 80.0, 88.0])
-
-
-def _person(rng: np.random.Generator) -> np.ndarray:
-    """A 'face' of one person: a smooth random colour pattern, ``(SIDE, SIDE, 3)`` float."""
-    coarse = rng.uniform(0, 255, (6, 6, 3)).astype(np.uint8)
-    return np.asarray(Image.fromarray(coarse).resize((SIDE, SIDE), Image.BICUBIC), dtype=np.float64)
-
-
-def _photo(person: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    """Another photo of ``person``: shifted a little, other light, sensor noise."""
-    shifted = np.roll(person, tuple(rng.integers(-2, 3, 2)), axis=(0, 1))
-    return np.clip(shifted * rng.uniform(0.9, 1.1) + rng.normal(0, 6, shifted.shape), 0, 255).astype(np.uint8)
-
-
-def _save(path: Path, img: np.ndarray) -> tuple[str, str]:
-    import imagehash
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(img).save(path)
-    return hashlib.sha256(path.read_bytes()).hexdigest(), str(imagehash.phash(Image.fromarray(img)))
-
-
-def build_workspace(tmp_path: Path) -> tuple[Workspace, dict[str, Path], pd.DataFrame]:
-    """3 conditions x 4 patients x 2 photos; per condition one patient is held out (test). Faces: hand-placed
-    68-point landmarks in a fixed box."""
-    from tests.test_synth import template68
-
-    ws = Workspace.open(tmp_path / "ws", create=True)
-    rng = np.random.default_rng(0)
-    rows, faces, paths = [], [], {}
-    for c, label in enumerate("ABC"):
-        for s in range(4):
-            person = _person(rng)
-            for k in range(2):
-                iid, ph = _save(ws.root / "real" / f"{label}{s}_{k}.png", _photo(person, rng))
-                paths[iid] = ws.root / "real" / f"{label}{s}_{k}.png"
-                rows.append({"image_id": iid, "path": f"real/{label}{s}_{k}.png", "label": label,
-                             "subject_id": f"{label}{s}", "source": "real", "split": "test" if s == 3 else "train",
-                             "fold": None if s == 3 else s, "phash": ph, "width": SIDE, "height": SIDE})
-                faces.append({"image_id": iid, "status": "ok", "landmarks": template68() * (BOX[2:] - BOX[:2]) + BOX[:2],
-                              **dict(zip(["box_x0", "box_y0", "box_x1", "box_y1"], BOX))})
-    ws.save_manifest(pd.DataFrame(rows))
-    return ws, paths, pd.DataFrame(faces).set_index("image_id")
-
-
 def add_other_people(ws: Workspace, paths: dict[str, Path], n_per_class: int = 6, seed: int = 7) -> None:
     """Synthetic images of people who are not in the real set (run 'others')."""
     rng = np.random.default_rng(seed)
@@ -220,19 +173,17 @@ def add_other_people(ws: Workspace, paths: dict[str, Path], n_per_class: int = 6
     for label in "ABC":
         parent = m.loc[(m["label"] == label) & (m["split"] == "train"), "image_id"].iloc[0]
         for i in range(n_per_class):
-            rel = f"synthetic/others/{label}/{i}.png"
-            iid, ph = _save(ws.root / rel, _photo(_person(rng), rng))
-            paths[iid] = ws.root / rel
-            rows.append({"image_id": iid, "path": rel, "label": label, "source": "synthetic", "generator": "other",
-                         "parents": [parent], "split": "train", "phash": ph,
-                         "params": json.dumps({"run": "others", "index": i})})
+            p, img = ws.root / "synthetic" / "others" / label / f"{i}.png", pattern_photo(pattern_person(rng), rng)
+            rows.append(image_row(ws, p, img, label=label, source="synthetic", generator="other", parents=[parent],
+                                  split="train", phash=phash_of(img), params=json.dumps({"run": "others", "index": i})))
+            paths[rows[-1]["image_id"]] = p
     ws.save_manifest(pd.concat([m, pd.DataFrame(rows)], ignore_index=True))
 
 
 @pytest.fixture
-def audited_ws(tmp_path, monkeypatch):
+def audited_ws(tmp_path, monkeypatch, make_patient_workspace):
     """Real photos, shape-warp images of them (run 'shape-warp-seed0') and images of other people (run 'others')."""
-    ws, paths, faces = build_workspace(tmp_path)
+    ws, paths, faces = make_patient_workspace(tmp_path)
     from phenosynth.synth.generation import generate
 
     generate(ws, "shape-warp", per_class=6, seed=0, faces=faces, n_jobs=1)
@@ -324,7 +275,7 @@ def test_a_second_audit_uses_the_cached_embeddings_and_says_it_replaced_the_firs
     assert summary["replaces"]["settings"]["embedder"] == PIXELS
 
 
-def test_audit_user_errors(audited_ws, tmp_path):
+def test_audit_user_errors(audited_ws, tmp_path, make_patient_workspace):
     from phenosynth.audit.privacy import audit
 
     ws, _, _ = audited_ws
@@ -332,7 +283,7 @@ def test_audit_user_errors(audited_ws, tmp_path):
         audit(ws, "nope", embedder=PIXELS)
     with pytest.raises(PhenosynthError, match="Unknown distance"):
         audit(ws, embedder=PIXELS, metric="manhattan")
-    bare, _, _ = build_workspace(tmp_path / "bare")
+    bare, _, _ = make_patient_workspace(tmp_path / "bare")
     with pytest.raises(PhenosynthError, match="phenosynth generate -w"):
         audit(bare, embedder=PIXELS)
 

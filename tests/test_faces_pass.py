@@ -16,7 +16,7 @@ from phenosynth.faces.align import alignment_matrix, ensure_aligned_crops
 from phenosynth.faces.facepass import face_exclusions, load_faces, run_face_pass
 from phenosynth.faces.landmarks import alignment_template, order_is_sane
 from phenosynth.faces.procrustes import apply_matrix
-from tests._faces_data import face_image, make_workspace, two_faces
+from tests._faces_data import face_image, two_faces
 
 
 def _gray(im: np.ndarray) -> np.ndarray:
@@ -24,7 +24,7 @@ def _gray(im: np.ndarray) -> np.ndarray:
 
 
 @pytest.fixture(scope="module")
-def processed(tmp_path_factory: pytest.TempPathFactory):
+def processed(tmp_path_factory: pytest.TempPathFactory, make_photo_workspace):
     root = tmp_path_factory.mktemp("facepass")
     images = {
         "face": face_image(160),
@@ -33,7 +33,7 @@ def processed(tmp_path_factory: pytest.TempPathFactory):
         "blank": np.full((120, 120, 3), 127, np.uint8),
         "broken": b"\x89PNG\r\n\x1a\n this is not really a png",
     }
-    ws, ids = make_workspace(root, images)
+    ws, ids = make_photo_workspace(root, images)
     summary = run_face_pass(ws, workers=2)
     return ws, ids, summary
 
@@ -115,8 +115,8 @@ def test_aligned_crops_at_224_and_160(processed) -> None:
     assert ensure_aligned_crops(ws, [ids["face"]], size=160)[ids["face"]].stat().st_mtime_ns == mtime  # cached
 
 
-def test_load_faces_before_the_pass_says_what_to_run(tmp_path: Path) -> None:
-    ws, _ = make_workspace(tmp_path, {"face": face_image(120)})
+def test_load_faces_before_the_pass_says_what_to_run(tmp_path: Path, make_photo_workspace) -> None:
+    ws, _ = make_photo_workspace(tmp_path, {"face": face_image(120)})
     with pytest.raises(WorkspaceError, match="Run first: phenosynth faces -w"):
         load_faces(ws)
     run_face_pass(ws)
@@ -139,9 +139,10 @@ def test_cli_faces_prints_a_summary_by_status(processed) -> None:
 @pytest.mark.parametrize(
     ("detector", "landmarker"), [pytest.param("mtcnn", "mtcnn5", marks=pytest.mark.slow), ("dlib-hog", "dlib5")]
 )
-def test_other_settings_sit_beside_the_default_in_faces_parquet(tmp_path: Path, detector: str, landmarker: str) -> None:
+def test_other_settings_sit_beside_the_default_in_faces_parquet(tmp_path: Path, detector: str, landmarker: str,
+                                                                 make_photo_workspace) -> None:
     images = {"face": face_image(160), "gray": _gray(face_image(170)), "two": two_faces(), "face2": face_image(200)}
-    ws, ids = make_workspace(tmp_path, images)
+    ws, ids = make_photo_workspace(tmp_path, images)
     run_face_pass(ws, workers=1)
     summary = run_face_pass(ws, detector=detector, landmarker=landmarker, workers=2)
     assert summary.by_status == {"ok": 3, "ok-largest-of-N": 1} and summary.computed == 4
@@ -160,15 +161,16 @@ def test_other_settings_sit_beside_the_default_in_faces_parquet(tmp_path: Path, 
 
 
 # --- interrupted passes resume (issue 9, item 8) ----------------------------------------------------------------------
-def _many_faces(root: Path, n: int = 40):
-    """``n`` distinct small face images (the astronaut at n sizes)."""
-    return make_workspace(root, {f"f{k:02d}": face_image(96 + 2 * k) for k in range(n)})
+@pytest.fixture
+def many_faces(make_photo_workspace):
+    """``(root, n) -> (ws, ids)``: ``n`` distinct small face images (the astronaut at n sizes)."""
+    return lambda root, n=40: make_photo_workspace(root, {f"f{k:02d}": face_image(96 + 2 * k) for k in range(n)})
 
 
-def test_an_interrupted_pass_resumes_from_its_saved_parts(tmp_path: Path, pool_starts: list[int]) -> None:
+def test_an_interrupted_pass_resumes_from_its_saved_parts(tmp_path: Path, pool_starts: list[int], many_faces) -> None:
     from phenosynth.faces.facepass import face_parts_dir
 
-    ws, ids = _many_faces(tmp_path / "a", 24)
+    ws, ids = many_faces(tmp_path / "a", 24)
 
     def stop_after_ten(done: int, total: int) -> None:
         if done >= 10:
@@ -185,7 +187,7 @@ def test_an_interrupted_pass_resumes_from_its_saved_parts(tmp_path: Path, pool_s
     assert progress[0] == (10, 24) and progress[-1] == (24, 24)
     assert not face_parts_dir(ws, "dlib-hog", "dlib68").exists()  # folded into faces.parquet
     # the same bytes as a pass that was never interrupted
-    ws_b, _ = _many_faces(tmp_path / "b", 24)
+    ws_b, _ = many_faces(tmp_path / "b", 24)
     straight = run_face_pass(ws_b, workers=1)
     assert (straight.computed, straight.resumed) == (24, 0)
     assert ws.faces_path.read_bytes() == ws_b.faces_path.read_bytes()  # rows of 2 processes == rows of 1
@@ -201,7 +203,7 @@ run_face_pass(Workspace.open(sys.argv[1]), workers=1, checkpoint_every=2, on_pro
 """
 
 
-def test_kill_9_half_way_then_the_rerun_takes_most_images_from_cache(tmp_path: Path) -> None:
+def test_kill_9_half_way_then_the_rerun_takes_most_images_from_cache(tmp_path: Path, many_faces) -> None:
     import os
     import signal
     import subprocess
@@ -210,7 +212,7 @@ def test_kill_9_half_way_then_the_rerun_takes_most_images_from_cache(tmp_path: P
     import phenosynth
     from phenosynth.faces.facepass import face_parts_dir
 
-    ws, ids = _many_faces(tmp_path / "a", 40)
+    ws, ids = many_faces(tmp_path / "a", 40)
     script = tmp_path / "pass.py"
     script.write_text(_KILLED_PASS)
     env = {**os.environ, "PYTHONPATH": str(Path(phenosynth.__file__).parents[1])}
@@ -230,15 +232,15 @@ def test_kill_9_half_way_then_the_rerun_takes_most_images_from_cache(tmp_path: P
     again = run_face_pass(ws, workers=1)
     assert again.resumed >= 12 and again.computed > 0 and again.resumed + again.computed == 40
     assert again.cached == again.resumed
-    ws_b, _ = _many_faces(tmp_path / "b", 40)
+    ws_b, _ = many_faces(tmp_path / "b", 40)
     run_face_pass(ws_b, workers=1)
     assert ws.faces_path.read_bytes() == ws_b.faces_path.read_bytes()
 
 
-def test_cli_says_how_many_images_an_interrupted_pass_saved(tmp_path: Path) -> None:
+def test_cli_says_how_many_images_an_interrupted_pass_saved(tmp_path: Path, many_faces) -> None:
     from phenosynth.cli import app
 
-    ws, ids = _many_faces(tmp_path, 8)
+    ws, ids = many_faces(tmp_path, 8)
 
     def stop_after_five(done: int, total: int) -> None:
         if done >= 5:

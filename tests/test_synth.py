@@ -17,27 +17,10 @@ from phenosynth.synth.generators import create_generator, list_generators
 from phenosynth.data.leakage import PARENT_IN_TEST, exclude_leaked_synthetic, leakage_report
 from phenosynth.faces.procrustes import apply_matrix, generalized_procrustes
 from phenosynth.synth.shape_model import ShapeModel
+from tests._workspaces import (ASTRONAUT_BOX, astronaut_landmarks, face_row, faces_parquet_rows, faces_table,
+                               template68, write_faces_parquet)
 
 # --- hand-made landmarks ----------------------------------------------------------------------------------------------
-
-
-def template68() -> np.ndarray:
-    """A plausible 68-point face (dlib / iBUG order) in the unit square: jaw, brows, nose, eyes, mouth."""
-    pts: list[tuple[float, float]] = []
-    t = np.linspace(np.pi, 0, 17)
-    pts += list(zip(0.5 + 0.45 * np.cos(t), 0.45 + 0.5 * np.sin(t)))
-    for x0, x1 in ((0.15, 0.42), (0.58, 0.85)):
-        pts += list(zip(np.linspace(x0, x1, 5), 0.3 - 0.04 * np.sin(np.linspace(0, np.pi, 5))))
-    pts += [(0.5, y) for y in np.linspace(0.4, 0.62, 4)]
-    pts += list(zip(np.linspace(0.42, 0.58, 5), [0.67] * 5))
-    a = np.linspace(np.pi, 3 * np.pi, 7)[:-1]
-    for cx in (0.32, 0.68):
-        pts += list(zip(cx + 0.07 * np.cos(a), 0.42 + 0.03 * np.sin(a)))
-    a = np.pi + np.arange(12) * 2 * np.pi / 12
-    pts += list(zip(0.5 + 0.15 * np.cos(a), 0.8 + 0.05 * np.sin(a)))
-    a = np.pi + np.arange(8) * 2 * np.pi / 8
-    pts += list(zip(0.5 + 0.1 * np.cos(a), 0.8 + 0.025 * np.sin(a)))
-    return np.array(pts)
 
 
 def similarity(points: np.ndarray, angle: float, scale: float, shift: tuple[float, float]) -> np.ndarray:
@@ -106,54 +89,12 @@ def test_shape_model_shrinks_small_classes_toward_pooled_variation() -> None:
     assert np.allclose(no_shrink.class_covs_[a], own, rtol=1e-5, atol=1e-12)
 
 
-# --- a tiny workspace from skimage's astronaut -----------------------------------------------------------------------
-
-FACE_BOX = np.array([44.0, 15.0, 75.0, 53.0])  # the astronaut's face in the 128 px image (x0, y0, x1, y1)
-
-
-def _photo(variant: int) -> np.ndarray:
-    from skimage import data
-    from skimage.transform import resize
-
-    img = (resize(data.astronaut(), (128, 128), anti_aliasing=True) * 255).astype(np.uint8)
-    img = np.roll(img, variant % 3, axis=1)
-    return np.clip(img.astype(int) + 4 * variant, 0, 255).astype(np.uint8)
-
-
-def _landmarks(label: str, rng: np.random.Generator) -> np.ndarray:
-    t = template68()
-    if label == "A":
-        t[36:48, 1] -= 0.04
-    t = t + 0.005 * rng.standard_normal(t.shape)
-    return t * (FACE_BOX[2:] - FACE_BOX[:2]) + FACE_BOX[:2]
-
-
-def make_workspace(tmp_path) -> tuple[Workspace, pd.DataFrame]:
-    """3 conditions x (3 train + 1 test) real photos, split, with a faces table (hand-placed landmarks)."""
-    ws = Workspace.open(tmp_path / "ws", create=True)
-    src = ws.root / "real"
-    src.mkdir()
-    rng = np.random.default_rng(0)
-    rows, faces = [], []
-    for c, label in enumerate(["A", "B", "C"]):
-        for i in range(4):
-            path = src / f"{label}_{i}.png"
-            Image.fromarray(_photo(4 * c + i)).save(path)
-            image_id = hashlib.sha256(path.read_bytes()).hexdigest()
-            rows.append({"image_id": image_id, "path": ws.relpath(path), "label": label, "subject_id": f"{label}{i}",
-                         "source": "real", "split": "test" if i == 3 else "train", "width": 128, "height": 128})
-            faces.append({"image_id": image_id, "status": "ok", "landmarks": _landmarks(label, rng),
-                          **dict(zip(["box_x0", "box_y0", "box_x1", "box_y1"], FACE_BOX))})
-    ws.save_manifest(pd.DataFrame(rows))
-    return ws, pd.DataFrame(faces).set_index("image_id")
-
-
 def test_generators_are_registered() -> None:
     assert list_generators() == ["shape-warp"]
 
 
-def test_a_generator_handed_a_test_image_raises(tmp_path) -> None:
-    ws, faces = make_workspace(tmp_path)
+def test_a_generator_handed_a_test_image_raises(tmp_path, make_landmark_workspace) -> None:
+    ws, faces = make_landmark_workspace(tmp_path)
     m = ws.load_manifest()
     from phenosynth.data.imageio import load_rgb
 
@@ -167,8 +108,8 @@ def test_a_generator_handed_a_test_image_raises(tmp_path) -> None:
 
 
 @pytest.mark.slow
-def test_generate_end_to_end(tmp_path, pool_starts) -> None:
-    ws, faces = make_workspace(tmp_path)
+def test_generate_end_to_end(tmp_path, pool_starts, make_landmark_workspace) -> None:
+    ws, faces = make_landmark_workspace(tmp_path)
     manifest = ws.load_manifest()
     train_ids = set(manifest.loc[manifest["split"] == "train", "image_id"])
     test_ids = set(manifest.loc[manifest["split"] == "test", "image_id"])
@@ -208,8 +149,8 @@ def test_generate_end_to_end(tmp_path, pool_starts) -> None:
     assert np.abs(a - b).mean() > 1.0
 
 
-def test_generate_needs_a_split_and_faces(tmp_path) -> None:
-    ws, faces = make_workspace(tmp_path)
+def test_generate_needs_a_split_and_faces(tmp_path, make_landmark_workspace) -> None:
+    ws, faces = make_landmark_workspace(tmp_path)
     from phenosynth.synth.generation import generate
 
     with pytest.raises(PhenosynthError, match="phenosynth faces -w"):
@@ -267,20 +208,19 @@ def _add_synthetic(ws: Workspace, faces: pd.DataFrame) -> pd.DataFrame:
             image_id = f"syn{label}{k}"
             rows.append({"image_id": image_id, "path": f"synthetic/x/{image_id}.png", "label": label,
                          "source": "synthetic", "generator": "shape-warp", "parents": [], "split": "train"})
-            lm = _landmarks(label, rng)
+            lm = astronaut_landmarks(label, rng)
             if k == 1:  # a badly distorted face
                 lm = lm + rng.normal(0, 4.0, lm.shape)
-            extra.append({"image_id": image_id, "status": "ok", "landmarks": lm,
-                          **dict(zip(["box_x0", "box_y0", "box_x1", "box_y1"], FACE_BOX))})
+            extra.append(face_row(image_id, lm, ASTRONAUT_BOX))
     m = ws.load_manifest()
     ws.save_manifest(pd.concat([m, pd.DataFrame(rows)], ignore_index=True))
-    return pd.concat([faces, pd.DataFrame(extra).set_index("image_id")])
+    return pd.concat([faces, faces_table(extra)])
 
 
-def test_rank_scores_synthetic_images_against_real_training_prototypes(tmp_path) -> None:
+def test_rank_scores_synthetic_images_against_real_training_prototypes(tmp_path, make_landmark_workspace) -> None:
     from phenosynth.synth.ranking import rank
 
-    ws, faces = make_workspace(tmp_path)
+    ws, faces = make_landmark_workspace(tmp_path)
     all_faces = _add_synthetic(ws, faces)
     with pytest.raises(PhenosynthError, match="phenosynth faces -w"):
         rank(ws, "rdface25", faces=faces)  # the synthetic images have not been through the face pass
@@ -313,30 +253,13 @@ def test_rank_scores_synthetic_images_against_real_training_prototypes(tmp_path)
 # --- CLI (through faces.parquet in the face stage's format) -----------------------------------------------------------
 
 
-def _faces_rows(faces: pd.DataFrame, detector: str = "dlib-hog", landmarker: str = "dlib68") -> pd.DataFrame:
-    from phenosynth.faces.landmarks import five_from_68
-
-    rows = []
-    for image_id, r in faces.iterrows():
-        lm = np.asarray(r["landmarks"], dtype=np.float64)
-        rows.append({"image_id": image_id, "detector": detector, "landmarker": landmarker, "status": r["status"],
-                     "n_faces": 1, "score": 1.0, "box_x0": r["box_x0"], "box_y0": r["box_y0"], "box_x1": r["box_x1"],
-                     "box_y1": r["box_y1"], "landmarks": lm.ravel().tolist(),
-                     "landmarks5": five_from_68(lm).ravel().tolist(), "attempt": "upsample=1"})
-    return pd.DataFrame(rows)
-
-
-def _write_faces_parquet(ws: Workspace, faces: pd.DataFrame) -> None:
-    _faces_rows(faces).to_parquet(ws.faces_path, index=False)
-
-
-def test_cli_generate_then_rank_asks_for_the_face_pass(tmp_path) -> None:
+def test_cli_generate_then_rank_asks_for_the_face_pass(tmp_path, make_landmark_workspace) -> None:
     from typer.testing import CliRunner
 
     from phenosynth.cli import app
 
-    ws, faces = make_workspace(tmp_path)
-    _write_faces_parquet(ws, faces)
+    ws, faces = make_landmark_workspace(tmp_path)
+    write_faces_parquet(ws, faces_parquet_rows(faces))
     runner = CliRunner()
     out = runner.invoke(app, ["generate", "-w", str(ws.root), "--per-class", "2", "--workers", "1"])
     assert out.exit_code == 0, out.output
@@ -351,10 +274,9 @@ def test_cli_generate_then_rank_asks_for_the_face_pass(tmp_path) -> None:
     m = ws.load_manifest()
     syn = m[m["source"] == SYNTHETIC]
     rng = np.random.default_rng(7)
-    extra = pd.DataFrame([{"image_id": i, "status": "ok", "landmarks": _landmarks(lab, rng),
-                           **dict(zip(["box_x0", "box_y0", "box_x1", "box_y1"], FACE_BOX))}
-                          for i, lab in zip(syn["image_id"], syn["label"])]).set_index("image_id")
-    _write_faces_parquet(ws, pd.concat([faces, extra]))
+    extra = faces_table([face_row(i, astronaut_landmarks(lab, rng), ASTRONAUT_BOX)
+                         for i, lab in zip(syn["image_id"], syn["label"])])
+    write_faces_parquet(ws, faces_parquet_rows(pd.concat([faces, extra])))
     out = runner.invoke(app, ["rank", "-w", str(ws.root), "--representation", "shape68"])
     assert out.exit_code == 0, out.output
     assert "Ranked 6 synthetic images of 3 conditions by shape68" in out.output
@@ -365,11 +287,13 @@ def test_cli_generate_then_rank_asks_for_the_face_pass(tmp_path) -> None:
         assert len(chosen) == 3 and set(chosen) <= set(syn["image_id"]), strategy
 
 
-def test_a_resplit_flags_every_image_of_a_run_whose_generator_saw_a_new_test_image(tmp_path) -> None:
+def test_a_resplit_flags_every_image_of_a_run_whose_generator_saw_a_new_test_image(
+    tmp_path, make_landmark_workspace
+) -> None:
     from phenosynth.data.leakage import FIT_ON_TEST, load_fit_sets
     from phenosynth.synth.generation import generate
 
-    ws, faces = make_workspace(tmp_path)
+    ws, faces = make_landmark_workspace(tmp_path)
     generate(ws, per_class=2, seed=0, faces=faces, n_jobs=1)
     fit_sets = load_fit_sets(ws)
     assert list(fit_sets) == ["shape-warp-seed0"] and len(fit_sets["shape-warp-seed0"]) == 9
@@ -392,15 +316,17 @@ def test_a_resplit_flags_every_image_of_a_run_whose_generator_saw_a_new_test_ima
     assert again == [] and released["exclude_reason"].isna().all()
 
 
-def test_rank_with_several_face_settings_refuses_to_guess_and_uses_the_chosen_one(tmp_path) -> None:
+def test_rank_with_several_face_settings_refuses_to_guess_and_uses_the_chosen_one(
+    tmp_path, make_landmark_workspace
+) -> None:
     from typer.testing import CliRunner
 
     from phenosynth.cli import app
 
-    ws, faces = make_workspace(tmp_path)
+    ws, faces = make_landmark_workspace(tmp_path)
     all_faces = _add_synthetic(ws, faces)
     # dlib-hog + dlib68 has seen every image; a later mtcnn pass only the real photos
-    pd.concat([_faces_rows(all_faces), _faces_rows(faces, "mtcnn", "mtcnn5")]).to_parquet(ws.faces_path, index=False)
+    write_faces_parquet(ws, faces_parquet_rows(all_faces), faces_parquet_rows(faces, "mtcnn", "mtcnn5"))
     runner = CliRunner()
     out = runner.invoke(app, ["rank", "-w", str(ws.root), "-r", "shape68"])
     said = " ".join(out.output.split())
@@ -440,10 +366,12 @@ def _files_on_disk(ws: Workspace) -> set[str]:
             and p.name != "run.json"}
 
 
-def test_an_interrupted_generate_is_resumed_by_the_next_call_and_leaves_no_temporary_files(tmp_path) -> None:
+def test_an_interrupted_generate_is_resumed_by_the_next_call_and_leaves_no_temporary_files(
+    tmp_path, make_landmark_workspace
+) -> None:
     from phenosynth.synth.generation import generate
 
-    ws, faces = make_workspace(tmp_path / "a")
+    ws, faces = make_landmark_workspace(tmp_path / "a")
     _interrupted_generate(ws, faces)
     assert len(_files_on_disk(ws)) == 5 and ws.load_manifest()["source"].eq(SYNTHETIC).sum() == 0
     s = generate(ws, "shape-warp", per_class=4, seed=0, faces=faces, n_jobs=1)
@@ -451,13 +379,13 @@ def test_an_interrupted_generate_is_resumed_by_the_next_call_and_leaves_no_tempo
     syn = ws.load_manifest().query("source == 'synthetic'")
     assert _files_on_disk(ws) == set(syn["path"])  # every file listed, every listed file there, nothing else
     # the same images as a call that was never interrupted
-    ws_b, _ = make_workspace(tmp_path / "b")
+    ws_b, _ = make_landmark_workspace(tmp_path / "b")
     generate(ws_b, "shape-warp", per_class=4, seed=0, faces=faces, n_jobs=1)
     assert list(syn["image_id"]) == list(ws_b.load_manifest().query("source == 'synthetic'")["image_id"])
 
 
 def test_images_of_an_interrupted_call_that_the_next_call_does_not_make_are_removed_and_reported(
-    tmp_path, caplog
+    tmp_path, caplog, make_landmark_workspace
 ) -> None:
     import logging
 
@@ -465,9 +393,9 @@ def test_images_of_an_interrupted_call_that_the_next_call_does_not_make_are_remo
 
     from phenosynth.cli import app
 
-    ws, faces = make_workspace(tmp_path)
+    ws, faces = make_landmark_workspace(tmp_path)
     _interrupted_generate(ws, faces, name="big")
-    _write_faces_parquet(ws, faces)
+    write_faces_parquet(ws, faces_parquet_rows(faces))
     with caplog.at_level(logging.WARNING, logger="phenosynth.synth.generation"):
         out = CliRunner().invoke(app, ["generate", "-w", str(ws.root), "--per-class", "2", "--workers", "1",
                                        "--name", "big"])
@@ -480,12 +408,12 @@ def test_images_of_an_interrupted_call_that_the_next_call_does_not_make_are_remo
     assert len(_files_on_disk(ws)) == 6
 
 
-def test_an_unfinished_other_run_is_named_in_a_warning(tmp_path, caplog) -> None:
+def test_an_unfinished_other_run_is_named_in_a_warning(tmp_path, caplog, make_landmark_workspace) -> None:
     import logging
 
     from phenosynth.synth.generation import generate
 
-    ws, faces = make_workspace(tmp_path)
+    ws, faces = make_landmark_workspace(tmp_path)
     _interrupted_generate(ws, faces, name="first")
     with caplog.at_level(logging.WARNING, logger="phenosynth.synth.generation"):
         generate(ws, "shape-warp", per_class=1, seed=0, faces=faces, n_jobs=1, name="second")
@@ -493,12 +421,14 @@ def test_an_unfinished_other_run_is_named_in_a_warning(tmp_path, caplog) -> None
     assert "generate --name first" in caplog.text
 
 
-def test_the_run_record_is_written_before_the_manifest_rows_that_need_it(tmp_path, monkeypatch) -> None:
+def test_the_run_record_is_written_before_the_manifest_rows_that_need_it(
+    tmp_path, monkeypatch, make_landmark_workspace
+) -> None:
     """A kill between the two must never leave synthetic rows whose run's fit set the lineage rule cannot see."""
     from phenosynth.synth.generation import generate
     from phenosynth.data.leakage import load_fit_sets
 
-    ws, faces = make_workspace(tmp_path)
+    ws, faces = make_landmark_workspace(tmp_path)
 
     def killed(self, df):
         raise KeyboardInterrupt

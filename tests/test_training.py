@@ -3,7 +3,6 @@ tiny workspace of random-colour images with monkeypatched face crops."""
 
 from __future__ import annotations
 
-import hashlib
 import json
 from pathlib import Path
 
@@ -19,6 +18,7 @@ from phenosynth.errors import PhenosynthError, WorkspaceError
 from phenosynth.models import backbones as B
 from phenosynth.models.trainers import TRAINERS, FineTuneClassifier, ProbeClassifier, SEHeadClassifier
 from phenosynth.training import RESULT_COLUMNS, TrainConfig, train, train_cell
+from tests._workspaces import write_faces_parquet
 
 TINY = "test-tiny"
 
@@ -116,35 +116,9 @@ def test_finetune_tiny_model_two_steps_on_cpu(tmp_path):
 # --- end to end on a tiny workspace ---------------------------------------------------------------------------------
 
 
-def make_workspace(tmp_path: Path, *, n_classes: int = 4, per_class: int = 8, n_test: int = 2, folds: int = 3,
-                   synthetic_per_class: int = 4, seed: int = 0) -> tuple[Workspace, dict[str, Path]]:
-    """Random-colour 'faces': each class has its own colour. Real images get split/fold; synthetic ones none."""
-    ws = Workspace.open(tmp_path / "ws", create=True)
-    rng = np.random.default_rng(seed)
-    colours = rng.integers(0, 255, (n_classes, 3))
-    rows, paths = [], {}
-    (ws.root / "img").mkdir()
-    for c in range(n_classes):
-        for i in range(per_class + synthetic_per_class):
-            img = np.clip(colours[c] + rng.normal(0, 25, (32, 32, 3)), 0, 255).astype(np.uint8)
-            p = ws.root / "img" / f"{c}_{i}.png"
-            Image.fromarray(img).save(p)
-            iid = hashlib.sha256(p.read_bytes()).hexdigest()
-            paths[iid] = p
-            real = i < per_class
-            rows.append({
-                "image_id": iid, "path": ws.relpath(p), "label": f"class{c}", "subject_id": f"s{c}_{i}",
-                "source": "real" if real else "synthetic", "generator": None if real else "test",
-                "split": "test" if i < n_test else "train",
-                "fold": (i - n_test) % folds if real and i >= n_test else None,
-            })
-    ws.save_manifest(pd.DataFrame(rows))
-    return ws, paths
-
-
 @pytest.fixture
-def tiny_ws(tmp_path, monkeypatch):
-    ws, paths = make_workspace(tmp_path)
+def tiny_ws(tmp_path, monkeypatch, make_colour_workspace):
+    ws, paths = make_colour_workspace(tmp_path)
     m = ws.load_manifest()
     no_face = sorted(m.loc[(m["source"] == "real") & (m["split"] == "train"), "image_id"])[0]
 
@@ -246,8 +220,8 @@ def test_cli_train_prints_mean_sd_table(tiny_ws):
     assert res2.exit_code == 2 and "Unknown backbone" in res2.output
 
 
-def test_synthetic_regime_without_synthetic_images_says_what_to_run(tmp_path, monkeypatch):
-    ws, paths = make_workspace(tmp_path, synthetic_per_class=0)
+def test_synthetic_regime_without_synthetic_images_says_what_to_run(tmp_path, monkeypatch, make_colour_workspace):
+    ws, paths = make_colour_workspace(tmp_path, synthetic_per_class=0)
     monkeypatch.setattr("phenosynth.faces.align.ensure_aligned_crops",
                         lambda ws_, ids, size=224, on_progress=None, **kw: {i: paths[i] for i in ids})
     cfg = TrainConfig(backbone=TINY, weights="none", regime="mixed", selection="random", folds=3)
@@ -310,12 +284,12 @@ def test_train_fits_a_shared_training_set_once_and_selects_once_per_cell(tiny_ws
     assert df["n_train"].nunique() == 1 and len(df) == 3
 
 
-def test_train_on_one_class_is_a_user_error(tmp_path, monkeypatch):
+def test_train_on_one_class_is_a_user_error(tmp_path, monkeypatch, make_colour_workspace):
     from typer.testing import CliRunner
 
     from phenosynth.cli import app
 
-    ws, paths = make_workspace(tmp_path, n_classes=1)
+    ws, paths = make_colour_workspace(tmp_path, n_classes=1)
     monkeypatch.setattr("phenosynth.faces.align.ensure_aligned_crops",
                         lambda ws_, ids, size=224, on_progress=None, **kw: {i: paths[i] for i in ids})
     cfg = TrainConfig(backbone=TINY, weights="none", preprocessing="native", folds=3)
@@ -393,16 +367,17 @@ def test_default_all_is_one_row_labelled_by_what_each_fold_trained_on(tiny_ws):
 # --- face settings (issue 9, item 7) ---------------------------------------------------------------------------------
 
 
-def test_train_with_several_face_settings_refuses_to_guess_and_uses_the_chosen_one(tmp_path, monkeypatch):
+def test_train_with_several_face_settings_refuses_to_guess_and_uses_the_chosen_one(tmp_path, monkeypatch,
+                                                                                   make_colour_workspace):
     from typer.testing import CliRunner
 
     from phenosynth.cli import app
     from phenosynth.faces.facepass import FaceSettingsError
 
-    ws, paths = make_workspace(tmp_path)
+    ws, paths = make_colour_workspace(tmp_path)
     ids = ws.load_manifest()["image_id"].astype(str).tolist()
-    pd.concat([pd.DataFrame({"image_id": ids, "detector": d, "landmarker": lm, "status": "ok"})
-               for d, lm in (("dlib-hog", "dlib68"), ("mtcnn", "mtcnn5"))]).to_parquet(ws.faces_path, index=False)
+    write_faces_parquet(ws, *[pd.DataFrame({"image_id": ids, "detector": d, "landmarker": lm, "status": "ok"})
+                              for d, lm in (("dlib-hog", "dlib68"), ("mtcnn", "mtcnn5"))])
     asked = []
 
     def fake_crops(ws_, image_ids, size=224, on_progress=None, *, detector=None, landmarker=None):
