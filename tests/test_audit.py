@@ -487,3 +487,123 @@ def test_audit_writes_an_internal_html_page_with_histograms_roc_and_the_closest_
     closest = frame.nsmallest(1, "nearest_real_distance").iloc[0]
     assert f"distance {closest['nearest_real_distance']:.3f}" in page.split('class="pair"')[1]
     assert page.count("· own parent") == int(frame.nsmallest(N_WORST, "nearest_real_distance")["nearest_is_parent"].sum())
+
+
+# --- fidelity: KID and phenotype agreement --------------------------------------------------------------------------
+
+
+def _pixel_features(ws: Workspace, ids) -> dict[str, np.ndarray]:
+    from phenosynth.models.features import extract_features
+
+    kept, X = extract_features(ws, PIXELS, list(ids), preprocessing="paper")
+    return dict(zip(kept, X.astype(np.float64)))
+
+
+def test_kid_per_condition_beside_the_split_half_baseline_and_nan_with_a_note_for_one_image(audited_ws):
+    from phenosynth.audit.fidelity import OVERALL, split_half
+    from phenosynth.audit.privacy import audit
+
+    ws, no_face, _ = audited_ws
+    m = ws.load_manifest()
+    others = m[m["image_id"].isin(_run_ids(ws, "others")) & (m["image_id"] != no_face)]
+    drop = others[others["label"] == "C"]["image_id"].iloc[1:]  # condition C keeps a single synthetic image
+    ws.save_manifest(m[~m["image_id"].isin(drop)])
+    res = audit(ws, "others", embedder=PIXELS, n_boot=20, kid_backbone=PIXELS, probe_backbone=None)
+    kid = {k.condition: k for k in res.runs[0].fidelity.kid}
+    assert list(kid) == ["A", "B", "C", OVERALL]
+    summary = json.loads((ws.root / "audit" / "others" / "summary.json").read_text())["fidelity"]
+    assert [k["condition"] for k in summary["kid"]] == list(kid) and summary["kid_backbone"] == PIXELS
+
+    m = ws.load_manifest()
+    feats = _pixel_features(ws, m["image_id"])
+    real = m[(m["source"] == "real") & (m["split"] == "train")]
+    syn = m[m["image_id"].isin(_run_ids(ws, "others")) & m["image_id"].isin(feats)]
+    for cond in ("A", "B", OVERALL):
+        r = real if cond == OVERALL else real[real["label"] == cond]
+        s = syn if cond == OVERALL else syn[syn["label"] == cond]
+        row = kid[cond]
+        assert (row.n_real, row.n_synthetic) == (len(r), len(s)) and row.note == ""
+        expect = stats.kid_from_features(np.stack([feats[i] for i in r["image_id"]]),
+                                         np.stack([feats[i] for i in s["image_id"]]), subsets=100, seed=0)
+        assert (row.kid, row.kid_sd) == pytest.approx(expect, rel=1e-9)
+        half = split_half(r["subject_id"].to_numpy(), seed=0)  # halves by subject: no patient on both sides
+        assert not set(r["subject_id"][half]) & set(r["subject_id"][~half])
+        base = stats.kid_from_features(np.stack([feats[i] for i in r["image_id"][half]]),
+                                       np.stack([feats[i] for i in r["image_id"][~half]]), subsets=100, seed=0)
+        assert row.baseline == pytest.approx(base[0], rel=1e-9) and np.isfinite([row.kid, row.baseline]).all()
+    c = kid["C"]
+    assert (c.n_real, c.n_synthetic) == (6, 1) and np.isnan(c.kid) and np.isfinite(c.baseline)
+    assert "KID needs at least 2 images on each side (6 real, 1 synthetic with features)" in c.note
+    # other people than the real ones are further from them than real patients are from each other: KID > 0
+    assert kid[OVERALL].kid > 0
+
+
+def test_phenotype_agreement_scores_the_synthetic_images_of_each_condition_beside_the_real_test_photos(audited_ws):
+    from phenosynth.audit.fidelity import OVERALL
+    from phenosynth.audit.privacy import audit
+    from phenosynth.models.trainers import ProbeClassifier
+
+    ws, _, _ = audited_ws
+    res = audit(ws, "shape-warp-seed0", embedder=PIXELS, n_boot=20, kid_backbone=None, probe_backbone=PIXELS)
+    fid = res.runs[0].fidelity
+    assert fid.kid == [] and fid.notes == []
+    rows = {p.condition: p for p in fid.phenotype}
+    assert list(rows) == ["A", "B", "C", OVERALL]
+    # every warp is classified as the condition of the photo it was made from; the held-out patients are strangers
+    # to the probe (random patterns, no shared phenotype), so on them it is near chance (1/3)
+    assert [(p.n_synthetic, p.synthetic_accuracy) for p in fid.phenotype] == [(6, 1.0)] * 3 + [(18, 1.0)]
+    assert [(p.n_test, p.test_accuracy) for p in fid.phenotype] == [(2, 0.0), (2, 0.5), (2, 1.0), (6, 0.5)]
+
+    m = ws.load_manifest()  # the same numbers by hand: fit on the real training photos, score the run's images
+    feats = _pixel_features(ws, m["image_id"])
+    train = m[(m["source"] == "real") & (m["split"] == "train")]
+    test = m[(m["source"] == "real") & (m["split"] == "test")]
+    warps = m[m["image_id"].isin(_run_ids(ws, "shape-warp-seed0"))]
+    classes = np.array(["A", "B", "C"])
+    probe = ProbeClassifier().fit(np.stack([feats[i] for i in train["image_id"]]),
+                                  np.searchsorted(classes, train["label"]), n_classes=3)
+    for frame, attr in ((warps, "synthetic_accuracy"), (test, "test_accuracy")):
+        pred = classes[probe.predict(np.stack([feats[i] for i in frame["image_id"]]))]
+        assert getattr(rows[OVERALL], attr) == pytest.approx(np.mean(pred == frame["label"].to_numpy()))
+
+
+def test_cli_audit_shows_the_fidelity_table_and_the_page_and_datasheet_carry_it(audited_ws, tmp_path, monkeypatch):
+    from typer.testing import CliRunner
+
+    from phenosynth.cli import app
+    from phenosynth.cli._app import console
+
+    monkeypatch.setattr(console, "width", 250)  # the table's rows on one line each
+
+    ws, _, _ = audited_ws
+    result = CliRunner().invoke(app, ["audit", "-w", str(ws.root), "--run", "shape-warp-seed0", "--embedder", PIXELS,
+                                      "--bootstrap", "20", "--kid-backbone", PIXELS, "--probe-backbone", PIXELS])
+    assert result.exit_code == 0, result.output
+    out = result.output
+    fid = json.loads((ws.root / "audit" / "shape-warp-seed0" / "summary.json").read_text())["fidelity"]
+    table = out[out.index("Fidelity"):]
+    assert "split-half KID" in table and "probe acc. synthetic" in table and "probe acc. real test" in table
+    for k, p in zip(fid["kid"], fid["phenotype"]):
+        line = next(ln for ln in table.splitlines() if f" {k['condition']} " in ln)
+        assert f"{k['kid']:.4f}" in line and f"{k['baseline']:.4f}" in line
+        assert f"{100 * p['synthetic_accuracy']:.1f}% ({p['n_synthetic']})" in line
+        assert f"{100 * p['test_accuracy']:.1f}% ({p['n_test']})" in line
+
+    page = (ws.root / "audit" / "shape-warp-seed0" / "audit.html").read_text()
+    assert '<table class="kid">' in page and '<table class="phenotype">' in page
+    assert f"{fid['kid'][-1]['kid']:.4f}" in page and "all conditions" in page
+
+    # the shape68 probe on a workspace without a face pass: a note, no crash; the datasheet says so
+    skipped = CliRunner().invoke(app, ["audit", "-w", str(ws.root), "--embedder", PIXELS, "--bootstrap", "20",
+                                       "--kid-backbone", "none"])
+    assert skipped.exit_code == 0, skipped.output
+    assert "others: fidelity: no shape68 features" in skipped.output and "phenosynth faces" in skipped.output
+    share = CliRunner().invoke(app, ["export", str(tmp_path / "share"), "-w", str(ws.root), "--run", "others"])
+    assert share.exit_code == 0, share.output
+    sheet = (tmp_path / "share" / "DATASHEET.md").read_text()
+    assert "- Fidelity: no shape68 features" in sheet and "KID (" not in sheet
+    from phenosynth.audit.export import fidelity_section
+
+    text = fidelity_section(fid)  # the shape-warp run's first audit, with both tables
+    assert f"  - all conditions: {fid['kid'][-1]['kid']:.4f} (real vs real {fid['kid'][-1]['baseline']:.4f})" in text
+    assert "  - A: synthetic 100.0 % of 6, real test photos" in text

@@ -124,9 +124,6 @@ def datasheet(run: str, record: dict[str, Any], summary: dict[str, Any], n: int,
     made += ("\n- generator settings: " + ", ".join(f"{k}={v}" for k, v in settings.items())) if settings else ""
     conds = "\n".join(f"| {c} | {k} |" for c, k in per_condition.items())
 
-    def pct(v: float) -> str:
-        return "n/a" if v is None or v != v else f"{100 * v:.1f} %"
-
     return f"""# Datasheet: synthetic faces of generator run `{run}`
 
 {n} synthetic face images in {len(per_condition)} conditions, exported by `phenosynth export`. {n_left} image(s) of
@@ -143,12 +140,13 @@ the run were held back by the privacy audit (identity match, near-copy, no measu
 - Identity embedder: {st.get("embedder")} ({st.get("metric")} distance); threshold {cal.get("threshold"):.4g}
   (documented {cal.get("documented")}, impostor {100 * cal.get("quantile", 0):g} % quantile
   {cal.get("impostor_quantile"):.4g}), calibrated on {summary.get("n_real_photos")} real photos.
-- Matched to a real training photo: {r["n_matched"]} of {r["n_measured"]} measured images ({pct(r["matched_share"])},
-  95 % CI {pct(r["matched_ci"][0])} to {pct(r["matched_ci"][1])}); stranger rate (the same protocol on real photos of
-  other people): {pct(r["stranger_rate"])}.
+- Matched to a real training photo: {r["n_matched"]} of {r["n_measured"]} measured images ({_pct(r["matched_share"])},
+  95 % CI {_pct(r["matched_ci"][0])} to {_pct(r["matched_ci"][1])}); stranger rate (the same protocol on real photos of
+  other people): {_pct(r["stranger_rate"])}.
 - Membership AUC (training vs held-out patients, 0.5 = nothing remembered): {r["membership_auc"]:.3f}
   (95 % CI {r["membership_ci"][0]:.3f} to {r["membership_ci"][1]:.3f}).
 - Pixel near-copies: {r["n_near_copies"]}; near-duplicates within the run: {r["n_duplicates"]}; no face: {r["n_no_face"]}.
+{fidelity_section(summary.get("fidelity"))}
 
 `metadata.csv` gives per image: file, condition, generator, seed and its audit scores (distance to the nearest real
 training photo, whether that photo was of the same condition or the image's own parent, SSIM, hash bits, distance to
@@ -164,6 +162,33 @@ the nearest other synthetic image). It names no real photo, parent or patient.
   exported images themselves passed.
 - The images carry the conditions' phenotype only as far as the generator does; they are not diagnostic material.
 """
+
+
+def _num(v: float | None) -> str:
+    return "n/a" if v is None or v != v else f"{v:.4f}"
+
+
+def fidelity_section(fid: dict[str, Any] | None) -> str:
+    """The datasheet's fidelity lines: KID per condition beside its split-half baseline, and phenotype agreement."""
+    if not fid:
+        return "- Fidelity: not measured (audited before fidelity was part of the audit)."
+    lines = [f"- Fidelity: {note}" for note in fid.get("notes", [])]
+    if fid.get("kid"):
+        lines.append(f"- KID ({fid['kid_backbone']} features; synthetic vs real training photos, beside the KID of "
+                     "two halves of the real photos split by subject):")
+        lines += [f"  - {k['condition']}: {_num(k['kid'])} (real vs real {_num(k['baseline'])})"
+                  + (f"; {k['note']}" if k["note"] else "") for k in fid["kid"]]
+    if fid.get("phenotype"):
+        lines.append(f"- Phenotype agreement (a {fid['probe_backbone']} probe fit on the real training photos; share "
+                     "classified as their own condition):")
+        lines += [f"  - {p['condition']}: synthetic {_pct(p['synthetic_accuracy'])} of {p['n_synthetic']}, real test "
+                  f"photos {_pct(p['test_accuracy'])} of {p['n_test']}" + (f"; {p['note']}" if p["note"] else "")
+                  for p in fid["phenotype"]]
+    return "\n".join(lines)
+
+
+def _pct(v: float | None) -> str:
+    return "n/a" if v is None or v != v else f"{100 * v:.1f} %"
 
 
 __all__ = ["export", "ExportResult", "datasheet", "METADATA_COLUMNS"]

@@ -1,7 +1,7 @@
 """``WS/audit/<run>/audit.html``: the internal audit page of one generator run.
 
 Distance histograms (genuine / impostor / synthetic-to-nearest-training-photo, with the threshold), the membership
-ROC, and the synthetic images closest to a real training photo side by side with that photo (thumbnails in
+ROC, the fidelity tables (KID with its split-half baseline, phenotype agreement), and the synthetic images closest to a real training photo side by side with that photo (thumbnails in
 ``thumbs/``). The page shows real patient photos: it stays inside the workspace and is never exported (the page says
 so at the top).
 """
@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from phenosynth.audit.fidelity import Fidelity
 from phenosynth.data.workspace import Workspace, atomic_write
 
 #: How many of the closest synthetic images the page shows beside their nearest real photo.
@@ -52,6 +53,25 @@ workspace; never share or export it (phenosynth export writes the shareable imag
  {{ num(cal.impostor_quantile, 4) }}; {{ cal.n_genuine }} same-person and {{ cal.n_impostor }} different-person
  pairs of real photos)</td></tr>
 </table>
+<h2>Fidelity: KID ({{ fid.kid_backbone or "skipped" }} features)</h2>
+{% for note in fid.notes %}<p class="note">{{ note }}</p>{% endfor %}
+{% if fid.kid %}<p>Synthetic images against the real training photos of their condition; the baseline is the KID
+between two halves of those real photos split by subject (how much two samples of real patients differ).</p>
+<table class="kid"><tr><th>condition</th><th>real</th><th>synthetic</th><th>KID (sd)</th>
+<th>split-half baseline (sd)</th><th>note</th></tr>
+{% for k in fid.kid %}<tr><td>{{ k.condition }}</td><td class="num">{{ k.n_real }}</td>
+<td class="num">{{ k.n_synthetic }}</td><td class="num">{{ num(k.kid, 4) }} ({{ num(k.kid_sd, 4) }})</td>
+<td class="num">{{ num(k.baseline, 4) }} ({{ num(k.baseline_sd, 4) }})</td><td>{{ k.note }}</td></tr>
+{% endfor %}</table>{% endif %}
+<h2>Phenotype agreement ({{ fid.probe_backbone or "skipped" }} probe)</h2>
+{% if fid.phenotype %}<p>A probe fit on the real training photos classifies the synthetic images; its accuracy on
+them beside its accuracy on the real test photos.</p>
+<table class="phenotype"><tr><th>condition</th><th>synthetic images</th><th>accuracy on synthetic</th>
+<th>real test photos</th><th>accuracy on real test</th><th>note</th></tr>
+{% for p in fid.phenotype %}<tr><td>{{ p.condition }}</td><td class="num">{{ p.n_synthetic }}</td>
+<td class="num">{{ pct(p.synthetic_accuracy) }}</td><td class="num">{{ p.n_test }}</td>
+<td class="num">{{ pct(p.test_accuracy) }}</td><td>{{ p.note }}</td></tr>
+{% endfor %}</table>{% endif %}
 <h2>Distances</h2>
 <p><img src="distances.png" alt="histograms of genuine, impostor and synthetic distances" width="720"></p>
 <h2>Membership</h2>
@@ -143,7 +163,7 @@ def write_audit_html(ws: Workspace, folder: Path, run_audit: Any, frame: pd.Data
         return "n/a" if v is None or v != v else f"{v:.{digits}f}"
 
     page = Environment(autoescape=True).from_string(_TEMPLATE).render(
-        r=run_audit, cal=cal, settings=settings, created=created, worst=worst, thumb=THUMB, pct=pct, num=num)
+        r=run_audit, fid=run_audit.fidelity or Fidelity(None, None), cal=cal, settings=settings, created=created, worst=worst, thumb=THUMB, pct=pct, num=num)
     atomic_write(folder / "audit.html", lambda p: Path(p).write_text(page))
     return folder / "audit.html"
 

@@ -32,12 +32,13 @@ import time
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import pandas as pd
 
 from phenosynth.audit import stats
+from phenosynth.audit.fidelity import Fidelity
 from phenosynth.data.manifest import REAL, TEST, TRAIN, require_real_train, synthetic, usable
 from phenosynth.data.workspace import Workspace, atomic_write
 from phenosynth.errors import PhenosynthError
@@ -94,12 +95,13 @@ class RunAudit:
     #: (distance to the nearest synthetic image, is a training patient) per scored real photo: the ROC's data
     membership_roc: tuple[np.ndarray, np.ndarray] = field(repr=False, default_factory=lambda: (np.zeros(0), np.zeros(0, bool)))
     html_path: Path | None = None
+    fidelity: Fidelity | None = None  # KID and phenotype agreement (summary.json ``fidelity``)
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
         d["parquet_path"], d["summary_path"] = str(self.parquet_path), str(self.summary_path)
         d["html_path"] = None if self.html_path is None else str(self.html_path)
-        del d["membership_roc"]
+        del d["membership_roc"], d["fidelity"]
         return d
 
 
@@ -174,6 +176,30 @@ def _stack(emb: dict[str, np.ndarray], ids: list[str]) -> np.ndarray:
     return np.stack([emb[i] for i in ids]) if ids else np.zeros((0, 1))
 
 
+@dataclass
+class _Reference:
+    """The real side every run is compared with: calibration, training embeddings, hashes and the stranger rate."""
+
+    real_e: pd.DataFrame  # real photos with an embedding (column ``subject`` added)
+    genuine: np.ndarray
+    impostor: np.ndarray
+    calibration: stats.Calibration
+    metric: str
+    train_ids: list[str]
+    X_train: np.ndarray
+    train_label: dict[str, str]
+    hash_ids: list[str]
+    hashes: list[str]
+    stranger: tuple[int, int]
+
+
+@dataclass(frozen=True)
+class _CopyRules:
+    phash_bits: int
+    ssim_threshold: float
+    duplicate_bits: int
+
+
 def audit(
     ws: Workspace,
     run: str | None = None,
@@ -188,10 +214,13 @@ def audit(
     duplicate_bits: int = 2,
     n_boot: int = 1000,
     seed: int = 0,
+    kid_backbone: str | None = "mobilenet_v2",
+    probe_backbone: str | None = "shape68",
+    kid_subsets: int = 100,
     on_progress: ProgressCallback | None = None,
 ) -> AuditResult:
     """Audit the synthetic images of ``run`` (default: every run) against the workspace's real photos; write
-    ``WS/audit/<run>/{audit.parquet, summary.json}`` per run.
+    ``WS/audit/<run>/{audit.parquet, summary.json, audit.html}`` per run.
 
     Args:
         ws: a split workspace with the face pass run on its real and synthetic images.
@@ -204,7 +233,11 @@ def audit(
         phash_bits, ssim_threshold: a synthetic image within ``phash_bits`` bits of a real photo, or with an SSIM of
             at least ``ssim_threshold`` to one, is a near-copy.
         duplicate_bits: hash distance under which a synthetic image duplicates an earlier one of its run.
-        n_boot, seed: the membership AUC's bootstrap (resampling subjects).
+        n_boot, seed: the membership AUC's bootstrap (resampling subjects); ``seed`` also seeds the KID subsets and
+            the split-half baseline.
+        kid_backbone, kid_subsets: fidelity (:mod:`phenosynth.audit.fidelity`): KID in this backbone's feature space
+            over ``kid_subsets`` subsets; None skips it.
+        probe_backbone: the phenotype-agreement probe's backbone; None skips it.
         on_progress: ``(done, total)`` of the embedding step (the slow part; cached for the next audit).
 
     Raises:
@@ -212,6 +245,35 @@ def audit(
             photo, or too few real subjects to calibrate an embedder that has no documented threshold.
     """
     t0 = time.perf_counter()
+    metric, doc = _resolve_metric(embedder, metric)
+    manifest = ws.load_manifest()
+    syn, runs = _synthetic_rows(ws, manifest, run)
+    real = usable(manifest)
+    real = real[real["source"] == REAL]
+    require_real_train(manifest, ws.root)
+    emb = _embed(ws, embedder, real["image_id"].astype(str).tolist() + syn["image_id"].astype(str).tolist(),
+                 weights, preprocessing, on_progress)
+    ref = _reference(ws, emb, real, embedder, doc, metric, quantile)
+    settings = {"embedder": embedder, "weights": weights, "preprocessing": preprocessing, "metric": metric,
+                "quantile": quantile, "phash_bits": phash_bits, "ssim_threshold": ssim_threshold,
+                "duplicate_bits": duplicate_bits, "n_boot": n_boot, "seed": seed,
+                "documented_source": None if doc is None else doc.source, "kid_backbone": kid_backbone,
+                "probe_backbone": probe_backbone, "kid_subsets": kid_subsets}
+    fidelity_of = _fidelity_assessor(ws, real, syn, kid_backbone, probe_backbone, kid_subsets=kid_subsets, seed=seed)
+    rules = _CopyRules(phash_bits, ssim_threshold, duplicate_bits)
+    results = []
+    for r in runs:
+        frame, run_audit = _audit_run(ws, r, syn[syn["run"] == r], emb, ref, rules, n_boot=n_boot, seed=seed)
+        run_audit.fidelity = fidelity_of(r)
+        _write_run(ws, run_audit, frame, ref, settings)
+        results.append(run_audit)
+    return AuditResult(embedder=embedder, metric=metric, calibration=ref.calibration, runs=results,
+                       n_real=len(ref.real_e), n_real_train=len(ref.train_ids), seconds=time.perf_counter() - t0,
+                       genuine=ref.genuine, impostor=ref.impostor)
+
+
+def _resolve_metric(embedder: str, metric: str | None) -> tuple[str, stats.DocumentedThreshold | None]:
+    """The distance to use and the embedder's documented threshold when it is defined in that distance."""
     doc = stats.documented_threshold(embedder)
     metric = metric or stats.default_metric(embedder)
     if metric not in stats.METRICS:
@@ -220,30 +282,35 @@ def audit(
         log.warning("%s's documented threshold is a %s distance; with %s only the impostor quantile applies",
                     embedder, doc.metric, metric)
         doc = None
+    return metric, doc
 
-    manifest = ws.load_manifest()
+
+def _synthetic_rows(ws: Workspace, manifest: pd.DataFrame, run: str | None) -> tuple[pd.DataFrame, list[str]]:
+    """The synthetic rows to audit (column ``run`` added) and their runs, sorted."""
     syn = synthetic(manifest).copy()
     if syn.empty:
         raise PhenosynthError(f"Workspace {ws.root} has no synthetic images to audit. Run first: "
                               f"phenosynth generate -w {ws.root}")
     syn["run"] = [run_of(p, g) for p, g in zip(syn["params"], syn["generator"])]
     runs = sorted(syn["run"].unique())
-    if run is not None:
-        if run not in runs:
-            raise PhenosynthError(f"No synthetic images of run '{run}' in {ws.root}. Runs: {', '.join(runs)}.")
-        runs = [run]
-        syn = syn[syn["run"] == run]
-    real = usable(manifest)
-    real = real[real["source"] == REAL]
-    require_real_train(manifest, ws.root)
+    if run is None:
+        return syn, runs
+    if run not in runs:
+        raise PhenosynthError(f"No synthetic images of run '{run}' in {ws.root}. Runs: {', '.join(runs)}.")
+    return syn[syn["run"] == run], [run]
 
-    real_ids = real["image_id"].astype(str).tolist()
-    syn_ids = syn["image_id"].astype(str).tolist()
-    emb = _embed(ws, embedder, real_ids + syn_ids, weights, preprocessing, on_progress)
 
-    # --- calibration on the real photos -------------------------------------------------------------------------
-    real_e = real[real["image_id"].astype(str).isin(emb)].copy()
-    real_e["subject"] = real_e["subject_id"].astype("object").where(real_e["subject_id"].notna(), real_e["image_id"])
+def _with_subject(real: pd.DataFrame) -> pd.DataFrame:
+    """``real`` with a ``subject`` column: its subject id, else (no subject recorded) the image itself."""
+    out = real.copy()
+    out["subject"] = out["subject_id"].astype("object").where(out["subject_id"].notna(), out["image_id"])
+    return out
+
+
+def _reference(ws: Workspace, emb: dict[str, np.ndarray], real: pd.DataFrame, embedder: str,
+               doc: stats.DocumentedThreshold | None, metric: str, quantile: float) -> _Reference:
+    """Calibrate the threshold on the real photos and gather what each run is compared with."""
+    real_e = _with_subject(real[real["image_id"].astype(str).isin(emb)])
     cal_ids = real_e["image_id"].astype(str).tolist()
     genuine, impostor = stats.genuine_impostor_distances(_stack(emb, cal_ids), real_e["subject"].to_numpy(), metric)
     try:
@@ -253,143 +320,89 @@ def audit(
         raise PhenosynthError(f"Cannot calibrate {embedder}: {exc}") from None
     if len(impostor) and len(impostor) * quantile < 1:
         log.warning("only %d impostor pairs: their %.2g quantile is close to their minimum", len(impostor), quantile)
-
     train = real_e[real_e["split"] == TRAIN]
     train_ids = train["image_id"].astype(str).tolist()
     if not train_ids:
         raise PhenosynthError(f"No real training photo of {ws.root} has a face embedding by {embedder}. Run first: "
                               f"phenosynth faces -w {ws.root}")
     X_train = _stack(emb, train_ids)
-    stranger = _stranger_matches(emb, real_e, train, cal_ids, X_train, calibration, metric)
-    train_label = dict(zip(train_ids, train["label"].astype(str)))
     real_hash = real[real["phash"].notna()]
-    real_hash_ids = real_hash["image_id"].astype(str).tolist()
+    return _Reference(
+        real_e=real_e, genuine=genuine, impostor=impostor, calibration=calibration, metric=metric,
+        train_ids=train_ids, X_train=X_train, train_label=dict(zip(train_ids, train["label"].astype(str))),
+        hash_ids=real_hash["image_id"].astype(str).tolist(), hashes=real_hash["phash"].astype(str).tolist(),
+        stranger=_stranger_matches(emb, real_e, train, cal_ids, X_train, calibration, metric),
+    )
 
-    results = []
-    for r in runs:
-        rows = syn[syn["run"] == r]
-        frame, run_audit = _audit_run(
-            ws, r, rows, emb, real_e, X_train, train_ids, train_label, real_hash_ids,
-            real_hash["phash"].astype(str).tolist(), calibration, metric,
-            phash_bits=phash_bits, ssim_threshold=ssim_threshold, duplicate_bits=duplicate_bits, n_boot=n_boot,
-            seed=seed, stranger=stranger,
-        )
-        settings = {"embedder": embedder, "weights": weights, "preprocessing": preprocessing, "metric": metric,
-                    "quantile": quantile, "phash_bits": phash_bits, "ssim_threshold": ssim_threshold,
-                    "duplicate_bits": duplicate_bits, "n_boot": n_boot, "seed": seed,
-                    "documented_source": None if doc is None else doc.source}
-        run_audit.html_path = run_audit.parquet_path.parent / "audit.html"
-        created = _write(run_audit, frame, calibration, settings, n_real=len(cal_ids))
-        from phenosynth.audit.html import write_audit_html
 
-        write_audit_html(ws, run_audit.parquet_path.parent, run_audit, frame, calibration, genuine, impostor,
-                         run_audit.membership_roc, settings, created)
-        results.append(run_audit)
-    return AuditResult(embedder=embedder, metric=metric, calibration=calibration, runs=results, n_real=len(cal_ids),
-                       n_real_train=len(train_ids), seconds=time.perf_counter() - t0, genuine=genuine,
-                       impostor=impostor)
+def _fidelity_assessor(ws: Workspace, real: pd.DataFrame, syn: pd.DataFrame, kid_backbone: str | None,
+                       probe_backbone: str | None, *, kid_subsets: int, seed: int) -> Callable[[str], Fidelity]:
+    """Extract the fidelity features of every image once; returns run -> that run's :class:`Fidelity`."""
+    from phenosynth.audit import fidelity as fid
+
+    real = _with_subject(real)
+    train, test = real[real["split"] == TRAIN], real[real["split"] == TEST]
+    syn_ids = syn["image_id"].astype(str).tolist()
+    kid_feats, kid_note = ({}, None) if kid_backbone is None else fid.backbone_features(
+        ws, kid_backbone, train["image_id"].astype(str).tolist() + syn_ids)
+    probe_feats, probe_note = ({}, None) if probe_backbone is None else fid.backbone_features(
+        ws, probe_backbone, pd.concat([train, test])["image_id"].astype(str).tolist() + syn_ids)
+
+    def assess(run: str) -> Fidelity:
+        rows = syn[syn["run"] == run]
+        out = fid.Fidelity(kid_backbone, probe_backbone, notes=[n for n in (kid_note, probe_note) if n])
+        if kid_backbone is not None and kid_note is None:
+            out.kid = fid.kid_table(kid_feats, train, rows, subsets=kid_subsets, seed=seed)
+        if probe_backbone is not None and probe_note is None:
+            out.phenotype = fid.phenotype_table(probe_feats, train, test, rows, seed=seed)
+        return out
+
+    return assess
+
+
+def _write_run(ws: Workspace, run_audit: RunAudit, frame: pd.DataFrame, ref: _Reference,
+               settings: dict[str, Any]) -> None:
+    """audit.parquet, summary.json and audit.html of one run."""
+    from phenosynth.audit.html import write_audit_html
+
+    run_audit.html_path = run_audit.parquet_path.parent / "audit.html"
+    created = _write(run_audit, frame, ref.calibration, settings, n_real=len(ref.real_e))
+    write_audit_html(ws, run_audit.parquet_path.parent, run_audit, frame, ref.calibration, ref.genuine,
+                     ref.impostor, run_audit.membership_roc, settings, created)
 
 
 def _audit_run(
-    ws: Workspace,
-    run: str,
-    rows: pd.DataFrame,
-    emb: dict[str, np.ndarray],
-    real_e: pd.DataFrame,
-    X_train: np.ndarray,
-    train_ids: list[str],
-    train_label: dict[str, str],
-    real_hash_ids: list[str],
-    real_hashes: list[str],
-    cal: stats.Calibration,
-    metric: str,
-    *,
-    phash_bits: int,
-    ssim_threshold: float,
-    duplicate_bits: int,
-    n_boot: int,
-    seed: int,
-    stranger: tuple[int, int],
+    ws: Workspace, run: str, rows: pd.DataFrame, emb: dict[str, np.ndarray], ref: _Reference, rules: _CopyRules,
+    *, n_boot: int, seed: int,
 ) -> tuple[pd.DataFrame, RunAudit]:
+    """Score every synthetic image of one run (the audit.parquet frame) and sum the run up."""
     rows = rows.reset_index(drop=True)
     ids = rows["image_id"].astype(str).tolist()
-    labels = rows["label"].astype(str).tolist()
     parents = [list(p) for p in rows["parents"]]
-    has_face = np.array([i in emb for i in ids])
-    measured = [i for i in ids if i in emb]
-    X_syn = _stack(emb, measured)
-
-    # identity: nearest real training photo
-    d_nn, i_nn = stats.nearest_neighbours(X_syn, X_train, metric)
-    nn_id = dict(zip(measured, (train_ids[j] for j in i_nn)))
-    nn_d = dict(zip(measured, d_nn))
-    parent_d = {}
-    for i, ps in zip(ids, parents):
-        pe = [p for p in ps if p in emb]
-        if i in emb and pe:
-            parent_d[i] = float(stats.distance_matrix(emb[i][None], _stack(emb, pe), metric).min())
-
-    # synthetic near neighbours within the run (identity space)
-    if len(measured) > 1:
-        s_d, s_i = stats.nearest_neighbours(X_syn, X_syn, metric, exclude_self=True)
-        syn_nn = {i: (measured[j], float(d)) for i, j, d in zip(measured, s_i, s_d)}
-    else:
-        syn_nn = {}
-
-    # pixel copies: perceptual hashes
-    hashes = rows["phash"]
-    has_hash = hashes.notna().to_numpy()
-    hash_ids = [i for i, h in zip(ids, has_hash) if h]
-    hash_vals = hashes[has_hash].astype(str).tolist()
-    ph_nn: dict[str, tuple[str, int]] = {}
-    if hash_ids and real_hash_ids:
-        B = stats.phash_bits(hash_vals, real_hashes)
-        j = B.argmin(axis=1)
-        ph_nn = {i: (real_hash_ids[k], int(B[n, k])) for n, (i, k) in enumerate(zip(hash_ids, j))}
-    dup: dict[str, bool] = {}
-    syn_ph: dict[str, int] = {}
-    if hash_ids:
-        S = stats.phash_bits(hash_vals, hash_vals)
-        dup = dict(zip(hash_ids, stats.first_of_near_duplicates(S, duplicate_bits)))
-        if len(hash_ids) > 1:
-            np.fill_diagonal(S, 65)
-            syn_ph = dict(zip(hash_ids, S.min(axis=1).astype(int)))
-
-    # pixel copies: SSIM of aligned crops against parents and the nearest real photos
-    candidates = {
-        i: list(dict.fromkeys([*ps, *([nn_id[i]] if i in nn_id else []), *([ph_nn[i][0]] if i in ph_nn else [])]))
+    nn, parent_d = _identity(emb, ids, parents, ref)
+    syn_nn = _synthetic_neighbours(emb, ids, ref.metric)
+    ph_nn, dup, syn_ph = _hash_neighbours(ids, rows["phash"], ref, rules.duplicate_bits)
+    candidates = {  # SSIM against the parents and the nearest real photos by identity and by hash
+        i: list(dict.fromkeys([*ps, *([nn[i][0]] if i in nn else []), *([ph_nn[i][0]] if i in ph_nn else [])]))
         for i, ps in zip(ids, parents)
     }
-    need = list(dict.fromkeys(ids + [c for cs in candidates.values() for c in cs]))
-    grey = _grey_crops(ws, need)
-    from skimage.metrics import structural_similarity
-
-    ssim_best: dict[str, tuple[str, float]] = {}
-    for i in ids:
-        if i not in grey:
-            continue
-        scored = [(c, float(structural_similarity(grey[i], grey[c], data_range=255.0)))
-                  for c in candidates[i] if c in grey]
-        if scored:
-            ssim_best[i] = max(scored, key=lambda t: t[1])
-
+    ssim_best = _best_ssim(ws, ids, candidates)
     records = []
     for n, i in enumerate(ids):
-        d = nn_d.get(i, np.nan)
-        nid = nn_id.get(i)
-        match = bool(i in nn_d and d < cal.threshold)
-        ph = ph_nn.get(i)
-        ss = ssim_best.get(i)
-        copy = bool((ph is not None and ph[1] <= phash_bits) or (ss is not None and ss[1] >= ssim_threshold))
-        flags = [f for f, on in ((FLAG_IDENTITY, match), (FLAG_COPY, copy), (FLAG_NO_FACE, not has_face[n]),
+        nid, d = nn.get(i, (None, np.nan))
+        match = bool(i in nn and d < ref.calibration.threshold)
+        ph, ss = ph_nn.get(i), ssim_best.get(i)
+        copy = bool((ph is not None and ph[1] <= rules.phash_bits) or (ss is not None and ss[1] >= rules.ssim_threshold))
+        flags = [f for f, on in ((FLAG_IDENTITY, match), (FLAG_COPY, copy), (FLAG_NO_FACE, i not in emb),
                                  (FLAG_DUPLICATE, dup.get(i, False))) if on]
+        label = str(rows.at[n, "label"])
         records.append({
-            "image_id": i, "path": str(rows.at[n, "path"]), "label": labels[n], "run": run,
+            "image_id": i, "path": str(rows.at[n, "path"]), "label": label, "run": run,
             "generator": str(rows.at[n, "generator"]) if pd.notna(rows.at[n, "generator"]) else "",
-            "parents": parents[n], "has_face": bool(has_face[n]),
+            "parents": parents[n], "has_face": i in emb,
             "nearest_real_id": nid, "nearest_real_distance": float(d),
-            "nearest_real_label": train_label.get(nid) if nid else None,
-            "nearest_same_condition": bool(nid is not None and train_label[nid] == labels[n]),
+            "nearest_real_label": ref.train_label.get(nid) if nid else None,
+            "nearest_same_condition": bool(nid is not None and ref.train_label[nid] == label),
             "nearest_is_parent": bool(nid is not None and nid in parents[n]),
             "parent_distance": parent_d.get(i, np.nan), "identity_match": match,
             "phash_nearest_id": ph[0] if ph else None, "phash_bits": ph[1] if ph else pd.NA,
@@ -402,28 +415,93 @@ def _audit_run(
     frame = pd.DataFrame(records, columns=AUDIT_COLUMNS)
     frame["phash_bits"] = frame["phash_bits"].astype("Int64")
     frame["synthetic_nn_phash_bits"] = frame["synthetic_nn_phash_bits"].astype("Int64")
+    return frame, _run_summary(ws, run, frame, emb, ref, n_boot=n_boot, seed=seed)
 
-    # membership: real photos of the run's conditions, distance to the nearest synthetic image of their condition
-    auc, lo, hi, n_mem, n_non, *roc = _membership(emb, real_e, frame, metric, n_boot=n_boot, seed=seed)
 
-    n_meas = int(has_face.sum())
+def _identity(emb: dict[str, np.ndarray], ids: list[str], parents: list[list[str]],
+              ref: _Reference) -> tuple[dict[str, tuple[str, float]], dict[str, float]]:
+    """Per measured image: (nearest real training photo, its distance); and the distance to the nearest parent."""
+    measured = [i for i in ids if i in emb]
+    d_nn, i_nn = stats.nearest_neighbours(_stack(emb, measured), ref.X_train, ref.metric)
+    nn = {i: (ref.train_ids[j], d) for i, j, d in zip(measured, i_nn, d_nn)}
+    parent_d = {}
+    for i, ps in zip(ids, parents):
+        pe = [p for p in ps if p in emb]
+        if i in emb and pe:
+            parent_d[i] = float(stats.distance_matrix(emb[i][None], _stack(emb, pe), ref.metric).min())
+    return nn, parent_d
+
+
+def _synthetic_neighbours(emb: dict[str, np.ndarray], ids: list[str], metric: str) -> dict[str, tuple[str, float]]:
+    """Per measured image: its nearest other synthetic image of the run (identity space) and their distance."""
+    measured = [i for i in ids if i in emb]
+    if len(measured) < 2:
+        return {}
+    X = _stack(emb, measured)
+    s_d, s_i = stats.nearest_neighbours(X, X, metric, exclude_self=True)
+    return {i: (measured[j], float(d)) for i, j, d in zip(measured, s_i, s_d)}
+
+
+def _hash_neighbours(
+    ids: list[str], hashes: pd.Series, ref: _Reference, duplicate_bits: int
+) -> tuple[dict[str, tuple[str, int]], dict[str, bool], dict[str, int]]:
+    """Perceptual hashes: per hashed image its nearest real photo (id, bits), whether it duplicates an earlier image
+    of the run, and the bits to its nearest other synthetic image."""
+    has_hash = hashes.notna().to_numpy()
+    hash_ids = [i for i, h in zip(ids, has_hash) if h]
+    hash_vals = hashes[has_hash].astype(str).tolist()
+    ph_nn: dict[str, tuple[str, int]] = {}
+    if hash_ids and ref.hash_ids:
+        bits = stats.phash_bits(hash_vals, ref.hashes)
+        j = bits.argmin(axis=1)
+        ph_nn = {i: (ref.hash_ids[k], int(bits[n, k])) for n, (i, k) in enumerate(zip(hash_ids, j))}
+    dup: dict[str, bool] = {}
+    syn_ph: dict[str, int] = {}
+    if hash_ids:
+        S = stats.phash_bits(hash_vals, hash_vals)
+        dup = dict(zip(hash_ids, stats.first_of_near_duplicates(S, duplicate_bits)))
+        if len(hash_ids) > 1:
+            np.fill_diagonal(S, 65)
+            syn_ph = dict(zip(hash_ids, S.min(axis=1).astype(int)))
+    return ph_nn, dup, syn_ph
+
+
+def _best_ssim(ws: Workspace, ids: list[str], candidates: dict[str, list[str]]) -> dict[str, tuple[str, float]]:
+    """Per image: the candidate real photo with the highest SSIM of the aligned grey crops, and that SSIM."""
+    from skimage.metrics import structural_similarity
+
+    grey = _grey_crops(ws, list(dict.fromkeys(ids + [c for cs in candidates.values() for c in cs])))
+    best: dict[str, tuple[str, float]] = {}
+    for i in ids:
+        if i not in grey:
+            continue
+        scored = [(c, float(structural_similarity(grey[i], grey[c], data_range=255.0)))
+                  for c in candidates[i] if c in grey]
+        if scored:
+            best[i] = max(scored, key=lambda t: t[1])
+    return best
+
+
+def _run_summary(ws: Workspace, run: str, frame: pd.DataFrame, emb: dict[str, np.ndarray], ref: _Reference, *,
+                 n_boot: int, seed: int) -> RunAudit:
+    """The run's :class:`RunAudit` from its frame, with the membership test."""
+    auc, lo, hi, n_mem, n_non, *roc = _membership(emb, ref.real_e, frame, ref.metric, n_boot=n_boot, seed=seed)
+    n_meas = int(frame["has_face"].sum())
     n_match = int(frame["identity_match"].sum())
     out = audit_dir(ws, run)
-    run_audit = RunAudit(
+    return RunAudit(
         run=run, generator=", ".join(sorted(set(frame["generator"]) - {""})) or "unknown", n_images=len(frame),
         n_measured=n_meas, n_matched=n_match, matched_share=n_match / n_meas if n_meas else float("nan"),
         matched_ci=stats.wilson_ci(n_match, n_meas),
         matched_own_parent=int((frame["identity_match"] & frame["nearest_is_parent"]).sum()),
-        stranger_rate=stranger[0] / stranger[1] if stranger[1] else float("nan"),
-        stranger_ci=stats.wilson_ci(*stranger),
+        stranger_rate=ref.stranger[0] / ref.stranger[1] if ref.stranger[1] else float("nan"),
+        stranger_ci=stats.wilson_ci(*ref.stranger),
         membership_auc=auc, membership_ci=(lo, hi), n_members=n_mem, n_nonmembers=n_non,
         n_near_copies=int(frame["near_copy"].sum()), n_duplicates=int(frame["duplicate"].sum()),
         n_no_face=int((~frame["has_face"]).sum()), n_shareable=int(frame["shareable"].sum()),
         median_distance=float(np.nanmedian(frame["nearest_real_distance"])) if n_meas else float("nan"),
-        parquet_path=out / "audit.parquet", summary_path=out / "summary.json",
+        parquet_path=out / "audit.parquet", summary_path=out / "summary.json", membership_roc=(roc[0], roc[1]),
     )
-    run_audit.membership_roc = (roc[0], roc[1])
-    return frame, run_audit
 
 
 def _stranger_matches(
@@ -484,6 +562,7 @@ def _write(run_audit: RunAudit, frame: pd.DataFrame, cal: stats.Calibration, set
         "flags": {f: int(frame["flags"].map(lambda fl, f=f: f in fl).sum())
                   for f in (FLAG_IDENTITY, FLAG_COPY, FLAG_NO_FACE, FLAG_DUPLICATE)},
         "replaces": previous,
+        "fidelity": None if run_audit.fidelity is None else run_audit.fidelity.to_dict(),
     }
     atomic_write(run_audit.summary_path,
                  lambda p: Path(p).write_text(json.dumps(summary, indent=2, default=_json_default)))

@@ -309,6 +309,10 @@ def first_of_near_duplicates(D: np.ndarray, within: float) -> np.ndarray:
 # --- fidelity: kernel inception distance on features ------------------------------------------------------------------
 
 
+#: The largest KID subset (torchmetrics' default ``subset_size``); a smaller set caps it further.
+KID_MAX_SUBSET = 1000
+
+
 def _poly_mmd2_unbiased(f_real: np.ndarray, f_fake: np.ndarray, degree: int = 3, coef: float = 1.0,
                         gamma: float | None = None) -> float:
     """Unbiased MMD^2 with the polynomial kernel ``(gamma <x, y> + coef) ** degree`` (gamma default ``1 / d``)."""

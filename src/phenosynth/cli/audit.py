@@ -34,7 +34,11 @@ def audit_command(
     phash_bits: int = typer.Option(4, "--phash-bits", help="Near-copy: perceptual hash within this many bits."),
     ssim_threshold: float = typer.Option(0.9, "--ssim", help="Near-copy: SSIM of the aligned crops at least this."),
     bootstrap: int = typer.Option(1000, "--bootstrap", help="Bootstrap resamples of the membership AUC."),
-    seed: int = typer.Option(0, "--seed", help="Bootstrap seed."),
+    seed: int = typer.Option(0, "--seed", help="Seed of the bootstrap, the KID subsets and the split-half baseline."),
+    kid_backbone: str = typer.Option(
+        "mobilenet_v2", "--kid-backbone", help="Fidelity: KID in this backbone's feature space ('none' skips it)."),
+    probe_backbone: str = typer.Option(
+        "shape68", "--probe-backbone", help="Phenotype agreement: the probe's backbone ('none' skips it)."),
 ) -> None:
     """Audit synthetic faces for privacy: is an image the same person as a real training photo (identity match,
     threshold calibrated on the workspace's own real photos), does the generator remember its training patients
@@ -50,7 +54,9 @@ def audit_command(
     ws = Workspace.open(workspace, need_manifest=True)
     with progress_bar(f"Embedding faces ({embedder})") as on_progress:
         res = audit(ws, run, embedder, weights=weights, metric=metric, quantile=quantile, phash_bits=phash_bits,
-                    ssim_threshold=ssim_threshold, n_boot=bootstrap, seed=seed, on_progress=on_progress)
+                    ssim_threshold=ssim_threshold, n_boot=bootstrap, seed=seed, on_progress=on_progress,
+                    kid_backbone=None if kid_backbone == "none" else kid_backbone,
+                    probe_backbone=None if probe_backbone == "none" else probe_backbone)
     cal = res.calibration
     doc = "none" if cal.documented is None else f"{cal.documented:.4g}"
     table = Table(title=f"Privacy audit ({res.embedder}, {res.metric} distance; threshold {cal.threshold:.4g} = "
@@ -72,10 +78,38 @@ def audit_command(
         f"{_pct(cal.impostor_rate)} of different-person pairs. Stranger rate: the share of real photos whose nearest "
         f"training photo of another person is under it (the baseline of the matched share). Audited in {res.seconds:.1f}s."
     )
+    console.print(_fidelity_table(res.runs))
     for r in res.runs:
+        for note in r.fidelity.notes if r.fidelity else ():
+            console.print(f"{r.run}: fidelity: {note}")
         note = f" (replaced the audit of {r.replaced})" if r.replaced else ""
         console.print(f"{r.run}: {r.n_matched} of {r.n_measured} measured images match a real training photo "
                       f"({r.matched_own_parent} their own parent); written to {r.parquet_path}{note}.")
+
+
+def _num(v: float, digits: int = 4) -> str:
+    return "n/a" if v != v else f"{v:.{digits}f}"
+
+
+def _fidelity_table(runs: list) -> Table:
+    """Per run and condition: KID (with the split-half baseline) and the probe's accuracy (synthetic vs real test)."""
+    table = Table(title="Fidelity (KID: synthetic vs real training photos, baseline: real vs real split by subject; "
+                        "probe fit on real training photos)")
+    for col, just in (("run", "left"), ("condition", "left"), ("KID", "right"), ("split-half KID", "right"),
+                      ("probe acc. synthetic", "right"), ("probe acc. real test", "right"), ("note", "left")):
+        table.add_column(col, justify=just)  # type: ignore[arg-type]
+    for r in runs:
+        fid = r.fidelity
+        kid = {k.condition: k for k in fid.kid} if fid else {}
+        pheno = {p.condition: p for p in fid.phenotype} if fid else {}
+        for cond in dict.fromkeys([*kid, *pheno]):
+            k, p = kid.get(cond), pheno.get(cond)
+            table.add_row(
+                r.run, cond, _num(k.kid) if k else "-", _num(k.baseline) if k else "-",
+                f"{_pct(p.synthetic_accuracy)} ({p.n_synthetic})" if p else "-",
+                f"{_pct(p.test_accuracy)} ({p.n_test})" if p else "-",
+                "; ".join(n for n in (k.note if k else "", p.note if p else "") if n))
+    return table
 
 
 @command("export")
