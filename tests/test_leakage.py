@@ -66,7 +66,8 @@ def test_a_synthetic_child_of_a_test_photo_added_after_the_split_is_refused_then
         assert_no_leakage(ws)
     msg = str(err.value)
     assert "1 usable synthetic image(s) made from a test image (synthetic/notebook/" in msg
-    assert child["path"] in msg and fine["path"] not in msg and f"phenosynth split -w {ws.root}" in msg
+    assert child["path"] in msg and fine["path"] not in msg
+    assert f"(phenosynth split -w {ws.root} --test-size 0.25 --folds 5 --seed 42)" in msg
     split(ws, seed=42)  # the library's split applies the rule: the child is excluded, the other stays usable
     reasons = ws.load_manifest().set_index("image_id")["exclude_reason"]
     assert reasons[child["image_id"]] == PARENT_IN_TEST and pd.isna(reasons[fine["image_id"]])
@@ -251,3 +252,34 @@ def test_byte_identical_copies_under_two_subjects_become_one_image(tmp_path):
     for seed in range(3):
         split(ws, folds=2, seed=seed)
         assert leakage_problems(ws.load_manifest()) == []
+
+
+def test_leakage_error_repeats_the_options_of_the_last_split_and_that_command_restores_its_test_set(ws):
+    from typer.testing import CliRunner
+
+    from phenosynth.cli import app
+
+    split(ws, test_size=0.4, folds=3, seed=7)
+    before = ws.load_manifest().set_index("image_id")["split"]
+    m = ws.load_manifest()
+    m.loc[_real(m, "test").index[0], "split"] = "train"  # a hand edit: a test photo's subject now on both sides
+    ws.save_manifest(m)
+    with pytest.raises(LeakageError) as err:
+        assert_no_leakage(ws)
+    command = f"phenosynth split -w {ws.root} --test-size 0.4 --folds 3 --seed 7"
+    assert f"Re-run the split with the same options ({command})" in str(err.value)
+    res = CliRunner().invoke(app, command.split()[1:])
+    assert res.exit_code == 0, res.output
+    assert ws.load_manifest().set_index("image_id")["split"].equals(before)
+    assert_no_leakage(ws)
+
+
+def test_leakage_error_without_a_split_record_asks_for_the_options_used_before(ws):
+    split(ws, seed=42)
+    (ws.root / "split.json").unlink()  # a workspace split before split.json existed
+    m = ws.load_manifest()
+    m.loc[_real(m, "test").index[0], "split"] = "train"
+    ws.save_manifest(m)
+    with pytest.raises(LeakageError, match=rf"\(phenosynth split -w {ws.root} --test-size T --folds K --seed S, "
+                                           "with the options you split with\)"):
+        assert_no_leakage(ws)

@@ -167,3 +167,85 @@ def test_split_cli_says_near_duplicates_were_kept_on_one_side(ws):
     res = runner.invoke(app, ["split", "-w", str(ws.root), "--seed", "42"])
     assert res.exit_code == 0, res.output
     assert "2 near-duplicate group(s) (4 images under different subjects) kept on one side" in " ".join(res.output.split())
+
+
+# --- subjects (or near-duplicate groups) with images in two classes ---------------------------------------------------
+
+
+def _one_side_and_a_training_image_per_class(labels, groups, test) -> None:
+    sides = pd.Series(test).groupby(np.asarray(groups)).nunique()
+    assert sides.max() == 1, f"on both sides: {sorted(sides[sides > 1].index)}"
+    for lab in np.unique(labels):
+        assert (~test[labels == lab]).any(), f"class {lab} has no training image"
+
+
+def test_assign_test_keeps_a_subject_filed_under_two_classes_on_one_side():
+    # s1 is the only subject of class A and also one of class B: it stays in training, all of it
+    labels = np.array(["A", "A", "B", "B", "B", "C", "C", "C"])
+    groups = np.array(["s1", "s1", "s1", "s2", "s3", "s4", "s5", "s6"])
+    for seed in range(100):
+        test = assign_test(labels, groups, test_size=0.34, seed=seed)
+        assert not test[groups == "s1"].any(), seed
+        _one_side_and_a_training_image_per_class(labels, groups, test)
+
+
+def test_assign_test_moves_a_subject_back_to_training_with_all_of_its_images():
+    # random class layouts where a third of the subjects also have a photo filed under another class
+    for seed in range(60):
+        rng = np.random.default_rng(seed)
+        labels, groups = [], []
+        for c in range(6):
+            for s in range(int(rng.integers(1, 4))):
+                labels += [f"c{c}"] * int(rng.integers(1, 3))
+                groups += [f"c{c}s{s}"] * (len(labels) - len(groups))
+        for g in rng.choice(np.unique(groups), size=len(set(groups)) // 3, replace=False):
+            labels.append(f"c{int(rng.integers(0, 6))}")
+            groups.append(g)
+        labels, groups = np.array(labels), np.array(groups)
+        for test_size in (0.25, 0.5):
+            test = assign_test(labels, groups, test_size=test_size, seed=seed)
+            _one_side_and_a_training_image_per_class(labels, groups, test)
+
+
+def _reused_subject_ids_manifest() -> pd.DataFrame:
+    """Subject ids reused across class folders (--subject-regex on ``<class>/<subject>_k.png``): s1 in A and B, s2 in
+    A and D."""
+    rng, hashes = np.random.default_rng(0), np.random.default_rng(1)
+    rows = []
+    layout = (("A", ["s1", "s2"]), ("B", ["s1", "s3", "s4"]), ("C", ["s5", "s6", "s7"]), ("D", ["s2", "s8"]))
+    for lab, subjects in layout:
+        for s in subjects:
+            for k in range(int(rng.integers(1, 4))):
+                rows.append({"image_id": f"{lab}{s}{k}".ljust(64, "0"), "path": f"/data/{lab}/{s}_{k}.png",
+                             "label": lab, "subject_id": s, "source": "real",
+                             "phash": f"{hashes.integers(0, 2**63):016x}"})
+    return conform(pd.DataFrame(rows))
+
+
+def _near_duplicate_copies_manifest() -> pd.DataFrame:
+    """Copies of a photo filed under another class and subject (same perceptual hash): a1's photo as b1's (the only
+    subject of class B), c1's photo as d2's."""
+    rows = []
+    for lab, subjects in (("A", ["a1", "a1", "a2"]), ("B", ["b1"]), ("C", ["c1", "c2", "c3"]), ("D", ["d1", "d2"]),
+                          ("E", ["e1", "e2"])):
+        for k, s in enumerate(subjects):
+            rows.append({"image_id": f"{lab}{s}{k}".ljust(64, "0"), "path": f"/data/{lab}/{s}_{k}.png", "label": lab,
+                         "subject_id": s, "source": "real", "phash": f"{(k + 1) * 7919 + ord(lab) * 104729:016x}"})
+    copies = {"b1": "a1", "d2": "c1"}
+    by_subject = {r["subject_id"]: r for r in rows}
+    for copy, original in copies.items():
+        by_subject[copy]["phash"] = by_subject[original]["phash"]  # the files do not exist: the hash decides
+    return conform(pd.DataFrame(rows))
+
+
+@pytest.mark.parametrize("manifest", [_reused_subject_ids_manifest, _near_duplicate_copies_manifest])
+def test_split_keeps_a_subject_spanning_two_classes_on_one_side(tmp_path, manifest):
+    ws = Workspace.open(tmp_path / "ws", create=True)
+    ws.save_manifest(manifest())
+    for seed in range(20):
+        r = split(ws, test_size=0.5, folds=2, seed=seed)  # raised LeakageError for some seeds before
+        m = ws.load_manifest()
+        assert r.n_test > 0 and leakage_problems(m, near_duplicates=[]) == []
+        groups = m["subject_id"].replace({"b1": "a1", "d2": "c1"})  # the near-duplicate copies: one group each
+        test = (m["split"] == "test").to_numpy()
+        _one_side_and_a_training_image_per_class(m["label"].to_numpy(), groups.to_numpy(), test)

@@ -447,7 +447,8 @@ def test_train_refuses_a_workspace_whose_split_leaks_naming_the_images(tiny_ws, 
     with pytest.raises(LeakageError) as err:
         train(ws, cfg, "leaky")
     msg = str(err.value)
-    assert all(p in msg for p in named) and f"phenosynth split -w {ws.root}" in msg
+    assert all(p in msg for p in named)
+    assert f"phenosynth split -w {ws.root} --test-size T --folds K --seed S, with the options you split with" in msg
     assert not (ws.runs_dir / "leaky").exists()
     with pytest.raises(LeakageError):
         train_cell(ws, cfg, fold=0, seed=0)

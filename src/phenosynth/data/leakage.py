@@ -47,6 +47,10 @@ LEAKAGE_REASONS = (PARENT_IN_TEST, FIT_ON_TEST)
 DEFAULT_NEAR_DUPLICATE_BITS = 4
 #: Kind of the ``split_report.csv`` rows that record the near-duplicate pairs a split kept on one side.
 NEAR_DUPLICATE_KIND = "near-duplicate-grouped"
+#: The options of the last split (``test_size, folds, seed, near_duplicate_bits``), written by
+#: :func:`phenosynth.data.split.split` into the workspace, so advice to re-split can repeat them.
+SPLIT_OPTIONS_FILE = "split.json"
+_SPLIT_OPTIONS_UNKNOWN = "--test-size T --folds K --seed S, with the options you split with"
 
 FitSets = Mapping[str, Iterable[str]]
 
@@ -226,6 +230,21 @@ def confirm_near_duplicates(
     return kept
 
 
+def resplit_command(ws: Workspace) -> str:
+    """The command that re-runs the workspace's last split with the options it was made with (``split.json``), so
+    the test set stays the same; without that record, the command with its options for the user to fill in."""
+    try:
+        opts = json.loads((ws.root / SPLIT_OPTIONS_FILE).read_text())
+        command = (f"phenosynth split -w {ws.root} --test-size {float(opts['test_size'])!r} "
+                   f"--folds {int(opts['folds'])} --seed {int(opts['seed'])}")
+        bits = int(opts.get("near_duplicate_bits", DEFAULT_NEAR_DUPLICATE_BITS))
+    except (OSError, ValueError, TypeError, KeyError, AttributeError):
+        return f"phenosynth split -w {ws.root} {_SPLIT_OPTIONS_UNKNOWN}"
+    if bits != DEFAULT_NEAR_DUPLICATE_BITS:  # not a CLI option: the library call that set it
+        command += f" (and near_duplicate_bits={bits}, from Python)"
+    return command
+
+
 def recorded_near_duplicates(ws: Workspace) -> list[tuple[str, str]]:
     """The near-duplicate pairs the last split kept on one side (``split_report.csv``, kind ``near-duplicate-grouped``)."""
     if not ws.split_report_path.exists():
@@ -319,20 +338,21 @@ def assert_no_leakage(
     grouped (``split_report.csv``) are read from it unless given.
 
     Raises:
-        LeakageError: names every problem with a few of its images, and says how to fix it (re-run ``split``,
-        which re-applies the rule).
+        LeakageError: names every problem with a few of its images, and says how to fix it (re-run ``split`` with
+        the options it was made with, :func:`resplit_command`, which re-applies the rule and keeps the test set).
     """
     if isinstance(workspace, Workspace):
         manifest = workspace.load_manifest()
         fit_sets = load_fit_sets(workspace) if fit_sets is None else fit_sets
         near_duplicates = recorded_near_duplicates(workspace) if near_duplicates is None else near_duplicates
-        where = str(workspace.root)
+        command = resplit_command(workspace)
     else:
-        manifest, where = workspace, "WS"
+        manifest = workspace
+        command = f"phenosynth split -w WS {_SPLIT_OPTIONS_UNKNOWN}"
     problems = leakage_problems(manifest, fit_sets, near_duplicates=near_duplicates or ())
     if problems:
         raise LeakageError(
             "The workspace's split leaks the held-out test set into training: " + "; ".join(problems) + ". "
-            f"Re-run the split (phenosynth split -w {where}), which applies the leakage rule again; if you edited "
-            "the manifest by hand, undo that edit."
+            f"Re-run the split with the same options ({command}), which applies the leakage rule again and keeps the "
+            "test set; if you edited the manifest by hand, undo that edit."
         )

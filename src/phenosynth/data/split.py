@@ -12,9 +12,11 @@ fit on a test image are excluded). Deterministic for a seed.
 
 from __future__ import annotations
 
+import json
 import logging
 import warnings
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -24,6 +26,7 @@ from phenosynth.data.leakage import (
     FIT_ON_TEST,  # noqa: F401 (re-exported: the exclude_reasons a split gives)
     NEAR_DUPLICATE_KIND,
     PARENT_IN_TEST,
+    SPLIT_OPTIONS_FILE,
     confirm_near_duplicates,
     exclude_leaked_synthetic,
     leakage_problems,
@@ -49,18 +52,23 @@ def assign_test(labels: np.ndarray, groups: np.ndarray, *, test_size: float, see
 
     Stratified by ``labels``, grouped by ``groups`` (subjects); classes with a single group are kept in training; a
     class never loses all of its training images. ``test_size`` is the fraction of the splittable images.
+
+    Every decision is made per group, so a group is never on both sides even when its images carry several labels (a
+    near-duplicate copy filed under another label, a subject id reused across class folders): a group with an image
+    in a single-group class stays entirely in training.
     """
     labels = np.asarray(labels).astype(str)
     groups = np.asarray(groups).astype(str)
     n = len(labels)
     test = np.zeros(n, dtype=bool)
     groups_per_label = pd.Series(groups).groupby(labels).nunique()
-    splittable = np.isin(labels, groups_per_label[groups_per_label >= 2].index.to_numpy())
-    if splittable.sum() == 0:
-        return test
+    single_group_class = np.isin(labels, groups_per_label[groups_per_label < 2].index.to_numpy())
+    splittable = ~np.isin(groups, groups[single_group_class])
     idx = np.flatnonzero(splittable)
-    n_splits = max(2, int(round(1.0 / test_size)))
     n_groups = len(np.unique(groups[idx]))
+    if n_groups < 2:  # (only when groups span classes: a splittable class has 2 groups)
+        return test
+    n_splits = max(2, int(round(1.0 / test_size)))
     n_splits = min(n_splits, n_groups)
     from sklearn.model_selection import StratifiedGroupKFold  # lazy: sklearn costs ~1.5 s of CLI start-up
 
@@ -76,7 +84,12 @@ def assign_test(labels: np.ndarray, groups: np.ndarray, *, test_size: float, see
 
 
 def _keep_every_class_in_training(test: np.ndarray, labels: np.ndarray, groups: np.ndarray) -> np.ndarray:
-    """Move a class's smallest test subject back to training when the class has no training image left."""
+    """Move a class's smallest test subject (fewest images in that class; ties: the smallest id) back to training,
+    with all of its images, when the class has no training image left.
+
+    Moving a subject back only adds training images, so a class checked earlier never loses its training image again:
+    one pass over the classes reaches the fixed point (every class has a training image, no subject on both sides).
+    """
     test = test.copy()
     for label in np.unique(labels):
         in_class = labels == label
@@ -84,7 +97,7 @@ def _keep_every_class_in_training(test: np.ndarray, labels: np.ndarray, groups: 
             continue
         sizes = pd.Series(groups[in_class & test]).value_counts()
         smallest = sorted(sizes[sizes == sizes.min()].index)[0]
-        test[in_class & (groups == smallest)] = False
+        test[groups == smallest] = False
     return test
 
 
@@ -183,7 +196,8 @@ def split(
 ) -> SplitResult:
     """Assign ``split`` and ``fold`` to every usable real image; mark synthetic images ``train`` with no fold, and
     exclude those the leakage rule forbids (their parent, or a photo their generator run learned from, is now in the
-    test set; released again when it is back in training). Writes the manifest and ``split_report.csv``."""
+    test set; released again when it is back in training). Writes the manifest, ``split_report.csv`` and
+    ``split.json`` (these options, so advice to re-split can repeat them)."""
     if not 0.0 < test_size < 1.0:
         raise PhenosynthError(f"--test-size must be between 0 and 1 (exclusive), not {test_size}.")
     if folds < 2:
@@ -228,6 +242,8 @@ def split(
     workspace.save_manifest(df)
     excluded = leakage_report(df, fit_sets)
     _write_split_report(workspace, df, pairs, excluded)
+    options = {"test_size": test_size, "folds": folds, "seed": seed, "near_duplicate_bits": near_duplicate_bits}
+    atomic_write(workspace.root / SPLIT_OPTIONS_FILE, lambda p: Path(p).write_text(json.dumps(options, indent=2)))
 
     labels = sorted(real["label"].unique())
     test_labels = set(real.loc[test, "label"])
