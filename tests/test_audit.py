@@ -607,3 +607,174 @@ def test_cli_audit_shows_the_fidelity_table_and_the_page_and_datasheet_carry_it(
     text = fidelity_section(fid)  # the shape-warp run's first audit, with both tables
     assert f"  - all conditions: {fid['kid'][-1]['kid']:.4f} (real vs real {fid['kid'][-1]['baseline']:.4f})" in text
     assert "  - A: synthetic 100.0 % of 6, real test photos" in text
+
+
+# --- review fixes: calibration with a duplicated patient, atomic export, folder names, ICC, augmentation label ------
+
+
+def test_too_few_impostor_pairs_do_not_let_their_quantile_lower_the_documented_threshold():
+    genuine = np.array([0.3, 0.35, 0.4])
+    impostor = np.r_[0.01, np.linspace(0.8, 1.0, 99)]  # 100 pairs, one a patient filed under two ids
+    cal = stats.calibrate_threshold(genuine, impostor, documented=0.6, quantile=0.001)
+    assert cal.threshold == 0.6 and cal.source == "documented" and cal.quantile_estimable is False
+    assert cal.impostor_quantile < 0.1 and cal.to_dict()["quantile_estimable"] is False
+    alone = stats.calibrate_threshold(genuine, impostor, documented=None, quantile=0.001)  # nothing else to use
+    assert alone.threshold == pytest.approx(alone.impostor_quantile) and not alone.quantile_estimable
+    enough = stats.calibrate_threshold(genuine, impostor, documented=0.9, quantile=0.01)  # 100 * 0.01 = 1 pair
+    assert enough.quantile_estimable and enough.threshold == pytest.approx(enough.impostor_quantile)
+
+
+def test_reviewer_scenario_one_duplicated_subject_no_longer_switches_the_identity_check_off():
+    rng = np.random.default_rng(0)
+    centres = rng.normal(size=(10, 128)) * 0.65 / np.sqrt(128)
+    X = np.array([c + rng.normal(scale=0.35 / np.sqrt(256), size=128) for c in centres for _ in range(2)])
+    subj = np.repeat([f"s{k}" for k in range(10)], 2)
+    X2, subj2 = np.vstack([X, X[0] + 1e-3]), np.append(subj, "s_dup")
+    g, i = stats.genuine_impostor_distances(X2, subj2)
+    assert i.min() < 0.05  # the copy is an 'impostor' at distance ~0
+    cal = stats.calibrate_threshold(g, i, 0.6, quantile=0.001)
+    assert cal.threshold == 0.6 and not cal.quantile_estimable
+
+
+def _with_recorded_copy(ws: Workspace, monkeypatch) -> str:
+    """A re-encoded copy of a real training photo filed under a new subject id, grouped by the split (split_report.csv
+    row ``near-duplicate-grouped``), the audit's crops faked for every usable image; the copy's image_id."""
+    from phenosynth.data.leakage import NEAR_DUPLICATE_KIND
+
+    m = ws.load_manifest()
+    orig = m[(m["source"] == "real") & (m["subject_id"] == "A0")].iloc[0]
+    img = np.asarray(Image.open(ws.resolve(orig["path"])).convert("RGB")).copy()
+    img[0, 0] ^= 1
+    row = image_row(ws, ws.root / "real" / "copy.png", img, label="A", subject_id="Z9", source="real", split="train",
+                    fold=orig["fold"], phash=orig["phash"], width=orig["width"], height=orig["height"])
+    ws.save_manifest(pd.concat([m, pd.DataFrame([row])], ignore_index=True))
+    pd.DataFrame([{"kind": NEAR_DUPLICATE_KIND, "image_id": orig["image_id"], "other_image_id": row["image_id"]}]
+                 ).to_csv(ws.split_report_path, index=False)
+    m = ws.load_manifest()
+    paths = {str(i): ws.resolve(str(p)) for i, p in zip(m["image_id"], m["path"])}
+    monkeypatch.setattr("phenosynth.faces.align.ensure_aligned_crops",
+                        lambda ws_, ids, size=224, on_progress=None, **kw: {i: paths[i] for i in ids})
+    return row["image_id"]
+
+
+def test_a_patient_copy_under_another_subject_id_counts_as_the_same_person_and_the_summary_says_so(
+        audited_ws, monkeypatch):
+    from typer.testing import CliRunner
+
+    from phenosynth.cli import app
+
+    ws, _, _ = audited_ws
+    _with_recorded_copy(ws, monkeypatch)
+    monkeypatch.setitem(stats.DOCUMENTED_THRESHOLDS, PIXELS, stats.DocumentedThreshold(0.5, "cosine", "test"))
+    result = CliRunner().invoke(app, ["audit", "-w", str(ws.root), "--embedder", PIXELS, "--bootstrap", "20",
+                                      "--run", "others"])
+    assert result.exit_code == 0, result.output
+    summary = json.loads((ws.root / "audit" / "others" / "summary.json").read_text())
+    cal = summary["calibration"]
+    # 25 photos; the copy joins A0's 2 photos: 12 + 2 same-person pairs (without the grouping: 12 and 288)
+    assert (cal["n_genuine"], cal["n_impostor"]) == (14, 25 * 24 // 2 - 14)
+    assert cal["quantile_estimable"] is False and cal["threshold"] == 0.5  # 286 pairs cannot give a 0.1 % quantile
+    assert "quantile_estimable: false" in " ".join(result.output.split())
+
+
+def _audited_run_ws(root: Path, labels: list[str], generator: str = "g") -> Workspace:
+    """Two real photos and one synthetic image per label of run 'r1' by ``generator``, with a hand-written audit that
+    passes them all (the reviewer's workspace)."""
+    from phenosynth.audit.privacy import AUDIT_COLUMNS
+    from tests._workspaces import save_rows
+
+    ws = Workspace.open(root / "ws", create=True)
+    rows = [image_row(ws, root / "src" / f"r{k}.png", np.full((16, 16, 3), k * 40, np.uint8), label=lab,
+                      subject_id=f"subj{k}", source="real", split="train", fold=0) for k, lab in enumerate("AB")]
+    for k, lab in enumerate(labels):
+        rows.append(image_row(ws, ws.root / "synthetic" / "r1" / f"s{k}.png",
+                              np.random.default_rng(k).integers(0, 255, (16, 16, 3), dtype=np.uint8), label=lab,
+                              source="synthetic", generator=generator, params=json.dumps({"run": "r1", "seed": k}),
+                              parents=[rows[0]["image_id"]], split="train"))
+    save_rows(ws, rows)
+    m = ws.load_manifest()
+    scores = {"has_face": True, "flags": [], "shareable": True, "nearest_real_distance": 0.9,
+              "nearest_same_condition": False, "nearest_is_parent": False, "parent_distance": 0.9, "phash_bits": 30,
+              "ssim": 0.1, "synthetic_nn_distance": 0.5, "duplicate": False, "parents": []}
+    frame = pd.DataFrame([{c: None for c in AUDIT_COLUMNS} | scores | {
+        "image_id": r.image_id, "path": r.path, "label": r.label, "run": "r1", "generator": generator}
+        for r in m[m["source"] == "synthetic"].itertuples()])
+    d = ws.root / "audit" / "r1"
+    d.mkdir(parents=True)
+    frame.to_parquet(d / "audit.parquet", index=False)
+    run = {"n_matched": 0, "n_measured": len(labels), "matched_share": 0.0, "matched_ci": [0, 0], "stranger_rate": 0.0,
+           "membership_auc": 0.5, "membership_ci": [0.4, 0.6], "n_near_copies": 0, "n_duplicates": 0, "n_no_face": 0}
+    (d / "summary.json").write_text(json.dumps({
+        "created": "x", "run": run, "settings": {"embedder": "e", "metric": "euclidean"}, "n_real_photos": 2,
+        "calibration": {"threshold": 0.5, "documented": 0.6, "quantile": 0.001, "impostor_quantile": 0.5}}))
+    return ws
+
+
+def test_export_gives_conditions_whose_names_collide_their_own_folders(tmp_path):
+    from phenosynth.audit.export import export
+
+    ws = _audited_run_ws(tmp_path, ["Down syndrome", "Down_syndrome", "Ωμέγα", "Σίγμα"])
+    res = export(ws, "r1", tmp_path / "out")
+    meta = pd.read_csv(tmp_path / "out" / "metadata.csv")
+    assert meta["file"].is_unique and len(meta) == res.n_exported == 4
+    assert dict(zip(meta["condition"], meta["file"])) == {
+        "Down syndrome": "Down_syndrome/00000.png", "Down_syndrome": "Down_syndrome-2/00000.png",
+        "Σίγμα": "unnamed/00000.png", "Ωμέγα": "unnamed-2/00000.png"}
+    assert all((tmp_path / "out" / f).is_file() for f in meta["file"])
+
+
+def test_a_failed_export_leaves_nothing_behind_and_a_retry_works(tmp_path):
+    from typer.testing import CliRunner
+
+    from phenosynth.cli import app
+
+    ws = _audited_run_ws(tmp_path, ["A", "B"])
+    broken = ws.root / "synthetic" / "r1" / "s1.png"
+    good = broken.read_bytes()
+    broken.write_bytes(b"broken")
+    out = tmp_path / "share"
+    bad = CliRunner().invoke(app, ["export", str(out), "-w", str(ws.root), "--run", "r1"])
+    assert bad.exit_code == 2 and "Cannot read synthetic image" in bad.output and "s1.png" in bad.output
+    assert not out.exists() and sorted(p.name for p in tmp_path.iterdir()) == ["src", "ws"]  # no hidden leftover
+    broken.write_bytes(good)
+    again = CliRunner().invoke(app, ["export", str(out), "-w", str(ws.root), "--run", "r1"])
+    assert again.exit_code == 0, again.output
+    assert sorted(str(p.relative_to(out)) for p in out.rglob("*.png")) == ["A/00000.png", "B/00000.png"]
+
+
+def test_exported_pngs_carry_no_icc_profile(tmp_path):
+    from PIL import ImageCms
+
+    from phenosynth.audit.export import export
+
+    ws = _audited_run_ws(tmp_path, ["A"])
+    src = ws.root / "synthetic" / "r1" / "s0.png"
+    icc = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
+    Image.open(src).convert("RGB").save(src, icc_profile=icc, format="PNG")
+    assert b"iCCP" in src.read_bytes()
+    export(ws, "r1", tmp_path / "out")
+    png = tmp_path / "out" / "A" / "00000.png"
+    assert b"iCCP" not in png.read_bytes() and "icc_profile" not in Image.open(png).info
+    assert np.array_equal(np.asarray(Image.open(png)), np.asarray(Image.open(src).convert("RGB")))
+
+
+def test_a_shape_warp_export_and_audit_say_they_are_augmentation_of_patient_photos(tmp_path, audited_ws):
+    from typer.testing import CliRunner
+
+    from phenosynth.audit.export import export
+    from phenosynth.audit.privacy import AUGMENTATION_NOTE
+    from phenosynth.cli import app
+
+    sentence = ("augmentation of patient photos, not privacy-preserving synthesis; only images the audit passed are "
+                "included")
+    assert AUGMENTATION_NOTE == sentence
+    export(_audited_run_ws(tmp_path / "warp", ["A"], generator="shape-warp"), "r1", tmp_path / "warp" / "out")
+    assert sentence in " ".join((tmp_path / "warp" / "out" / "DATASHEET.md").read_text().split())
+    export(_audited_run_ws(tmp_path / "other", ["A"], generator="other"), "r1", tmp_path / "other" / "out")
+    assert "augmentation" not in (tmp_path / "other" / "out" / "DATASHEET.md").read_text()
+
+    ws, _, _ = audited_ws
+    result = CliRunner().invoke(app, ["audit", "-w", str(ws.root), "--embedder", PIXELS, "--bootstrap", "20"])
+    assert result.exit_code == 0, result.output
+    said = " ".join(result.output.split())
+    assert f"shape-warp-seed0 (shape-warp): {sentence}" in said and "others (other)" not in said

@@ -11,14 +11,17 @@ from __future__ import annotations
 
 import json
 import logging
+import os
+import shutil
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterable
 
 import pandas as pd
 
 from phenosynth.audit.gate import gate_reasons, synthetic_runs
-from phenosynth.audit.privacy import load_audit
+from phenosynth.audit.privacy import AUGMENTATION_NOTE, load_audit, transforms_patient_photos
 from phenosynth.data.workspace import Workspace, atomic_write
 from phenosynth.errors import PhenosynthError
 
@@ -58,8 +61,6 @@ def export(ws: Workspace, run: str, out: str | Path) -> ExportResult:
     Raises:
         PhenosynthError: the run was never audited, ``out`` exists and is not empty, or no image is shareable.
     """
-    from PIL import Image
-
     from phenosynth.synth.generation import safe_name
 
     out = Path(out).expanduser()
@@ -89,15 +90,69 @@ def export(ws: Workspace, run: str, out: str | Path) -> ExportResult:
         run_record = {k: full[k] for k in RUN_KEYS if k in full}
         run_record["settings"] = _safe_settings(full.get("settings"), forbidden)
 
-    out.mkdir(parents=True, exist_ok=True)
+    augmentation = transforms_patient_photos(rows["generator"].unique())
+    folders = condition_folders(rows["label"].astype(str).unique())
+    # Written into a hidden sibling and renamed to ``out`` at the end: a failed export leaves nothing behind.
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.parent / f".{out.name}.{uuid.uuid4().hex[:8]}.partial"
+    tmp.mkdir()
+    try:
+        per_condition = _write_export(ws, tmp, rows, folders, run_record)
+        n_left = len(frame) - len(rows)
+        text = datasheet(run, run_record, summary, len(rows), n_left, per_condition, augmentation=augmentation)
+        atomic_write(tmp / "DATASHEET.md", lambda p: Path(p).write_text(text))
+        if out.exists():
+            out.rmdir()  # checked empty above
+        os.replace(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    log.info("exported %d image(s) of run %s to %s (%d held back)", len(rows), run, out, n_left)
+    return ExportResult(out=out, n_exported=len(rows), n_left_out=n_left, per_condition=per_condition)
+
+
+def condition_folders(labels: Iterable[str]) -> dict[str, str]:
+    """A distinct folder name per condition label: ``safe_name`` of the label, with ``-2``, ``-3``, ... appended (in
+    sorted label order) when two labels map to the same name (``Down syndrome`` and ``Down_syndrome``).
+
+    >>> condition_folders(["Down_syndrome", "Down syndrome", "A"])
+    {'A': 'A', 'Down syndrome': 'Down_syndrome', 'Down_syndrome': 'Down_syndrome-2'}
+    """
+    from phenosynth.synth.generation import safe_name
+
+    out: dict[str, str] = {}
+    taken: set[str] = set()
+    for label in sorted(set(labels)):
+        base = name = safe_name(label)
+        k = 1
+        while name.lower() in taken:  # also distinct on case-insensitive file systems
+            k += 1
+            name = f"{base}-{k}"
+        taken.add(name.lower())
+        out[label] = name
+    return out
+
+
+def _write_export(ws: Workspace, out: Path, rows: pd.DataFrame, folders: dict[str, str],
+                  run_record: dict[str, Any]) -> dict[str, int]:
+    """The images (re-encoded: fresh pixels only, no EXIF, text or ICC profile) and metadata.csv; per condition its
+    number of images."""
+    from PIL import Image, UnidentifiedImageError
+
     records, per_condition = [], {}
     for label, group in rows.groupby("label", sort=True):
-        folder = safe_name(str(label))
+        folder = folders[str(label)]
+        (out / folder).mkdir()
         for k, r in enumerate(group.itertuples(index=False)):
             rel = f"{folder}/{k:05d}.png"
-            (out / folder).mkdir(exist_ok=True)
-            with Image.open(ws.resolve(str(r.path))) as im:  # re-encoded: no text chunks or EXIF travel along
-                im.convert("RGB").save(out / rel, format="PNG")
+            src = ws.resolve(str(r.path))
+            try:
+                with Image.open(src) as im:
+                    rgb = im.convert("RGB")
+            except (OSError, UnidentifiedImageError) as exc:
+                raise PhenosynthError(f"Cannot read synthetic image {src} ({exc}); nothing was exported. Restore or "
+                                      "regenerate the file, then export again.") from None
+            Image.frombytes("RGB", rgb.size, rgb.tobytes()).save(out / rel, format="PNG")  # no info travels along
             try:
                 seed = json.loads(r.params).get("seed") if isinstance(r.params, str) else None
             except ValueError:
@@ -108,27 +163,30 @@ def export(ws: Workspace, run: str, out: str | Path) -> ExportResult:
         per_condition[str(label)] = len(group)
     meta = pd.DataFrame(records, columns=METADATA_COLUMNS)
     atomic_write(out / "metadata.csv", lambda p: meta.to_csv(p, index=False))
-    n_left = len(frame) - len(rows)
-    text = datasheet(run, run_record, summary, len(rows), n_left, per_condition)
-    atomic_write(out / "DATASHEET.md", lambda p: Path(p).write_text(text))
-    log.info("exported %d image(s) of run %s to %s (%d held back)", len(rows), run, out, n_left)
-    return ExportResult(out=out, n_exported=len(rows), n_left_out=n_left, per_condition=per_condition)
+    return per_condition
 
 
 def datasheet(run: str, record: dict[str, Any], summary: dict[str, Any], n: int, n_left: int,
-              per_condition: dict[str, int]) -> str:
-    """The export's DATASHEET.md: how it was made, what the audit found, its limits."""
+              per_condition: dict[str, int], *, augmentation: bool = False) -> str:
+    """The export's DATASHEET.md: how it was made, what the audit found, its limits. ``augmentation``: the run's
+    generator transforms the patients' own photos (:func:`phenosynth.audit.privacy.transforms_patient_photos`)."""
     r, cal, st = summary["run"], summary["calibration"], summary["settings"]
     settings = record.get("settings") or {}
     made = "\n".join(f"- {k}: {record[k]}" for k in RUN_KEYS if k in record) or "- (run.json not found)"
     made += ("\n- generator settings: " + ", ".join(f"{k}={v}" for k, v in settings.items())) if settings else ""
     conds = "\n".join(f"| {c} | {k} |" for c, k in per_condition.items())
+    what = (f"\n**These images are the patients' own photos transformed by the generator: {AUGMENTATION_NOTE}.**\n"
+            if augmentation else "")
+    unestimable = "" if cal.get("quantile_estimable", True) else (
+        f"\n  Too few different-person pairs ({cal.get('n_impostor')}) to estimate that quantile "
+        "(quantile_estimable: false): " + ("the documented threshold is used." if cal.get("documented") is not None
+                                           else "it is close to their minimum."))
 
     return f"""# Datasheet: synthetic faces of generator run `{run}`
 
 {n} synthetic face images in {len(per_condition)} conditions, exported by `phenosynth export`. {n_left} image(s) of
 the run were held back by the privacy audit (identity match, near-copy, no measurable face, or not audited).
-
+{what}
 ## How it was made
 {made}
 
@@ -139,7 +197,7 @@ the run were held back by the privacy audit (identity match, near-copy, no measu
 ## What the audit found (whole run, before export; audited {summary.get("created")})
 - Identity embedder: {st.get("embedder")} ({st.get("metric")} distance); threshold {cal.get("threshold"):.4g}
   (documented {cal.get("documented")}, impostor {100 * cal.get("quantile", 0):g} % quantile
-  {cal.get("impostor_quantile"):.4g}), calibrated on {summary.get("n_real_photos")} real photos.
+  {cal.get("impostor_quantile"):.4g}), calibrated on {summary.get("n_real_photos")} real photos.{unestimable}
 - Matched to a real training photo: {r["n_matched"]} of {r["n_measured"]} measured images ({_pct(r["matched_share"])},
   95 % CI {_pct(r["matched_ci"][0])} to {_pct(r["matched_ci"][1])}); stranger rate (the same protocol on real photos of
   other people): {_pct(r["stranger_rate"])}.

@@ -32,7 +32,7 @@ import time
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterable
 
 import numpy as np
 import pandas as pd
@@ -66,6 +66,20 @@ AUDIT_COLUMNS = [
 SSIM_SIDE = 112
 
 
+#: What an export of, and the audit summary of, a run of a generator that transforms the patients' own photos says.
+AUGMENTATION_NOTE = ("augmentation of patient photos, not privacy-preserving synthesis; only images the audit passed "
+                     "are included")
+
+
+def transforms_patient_photos(generators: Iterable[object]) -> bool:
+    """Whether any of these registered generators makes its images from the patients' own pixels (the generator class's
+    ``uses_patient_pixels``, e.g. shape-warp): its output is augmentation, not synthesis (docs/DESIGN.md)."""
+    from phenosynth.synth.generators import GENERATORS
+
+    return any(isinstance(g, str) and g in GENERATORS and bool(getattr(GENERATORS.get(g), "uses_patient_pixels", False))
+               for g in generators)
+
+
 @dataclass
 class RunAudit:
     """One generator run's audit (the CLI prints it; summary.json holds it)."""
@@ -96,6 +110,11 @@ class RunAudit:
     membership_roc: tuple[np.ndarray, np.ndarray] = field(repr=False, default_factory=lambda: (np.zeros(0), np.zeros(0, bool)))
     html_path: Path | None = None
     fidelity: Fidelity | None = None  # KID and phenotype agreement (summary.json ``fidelity``)
+
+    @property
+    def transforms_patient_photos(self) -> bool:
+        """The run's generator transforms the patients' own photos (:func:`transforms_patient_photos`)."""
+        return transforms_patient_photos(self.generator.split(", "))
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -300,17 +319,26 @@ def _synthetic_rows(ws: Workspace, manifest: pd.DataFrame, run: str | None) -> t
     return syn[syn["run"] == run], [run]
 
 
-def _with_subject(real: pd.DataFrame) -> pd.DataFrame:
-    """``real`` with a ``subject`` column: its subject id, else (no subject recorded) the image itself."""
+def _with_subject(ws: Workspace, real: pd.DataFrame) -> pd.DataFrame:
+    """``real`` with a ``subject`` column: its subject id, else (no subject recorded) the image itself, with subjects
+    joined as the split joined them (near-duplicate photos filed under two subject ids, ``split_report.csv``): a
+    re-encoded copy of a patient under another id is the same person, not an impostor pair at distance ~0."""
+    from phenosynth.data.leakage import recorded_near_duplicates
+    from phenosynth.data.split import subject_groups
+
     out = real.copy()
-    out["subject"] = out["subject_id"].astype("object").where(out["subject_id"].notna(), out["image_id"])
+    subjects = out["subject_id"].astype("object").where(out["subject_id"].notna(), out["image_id"]).astype(str)
+    ids = out["image_id"].astype(str).to_numpy()
+    present = set(ids)
+    pairs = [(a, b, 0) for a, b in recorded_near_duplicates(ws) if a in present and b in present]
+    out["subject"] = subject_groups(ids, subjects.to_numpy(), pairs)[0]
     return out
 
 
 def _reference(ws: Workspace, emb: dict[str, np.ndarray], real: pd.DataFrame, embedder: str,
                doc: stats.DocumentedThreshold | None, metric: str, quantile: float) -> _Reference:
     """Calibrate the threshold on the real photos and gather what each run is compared with."""
-    real_e = _with_subject(real[real["image_id"].astype(str).isin(emb)])
+    real_e = _with_subject(ws, real[real["image_id"].astype(str).isin(emb)])
     cal_ids = real_e["image_id"].astype(str).tolist()
     genuine, impostor = stats.genuine_impostor_distances(_stack(emb, cal_ids), real_e["subject"].to_numpy(), metric)
     try:
@@ -318,8 +346,9 @@ def _reference(ws: Workspace, emb: dict[str, np.ndarray], real: pd.DataFrame, em
                                                 quantile=quantile, metric=metric)
     except ValueError as exc:
         raise PhenosynthError(f"Cannot calibrate {embedder}: {exc}") from None
-    if len(impostor) and len(impostor) * quantile < 1:
-        log.warning("only %d impostor pairs: their %.2g quantile is close to their minimum", len(impostor), quantile)
+    if len(impostor) and not calibration.quantile_estimable:
+        log.warning("only %d impostor pairs: their %.2g quantile is not estimable (close to their minimum)%s",
+                    len(impostor), quantile, "" if doc is None else "; the documented threshold is used")
     train = real_e[real_e["split"] == TRAIN]
     train_ids = train["image_id"].astype(str).tolist()
     if not train_ids:
@@ -340,7 +369,7 @@ def _fidelity_assessor(ws: Workspace, real: pd.DataFrame, syn: pd.DataFrame, kid
     """Extract the fidelity features of every image once; returns run -> that run's :class:`Fidelity`."""
     from phenosynth.audit import fidelity as fid
 
-    real = _with_subject(real)
+    real = _with_subject(ws, real)
     train, test = real[real["split"] == TRAIN], real[real["split"] == TEST]
     syn_ids = syn["image_id"].astype(str).tolist()
     kid_feats, kid_note = ({}, None) if kid_backbone is None else fid.backbone_features(

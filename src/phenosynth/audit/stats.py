@@ -138,6 +138,9 @@ class Calibration:
     n_genuine: int
     n_impostor: int
     metric: str
+    #: whether there were enough impostor pairs (``n_impostor * quantile >= 1``) for the quantile to mean anything;
+    #: when not, it is close to the impostor minimum and may not lower a documented threshold
+    quantile_estimable: bool = True
 
     @property
     def source(self) -> str:
@@ -162,6 +165,10 @@ def calibrate_threshold(
     distances (so at most ~``quantile`` of different people fall under it on this data), with the impostor and genuine
     match rates at that threshold (``distance < threshold``). Quantiles use numpy's default (linear) method.
 
+    With fewer than ``1 / quantile`` impostor pairs the quantile is not estimable (it is about their minimum, which one
+    duplicated patient filed under two subject ids pulls to ~0): then it does not lower ``documented``
+    (``quantile_estimable`` is False); without a documented threshold it is still used, for want of another.
+
     >>> cal = calibrate_threshold(np.array([0.05, 0.1, 0.9]), np.arange(1, 101) / 100, documented=0.6, quantile=0.1)
     >>> round(cal.threshold, 3), round(cal.impostor_quantile, 3), cal.source, cal.impostor_rate, round(cal.genuine_rate, 3)
     (0.109, 0.109, 'impostor-quantile', 0.1, 0.667)
@@ -171,7 +178,9 @@ def calibrate_threshold(
     if not 0.0 <= quantile < 1.0:
         raise ValueError(f"quantile must be in [0, 1), got {quantile}")
     q = float(np.quantile(impostor, quantile)) if len(impostor) else float("nan")
-    candidates = [v for v in (documented, q) if v is not None and np.isfinite(v)]
+    estimable = len(impostor) * quantile >= 1
+    usable_q = q if estimable or documented is None else None
+    candidates = [v for v in (documented, usable_q) if v is not None and np.isfinite(v)]
     if not candidates:
         raise ValueError("No threshold: the embedder has no documented one and there are no impostor pairs "
                          "(the real photos need at least two subjects).")
@@ -186,6 +195,7 @@ def calibrate_threshold(
         n_genuine=int(len(genuine)),
         n_impostor=int(len(impostor)),
         metric=metric,
+        quantile_estimable=bool(estimable),
     )
 
 

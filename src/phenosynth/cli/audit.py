@@ -49,7 +49,7 @@ def audit_command(
 
     Example: [bold]phenosynth audit -w ws --run shape-warp-seed0[/]
     """
-    from phenosynth.audit.privacy import audit
+    from phenosynth.audit.privacy import AUGMENTATION_NOTE, audit
 
     ws = Workspace.open(workspace, need_manifest=True)
     with progress_bar(f"Embedding faces ({embedder})") as on_progress:
@@ -78,6 +78,11 @@ def audit_command(
         f"{_pct(cal.impostor_rate)} of different-person pairs. Stranger rate: the share of real photos whose nearest "
         f"training photo of another person is under it (the baseline of the matched share). Audited in {res.seconds:.1f}s."
     )
+    if not cal.quantile_estimable:
+        console.print(f"Too few different-person pairs ({cal.n_impostor}) to estimate their {100 * cal.quantile:g}% "
+                      "quantile (quantile_estimable: false): "
+                      + ("the documented threshold is used." if cal.documented is not None
+                         else "it is close to their minimum; add photos of more people for a reliable threshold."))
     console.print(_fidelity_table(res.runs))
     for r in res.runs:
         for note in r.fidelity.notes if r.fidelity else ():
@@ -85,6 +90,8 @@ def audit_command(
         note = f" (replaced the audit of {r.replaced})" if r.replaced else ""
         console.print(f"{r.run}: {r.n_matched} of {r.n_measured} measured images match a real training photo "
                       f"({r.matched_own_parent} their own parent); written to {r.parquet_path}{note}.")
+        if r.transforms_patient_photos:
+            console.print(f"{r.run} ({r.generator}): {AUGMENTATION_NOTE}.")
 
 
 def _num(v: float, digits: int = 4) -> str:

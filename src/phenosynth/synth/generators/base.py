@@ -52,6 +52,8 @@ class Generator(ABC):
 
     #: registry name, set by subclasses
     name: str = ""
+    #: True when the generator's images are the patients' own photos transformed (augmentation, not synthesis)
+    uses_patient_pixels: bool = False
 
     def fit(
         self,

@@ -135,6 +135,7 @@ class ShapeWarpGenerator(Generator):
     """Statistical shape model + piecewise-affine warping of the condition's own photos (see module docstring)."""
 
     name = "shape-warp"
+    uses_patient_pixels = True
 
     def __init__(
         self,
