@@ -7,15 +7,8 @@ from pathlib import Path
 import typer
 from rich.table import Table
 
-from phenosynth.cli._app import (
-    LOCK_TIMEOUT_OPTION,
-    WORKSPACE_OPTION,
-    command,
-    console,
-    lock_workspace,
-    next_step,
-    progress_bar,
-)
+from phenosynth.cli._app import (LOCK_TIMEOUT_OPTION, WORKSPACE_OPTION, command, console, lock_workspace,
+                                 next_step, progress_bar)
 from phenosynth.data.workspace import Workspace
 from phenosynth.faces.detectors import (
     DEFAULT_DETECTOR,

@@ -6,15 +6,8 @@ from pathlib import Path
 
 import typer
 
-from phenosynth.cli._app import (
-    LOCK_TIMEOUT_OPTION,
-    WORKSPACE_OPTION,
-    command,
-    console,
-    lock_workspace,
-    next_step,
-    progress_bar,
-)
+from phenosynth.cli._app import (LOCK_TIMEOUT_OPTION, WORKSPACE_OPTION, command, console, lock_workspace,
+                                 next_step, progress_bar)
 
 
 def _print_table(run_dir: Path) -> None:

@@ -8,15 +8,8 @@ from pathlib import Path
 import typer
 from rich.table import Table
 
-from phenosynth.cli._app import (
-    LOCK_TIMEOUT_OPTION,
-    WORKSPACE_OPTION,
-    command,
-    console,
-    lock_workspace,
-    next_step,
-    progress_bar,
-)
+from phenosynth.cli._app import (LOCK_TIMEOUT_OPTION, WORKSPACE_OPTION, command, console, lock_workspace,
+                                 next_step, progress_bar)
 from phenosynth.data.filenames import safe_file_name
 from phenosynth.data.workspace import Workspace
 from phenosynth.errors import PhenosynthError
