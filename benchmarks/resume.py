@@ -91,7 +91,7 @@ def _workspace(orl: Path, n_images: int, root: Path) -> Path:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--orl", type=Path, default=REPO.parents[1] / "shared" / "data" / "orl-faces")
+    ap.add_argument("--orl", type=Path, default=REPO.parent / "shared" / "data" / "orl-faces")
     ap.add_argument("--images", type=int, default=400)
     ap.add_argument("--workers", type=int, default=1)
     ap.add_argument("--upsample", type=int, default=2, help="detector upsampling (2: a slower pass, ~4x the pixels)")
