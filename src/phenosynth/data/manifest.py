@@ -3,7 +3,8 @@
 Pure functions over a :class:`pandas.DataFrame`; reading and writing live in :mod:`phenosynth.data.workspace`.
 
 Columns (contract): ``image_id`` (SHA-256 of the file bytes), ``path`` (relative to the workspace when inside it,
-else absolute), ``label``, ``subject_id``, ``source`` (``real`` | ``synthetic``), ``generator``, ``parents`` (list of
+else absolute), ``label``, ``subject_id``, ``source`` (``real`` | ``synthetic`` | ``donor``: a face of a non-patient that lends
+an identity to identity-free generators; never labelled, split, folded or tested), ``generator``, ``parents`` (list of
 image_ids a synthetic image was made from), ``split`` (``train`` | ``test`` | NA before ``split``), ``fold``
 (validation fold of a real training image, NA otherwise), ``exclude_reason`` (NA when usable; else why the image is
 kept out of every downstream stage), ``width``, ``height``, ``phash`` (64-bit perceptual hash, hex), ``params``
@@ -21,6 +22,7 @@ from phenosynth.errors import PhenosynthError
 
 REAL = "real"
 SYNTHETIC = "synthetic"
+DONOR = "donor"
 TRAIN = "train"
 TEST = "test"
 
@@ -107,6 +109,12 @@ def synthetic(df: pd.DataFrame) -> pd.DataFrame:
     """Usable synthetic images."""
     u = usable(df)
     return u[u["source"] == SYNTHETIC]
+
+
+def donors(df: pd.DataFrame) -> pd.DataFrame:
+    """Usable donor faces (non-patients who lend identities; no label, split or fold)."""
+    u = usable(df)
+    return u[u["source"] == DONOR]
 
 
 def real_classes(df: pd.DataFrame) -> list[str]:
