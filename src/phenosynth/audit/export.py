@@ -66,15 +66,8 @@ def export(ws: Workspace, run: str, out: str | Path) -> ExportResult:
     out = Path(out).expanduser()
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise PhenosynthError(f"{out} exists and is not empty; export into a new folder.")
-    frame, summary = load_audit(ws, run)
     manifest = ws.load_manifest()
-    runs = synthetic_runs(manifest)
-    in_run = manifest.loc[runs.index[runs == run]]
-    in_run = in_run[in_run["exclude_reason"].isna()]
-    held_back = gate_reasons(ws, in_run)
-    rows = frame.merge(in_run[["image_id", "params"]], on="image_id", how="inner")
-    rows = rows[rows["shareable"] & ~rows["image_id"].isin(list(held_back))]
-    rows = rows.sort_values(["label", "image_id"]).reset_index(drop=True)
+    rows, frame, summary = shareable_images(ws, run, manifest)
     if rows.empty:
         raise PhenosynthError(f"No image of run '{run}' passed the audit: nothing to export.")
 
@@ -109,6 +102,26 @@ def export(ws: Workspace, run: str, out: str | Path) -> ExportResult:
         raise
     log.info("exported %d image(s) of run %s to %s (%d held back)", len(rows), run, out, n_left)
     return ExportResult(out=out, n_exported=len(rows), n_left_out=n_left, per_condition=per_condition)
+
+
+def shareable_images(ws: Workspace, run: str, manifest: pd.DataFrame | None = None
+                     ) -> tuple[pd.DataFrame, pd.DataFrame, dict[str, Any]]:
+    """``(rows, audit frame, summary)``: the audit rows (plus the manifest's ``params``) of the images of audited
+    ``run`` that may leave the workspace: in the manifest, not excluded, audited ``shareable`` and not held back by
+    the privacy gate; sorted by label and image_id. The one selection behind exports, decks and counselling sheets.
+
+    Raises:
+        PhenosynthError: the run was never audited.
+    """
+    frame, summary = load_audit(ws, run)
+    manifest = ws.load_manifest() if manifest is None else manifest
+    runs = synthetic_runs(manifest)
+    in_run = manifest.loc[runs.index[runs == run]]
+    in_run = in_run[in_run["exclude_reason"].isna()]
+    held_back = gate_reasons(ws, in_run)
+    rows = frame.merge(in_run[["image_id", "params"]], on="image_id", how="inner")
+    rows = rows[rows["shareable"] & ~rows["image_id"].isin(list(held_back))]
+    return rows.sort_values(["label", "image_id"]).reset_index(drop=True), frame, summary
 
 
 def condition_folders(labels: Iterable[str]) -> dict[str, str]:
@@ -249,4 +262,4 @@ def _pct(v: float | None) -> str:
     return "n/a" if v is None or v != v else f"{100 * v:.1f} %"
 
 
-__all__ = ["export", "ExportResult", "datasheet", "METADATA_COLUMNS"]
+__all__ = ["export", "shareable_images", "ExportResult", "datasheet", "METADATA_COLUMNS"]
