@@ -366,3 +366,40 @@ def test_the_manifest_export_shows_donors_without_label_or_split(tmp_path, rng):
     table = pd.read_csv(out, dtype=str, keep_default_na=False)
     assert set(table["source"]) == {"donor"} and set(table["label"]) == {""} and set(table["split"]) == {""}
     assert sorted(table["subject_id"]) == ["p0", "p0"]
+
+
+def test_ranking_ignores_donor_faces(tmp_path, rng, make_landmark_workspace):
+    from phenosynth.synth.ranking import rank
+    from tests._workspaces import ASTRONAUT_BOX, astronaut_landmarks, face_row, faces_table
+
+    ws, faces = make_landmark_workspace(tmp_path)
+    syn = [{"image_id": f"syn{c}", "path": f"synthetic/x/syn{c}.png", "label": c, "source": "synthetic",
+            "generator": "shape-warp", "split": "train"} for c in "ABC"]
+    ws.save_manifest(mf.append_rows(ws.load_manifest(), pd.DataFrame(syn)))
+    faces = pd.concat([faces, faces_table([face_row(r["image_id"], astronaut_landmarks(r["label"], rng),
+                                                    ASTRONAUT_BOX) for r in syn])])
+    rank(ws, "shape68", faces=faces)
+    before = pd.read_parquet(ws.root / "ranking.parquet")
+    donor_ids = _add_donor_rows(ws, 3)
+    # donors with (odd) faces: were they taken as real training faces, the class prototypes would move
+    with_donors = pd.concat([faces, faces_table([face_row(i, astronaut_landmarks("A", rng) * 1.3, ASTRONAUT_BOX)
+                                                 for i in donor_ids])])
+    s = rank(ws, "shape68", faces=with_donors)
+    assert s.ranked == 3
+    pd.testing.assert_frame_equal(pd.read_parquet(ws.root / "ranking.parquet"), before)
+
+
+def test_the_report_lists_donor_faces_apart():
+    from phenosynth.study.report.context import WorkspaceStats
+    from phenosynth.study.report.page import dataset_items
+
+    df = mf.conform(pd.DataFrame([
+        {"image_id": "a", "path": "a.png", "label": "A", "subject_id": "s1", "source": "real", "split": "train"},
+        {"image_id": "b", "path": "b.png", "label": "B", "subject_id": "s2", "source": "real", "split": "test"},
+        {"image_id": "d1", "path": "d1.png", "subject_id": "p0", "source": "donor"},
+    ]))
+    items = dataset_items(WorkspaceStats(manifest=mf.summarize(df)))
+    assert items["donor faces (identities, never a class or a split)"] == 1
+    assert (items["real"], items["classes"], items["subjects"]) == (2, 2, 2)
+    no_donors = dataset_items(WorkspaceStats(manifest=mf.summarize(df.iloc[:2])))
+    assert not any(k.startswith("donor") for k in no_donors)
