@@ -403,3 +403,17 @@ def test_the_report_lists_donor_faces_apart():
     assert (items["real"], items["classes"], items["subjects"]) == (2, 2, 2)
     no_donors = dataset_items(WorkspaceStats(manifest=mf.summarize(df.iloc[:2])))
     assert not any(k.startswith("donor") for k in no_donors)
+
+
+def test_a_study_resumes_after_donors_were_ingested(tmp_path, make_feature_workspace):
+    from phenosynth.study.runner import manifest_digest, run_study
+
+    ws = make_feature_workspace(tmp_path, n_classes=3, per_class_syn=4, dims=(("shape68", 4),))
+    before = manifest_digest(ws.load_manifest())
+    spec = {"backbones": ["shape68"], "regimes": {"real": True}, "folds": 2,
+            "trainer": {"mode": "probe", "hparams": {"C": [1.0]}}, "features_from": str(ws.root / "features")}
+    run_study(ws, spec, "r", executor="serial", build_report=False)
+    _add_donor_rows(ws)
+    assert manifest_digest(ws.load_manifest()) == before
+    res = run_study(ws, spec, "r", resume=True, executor="serial", build_report=False)
+    assert (res.n_resumed, res.n_ran) == (2, 0)
