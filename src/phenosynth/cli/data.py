@@ -23,6 +23,10 @@ def ingest_command(
     layout: str = typer.Option("auto", help="auto | folder | csv | rdface-syn (a synthetic set, one folder per class)"),
     synthetic: bool = typer.Option(False, "--synthetic", help="An external synthetic set (labels matched to real classes)."),
     generator: str = typer.Option(None, help="Name of the generator that made a --synthetic set, e.g. rdface-syn."),
+    donors: bool = typer.Option(
+        False, "--donors",
+        help="Donor faces: non-patients who lend identities (no label, never split; one sub-folder per person).",
+    ),
     path_col: str = typer.Option("path", help="csv layout: column holding image paths."),
     label_col: str = typer.Option("label", help="csv layout: column holding class labels."),
     subject_col: str = typer.Option(None, help="csv layout: column holding subject ids (default: 'subject_id' if present)."),
@@ -36,6 +40,7 @@ def ingest_command(
     """Bring photos into a workspace: validated, de-duplicated, every skipped file reported with a reason.
 
     Example: [bold]phenosynth ingest photos/ -w ws[/]   (photos/<condition>/<image>)
+    Donor faces: [bold]phenosynth ingest volunteers/ -w ws --donors[/]   (volunteers/<person>/<image>, or flat)
     """
     from phenosynth.data.ingest import LayoutOptions, ingest, workspace_for_ingest
 
@@ -43,7 +48,7 @@ def ingest_command(
     with (workspace_for_ingest(workspace) as ws, ws.lock("phenosynth ingest", timeout=lock_timeout),
           progress_bar("Decoding images") as on_progress):
         result = ingest(
-            src, ws, layout=layout, synthetic=synthetic, generator=generator,
+            src, ws, layout=layout, synthetic=synthetic, generator=generator, donors=donors,
             options=LayoutOptions(path_col=path_col, label_col=label_col, subject_col=subject_col,
                                   subject_regex=subject_regex),
             on_conflict=on_conflict, max_pixels=max_pixels, on_progress=on_progress,
@@ -58,11 +63,15 @@ def ingest_command(
     console.print(table)
     if result.unknown_labels:
         console.print(f"[yellow]Unknown labels (not among the real classes):[/] {', '.join(result.unknown_labels)}")
+    if result.donors_like_patients:
+        console.print(f"[yellow]{len(result.donors_like_patients)} donor face(s) excluded[/]: near-duplicates of "
+                      "patient photos (a donor must never be a patient; see phenosynth manifest)")
     s = mf.summarize(ws.load_manifest())
     console.print(
         f"Looked at {result.looked_at} files: {result.taken} taken, {sum(result.skipped.values())} skipped "
         f"(each named with its reason in {result.report_path}). The manifest now holds {s['images']} images "
-        f"({s['real']} real, {s['synthetic']} synthetic) in {s['classes']} classes."
+        f"({s['real']} real, {s['synthetic']} synthetic) in {s['classes']} classes"
+        + (f", and {s['donors']} donor faces (no class, never split)." if s["donors"] else ".")
     )
     next_step(f"phenosynth split -w {workspace}")
 
@@ -106,7 +115,11 @@ def split_command(
         n_parent, n_fit = r.flagged_by_reason.get(PARENT_IN_TEST, 0), r.flagged_by_reason.get(FIT_ON_TEST, 0)
         console.print(f"[yellow]{len(r.flagged_synthetic)} synthetic image(s) excluded[/]: {n_parent} made from a photo "
                       f"now in the test set, {n_fit} from a generator run fit on one (listed in {ws.split_report_path})")
-    console.print("No subject is on both sides; synthetic images are never in the test set or a fold.")
+    if r.flagged_donors:
+        console.print(f"[yellow]{len(r.flagged_donors)} donor face(s) excluded[/]: near-duplicates of patient photos "
+                      f"(a donor must never be a patient; listed in {ws.split_report_path})")
+    console.print("No subject is on both sides; synthetic images are never in the test set or a fold"
+                  + (f"; {r.n_donors} donor faces are never split or folded." if r.n_donors else "."))
     next_step(f"phenosynth faces -w {workspace}")
 
 
@@ -126,6 +139,9 @@ def manifest_command(
     table.add_column("value", justify="right")
     for key in ("images", "real", "synthetic", "usable", "classes", "subjects"):
         table.add_row(key, str(s[key]))
+    if s["donors"]:  # non-patients lending identities: no class, no split, counted apart
+        table.add_row("donor faces", str(s["donors"]))
+        table.add_row("donor faces usable", str(s["donors_usable"]))
     for split_name, n in s["by_split"].items():
         table.add_row(f"real {split_name}", str(n))
     for reason, n in s["excluded"].items():

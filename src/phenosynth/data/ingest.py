@@ -1,4 +1,8 @@
-"""Ingest: bring a user's photos (or an external synthetic set) into a workspace's manifest.
+"""Ingest: bring a user's photos (an external synthetic set, or donor faces) into a workspace's manifest.
+
+Donor faces (``donors=True``) are faces of people who are not patients and lend their identity to identity-free
+generators: they get ``source=donor`` and no label, split or fold. A folder's sub-folder names are never labels for
+them: each sub-folder is one donor person (its name the ``subject_id``), a file at the top level is its own subject.
 
 Every file looked at and not taken is written to ``ingest_report.csv`` with a reason; a batch never dies on one bad
 file; running the same ingest twice changes nothing.
@@ -12,13 +16,14 @@ import re
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import pandas as pd
 
 from phenosynth.data.imageio import DEFAULT_MAX_PIXELS, ImageDecodeError, inspect_bytes
-from phenosynth.data.manifest import MANIFEST_COLUMNS, REAL, SYNTHETIC, append_rows, real_classes
+from phenosynth.data.leakage import DEFAULT_NEAR_DUPLICATE_BITS, exclude_patient_donors
+from phenosynth.data.manifest import DONOR, MANIFEST_COLUMNS, REAL, SYNTHETIC, append_rows, real_classes
 from phenosynth.data.workspace import LOCK_FILE, LOCK_HOLDER_FILE, Workspace, atomic_write, locks_workspace
 from phenosynth.errors import PhenosynthError
 from phenosynth.parallel import worker_count, worker_map
@@ -58,6 +63,8 @@ class LayoutOptions:
     label_col: str = "label"
     subject_col: str | None = None
     subject_regex: str | None = None
+    #: Donor faces: no label (a folder's sub-folders are donor persons, a table needs no label column).
+    donors: bool = False
 
 
 @dataclass
@@ -70,6 +77,9 @@ class IngestResult:
     skipped: Counter = field(default_factory=Counter)
     unknown_labels: list[str] = field(default_factory=list)
     report_path: Path | None = None
+    source_kind: str = REAL  # REAL, SYNTHETIC or DONOR: what the taken images became
+    #: Donor faces (of the whole manifest) excluded as near-duplicates of patient photos, after this ingest.
+    donors_like_patients: list[str] = field(default_factory=list)
 
     @property
     def taken(self) -> int:
@@ -135,9 +145,12 @@ def _subject_from(regex: re.Pattern[str] | None, shown: str) -> str | None:
 
 @LAYOUTS.register("folder")
 def folder_layout(src: Path, opts: LayoutOptions) -> tuple[list[Candidate], list[Skip]]:
-    """One sub-folder per class; files in nested sub-folders belong to the top-level class."""
+    """One sub-folder per class; files in nested sub-folders belong to the top-level class. Donors: see
+    :func:`donor_folder_layout`."""
     if not src.is_dir():
         raise PhenosynthError(f"Layout 'folder' needs a folder, but {src} is a file.")
+    if opts.donors:
+        return donor_folder_layout(src, opts)
     regex = re.compile(opts.subject_regex) if opts.subject_regex else None
     candidates: list[Candidate] = []
     skips: list[Skip] = []
@@ -159,6 +172,23 @@ def folder_layout(src: Path, opts: LayoutOptions) -> tuple[list[Candidate], list
     return candidates, skips
 
 
+def donor_folder_layout(src: Path, opts: LayoutOptions) -> tuple[list[Candidate], list[Skip]]:
+    """Donor faces in a folder: no labels. A file at the top level is its own subject; the files under a sub-folder
+    (nested folders included) are one donor person, the sub-folder's name their ``subject_id`` (ORL-style ``s1/``,
+    ``s2/``, ...). ``--subject-regex`` overrides both."""
+    regex = re.compile(opts.subject_regex) if opts.subject_regex else None
+    candidates: list[Candidate] = []
+    skips: list[Skip] = []
+    for item in _files_under(src, src):
+        if isinstance(item, Skip):
+            skips.append(item)
+            continue
+        rel = item.relative_to(src).as_posix()
+        person = rel.split("/")[0] if "/" in rel else None
+        candidates.append(Candidate(item.absolute(), rel, "", _subject_from(regex, rel) or person))
+    return candidates, skips
+
+
 @LAYOUTS.register("csv")
 def csv_layout(src: Path, opts: LayoutOptions) -> tuple[list[Candidate], list[Skip]]:
     """A table with a path column and a label column; optional subject column; every other column is metadata.
@@ -172,7 +202,13 @@ def csv_layout(src: Path, opts: LayoutOptions) -> tuple[list[Candidate], list[Sk
     except Exception as exc:  # noqa: BLE001
         raise PhenosynthError(f"Cannot read the table {table}: {exc}") from None
     subject_col = opts.subject_col or ("subject_id" if "subject_id" in df.columns else None)
-    for col, option in ((opts.path_col, "--path-col"), (opts.label_col, "--label-col"), (subject_col, "--subject-col")):
+    label_col = None if opts.donors else opts.label_col
+    if opts.donors and opts.label_col in df.columns and df[opts.label_col].str.strip().ne("").any():
+        raise PhenosynthError(
+            f"{table.name} has labels in column '{opts.label_col}', but donor faces carry no condition label (they "
+            "are not patients). Drop the column, or ingest these photos without --donors if they are patients."
+        )
+    for col, option in ((opts.path_col, "--path-col"), (label_col, "--label-col"), (subject_col, "--subject-col")):
         if col is not None and col not in df.columns:
             raise PhenosynthError(
                 f"Column '{col}' not found in {table.name} (columns: {', '.join(df.columns)}). Name it with {option}."
@@ -183,10 +219,10 @@ def csv_layout(src: Path, opts: LayoutOptions) -> tuple[list[Candidate], list[Sk
     skips: list[Skip] = []
     for row in df.to_dict("records"):
         shown = row[opts.path_col]
-        label = row[opts.label_col].strip()
+        label = "" if opts.donors else row[opts.label_col].strip()
         path = Path(shown)
         path = path if path.is_absolute() else table.parent / path
-        if not shown or not label:
+        if not shown or not (label or opts.donors):
             skips.append(Skip(shown or "(empty)", "missing-value", "row without a path or a label", label or None))
         elif not path.exists():
             skips.append(Skip(shown, "missing-file", f"file not found: {path}", label))
@@ -287,6 +323,7 @@ def ingest(
     layout: str = "auto",
     synthetic: bool = False,
     generator: str | None = None,
+    donors: bool = False,
     options: LayoutOptions = LayoutOptions(),
     on_conflict: str = "exclude",
     max_pixels: int = DEFAULT_MAX_PIXELS,
@@ -300,6 +337,12 @@ def ingest(
     de-duplicated (first path kept). Re-running on the same source adds nothing and rewrites the same report rows.
     ``workers``: decoding processes (default: :func:`phenosynth.parallel.worker_count`; fewer than 32 files are
     decoded in this process).
+
+    ``donors``: the images are donor faces (``source=donor``, no label, never split; see the module docstring). A file
+    already in the manifest as another kind (a patient photo brought as a donor, a donor brought as a patient photo)
+    is not taken (``identical-to-real`` / ``identical-to-donor`` / ``identical-to-synthetic`` in the report): one
+    image is never both. After every ingest into a workspace with donors, a donor face that is a near-duplicate of a
+    patient photo is excluded (:func:`phenosynth.data.leakage.exclude_patient_donors`; ``donors_like_patients``).
     """
     src_path = Path(src).expanduser().absolute()
     if not src_path.exists():
@@ -308,6 +351,12 @@ def ingest(
         raise PhenosynthError(f"--on-conflict must be 'exclude' or 'first', not '{on_conflict}'.")
     if layout == "rdface-syn":
         layout, synthetic, generator = "folder", True, generator or "rdface-syn"
+    if donors and synthetic:
+        raise PhenosynthError("--donors and --synthetic exclude each other: donor faces are photos of real people who "
+                              "lend their identity, not synthetic images.")
+    if donors:
+        options = replace(options, donors=True)
+    kind = DONOR if donors else SYNTHETIC if synthetic else REAL
     chosen = detect_layout(src_path) if layout == "auto" else layout
     layout_fn = LAYOUTS.get(chosen)
     if synthetic and not generator:
@@ -315,12 +364,12 @@ def ingest(
     candidates, skips = layout_fn(src_path, options)
 
     manifest = workspace.load_manifest()
-    result = IngestResult(source=src_path, layout=chosen, looked_at=len(candidates) + len(skips))
+    result = IngestResult(source=src_path, layout=chosen, looked_at=len(candidates) + len(skips), source_kind=kind)
     if synthetic:
         candidates = _with_real_labels(candidates, manifest, skips, result)
     good = _decoded(candidates, skips, max_pixels, workers, on_progress)
     rows = _dedupe(good, skips, on_conflict)
-    rows = _against_manifest(rows, manifest, skips, result, SYNTHETIC if synthetic else REAL)
+    rows = _against_manifest(rows, manifest, skips, result, kind)
     result.added = len(rows)
     result.skipped = Counter(s.reason for s in skips)
     if result.taken == 0:
@@ -329,8 +378,10 @@ def ingest(
             result.report_path = _write_report(workspace, src_path, skips)
         raise NothingIngestedError(_nothing_taken(result, skips))
     if rows:
-        new = _manifest_rows(rows, workspace, generator if synthetic else None)
-        workspace.save_manifest(append_rows(manifest, new))
+        new = _manifest_rows(rows, workspace, kind, generator if synthetic else None)
+        updated, result.donors_like_patients = exclude_patient_donors(workspace, append_rows(manifest, new),
+                                                                      max_distance=DEFAULT_NEAR_DUPLICATE_BITS)
+        workspace.save_manifest(updated)
     elif not workspace.manifest_path.exists():
         workspace.save_manifest(manifest)
     result.report_path = _write_report(workspace, src_path, skips)
@@ -376,20 +427,21 @@ def _decoded(
     return good
 
 
-def _manifest_rows(rows: list[tuple[Candidate, object]], workspace: Workspace, generator: str | None) -> pd.DataFrame:
-    """The new manifest rows: real photos (``generator`` None) or synthetic images of ``generator``."""
-    synthetic = generator is not None
+def _manifest_rows(rows: list[tuple[Candidate, object]], workspace: Workspace, source: str,
+                   generator: str | None) -> pd.DataFrame:
+    """The new manifest rows of ``source``: real photos, synthetic images of ``generator`` or donor faces (no label,
+    never a split)."""
     return pd.DataFrame(
         [
             {
                 "image_id": info.image_id,
                 "path": workspace.relpath(cand.path),
-                "label": cand.label,
+                "label": pd.NA if source == DONOR else cand.label,
                 "subject_id": cand.subject_id or info.image_id,
-                "source": SYNTHETIC if synthetic else REAL,
-                "generator": generator if synthetic else pd.NA,
+                "source": source,
+                "generator": generator if source == SYNTHETIC else pd.NA,
                 "parents": [],
-                "split": "train" if synthetic else pd.NA,
+                "split": "train" if source == SYNTHETIC else pd.NA,
                 "width": info.width,
                 "height": info.height,
                 "phash": info.phash,
@@ -427,6 +479,10 @@ class NothingIngestedError(PhenosynthError):
 
 def _nothing_taken(result: IngestResult, skips: list[Skip]) -> str:
     """The error message of an ingest that took nothing: how many files, why each kind was skipped, examples."""
+    if result.looked_at == 0 and result.source_kind == DONOR:
+        return (f"No image taken from {result.source}: it holds no files for layout '{result.layout}' (a folder of "
+                "donor faces needs images, at the top level or one sub-folder per donor person; a table needs a path "
+                "column).")
     if result.looked_at == 0:
         return (f"No image taken from {result.source}: it holds no files for layout '{result.layout}' (a folder "
                 "needs one sub-folder per class with images in it; a table needs path and label columns).")
@@ -483,7 +539,10 @@ def _against_manifest(
             continue
         old = existing.loc[info.image_id]
         where = f"identical bytes already in the manifest as {old['path']}"
-        if old["label"] == cand.label and old["source"] == source:
+        if DONOR in (old["source"], source) and old["source"] != source:
+            skips.append(Skip(cand.shown, f"identical-to-{old['source']}", f"{where} (a {old['source']} image): "
+                              f"{_DONOR_CONFLICT}", cand.label or None))
+        elif old["source"] == source == DONOR or (old["label"] == cand.label and old["source"] == source):
             result.already_present += 1
         elif old["source"] == REAL and source == SYNTHETIC:
             skips.append(Skip(cand.shown, "identical-to-real",
@@ -493,6 +552,10 @@ def _against_manifest(
         else:
             skips.append(Skip(cand.shown, "duplicate", f"{where} ({old['source']})", cand.label))
     return fresh
+
+
+_DONOR_CONFLICT = ("one image cannot be both a donor face (a non-patient lending an identity) and a patient photo or "
+                   "a synthetic image; remove it from one of the two sources")
 
 
 def _write_report(workspace: Workspace, src: Path, skips: list[Skip]) -> Path:

@@ -8,6 +8,9 @@ The held-out real test set reaches training in these ways, all handled here:
   every training face; each run records its whole fit set in ``WS/synthetic/<run>/run.json`` as
   ``training_images``): every image of that run is excluded, reason :data:`FIT_ON_TEST` (re-generate after a
   re-split);
+- a donor face (``source=donor``: a non-patient lending an identity) that is in fact a patient photo (a
+  near-duplicate of a real image: :func:`exclude_patient_donors`, reason :data:`DONOR_IS_PATIENT`), or that carries a
+  label, a split or a fold (:func:`donor_problems`);
 - one subject, or two near-duplicate photos (perceptual hash within a few bits, e.g. a resized or re-encoded copy
   filed under another subject id; cropped copies are caught only when the crop is tiny), on both sides of the split
   or in two validation folds.
@@ -31,7 +34,7 @@ import numpy as np
 import pandas as pd
 
 from phenosynth.data.imageio import ImageDecodeError, load_rgb
-from phenosynth.data.manifest import REAL, SYNTHETIC, TEST, TRAIN, usable
+from phenosynth.data.manifest import DONOR, REAL, SYNTHETIC, TEST, TRAIN, usable
 from phenosynth.data.workspace import Workspace
 from phenosynth.errors import LeakageError
 
@@ -47,6 +50,10 @@ LEAKAGE_REASONS = (PARENT_IN_TEST, FIT_ON_TEST)
 DEFAULT_NEAR_DUPLICATE_BITS = 4
 #: Kind of the ``split_report.csv`` rows that record the near-duplicate pairs a split kept on one side.
 NEAR_DUPLICATE_KIND = "near-duplicate-grouped"
+#: exclude_reason of a donor face that is a near-duplicate of a patient photo: a donor must never be a patient.
+DONOR_IS_PATIENT = "donor is a near-duplicate of a patient photo"
+#: Kind of the ``split_report.csv`` rows that record a donor face excluded as a near-duplicate of a patient photo.
+DONOR_NEAR_PATIENT_KIND = "donor-near-duplicate-of-patient"
 #: The options of the last split (``test_size, folds, seed, near_duplicate_bits``), written by
 #: :func:`phenosynth.data.split.split` into the workspace, so advice to re-split can repeat them.
 SPLIT_OPTIONS_FILE = "split.json"
@@ -230,6 +237,50 @@ def confirm_near_duplicates(
     return kept
 
 
+def donor_patient_pairs(
+    ws: Workspace, manifest: pd.DataFrame, *, max_distance: int = DEFAULT_NEAR_DUPLICATE_BITS
+) -> list[tuple[str, str, int]]:
+    """(donor image_id, real image_id, bits) for every donor face that is a near-duplicate of a real (patient) photo,
+    excluded or not: perceptual hashes within ``max_distance`` bits, confirmed on the files
+    (:func:`confirm_near_duplicates`), as the split groups near-duplicate patient photos."""
+    hashed = manifest[manifest["phash"].notna()]
+    donor_ids = set(hashed.loc[hashed["source"] == DONOR, "image_id"].astype(str))
+    real_ids = set(hashed.loc[hashed["source"] == REAL, "image_id"].astype(str))
+    if not donor_ids or not real_ids:
+        return []
+    both = hashed[hashed["source"].isin([DONOR, REAL])]
+    pairs = near_duplicate_pairs(both.set_index(both["image_id"].astype(str))["phash"], max_distance=max_distance)
+    cross = [(a, b, d) if a in donor_ids else (b, a, d) for a, b, d in pairs
+             if (a in donor_ids and b in real_ids) or (b in donor_ids and a in real_ids)]
+    return confirm_near_duplicates(ws, manifest, cross)
+
+
+def exclude_patient_donors(
+    ws: Workspace, manifest: pd.DataFrame, *, max_distance: int = DEFAULT_NEAR_DUPLICATE_BITS,
+    pairs: Iterable[tuple[str, str, int]] | None = None,
+) -> tuple[pd.DataFrame, list[str]]:
+    """``(manifest, flagged donor image_ids)``: every donor face that is a near-duplicate of a patient photo
+    (``pairs`` of :func:`donor_patient_pairs` unless given) excluded with :data:`DONOR_IS_PATIENT`; a donor excluded
+    only for that reason and no longer near any patient photo is released. Other exclusion reasons are kept; the
+    input frame is not modified."""
+    pairs = donor_patient_pairs(ws, manifest, max_distance=max_distance) if pairs is None else pairs
+    like_patient = {str(d) for d, _, _ in pairs}
+    df = manifest.copy()
+    flagged = []
+    for idx in df.index[df["source"] == DONOR]:
+        reason = df.at[idx, "exclude_reason"]
+        if str(df.at[idx, "image_id"]) in like_patient:
+            flagged.append(str(df.at[idx, "image_id"]))
+            if pd.isna(reason):
+                df.at[idx, "exclude_reason"] = DONOR_IS_PATIENT
+        elif not pd.isna(reason) and reason == DONOR_IS_PATIENT:
+            df.at[idx, "exclude_reason"] = pd.NA
+    if flagged:
+        log.warning("%d donor face(s) excluded: near-duplicates of patient photos (a donor must never be a patient)",
+                    len(flagged))
+    return df, sorted(flagged)
+
+
 def resplit_command(ws: Workspace) -> str:
     """The command that re-runs the workspace's last split with the options it was made with (``split.json``), so
     the test set stays the same; without that record, the command with its options for the user to fill in."""
@@ -271,6 +322,20 @@ def _names(values: Iterable[object], k: int = 3) -> str:
     return shown + (f" and {len(values) - k} more" if len(values) > k else "")
 
 
+def donor_problems(manifest: pd.DataFrame) -> list[str]:
+    """Donor rows (excluded or not) that carry a label, a split or a fold: a donor is never a class, a training or
+    test image, or in a validation fold."""
+    donors = manifest[manifest["source"] == DONOR]
+    problems = []
+    for column, what in (("label", "a label"), ("split", "a split"), ("fold", "a validation fold")):
+        bad = donors[donors[column].notna()]
+        if len(bad):
+            problems.append(f"{len(bad)} donor face(s) with {what} "
+                            f"({_names(bad['path'].fillna(bad['image_id']).astype(str))}): donors are never "
+                            "labelled, split or folded")
+    return problems
+
+
 def leakage_problems(
     manifest: pd.DataFrame, fit_sets: FitSets | None = None, *,
     near_duplicates: Iterable[tuple[str, ...]] = (),
@@ -288,7 +353,7 @@ def leakage_problems(
     def shown(ids: Iterable[str]) -> str:
         return _names(path_of.get(str(i)) or str(i)[:12] for i in ids)
 
-    problems = []
+    problems = donor_problems(manifest)
     syn_test = syn[syn["split"] == TEST]
     if len(syn_test):
         problems.append(f"{len(syn_test)} synthetic image(s) in the test set ({shown(syn_test['image_id'])})")

@@ -146,7 +146,10 @@ def params_json(params: dict) -> str:
 
 
 def summarize(df: pd.DataFrame) -> dict[str, object]:
-    """Counts a user wants to see: images by source and split, classes, subjects, exclusions by reason."""
+    """Counts a user wants to see: images by source and split, classes, subjects, exclusions by reason.
+
+    Donor faces are counted apart (``donors``: every donor row, ``donors_usable``); ``classes``, ``subjects`` and
+    ``by_split`` are of real images only."""
     real = df[df["source"] == REAL]
     u = usable(df)
     ureal = u[u["source"] == REAL]
@@ -156,6 +159,8 @@ def summarize(df: pd.DataFrame) -> dict[str, object]:
         "images": int(len(df)),
         "real": int(len(real)),
         "synthetic": int((df["source"] == SYNTHETIC).sum()),
+        "donors": int((df["source"] == DONOR).sum()),
+        "donors_usable": int((u["source"] == DONOR).sum()),
         "usable": int(len(u)),
         "classes": len(classes),
         "subjects": int(ureal["subject_id"].nunique()),

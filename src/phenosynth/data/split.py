@@ -7,7 +7,9 @@ one subject, so they fall on one side and in one fold; classes with a single rea
 (as the RDFace code keeps singleton classes in training); every class keeps at least one training image; synthetic
 images are never in the test set and never in a fold; which synthetic images stay usable is decided by
 :func:`phenosynth.data.leakage.exclude_leaked_synthetic` (children of test images and every image of a generator run
-fit on a test image are excluded). Deterministic for a seed.
+fit on a test image are excluded). Donor faces (``source=donor``) are never split or folded; a donor that is a
+near-duplicate of a patient photo is excluded (:func:`phenosynth.data.leakage.exclude_patient_donors`: a donor must
+never be a patient). Deterministic for a seed.
 """
 
 from __future__ import annotations
@@ -23,18 +25,22 @@ import pandas as pd
 
 from phenosynth.data.leakage import (
     DEFAULT_NEAR_DUPLICATE_BITS,
+    DONOR_IS_PATIENT,
+    DONOR_NEAR_PATIENT_KIND,
     FIT_ON_TEST,  # noqa: F401 (re-exported: the exclude_reasons a split gives)
     NEAR_DUPLICATE_KIND,
     PARENT_IN_TEST,
     SPLIT_OPTIONS_FILE,
     confirm_near_duplicates,
+    donor_patient_pairs,
     exclude_leaked_synthetic,
+    exclude_patient_donors,
     leakage_problems,
     leakage_report,
     load_fit_sets,
     near_duplicate_pairs,
 )
-from phenosynth.data.manifest import REAL, SYNTHETIC, TEST, TRAIN, conform
+from phenosynth.data.manifest import DONOR, REAL, SYNTHETIC, TEST, TRAIN, conform
 from phenosynth.data.workspace import Workspace, atomic_write, locks_workspace
 from phenosynth.errors import LeakageError, PhenosynthError
 
@@ -179,6 +185,9 @@ class SplitResult:
     flagged_synthetic: list[str] = field(default_factory=list)
     flagged_by_reason: dict[str, int] = field(default_factory=dict)
     images_per_fold: list[int] = field(default_factory=list)
+    #: Donor faces excluded as near-duplicates of patient photos (reason DONOR_IS_PATIENT); donors never get a split.
+    flagged_donors: list[str] = field(default_factory=list)
+    n_donors: int = 0  # usable donor faces after the split
 
     @property
     def near_duplicate_images(self) -> int:
@@ -234,6 +243,8 @@ def split(
     df.loc[df["source"] == SYNTHETIC, "split"] = TRAIN
     fit_sets = load_fit_sets(workspace)
     df, flagged = exclude_leaked_synthetic(conform(df), fit_sets)
+    donor_pairs = donor_patient_pairs(workspace, df, max_distance=near_duplicate_bits)
+    df, flagged_donors = exclude_patient_donors(workspace, df, pairs=donor_pairs)
 
     problems = leakage_problems(df, fit_sets, near_duplicates=pairs)
     if problems:  # a bug, not a user error: refuse to write a leaking split
@@ -241,7 +252,7 @@ def split(
 
     workspace.save_manifest(df)
     excluded = leakage_report(df, fit_sets)
-    _write_split_report(workspace, df, pairs, excluded)
+    _write_split_report(workspace, df, pairs, excluded, donor_pairs)
     options = {"test_size": test_size, "folds": folds, "seed": seed, "near_duplicate_bits": near_duplicate_bits}
     atomic_write(workspace.root / SPLIT_OPTIONS_FILE, lambda p: Path(p).write_text(json.dumps(options, indent=2)))
 
@@ -262,13 +273,16 @@ def split(
         flagged_synthetic=flagged,
         flagged_by_reason={str(k): int(v) for k, v in excluded["reason"].value_counts().sort_index().items()},
         images_per_fold=[int(v) for v in fold_counts.to_numpy()],
+        flagged_donors=flagged_donors,
+        n_donors=int(((df["source"] == DONOR) & df["exclude_reason"].isna()).sum()),
     )
     log.info("split: %d train / %d test real images over %d classes", result.n_train, result.n_test, result.classes)
     return result
 
 
 def _write_split_report(
-    workspace: Workspace, df: pd.DataFrame, pairs: list[tuple[str, str, int]], excluded: pd.DataFrame
+    workspace: Workspace, df: pd.DataFrame, pairs: list[tuple[str, str, int]], excluded: pd.DataFrame,
+    donor_pairs: list[tuple[str, str, int]] = (),
 ) -> None:
     by_id = df.set_index("image_id")
     rows = [
@@ -290,6 +304,15 @@ def _write_split_report(
             else f"its generator run {r.run} learned from an image now in the test set: excluded (re-generate)",
         }
         for r in excluded.itertuples(index=False)
+    ] + [
+        {
+            "kind": DONOR_NEAR_PATIENT_KIND,
+            "image_id": d, "path": by_id.at[d, "path"], "label": "",
+            "other_image_id": r, "other_path": by_id.at[r, "path"], "other_label": by_id.at[r, "label"],
+            "detail": f"donor face within {bits} bits (perceptual hash) of a patient photo, confirmed on the files: "
+                      f"excluded ({DONOR_IS_PATIENT}; a donor must never be a patient)",
+        }
+        for d, r, bits in donor_pairs
     ]
     table = pd.DataFrame(rows, columns=SPLIT_REPORT_COLUMNS)
     atomic_write(workspace.split_report_path, lambda p: table.to_csv(p, index=False))

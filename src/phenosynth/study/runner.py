@@ -364,7 +364,9 @@ def package_versions() -> dict[str, str]:
 
 
 def manifest_digest(df: pd.DataFrame) -> str:
-    """SHA-256 of the manifest's content (rows sorted by image_id, paths left out): equal data, equal digest."""
+    """SHA-256 of the manifest's content (rows sorted by image_id, paths left out): equal data, equal digest. Donor
+    faces are left out: no cell ever reads them, so ingesting donors does not block a ``--resume``."""
+    df = df[df["source"] != mf.DONOR] if not df.empty else df
     if df.empty:
         return "empty"
     flat = mf.to_csv_frame(df).drop(columns=["path"]).sort_values("image_id").reset_index(drop=True)

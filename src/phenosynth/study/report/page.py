@@ -53,8 +53,9 @@ def dataset_items(stats: WorkspaceStats) -> dict[str, Any] | None:
     summ = stats.manifest
     if not summ:
         return None
+    donors = {"donor faces (identities, never a class or a split)": summ["donors"]} if summ.get("donors") else {}
     return {
-        "images in the manifest": summ["images"], "real": summ["real"], "synthetic": summ["synthetic"],
+        "images in the manifest": summ["images"], "real": summ["real"], "synthetic": summ["synthetic"], **donors,
         "usable": summ["usable"], "classes": summ["classes"], "subjects": summ["subjects"],
         "real images by split": ", ".join(f"{k}: {v}" for k, v in summ["by_split"].items()) or "–",
         "excluded, by reason": ", ".join(f"{k}: {v}" for k, v in summ["excluded"].items()) or "none",
