@@ -87,9 +87,10 @@ class BodyLimit:
 
 def create_app(workspace: str | Path, db_url: str | None = None, secret: str | None = None, *,
                login_limit: LoginLimit = LoginLimit(), zip_limits: ZipLimits = ZipLimits(),
-               https_only: bool = False) -> FastAPI:
+               https_only: bool = False, passwords: Passwords | None = None) -> FastAPI:
     """The app for ``workspace`` (which must exist); the database at ``db_url`` (default ``WS/edu.sqlite``) is
-    migrated to the current schema first."""
+    migrated to the current schema first. ``passwords`` (default: pwdlib's recommended Argon2id) hashes passwords.
+    """
     ws = Workspace.open(workspace)
     url = db_url or edu_db.default_url(ws.root)
     engine = edu_db.make_engine(url)
@@ -100,17 +101,17 @@ def create_app(workspace: str | Path, db_url: str | None = None, secret: str | N
     app.state.workspace = ws
     app.state.engine = engine
     app.state.sessions = edu_db.session_factory(engine)
-    app.state.passwords = Passwords()
+    app.state.passwords = passwords or Passwords()
     app.state.images = WorkspaceImages(ws)
     app.state.edu_dir = ws.root / "edu"
     app.state.login_limit = login_limit
     app.state.zip_limits = zip_limits
     app.state.templates = Jinja2Templates(directory=str(HERE / "templates"))
 
-    from phenosynth.edu.routes import auth, decks
+    from phenosynth.edu.routes import routers
 
-    app.include_router(auth.router)
-    app.include_router(decks.router)
+    for router in routers():
+        app.include_router(router)
     app.mount("/static", StaticFiles(directory=str(HERE / "static")), name="static")
 
     @app.exception_handler(LoginRequired)

@@ -117,7 +117,10 @@ def workspace_images(ws: Workspace) -> pd.DataFrame:
                      "path": str(manifest["path"].iat[k]), "source": source, "run": run if isinstance(run, str) else "",
                      "refused": refused, "audit": record})
     frame = pd.DataFrame(rows, columns=["image_id", "condition", "path", "source", "run", "refused", "audit"])
-    return frame.drop_duplicates("image_id").set_index("image_id")
+    frame = frame.drop_duplicates("image_id").set_index("image_id")
+    frame["refused"] = pd.Series([r if isinstance(r, str) else None for r in frame["refused"]], index=frame.index,
+                                 dtype=object)  # None, never NaN, for an image a deck may take
+    return frame
 
 
 class WorkspaceImages:
@@ -149,7 +152,10 @@ class WorkspaceImages:
     def verdict(self, image_id: str) -> str | None:
         """Why a deck refuses ``image_id`` now, or None."""
         t = self.table()
-        return REASON_UNKNOWN if image_id not in t.index else t.at[image_id, "refused"]
+        if image_id not in t.index:
+            return REASON_UNKNOWN
+        reason = t.at[image_id, "refused"]
+        return reason if isinstance(reason, str) else None
 
     def file(self, image_id: str) -> Path:
         """The file of a workspace image a deck may show; :class:`DeckError` with the reason otherwise."""

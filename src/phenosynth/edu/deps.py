@@ -3,6 +3,7 @@ check, and the page renderer that puts the session's CSRF token into every form.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any, Iterator
 from urllib.parse import quote
 
@@ -14,6 +15,16 @@ from phenosynth.edu.db import EDUCATOR, User, session_scope
 from phenosynth.edu.security import CSRF_FIELD, CSRF_SESSION_KEY, UNSAFE_METHODS, csrf_token_valid, new_csrf_token
 
 CSRF_REFUSED = "CSRF token missing or invalid: reload the page and send the form again."
+
+
+@dataclass(frozen=True)
+class Viewer:
+    """What a page shows of the signed-in user (plain values: pages rendered after the request's database session
+    ended, e.g. error pages, never touch a detached ORM object)."""
+
+    id: int
+    email: str
+    role: str
 
 
 class LoginRequired(Exception):
@@ -35,7 +46,7 @@ def current_user(request: Request, db: Session = Depends(get_db)) -> User:
     if user is None or not user.active:
         request.session.pop("user_id", None)
         raise LoginRequired(quote(request.url.path, safe="/"))
-    request.state.user = user
+    request.state.viewer = Viewer(user.id, user.email, user.role)
     return user
 
 
@@ -71,6 +82,6 @@ async def csrf_protect(request: Request) -> None:
 
 def render(request: Request, template: str, context: dict[str, Any] | None = None, status_code: int = 200) -> Response:
     """A page from ``templates/``; every page gets ``csrf_token``, the signed-in ``user`` (or None) and ``request``."""
-    ctx = {"csrf_token": csrf_token(request), "csrf_field": CSRF_FIELD, "user": getattr(request.state, "user", None)}
+    ctx = {"csrf_token": csrf_token(request), "csrf_field": CSRF_FIELD, "user": getattr(request.state, "viewer", None)}
     ctx.update(context or {})
     return request.app.state.templates.TemplateResponse(request, template, ctx, status_code=status_code)

@@ -31,12 +31,16 @@ UNSAFE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 
 
 class Passwords:
-    """Argon2id hashing (pwdlib's recommended settings)."""
+    """Argon2id hashing: pwdlib's recommended settings (argon2-cffi's defaults: 3 passes over 64 MiB), or lighter
+    ones given as ``Argon2Hasher`` arguments (tests: ``Passwords(time_cost=1, memory_cost=8192)``). A hash records
+    its own parameters, so hashes made with other settings still verify."""
 
-    def __init__(self) -> None:
+    def __init__(self, **argon2_settings: int) -> None:
         from pwdlib import PasswordHash
+        from pwdlib.hashers.argon2 import Argon2Hasher
 
-        self._hasher = PasswordHash.recommended()
+        self._hasher = PasswordHash((Argon2Hasher(**argon2_settings),)) if argon2_settings else (
+            PasswordHash.recommended())
         self._dummy = self._hasher.hash(secrets.token_urlsafe(16))
 
     def hash(self, password: str) -> str:
