@@ -508,3 +508,10 @@ def test_serve_makes_the_first_educator_from_the_environment_never_the_command_l
     monkeypatch.setenv("PHENOSYNTH_ADMIN_PASSWORD", "short")
     bad = CliRunner().invoke(cli, ["serve", "-w", str(short), "--admin-email", EDUCATOR[0]])
     assert bad.exit_code == 2 and "at least 10 characters" in bad.output
+
+
+def test_a_request_body_over_the_upload_limit_is_refused_before_it_is_parsed(site, educator):
+    big = educator.post("/decks/import", files={"file": ("deck.zip", b"\0" * 3_200_000, "application/zip")},
+                        data={"csrf_token": csrf(educator)})
+    assert big.status_code == 413 and "Upload too large." in big.text
+    assert db_rows(site[0], edu_db.Deck) == []
