@@ -4,6 +4,6 @@ from __future__ import annotations
 
 from phenosynth.cli._app import app, main
 # each stage's module registers its commands on app; this order is the order of `phenosynth --help`
-from phenosynth.cli import data, faces, synth, train, study, audit, sheet  # noqa: F401, E402, I001
+from phenosynth.cli import data, faces, synth, train, study, audit, sheet, serve  # noqa: F401, E402, I001
 
 __all__ = ["app", "main"]

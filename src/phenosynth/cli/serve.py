@@ -1,0 +1,75 @@
+"""CLI: serve (the teaching web app)."""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import sys
+from pathlib import Path
+
+import typer
+
+from phenosynth.cli._app import WORKSPACE_OPTION, command, console, err_console
+from phenosynth.errors import PhenosynthError
+
+ADMIN_PASSWORD_ENV = "PHENOSYNTH_ADMIN_PASSWORD"
+
+
+def _is_loopback(host: str) -> bool:
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return host == "localhost"
+
+
+@command("serve")
+def serve_command(
+    workspace: Path = WORKSPACE_OPTION,
+    host: str = typer.Option("127.0.0.1", "--host", help="Address to listen on (default: this machine only)."),
+    port: int = typer.Option(8000, "--port", help="Port to listen on."),
+    db_url: str = typer.Option(None, "--db-url", help="Database URL (default: sqlite:///WS/edu.sqlite), e.g. "
+                                                      "postgresql+psycopg://user@host/phenosynth."),
+    admin_email: str = typer.Option(None, "--admin-email", help="Make this the first educator account, with the "
+                                    f"password from the environment variable {ADMIN_PASSWORD_ENV}."),
+) -> None:
+    """Serve the teaching app: educators build decks of audited synthetic faces; trainees learn from them.
+
+    The database (default WS/edu.sqlite) is created or migrated first. With no educator account yet, the first one
+    is made from --admin-email and PHENOSYNTH_ADMIN_PASSWORD, or asked for interactively; a password is never taken
+    on the command line.
+
+    Example: [bold]PHENOSYNTH_ADMIN_PASSWORD=... phenosynth serve -w ws --admin-email you@example.org[/]
+    """
+    from phenosynth._optional import require
+
+    require("fastapi", extra="edu", purpose="phenosynth serve")
+    uvicorn = require("uvicorn", extra="edu", purpose="phenosynth serve")
+    from phenosynth.data.workspace import Workspace
+    from phenosynth.edu.accounts import ensure_first_educator, has_educator
+    from phenosynth.edu.app import create_app
+
+    ws = Workspace.open(workspace)
+    app = create_app(ws.root, db_url=db_url)
+    with app.state.sessions() as db:
+        if not has_educator(db):
+            if admin_email:
+                password = os.environ.get(ADMIN_PASSWORD_ENV)
+                if not password:
+                    raise PhenosynthError(f"Set {ADMIN_PASSWORD_ENV} to the first educator's password (it is never "
+                                          "read from the command line).")
+            elif sys.stdin.isatty():
+                console.print("No educator account yet: make the first one.")
+                admin_email = typer.prompt("Educator email")
+                password = typer.prompt("Password", hide_input=True, confirmation_prompt=True)
+            else:
+                raise PhenosynthError(f"No educator account yet: pass --admin-email EMAIL with the password in "
+                                      f"{ADMIN_PASSWORD_ENV}.")
+            made = ensure_first_educator(db, app.state.passwords, admin_email, password)
+            console.print(f"Made the educator account {made.email}.")
+        elif admin_email:
+            console.print("Educator accounts exist already: --admin-email is not used.")
+    if not _is_loopback(host):
+        err_console.print(f"[yellow]Warning:[/] serving on {host} over plain HTTP: put it behind a TLS reverse "
+                          "proxy before anyone signs in from another machine.")
+    console.print(f"Teaching app for {ws.root} at http://{host}:{port}/login  (Ctrl+C stops it)")
+    uvicorn.run(app, host=host, port=port, log_level="info")

@@ -1,0 +1,87 @@
+"""Request dependencies of the teaching app: one database session per request, the signed-in user, roles, the CSRF
+check, and the page renderer that puts the session's CSRF token into every form."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Iterator
+from urllib.parse import quote
+
+from fastapi import Depends, HTTPException, Request
+from fastapi.responses import Response
+from sqlalchemy.orm import Session
+
+from phenosynth.edu.db import EDUCATOR, User, session_scope
+from phenosynth.edu.security import CSRF_FIELD, CSRF_SESSION_KEY, UNSAFE_METHODS, csrf_token_valid, new_csrf_token
+
+CSRF_REFUSED = "CSRF token missing or invalid: reload the page and send the form again."
+
+
+@dataclass(frozen=True)
+class Viewer:
+    """What a page shows of the signed-in user (plain values: pages rendered after the request's database session
+    ended, e.g. error pages, never touch a detached ORM object)."""
+
+    id: int
+    email: str
+    role: str
+
+
+class LoginRequired(Exception):
+    """Raised by :func:`current_user` for a signed-out request; the app answers with a redirect to /login."""
+
+    def __init__(self, next_path: str) -> None:
+        super().__init__(next_path)
+        self.next_path = next_path
+
+
+def get_db(request: Request) -> Iterator[Session]:
+    yield from session_scope(request.app.state.sessions)
+
+
+def current_user(request: Request, db: Session = Depends(get_db)) -> User:
+    """The signed-in, active user; :class:`LoginRequired` otherwise."""
+    user_id = request.session.get("user_id")
+    user = db.get(User, user_id) if isinstance(user_id, int) else None
+    if user is None or not user.active:
+        request.session.pop("user_id", None)
+        raise LoginRequired(quote(request.url.path, safe="/"))
+    request.state.viewer = Viewer(user.id, user.email, user.role)
+    return user
+
+
+def current_educator(user: User = Depends(current_user)) -> User:
+    """The signed-in educator; 403 for a trainee."""
+    if user.role != EDUCATOR:
+        raise HTTPException(status_code=403, detail="This page is for educators.")
+    return user
+
+
+def csrf_token(request: Request) -> str:
+    """The session's CSRF token (made on first use)."""
+    token = request.session.get(CSRF_SESSION_KEY)
+    if not isinstance(token, str) or not token:
+        token = request.session[CSRF_SESSION_KEY] = new_csrf_token()
+    return token
+
+
+async def csrf_protect(request: Request) -> None:
+    """App-wide: a POST/PUT/PATCH/DELETE must carry the session's token in the form field ``csrf_token`` (403)."""
+    if request.method not in UNSAFE_METHODS:
+        return
+    try:
+        form = await request.form()
+        submitted = form.get(CSRF_FIELD)
+    except HTTPException:
+        raise
+    except Exception:  # noqa: BLE001 - a body that is not a form carries no token
+        submitted = None
+    if not csrf_token_valid(request.session.get(CSRF_SESSION_KEY), submitted):
+        raise HTTPException(status_code=403, detail=CSRF_REFUSED)
+
+
+def render(request: Request, template: str, context: dict[str, Any] | None = None, status_code: int = 200) -> Response:
+    """A page from ``templates/``; every page gets ``csrf_token``, the signed-in ``user`` (or None) and ``request``."""
+    ctx = {"csrf_token": csrf_token(request), "csrf_field": CSRF_FIELD, "user": getattr(request.state, "viewer", None)}
+    ctx.update(context or {})
+    return request.app.state.templates.TemplateResponse(request, template, ctx, status_code=status_code)

@@ -1,0 +1,13 @@
+"""The teaching app's routers, one per resource: ``auth`` (sign-in, sign-out, the home page) and ``decks``."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+
+
+def routers() -> list[APIRouter]:
+    """Every router of the app, in the order ``create_app`` includes them (tests walk their routes: role and CSRF
+    checks on every route)."""
+    from phenosynth.edu.routes import auth, decks
+
+    return [auth.router, decks.router]
