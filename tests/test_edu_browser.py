@@ -1,0 +1,282 @@
+"""The teaching app in a real browser: Debian's Chromium driven by pytest-playwright (no browser download), against
+the app served by uvicorn on 127.0.0.1 over a small audited workspace. Every page is screenshotted (into
+``$PHENOSYNTH_SCREENSHOTS`` when set, else tmp_path) and no request may leave the server.
+
+The flows are lists of steps (``EDUCATOR_STEPS``, ``TRAINEE_STEPS``): each step is a function of a :class:`Visit`
+that drives one page, checks what the user sees and saves a screenshot. Quizzes, cohorts and progress pages slot in
+as more steps. Chromium is found at ``$PHENOSYNTH_CHROMIUM`` or as ``chromium`` on the PATH; without it the tests
+are skipped and say so.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import socket
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import pytest
+
+pytest.importorskip("fastapi", reason="the teaching app needs the extra phenosynth[edu]")
+pytest.importorskip("pytest_playwright", reason="the browser tests need pytest-playwright (extra phenosynth[dev])")
+
+import uvicorn  # noqa: E402
+from PIL import Image  # noqa: E402
+
+from phenosynth.edu import db as edu_db  # noqa: E402
+from tests.test_edu_app import EDUCATOR, TRAINEE, db_rows, deck_workspace, make_app  # noqa: E402
+
+CHROMIUM_ENV = "PHENOSYNTH_CHROMIUM"
+SCREENSHOTS_ENV = "PHENOSYNTH_SCREENSHOTS"
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
+def find_chromium() -> str | None:
+    """``$PHENOSYNTH_CHROMIUM``, else ``chromium`` (Debian's package) or ``chromium-browser`` on the PATH."""
+    given = os.environ.get(CHROMIUM_ENV)
+    if given:
+        return given if Path(given).is_file() else None
+    return shutil.which("chromium") or shutil.which("chromium-browser")
+
+
+@pytest.fixture(scope="session")
+def browser_type_launch_args(browser_type_launch_args):
+    """pytest-playwright's launch arguments with the system's Chromium (never one downloaded by playwright)."""
+    chromium = find_chromium()
+    if chromium is None:
+        pytest.skip(f"no Chromium found: install Debian's `chromium` or set {CHROMIUM_ENV} to its executable")
+    return {**browser_type_launch_args, "executable_path": chromium, "headless": True}
+
+
+@contextmanager
+def serving(app) -> Iterator[str]:
+    """``app`` served by uvicorn in a thread on a free port of 127.0.0.1; yields its base URL."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.bind(("127.0.0.1", 0))
+    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="off"))
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 20
+    while not server.started:
+        if not thread.is_alive() or time.monotonic() > deadline:
+            raise RuntimeError("uvicorn did not start")
+        time.sleep(0.02)
+    try:
+        yield f"http://127.0.0.1:{sock.getsockname()[1]}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)
+        sock.close()
+
+
+@pytest.fixture
+def live_site(tmp_path):
+    """(base URL, app, image names): the app of tests/test_edu_app.py's audited workspace (run 'r1': 'ok_A' and
+    'ok_B' shareable, 'flagged' an identity match), an educator and a trainee, served on loopback."""
+    ws, names = deck_workspace(tmp_path)
+    app = make_app(ws)
+    with serving(app) as base:
+        yield base, app, names
+
+
+@pytest.fixture
+def screenshots(tmp_path) -> Path:
+    folder = Path(os.environ.get(SCREENSHOTS_ENV) or tmp_path / "screenshots")
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
+
+
+@dataclass
+class Visit:
+    """One user's browser tab and what the steps share: the base URL, the app (to count rows), the workspace's image
+    names, the screenshots saved so far and the requests that tried to leave the server."""
+
+    page: object
+    base: str
+    app: object
+    names: dict[str, str]
+    folder: Path
+    who: str
+    shots: list[Path] = field(default_factory=list)
+    outside: list[str] = field(default_factory=list)
+    csp_errors: list[str] = field(default_factory=list)
+    state: dict[str, object] = field(default_factory=dict)
+
+    def goto(self, path: str):
+        return self.page.goto(self.base + path)
+
+    def shot(self, name: str) -> None:
+        path = self.folder / f"{self.who}-{len(self.shots) + 1:02d}-{name}.png"
+        self.page.screenshot(path=str(path), full_page=True)
+        self.shots.append(path)
+
+    def text(self) -> str:
+        return " ".join(self.page.inner_text("main").split())
+
+
+@contextmanager
+def visit(browser, live_site, folder: Path, who: str) -> Iterator[Visit]:
+    """A fresh browser context (no cookies) whose every request is checked: one for another host is aborted and
+    recorded; Content-Security-Policy violations reported on the console are recorded too."""
+    base, app, names = live_site
+    host = urlsplit(base).netloc
+    context = browser.new_context(viewport={"width": 1100, "height": 800})
+    page = context.new_page()
+    v = Visit(page, base, app, names, folder, who)
+
+    def check(route) -> None:
+        if urlsplit(route.request.url).netloc == host:
+            route.continue_()
+        else:
+            v.outside.append(route.request.url)
+            route.abort()
+
+    context.route("**/*", check)
+    page.on("console", lambda m: v.csp_errors.append(m.text) if "Content Security Policy" in m.text else None)
+    try:
+        yield v
+    finally:
+        context.close()
+
+
+def sign_in(v: Visit, who: tuple[str, str]) -> None:
+    v.goto("/login")
+    v.page.fill("input[name=email]", who[0])
+    v.page.fill("input[name=password]", who[1])
+    v.shot("login")
+    v.page.click("button:has-text('Sign in')")
+    v.page.wait_for_load_state()
+
+
+# --- the educator's steps -----------------------------------------------------------------------------------------------
+
+
+def educator_signs_in(v: Visit) -> None:
+    sign_in(v, EDUCATOR)
+    assert urlsplit(v.page.url).path == "/decks"
+    assert f"{EDUCATOR[0]} (educator)" in v.page.inner_text("header") and "No deck yet." in v.text()
+    v.shot("decks")
+
+
+def educator_creates_a_deck_from_the_audited_run(v: Visit) -> None:
+    v.page.fill("input[name=name]", "Kabuki and Noonan")
+    v.page.select_option("select[name=run]", "r1")
+    v.page.click("button:has-text('Create the deck')")
+    v.page.wait_for_load_state()
+    match = re.search(r"/decks/(\d+)\?run=r1$", v.page.url)
+    assert match, v.page.url
+    v.state["deck_id"] = int(match.group(1))
+    # the grid: the two shareable images with their audit scores, the flagged one refused with the reason
+    cards = v.page.locator("form[action$='/images'] figure.card")
+    assert cards.count() == 4  # ok_A, ok_B, flagged, late (the run's images; r2 is another run)
+    boxes = v.page.locator("input[name=image_id]")
+    assert sorted(boxes.evaluate_all("els => els.map(e => e.value)")) == sorted([v.names["ok_A"], v.names["ok_B"]])
+    text = v.text()
+    assert "Refused: audit: identity-match" in text and "Refused: audit: added to the run after its audit" in text
+    assert text.count("identity dist. 0.900") == 2 and text.count("SSIM 0.200") == 2 and "pHash bits 30" in text
+    assert_images_shown(v, "form[action$='/images'] img", 2)
+    v.shot("deck-grid")
+
+
+def educator_adds_images(v: Visit) -> None:
+    v.page.check(f"input[name=image_id][value='{v.names['ok_A']}']")
+    v.page.check(f"input[name=image_id][value='{v.names['ok_B']}']")
+    v.page.click("button:has-text('Add the chosen images')")
+    v.page.wait_for_load_state()
+    assert "Added 2 image(s)." in v.text()
+    assert {i.image_id for i in db_rows(v.app, edu_db.DeckImage)} == {v.names["ok_A"], v.names["ok_B"]}
+    assert_images_shown(v, "section.condition img", 2)
+    v.shot("deck-images")
+
+
+def educator_edits_an_annotation(v: Visit) -> None:
+    form = v.page.locator("section.condition form.annotation").first
+    form.locator("input[name=name]").fill("Kabuki syndrome")
+    form.locator("input[name=hpo_terms]").fill("HP:0000316, HP:0000637")
+    form.locator("textarea[name=features_text]").fill("long palpebral fissures, arched eyebrows")
+    form.locator("button:has-text('Save annotation')").click()
+    v.page.wait_for_load_state()
+    saved = v.page.locator("section.condition form.annotation").first
+    assert saved.locator("input[name=name]").input_value() == "Kabuki syndrome"
+    assert saved.locator("input[name=hpo_terms]").input_value() == "HP:0000316, HP:0000637"
+    cond = next(c for c in db_rows(v.app, edu_db.DeckCondition) if c.name == "Kabuki syndrome")
+    assert (cond.hpo_terms, cond.features_text) == (["HP:0000316", "HP:0000637"],
+                                                    "long palpebral fissures, arched eyebrows")
+    v.shot("annotation")
+
+
+def assert_images_shown(v: Visit, selector: str, n: int) -> None:
+    """``n`` images under ``selector``, each loaded and decoded by the browser (naturalWidth > 0)."""
+    images = v.page.locator(selector)
+    assert images.count() == n
+    images.first.scroll_into_view_if_needed()
+    v.page.wait_for_function(f"() => [...document.querySelectorAll({selector!r})].every(i => i.complete)")
+    widths = images.evaluate_all("els => els.map(e => e.naturalWidth)")
+    assert widths == [24] * n, widths  # the workspace's 24 x 24 PNGs
+
+
+#: The educator's flow, in order; later features (quizzes, cohorts, progress) append their steps.
+EDUCATOR_STEPS: list[Callable[[Visit], None]] = [
+    educator_signs_in, educator_creates_a_deck_from_the_audited_run, educator_adds_images, educator_edits_an_annotation,
+]
+
+
+# --- the trainee's steps ------------------------------------------------------------------------------------------------
+
+
+def trainee_signs_in(v: Visit) -> None:
+    sign_in(v, TRAINEE)
+    assert urlsplit(v.page.url).path == "/"
+    assert f"{TRAINEE[0]} (trainee)" in v.page.inner_text("header") and "signed in as a trainee" in v.text()
+    assert v.page.locator("header a[href='/decks']").count() == 0  # no link to educator pages
+    v.shot("home")
+
+
+def trainee_is_refused_the_educator_pages(v: Visit) -> None:
+    deck_id = v.state["deck_id"]
+    for path in ("/decks", f"/decks/{deck_id}", f"/decks/{deck_id}/export", "/decks/import"):
+        response = v.goto(path)
+        assert response.status == 403, (path, response.status)
+        assert "Not allowed" in v.page.inner_text("h1") and "This page is for educators." in v.text()
+    v.shot("refused-403")
+
+
+TRAINEE_STEPS: list[Callable[[Visit], None]] = [trainee_signs_in, trainee_is_refused_the_educator_pages]
+
+
+# --- the test -----------------------------------------------------------------------------------------------------------
+
+
+def check_screenshots(paths: list[Path]) -> None:
+    for path in paths:
+        data = path.read_bytes()
+        assert data.startswith(PNG_SIGNATURE), path
+        with Image.open(path) as im:
+            assert im.format == "PNG" and im.width == 1100 and im.height >= 300, (path, im.size)
+            assert len(set(im.convert("L").resize((64, 64)).getdata())) > 2, path  # not a blank page
+
+
+def test_educator_builds_a_deck_and_a_trainee_is_refused_its_pages(browser, live_site, screenshots):
+    with visit(browser, live_site, screenshots, "educator") as educator:
+        for step in EDUCATOR_STEPS:
+            step(educator)
+    with visit(browser, live_site, screenshots, "trainee") as trainee:
+        trainee.state.update(educator.state)
+        for step in TRAINEE_STEPS:
+            step(trainee)
+    for v in (educator, trainee):
+        assert v.outside == [], f"requests left the server: {v.outside}"
+        assert v.csp_errors == [], v.csp_errors
+    shots = educator.shots + trainee.shots
+    assert [p.name for p in shots] == [
+        "educator-01-login.png", "educator-02-decks.png", "educator-03-deck-grid.png", "educator-04-deck-images.png",
+        "educator-05-annotation.png", "trainee-01-login.png", "trainee-02-home.png", "trainee-03-refused-403.png"]
+    check_screenshots(shots)
+    assert sorted(p.name for p in screenshots.glob("*.png")) >= sorted(p.name for p in shots)
