@@ -68,14 +68,14 @@ def check_identities(
     splits = [None] * len(ids) if splits is None else list(splits)
     if len(sources) != len(ids) or len(splits) != len(ids):
         raise ValueError("identity image_ids, sources and splits must have one entry per face")
-    test = [i for i, s in zip(ids, splits) if s == TEST]
+    test = [i for i, s in zip(ids, splits) if str(s) == TEST]  # str: NA (no split) compares as "<NA>"
     if test:
         raise LeakageError(
             f"{len(test)} held-out test image(s) were handed to a generator as identities "
             f"(e.g. {', '.join(t[:12] for t in test[:5])}). Identities must be donor faces (ingest --donors)."
         )
     train = set(map(str, training_ids))
-    patients = [i for i, s in zip(ids, sources) if s != DONOR or i in train]
+    patients = [i for i, s in zip(ids, sources) if str(s) != DONOR or i in train]
     if patients:
         raise PhenosynthError(
             f"{len(patients)} identity face(s) are not donors (e.g. {', '.join(p[:12] for p in patients[:5])}): an "

@@ -186,5 +186,17 @@ def list_generators() -> list[str]:
 
 
 def create_generator(name: str, **options: Any) -> Generator:
-    """Build the registered generator ``name`` (``None`` options are dropped so its defaults apply)."""
+    """Build the registered generator ``name`` (``None`` options are dropped so its defaults apply).
+
+    Raises:
+        PhenosynthError: an option the generator does not have (names the ones it has).
+    """
+    import inspect
+
+    factory = GENERATORS.get(name)
+    known = [p for p in inspect.signature(factory).parameters if p != "self"]
+    unknown = sorted(k for k, v in options.items() if v is not None and k not in known)
+    if unknown:
+        raise PhenosynthError(f"Generator '{name}' has no option(s) {', '.join(unknown)}; its options: "
+                              f"{', '.join(known)}.")
     return GENERATORS.create(name, **options)
