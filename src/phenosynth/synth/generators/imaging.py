@@ -3,9 +3,31 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+
+
+@dataclass(kw_only=True, eq=False)
+class WarpSettings:
+    """The settings the warping generators share (each generator is a dataclass over these plus its own):
+    the shape model's (``variation`` scales the sampled spread, ``shrinkage`` of a condition's own variation toward
+    the pooled one, ``variance_kept`` by the PCA, ``clip_sd`` population SDs per score), the pose jitter
+    (:func:`pose_jitter`), the photometric jitter (:func:`photometric_jitter`), ``max_side`` (photos are shrunk to at
+    most this many pixels) and ``map_factor`` (:func:`warp_image`)."""
+
+    variation: float = 1.0
+    shrinkage: float = 4.0
+    variance_kept: float = 0.98
+    clip_sd: float = 3.0
+    max_rotation: float = 6.0
+    max_scale: float = 0.05
+    max_shift: float = 0.03
+    lighting: float = 0.15
+    colour: float = 0.06
+    max_side: int = 512
+    map_factor: int = 1
 
 
 def as_rgb(image: np.ndarray) -> np.ndarray:
@@ -108,3 +130,20 @@ def pose_jitter(points: np.ndarray, rng: np.random.Generator, *, max_rotation: f
     R = np.array([[np.cos(t), -np.sin(t)], [np.sin(t), np.cos(t)]])
     out = (points - centre) @ R.T * scale + centre + shift
     return out, {"rotation_deg": theta, "scale": scale, "shift_x": float(shift[0]), "shift_y": float(shift[1])}
+
+
+def sample_params(generator: Any, seed: int, index: int, scores: np.ndarray, pose: dict[str, float],
+                  photo: dict[str, Any], **extra: Any) -> dict[str, Any]:
+    """The JSON-ready ``params`` of one sample of a shape-model generator: who made it (name, seed, index, settings),
+    ``extra``, its first 8 shape scores in population SDs (``scores (1, k)``), its pose and photometric jitter."""
+    sd = np.sqrt(generator.shape_model_.pca_.explained_variance_)
+    return {
+        "generator": generator.name,
+        "seed": int(seed),
+        "index": int(index),
+        "settings": generator.get_params(),
+        **extra,
+        "shape_sd": [round(float(v), 4) for v in (scores[0] / sd)[:8]],
+        **{k: round(v, 5) for k, v in pose.items()},
+        **{k: (round(v, 5) if isinstance(v, float) else [round(x, 5) for x in v]) for k, v in photo.items()},
+    }

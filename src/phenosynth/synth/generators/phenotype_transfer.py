@@ -28,6 +28,7 @@ Everything random comes from ``sample_rng(seed, label, i)``, so results are bit-
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -36,7 +37,7 @@ from phenosynth.errors import PhenosynthError
 from phenosynth.faces.procrustes import apply_matrix, similarity_matrix
 from phenosynth.synth.generators.base import GENERATORS, Generator, Identities, SyntheticSample, sample_rng
 from phenosynth.synth.generators.imaging import (
-    as_rgb, downscale, is_grayscale, photometric_jitter, pose_jitter, warp_image,
+    WarpSettings, as_rgb, downscale, is_grayscale, photometric_jitter, pose_jitter, sample_params, warp_image,
 )
 from phenosynth.synth.shape_model import ShapeModel
 
@@ -55,7 +56,8 @@ def _to_frame(image: np.ndarray, points: np.ndarray, target: np.ndarray, size: t
 
 
 @GENERATORS.register("phenotype-transfer")
-class PhenotypeTransferGenerator(Generator):
+@dataclass(kw_only=True, eq=False)
+class PhenotypeTransferGenerator(Generator, WarpSettings):
     """A condition's shape phenotype transferred onto donor faces or k-subject morphs (see module docstring)."""
 
     name = "phenotype-transfer"
@@ -63,38 +65,9 @@ class PhenotypeTransferGenerator(Generator):
     accepts_identities = True
     fit_set_role = "statistic"
 
-    def __init__(
-        self,
-        *,
-        strength: float = 1.0,
-        variation: float = 1.0,
-        k: int = 4,
-        texture_strength: float = 0.0,
-        shrinkage: float = 4.0,
-        variance_kept: float = 0.98,
-        clip_sd: float = 3.0,
-        max_rotation: float = 6.0,
-        max_scale: float = 0.05,
-        max_shift: float = 0.03,
-        lighting: float = 0.15,
-        colour: float = 0.06,
-        max_side: int = 512,
-        map_factor: int = 1,
-    ) -> None:
-        self.strength = strength
-        self.variation = variation
-        self.k = k
-        self.texture_strength = texture_strength
-        self.shrinkage = shrinkage
-        self.variance_kept = variance_kept
-        self.clip_sd = clip_sd
-        self.max_rotation = max_rotation
-        self.max_scale = max_scale
-        self.max_shift = max_shift
-        self.lighting = lighting
-        self.colour = colour
-        self.max_side = max_side
-        self.map_factor = map_factor
+    strength: float = 1.0
+    k: int = 4
+    texture_strength: float = 0.0
 
     # --- fit ---------------------------------------------------------------------------------------------------------
 
@@ -234,16 +207,6 @@ class PhenotypeTransferGenerator(Generator):
                                           colour=self.colour, grayscale=grayscale)
         pixel = set(parents)
         statistic = [self.image_ids_[i] for i in self.members_[label] if self.image_ids_[i] not in pixel]
-        sd = np.sqrt(model.pca_.explained_variance_)
-        params: dict[str, Any] = {
-            "generator": self.name,
-            "seed": int(seed),
-            "index": int(index),
-            "settings": self.get_params(),
-            **identity,
-            "shape_sd": [round(float(v), 4) for v in (scores[0] / sd)[:8]],
-            **{k: round(v, 5) for k, v in pose.items()},
-            **{k: (round(v, 5) if isinstance(v, float) else [round(x, 5) for x in v]) for k, v in photo.items()},
-        }
+        params = sample_params(self, seed, index, scores, pose, photo, **identity)
         return SyntheticSample(image=image, label=label, parents=parents, params=params, index=int(index),
                                statistic_parents=statistic)

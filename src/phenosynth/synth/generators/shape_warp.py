@@ -23,54 +23,28 @@ Everything random comes from ``sample_rng(seed, label, i)``, so results are bit-
 
 from __future__ import annotations
 
-from typing import Any
+from dataclasses import dataclass
 
 import numpy as np
 
 from phenosynth.synth.generators.base import GENERATORS, Generator, SyntheticSample, sample_rng
 from phenosynth.synth.generators.imaging import (
-    as_rgb, downscale, is_grayscale, photometric_jitter, pose_jitter, warp_image,
+    WarpSettings, as_rgb, downscale, is_grayscale, photometric_jitter, pose_jitter, sample_params, warp_image,
 )
 from phenosynth.faces.procrustes import apply_matrix, similarity_matrix
 from phenosynth.synth.shape_model import ShapeModel
 
 
 @GENERATORS.register("shape-warp")
-class ShapeWarpGenerator(Generator):
+@dataclass(kw_only=True, eq=False)
+class ShapeWarpGenerator(Generator, WarpSettings):
     """Statistical shape model + piecewise-affine warping of the condition's own photos (see module docstring)."""
 
     name = "shape-warp"
     uses_patient_pixels = True
     fit_set_role = "statistic"  # the shape model is a statistic of the fit set; each image names its pixel parents
 
-    def __init__(
-        self,
-        *,
-        variation: float = 1.0,
-        shrinkage: float = 4.0,
-        variance_kept: float = 0.98,
-        clip_sd: float = 3.0,
-        blend_prob: float = 0.3,
-        max_rotation: float = 6.0,
-        max_scale: float = 0.05,
-        max_shift: float = 0.03,
-        lighting: float = 0.15,
-        colour: float = 0.06,
-        max_side: int = 512,
-        map_factor: int = 1,
-    ) -> None:
-        self.variation = variation
-        self.shrinkage = shrinkage
-        self.variance_kept = variance_kept
-        self.clip_sd = clip_sd
-        self.blend_prob = blend_prob
-        self.max_rotation = max_rotation
-        self.max_scale = max_scale
-        self.max_shift = max_shift
-        self.lighting = lighting
-        self.colour = colour
-        self.max_side = max_side
-        self.map_factor = map_factor
+    blend_prob: float = 0.3
 
     def _fit(self, images: list[np.ndarray], landmarks: np.ndarray, labels: list[str], image_ids: list[str], *,
              folds: list[int | None], subjects: list[str], identities: object = None) -> None:
@@ -128,18 +102,8 @@ class ShapeWarpGenerator(Generator):
             parents.append(self.image_ids_[p2])
         image, photo = photometric_jitter(out, rng, lighting=self.lighting, colour=self.colour, grayscale=grayscale)
 
-        sd = np.sqrt(model.pca_.explained_variance_)
-        params: dict[str, Any] = {
-            "generator": self.name,
-            "seed": int(seed),
-            "index": int(index),
-            "settings": self.get_params(),
-            "blend_alpha": alpha,
-            "shape_sd": [round(float(v), 4) for v in (scores[0] / sd)[:8]],
-            "shape_mahalanobis": round(float(model.mahalanobis_to_class(scores, label)[0]), 4),
-            **{k: round(v, 5) for k, v in pose.items()},
-            **{k: (round(v, 5) if isinstance(v, float) else [round(x, 5) for x in v]) for k, v in photo.items()},
-        }
+        params = sample_params(self, seed, index, scores, pose, photo, blend_alpha=alpha,
+                               shape_mahalanobis=round(float(model.mahalanobis_to_class(scores, label)[0]), 4))
         statistic = [self.image_ids_[m] for m in members if self.image_ids_[m] not in parents]
         return SyntheticSample(image=image, label=label, parents=parents, params=params, index=int(index),
                                statistic_parents=statistic)
