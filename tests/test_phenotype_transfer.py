@@ -71,8 +71,8 @@ def test_a_morph_identity_blends_k_subjects_of_one_fold_spread_over_conditions(p
         assert s.params["identity"] == "morph" and s.image.dtype == np.uint8
     # a new k-subset for each image
     assert len({tuple(sorted(s.parents)) for s in gen.sample(8, seed=0, labels=["A"])}) > 1
-    # the default k (4) needs 4 subjects in one fold; this workspace has 3 per fold: a clear error, not a smaller k
-    with pytest.raises(PhenosynthError, match="k=4 subjects of one validation fold.*largest fold has 3"):
+    # the default k (6) needs 6 subjects in one fold; this workspace has 3 per fold: a clear error, not a smaller k
+    with pytest.raises(PhenosynthError, match="k=6 subjects of one validation fold.*largest fold has 3"):
         create_generator("phenotype-transfer").fit(**_fit_inputs(ws, faces, train))
 
 

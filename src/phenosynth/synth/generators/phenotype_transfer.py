@@ -65,8 +65,10 @@ class PhenotypeTransferGenerator(Generator, WarpSettings):
     accepts_identities = True
     fit_set_role = "statistic"
 
-    strength: float = 1.0
-    k: int = 4
+    # defaults from benchmarks/identity_free.py (benchmarks/results/identity_free.md): of the sweep on ORL, k=6 and
+    # strength 2 had the lowest identity-matched share and the highest phenotype agreement; none passed the audit
+    strength: float = 2.0
+    k: int = 6
     texture_strength: float = 0.0
 
     # --- fit ---------------------------------------------------------------------------------------------------------
