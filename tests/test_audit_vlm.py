@@ -403,3 +403,5 @@ def test_audit_records_vlm_failures_per_image_compares_reports_and_never_sends_t
         assert len(server.requests) == before  # the wrong path fails before any photo is sent
         no_model = CliRunner().invoke(app, ["audit", "-w", str(ws.root), "--vlm-url", server.url])
         assert no_model.exit_code == 2 and "--vlm-model is required" in no_model.output
+        alone = CliRunner().invoke(app, ["audit", "-w", str(ws.root), "--vlm-embedder", str(tiny_sentence_model)])
+        assert alone.exit_code == 2 and "need --vlm-url and --vlm-model" in alone.output

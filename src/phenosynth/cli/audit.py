@@ -10,6 +10,7 @@ from rich.table import Table
 
 from phenosynth.cli._app import WORKSPACE_OPTION, command, console, progress_bar
 from phenosynth.data.workspace import Workspace
+from phenosynth.errors import PhenosynthError
 
 
 def _pct(v: float) -> str:
@@ -69,6 +70,8 @@ def audit_command(
     from phenosynth.audit.vlm import VLMConfig
 
     ws = Workspace.open(workspace, need_manifest=True)
+    if vlm_url is None and vlm_model is None and (vlm_embedder is not None or vlm_max_images is not None):
+        raise PhenosynthError("--vlm-embedder and --vlm-max-images need --vlm-url and --vlm-model.")
     vlm = None if vlm_url is None and vlm_model is None else VLMConfig(
         vlm_url or "", vlm_model or "", key_env=vlm_key_env, embedder=vlm_embedder, max_images=vlm_max_images)
     with progress_bar(f"Embedding faces ({embedder})") as on_progress:
