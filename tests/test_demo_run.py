@@ -41,6 +41,7 @@ def test_a_small_demo_runs_every_stage_in_order(tmp_path):
     results = pd.read_csv(res.run_dir / "results.csv")
     assert results[["regime", "n_synthetic", "fold"]].values.tolist() == [
         ["real", 0, 0], ["real", 0, 1], ["synthetic", 4, 0], ["synthetic", 4, 1]]
-    assert results["top1"].tolist() == pytest.approx([4 / 6, 2 / 6, 4 / 6, 4 / 6]) and results["n_test"].tolist() == [6] * 4
+    assert results["top1"].tolist() == pytest.approx([4 / 6, 2 / 6, 4 / 6, 4 / 6])
+    assert results["n_test"].tolist() == [6] * 4
     assert results["n_train"].tolist() == [8, 8, 4, 4]
     assert (res.run_dir / "report.html").stat().st_size > 0

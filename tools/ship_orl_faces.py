@@ -70,7 +70,8 @@ def main() -> None:
         kept[person] = kept.get(person, 0) + 1
         rel = f"images/{person}_{photo:02d}.png"
         Image.fromarray(image).save(a.out / rel, format="PNG", optimize=True)
-        rows.append({"file": rel, "person": person, "photo": photo, "pool": "donor" if person in donors else "condition",
+        pool = "donor" if person in donors else "condition"
+        rows.append({"file": rel, "person": person, "photo": photo, "pool": pool,
                      **dict(zip(LANDMARK_COLUMNS, np.round(lm.ravel(), 2)))})
     pd.DataFrame(rows).to_csv(a.out / "faces.csv", index=False)
     shutil.copyfile(a.orl / "README", a.out / "README.ORL.txt")

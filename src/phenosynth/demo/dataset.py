@@ -250,7 +250,8 @@ def _render(photo: np.ndarray, photo_lm: np.ndarray, target: np.ndarray,
     # Lighting: overall gain, a directional gradient, gamma, a little sensor noise.
     theta = rng.uniform(0, 2 * np.pi)
     slope = rng.uniform(0, 0.35)
-    grad = 1 + slope * (np.cos(theta) * np.linspace(-0.5, 0.5, w)[None, :] + np.sin(theta) * np.linspace(-0.5, 0.5, h)[:, None])
+    x, y = np.linspace(-0.5, 0.5, w)[None, :], np.linspace(-0.5, 0.5, h)[:, None]
+    grad = 1 + slope * (np.cos(theta) * x + np.sin(theta) * y)
     f = img.astype(np.float32) / 255.0
     f = f ** rng.uniform(0.85, 1.2)
     f = f * (rng.uniform(0.85, 1.12) * grad)[:, :, None]

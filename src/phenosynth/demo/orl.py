@@ -111,8 +111,11 @@ def read_orl_folder(root: str | os.PathLike[str], people: Iterable[int] | None =
     return out
 
 
+LandmarkedPhoto = tuple[str, int, np.ndarray, np.ndarray]  # person, photo number, grey image, landmarks (68, 2)
+
+
 def landmark_faces(images: Sequence[tuple[str, int, np.ndarray]], *,
-                   detect_scale: float = DEMO_SCALE) -> tuple[list[tuple[str, int, np.ndarray, np.ndarray]], list[str]]:  # fmt: skip
+                   detect_scale: float = DEMO_SCALE) -> tuple[list[LandmarkedPhoto], list[str]]:  # fmt: skip
     """dlib-hog + dlib68 landmarks of each ``(person, photo, image)``, found on the image upscaled by
     ``detect_scale`` and returned in the image's own pixels.
 
