@@ -32,7 +32,8 @@ DEFAULT_DATA = (REPO / ".." / "shared" / "data" / "orl-faces").resolve()
 
 
 def build_phenotype_benchmark(out: Path, orl: Path = DEFAULT_DATA, *, seed: int = 0, per_condition: int = 4,
-                              max_photos: int = 1, donors: int = 0, scale: float = 2.0, overwrite: bool = False):
+                              max_photos: int = 1, strength: float = 1.0, donors: int = 0, scale: float = 2.0,
+                              overwrite: bool = False):
     """Draw every simulated condition on the ORL people at ``orl``; returns the
     :class:`~phenosynth.demo.dataset.DemoDataset` written to ``out``."""
     from phenosynth.demo.dataset import simulate_conditions
@@ -43,7 +44,7 @@ def build_phenotype_benchmark(out: Path, orl: Path = DEFAULT_DATA, *, seed: int 
     donor_people = set(people[len(people) - donors:]) if donors else set()
     return simulate_conditions(
         [p for p in photos if p.person not in donor_people], out, credit=CREDIT, seed=seed, n_subjects=per_condition,
-        max_photos=max_photos, donors=[p for p in photos if p.person in donor_people], overwrite=overwrite)
+        max_photos=max_photos, strength=strength, donors=[p for p in photos if p.person in donor_people], overwrite=overwrite)
 
 
 def main() -> None:
@@ -53,13 +54,14 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--per-condition", type=int, default=4, help="different people per condition")
     ap.add_argument("--max-photos", type=int, default=1, help="photos per (person, condition): 1..this")
+    ap.add_argument("--strength", type=float, default=1.0, help="scales every shape change")
     ap.add_argument("--donors", type=int, default=0, help="people kept out of every condition (the last ones)")
     ap.add_argument("--scale", type=float, default=2.0, help="upscaling of the 92 x 112 ORL photos")
     ap.add_argument("--overwrite", action="store_true")
     a = ap.parse_args()
     t0 = time.perf_counter()
     ds = build_phenotype_benchmark(a.out, a.orl, seed=a.seed, per_condition=a.per_condition,
-                                   max_photos=a.max_photos, donors=a.donors, scale=a.scale, overwrite=a.overwrite)
+                                   max_photos=a.max_photos, strength=a.strength, donors=a.donors, scale=a.scale, overwrite=a.overwrite)
     meta = ds.metadata()
     per_person = meta.groupby("subject_id")["label"].nunique()
     print(f"{ds.n_images} images, {len(ds.conditions)} conditions x {a.per_condition} people, {ds.n_subjects} people "

@@ -133,11 +133,29 @@ def test_assign_people_refuses_too_few_people_or_photos() -> None:
         assign_people(_photos(8, 5), CONDITIONS, n_subjects=4, max_photos=1, rng=np.random.default_rng(0))
 
 
-def test_donors_must_not_show_a_condition(tmp_path: Path) -> None:
+def test_donors_must_not_show_a_condition_and_strength_must_be_positive(tmp_path: Path) -> None:
     photos = _photos(4, 2)
     with pytest.raises(PhenosynthError, match=r"Donors must not show a condition, but \['p01'\]"):
         simulate_conditions(photos, tmp_path, credit="x", donors=photos[2:3])
+    with pytest.raises(PhenosynthError, match="strength must be positive, got 0.0"):
+        simulate_conditions(photos, tmp_path, credit="x", strength=0.0)
     assert not (tmp_path / "demo_metadata.csv").exists()
+
+
+def test_strength_scales_the_changes(tmp_path: Path) -> None:
+    """Same seed, same people and poses: at strength 2 the hypertelorism of sim13 moves the eyes about twice as far
+    apart (relative to the photo's own landmarks) as at strength 1."""
+    photos = load_shipped_faces("condition")
+    lm_of = {p.source: p.landmarks for p in photos}
+    one = {"sim13": CONDITIONS["sim13"]}  # hypertelorism + upslanted
+    widen = {}
+    for s in (1.0, 2.0):
+        ds = simulate_conditions(photos, tmp_path / str(s), credit="x", seed=1, conditions=one, strength=s)
+        truth = pd.read_parquet(ds.landmarks_path)
+        widen[s] = np.mean([_iod(np.reshape(v, (68, 2))) / _iod(lm_of[src]) for src, v in
+                            zip(truth["source"], truth["landmarks"])])
+        assert list(truth["source"]) == list(pd.read_parquet(tmp_path / "1.0" / "ground_truth_landmarks.parquet")["source"])
+    assert widen[1.0] > 1.05 and (widen[2.0] - 1) > 1.6 * (widen[1.0] - 1)
 
 
 def test_shipped_orl_subset_is_packaged_small_and_credited() -> None:

@@ -325,12 +325,12 @@ def _check_out_dir(root: Path, conditions: dict[str, tuple[str, ...]], overwrite
                 shutil.rmtree(root / folder)
 
 
-def _draw_subject(root: Path, subject: Subject, photos: Sequence[FacePhoto],
-                  srng: np.random.Generator) -> Iterator[tuple[dict, dict]]:  # fmt: skip
+def _draw_subject(root: Path, subject: Subject, photos: Sequence[FacePhoto], srng: np.random.Generator,
+                  strength_scale: float) -> Iterator[tuple[dict, dict]]:  # fmt: skip
     """Write the photos of ``subject``, yielding each one's metadata row and ground-truth row."""
     from PIL import Image
 
-    strength = srng.uniform(0.7, 1.3)
+    strength = srng.uniform(0.7, 1.3) * strength_scale
     jitter = {key: srng.uniform(0.85, 1.15) for key in subject.changes}
     cond = subject.condition
     (root / "images" / cond).mkdir(parents=True, exist_ok=True)
@@ -385,6 +385,7 @@ def simulate_conditions(
     seed: int = 0,
     n_subjects: int = 4,
     max_photos: int = 1,
+    strength: float = 1.0,
     conditions: dict[str, tuple[str, ...]] | None = None,
     donors: Sequence[FacePhoto] = (),
     overwrite: bool = False,
@@ -408,6 +409,7 @@ def simulate_conditions(
     Args:
         photos: the people's photos (RGB uint8 with their dlib68 landmarks).
         credit: a paragraph for README.txt naming where the photos come from and their terms of use.
+        strength: scales every change (each (person, condition) draws its strength from U(0.7, 1.3) x ``strength``).
         conditions: condition -> change keys (default :data:`CONDITIONS`; keys of :data:`CHANGES`).
         donors: photos of people who must not show any condition (e.g. identities for identity-free generators).
         overwrite: replace an existing dataset in ``out_dir``.
@@ -418,6 +420,8 @@ def simulate_conditions(
     both = sorted({p.person for p in photos} & {d.person for d in donors})
     if both:
         raise PhenosynthError(f"Donors must not show a condition, but {both[:5]} are among both photos and donors.")
+    if not strength > 0:
+        raise PhenosynthError(f"strength must be positive, got {strength}.")
     rng = np.random.default_rng(seed)
     plan = assign_people(photos, conditions, n_subjects=n_subjects, max_photos=max_photos, rng=rng)
     total = sum(len(s.photos) for s in plan)
@@ -425,7 +429,7 @@ def simulate_conditions(
     report(on_progress, 0, total)
     for subject in plan:
         srng = np.random.default_rng(rng.integers(2**63))
-        for meta, lm_row in _draw_subject(root, subject, photos, srng):
+        for meta, lm_row in _draw_subject(root, subject, photos, srng, strength):
             meta_rows.append(meta)
             lm_rows.append(lm_row)
             report(on_progress, len(meta_rows), total)
@@ -444,7 +448,8 @@ def simulate_conditions(
     meta_path = root / "demo_metadata.csv"
     atomic_write(meta_path, lambda p: pd.DataFrame(meta_rows).to_csv(p, index=False))  # last: marks completion
     (root / "demo_params.json").write_text(json.dumps(
-        {"seed": seed, "n_subjects": n_subjects, "max_photos": max_photos, "conditions": conditions}, indent=1))
+        {"seed": seed, "n_subjects": n_subjects, "max_photos": max_photos, "strength": strength,
+         "conditions": conditions}, indent=1))
     log.info("simulated conditions: %d images of %d people in %s", total, n_people, root)
     return DemoDataset(root=root, images_dir=root / "images", metadata_csv=meta_path,
                        landmarks_path=root / "ground_truth_landmarks.parquet", conditions_csv=root / "conditions.csv",
