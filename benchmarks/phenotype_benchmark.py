@@ -44,7 +44,8 @@ def build_phenotype_benchmark(out: Path, orl: Path = DEFAULT_DATA, *, seed: int 
     donor_people = set(people[len(people) - donors:]) if donors else set()
     return simulate_conditions(
         [p for p in photos if p.person not in donor_people], out, credit=CREDIT, seed=seed, n_subjects=per_condition,
-        max_photos=max_photos, strength=strength, donors=[p for p in photos if p.person in donor_people], overwrite=overwrite)
+        max_photos=max_photos, strength=strength, donors=[p for p in photos if p.person in donor_people],
+        overwrite=overwrite)
 
 
 def main() -> None:
@@ -61,7 +62,8 @@ def main() -> None:
     a = ap.parse_args()
     t0 = time.perf_counter()
     ds = build_phenotype_benchmark(a.out, a.orl, seed=a.seed, per_condition=a.per_condition,
-                                   max_photos=a.max_photos, strength=a.strength, donors=a.donors, scale=a.scale, overwrite=a.overwrite)
+                                   max_photos=a.max_photos, strength=a.strength, donors=a.donors, scale=a.scale,
+                                   overwrite=a.overwrite)
     meta = ds.metadata()
     per_person = meta.groupby("subject_id")["label"].nunique()
     print(f"{ds.n_images} images, {len(ds.conditions)} conditions x {a.per_condition} people, {ds.n_subjects} people "
