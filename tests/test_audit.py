@@ -196,6 +196,9 @@ def audited_ws(tmp_path, monkeypatch, make_patient_workspace):
 
     def fake_crops(ws_, image_ids, size=224, on_progress=None, **kw):
         calls.append(list(image_ids))
+        if not set(image_ids) <= set(paths):  # images added by a test after the fixture: their files
+            m = ws_.load_manifest()
+            paths.update({str(i): ws_.resolve(str(p)) for i, p in zip(m["image_id"], m["path"])})
         return {i: paths[i] for i in image_ids if i != no_face}
 
     monkeypatch.setattr("phenosynth.faces.align.ensure_aligned_crops", fake_crops)
@@ -335,10 +338,14 @@ def test_gate_leaves_out_the_unshareable_images_of_audited_runs_only(audited_ws)
     off, none = gate(ws, m, enabled=False)
     assert off is m and none == {}
 
-    # an image added to an audited run after its audit has no verdict: left out until the run is re-audited
-    extra = m[m["image_id"].isin(_run_ids(ws, "shape-warp-seed0"))].iloc[[0]].assign(image_id="f" * 64)
-    _, reasons2 = gate(ws, pd.concat([m, extra], ignore_index=True))
-    assert reasons2["f" * 64] == REASON_UNAUDITED
+    # an image of the run that its audit did not score (excluded then, usable now) is left out until a re-audit
+    first = sorted(_run_ids(ws, "shape-warp-seed0") - unshareable)
+    if first:
+        excluded = m.assign(exclude_reason=m["exclude_reason"].astype(object).where(m["image_id"] != first[0], "x"))
+        ws.save_manifest(excluded)
+        audit(ws, "shape-warp-seed0", embedder=PIXELS, n_boot=20)
+        _, reasons2 = gate(ws, m)
+        assert reasons2[first[0]] == REASON_UNAUDITED
 
 
 def test_training_selection_skips_flagged_images_unless_the_gate_is_off(audited_ws):
@@ -404,6 +411,108 @@ def test_report_lines_say_which_runs_were_audited(audited_ws):
     s = json.loads((ws.root / "audit" / "shape-warp-seed0" / "summary.json").read_text())["run"]
     assert f"{s['n_matched']} of 18 measured images match" in warp and "privacy gate left out" in warp
     assert "gate was OFF" in audit_warnings(ws, ws.load_manifest(), enabled=False)[1]
+
+
+# --- stale audits: the workspace changed since ------------------------------------------------------------------------
+
+
+def _add_to_run(ws: Workspace, run: str, n: int = 1) -> None:
+    """The run gains ``n`` images (copies of its first image's row under new ids and files)."""
+    m = ws.load_manifest()
+    row = m[m["image_id"].isin(_run_ids(ws, run))].iloc[0]
+    rng = np.random.default_rng(11)
+    new = []
+    for k in range(n):
+        img = pattern_photo(pattern_person(rng), rng)
+        new.append({**row.to_dict(), **image_row(ws, ws.root / "synthetic" / run / f"late{k}.png", img),
+                    "phash": phash_of(img)})
+    ws.save_manifest(pd.concat([m, pd.DataFrame(new)], ignore_index=True))
+
+
+def _resplit(ws: Workspace) -> None:
+    """What a re-split does to the audit's inputs: patient A3 (test) goes to training, A0 to test."""
+    m = ws.load_manifest()
+    m.loc[m["subject_id"] == "A3", ["split", "fold"]] = ["train", 0]
+    m.loc[m["subject_id"] == "A0", ["split", "fold"]] = ["test", None]
+    ws.save_manifest(m)
+
+
+def test_an_audit_records_what_it_measured_and_goes_stale_when_the_workspace_changes(audited_ws):
+    from phenosynth.audit.gate import audit_staleness
+    from phenosynth.audit.inputs import manifest_inputs
+    from phenosynth.audit.privacy import audit
+
+    ws, _, _ = audited_ws
+    audit(ws, "shape-warp-seed0", embedder=PIXELS, n_boot=20)
+    rec = json.loads((ws.root / "audit" / "shape-warp-seed0" / "summary.json").read_text())["inputs"]
+    assert (rec["n_real"], rec["n_synthetic"]) == (24, 18)
+    assert rec == manifest_inputs(ws.load_manifest(), "shape-warp-seed0")
+    assert audit_staleness(ws, ws.load_manifest(), "shape-warp-seed0") is None
+    assert audit_staleness(ws, ws.load_manifest(), "others") is None  # never audited: not stale, unaudited
+
+    _add_to_run(ws, "shape-warp-seed0", 2)
+    assert audit_staleness(ws, ws.load_manifest(), "shape-warp-seed0") == \
+        "the run has 20 synthetic images now, 18 when audited"
+    audit(ws, "shape-warp-seed0", embedder=PIXELS, n_boot=20)
+    assert audit_staleness(ws, ws.load_manifest(), "shape-warp-seed0") is None
+
+    _resplit(ws)
+    why = audit_staleness(ws, ws.load_manifest(), "shape-warp-seed0")
+    assert why is not None and "real photos changed" in why and "24 then, 24 now" in why
+    audit(ws, "shape-warp-seed0", embedder=PIXELS, n_boot=20)
+    m = ws.load_manifest()  # a new real photo (another patient) changes the calibration and the reference set
+    rng = np.random.default_rng(5)
+    img = pattern_photo(pattern_person(rng), rng)
+    new = image_row(ws, ws.root / "real" / "new.png", img, label="A", subject_id="A9", source="real", split="train",
+                    fold=1, phash=phash_of(img))
+    ws.save_manifest(pd.concat([m, pd.DataFrame([new])], ignore_index=True))
+    assert "24 then, 25 now" in audit_staleness(ws, ws.load_manifest(), "shape-warp-seed0")
+
+
+def test_a_stale_audit_is_refused_by_export_and_treated_as_none_by_training(audited_ws, tmp_path, caplog):
+    from typer.testing import CliRunner
+
+    from phenosynth.audit.gate import audit_warnings, gate
+    from phenosynth.audit.privacy import audit
+    from phenosynth.cli import app
+    from phenosynth.training import TrainConfig
+    from phenosynth.training.cell import cell_sets
+
+    ws, _, _ = audited_ws
+    audit(ws, embedder=PIXELS, n_boot=20)
+    m = ws.load_manifest()
+    flagged = set(gate(ws, m)[1])
+    assert flagged  # current audit: the gate leaves the flagged warps out
+
+    _add_to_run(ws, "shape-warp-seed0")
+    out = tmp_path / "share"
+    res = CliRunner().invoke(app, ["export", str(out), "-w", str(ws.root), "--run", "shape-warp-seed0"])
+    assert res.exit_code == 2 and not out.exists()
+    msg = " ".join(res.output.split())
+    assert "The audit of run 'shape-warp-seed0' is stale: the run has 19 synthetic images now, 18 when audited" in msg
+    assert f"re-run phenosynth audit -w {ws.root} --run shape-warp-seed0" in msg
+    # the other run did not change: its audit still holds and exports
+    assert CliRunner().invoke(app, ["export", str(out), "-w", str(ws.root), "--run", "others"]).exit_code == 0
+
+    m = ws.load_manifest()
+    with caplog.at_level("WARNING", logger="phenosynth.audit.gate"):
+        gated, reasons = gate(ws, m)
+    assert not set(reasons) & _run_ids(ws, "shape-warp-seed0")  # treated as unaudited: nothing of it left out
+    assert "shape-warp-seed0 is stale" in caplog.text and "treated as unaudited" in caplog.text
+    cfg = TrainConfig(backbone=PIXELS, regime="synthetic", selection="random", folds=2)
+    assert flagged & set(cell_sets(ws, m, cfg, 1, 0)[1]["selected"])  # training uses them again, with the warning
+    lines = audit_warnings(ws, m)
+    stale = next(line for line in lines if "'shape-warp-seed0'" in line)
+    assert "(19 images) has a stale audit (the run has 19 synthetic images now, 18 when audited)" in stale
+    assert "treated as never audited" in stale and "without a privacy check" in stale
+
+    _resplit(ws)  # now the real set changed too: every audit of the workspace is stale
+    res = CliRunner().invoke(app, ["export", str(tmp_path / "b"), "-w", str(ws.root), "--run", "others"])
+    assert res.exit_code == 2 and "real photos changed since the audit" in " ".join(res.output.split())
+    audit(ws, embedder=PIXELS, n_boot=20)
+    res = CliRunner().invoke(app, ["export", str(tmp_path / "c"), "-w", str(ws.root), "--run", "shape-warp-seed0"])
+    assert res.exit_code == 0 or "passed the audit" in res.output  # re-audited: current again
+    assert set(gate(ws, ws.load_manifest())[1]) & _run_ids(ws, "shape-warp-seed0")
 
 
 # --- export ---------------------------------------------------------------------------------------------------------

@@ -20,8 +20,8 @@ from typing import Any, Iterable
 
 import pandas as pd
 
-from phenosynth.audit.gate import gate_reasons, synthetic_runs
-from phenosynth.audit.privacy import AUGMENTATION_NOTE, load_audit, transforms_patient_photos
+from phenosynth.audit.gate import current_audit, gate_reasons, synthetic_runs
+from phenosynth.audit.privacy import AUGMENTATION_NOTE, transforms_patient_photos
 from phenosynth.data.workspace import Workspace, atomic_write
 from phenosynth.errors import PhenosynthError
 
@@ -59,19 +59,20 @@ def export(ws: Workspace, run: str, out: str | Path) -> ExportResult:
     """Write the shareable images of audited ``run`` to ``out`` (which must not exist, or be empty).
 
     Raises:
-        PhenosynthError: the run was never audited, ``out`` exists and is not empty, or no image is shareable.
+        PhenosynthError: the run was never audited or its audit is stale (the workspace changed since:
+            :func:`phenosynth.audit.gate.current_audit`), ``out`` exists and is not empty, or no image is shareable.
     """
     from phenosynth.synth.generation import safe_name
 
     out = Path(out).expanduser()
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise PhenosynthError(f"{out} exists and is not empty; export into a new folder.")
-    frame, summary = load_audit(ws, run)
     manifest = ws.load_manifest()
+    frame, summary = current_audit(ws, run, manifest)
     runs = synthetic_runs(manifest)
     in_run = manifest.loc[runs.index[runs == run]]
     in_run = in_run[in_run["exclude_reason"].isna()]
-    held_back = gate_reasons(ws, in_run)
+    held_back = gate_reasons(ws, manifest)
     rows = frame.merge(in_run[["image_id", "params"]], on="image_id", how="inner")
     rows = rows[rows["shareable"] & ~rows["image_id"].isin(list(held_back))]
     rows = rows.sort_values(["label", "image_id"]).reset_index(drop=True)

@@ -280,11 +280,13 @@ def audit(
                 "probe_backbone": probe_backbone, "kid_subsets": kid_subsets}
     fidelity_of = _fidelity_assessor(ws, real, syn, kid_backbone, probe_backbone, kid_subsets=kid_subsets, seed=seed)
     rules = _CopyRules(phash_bits, ssim_threshold, duplicate_bits)
+    from phenosynth.audit.inputs import manifest_inputs
+
     results = []
     for r in runs:
         frame, run_audit = _audit_run(ws, r, syn[syn["run"] == r], emb, ref, rules, n_boot=n_boot, seed=seed)
         run_audit.fidelity = fidelity_of(r)
-        _write_run(ws, run_audit, frame, ref, settings)
+        _write_run(ws, run_audit, frame, ref, settings, manifest_inputs(manifest, r))
         results.append(run_audit)
     return AuditResult(embedder=embedder, metric=metric, calibration=ref.calibration, runs=results,
                        n_real=len(ref.real_e), n_real_train=len(ref.train_ids), seconds=time.perf_counter() - t0,
@@ -390,12 +392,13 @@ def _fidelity_assessor(ws: Workspace, real: pd.DataFrame, syn: pd.DataFrame, kid
 
 
 def _write_run(ws: Workspace, run_audit: RunAudit, frame: pd.DataFrame, ref: _Reference,
-               settings: dict[str, Any]) -> None:
-    """audit.parquet, summary.json and audit.html of one run."""
+               settings: dict[str, Any], inputs: dict[str, Any]) -> None:
+    """audit.parquet, summary.json (with ``inputs``: what it measured, :mod:`phenosynth.audit.inputs`) and
+    audit.html of one run."""
     from phenosynth.audit.html import write_audit_html
 
     run_audit.html_path = run_audit.parquet_path.parent / "audit.html"
-    created = _write(run_audit, frame, ref.calibration, settings, n_real=len(ref.real_e))
+    created = _write(run_audit, frame, ref.calibration, settings, n_real=len(ref.real_e), inputs=inputs)
     write_audit_html(ws, run_audit.parquet_path.parent, run_audit, frame, ref.calibration, ref.genuine,
                      ref.impostor, run_audit.membership_roc, settings, created)
 
@@ -569,7 +572,7 @@ def _membership(
 
 
 def _write(run_audit: RunAudit, frame: pd.DataFrame, cal: stats.Calibration, settings: dict[str, Any],
-           n_real: int) -> str:
+           n_real: int, inputs: dict[str, Any]) -> str:
     """Write audit.parquet and summary.json; returns the summary's creation time."""
     previous = None
     if run_audit.summary_path.exists():
@@ -588,6 +591,7 @@ def _write(run_audit: RunAudit, frame: pd.DataFrame, cal: stats.Calibration, set
         "calibration": cal.to_dict(),
         "n_real_photos": n_real,
         "settings": settings,
+        "inputs": inputs,
         "flags": {f: int(frame["flags"].map(lambda fl, f=f: f in fl).sum())
                   for f in (FLAG_IDENTITY, FLAG_COPY, FLAG_NO_FACE, FLAG_DUPLICATE)},
         "replaces": previous,
