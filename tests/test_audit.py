@@ -143,6 +143,42 @@ def test_kid_matches_torchmetrics_on_random_features(rng):
         stats.kid_from_features(real, fake, subsets=50, subset_size=20, seed=0)
 
 
+def test_strangers_match_at_the_stranger_rate_not_the_pairwise_impostor_rate_and_warps_far_above(rng):
+    """Hand-made identity embeddings (a person = a centre, a photo = centre + noise): 200 patients (150 training),
+    100 strangers who share no person with them, and warps (a training photo + little noise). Like for like, a
+    stranger's nearest of 600 training photos falls under the threshold at the real set's stranger rate (each real
+    photo's nearest training photo of another person), hundreds of times the pairwise impostor rate; the membership
+    AUC of strangers is ~0.5, of warps ~1."""
+    d, k = 16, 4
+
+    def people(n: int) -> tuple[np.ndarray, np.ndarray]:
+        return np.repeat(rng.normal(size=(n, d)), k, 0) + 0.4 * rng.normal(size=(n * k, d)), np.repeat(np.arange(n), k)
+
+    X, subject = people(200)
+    strangers = people(100)[0]
+    train = subject < 150
+    genuine, impostor = stats.genuine_impostor_distances(X, subject)
+    cal = stats.calibrate_threshold(genuine, impostor, None, quantile=0.001)
+    best = stats.nearest_other_subject(X, subject, X[train], subject[train])
+    k_real = int((best < cal.threshold).sum())
+    stranger_ci = stats.wilson_ci(k_real, len(best))
+    matched = stats.nearest_neighbours(strangers, X[train])[0] < cal.threshold
+    matched_ci = stats.wilson_ci(int(matched.sum()), len(matched))
+    assert cal.impostor_rate == pytest.approx(0.001, abs=2e-4)
+    assert k_real / len(best) > 100 * cal.impostor_rate  # the pairwise rate is not the baseline of a nearest-of-many
+    assert matched_ci[0] < stranger_ci[1] and stranger_ci[0] < matched_ci[1]  # strangers: within the stranger rate
+    warps = X[train] + 0.05 * rng.normal(size=X[train].shape)
+    warp_matched = stats.nearest_neighbours(warps, X[train])[0] < cal.threshold
+    assert stats.wilson_ci(int(warp_matched.sum()), len(warp_matched))[0] > 0.95 > stranger_ci[1]
+
+    auc, lo, hi = stats.membership_auc(stats.nearest_neighbours(X, strangers)[0], train, groups=subject, n_boot=300)
+    assert lo < 0.5 < hi and abs(auc - 0.5) < 0.1
+    assert stats.membership_auc(stats.nearest_neighbours(X, warps)[0], train, groups=subject, n_boot=50)[1] > 0.95
+    brute = np.array([min((np.linalg.norm(x - y) for y, sy in zip(X[train], subject[train]) if sy != sx))
+                      for x, sx in zip(X[:20], subject[:20])])
+    assert best[:20] == pytest.approx(brute)
+
+
 def test_first_of_near_duplicates_keeps_one_of_each_group():
     hashes = ["ffff000000000000", "ffff000000000001", "0000ffff00000000", "ffff000000000003"]
     dup = stats.first_of_near_duplicates(stats.phash_bits(hashes, hashes), within=2)
@@ -887,3 +923,58 @@ def test_a_shape_warp_export_and_audit_say_they_are_augmentation_of_patient_phot
     assert result.exit_code == 0, result.output
     said = " ".join(result.output.split())
     assert f"shape-warp-seed0 (shape-warp): {sentence}" in said and "others (other)" not in said
+
+
+# --- the facenet embedder (VGGFace2 weights when present) ------------------------------------------------------------
+
+FACENET_FILE = "20180402-114759-vggface2.pt"
+
+
+def test_facenet_audit_without_its_weights_names_the_file_and_the_folder(audited_ws, tmp_path, monkeypatch):
+    from typer.testing import CliRunner
+
+    from phenosynth.cli import app
+
+    ws, _, _ = audited_ws
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "th"))
+    res = CliRunner().invoke(app, ["audit", "-w", str(ws.root), "--embedder", "facenet", "--bootstrap", "20",
+                                   "--kid-backbone", "none", "--probe-backbone", "none"])
+    msg = " ".join(res.output.split())
+    assert res.exit_code == 2 and "Traceback" not in res.output
+    assert FACENET_FILE in msg and str(tmp_path / "th" / "checkpoints") in msg
+    assert not (ws.root / "audit").exists()  # nothing written
+
+
+def test_facenet_audit_loads_a_vggface2_style_checkpoint_and_runs_end_to_end(audited_ws, tmp_path, monkeypatch):
+    """A seeded random InceptionResnetV1 saved the way the VGGFace2 release is (with its 8631-class logits head) in
+    $TORCH_HOME/checkpoints: the default weights resolve to it, load (head dropped), and the audit runs on it."""
+    from facenet_pytorch import InceptionResnetV1
+
+    from phenosynth.audit.privacy import audit
+
+    ws, _, _ = audited_ws
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "th"))
+    torch.manual_seed(0)
+    ckpt = tmp_path / "th" / "checkpoints" / FACENET_FILE
+    ckpt.parent.mkdir(parents=True)
+    saved = InceptionResnetV1(classify=True, num_classes=8631).state_dict()
+    torch.save(saved, ckpt)
+    model = B.create_backbone("facenet")
+    assert model.weights_path == ckpt and model.weights_id not in ("none", "default")
+    own = model.state_dict()
+    loaded = next(v for key, v in own.items() if key.endswith("conv2d_1a.conv.weight"))  # the wrapper prefixes keys
+    assert torch.equal(loaded, saved["conv2d_1a.conv.weight"])
+
+    res = audit(ws, "others", embedder="facenet", n_boot=20, kid_backbone=None, probe_backbone=None)
+    cal = res.calibration
+    assert (res.embedder, res.metric, cal.documented) == ("facenet", "euclidean", 1.04)
+    assert cal.threshold <= 1.04 and cal.n_genuine == 12
+    (run,) = res.runs
+    assert (run.run, run.n_images, run.n_measured) == ("others", 18, 17)
+    frame = pd.read_parquet(run.parquet_path)
+    d = frame.loc[frame["has_face"], "nearest_real_distance"].to_numpy()
+    assert np.isfinite(d).all() and (d <= 2.0).all()  # L2-normalised embeddings: distances within [0, 2]
+    assert (frame.loc[frame["has_face"], "identity_match"] == (d < cal.threshold)).all()
+    summary = json.loads(run.summary_path.read_text())
+    assert summary["settings"]["embedder"] == "facenet" and summary["inputs"]["n_synthetic"] == 18
+    assert summary["run"]["membership_auc"] == run.membership_auc

@@ -545,10 +545,8 @@ def _stranger_matches(
     This is the matched share a synthetic image of a stranger would get under the same nearest-neighbour protocol;
     the pairwise impostor rate is not comparable, since the nearest of many training photos is the minimum of many
     impostor distances (0.1 % per pair is ~21 % per image against 240 photos)."""
-    D = stats.distance_matrix(_stack(emb, cal_ids), X_train, metric)
-    same = real_e["subject"].to_numpy()[:, None] == train["subject"].to_numpy()[None, :]
-    D[same] = np.inf
-    best = D.min(axis=1) if D.shape[1] else np.full(len(D), np.inf)
+    best = stats.nearest_other_subject(_stack(emb, cal_ids), real_e["subject"].to_numpy(), X_train,
+                                       train["subject"].to_numpy(), metric)
     return int((best < cal.threshold).sum()), int(len(best))
 
 
