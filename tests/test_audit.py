@@ -503,6 +503,10 @@ def test_an_audit_records_what_it_measured_and_goes_stale_when_the_workspace_cha
                     fold=1, phash=phash_of(img))
     ws.save_manifest(pd.concat([m, pd.DataFrame([new])], ignore_index=True))
     assert "24 then, 25 now" in audit_staleness(ws, ws.load_manifest(), "shape-warp-seed0")
+    summary_path = ws.root / "audit" / "shape-warp-seed0" / "summary.json"
+    old = {k: v for k, v in json.loads(summary_path.read_text()).items() if k != "inputs"}
+    summary_path.write_text(json.dumps(old))  # an audit written before audits recorded their inputs
+    assert "does not record which photos it measured" in audit_staleness(ws, ws.load_manifest(), "shape-warp-seed0")
 
 
 def test_a_stale_audit_is_refused_by_export_and_treated_as_none_by_training(audited_ws, tmp_path, caplog):
@@ -825,6 +829,7 @@ def test_a_patient_copy_under_another_subject_id_counts_as_the_same_person_and_t
 def _audited_run_ws(root: Path, labels: list[str], generator: str = "g") -> Workspace:
     """Two real photos and one synthetic image per label of run 'r1' by ``generator``, with a hand-written audit that
     passes them all (the reviewer's workspace)."""
+    from phenosynth.audit.inputs import manifest_inputs
     from phenosynth.audit.privacy import AUDIT_COLUMNS
     from tests._workspaces import save_rows
 
@@ -851,7 +856,8 @@ def _audited_run_ws(root: Path, labels: list[str], generator: str = "g") -> Work
            "membership_auc": 0.5, "membership_ci": [0.4, 0.6], "n_near_copies": 0, "n_duplicates": 0, "n_no_face": 0}
     (d / "summary.json").write_text(json.dumps({
         "created": "x", "run": run, "settings": {"embedder": "e", "metric": "euclidean"}, "n_real_photos": 2,
-        "calibration": {"threshold": 0.5, "documented": 0.6, "quantile": 0.001, "impostor_quantile": 0.5}}))
+        "calibration": {"threshold": 0.5, "documented": 0.6, "quantile": 0.001, "impostor_quantile": 0.5},
+        "inputs": manifest_inputs(m, "r1")}))
     return ws
 
 

@@ -214,9 +214,9 @@ the nearest other synthetic image). It names no real photo, parent or patient.
 ## Limits
 - Passing the audit means no real training photo was found within the calibrated identity threshold of this
   embedder, and no pixel near-copy; it is not a proof of anonymity. The identity check is weaker on low-resolution
-  photos (benchmarks/results/audit.md: on ORL's 92 x 112 photos, photos of strangers matched
-  20 % against a 7 % stranger rate), and a different embedder or a
-  larger reference set can find matches this audit did not.
+  photos (benchmarks/results/audit.md: on ORL's 92 x 112 photos, 3 of 8 strangers had a look-alike among the
+  training people and matched with 20 % of their photos), and a different embedder or a larger reference set can
+  find matches this audit did not.
 - A membership AUC well above 0.5 means the generator remembers its training patients as a whole, even when the
   exported images themselves passed.
 - The images carry the conditions' phenotype only as far as the generator does; they are not diagnostic material.

@@ -27,7 +27,7 @@ from phenosynth.errors import PhenosynthError
 log = logging.getLogger(__name__)
 
 REASON_PREFIX = "audit: "
-REASON_UNAUDITED = "audit: added to the run after its audit"
+REASON_UNAUDITED = "audit: not scored by its run's audit (re-run the audit)"
 
 
 def synthetic_runs(manifest: pd.DataFrame) -> pd.Series:
