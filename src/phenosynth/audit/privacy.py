@@ -2,8 +2,8 @@
 
 For every generator run (``params["run"]`` of the synthetic manifest rows) :func:`audit` writes
 ``WS/audit/<run>/audit.parquet`` (one row per synthetic image, columns :data:`AUDIT_COLUMNS`, with a ``flags`` list)
-and ``WS/audit/<run>/summary.json`` (calibration, per-run shares, membership AUC, settings, ``inputs``: what it measured,
-:mod:`phenosynth.audit.inputs`), both atomically.
+and ``WS/audit/<run>/summary.json`` (calibration, per-run shares, membership AUC, settings, and ``inputs``: what it
+measured, :mod:`phenosynth.audit.inputs`), both atomically.
 
 - **Identity**: embeddings of an identity embedder from the backbone registry (default ``dlib_resnet128``), cached
   by :func:`phenosynth.models.features.extract_features`. The threshold is calibrated on the workspace's own real
