@@ -12,8 +12,11 @@ Set-up, through the library (what ``phenosynth ingest/split/faces/generate/audit
 - ``faces`` (dlib-hog + dlib68) on everything, then ``audit`` (dlib_resnet128) twice: the first computes the
   descriptors, the second reads them from the feature cache.
 
-Printed: per run, images, matched share + Wilson 95 % CI, the impostor rate, both thresholds, membership AUC + CI,
-near-copies, and the audit's time per 1,000 synthetic images (first and cached run).
+Printed: per run, images, matched share + Wilson 95 % CI, the pairwise impostor rate and the stranger rate, both
+thresholds, membership AUC + CI, near-copies; the strangers check like for like (the other people against the
+held-out test patients, both compared with their nearest training photo, per image and per person: a person-level
+bootstrap, since a look-alike matches with most of his photos); and the audit's time per 1,000 synthetic images
+(first and cached run).
 
 Usage::
 
