@@ -2,7 +2,8 @@
 
 For every generator run (``params["run"]`` of the synthetic manifest rows) :func:`audit` writes
 ``WS/audit/<run>/audit.parquet`` (one row per synthetic image, columns :data:`AUDIT_COLUMNS`, with a ``flags`` list)
-and ``WS/audit/<run>/summary.json`` (calibration, per-run shares, membership AUC, settings), both atomically.
+and ``WS/audit/<run>/summary.json`` (calibration, per-run shares, membership AUC, settings, and ``inputs``: what it
+measured, :mod:`phenosynth.audit.inputs`), both atomically.
 
 - **Identity**: embeddings of an identity embedder from the backbone registry (default ``dlib_resnet128``), cached
   by :func:`phenosynth.models.features.extract_features`. The threshold is calibrated on the workspace's own real
@@ -289,12 +290,14 @@ def audit(
                 "vlm": None if vlm is None else vlm.settings()}
     fidelity_of = _fidelity_assessor(ws, real, syn, kid_backbone, probe_backbone, kid_subsets=kid_subsets, seed=seed)
     rules = _CopyRules(phash_bits, ssim_threshold, duplicate_bits)
+    from phenosynth.audit.inputs import manifest_inputs
+
     results = []
     for r in runs:
         frame, run_audit = _audit_run(ws, r, syn[syn["run"] == r], emb, ref, rules, n_boot=n_boot, seed=seed)
         run_audit.fidelity = fidelity_of(r)
         frame, run_audit.reports = reports_of(r, frame)
-        _write_run(ws, run_audit, frame, ref, settings)
+        _write_run(ws, run_audit, frame, ref, settings, manifest_inputs(manifest, r))
         results.append(run_audit)
     return AuditResult(embedder=embedder, metric=metric, calibration=ref.calibration, runs=results,
                        n_real=len(ref.real_e), n_real_train=len(ref.train_ids), seconds=time.perf_counter() - t0,
@@ -400,12 +403,13 @@ def _fidelity_assessor(ws: Workspace, real: pd.DataFrame, syn: pd.DataFrame, kid
 
 
 def _write_run(ws: Workspace, run_audit: RunAudit, frame: pd.DataFrame, ref: _Reference,
-               settings: dict[str, Any]) -> None:
-    """audit.parquet, summary.json and audit.html of one run."""
+               settings: dict[str, Any], inputs: dict[str, Any]) -> None:
+    """audit.parquet, summary.json (with ``inputs``: what it measured, :mod:`phenosynth.audit.inputs`) and
+    audit.html of one run."""
     from phenosynth.audit.html import write_audit_html
 
     run_audit.html_path = run_audit.parquet_path.parent / "audit.html"
-    created = _write(run_audit, frame, ref.calibration, settings, n_real=len(ref.real_e))
+    created = _write(run_audit, frame, ref.calibration, settings, n_real=len(ref.real_e), inputs=inputs)
     write_audit_html(ws, run_audit.parquet_path.parent, run_audit, frame, ref.calibration, ref.genuine,
                      ref.impostor, run_audit.membership_roc, settings, created)
 
@@ -552,10 +556,8 @@ def _stranger_matches(
     This is the matched share a synthetic image of a stranger would get under the same nearest-neighbour protocol;
     the pairwise impostor rate is not comparable, since the nearest of many training photos is the minimum of many
     impostor distances (0.1 % per pair is ~21 % per image against 240 photos)."""
-    D = stats.distance_matrix(_stack(emb, cal_ids), X_train, metric)
-    same = real_e["subject"].to_numpy()[:, None] == train["subject"].to_numpy()[None, :]
-    D[same] = np.inf
-    best = D.min(axis=1) if D.shape[1] else np.full(len(D), np.inf)
+    best = stats.nearest_other_subject(_stack(emb, cal_ids), real_e["subject"].to_numpy(), X_train,
+                                       train["subject"].to_numpy(), metric)
     return int((best < cal.threshold).sum()), int(len(best))
 
 
@@ -579,7 +581,7 @@ def _membership(
 
 
 def _write(run_audit: RunAudit, frame: pd.DataFrame, cal: stats.Calibration, settings: dict[str, Any],
-           n_real: int) -> str:
+           n_real: int, inputs: dict[str, Any]) -> str:
     """Write audit.parquet and summary.json; returns the summary's creation time."""
     previous = None
     if run_audit.summary_path.exists():
@@ -598,6 +600,7 @@ def _write(run_audit: RunAudit, frame: pd.DataFrame, cal: stats.Calibration, set
         "calibration": cal.to_dict(),
         "n_real_photos": n_real,
         "settings": settings,
+        "inputs": inputs,
         "flags": {f: int(frame["flags"].map(lambda fl, f=f: f in fl).sum())
                   for f in (FLAG_IDENTITY, FLAG_COPY, FLAG_NO_FACE, FLAG_DUPLICATE)},
         "replaces": previous,
