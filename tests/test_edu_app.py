@@ -40,30 +40,37 @@ def _pixels(seed: int) -> np.ndarray:
 
 
 def deck_workspace(root: Path) -> tuple[Workspace, dict[str, str]]:
-    """Real photos of conditions A and B; run 'r1' audited: 'ok_A', 'ok_B' shareable, 'flagged' an identity match,
-    'late' added after the audit (no audit row); run 'r2' never audited ('unaudited'). Name -> image_id."""
+    """Real photos of conditions A and B; run 'r1' audited: 'ok_A', 'ok_B' shareable, 'flagged' an identity match;
+    run 'r3' audited before 'late' was added to it (a stale audit); run 'r2' never audited ('unaudited').
+    Name -> image_id."""
+    from phenosynth.audit.inputs import manifest_inputs
     from phenosynth.audit.privacy import AUDIT_COLUMNS
 
     ws = Workspace.open(root / "ws", create=True)
     rows = [image_row(ws, root / "src" / f"real_{lab}.png", _pixels(k), label=lab, subject_id=f"p{k}", source="real",
                       split="train", fold=0) for k, lab in enumerate("AB")]
     names = {"real": rows[0]["image_id"]}
-    synthetic = [("ok_A", "A", "r1"), ("ok_B", "B", "r1"), ("flagged", "A", "r1"), ("late", "B", "r1"),
-                 ("unaudited", "A", "r2")]
+    synthetic = [("ok_A", "A", "r1"), ("ok_B", "B", "r1"), ("flagged", "A", "r1"), ("early", "B", "r3"),
+                 ("late", "B", "r3"), ("unaudited", "A", "r2")]
     for k, (name, lab, run) in enumerate(synthetic, start=10):
         rows.append(image_row(ws, ws.root / "synthetic" / run / f"{name}.png", _pixels(k), label=lab,
                               source="synthetic", generator="g", params=json.dumps({"run": run}),
                               parents=[names["real"]], split="train"))
         names[name] = rows[-1]["image_id"]
-    save_rows(ws, rows)
-    audited = [("ok_A", "A", []), ("ok_B", "B", []), ("flagged", "A", ["identity-match"])]
-    frame = pd.DataFrame([{c: None for c in AUDIT_COLUMNS} | {
-        "image_id": names[n], "label": lab, "run": "r1", "generator": "g", "parents": [], "has_face": True,
-        "nearest_real_distance": 0.9 if not flags else 0.1, "ssim": 0.2, "phash_bits": 30, "flags": flags,
-        "shareable": not flags, "identity_match": bool(flags)} for n, lab, flags in audited])
-    (ws.root / "audit" / "r1").mkdir(parents=True)
-    frame.to_parquet(ws.root / "audit" / "r1" / "audit.parquet", index=False)
-    (ws.root / "audit" / "r1" / "summary.json").write_text(json.dumps({"run": {}, "settings": {}}))
+    before_late = [r for r in rows if r["image_id"] != names["late"]]
+    save_rows(ws, before_late)
+    audited = {"r1": [("ok_A", "A", []), ("ok_B", "B", []), ("flagged", "A", ["identity-match"])],
+               "r3": [("early", "B", [])]}
+    for run, images in audited.items():
+        frame = pd.DataFrame([{c: None for c in AUDIT_COLUMNS} | {
+            "image_id": names[n], "label": lab, "run": run, "generator": "g", "parents": [], "has_face": True,
+            "nearest_real_distance": 0.9 if not flags else 0.1, "ssim": 0.2, "phash_bits": 30, "flags": flags,
+            "shareable": not flags, "identity_match": bool(flags)} for n, lab, flags in images])
+        (ws.root / "audit" / run).mkdir(parents=True)
+        frame.to_parquet(ws.root / "audit" / run / "audit.parquet", index=False)
+        inputs = manifest_inputs(ws.load_manifest(), run)
+        (ws.root / "audit" / run / "summary.json").write_text(json.dumps({"run": {}, "settings": {}, "inputs": inputs}))
+    save_rows(ws, rows)  # 'late' joins run r3 after its audit: r3's audit is stale
     return ws, names
 
 
@@ -279,7 +286,8 @@ def test_a_deck_refuses_real_unaudited_and_flagged_images_and_says_why(site, edu
     assert "Added 1 image(s)." in text and "Refused 5 image(s)" in text
     for name, reason in (("real", "a real photo (decks take synthetic images only)"),
                          ("flagged", "audit: identity-match"),
-                         ("late", "audit: added to the run after its audit"),
+                         ("late", "stale audit: the run has 2 synthetic images now, 1 when audited "
+                                  "(phenosynth audit -w WS --run r3)"),
                          ("unaudited", "not audited: run 'r2' has no audit (phenosynth audit -w WS --run r2)")):
         assert f"<code>{names[name][:16]}</code>: {reason}" in text, name
     assert f"<code>{'0' * 16}</code>: not an image of this workspace" in text
