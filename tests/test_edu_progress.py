@@ -27,8 +27,8 @@ from phenosynth.edu import practice as PR  # noqa: E402
 from phenosynth.edu import scoring  # noqa: E402
 from phenosynth.edu.accounts import create_user  # noqa: E402
 from phenosynth.edu.sheet import DISCLAIMER, find_chromium  # noqa: E402
-from tests.test_edu_app import (EDUCATOR, TRAINEE, csrf, db_rows, educator, new_deck, sign_in,  # noqa: E402, F401
-                                site)
+from tests.test_edu_app import (EDUCATOR, TRAINEE, csrf, db_rows, educator, new_deck,  # noqa: E402, F401
+                                re_audit_flags, sign_in, site)
 
 OTHER = ("other@example.org", "trainee-password-2")
 T0 = datetime(2026, 3, 2, 9, 0, tzinfo=timezone.utc)
@@ -48,6 +48,15 @@ SEEDED = [
 KIND = {"pre": "pretest", "post": "posttest", "quiz": "quiz", "practice": "practice"}
 
 
+def deck_of_a_and_b(educator: TestClient, names: dict[str, str]) -> int:
+    """A deck of the faces ok_A (condition A) and ok_B (condition B)."""
+    deck_id = new_deck(educator)
+    r = educator.post(f"/decks/{deck_id}/images", data={"image_id": [names["ok_A"], names["ok_B"]],
+                                                        "csrf_token": csrf(educator)})
+    assert r.status_code == 200
+    return deck_id
+
+
 def _expected_frame() -> pd.DataFrame:
     return pd.DataFrame([{"trainee": t, "phase": ph, "condition_true": a, "condition_chosen": b, "confidence": c,
                           "response_ms": ms, "correct": a == b} for t, ph, a, b, c, ms in SEEDED])
@@ -57,9 +66,7 @@ def _expected_frame() -> pd.DataFrame:
 def seeded(site, educator):
     """A deck (conditions A, B; faces ok_A and ok_B), a cohort of both trainees, and :data:`SEEDED` as Answer rows."""
     app, ws, names = site
-    deck_id = new_deck(educator)
-    educator.post(f"/decks/{deck_id}/images", data={"image_id": [names["ok_A"], names["ok_B"]],
-                                                    "csrf_token": csrf(educator)})
+    deck_id = deck_of_a_and_b(educator, names)
     with app.state.sessions() as db:
         create_user(db, app.state.passwords, *OTHER, role="trainee")
         users = {u.email: u for u in db.scalars(select(edu_db.User))}
@@ -225,10 +232,10 @@ def _card_due(app, trainee_email: str, condition: str) -> datetime:
         rc = db.scalar(select(edu_db.ReviewCard).join(edu_db.User, edu_db.ReviewCard.user_id == edu_db.User.id)
                        .join(edu_db.DeckCondition, edu_db.ReviewCard.condition_id == edu_db.DeckCondition.id)
                        .where(edu_db.User.email == trainee_email, edu_db.DeckCondition.name == condition))
-        return PR_due(rc)
+        return _stored_due(rc)
 
 
-def PR_due(rc) -> datetime:  # noqa: N802
+def _stored_due(rc) -> datetime:
     import fsrs
 
     card = fsrs.Card.from_dict(rc.card)
@@ -238,9 +245,7 @@ def PR_due(rc) -> datetime:  # noqa: N802
 
 def test_practice_stores_answers_moves_fsrs_cards_and_shows_the_annotated_features(site, educator):
     app, _, names = site
-    deck_id = new_deck(educator)
-    educator.post(f"/decks/{deck_id}/images", data={"image_id": [names["ok_A"], names["ok_B"]],
-                                                    "csrf_token": csrf(educator)})
+    deck_id = deck_of_a_and_b(educator, names)
     cond_a = next(c for c in db_rows(app, edu_db.DeckCondition) if c.name == "A")
     educator.post(f"/decks/{deck_id}/conditions/{cond_a.id}", data={
         "name": "A", "hpo_terms": "HP:0000316", "features_text": "long palpebral fissures",
@@ -297,9 +302,7 @@ def test_practice_stores_answers_moves_fsrs_cards_and_shows_the_annotated_featur
 def test_the_next_condition_prefers_the_weak_one(site, educator):
     """A mastered by three fast correct answers, then B answered wrong: B comes again although it was just shown."""
     app, _, names = site
-    deck_id = new_deck(educator)
-    educator.post(f"/decks/{deck_id}/images", data={"image_id": [names["ok_A"], names["ok_B"]],
-                                                    "csrf_token": csrf(educator)})
+    deck_id = deck_of_a_and_b(educator, names)
     ex_id = _open_practice(educator, deck_id, app)
     images = {i.condition.name: i.id for i in _images(app)}
     history = [("A", "A", 900), ("A", "A", 1200), ("A", "A", 800), ("B", "A", 6000)]
@@ -323,9 +326,7 @@ def test_the_next_condition_prefers_the_weak_one(site, educator):
 
 def test_practice_access_images_and_csrf(site, educator):
     app, ws, names = site
-    deck_id = new_deck(educator)
-    educator.post(f"/decks/{deck_id}/images", data={"image_id": [names["ok_A"], names["ok_B"]],
-                                                    "csrf_token": csrf(educator)})
+    deck_id = deck_of_a_and_b(educator, names)
     trainee = TestClient(app)
     sign_in(trainee, TRAINEE)
     forged = educator.post(f"/decks/{deck_id}/practice", data={"open": "1"})
@@ -343,12 +344,7 @@ def test_practice_access_images_and_csrf(site, educator):
     educator.post(f"/decks/{deck_id}/images/{a.id}/retire", data={"retired": "1", "csrf_token": csrf(educator)})
     assert trainee.get(f"/practice/{ex_id}/images/{a.id}").status_code == 404  # retired: not practised
     assert all(_trial(trainee, ex_id, app)[0] == b.id for _ in range(2))
-    path = ws.root / "audit" / "r1" / "audit.parquet"
-    frame = pd.read_parquet(path)
-    hit = frame["image_id"] == names["ok_B"]
-    frame["flags"] = [["near-copy"] if h else list(f) for h, f in zip(hit, frame["flags"])]
-    frame.loc[hit, "shareable"] = False
-    frame.to_parquet(path, index=False)
+    re_audit_flags(ws, names["ok_B"], "near-copy")
     refused = trainee.get(f"/practice/{ex_id}/images/{b.id}")
     assert refused.status_code == 403 and "audit: near-copy" in refused.text  # the deck gate, checked again
     assert trainee.get(f"/practice/{ex_id}").status_code == 409  # nothing left to practise with
@@ -379,9 +375,7 @@ def _audit_with_paths(ws) -> None:
 def test_the_sheet_button_shows_only_the_conditions_audited_unflagged_deck_faces(site, educator):
     app, ws, names = site
     _audit_with_paths(ws)
-    deck_id = new_deck(educator)
-    educator.post(f"/decks/{deck_id}/images", data={"image_id": [names["ok_A"], names["ok_B"]],
-                                                    "csrf_token": csrf(educator)})
+    deck_id = deck_of_a_and_b(educator, names)
     conds = {c.name: c.id for c in db_rows(app, edu_db.DeckCondition)}
     educator.post(f"/decks/{deck_id}/conditions/{conds['A']}", data={
         "name": "Kabuki syndrome", "hpo_terms": "HP:0000316", "features_text": "long palpebral fissures",
@@ -397,12 +391,7 @@ def test_the_sheet_button_shows_only_the_conditions_audited_unflagged_deck_faces
         assert names[name] not in r.text  # the sheet names no image id
     assert "default-src 'none'" in r.headers["content-security-policy"]
 
-    path = ws.root / "audit" / "r1" / "audit.parquet"
-    frame = pd.read_parquet(path)
-    hit = frame["image_id"] == names["ok_A"]
-    frame["flags"] = [["identity-match"] if h else list(f) for h, f in zip(hit, frame["flags"])]
-    frame.loc[hit, "shareable"] = False
-    frame.to_parquet(path, index=False)
+    re_audit_flags(ws, names["ok_A"], "identity-match")
     gone = educator.get(f"/decks/{deck_id}/conditions/{conds['A']}/sheet")
     assert gone.status_code == 400 and "No face of 'Kabuki syndrome' in this deck passes the audit now" in \
         html.unescape(gone.text)

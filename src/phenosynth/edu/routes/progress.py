@@ -41,6 +41,8 @@ def _page(request: Request, report: P.Report, base: str, *, educator: bool) -> R
 
 
 def _export(report: P.Report, name: str, fmt: str, table: str) -> Response:
+    if fmt not in ("csv", "json"):
+        raise HTTPException(status_code=404, detail=f"No export format '{fmt}' (use: csv, json).")
     if fmt == "json":
         return Response(P.export_json(report), media_type="application/json",
                         headers={"Content-Disposition": f'attachment; filename="{name}-{report.view}.json"'})
@@ -80,7 +82,6 @@ def overview(request: Request, view: str = "tests", db: Session = Depends(get_db
 def trainee_export(user_id: int, fmt: str, view: str = "tests", table: str = "summary", deck: int | None = None,
                    db: Session = Depends(get_db)) -> Response:
     trainee = _trainee(db, user_id)
-    _check_format(fmt)
     return _export(P.trainee_report(db, trainee, view=view, deck_id=deck), safe_name(trainee.email), fmt, table)
 
 
@@ -95,10 +96,5 @@ def cohort_page(request: Request, cohort_id: int, view: str = "tests", deck: int
 def cohort_export(cohort_id: int, fmt: str, view: str = "tests", table: str = "summary", deck: int | None = None,
                   db: Session = Depends(get_db)) -> Response:
     cohort = _cohort(db, cohort_id)
-    _check_format(fmt)
     return _export(P.cohort_report(db, cohort, view=view, deck_id=deck), safe_name(cohort.name), fmt, table)
 
-
-def _check_format(fmt: str) -> None:
-    if fmt not in ("csv", "json"):
-        raise HTTPException(status_code=404, detail=f"No export format '{fmt}' (use: csv, json).")
