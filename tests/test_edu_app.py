@@ -74,6 +74,16 @@ def deck_workspace(root: Path) -> tuple[Workspace, dict[str, str]]:
     return ws, names
 
 
+def re_audit_flags(ws: Workspace, image_id: str, flag: str) -> None:
+    """As if a re-audit of run r1 flagged ``image_id``."""
+    path = ws.root / "audit" / "r1" / "audit.parquet"
+    frame = pd.read_parquet(path)
+    hit = frame["image_id"] == image_id
+    frame["flags"] = [[flag] if h else list(f) for h, f in zip(hit, frame["flags"])]
+    frame.loc[hit, "shareable"] = False
+    frame.to_parquet(path, index=False)
+
+
 def csrf(client: TestClient) -> str:
     """The session's CSRF token, read from a page as a browser would."""
     return re.search(r'name="csrf_token" value="([^"]+)"', client.get("/login").text).group(1)
@@ -208,7 +218,11 @@ def test_failed_sign_ins_are_rate_limited_per_email_and_per_client(site):
 
 #: Routes a trainee (and, but for "/", a signed-out visitor) may use; every other route is an educator's. A new
 #: trainee route must be added here, with its own test that a trainee reaches only their own data.
-OPEN_ROUTES = {("GET", "/login"), ("POST", "/login"), ("POST", "/logout"), ("GET", "/")}
+OPEN_ROUTES = {("GET", "/login"), ("POST", "/login"), ("POST", "/logout"), ("GET", "/"),
+               # a trainee's own progress and practice: tests/test_edu_progress.py
+               ("GET", "/progress/me"), ("GET", "/progress/trainees/{user_id}"), ("GET", "/practice"),
+               ("GET", "/practice/{exercise_id}"), ("POST", "/practice/{exercise_id}/answer"),
+               ("GET", "/practice/{exercise_id}/images/{image_pk}")}
 
 
 def _all_routes() -> list[tuple[str, str]]:
@@ -226,7 +240,7 @@ def _educator_routes() -> list[tuple[str, str]]:
 
 
 def _fill(path: str, ids: dict[str, object]) -> str:
-    return re.sub(r"\{(\w+)\}", lambda m: str(ids[m.group(1)]), path)
+    return re.sub(r"\{(\w+)\}", lambda m: str(ids.get(m.group(1), 1)), path)  # 1: an id a role check precedes
 
 
 @pytest.fixture
@@ -307,12 +321,7 @@ def test_a_re_audit_that_flags_a_deck_image_takes_it_out_of_the_deck_pages(site,
     app, ws, names = site
     url = f"/decks/{a_deck['deck_id']}/images/{a_deck['image_pk']}"
     assert educator.get(url).status_code == 200
-    path = ws.root / "audit" / "r1" / "audit.parquet"
-    frame = pd.read_parquet(path)
-    hit = frame["image_id"] == names["ok_A"]
-    frame["flags"] = [["near-copy"] if h else list(f) for h, f in zip(hit, frame["flags"])]
-    frame.loc[hit, "shareable"] = False
-    frame.to_parquet(path, index=False)
+    re_audit_flags(ws, names["ok_A"], "near-copy")
     r = educator.get(url)
     assert r.status_code == 403 and "audit: near-copy" in r.text
     assert "no longer pass the audit gate" in educator.get(f"/decks/{a_deck['deck_id']}").text
