@@ -128,7 +128,7 @@ def test_migrations_build_the_schema_of_the_models_from_an_empty_database(tmp_pa
     edu_db.migrate(engine)
     edu_db.migrate(engine)  # a second start-up changes nothing
     with engine.connect() as conn:
-        assert MigrationContext.configure(conn).get_current_revision() == edu_db.head_revision() == "0001"
+        assert MigrationContext.configure(conn).get_current_revision() == edu_db.head_revision() == "0002"
         diff = compare_metadata(MigrationContext.configure(conn, opts={"compare_type": True}), edu_db.Base.metadata)
     assert diff == []  # the migration and the models agree, table by table and column by column
     tables = set(inspect(engine).get_table_names())
@@ -201,7 +201,12 @@ def test_failed_sign_ins_are_rate_limited_per_email_and_per_client(site):
 
 #: Routes a trainee (and, but for "/", a signed-out visitor) may use; every other route is an educator's. A new
 #: trainee route must be added here, with its own test that a trainee reaches only their own data.
-OPEN_ROUTES = {("GET", "/login"), ("POST", "/login"), ("POST", "/logout"), ("GET", "/")}
+OPEN_ROUTES = {("GET", "/login"), ("POST", "/login"), ("POST", "/logout"), ("GET", "/"),
+               # invitations (signed out) and a trainee's quiz (tests/test_edu_quiz.py: own data only)
+               ("GET", "/invite/{token}"), ("POST", "/invite/{token}"), ("GET", "/quizzes/{exercise_id}"),
+               ("POST", "/quizzes/{exercise_id}/start"), ("GET", "/attempts/{attempt_id}"),
+               ("POST", "/attempts/{attempt_id}/answers"), ("GET", "/attempts/{attempt_id}/feedback/{item}"),
+               ("GET", "/attempts/{attempt_id}/results"), ("GET", "/attempts/{attempt_id}/images/{item}")}
 
 
 def _all_routes() -> list[tuple[str, str]]:
@@ -219,7 +224,7 @@ def _educator_routes() -> list[tuple[str, str]]:
 
 
 def _fill(path: str, ids: dict[str, object]) -> str:
-    return re.sub(r"\{(\w+)\}", lambda m: str(ids[m.group(1)]), path)
+    return re.sub(r"\{(\w+)\}", lambda m: str(ids.get(m.group(1), 1)), path)  # other ids: 1
 
 
 @pytest.fixture

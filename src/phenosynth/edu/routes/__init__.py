@@ -1,4 +1,5 @@
-"""The teaching app's routers, one per resource: ``auth`` (sign-in, sign-out, the home page) and ``decks``."""
+"""The teaching app's routers, one per resource: ``auth`` (sign-in, sign-out, the home page), ``decks``, ``cohorts``
+(educators: cohorts, invitations, quizzes) and ``quiz`` (invitation sign-up, a trainee taking a quiz)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,6 @@ from fastapi import APIRouter
 def routers() -> list[APIRouter]:
     """Every router of the app, in the order ``create_app`` includes them (tests walk their routes: role and CSRF
     checks on every route)."""
-    from phenosynth.edu.routes import auth, decks
+    from phenosynth.edu.routes import auth, cohorts, decks, quiz
 
-    return [auth.router, decks.router]
+    return [auth.router, decks.router, cohorts.router, quiz.router]
