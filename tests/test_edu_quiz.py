@@ -194,6 +194,11 @@ def test_a_trainee_signs_up_by_link_takes_the_quiz_sees_feedback_and_the_answers
     assert attempt_row(app, attempt_id).finished_at is not None
     page = educator.get(f"/exercises/{quiz_id}").text
     assert NEWCOMER[0] in page and "6 / 6" in page  # the educator sees the attempt
+    cohorts = educator.get("/cohorts").text
+    assert re.search(rf'<a href="/cohorts/{cohort_id}">Residents 2026</a></td><td>1</td>', cohorts)  # one trainee
+    quizzes = educator.get("/exercises").text
+    assert re.search(rf'<a href="/exercises/{quiz_id}">Quiz one</a></td><td>quiz</td>\s*<td>Deck r1</td>\s*'
+                     r'<td>Residents 2026</td>\s*<td>6</td>', quizzes)
 
 
 def test_feedback_only_at_the_end_and_resume_after_an_interruption(app, educator, course):
