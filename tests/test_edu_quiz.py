@@ -201,7 +201,7 @@ def test_a_trainee_signs_up_by_link_takes_the_quiz_sees_feedback_and_the_answers
                      r'<td>Residents 2026</td>\s*<td>6</td>', quizzes)
 
 
-def test_feedback_only_at_the_end_and_resume_after_an_interruption(app, educator, course):
+def test_feedback_only_at_the_end_and_resume_after_an_interruption(app, educator, course, monkeypatch):
     quiz_id = make_quiz(educator, course["deck_id"], course["cohort_id"], feedback="end", order="random", n=4)
     trainee = course["trainee"]
     attempt_id = start(trainee, quiz_id)
@@ -211,6 +211,21 @@ def test_feedback_only_at_the_end_and_resume_after_an_interruption(app, educator
     assert trainee.get(f"/attempts/{attempt_id}/feedback/0").status_code == 403  # not before the end
     answer(trainee, attempt_id, 1, items[1]["condition"])
 
+    from phenosynth.edu import quizzes
+
+    looked = []  # a second start that checked for an attempt before the first one was committed
+
+    def too_early(db, user, ex):
+        looked.append(ex.id)
+        return None if len(looked) == 1 else real_attempt_of(db, user, ex)
+
+    real_attempt_of = quizzes.attempt_of
+    monkeypatch.setattr(quizzes, "attempt_of", too_early)
+    with app.state.sessions() as db:
+        me = db.get(edu_db.User, attempt_row(app, attempt_id).user_id)
+        assert quizzes.open_attempt(db, me, db.get(edu_db.Exercise, quiz_id)).id == attempt_id
+    monkeypatch.undo()
+    assert [a.id for a in db_rows(app, edu_db.Attempt) if a.exercise_id == quiz_id] == [attempt_id]  # one attempt
     resumed = TestClient(app)  # another browser, later
     sign_in(resumed, TRAINEE)
     assert "Resume" in resumed.get(f"/quizzes/{quiz_id}").text

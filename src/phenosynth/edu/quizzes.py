@@ -199,6 +199,11 @@ def open_attempt(db: Session, user: User, exercise: Exercise, now: datetime | No
                       deadline_at=now + timedelta(seconds=s.time_limit_s) if s.time_limit_s else None)
     db.add(attempt)
     db.commit()
+    first = attempt_of(db, user, exercise)
+    if first is not None and first.id != attempt.id:  # a concurrent start made one first: keep that one only
+        db.delete(attempt)
+        db.commit()
+        return first
     return attempt
 
 
