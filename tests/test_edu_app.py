@@ -145,7 +145,7 @@ def test_migrations_build_the_schema_of_the_models_from_an_empty_database(tmp_pa
     edu_db.migrate(engine)
     edu_db.migrate(engine)  # a second start-up changes nothing
     with engine.connect() as conn:
-        assert MigrationContext.configure(conn).get_current_revision() == edu_db.head_revision() == "0001"
+        assert MigrationContext.configure(conn).get_current_revision() == edu_db.head_revision() == "0002"
         diff = compare_metadata(MigrationContext.configure(conn, opts={"compare_type": True}), edu_db.Base.metadata)
     assert diff == []  # the migration and the models agree, table by table and column by column
     tables = set(inspect(engine).get_table_names())
@@ -222,7 +222,12 @@ OPEN_ROUTES = {("GET", "/login"), ("POST", "/login"), ("POST", "/logout"), ("GET
                # a trainee's own progress and practice: tests/test_edu_progress.py
                ("GET", "/progress/me"), ("GET", "/progress/trainees/{user_id}"), ("GET", "/practice"),
                ("GET", "/practice/{exercise_id}"), ("POST", "/practice/{exercise_id}/answer"),
-               ("GET", "/practice/{exercise_id}/images/{image_pk}")}
+               ("GET", "/practice/{exercise_id}/images/{image_pk}"),
+               # invitations (signed out) and a trainee's quiz (tests/test_edu_quiz.py: own data only)
+               ("GET", "/invite/{token}"), ("POST", "/invite/{token}"), ("GET", "/quizzes/{exercise_id}"),
+               ("POST", "/quizzes/{exercise_id}/start"), ("GET", "/attempts/{attempt_id}"),
+               ("POST", "/attempts/{attempt_id}/answers"), ("GET", "/attempts/{attempt_id}/feedback/{item}"),
+               ("GET", "/attempts/{attempt_id}/results"), ("GET", "/attempts/{attempt_id}/images/{item}")}
 
 
 def _all_routes() -> list[tuple[str, str]]:
