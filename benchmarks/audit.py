@@ -12,8 +12,11 @@ Set-up, through the library (what ``phenosynth ingest/split/faces/generate/audit
 - ``faces`` (dlib-hog + dlib68) on everything, then ``audit`` (dlib_resnet128) twice: the first computes the
   descriptors, the second reads them from the feature cache.
 
-Printed: per run, images, matched share + Wilson 95 % CI, the impostor rate, both thresholds, membership AUC + CI,
-near-copies, and the audit's time per 1,000 synthetic images (first and cached run).
+Printed: per run, images, matched share + Wilson 95 % CI, the pairwise impostor rate and the stranger rate, both
+thresholds, membership AUC + CI, near-copies; the strangers check like for like (the other people against the
+held-out test patients, both compared with their nearest training photo, per image and per person: a person-level
+bootstrap, since a look-alike matches with most of his photos); and the audit's time per 1,000 synthetic images
+(first and cached run).
 
 Usage::
 
@@ -28,6 +31,7 @@ import shutil
 import time
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 REPO = Path(__file__).resolve().parents[1]
@@ -79,6 +83,59 @@ def prepare(ws_path: Path, data: Path, *, per_class: int, fresh: bool) -> dict:
     return info
 
 
+def _person_of(path: str) -> str:
+    """The ORL person of a photo path (``.../s37/4.pgm`` -> ``s37``)."""
+    return re.search(r"(s\d+)[/\\][^/\\]+$", str(path)).group(1)
+
+
+def cluster_ci(hit: np.ndarray, person: np.ndarray, n_boot: int = 2000, seed: int = 0) -> tuple[float, float]:
+    """95 % percentile-bootstrap interval of the share ``hit.mean()`` resampling *people* (a person's photos are not
+    independent: a look-alike matches with most of his photos, which a per-image Wilson interval ignores)."""
+    people = np.unique(person)
+    rows = [np.flatnonzero(person == p) for p in people]
+    rng = np.random.default_rng(seed)
+    shares = [hit[np.concatenate([rows[j] for j in rng.integers(0, len(rows), len(rows))])].mean()
+              for _ in range(n_boot)]
+    lo, hi = np.quantile(shares, [0.025, 0.975])
+    return float(lo), float(hi)
+
+
+def strangers_check(ws, res) -> list[str]:
+    """Like for like: the 'other-people' images (nearest of the training photos, people never seen) against the
+    held-out test patients (the same protocol on real photos of people the training set does not hold), per image and
+    per person."""
+    from phenosynth.audit import stats
+    from phenosynth.models.features import extract_features
+
+    cal = res.calibration
+    m = ws.load_manifest()
+    real = m[(m["source"] == "real") & m["exclude_reason"].isna()]
+    ids, X = extract_features(ws, res.embedder, real["image_id"].astype(str).tolist(), preprocessing="native")
+    real = real.set_index("image_id").loc[ids]
+    train = (real["split"] == "train").to_numpy()
+    d_test = stats.distance_matrix(np.asarray(X)[~train], np.asarray(X)[train], res.metric).min(axis=1)
+    test_hit, test_person = d_test < cal.threshold, real.loc[~train, "path"].map(_person_of).to_numpy()
+    other = next(r for r in res.runs if r.run == "other-people")
+    frame = pd.read_parquet(other.parquet_path)
+    frame = frame[frame["has_face"]]
+    o_hit, o_person = frame["identity_match"].to_numpy(), frame["path"].map(_person_of).to_numpy()
+    lines = ["| probes (nearest of the training photos) | people | images | matched | per-image Wilson 95% CI | "
+             "per-person bootstrap 95% CI | people with a match |", "|---|---|---|---|---|---|---|"]
+    for name, hit, person in (("held-out test patients (real)", test_hit, test_person),
+                              ("other people (as synthetic)", o_hit, o_person)):
+        lo, hi = stats.wilson_ci(int(hit.sum()), len(hit))
+        clo, chi = cluster_ci(hit, person)
+        matched_people = sorted(set(person[hit]))
+        lines.append(f"| {name} | {len(set(person))} | {len(hit)} | {100 * hit.mean():.1f}% | [{100 * lo:.1f}, "
+                     f"{100 * hi:.1f}]% | [{100 * clo:.1f}, {100 * chi:.1f}]% | {len(matched_people)} "
+                     f"({', '.join(matched_people) or '-'}) |")
+    lines.append(f"\nother-people: membership AUC {other.membership_auc:.3f} [{other.membership_ci[0]:.3f}, "
+                 f"{other.membership_ci[1]:.3f}]; pairwise impostor rate {100 * cal.impostor_rate:.2f}%, stranger "
+                 f"rate (all real photos, nearest training photo of another person) {100 * other.stranger_rate:.1f}% "
+                 f"[{100 * other.stranger_ci[0]:.1f}, {100 * other.stranger_ci[1]:.1f}]%")
+    return lines
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--data", type=Path, default=DEFAULT_DATA)
@@ -113,16 +170,17 @@ def main() -> None:
     print(f"threshold {cal.threshold:.4f} (documented {cal.documented}, impostor 0.1% quantile "
           f"{cal.impostor_quantile:.4f}, source {cal.source}); at it: impostor rate {100 * cal.impostor_rate:.2f}% "
           f"of {cal.n_impostor} pairs, genuine rate {100 * cal.genuine_rate:.1f}% of {cal.n_genuine} pairs\n")
-    print(f"| {'run':18} | images | matched (95% CI)        | stranger rate (95% CI)  | own parent | "
-          f"membership AUC (95% CI) | near-copies | dup |")
-    print(f"|{'-' * 20}|--------|-------------------------|-------------------------|------------|"
-          f"-------------------------|-------------|-----|")
+    print("| run | images | matched (95% CI) | pairwise impostor rate | stranger rate (95% CI) | own parent | "
+          "membership AUC (95% CI) | near-copies | dup |")
+    print("|---|---|---|---|---|---|---|---|---|")
     for r in second.runs:
-        print(f"| {r.run:18} | {r.n_images:6d} | {100 * r.matched_share:5.1f}% "
-              f"[{100 * r.matched_ci[0]:5.1f}, {100 * r.matched_ci[1]:5.1f}]% | {100 * r.stranger_rate:5.1f}% "
-              f"[{100 * r.stranger_ci[0]:5.1f}, {100 * r.stranger_ci[1]:5.1f}]% | {r.matched_own_parent:10d} | "
-              f"{r.membership_auc:.3f} [{r.membership_ci[0]:.3f}, {r.membership_ci[1]:.3f}]     | "
-              f"{r.n_near_copies:11d} | {r.n_duplicates:3d} |")
+        print(f"| {r.run} | {r.n_images} | {100 * r.matched_share:.1f}% "
+              f"[{100 * r.matched_ci[0]:.1f}, {100 * r.matched_ci[1]:.1f}]% | {100 * cal.impostor_rate:.2f}% | "
+              f"{100 * r.stranger_rate:.1f}% [{100 * r.stranger_ci[0]:.1f}, {100 * r.stranger_ci[1]:.1f}]% | "
+              f"{r.matched_own_parent} | {r.membership_auc:.3f} [{r.membership_ci[0]:.3f}, {r.membership_ci[1]:.3f}] | "
+              f"{r.n_near_copies} | {r.n_duplicates} |")
+    print("\nStrangers check (like for like):\n")
+    print("\n".join(strangers_check(ws, second)))
     print(f"\naudit time: first {t_first:.1f}s ({1000 * t_first / n_syn:.1f}s per 1,000 synthetic images, "
           f"{second.n_real} real photos embedded too), cached {t_second:.1f}s ({1000 * t_second / n_syn:.1f}s per 1,000)")
 

@@ -143,6 +143,42 @@ def test_kid_matches_torchmetrics_on_random_features(rng):
         stats.kid_from_features(real, fake, subsets=50, subset_size=20, seed=0)
 
 
+def test_strangers_match_at_the_stranger_rate_not_the_pairwise_impostor_rate_and_warps_far_above(rng):
+    """Hand-made identity embeddings (a person = a centre, a photo = centre + noise): 200 patients (150 training),
+    100 strangers who share no person with them, and warps (a training photo + little noise). Like for like, a
+    stranger's nearest of 600 training photos falls under the threshold at the real set's stranger rate (each real
+    photo's nearest training photo of another person), hundreds of times the pairwise impostor rate; the membership
+    AUC of strangers is ~0.5, of warps ~1."""
+    d, k = 16, 4
+
+    def people(n: int) -> tuple[np.ndarray, np.ndarray]:
+        return np.repeat(rng.normal(size=(n, d)), k, 0) + 0.4 * rng.normal(size=(n * k, d)), np.repeat(np.arange(n), k)
+
+    X, subject = people(200)
+    strangers = people(100)[0]
+    train = subject < 150
+    genuine, impostor = stats.genuine_impostor_distances(X, subject)
+    cal = stats.calibrate_threshold(genuine, impostor, None, quantile=0.001)
+    best = stats.nearest_other_subject(X, subject, X[train], subject[train])
+    k_real = int((best < cal.threshold).sum())
+    stranger_ci = stats.wilson_ci(k_real, len(best))
+    matched = stats.nearest_neighbours(strangers, X[train])[0] < cal.threshold
+    matched_ci = stats.wilson_ci(int(matched.sum()), len(matched))
+    assert cal.impostor_rate == pytest.approx(0.001, abs=2e-4)
+    assert k_real / len(best) > 100 * cal.impostor_rate  # the pairwise rate is not the baseline of a nearest-of-many
+    assert matched_ci[0] < stranger_ci[1] and stranger_ci[0] < matched_ci[1]  # strangers: within the stranger rate
+    warps = X[train] + 0.05 * rng.normal(size=X[train].shape)
+    warp_matched = stats.nearest_neighbours(warps, X[train])[0] < cal.threshold
+    assert stats.wilson_ci(int(warp_matched.sum()), len(warp_matched))[0] > 0.95 > stranger_ci[1]
+
+    auc, lo, hi = stats.membership_auc(stats.nearest_neighbours(X, strangers)[0], train, groups=subject, n_boot=300)
+    assert lo < 0.5 < hi and abs(auc - 0.5) < 0.1
+    assert stats.membership_auc(stats.nearest_neighbours(X, warps)[0], train, groups=subject, n_boot=50)[1] > 0.95
+    brute = np.array([min((np.linalg.norm(x - y) for y, sy in zip(X[train], subject[train]) if sy != sx))
+                      for x, sx in zip(X[:20], subject[:20])])
+    assert best[:20] == pytest.approx(brute)
+
+
 def test_first_of_near_duplicates_keeps_one_of_each_group():
     hashes = ["ffff000000000000", "ffff000000000001", "0000ffff00000000", "ffff000000000003"]
     dup = stats.first_of_near_duplicates(stats.phash_bits(hashes, hashes), within=2)
@@ -196,6 +232,9 @@ def audited_ws(tmp_path, monkeypatch, make_patient_workspace):
 
     def fake_crops(ws_, image_ids, size=224, on_progress=None, **kw):
         calls.append(list(image_ids))
+        if not set(image_ids) <= set(paths):  # images added by a test after the fixture: their files
+            m = ws_.load_manifest()
+            paths.update({str(i): ws_.resolve(str(p)) for i, p in zip(m["image_id"], m["path"])})
         return {i: paths[i] for i in image_ids if i != no_face}
 
     monkeypatch.setattr("phenosynth.faces.align.ensure_aligned_crops", fake_crops)
@@ -335,10 +374,14 @@ def test_gate_leaves_out_the_unshareable_images_of_audited_runs_only(audited_ws)
     off, none = gate(ws, m, enabled=False)
     assert off is m and none == {}
 
-    # an image added to an audited run after its audit has no verdict: left out until the run is re-audited
-    extra = m[m["image_id"].isin(_run_ids(ws, "shape-warp-seed0"))].iloc[[0]].assign(image_id="f" * 64)
-    _, reasons2 = gate(ws, pd.concat([m, extra], ignore_index=True))
-    assert reasons2["f" * 64] == REASON_UNAUDITED
+    # an image of the run that its audit did not score (excluded then, usable now) is left out until a re-audit
+    first = sorted(_run_ids(ws, "shape-warp-seed0") - unshareable)
+    if first:
+        excluded = m.assign(exclude_reason=m["exclude_reason"].astype(object).where(m["image_id"] != first[0], "x"))
+        ws.save_manifest(excluded)
+        audit(ws, "shape-warp-seed0", embedder=PIXELS, n_boot=20)
+        _, reasons2 = gate(ws, m)
+        assert reasons2[first[0]] == REASON_UNAUDITED
 
 
 def test_training_selection_skips_flagged_images_unless_the_gate_is_off(audited_ws):
@@ -404,6 +447,112 @@ def test_report_lines_say_which_runs_were_audited(audited_ws):
     s = json.loads((ws.root / "audit" / "shape-warp-seed0" / "summary.json").read_text())["run"]
     assert f"{s['n_matched']} of 18 measured images match" in warp and "privacy gate left out" in warp
     assert "gate was OFF" in audit_warnings(ws, ws.load_manifest(), enabled=False)[1]
+
+
+# --- stale audits: the workspace changed since ------------------------------------------------------------------------
+
+
+def _add_to_run(ws: Workspace, run: str, n: int = 1) -> None:
+    """The run gains ``n`` images (copies of its first image's row under new ids and files)."""
+    m = ws.load_manifest()
+    row = m[m["image_id"].isin(_run_ids(ws, run))].iloc[0]
+    rng = np.random.default_rng(11)
+    new = []
+    for k in range(n):
+        img = pattern_photo(pattern_person(rng), rng)
+        new.append({**row.to_dict(), **image_row(ws, ws.root / "synthetic" / run / f"late{k}.png", img),
+                    "phash": phash_of(img)})
+    ws.save_manifest(pd.concat([m, pd.DataFrame(new)], ignore_index=True))
+
+
+def _resplit(ws: Workspace) -> None:
+    """What a re-split does to the audit's inputs: patient A3 (test) goes to training, A0 to test."""
+    m = ws.load_manifest()
+    m.loc[m["subject_id"] == "A3", ["split", "fold"]] = ["train", 0]
+    m.loc[m["subject_id"] == "A0", ["split", "fold"]] = ["test", None]
+    ws.save_manifest(m)
+
+
+def test_an_audit_records_what_it_measured_and_goes_stale_when_the_workspace_changes(audited_ws):
+    from phenosynth.audit.gate import audit_staleness
+    from phenosynth.audit.inputs import manifest_inputs
+    from phenosynth.audit.privacy import audit
+
+    ws, _, _ = audited_ws
+    audit(ws, "shape-warp-seed0", embedder=PIXELS, n_boot=20)
+    rec = json.loads((ws.root / "audit" / "shape-warp-seed0" / "summary.json").read_text())["inputs"]
+    assert (rec["n_real"], rec["n_synthetic"]) == (24, 18)
+    assert rec == manifest_inputs(ws.load_manifest(), "shape-warp-seed0")
+    assert audit_staleness(ws, ws.load_manifest(), "shape-warp-seed0") is None
+    assert audit_staleness(ws, ws.load_manifest(), "others") is None  # never audited: not stale, unaudited
+
+    _add_to_run(ws, "shape-warp-seed0", 2)
+    assert audit_staleness(ws, ws.load_manifest(), "shape-warp-seed0") == \
+        "the run has 20 synthetic images now, 18 when audited"
+    audit(ws, "shape-warp-seed0", embedder=PIXELS, n_boot=20)
+    assert audit_staleness(ws, ws.load_manifest(), "shape-warp-seed0") is None
+
+    _resplit(ws)
+    why = audit_staleness(ws, ws.load_manifest(), "shape-warp-seed0")
+    assert why is not None and "real photos changed" in why and "24 then, 24 now" in why
+    audit(ws, "shape-warp-seed0", embedder=PIXELS, n_boot=20)
+    m = ws.load_manifest()  # a new real photo (another patient) changes the calibration and the reference set
+    rng = np.random.default_rng(5)
+    img = pattern_photo(pattern_person(rng), rng)
+    new = image_row(ws, ws.root / "real" / "new.png", img, label="A", subject_id="A9", source="real", split="train",
+                    fold=1, phash=phash_of(img))
+    ws.save_manifest(pd.concat([m, pd.DataFrame([new])], ignore_index=True))
+    assert "24 then, 25 now" in audit_staleness(ws, ws.load_manifest(), "shape-warp-seed0")
+    summary_path = ws.root / "audit" / "shape-warp-seed0" / "summary.json"
+    old = {k: v for k, v in json.loads(summary_path.read_text()).items() if k != "inputs"}
+    summary_path.write_text(json.dumps(old))  # an audit written before audits recorded their inputs
+    assert "does not record which photos it measured" in audit_staleness(ws, ws.load_manifest(), "shape-warp-seed0")
+
+
+def test_a_stale_audit_is_refused_by_export_and_treated_as_none_by_training(audited_ws, tmp_path, caplog):
+    from typer.testing import CliRunner
+
+    from phenosynth.audit.gate import audit_warnings, gate
+    from phenosynth.audit.privacy import audit
+    from phenosynth.cli import app
+    from phenosynth.training import TrainConfig
+    from phenosynth.training.cell import cell_sets
+
+    ws, _, _ = audited_ws
+    audit(ws, embedder=PIXELS, n_boot=20)
+    m = ws.load_manifest()
+    flagged = set(gate(ws, m)[1])
+    assert flagged  # current audit: the gate leaves the flagged warps out
+
+    _add_to_run(ws, "shape-warp-seed0")
+    out = tmp_path / "share"
+    res = CliRunner().invoke(app, ["export", str(out), "-w", str(ws.root), "--run", "shape-warp-seed0"])
+    assert res.exit_code == 2 and not out.exists()
+    msg = " ".join(res.output.split())
+    assert "The audit of run 'shape-warp-seed0' is stale: the run has 19 synthetic images now, 18 when audited" in msg
+    assert f"re-run phenosynth audit -w {ws.root} --run shape-warp-seed0" in msg
+    # the other run did not change: its audit still holds and exports
+    assert CliRunner().invoke(app, ["export", str(out), "-w", str(ws.root), "--run", "others"]).exit_code == 0
+
+    m = ws.load_manifest()
+    with caplog.at_level("WARNING", logger="phenosynth.audit.gate"):
+        gated, reasons = gate(ws, m)
+    assert not set(reasons) & _run_ids(ws, "shape-warp-seed0")  # treated as unaudited: nothing of it left out
+    assert "shape-warp-seed0 is stale" in caplog.text and "treated as unaudited" in caplog.text
+    cfg = TrainConfig(backbone=PIXELS, regime="synthetic", selection="random", folds=2)
+    assert flagged & set(cell_sets(ws, m, cfg, 1, 0)[1]["selected"])  # training uses them again, with the warning
+    lines = audit_warnings(ws, m)
+    stale = next(line for line in lines if "'shape-warp-seed0'" in line)
+    assert "(19 images) has a stale audit (the run has 19 synthetic images now, 18 when audited)" in stale
+    assert "treated as never audited" in stale and "without a privacy check" in stale
+
+    _resplit(ws)  # now the real set changed too: every audit of the workspace is stale
+    res = CliRunner().invoke(app, ["export", str(tmp_path / "b"), "-w", str(ws.root), "--run", "others"])
+    assert res.exit_code == 2 and "real photos changed since the audit" in " ".join(res.output.split())
+    audit(ws, embedder=PIXELS, n_boot=20)
+    res = CliRunner().invoke(app, ["export", str(tmp_path / "c"), "-w", str(ws.root), "--run", "shape-warp-seed0"])
+    assert res.exit_code == 0 or "passed the audit" in res.output  # re-audited: current again
+    assert set(gate(ws, ws.load_manifest())[1]) & _run_ids(ws, "shape-warp-seed0")
 
 
 # --- export ---------------------------------------------------------------------------------------------------------
@@ -680,6 +829,7 @@ def test_a_patient_copy_under_another_subject_id_counts_as_the_same_person_and_t
 def _audited_run_ws(root: Path, labels: list[str], generator: str = "g") -> Workspace:
     """Two real photos and one synthetic image per label of run 'r1' by ``generator``, with a hand-written audit that
     passes them all (the reviewer's workspace)."""
+    from phenosynth.audit.inputs import manifest_inputs
     from phenosynth.audit.privacy import AUDIT_COLUMNS
     from tests._workspaces import save_rows
 
@@ -706,7 +856,8 @@ def _audited_run_ws(root: Path, labels: list[str], generator: str = "g") -> Work
            "membership_auc": 0.5, "membership_ci": [0.4, 0.6], "n_near_copies": 0, "n_duplicates": 0, "n_no_face": 0}
     (d / "summary.json").write_text(json.dumps({
         "created": "x", "run": run, "settings": {"embedder": "e", "metric": "euclidean"}, "n_real_photos": 2,
-        "calibration": {"threshold": 0.5, "documented": 0.6, "quantile": 0.001, "impostor_quantile": 0.5}}))
+        "calibration": {"threshold": 0.5, "documented": 0.6, "quantile": 0.001, "impostor_quantile": 0.5},
+        "inputs": manifest_inputs(m, "r1")}))
     return ws
 
 
@@ -778,3 +929,58 @@ def test_a_shape_warp_export_and_audit_say_they_are_augmentation_of_patient_phot
     assert result.exit_code == 0, result.output
     said = " ".join(result.output.split())
     assert f"shape-warp-seed0 (shape-warp): {sentence}" in said and "others (other)" not in said
+
+
+# --- the facenet embedder (VGGFace2 weights when present) ------------------------------------------------------------
+
+FACENET_FILE = "20180402-114759-vggface2.pt"
+
+
+def test_facenet_audit_without_its_weights_names_the_file_and_the_folder(audited_ws, tmp_path, monkeypatch):
+    from typer.testing import CliRunner
+
+    from phenosynth.cli import app
+
+    ws, _, _ = audited_ws
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "th"))
+    res = CliRunner().invoke(app, ["audit", "-w", str(ws.root), "--embedder", "facenet", "--bootstrap", "20",
+                                   "--kid-backbone", "none", "--probe-backbone", "none"])
+    msg = " ".join(res.output.split())
+    assert res.exit_code == 2 and "Traceback" not in res.output
+    assert FACENET_FILE in msg and str(tmp_path / "th" / "checkpoints") in msg
+    assert not (ws.root / "audit").exists()  # nothing written
+
+
+def test_facenet_audit_loads_a_vggface2_style_checkpoint_and_runs_end_to_end(audited_ws, tmp_path, monkeypatch):
+    """A seeded random InceptionResnetV1 saved the way the VGGFace2 release is (with its 8631-class logits head) in
+    $TORCH_HOME/checkpoints: the default weights resolve to it, load (head dropped), and the audit runs on it."""
+    from facenet_pytorch import InceptionResnetV1
+
+    from phenosynth.audit.privacy import audit
+
+    ws, _, _ = audited_ws
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "th"))
+    torch.manual_seed(0)
+    ckpt = tmp_path / "th" / "checkpoints" / FACENET_FILE
+    ckpt.parent.mkdir(parents=True)
+    saved = InceptionResnetV1(classify=True, num_classes=8631).state_dict()
+    torch.save(saved, ckpt)
+    model = B.create_backbone("facenet")
+    assert model.weights_path == ckpt and model.weights_id not in ("none", "default")
+    own = model.state_dict()
+    loaded = next(v for key, v in own.items() if key.endswith("conv2d_1a.conv.weight"))  # the wrapper prefixes keys
+    assert torch.equal(loaded, saved["conv2d_1a.conv.weight"])
+
+    res = audit(ws, "others", embedder="facenet", n_boot=20, kid_backbone=None, probe_backbone=None)
+    cal = res.calibration
+    assert (res.embedder, res.metric, cal.documented) == ("facenet", "euclidean", 1.04)
+    assert cal.threshold <= 1.04 and cal.n_genuine == 12
+    (run,) = res.runs
+    assert (run.run, run.n_images, run.n_measured) == ("others", 18, 17)
+    frame = pd.read_parquet(run.parquet_path)
+    d = frame.loc[frame["has_face"], "nearest_real_distance"].to_numpy()
+    assert np.isfinite(d).all() and (d <= 2.0).all()  # L2-normalised embeddings: distances within [0, 2]
+    assert (frame.loc[frame["has_face"], "identity_match"] == (d < cal.threshold)).all()
+    summary = json.loads(run.summary_path.read_text())
+    assert summary["settings"]["embedder"] == "facenet" and summary["inputs"]["n_synthetic"] == 18
+    assert summary["run"]["membership_auc"] == run.membership_auc

@@ -1,5 +1,5 @@
-"""`run_demo` end to end on a small demo dataset (3 conditions) and a small study: every stage runs once, in order,
-with the results of a fixed seed."""
+"""`run_demo` end to end on a small demo dataset (3 conditions, 4 ORL people each) and a small study: every stage runs
+once, in order, with the results of a fixed seed."""
 
 from __future__ import annotations
 
@@ -29,15 +29,19 @@ def test_a_small_demo_runs_every_stage_in_order(tmp_path):
     ws = Workspace.open(res.workspace)
     m = ws.load_manifest()
     real, synthetic = m[m["source"] == "real"], m[m["source"] == "synthetic"]
-    assert real["label"].value_counts().sort_index().to_dict() == {"sim01": 7, "sim05": 4, "sim09": 7}
+    assert real["label"].value_counts().sort_index().to_dict() == {"sim01": 7, "sim05": 7, "sim09": 8}
+    assert real.groupby("label")["subject_id"].nunique().eq(4).all()  # four different people per condition
     assert real.groupby("label")["split"].apply(lambda s: (s == "test").sum()).to_dict() == {
-        "sim01": 2, "sim05": 1, "sim09": 2}
+        "sim01": 2, "sim05": 2, "sim09": 2}
+    donors = pd.read_csv(out / "dataset" / "donors.csv")  # written with the dataset, not ingested
+    assert len(donors) == 48 and not set(donors["subject_id"]) & set(m["subject_id"].dropna())
     assert synthetic["label"].value_counts().sort_index().to_dict() == {"sim01": 3, "sim05": 3, "sim09": 3}
     assert set(synthetic["generator"]) == {"shape-warp"}
     assert set(pd.read_parquet(ws.root / "ranking.parquet")["image_id"]) == set(synthetic["image_id"])
     results = pd.read_csv(res.run_dir / "results.csv")
     assert results[["regime", "n_synthetic", "fold"]].values.tolist() == [
         ["real", 0, 0], ["real", 0, 1], ["synthetic", 4, 0], ["synthetic", 4, 1]]
-    assert results["top1"].tolist() == [1.0, 1.0, 1.0, 0.6] and results["n_test"].tolist() == [5] * 4
-    assert results["n_train"].tolist() == [6, 7, 4, 4]
+    assert results["top1"].tolist() == pytest.approx([4 / 6, 2 / 6, 4 / 6, 4 / 6])
+    assert results["n_test"].tolist() == [6] * 4
+    assert results["n_train"].tolist() == [8, 8, 4, 4]
     assert (res.run_dir / "report.html").stat().st_size > 0

@@ -40,31 +40,48 @@ def _pixels(seed: int) -> np.ndarray:
 
 
 def deck_workspace(root: Path) -> tuple[Workspace, dict[str, str]]:
-    """Real photos of conditions A and B; run 'r1' audited: 'ok_A', 'ok_B' shareable, 'flagged' an identity match,
-    'late' added after the audit (no audit row); run 'r2' never audited ('unaudited'). Name -> image_id."""
+    """Real photos of conditions A and B; run 'r1' audited: 'ok_A', 'ok_B' shareable, 'flagged' an identity match;
+    run 'r3' audited before 'late' was added to it (a stale audit); run 'r2' never audited ('unaudited').
+    Name -> image_id."""
+    from phenosynth.audit.inputs import manifest_inputs
     from phenosynth.audit.privacy import AUDIT_COLUMNS
 
     ws = Workspace.open(root / "ws", create=True)
     rows = [image_row(ws, root / "src" / f"real_{lab}.png", _pixels(k), label=lab, subject_id=f"p{k}", source="real",
                       split="train", fold=0) for k, lab in enumerate("AB")]
     names = {"real": rows[0]["image_id"]}
-    synthetic = [("ok_A", "A", "r1"), ("ok_B", "B", "r1"), ("flagged", "A", "r1"), ("late", "B", "r1"),
-                 ("unaudited", "A", "r2")]
+    synthetic = [("ok_A", "A", "r1"), ("ok_B", "B", "r1"), ("flagged", "A", "r1"), ("early", "B", "r3"),
+                 ("late", "B", "r3"), ("unaudited", "A", "r2")]
     for k, (name, lab, run) in enumerate(synthetic, start=10):
         rows.append(image_row(ws, ws.root / "synthetic" / run / f"{name}.png", _pixels(k), label=lab,
                               source="synthetic", generator="g", params=json.dumps({"run": run}),
                               parents=[names["real"]], split="train"))
         names[name] = rows[-1]["image_id"]
-    save_rows(ws, rows)
-    audited = [("ok_A", "A", []), ("ok_B", "B", []), ("flagged", "A", ["identity-match"])]
-    frame = pd.DataFrame([{c: None for c in AUDIT_COLUMNS} | {
-        "image_id": names[n], "label": lab, "run": "r1", "generator": "g", "parents": [], "has_face": True,
-        "nearest_real_distance": 0.9 if not flags else 0.1, "ssim": 0.2, "phash_bits": 30, "flags": flags,
-        "shareable": not flags, "identity_match": bool(flags)} for n, lab, flags in audited])
-    (ws.root / "audit" / "r1").mkdir(parents=True)
-    frame.to_parquet(ws.root / "audit" / "r1" / "audit.parquet", index=False)
-    (ws.root / "audit" / "r1" / "summary.json").write_text(json.dumps({"run": {}, "settings": {}}))
+    before_late = [r for r in rows if r["image_id"] != names["late"]]
+    save_rows(ws, before_late)
+    audited = {"r1": [("ok_A", "A", []), ("ok_B", "B", []), ("flagged", "A", ["identity-match"])],
+               "r3": [("early", "B", [])]}
+    for run, images in audited.items():
+        frame = pd.DataFrame([{c: None for c in AUDIT_COLUMNS} | {
+            "image_id": names[n], "label": lab, "run": run, "generator": "g", "parents": [], "has_face": True,
+            "nearest_real_distance": 0.9 if not flags else 0.1, "ssim": 0.2, "phash_bits": 30, "flags": flags,
+            "shareable": not flags, "identity_match": bool(flags)} for n, lab, flags in images])
+        (ws.root / "audit" / run).mkdir(parents=True)
+        frame.to_parquet(ws.root / "audit" / run / "audit.parquet", index=False)
+        inputs = manifest_inputs(ws.load_manifest(), run)
+        (ws.root / "audit" / run / "summary.json").write_text(json.dumps({"run": {}, "settings": {}, "inputs": inputs}))
+    save_rows(ws, rows)  # 'late' joins run r3 after its audit: r3's audit is stale
     return ws, names
+
+
+def re_audit_flags(ws: Workspace, image_id: str, flag: str) -> None:
+    """As if a re-audit of run r1 flagged ``image_id``."""
+    path = ws.root / "audit" / "r1" / "audit.parquet"
+    frame = pd.read_parquet(path)
+    hit = frame["image_id"] == image_id
+    frame["flags"] = [[flag] if h else list(f) for h, f in zip(hit, frame["flags"])]
+    frame.loc[hit, "shareable"] = False
+    frame.to_parquet(path, index=False)
 
 
 def csrf(client: TestClient) -> str:
@@ -128,7 +145,7 @@ def test_migrations_build_the_schema_of_the_models_from_an_empty_database(tmp_pa
     edu_db.migrate(engine)
     edu_db.migrate(engine)  # a second start-up changes nothing
     with engine.connect() as conn:
-        assert MigrationContext.configure(conn).get_current_revision() == edu_db.head_revision() == "0001"
+        assert MigrationContext.configure(conn).get_current_revision() == edu_db.head_revision() == "0002"
         diff = compare_metadata(MigrationContext.configure(conn, opts={"compare_type": True}), edu_db.Base.metadata)
     assert diff == []  # the migration and the models agree, table by table and column by column
     tables = set(inspect(engine).get_table_names())
@@ -201,7 +218,16 @@ def test_failed_sign_ins_are_rate_limited_per_email_and_per_client(site):
 
 #: Routes a trainee (and, but for "/", a signed-out visitor) may use; every other route is an educator's. A new
 #: trainee route must be added here, with its own test that a trainee reaches only their own data.
-OPEN_ROUTES = {("GET", "/login"), ("POST", "/login"), ("POST", "/logout"), ("GET", "/")}
+OPEN_ROUTES = {("GET", "/login"), ("POST", "/login"), ("POST", "/logout"), ("GET", "/"),
+               # a trainee's own progress and practice: tests/test_edu_progress.py
+               ("GET", "/progress/me"), ("GET", "/progress/trainees/{user_id}"), ("GET", "/practice"),
+               ("GET", "/practice/{exercise_id}"), ("POST", "/practice/{exercise_id}/answer"),
+               ("GET", "/practice/{exercise_id}/images/{image_pk}"),
+               # invitations (signed out) and a trainee's quiz (tests/test_edu_quiz.py: own data only)
+               ("GET", "/invite/{token}"), ("POST", "/invite/{token}"), ("GET", "/quizzes/{exercise_id}"),
+               ("POST", "/quizzes/{exercise_id}/start"), ("GET", "/attempts/{attempt_id}"),
+               ("POST", "/attempts/{attempt_id}/answers"), ("GET", "/attempts/{attempt_id}/feedback/{item}"),
+               ("GET", "/attempts/{attempt_id}/results"), ("GET", "/attempts/{attempt_id}/images/{item}")}
 
 
 def _all_routes() -> list[tuple[str, str]]:
@@ -219,7 +245,7 @@ def _educator_routes() -> list[tuple[str, str]]:
 
 
 def _fill(path: str, ids: dict[str, object]) -> str:
-    return re.sub(r"\{(\w+)\}", lambda m: str(ids[m.group(1)]), path)
+    return re.sub(r"\{(\w+)\}", lambda m: str(ids.get(m.group(1), 1)), path)  # 1: an id a role check precedes
 
 
 @pytest.fixture
@@ -279,7 +305,8 @@ def test_a_deck_refuses_real_unaudited_and_flagged_images_and_says_why(site, edu
     assert "Added 1 image(s)." in text and "Refused 5 image(s)" in text
     for name, reason in (("real", "a real photo (decks take synthetic images only)"),
                          ("flagged", "audit: identity-match"),
-                         ("late", "audit: added to the run after its audit"),
+                         ("late", "stale audit: the run has 2 synthetic images now, 1 when audited "
+                                  "(phenosynth audit -w WS --run r3)"),
                          ("unaudited", "not audited: run 'r2' has no audit (phenosynth audit -w WS --run r2)")):
         assert f"<code>{names[name][:16]}</code>: {reason}" in text, name
     assert f"<code>{'0' * 16}</code>: not an image of this workspace" in text
@@ -299,12 +326,7 @@ def test_a_re_audit_that_flags_a_deck_image_takes_it_out_of_the_deck_pages(site,
     app, ws, names = site
     url = f"/decks/{a_deck['deck_id']}/images/{a_deck['image_pk']}"
     assert educator.get(url).status_code == 200
-    path = ws.root / "audit" / "r1" / "audit.parquet"
-    frame = pd.read_parquet(path)
-    hit = frame["image_id"] == names["ok_A"]
-    frame["flags"] = [["near-copy"] if h else list(f) for h, f in zip(hit, frame["flags"])]
-    frame.loc[hit, "shareable"] = False
-    frame.to_parquet(path, index=False)
+    re_audit_flags(ws, names["ok_A"], "near-copy")
     r = educator.get(url)
     assert r.status_code == 403 and "audit: near-copy" in r.text
     assert "no longer pass the audit gate" in educator.get(f"/decks/{a_deck['deck_id']}").text

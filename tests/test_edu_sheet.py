@@ -14,6 +14,7 @@ import pytest
 from PIL import Image
 from typer.testing import CliRunner
 
+from phenosynth.audit.inputs import manifest_inputs
 from phenosynth.audit.privacy import AUDIT_COLUMNS
 from phenosynth.cli import app
 from phenosynth.data.workspace import Workspace
@@ -46,27 +47,32 @@ def _write_audit(ws: Workspace, run: str, verdicts: dict[str, list[str]]) -> Non
     folder = ws.root / "audit" / run
     folder.mkdir(parents=True)
     pd.DataFrame(records).to_parquet(folder / "audit.parquet", index=False)
-    (folder / "summary.json").write_text(json.dumps({"created": "2026-01-01", "run": {}}))
+    inputs = manifest_inputs(ws.load_manifest(), run)  # what the audit measured: the workspace as it is now
+    (folder / "summary.json").write_text(json.dumps({"created": "2026-01-01", "run": {}, "inputs": inputs}))
 
 
 @pytest.fixture
 def sheet_ws(tmp_path):
-    """Real photos of A and B; run 'good' (A: 4 shareable, 1 identity match, 1 added after the audit; B: 1),
-    run 'fresh' never audited, run 'warp' of shape-warp (audited, passing)."""
+    """Real photos of A and B; run 'good' (A: 4 shareable, 1 identity match; B: 1), run 'grown' (A: one image
+    audited, one added after the audit: a stale audit), run 'fresh' never audited, run 'warp' of shape-warp
+    (audited, passing)."""
     ws = Workspace.open(tmp_path / "ws", create=True)
     real = [image_row(ws, tmp_path / "photos" / f"{lab}.png", _face(100 + k), label=lab, subject_id=f"p{k}",
                       source="real", split="train", fold=0) for k, lab in enumerate("AB")]
     parent = real[0]["image_id"]
-    good = [_synthetic(ws, "good", "stylegan", "A", s, parent) for s in range(6)]
+    good = [_synthetic(ws, "good", "stylegan", "A", s, parent) for s in range(5)]
     good.append(_synthetic(ws, "good", "stylegan", "B", 6, parent))
+    grown = [_synthetic(ws, "grown", "stylegan", "A", s, parent) for s in (9, 5)]
     fresh = [_synthetic(ws, "fresh", "stylegan", "A", 7, parent)]
     warp = [_synthetic(ws, "warp", "shape-warp", "A", 8, parent)]
-    save_rows(ws, real + good + fresh + warp)
+    save_rows(ws, real + good + grown[:1] + fresh + warp)
     ids = [r["image_id"] for r in good]
-    _write_audit(ws, "good", {**{i: [] for i in ids[:4]}, ids[4]: ["identity-match"], ids[6]: []})  # ids[5]: none
+    _write_audit(ws, "good", {**{i: [] for i in ids[:4]}, ids[4]: ["identity-match"], ids[5]: []})
+    _write_audit(ws, "grown", {grown[0]["image_id"]: []})
     _write_audit(ws, "warp", {warp[0]["image_id"]: []})
-    return ws, {"real": [r["image_id"] for r in real], "ok": ids[:4], "flagged": ids[4], "late": ids[5],
-                "ok_b": ids[6], "fresh": fresh[0]["image_id"], "warp": warp[0]["image_id"]}
+    save_rows(ws, real + good + grown + fresh + warp)  # grown[1] joins its run after the audit
+    return ws, {"real": [r["image_id"] for r in real], "ok": ids[:4], "flagged": ids[4], "late": grown[1]["image_id"],
+                "ok_b": ids[5], "fresh": fresh[0]["image_id"], "warp": warp[0]["image_id"]}
 
 
 class _Images(HTMLParser):
@@ -124,7 +130,7 @@ def test_n_limits_the_faces_and_the_choice_is_reproducible(sheet_ws):
 @pytest.mark.parametrize("which, reason", [
     ("real", "a real photo, not a synthetic face"),
     ("flagged", "audit: identity-match"),
-    ("late", "added to the run after its audit"),
+    ("late", "its run 'grown' has a stale audit: the run has 2 synthetic images now, 1 when audited"),
     ("fresh", "its run 'fresh' was never audited"),
     ("warp", "made by 'shape-warp' from a patient's photo"),
     ("ok_b", "an image of 'B', not of 'A'"),

@@ -1,5 +1,6 @@
 """`prepare_study`'s generation branch: a spec with a generator, on a split workspace with faces but no synthetic
-images, generates them, runs the face pass on the new images, ranks them and extracts features (tiny demo data: 2 conditions, 11 photos)."""
+images, generates them, runs the face pass on the new images, ranks them and extracts features (tiny demo data: 2 conditions
+of 4 people)."""
 
 from __future__ import annotations
 

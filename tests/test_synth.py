@@ -90,7 +90,7 @@ def test_shape_model_shrinks_small_classes_toward_pooled_variation() -> None:
 
 
 def test_generators_are_registered() -> None:
-    assert list_generators() == ["shape-warp"]
+    assert list_generators() == ["phenotype-transfer", "shape-warp"]
 
 
 def test_a_generator_handed_a_test_image_raises(tmp_path, make_landmark_workspace) -> None:
@@ -290,7 +290,7 @@ def test_cli_generate_then_rank_asks_for_the_face_pass(tmp_path, make_landmark_w
 def test_a_resplit_flags_every_image_of_a_run_whose_generator_saw_a_new_test_image(
     tmp_path, make_landmark_workspace
 ) -> None:
-    from phenosynth.data.leakage import FIT_ON_TEST, load_fit_sets
+    from phenosynth.data.leakage import FIT_ON_TEST, STATISTIC_IN_TEST, load_fit_sets
     from phenosynth.synth.generation import generate
 
     ws, faces = make_landmark_workspace(tmp_path)
@@ -308,7 +308,10 @@ def test_a_resplit_flags_every_image_of_a_run_whose_generator_saw_a_new_test_ima
     assert sorted(flagged) == sorted(syn["image_id"])  # the shape model saw it: the whole run is excluded
     reasons = flagged_m.set_index("image_id").loc[syn["image_id"], "exclude_reason"]
     direct = syn["parents"].map(lambda ps: moved in ps).to_numpy()
-    assert (reasons[direct] == PARENT_IN_TEST).all() and (reasons[~direct] == FIT_ON_TEST).all()
+    # shape-warp's lineage by role: the warped photo is a pixel parent, the condition's other photos statistic sources
+    same_condition = (syn["label"] == "A").to_numpy() & ~direct
+    assert (reasons[direct] == PARENT_IN_TEST).all() and (reasons[same_condition] == STATISTIC_IN_TEST).all()
+    assert (reasons[~direct & ~same_condition] == FIT_ON_TEST).all() and same_condition.any()
     report = leakage_report(flagged_m, fit_sets)
     assert len(report) == len(syn) and set(report.loc[report["reason"] == FIT_ON_TEST, "test_fit_images"]) == {moved}
     flagged_m.loc[flagged_m["image_id"] == moved, "split"] = "train"  # moved back: released

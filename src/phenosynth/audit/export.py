@@ -20,8 +20,8 @@ from typing import Any, Iterable
 
 import pandas as pd
 
-from phenosynth.audit.gate import gate_reasons, synthetic_runs
-from phenosynth.audit.privacy import AUGMENTATION_NOTE, load_audit, transforms_patient_photos
+from phenosynth.audit.gate import current_audit, gate_reasons, synthetic_runs
+from phenosynth.audit.privacy import AUGMENTATION_NOTE, transforms_patient_photos
 from phenosynth.data.workspace import Workspace, atomic_write
 from phenosynth.errors import PhenosynthError
 
@@ -59,7 +59,8 @@ def export(ws: Workspace, run: str, out: str | Path) -> ExportResult:
     """Write the shareable images of audited ``run`` to ``out`` (which must not exist, or be empty).
 
     Raises:
-        PhenosynthError: the run was never audited, ``out`` exists and is not empty, or no image is shareable.
+        PhenosynthError: the run was never audited or its audit is stale (the workspace changed since:
+            :func:`phenosynth.audit.gate.current_audit`), ``out`` exists and is not empty, or no image is shareable.
     """
     from phenosynth.synth.generation import safe_name
 
@@ -111,14 +112,14 @@ def shareable_images(ws: Workspace, run: str, manifest: pd.DataFrame | None = No
     the privacy gate; sorted by label and image_id. The one selection behind exports, decks and counselling sheets.
 
     Raises:
-        PhenosynthError: the run was never audited.
+        PhenosynthError: the run was never audited, or its audit is stale (the workspace changed since).
     """
-    frame, summary = load_audit(ws, run)
     manifest = ws.load_manifest() if manifest is None else manifest
+    frame, summary = current_audit(ws, run, manifest)
     runs = synthetic_runs(manifest)
     in_run = manifest.loc[runs.index[runs == run]]
     in_run = in_run[in_run["exclude_reason"].isna()]
-    held_back = gate_reasons(ws, in_run)
+    held_back = gate_reasons(ws, manifest)
     rows = frame.merge(in_run[["image_id", "params"]], on="image_id", how="inner")
     rows = rows[rows["shareable"] & ~rows["image_id"].isin(list(held_back))]
     return rows.sort_values(["label", "image_id"]).reset_index(drop=True), frame, summary
@@ -226,9 +227,9 @@ the nearest other synthetic image). It names no real photo, parent or patient.
 ## Limits
 - Passing the audit means no real training photo was found within the calibrated identity threshold of this
   embedder, and no pixel near-copy; it is not a proof of anonymity. The identity check is weaker on low-resolution
-  photos (benchmarks/results/audit.md: on ORL's 92 x 112 photos, photos of strangers matched
-  20 % against a 7 % stranger rate), and a different embedder or a
-  larger reference set can find matches this audit did not.
+  photos (benchmarks/results/audit.md: on ORL's 92 x 112 photos, 3 of 8 strangers had a look-alike among the
+  training people and matched with 20 % of their photos), and a different embedder or a larger reference set can
+  find matches this audit did not.
 - A membership AUC well above 0.5 means the generator remembers its training patients as a whole, even when the
   exported images themselves passed.
 - The images carry the conditions' phenotype only as far as the generator does; they are not diagnostic material.

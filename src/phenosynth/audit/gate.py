@@ -3,8 +3,12 @@
 :func:`gate` is the one place the rule lives. A synthetic image of a generator run that has been audited
 (``WS/audit/<run>/audit.parquet`` exists) is left out of the selectable candidates when its audit row is not
 ``shareable`` (reason ``"audit: identity-match"``, ``"audit: near-copy, no-face"``, ...) or when it has no audit row
-at all (an image added to the run after its audit: reason :data:`REASON_UNAUDITED`). The images of a run that was
+at all (an image of the run the audit did not score: reason :data:`REASON_UNAUDITED`). The images of a run that was
 never audited pass unchanged (:func:`audit_warnings` makes the report say so).
+
+An audit is *stale* when the workspace changed since (:mod:`phenosynth.audit.inputs`: re-split, real photos added
+or removed, the run gained or lost images): a stale audit counts as none. Training warns and treats the run as never
+audited; exports (and every other use that shares images) refuse it (:func:`current_audit`).
 """
 
 from __future__ import annotations
@@ -14,14 +18,16 @@ from typing import Any
 
 import pandas as pd
 
-from phenosynth.audit.privacy import PRIVACY_FLAGS, audit_dir, run_of
+from phenosynth.audit.inputs import RERUN_HINT, manifest_inputs, stale_reason
+from phenosynth.audit.privacy import PRIVACY_FLAGS, audit_dir, load_audit, run_of
 from phenosynth.data.manifest import SYNTHETIC
 from phenosynth.data.workspace import Workspace
+from phenosynth.errors import PhenosynthError
 
 log = logging.getLogger(__name__)
 
 REASON_PREFIX = "audit: "
-REASON_UNAUDITED = "audit: added to the run after its audit"
+REASON_UNAUDITED = "audit: not scored by its run's audit (re-run the audit)"
 
 
 def synthetic_runs(manifest: pd.DataFrame) -> pd.Series:
@@ -41,14 +47,53 @@ def audited_runs(ws: Workspace, runs: Any) -> dict[str, pd.DataFrame]:
     return out
 
 
+def audit_staleness(ws: Workspace, manifest: pd.DataFrame, run: str) -> str | None:
+    """Why the stored audit of ``run`` no longer describes the workspace whose full manifest is ``manifest`` (None:
+    it does, or the run was never audited)."""
+    import json
+
+    path = audit_dir(ws, run) / "summary.json"
+    if not path.exists():
+        return None
+    try:
+        recorded = json.loads(path.read_text()).get("inputs")
+    except ValueError:
+        return "its summary.json is unreadable"
+    return stale_reason(recorded, manifest_inputs(manifest, run))
+
+
+def current_audit(ws: Workspace, run: str, manifest: pd.DataFrame | None = None) -> tuple[pd.DataFrame, dict[str, Any]]:
+    """The stored audit of ``run`` (:func:`phenosynth.audit.privacy.load_audit`) for a use that shares its images
+    (export, teaching decks): refused when the run was never audited or its audit is stale.
+
+    Raises:
+        PhenosynthError: never audited, or stale (the message says why and to re-run the audit).
+    """
+    frame, summary = load_audit(ws, run)
+    why = audit_staleness(ws, ws.load_manifest() if manifest is None else manifest, run)
+    if why is not None:
+        raise PhenosynthError(f"The audit of run '{run}' is stale: {why}. Its verdicts no longer hold; "
+                              + RERUN_HINT.format(ws=ws.root, run=run) + ".")
+    return frame, summary
+
+
 def gate_reasons(ws: Workspace, manifest: pd.DataFrame) -> dict[str, str]:
-    """image_id -> why the gate leaves it out, for every synthetic image of an audited run that is not shareable."""
+    """image_id -> why the gate leaves it out, for every synthetic image of an audited run that is not shareable.
+
+    ``manifest`` is the workspace's full manifest (the audits' staleness is judged on it). A run whose audit is stale
+    is treated as never audited (a warning is logged; :func:`audit_warnings` puts it in the report).
+    """
     if not (ws.root / "audit").is_dir():  # nothing was ever audited: nothing to read
         return {}
     runs = synthetic_runs(manifest)
     audits = audited_runs(ws, runs)
     reasons: dict[str, str] = {}
     for run, frame in audits.items():
+        why = audit_staleness(ws, manifest, run)
+        if why is not None:
+            log.warning("the audit of synthetic run %s is stale (%s): its images are treated as unaudited; %s",
+                        run, why, RERUN_HINT.format(ws=ws.root, run=run))
+            continue
         verdict = {
             str(i): None if ok else REASON_PREFIX + ", ".join(f for f in flags if f in PRIVACY_FLAGS)
             for i, flags, ok in zip(frame["image_id"], frame["flags"], frame["shareable"])
@@ -94,6 +139,12 @@ def audit_warnings(ws: Workspace, manifest: pd.DataFrame, *, enabled: bool = Tru
             lines.append(f"Synthetic run '{run}' ({n} images) was never audited: its images were used without a "
                          f"privacy check (phenosynth audit -w WS --run {run}).")
             continue
+        why = audit_staleness(ws, manifest, run)
+        if why is not None:
+            lines.append(f"Synthetic run '{run}' ({n} images) has a stale audit ({why}): it was treated as never "
+                         f"audited and its images were used without a privacy check ("
+                         + RERUN_HINT.format(ws=ws.root, run=run) + ").")
+            continue
         s = json.loads(summary_path.read_text())
         r = s["run"]
         gated = ("the privacy gate left out its non-shareable images" if enabled
@@ -106,4 +157,5 @@ def audit_warnings(ws: Workspace, manifest: pd.DataFrame, *, enabled: bool = Tru
     return lines
 
 
-__all__ = ["gate", "gate_reasons", "audit_warnings", "synthetic_runs", "REASON_UNAUDITED"]
+__all__ = ["gate", "gate_reasons", "audit_warnings", "audit_staleness", "current_audit", "synthetic_runs",
+           "REASON_UNAUDITED"]

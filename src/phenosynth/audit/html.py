@@ -1,7 +1,8 @@
 """``WS/audit/<run>/audit.html``: the internal audit page of one generator run.
 
 Distance histograms (genuine / impostor / synthetic-to-nearest-training-photo, with the threshold), the membership
-ROC, the fidelity tables (KID with its split-half baseline, phenotype agreement), and the synthetic images closest to a real training photo side by side with that photo (thumbnails in
+ROC, the fidelity tables (KID with its split-half baseline, phenotype agreement), the VLM report similarities (when
+asked for), and the synthetic images closest to a real training photo side by side with that photo (thumbnails in
 ``thumbs/``). The page shows real patient photos: it stays inside the workspace and is never exported (the page says
 so at the top).
 """
@@ -72,6 +73,19 @@ them beside its accuracy on the real test photos.</p>
 <td class="num">{{ pct(p.synthetic_accuracy) }}</td><td class="num">{{ p.n_test }}</td>
 <td class="num">{{ pct(p.test_accuracy) }}</td><td>{{ p.note }}</td></tr>
 {% endfor %}</table>{% endif %}
+{% if r.reports %}<h2>VLM phenotype reports ({{ r.reports.model }}, prompt v{{ r.reports.prompt_version }})</h2>
+<p>Mean similarity of the reports of synthetic images to those of real training photos of the same condition
+(RDFace's number) beside two baselines: real photos of the same condition, different subjects, and real photos of
+other conditions. Reports of the synthetic images: {{ counts(r.reports.synthetic_status) }}; of the real training
+photos: {{ counts(r.reports.real_status) }}.</p>
+{% for note in r.reports.notes %}<p class="note">{{ note }}</p>{% endfor %}
+{% if r.reports.similarity %}<table class="reports"><tr><th>condition</th><th>measure</th>
+<th>synthetic↔real (pairs)</th><th>real↔real same condition (pairs)</th><th>real↔real other condition (pairs)</th></tr>
+{% for s in r.reports.similarity %}<tr><td>{{ s.condition }}</td><td>{{ s.method }}</td>
+<td class="num">{{ num(s.synthetic_real) }} ({{ s.n_pairs_synthetic_real }})</td>
+<td class="num">{{ num(s.real_real_same) }} ({{ s.n_pairs_same }})</td>
+<td class="num">{{ num(s.real_real_other) }} ({{ s.n_pairs_other }})</td></tr>
+{% endfor %}</table>{% endif %}{% endif %}
 <h2>Distances</h2>
 <p><img src="distances.png" alt="histograms of genuine, impostor and synthetic distances" width="720"></p>
 <h2>Membership</h2>
@@ -162,8 +176,12 @@ def write_audit_html(ws: Workspace, folder: Path, run_audit: Any, frame: pd.Data
     def num(v: float, digits: int = 3) -> str:
         return "n/a" if v is None or v != v else f"{v:.{digits}f}"
 
+    def counts(d: dict[str, int]) -> str:
+        return ", ".join(f"{k} {v}" for k, v in d.items())
+
     page = Environment(autoescape=True).from_string(_TEMPLATE).render(
-        r=run_audit, fid=run_audit.fidelity or Fidelity(None, None), cal=cal, settings=settings, created=created, worst=worst, thumb=THUMB, pct=pct, num=num)
+        r=run_audit, fid=run_audit.fidelity or Fidelity(None, None), cal=cal, settings=settings, created=created, worst=worst, thumb=THUMB, pct=pct, num=num,
+        counts=counts)
     atomic_write(folder / "audit.html", lambda p: Path(p).write_text(page))
     return folder / "audit.html"
 

@@ -2,7 +2,8 @@
 
 For every generator run (``params["run"]`` of the synthetic manifest rows) :func:`audit` writes
 ``WS/audit/<run>/audit.parquet`` (one row per synthetic image, columns :data:`AUDIT_COLUMNS`, with a ``flags`` list)
-and ``WS/audit/<run>/summary.json`` (calibration, per-run shares, membership AUC, settings), both atomically.
+and ``WS/audit/<run>/summary.json`` (calibration, per-run shares, membership AUC, settings, and ``inputs``: what it
+measured, :mod:`phenosynth.audit.inputs`), both atomically.
 
 - **Identity**: embeddings of an identity embedder from the backbone registry (default ``dlib_resnet128``), cached
   by :func:`phenosynth.models.features.extract_features`. The threshold is calibrated on the workspace's own real
@@ -19,6 +20,8 @@ and ``WS/audit/<run>/summary.json`` (calibration, per-run shares, membership AUC
 - **Duplicates**: a synthetic image within ``duplicate_bits`` bits of an earlier image of the same run is a
   ``duplicate`` (redundancy, not a privacy flag: the first of each group is kept).
 - An image without a usable face cannot be measured for identity and is flagged ``no-face``.
+- **VLM reports** (optional, ``vlm``): columns ``vlm_status``, ``vlm_error``, ``vlm_report`` and the summary's
+  ``reports`` (:mod:`phenosynth.audit.vlm`).
 
 A re-audit of a run replaces that run's files (they are derived from the workspace and deterministic); the new
 summary records what it replaced (``replaces``), and :class:`RunAudit.replaced` says so to the caller.
@@ -39,6 +42,7 @@ import pandas as pd
 
 from phenosynth.audit import stats
 from phenosynth.audit.fidelity import Fidelity
+from phenosynth.audit.vlm import ReportAudit, VLMConfig, report_assessor
 from phenosynth.data.manifest import REAL, TEST, TRAIN, require_real_train, synthetic, usable
 from phenosynth.data.workspace import Workspace, atomic_write
 from phenosynth.errors import PhenosynthError
@@ -110,6 +114,7 @@ class RunAudit:
     membership_roc: tuple[np.ndarray, np.ndarray] = field(repr=False, default_factory=lambda: (np.zeros(0), np.zeros(0, bool)))
     html_path: Path | None = None
     fidelity: Fidelity | None = None  # KID and phenotype agreement (summary.json ``fidelity``)
+    reports: ReportAudit | None = None  # VLM phenotype reports (summary.json ``reports``; audit.vlm)
 
     @property
     def transforms_patient_photos(self) -> bool:
@@ -120,7 +125,7 @@ class RunAudit:
         d = asdict(self)
         d["parquet_path"], d["summary_path"] = str(self.parquet_path), str(self.summary_path)
         d["html_path"] = None if self.html_path is None else str(self.html_path)
-        del d["membership_roc"], d["fidelity"]
+        del d["membership_roc"], d["fidelity"], d["reports"]
         return d
 
 
@@ -236,6 +241,7 @@ def audit(
     kid_backbone: str | None = "mobilenet_v2",
     probe_backbone: str | None = "shape68",
     kid_subsets: int = 100,
+    vlm: VLMConfig | None = None,
     on_progress: ProgressCallback | None = None,
 ) -> AuditResult:
     """Audit the synthetic images of ``run`` (default: every run) against the workspace's real photos; write
@@ -257,6 +263,8 @@ def audit(
         kid_backbone, kid_subsets: fidelity (:mod:`phenosynth.audit.fidelity`): KID in this backbone's feature space
             over ``kid_subsets`` subsets; None skips it.
         probe_backbone: the phenotype-agreement probe's backbone; None skips it.
+        vlm: VLM phenotype reports of the synthetic images and the real training photos, compared by
+            :mod:`phenosynth.audit.report_similarity` (:mod:`phenosynth.audit.vlm`); None skips them.
         on_progress: ``(done, total)`` of the embedding step (the slow part; cached for the next audit).
 
     Raises:
@@ -270,6 +278,7 @@ def audit(
     real = usable(manifest)
     real = real[real["source"] == REAL]
     require_real_train(manifest, ws.root)
+    reports_of = report_assessor(ws, _with_subject(ws, real[real["split"] == TRAIN]), syn, vlm)
     emb = _embed(ws, embedder, real["image_id"].astype(str).tolist() + syn["image_id"].astype(str).tolist(),
                  weights, preprocessing, on_progress)
     ref = _reference(ws, emb, real, embedder, doc, metric, quantile)
@@ -277,14 +286,18 @@ def audit(
                 "quantile": quantile, "phash_bits": phash_bits, "ssim_threshold": ssim_threshold,
                 "duplicate_bits": duplicate_bits, "n_boot": n_boot, "seed": seed,
                 "documented_source": None if doc is None else doc.source, "kid_backbone": kid_backbone,
-                "probe_backbone": probe_backbone, "kid_subsets": kid_subsets}
+                "probe_backbone": probe_backbone, "kid_subsets": kid_subsets,
+                "vlm": None if vlm is None else vlm.settings()}
     fidelity_of = _fidelity_assessor(ws, real, syn, kid_backbone, probe_backbone, kid_subsets=kid_subsets, seed=seed)
     rules = _CopyRules(phash_bits, ssim_threshold, duplicate_bits)
+    from phenosynth.audit.inputs import manifest_inputs
+
     results = []
     for r in runs:
         frame, run_audit = _audit_run(ws, r, syn[syn["run"] == r], emb, ref, rules, n_boot=n_boot, seed=seed)
         run_audit.fidelity = fidelity_of(r)
-        _write_run(ws, run_audit, frame, ref, settings)
+        frame, run_audit.reports = reports_of(r, frame)
+        _write_run(ws, run_audit, frame, ref, settings, manifest_inputs(manifest, r))
         results.append(run_audit)
     return AuditResult(embedder=embedder, metric=metric, calibration=ref.calibration, runs=results,
                        n_real=len(ref.real_e), n_real_train=len(ref.train_ids), seconds=time.perf_counter() - t0,
@@ -390,12 +403,13 @@ def _fidelity_assessor(ws: Workspace, real: pd.DataFrame, syn: pd.DataFrame, kid
 
 
 def _write_run(ws: Workspace, run_audit: RunAudit, frame: pd.DataFrame, ref: _Reference,
-               settings: dict[str, Any]) -> None:
-    """audit.parquet, summary.json and audit.html of one run."""
+               settings: dict[str, Any], inputs: dict[str, Any]) -> None:
+    """audit.parquet, summary.json (with ``inputs``: what it measured, :mod:`phenosynth.audit.inputs`) and
+    audit.html of one run."""
     from phenosynth.audit.html import write_audit_html
 
     run_audit.html_path = run_audit.parquet_path.parent / "audit.html"
-    created = _write(run_audit, frame, ref.calibration, settings, n_real=len(ref.real_e))
+    created = _write(run_audit, frame, ref.calibration, settings, n_real=len(ref.real_e), inputs=inputs)
     write_audit_html(ws, run_audit.parquet_path.parent, run_audit, frame, ref.calibration, ref.genuine,
                      ref.impostor, run_audit.membership_roc, settings, created)
 
@@ -542,10 +556,8 @@ def _stranger_matches(
     This is the matched share a synthetic image of a stranger would get under the same nearest-neighbour protocol;
     the pairwise impostor rate is not comparable, since the nearest of many training photos is the minimum of many
     impostor distances (0.1 % per pair is ~21 % per image against 240 photos)."""
-    D = stats.distance_matrix(_stack(emb, cal_ids), X_train, metric)
-    same = real_e["subject"].to_numpy()[:, None] == train["subject"].to_numpy()[None, :]
-    D[same] = np.inf
-    best = D.min(axis=1) if D.shape[1] else np.full(len(D), np.inf)
+    best = stats.nearest_other_subject(_stack(emb, cal_ids), real_e["subject"].to_numpy(), X_train,
+                                       train["subject"].to_numpy(), metric)
     return int((best < cal.threshold).sum()), int(len(best))
 
 
@@ -569,7 +581,7 @@ def _membership(
 
 
 def _write(run_audit: RunAudit, frame: pd.DataFrame, cal: stats.Calibration, settings: dict[str, Any],
-           n_real: int) -> str:
+           n_real: int, inputs: dict[str, Any]) -> str:
     """Write audit.parquet and summary.json; returns the summary's creation time."""
     previous = None
     if run_audit.summary_path.exists():
@@ -588,10 +600,12 @@ def _write(run_audit: RunAudit, frame: pd.DataFrame, cal: stats.Calibration, set
         "calibration": cal.to_dict(),
         "n_real_photos": n_real,
         "settings": settings,
+        "inputs": inputs,
         "flags": {f: int(frame["flags"].map(lambda fl, f=f: f in fl).sum())
                   for f in (FLAG_IDENTITY, FLAG_COPY, FLAG_NO_FACE, FLAG_DUPLICATE)},
         "replaces": previous,
         "fidelity": None if run_audit.fidelity is None else run_audit.fidelity.to_dict(),
+        "reports": None if run_audit.reports is None else run_audit.reports.to_dict(),
     }
     atomic_write(run_audit.summary_path,
                  lambda p: Path(p).write_text(json.dumps(summary, indent=2, default=_json_default)))

@@ -102,6 +102,27 @@ def nearest_neighbours(
     return D[np.arange(len(D)), idx], idx.astype(np.int64)
 
 
+def nearest_other_subject(
+    query: np.ndarray, query_subjects: np.ndarray, reference: np.ndarray, reference_subjects: np.ndarray,
+    metric: str = "euclidean",
+) -> np.ndarray:
+    """``(N,)``: for each row of ``query (N, d)`` the distance to its nearest row of ``reference (M, d)`` of *another*
+    subject (``inf`` when there is none). The stranger baseline of a matched share: a synthetic image is compared with
+    its nearest of many training photos, so its baseline is a real photo's nearest of many photos of other people,
+    not the pairwise impostor rate (the minimum of many impostor distances falls under a threshold far more often
+    than one pair does).
+
+    >>> nearest_other_subject(np.array([[0.0], [1.0]]), np.array(["a", "b"]), np.array([[0.1], [3.0]]),
+    ...                       np.array(["a", "c"])).tolist()
+    [3.0, 0.9]
+    """
+    D = distance_matrix(query, reference, metric)
+    if D.shape[1] == 0:
+        return np.full(D.shape[0], np.inf)
+    D[np.asarray(query_subjects)[:, None] == np.asarray(reference_subjects)[None, :]] = np.inf
+    return D.min(axis=1)
+
+
 def genuine_impostor_distances(
     X: np.ndarray, subjects: np.ndarray, metric: str = "euclidean"
 ) -> tuple[np.ndarray, np.ndarray]:

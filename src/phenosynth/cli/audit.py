@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import typer
 from rich.table import Table
 
 from phenosynth.cli._app import WORKSPACE_OPTION, command, console, progress_bar
 from phenosynth.data.workspace import Workspace
+from phenosynth.errors import PhenosynthError
 
 
 def _pct(v: float) -> str:
@@ -39,6 +41,16 @@ def audit_command(
         "mobilenet_v2", "--kid-backbone", help="Fidelity: KID in this backbone's feature space ('none' skips it)."),
     probe_backbone: str = typer.Option(
         "shape68", "--probe-backbone", help="Phenotype agreement: the probe's backbone ('none' skips it)."),
+    vlm_url: str = typer.Option(
+        None, "--vlm-url", help="VLM phenotype reports: an OpenAI-compatible server (vLLM, llama.cpp, Ollama), e.g. "
+                                "http://127.0.0.1:8000. Real training photos are sent to it: use a server you control."),
+    vlm_model: str = typer.Option(None, "--vlm-model", help="The model name the VLM server serves."),
+    vlm_key_env: str = typer.Option(
+        "PHENOSYNTH_VLM_API_KEY", "--vlm-key-env", help="NAME of the environment variable holding the API key (if any)."),
+    vlm_embedder: Path = typer.Option(
+        None, "--vlm-embedder", help="Folder of a sentence-transformers model: report similarity by embedding too."),
+    vlm_max_images: int = typer.Option(
+        None, "--vlm-max-images", help="At most N synthetic images per run and N real training photos (balanced)."),
 ) -> None:
     """Audit synthetic faces for privacy: is an image the same person as a real training photo (identity match,
     threshold calibrated on the workspace's own real photos), does the generator remember its training patients
@@ -47,16 +59,26 @@ def audit_command(
     Writes WS/audit/RUN/audit.parquet (one row per synthetic image, with its flags) and summary.json; a re-audit
     replaces them and says so. Needs `split`, `generate` and `faces` first.
 
+    With --vlm-url and --vlm-model, a vision-language model (any OpenAI-compatible server) describes each synthetic
+    image and real training photo region by region, and the reports are compared (synthetic vs real of the same
+    condition, beside real vs real of the same and of other conditions). The API key, if the server needs one, is
+    read from the environment variable named by --vlm-key-env.
+
     Example: [bold]phenosynth audit -w ws --run shape-warp-seed0[/]
     """
     from phenosynth.audit.privacy import AUGMENTATION_NOTE, audit
+    from phenosynth.audit.vlm import VLMConfig
 
     ws = Workspace.open(workspace, need_manifest=True)
+    if vlm_url is None and vlm_model is None and (vlm_embedder is not None or vlm_max_images is not None):
+        raise PhenosynthError("--vlm-embedder and --vlm-max-images need --vlm-url and --vlm-model.")
+    vlm = None if vlm_url is None and vlm_model is None else VLMConfig(
+        vlm_url or "", vlm_model or "", key_env=vlm_key_env, embedder=vlm_embedder, max_images=vlm_max_images)
     with progress_bar(f"Embedding faces ({embedder})") as on_progress:
         res = audit(ws, run, embedder, weights=weights, metric=metric, quantile=quantile, phash_bits=phash_bits,
                     ssim_threshold=ssim_threshold, n_boot=bootstrap, seed=seed, on_progress=on_progress,
                     kid_backbone=None if kid_backbone == "none" else kid_backbone,
-                    probe_backbone=None if probe_backbone == "none" else probe_backbone)
+                    probe_backbone=None if probe_backbone == "none" else probe_backbone, vlm=vlm)
     cal = res.calibration
     doc = "none" if cal.documented is None else f"{cal.documented:.4g}"
     table = Table(title=f"Privacy audit ({res.embedder}, {res.metric} distance; threshold {cal.threshold:.4g} = "
@@ -84,6 +106,10 @@ def audit_command(
                       + ("the documented threshold is used." if cal.documented is not None
                          else "it is close to their minimum; add photos of more people for a reliable threshold."))
     console.print(_fidelity_table(res.runs))
+    if vlm is not None:
+        console.print(_reports_table(res.runs))
+        for r in res.runs:
+            console.print(_report_status(r))
     for r in res.runs:
         for note in r.fidelity.notes if r.fidelity else ():
             console.print(f"{r.run}: fidelity: {note}")
@@ -117,6 +143,30 @@ def _fidelity_table(runs: list) -> Table:
                 f"{_pct(p.test_accuracy)} ({p.n_test})" if p else "-",
                 "; ".join(n for n in (k.note if k else "", p.note if p else "") if n))
     return table
+
+
+def _reports_table(runs: list) -> Table:
+    """Per run, condition and measure: the VLM report similarity synthetic<->real beside its two baselines."""
+    table = Table(title="VLM phenotype reports: mean similarity (pairs) of synthetic vs real reports of the same "
+                        "condition, beside real vs real (same condition, other subjects) and real vs real (other "
+                        "conditions)")
+    for col, just in (("run", "left"), ("condition", "left"), ("measure", "left"), ("synthetic↔real", "right"),
+                      ("real↔real same", "right"), ("real↔real other", "right")):
+        table.add_column(col, justify=just)  # type: ignore[arg-type]
+    for r in runs:
+        for s in r.reports.similarity:
+            table.add_row(r.run, s.condition, s.method, f"{_num(s.synthetic_real, 3)} ({s.n_pairs_synthetic_real})",
+                          f"{_num(s.real_real_same, 3)} ({s.n_pairs_same})",
+                          f"{_num(s.real_real_other, 3)} ({s.n_pairs_other})")
+    return table
+
+
+def _report_status(run_audit: Any) -> str:
+    """One line: how the VLM answered for the run's synthetic images and the real training photos."""
+    rep = run_audit.reports
+    synthetic, real = (", ".join(f"{k} {v}" for k, v in d.items()) for d in (rep.synthetic_status, rep.real_status))
+    return (f"{run_audit.run}: VLM reports ({rep.model}) of the synthetic images: {synthetic}; of the real training "
+            f"photos: {real}" + "".join(f"; {n}" for n in rep.notes) + ".")
 
 
 @command("export")

@@ -108,8 +108,9 @@ def demo(
     name: str = typer.Option(None, "--name", help="Run name; default: demo (demo-2, demo-3, ... if taken)."),
     resume: bool = typer.Option(False, "--resume", help="Finish an interrupted demo run of that name."),
 ) -> None:
-    """Build the embedded demo dataset and run the whole pipeline on it: ingest, split, faces, generate (shape-warp),
-    rank, and a study over shape68, dlib_resnet128 and mobilenet_v2 (offline, a few minutes on 2 cores).
+    """Build the embedded demo dataset (simulated conditions on shipped ORL faces) and run the whole pipeline on it:
+    ingest, split, faces, generate (the demo spec's generator, shape-warp), rank, and a study over shape68,
+    dlib_resnet128 and mobilenet_v2 (offline, a few minutes on 2 cores).
 
     Example: phenosynth demo --out /tmp/phenosynth-demo
     """
@@ -122,8 +123,9 @@ def demo(
     console.print(f"  (study: features {result.study.prepare_seconds:.1f} s, "
                   f"{result.study.n_cells} cells {result.study.seconds - result.study.prepare_seconds:.1f} s)")
     _print_table(result.run_dir)
-    console.print("[bold yellow]Simulated data:[/] the demo's conditions are shape changes applied to a public-domain "
-                  "portrait (scikit-image's astronaut); no patient photos, and nothing here is about a real syndrome.")
+    console.print("[bold yellow]Simulated data:[/] the demo's conditions are shape changes drawn on photos of "
+                  "volunteers (ORL faces, credit: AT&T Laboratories Cambridge / Olivetti Research Laboratory); no "
+                  "patient photos, and nothing here is about a real syndrome.")
     console.print(
         f"Demo finished in {result.seconds:.0f} s. Workspace: {result.workspace}\n"
         f"Report: [bold]{result.run_dir / 'report.html'}[/]",

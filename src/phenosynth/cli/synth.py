@@ -22,7 +22,10 @@ def generate_command(
     seed: int = typer.Option(0, "--seed", help="Seed; the same seed and data give the same images."),
     name: str = typer.Option(None, "--name", help="Run name (folder under WS/synthetic; default GENERATOR-seedS)."),
     variation: float = typer.Option(
-        None, "--variation", help="shape-warp: spread of the sampled shapes (1 = as learned)."
+        None, "--variation", help="Spread of the sampled shapes (1 = as learned)."
+    ),
+    option: list[str] = typer.Option(
+        None, "--option", "-o", help="A generator setting KEY=VALUE (repeatable), e.g. -o k=6 -o strength=1.5."
     ),
     workers: int = typer.Option(None, "--workers", help="Processes (default: every core)."),
     lock_timeout: float = LOCK_TIMEOUT_OPTION,
@@ -36,7 +39,10 @@ def generate_command(
     from) and parameters. Test images are never a generator's input. Run `phenosynth faces -w WS` afterwards so the
     new images get landmarks, then `phenosynth rank -w WS`.
 
-    Example: [bold]phenosynth generate -w ws --generator shape-warp --per-class 30 --seed 0[/]
+    shape-warp warps the patients' own photos (augmentation, not privacy-preserving); phenotype-transfer puts each
+    condition's shape phenotype on donor faces (ingest --donors) or, without donors, on morphs of k patients.
+
+    Example: [bold]phenosynth generate -w ws --generator phenotype-transfer --per-class 30 -o k=6[/]
     """
     from phenosynth.faces.facepass import load_faces
     from phenosynth.synth.generation import generate
@@ -44,7 +50,7 @@ def generate_command(
     GENERATORS.get(generator)  # a typo fails before anything is loaded
     ws = Workspace.open(workspace, need_manifest=True)
     lock_workspace(ctx, ws, lock_timeout)
-    options = {"variation": variation} if generator == "shape-warp" else {}
+    options = {"variation": variation, **generator_options(option or [])}
     faces = load_faces(ws, detector, landmarker) if ws.faces_path.exists() else None
     with progress_bar(f"Generating ({generator})") as on_progress:
         s = generate(ws, generator, per_class=per_class, seed=seed, name=name, options=options, n_jobs=workers,
@@ -67,6 +73,19 @@ def generate_command(
         console.print(f"{len(s.skipped_training)} training image(s) without usable landmarks were not used "
                       "(reasons in run.json).")
     next_step(f"phenosynth faces -w {ws.root}   then   phenosynth rank -w {ws.root}")
+
+
+def generator_options(pairs: list[str]) -> dict[str, object]:
+    """``["k=6", "strength=1.5"]`` -> ``{"k": 6, "strength": 1.5}`` (values read as YAML scalars)."""
+    import yaml
+
+    out: dict[str, object] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key.strip():
+            raise typer.BadParameter(f"'{pair}' is not KEY=VALUE", param_hint="--option")
+        out[key.strip()] = yaml.safe_load(value)
+    return out
 
 
 @command("rank")

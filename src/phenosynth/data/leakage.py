@@ -3,7 +3,10 @@ workspace does not leak its held-out test set into training.
 
 The held-out real test set reaches training in these ways, all handled here:
 
-- a synthetic image warped from a test photo (its ``parents``): excluded, reason :data:`PARENT_IN_TEST`;
+- a synthetic image warped from a test photo (its **pixel** parents, ``parents``): excluded, reason
+  :data:`PARENT_IN_TEST`;
+- a synthetic image drawn from a statistic a test photo shaped (its ``statistic_parents``, e.g. the condition's
+  photos behind ``phenotype-transfer``'s phenotype): excluded, reason :data:`STATISTIC_IN_TEST`;
 - a synthetic image of a generator run that *learned* from a test photo (``shape-warp``'s shape model is fitted on
   every training face; each run records its whole fit set in ``WS/synthetic/<run>/run.json`` as
   ``training_images``): every image of that run is excluded, reason :data:`FIT_ON_TEST` (re-generate after a
@@ -18,6 +21,10 @@ The held-out real test set reaches training in these ways, all handled here:
 :func:`exclude_leaked_synthetic` applies the first two rules (and releases images whose parents and run are all back
 in training); :func:`phenosynth.data.split.split` calls it on every split and groups near-duplicates (candidates by
 :func:`near_duplicate_pairs`, confirmed on the files by :func:`confirm_near_duplicates`) as one subject.
+The **fold rule** (:func:`exclude_validation_children`, applied per fold by training) is narrower: a fold's model
+never trains on an image whose *pixels* come from one of its validation photos (its pixel parents, or any photo of
+the fit set of a run whose fit set is a pixel source, ``fit_set_role: "pixel"`` in ``run.json``); statistic sources in
+the validation fold are allowed (a phenotype mean does not show the validation faces).
 :func:`assert_no_leakage` is what training and studies call before they train: it re-checks the saved workspace
 (a hand-edited manifest, a run record written after the split, a grouped near-duplicate moved to the other side) and
 raises :class:`~phenosynth.errors.LeakageError` naming the images.
@@ -44,7 +51,16 @@ log = logging.getLogger(__name__)
 PARENT_IN_TEST = "parent in test set"
 #: exclude_reason of a synthetic image whose generator run learned from an image now in the test set.
 FIT_ON_TEST = "generator fit on a test image"
-LEAKAGE_REASONS = (PARENT_IN_TEST, FIT_ON_TEST)
+#: exclude_reason of a synthetic image drawn from a statistic that an image now in the test set shaped.
+STATISTIC_IN_TEST = "statistic source in test set"
+LEAKAGE_REASONS = (PARENT_IN_TEST, STATISTIC_IN_TEST, FIT_ON_TEST)
+#: exclude_reason, in one fold's manifest, of a synthetic image whose pixels come from that fold's validation photos.
+PARENT_IN_VALIDATION = "parent in validation fold"
+#: exclude_reason, in one fold's manifest, of an image of a pixel-source run fit on that fold's validation photos.
+FIT_ON_VALIDATION = "generator fit on a validation photo (pixel source)"
+#: Generators whose run records predate ``fit_set_role``: their fit set is a statistic (each image names its
+#: pixel parents). A record of any other generator without the field is taken as a pixel source.
+STATISTIC_FIT_GENERATORS = ("shape-warp",)
 #: Two real images whose 64-bit perceptual hashes (the manifest's ``phash``) differ in at most this many bits are
 #: near-duplicate candidates; :func:`confirm_near_duplicates` then compares the two files' low-frequency content.
 DEFAULT_NEAR_DUPLICATE_BITS = 4
@@ -80,6 +96,22 @@ def load_fit_sets(ws: Workspace) -> dict[str, list[str]]:
     return out
 
 
+def load_pixel_fit_sets(ws: Workspace) -> dict[str, list[str]]:
+    """run name -> fit set, for the runs whose fit set is a pixel source of every image (``run.json``'s
+    ``fit_set_role`` is ``"pixel"``; records without it: every generator but :data:`STATISTIC_FIT_GENERATORS`)."""
+    out: dict[str, list[str]] = {}
+    for record in sorted(Path(ws.synthetic_dir).glob("*/run.json")):
+        try:
+            data = json.loads(record.read_text())
+        except (OSError, ValueError):
+            continue  # load_fit_sets warns
+        role = data.get("fit_set_role") or (
+            "statistic" if data.get("generator") in STATISTIC_FIT_GENERATORS else "pixel")
+        if "run" in data and "training_images" in data and role == "pixel":
+            out[str(data["run"])] = [str(i) for i in data["training_images"]]
+    return out
+
+
 def run_of(params: object) -> str | None:
     """The generator run a synthetic image belongs to (``params["run"]``), or None."""
     if not isinstance(params, str) or not params:
@@ -102,14 +134,16 @@ def held_out_ids(manifest: pd.DataFrame) -> set[str]:
 
 def leak_reasons(manifest: pd.DataFrame, fit_sets: FitSets | None = None) -> pd.Series:
     """For every synthetic row (index as in ``manifest``): why the split makes it unusable (:data:`PARENT_IN_TEST`,
-    else :data:`FIT_ON_TEST`), or None when it may be used."""
+    else :data:`STATISTIC_IN_TEST`, else :data:`FIT_ON_TEST`), or None when it may be used."""
     test_ids = held_out_ids(manifest)
     bad_runs = {str(run) for run, ids in (fit_sets or {}).items() if any(str(i) in test_ids for i in ids)}
     synth = manifest[manifest["source"] == SYNTHETIC]
     reasons = []
-    for parents, params in zip(synth["parents"], synth["params"]):
+    for parents, sources, params in zip(synth["parents"], synth["statistic_parents"], synth["params"]):
         if any(p in test_ids for p in parents):
             reasons.append(PARENT_IN_TEST)
+        elif any(p in test_ids for p in sources):
+            reasons.append(STATISTIC_IN_TEST)
         elif bad_runs and run_of(params) in bad_runs:
             reasons.append(FIT_ON_TEST)
         else:
@@ -142,7 +176,7 @@ def exclude_leaked_synthetic(
 
 def leakage_report(manifest: pd.DataFrame, fit_sets: FitSets | None = None) -> pd.DataFrame:
     """One row per synthetic image the rule excludes: ``image_id, path, label, generator, run, reason,
-    test_parents`` (';'-joined test parents, empty for a run-wide exclusion), ``test_fit_images`` (';'-joined test
+    test_parents`` (';'-joined test parents of either role, empty for a run-wide exclusion), ``test_fit_images`` (';'-joined test
     images in its run's fit set). Empty when the lineage is clean."""
     test_ids = held_out_ids(manifest)
     fits = {str(run): [str(i) for i in ids if str(i) in test_ids] for run, ids in (fit_sets or {}).items()}
@@ -156,11 +190,37 @@ def leakage_report(manifest: pd.DataFrame, fit_sets: FitSets | None = None) -> p
             "image_id": str(manifest.at[idx, "image_id"]), "path": manifest.at[idx, "path"],
             "label": manifest.at[idx, "label"], "generator": manifest.at[idx, "generator"], "run": run or "",
             "reason": reason,
-            "test_parents": ";".join(p for p in manifest.at[idx, "parents"] if p in test_ids),
+            "test_parents": ";".join(p for col in ("parents", "statistic_parents")
+                                     for p in manifest.at[idx, col] if p in test_ids),
             "test_fit_images": ";".join(fits.get(run or "", [])),
         })
     columns = ["image_id", "path", "label", "generator", "run", "reason", "test_parents", "test_fit_images"]
     return pd.DataFrame(rows, columns=columns)
+
+
+def exclude_validation_children(
+    manifest: pd.DataFrame, validation_ids: Iterable[str], pixel_fit_sets: FitSets | None = None
+) -> pd.DataFrame:
+    """The fold rule: ``manifest`` as one fold's training may use it, with the synthetic images whose pixels come
+    from the fold's ``validation_ids`` excluded: pixel parents among them (:data:`PARENT_IN_VALIDATION`), or an
+    image of a run whose fit set is a pixel source and holds one of them (``pixel_fit_sets``,
+    :func:`load_pixel_fit_sets`; :data:`FIT_ON_VALIDATION`). Statistic sources in the fold are allowed.
+
+    A fold's model must not train on synthetic copies of the photos it is validated on, or model selection would
+    see its own validation faces through them. The input frame is not modified.
+    """
+    val = {str(i) for i in validation_ids}
+    bad_runs = {str(run) for run, ids in (pixel_fit_sets or {}).items() if any(str(i) in val for i in ids)}
+    candidates = (manifest["source"] == SYNTHETIC) & manifest["exclude_reason"].isna()
+    child = candidates & manifest["parents"].map(lambda ps: any(p in val for p in ps))
+    of_run = candidates & ~child & manifest["params"].map(lambda p: run_of(p) in bad_runs) if bad_runs else None
+    if not child.any() and (of_run is None or not of_run.any()):
+        return manifest
+    out = manifest.copy()
+    out.loc[child, "exclude_reason"] = PARENT_IN_VALIDATION
+    if of_run is not None:
+        out.loc[of_run, "exclude_reason"] = FIT_ON_VALIDATION
+    return out
 
 
 def _popcount(x: np.ndarray) -> np.ndarray:
@@ -362,6 +422,7 @@ def leakage_problems(
         problems.append(f"{len(syn_fold)} synthetic image(s) in a validation fold ({shown(syn_fold['image_id'])})")
     reasons = leak_reasons(manifest, fit_sets).reindex(syn.index)
     for reason, what in ((PARENT_IN_TEST, "made from a test image"),
+                         (STATISTIC_IN_TEST, "drawn from a statistic of a test image"),
                          (FIT_ON_TEST, "from a generator run fit on a test image")):
         bad = syn[(reasons == reason).to_numpy()]
         if len(bad):

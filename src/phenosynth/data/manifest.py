@@ -5,7 +5,8 @@ Pure functions over a :class:`pandas.DataFrame`; reading and writing live in :mo
 Columns (contract): ``image_id`` (SHA-256 of the file bytes), ``path`` (relative to the workspace when inside it,
 else absolute), ``label``, ``subject_id``, ``source`` (``real`` | ``synthetic`` | ``donor``: a face of a non-patient that lends
 an identity to identity-free generators; never labelled, split, folded or tested), ``generator``, ``parents`` (list of
-image_ids a synthetic image was made from), ``split`` (``train`` | ``test`` | NA before ``split``), ``fold``
+image_ids whose pixels are in a synthetic image: its **pixel** parents), ``statistic_parents`` (list of image_ids
+that only shaped a statistic a synthetic image was drawn from, e.g. its condition's phenotype), ``split`` (``train`` | ``test`` | NA before ``split``), ``fold``
 (validation fold of a real training image, NA otherwise), ``exclude_reason`` (NA when usable; else why the image is
 kept out of every downstream stage), ``width``, ``height``, ``phash`` (64-bit perceptual hash, hex), ``params``
 (JSON of a synthetic image's generation parameters), then any metadata columns the user brought, unchanged.
@@ -26,6 +27,8 @@ DONOR = "donor"
 TRAIN = "train"
 TEST = "test"
 
+#: The list-valued columns (lists of image_ids; ';'-joined in CSV).
+LIST_COLUMNS = ("parents", "statistic_parents")
 #: Column -> pandas dtype, in order.
 MANIFEST_DTYPES: dict[str, str] = {
     "image_id": "string",
@@ -35,6 +38,7 @@ MANIFEST_DTYPES: dict[str, str] = {
     "source": "string",
     "generator": "string",
     "parents": "object",
+    "statistic_parents": "object",
     "split": "string",
     "fold": "Int64",
     "exclude_reason": "string",
@@ -53,13 +57,13 @@ def empty_manifest() -> pd.DataFrame:
 def conform(df: pd.DataFrame) -> pd.DataFrame:
     """Return ``df`` with every contract column present, typed, first and in order; extra columns follow as they are.
 
-    ``parents`` is always a list of strings (empty for real images).
+    ``parents`` and ``statistic_parents`` are always lists of strings (empty for real images).
     """
     out = df.copy()
     for col, dtype in MANIFEST_DTYPES.items():
         if col not in out.columns:
             out[col] = pd.NA
-        if col == "parents":
+        if col in LIST_COLUMNS:
             out[col] = [_as_list(v) for v in out[col]]
         else:
             out[col] = out[col].astype(dtype)
@@ -135,9 +139,10 @@ def append_rows(existing: pd.DataFrame, new: pd.DataFrame) -> pd.DataFrame:
 
 
 def to_csv_frame(df: pd.DataFrame) -> pd.DataFrame:
-    """The manifest as a flat table: ``parents`` joined with ';'."""
+    """The manifest as a flat table: ``parents`` and ``statistic_parents`` joined with ';'."""
     out = df.copy()
-    out["parents"] = [";".join(p) for p in out["parents"]]
+    for col in LIST_COLUMNS:
+        out[col] = [";".join(p) for p in out[col]]
     return out
 
 

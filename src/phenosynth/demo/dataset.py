@@ -1,28 +1,21 @@
-"""The embedded demo dataset: SIMULATED faces, so that every command runs on a fresh machine with no data.
+"""Simulated conditions drawn on photos of real, different people (not patients), and the embedded demo dataset.
 
-Every image is the public-domain NASA portrait that scikit-image ships (``skimage.data.astronaut()``, Eileen
-Collins), re-shaped by a piecewise-affine warp of its 68 landmarks. A simulated "condition" is a named combination of
-craniofacial shape changes that dysmorphology describes (each with its HPO term); each simulated subject gets the
-condition at a random strength plus an identity variation of their own (face proportions, skin tone), and each photo
-a random pose and lighting. Nothing here is a real patient or a real syndrome.
+A simulated "condition" is a named, fixed combination of 2-4 craniofacial shape changes that dysmorphology describes
+(each with its HPO term, :data:`CHANGES`, :data:`CONDITIONS`). :func:`simulate_conditions` draws each condition on
+photos of several different people (identity is noise, as between patients with one syndrome): a piecewise-affine
+warp moves each photo's 68 landmarks by the condition's changes, at a random strength per (person, condition), with a
+random pose and lighting per photo. Nothing here is a real patient or a real syndrome.
 
-Layout written by :func:`build_demo_dataset` (``out_dir``)::
-
-    images/<condition>/<subject>_<k>.png     the photos (one sub-folder per simulated condition)
-    demo_metadata.csv                          path,label,subject_id,age,sex   (paths relative to out_dir)
-    ground_truth_landmarks.parquet             path + the 68 landmarks (x, y flattened) used to draw each image
-    conditions.csv                             condition -> HPO term ids, names and the changes applied
-    README.txt                                 what this is (SIMULATED) and where the portrait comes from
-
-Ingest it with ``phenosynth ingest OUT/demo_metadata.csv -w WS``.
+:func:`build_demo_dataset` applies it to the ORL faces shipped with the package (:mod:`phenosynth.demo.orl`);
+``benchmarks/phenotype_benchmark.py`` applies it to the whole ORL database. The folder it writes is described in
+:func:`simulate_conditions`; ingest it with ``phenosynth ingest OUT/demo_metadata.csv -w WS``.
 """
 
 from __future__ import annotations
 
-import functools
 import json
 import logging
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -36,9 +29,6 @@ from phenosynth.faces.warp import warp_to_landmarks
 from phenosynth.progress import ProgressCallback, report
 
 log = logging.getLogger(__name__)
-
-#: The portrait's crop (a square around the face) before resizing to the demo size.
-_CROP_SIDE_IN_FACE_WIDTHS = 2.3
 
 # --- craniofacial changes ------------------------------------------------------------------------------------------
 # Each change moves 68 dlib landmarks; amplitudes are in units of the inter-ocular distance (IOD) at strength 1.
@@ -151,7 +141,7 @@ CHANGES: dict[str, Change] = {
     ]
 }
 
-#: Simulated condition -> the changes it combines. Names are invented; no real syndrome is meant.
+#: Simulated condition -> the changes it combines (2-4 each). Names are invented; no real syndrome is meant.
 CONDITIONS: dict[str, tuple[str, ...]] = {
     "sim01": ("hypertelorism", "downslanted", "wide-nose"),
     "sim02": ("hypertelorism", "short-nose", "long-philtrum"),
@@ -165,34 +155,59 @@ CONDITIONS: dict[str, tuple[str, ...]] = {
     "sim10": ("wide-nose", "wide-mouth", "micrognathia"),
     "sim11": ("short-nose", "downslanted", "narrow-mouth"),
     "sim12": ("midface-retrusion", "hypertelorism", "micrognathia"),
+    "sim13": ("hypertelorism", "upslanted"),
+    "sim14": ("hypotelorism", "downslanted", "wide-nose"),
+    "sim15": ("wide-nose", "short-nose"),
+    "sim16": ("long-philtrum", "narrow-mouth"),
+    "sim17": ("midface-retrusion", "downslanted"),
+    "sim18": ("hypotelorism", "wide-mouth", "short-nose"),
+    "sim19": ("hypertelorism", "wide-nose", "wide-mouth", "long-philtrum"),
+    "sim20": ("upslanted", "micrognathia", "wide-nose"),
+    "sim21": ("downslanted", "long-philtrum", "midface-retrusion", "wide-nose"),
+    "sim22": ("upslanted", "narrow-mouth", "micrognathia"),
+    "sim23": ("hypertelorism", "micrognathia", "long-philtrum", "short-nose"),
+    "sim24": ("wide-mouth", "downslanted"),
 }
 
 README = """\
-phenosynth demo dataset — SIMULATED FACES, NOT REAL PATIENTS
-===========================================================
+phenosynth simulated-conditions dataset — SIMULATED CONDITIONS, NOT REAL PATIENTS
+=================================================================================
 
-Every image in this folder is SIMULATED. All of them are made from ONE public-domain photograph: the NASA portrait
-of astronaut Eileen Collins that scikit-image ships as skimage.data.astronaut() (public domain, NASA). Its 68 facial
-landmarks were found with dlib and moved by a piecewise-affine (Delaunay) warp.
+The faces in this folder are photos of real people who are NOT patients, each re-shaped by a piecewise-affine
+(Delaunay) warp of its 68 facial landmarks (found with dlib) to show a SIMULATED condition.
 
-A "condition" here (sim01 ... sim{n:02d}) is an invented combination of craniofacial shape changes that
-dysmorphology describes (hypertelorism, slanted palpebral fissures, micrognathia, ...), listed with their HPO term ids
-in conditions.csv. They are NOT real syndromes and say nothing about any real person or disorder. Each simulated
-subject has the changes at a random strength plus identity variation (face proportions, skin tone); each photo has
-random pose and lighting. Ages and sexes in demo_metadata.csv are random labels, not properties of the images.
+{credit}
 
-Files: images/<condition>/<subject>_<k>.png, demo_metadata.csv (path,label,subject_id,age,sex),
-ground_truth_landmarks.parquet (the 68 landmarks each image was drawn with, x/y flattened, in pixels),
-conditions.csv. Built by phenosynth.demo.dataset.build_demo_dataset(seed={seed}): {n_images} images,
-{n_conditions} conditions, {n_subjects} subjects.
+A "condition" here (sim01 ... ) is an invented combination of 2-4 craniofacial shape changes that dysmorphology
+describes (hypertelorism, slanted palpebral fissures, micrognathia, ...), listed with their HPO term ids in
+conditions.csv. They are NOT real syndromes and say nothing about any real person or disorder. Each condition is
+shown on {per_condition} different people, so identity varies within a condition as it does between patients with one
+syndrome; a person may show several conditions (on different photos), and subject_id is the person, so a split keeps
+all of a person's photos on one side. Each (person, condition) has the changes at its own random strength; each photo
+has a random pose and lighting.
+
+Files: images/<condition>/<person>_<k>.png, demo_metadata.csv (path,label,subject_id),
+ground_truth_landmarks.parquet (path, label, subject_id, source photo, strength and the 68 landmarks each image was
+drawn with, x/y flattened, in pixels), conditions.csv{donor_files}. Built with seed={seed}: {n_images} images,
+{n_conditions} conditions, {n_subjects} people{donor_count}.
 
 Use: phenosynth ingest {root}/demo_metadata.csv -w WS
 """
 
 
 @dataclass(frozen=True)
+class FacePhoto:
+    """A photo of a real person (not a patient) that a simulated condition can be drawn on."""
+
+    image: np.ndarray  # (H, W, 3) uint8 RGB
+    landmarks: np.ndarray  # (68, 2) dlib68 landmarks (x, y) in ``image`` pixels
+    person: str  # who it shows: the subject_id of every image drawn from it
+    source: str  # where it came from (a file name), recorded in the ground-truth table
+
+
+@dataclass(frozen=True)
 class DemoDataset:
-    """Where :func:`build_demo_dataset` wrote things, and how much."""
+    """Where :func:`simulate_conditions` wrote things, and how much."""
 
     root: Path
     images_dir: Path
@@ -203,6 +218,8 @@ class DemoDataset:
     n_images: int
     n_subjects: int
     conditions: tuple[str, ...]
+    donors_csv: Path | None = None
+    n_donor_photos: int = 0
 
     def metadata(self) -> pd.DataFrame:
         return pd.read_csv(self.metadata_csv)
@@ -213,87 +230,84 @@ class DemoDataset:
         return {p: np.asarray(v, dtype=np.float64).reshape(68, 2) for p, v in zip(df["path"], df["landmarks"])}
 
 
-def base_portrait(size: int = 256) -> tuple[np.ndarray, np.ndarray]:
-    """The astronaut portrait cropped square around the face and resized: ``(size, size, 3)`` uint8 and its 68
-    dlib landmarks ``(68, 2)`` in that image (detected once per process, with dlib-hog + dlib68)."""
-    img, lm = _base_portrait(size)
-    return img.copy(), lm.copy()
-
-
-@functools.lru_cache(maxsize=4)
-def _base_portrait(size: int) -> tuple[np.ndarray, np.ndarray]:
-    import cv2
-    from skimage import data
-
-    from phenosynth.faces.detectors import create_detector, create_landmarker
-
-    full = data.astronaut()
-    dets = create_detector("dlib-hog").detect(full, 1)
-    if not dets:  # pragma: no cover - the portrait is a clear frontal face
-        raise PhenosynthError("dlib found no face in skimage's astronaut portrait; is dlib installed correctly?")
-    det = max(dets, key=lambda d: d.area)
-    lm = create_landmarker("dlib68")(full, det)
-    x0, y0, x1, y1 = det.box
-    side = _CROP_SIDE_IN_FACE_WIDTHS * (x1 - x0)
-    cx, cy = (x0 + x1) / 2, (y0 + y1) / 2 - 0.05 * side
-    cx0, cy0 = cx - side / 2, cy - side / 2
-    s = size / side
-    A = np.array([[s, 0, -cx0 * s], [0, s, -cy0 * s]])
-    img = cv2.warpAffine(full, A, (size, size), flags=cv2.INTER_AREA, borderMode=cv2.BORDER_REFLECT_101)
-    return img, lm @ A[:, :2].T + A[:, 2]
-
-
 def _iod(lm: np.ndarray) -> float:
     return float(np.linalg.norm(lm[_EYE_L].mean(0) - lm[_EYE_R].mean(0)))
 
 
-def _identity(lm: np.ndarray, rng: np.random.Generator, iod: float) -> np.ndarray:
-    """A subject's own face proportions: face width, eye size, nose length, mouth height, brow height."""
-    out = lm.copy()
-    c = lm[27:36].mean(0)
-    out[:, 0] = c[0] + (out[:, 0] - c[0]) * (1 + rng.normal(0, 0.03))  # face width
-    for sl in (_EYE_L, _EYE_R):
-        ec = out[sl].mean(0)
-        out[sl] = ec + (out[sl] - ec) * (1 + rng.normal(0, 0.06))  # eye size
-    out[_NOSE_BASE, 1] += rng.normal(0, 0.03) * iod  # nose length
-    out[_MOUTH, 1] += rng.normal(0, 0.025) * iod
-    out[17:27, 1] += rng.normal(0, 0.03) * iod  # brows
-    out[0:17] += rng.normal(0, 0.012 * iod, (17, 2))  # jaw line
-    return out
-
-
-def _render(base: np.ndarray, base_lm: np.ndarray, target: np.ndarray, rng: np.random.Generator,
-            tint: np.ndarray) -> tuple[np.ndarray, np.ndarray]:  # fmt: skip
+def _render(photo: np.ndarray, photo_lm: np.ndarray, target: np.ndarray,
+            rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:  # fmt: skip
     """Warp to ``target``, then a random pose (similarity) and lighting; returns image and its landmarks."""
     import cv2
 
-    size = base.shape[0]
-    img = warp_to_landmarks(base, base_lm, target)
+    h, w = photo.shape[:2]
+    img = warp_to_landmarks(photo, photo_lm, target)
     angle = rng.uniform(-7, 7)
     scale = rng.uniform(0.94, 1.06)
-    A = cv2.getRotationMatrix2D((size / 2, size / 2), angle, scale)
-    A[:, 2] += rng.uniform(-0.03, 0.03, 2) * size
-    img = cv2.warpAffine(img, A, (size, size), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT_101)
+    A = cv2.getRotationMatrix2D((w / 2, h / 2), angle, scale)
+    A[:, 2] += rng.uniform(-0.03, 0.03, 2) * (w, h)
+    img = cv2.warpAffine(img, A, (w, h), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT_101)
     lm = target @ A[:, :2].T + A[:, 2]
-    # Lighting: overall gain, a directional gradient, gamma, the subject's tint, a little sensor noise.
-    x = np.linspace(-0.5, 0.5, size)
+    # Lighting: overall gain, a directional gradient, gamma, a little sensor noise.
     theta = rng.uniform(0, 2 * np.pi)
-    grad = 1 + rng.uniform(0, 0.35) * (np.cos(theta) * x[None, :] + np.sin(theta) * x[:, None])
+    slope = rng.uniform(0, 0.35)
+    x, y = np.linspace(-0.5, 0.5, w)[None, :], np.linspace(-0.5, 0.5, h)[:, None]
+    grad = 1 + slope * (np.cos(theta) * x + np.sin(theta) * y)
     f = img.astype(np.float32) / 255.0
     f = f ** rng.uniform(0.85, 1.2)
-    f = f * (rng.uniform(0.85, 1.12) * grad)[:, :, None] * tint[None, None, :]
+    f = f * (rng.uniform(0.85, 1.12) * grad)[:, :, None]
     f = f + rng.normal(0, 0.008, f.shape).astype(np.float32)
     return (np.clip(f, 0, 1) * 255 + 0.5).astype(np.uint8), lm
 
 
 @dataclass(frozen=True)
-class _Subject:
-    """One simulated subject of the plan: condition, its changes, id and number of photos."""
+class Subject:
+    """One simulated patient: a person showing a condition on some of their photos (indices into the photo list)."""
 
     condition: str
     changes: tuple[str, ...]
-    subject_id: str
-    n_photos: int
+    person: str
+    photos: tuple[int, ...]
+
+
+def assign_people(photos: Sequence[FacePhoto], conditions: dict[str, tuple[str, ...]], *, n_subjects: int,
+                  max_photos: int, rng: np.random.Generator) -> list[Subject]:  # fmt: skip
+    """Give each condition ``n_subjects`` different people, each on 1..``max_photos`` of their own photos.
+
+    No photo is used twice. People are drawn so that they show about as many conditions each (with P people,
+    ``len(conditions) * n_subjects / P`` each, give or take one): the people with the fewest conditions so far first,
+    then those with the most unused photos, ties broken at random. Pure: the same ``rng`` state gives the same plan.
+
+    Raises:
+        PhenosynthError: too few people, or too few unused photos left for a condition.
+    """
+    order: dict[str, list[int]] = {}
+    for i, ph in enumerate(photos):
+        order.setdefault(ph.person, []).append(i)
+    if len(order) < n_subjects:
+        raise PhenosynthError(f"{n_subjects} people per condition need at least {n_subjects} people; "
+                              f"the photos show {len(order)}.")
+    unused = {p: [idx[j] for j in rng.permutation(len(idx))] for p, idx in order.items()}
+    n_conditions = dict.fromkeys(order, 0)
+    plan = []
+    for cond, changes in conditions.items():
+        counts = sorted(int(c) for c in rng.integers(1, max_photos + 1, n_subjects))[::-1]
+        tiebreak = dict(zip(unused, rng.random(len(unused))))
+        people = sorted(unused, key=lambda p: (n_conditions[p], -len(unused[p]), tiebreak[p]))
+        chosen: list[Subject] = []
+        for count in counts:
+            person = next((p for p in people if len(unused[p]) >= count), None)
+            if person is None:
+                total = sum(len(v) for v in unused.values())
+                raise PhenosynthError(
+                    f"Not enough photos for condition {cond}: {n_subjects} people with up to {max_photos} unused "
+                    f"photos each are needed; {total} unused photos are left. Give more photos or people, fewer "
+                    "conditions, or a smaller n_subjects / max_photos.")
+            people.remove(person)
+            n_conditions[person] += 1
+            chosen.append(Subject(cond, tuple(changes), person, tuple(unused[person][:count])))
+            unused[person] = unused[person][count:]
+        plan.extend(sorted(chosen, key=lambda s: s.person))
+    return plan
 
 
 def _check_out_dir(root: Path, conditions: dict[str, tuple[str, ...]], overwrite: bool) -> None:
@@ -303,40 +317,50 @@ def _check_out_dir(root: Path, conditions: dict[str, tuple[str, ...]], overwrite
         raise PhenosynthError(f"Unknown craniofacial change(s) {unknown}. Valid: {', '.join(sorted(CHANGES))}.")
     if (root / "demo_metadata.csv").exists() and not overwrite:
         raise PhenosynthError(f"{root} already holds a demo dataset. Pick another folder or pass overwrite=True.")
-    if (root / "images").exists() and overwrite:
+    if overwrite:
         import shutil
 
-        shutil.rmtree(root / "images")
+        for folder in ("images", "donors"):
+            if (root / folder).exists():
+                shutil.rmtree(root / folder)
 
 
-def _plan(conditions: dict[str, tuple[str, ...]], n_subjects: int, max_photos: int,
-          rng: np.random.Generator) -> list[_Subject]:
-    """``n_subjects`` per condition, each with 1..``max_photos`` photos."""
-    return [_Subject(cond, changes, f"{cond}-s{si + 1}", int(rng.integers(1, max_photos + 1)))
-            for cond, changes in conditions.items() for si in range(n_subjects)]
-
-
-def _draw_subject(root: Path, subject: _Subject, base: np.ndarray, base_lm: np.ndarray, iod: float,
-                  srng: np.random.Generator) -> Iterator[tuple[dict, dict]]:
-    """Write the photos of ``subject``, yielding each one's metadata row and landmark row."""
+def _draw_subject(root: Path, subject: Subject, photos: Sequence[FacePhoto], srng: np.random.Generator,
+                  strength_scale: float) -> Iterator[tuple[dict, dict]]:  # fmt: skip
+    """Write the photos of ``subject``, yielding each one's metadata row and ground-truth row."""
     from PIL import Image
 
-    target = _identity(base_lm, srng, iod)
-    strength = srng.uniform(0.7, 1.3)
-    for key in subject.changes:
-        target = CHANGES[key].apply(target, strength * srng.uniform(0.85, 1.15), iod)
-    tint = np.clip(1 + srng.normal(0, 0.05, 3), 0.85, 1.15).astype(np.float32)
-    age = round(float(srng.uniform(1.0, 16.0)), 1)
-    sex = str(srng.choice(["F", "M"]))
-    cond, sid = subject.condition, subject.subject_id
+    strength = srng.uniform(0.7, 1.3) * strength_scale
+    jitter = {key: srng.uniform(0.85, 1.15) for key in subject.changes}
+    cond = subject.condition
     (root / "images" / cond).mkdir(parents=True, exist_ok=True)
-    for k in range(1, subject.n_photos + 1):
-        img, lm = _render(base, base_lm, target, srng, tint)
-        rel = f"images/{cond}/{sid}_{k}.png"
+    for k, i in enumerate(subject.photos, start=1):
+        photo = photos[i]
+        iod = _iod(photo.landmarks)
+        target = photo.landmarks
+        for key in subject.changes:
+            target = CHANGES[key].apply(target, strength * jitter[key], iod)
+        img, lm = _render(photo.image, photo.landmarks, target, srng)
+        rel = f"images/{cond}/{subject.person}_{k}.png"
         Image.fromarray(img).save(root / rel, format="PNG", compress_level=1)
-        yield ({"path": rel, "label": cond, "subject_id": sid, "age": age, "sex": sex},
-               {"path": rel, "label": cond, "subject_id": sid, "strength": round(float(strength), 4),
-                "landmarks": lm.ravel().tolist()})
+        yield ({"path": rel, "label": cond, "subject_id": subject.person},
+               {"path": rel, "label": cond, "subject_id": subject.person, "source": photo.source,
+                "strength": round(float(strength), 4), "landmarks": lm.ravel().tolist()})
+
+
+def _write_donors(root: Path, donors: Sequence[FacePhoto]) -> Path:
+    """The donor photos as they are (no condition), in ``donors/``, listed in ``donors.csv`` (path, subject_id)."""
+    from PIL import Image
+
+    (root / "donors").mkdir(parents=True, exist_ok=True)
+    rows, seen = [], {}
+    for ph in donors:
+        seen[ph.person] = seen.get(ph.person, 0) + 1
+        rel = f"donors/{ph.person}_{seen[ph.person]}.png"
+        Image.fromarray(ph.image).save(root / rel, format="PNG", compress_level=1)
+        rows.append({"path": rel, "subject_id": ph.person, "source": ph.source})
+    atomic_write(root / "donors.csv", lambda p: pd.DataFrame(rows).to_csv(p, index=False))
+    return root / "donors.csv"
 
 
 def _condition_rows(conditions: dict[str, tuple[str, ...]]) -> list[dict[str, str]]:
@@ -353,56 +377,107 @@ def _condition_rows(conditions: dict[str, tuple[str, ...]]) -> list[dict[str, st
     ]
 
 
-def build_demo_dataset(
+def simulate_conditions(
+    photos: Sequence[FacePhoto],
     out_dir: str | Path,
     *,
+    credit: str,
     seed: int = 0,
-    n_subjects: int = 5,
-    max_photos: int = 2,
-    size: int = 256,
+    n_subjects: int = 4,
+    max_photos: int = 1,
+    strength: float = 1.0,
     conditions: dict[str, tuple[str, ...]] | None = None,
+    donors: Sequence[FacePhoto] = (),
     overwrite: bool = False,
     on_progress: ProgressCallback | None = None,
 ) -> DemoDataset:
-    """Write the simulated demo dataset to ``out_dir`` (see the module docstring) and describe it.
+    """Draw simulated conditions on photos of different people and write an ingestable folder to ``out_dir``.
 
-    Deterministic: the same ``seed`` (and options) gives byte-identical images and tables.
+    Each condition (its fixed craniofacial changes) goes to ``n_subjects`` different people
+    (:func:`assign_people`), each on 1..``max_photos`` of their photos, at a random strength per (person,
+    condition); each photo gets a random pose and lighting. The layout::
+
+        images/<condition>/<person>_<k>.png   the photos (one sub-folder per simulated condition)
+        demo_metadata.csv                      path,label,subject_id (subject_id: the person)
+        ground_truth_landmarks.parquet         path,label,subject_id,source,strength + the landmarks drawn
+        conditions.csv                         condition -> HPO term ids, names and the changes applied
+        donors/<person>_<k>.png, donors.csv    ``donors`` as they are: people kept out of every condition
+        README.txt                             what this is (SIMULATED) and ``credit`` for the photos
+
+    Deterministic: the same photos, ``seed`` and options give byte-identical images and tables.
 
     Args:
-        n_subjects: simulated subjects per condition; each gets 1..``max_photos`` photos.
-        size: side of the square images in pixels.
+        photos: the people's photos (RGB uint8 with their dlib68 landmarks).
+        credit: a paragraph for README.txt naming where the photos come from and their terms of use.
+        strength: scales every change (each (person, condition) draws its strength from U(0.7, 1.3) x ``strength``).
         conditions: condition -> change keys (default :data:`CONDITIONS`; keys of :data:`CHANGES`).
-        overwrite: replace an existing demo dataset in ``out_dir``.
+        donors: photos of people who must not show any condition (e.g. identities for identity-free generators).
+        overwrite: replace an existing dataset in ``out_dir``.
     """
     root = Path(out_dir).expanduser().absolute()
     conditions = dict(CONDITIONS if conditions is None else conditions)
     _check_out_dir(root, conditions, overwrite)
-    base, base_lm = base_portrait(size)
-    iod = _iod(base_lm)
+    both = sorted({p.person for p in photos} & {d.person for d in donors})
+    if both:
+        raise PhenosynthError(f"Donors must not show a condition, but {both[:5]} are among both photos and donors.")
+    if not strength > 0:
+        raise PhenosynthError(f"strength must be positive, got {strength}.")
     rng = np.random.default_rng(seed)
-    plan = _plan(conditions, n_subjects, max_photos, rng)
-    total = sum(s.n_photos for s in plan)
+    plan = assign_people(photos, conditions, n_subjects=n_subjects, max_photos=max_photos, rng=rng)
+    total = sum(len(s.photos) for s in plan)
     meta_rows, lm_rows = [], []
     report(on_progress, 0, total)
     for subject in plan:
         srng = np.random.default_rng(rng.integers(2**63))
-        for meta, lm_row in _draw_subject(root, subject, base, base_lm, iod, srng):
+        for meta, lm_row in _draw_subject(root, subject, photos, srng, strength):
             meta_rows.append(meta)
             lm_rows.append(lm_row)
             report(on_progress, len(meta_rows), total)
     lm_df = pd.DataFrame(lm_rows)
     atomic_write(root / "ground_truth_landmarks.parquet", lambda p: lm_df.to_parquet(p, index=False))
     atomic_write(root / "conditions.csv", lambda p: pd.DataFrame(_condition_rows(conditions)).to_csv(p, index=False))
-    readme = README.format(n=len(conditions), seed=seed, n_images=total, n_conditions=len(conditions),
-                           n_subjects=len(plan), root=root)  # fmt: skip
+    donors_csv = _write_donors(root, donors) if donors else None
+    n_people = len({s.person for s in plan})
+    readme = README.format(
+        credit=credit, per_condition=n_subjects, seed=seed, n_images=total, n_conditions=len(conditions),
+        n_subjects=n_people, root=root,
+        donor_files=", donors/ and donors.csv (people kept out of every condition, photos unchanged)" if donors else "",
+        donor_count=f"; {len(donors)} donor photos of {len({d.person for d in donors})} other people" if donors else "",
+    )
     (root / "README.txt").write_text(readme, encoding="utf-8")
     meta_path = root / "demo_metadata.csv"
     atomic_write(meta_path, lambda p: pd.DataFrame(meta_rows).to_csv(p, index=False))  # last: marks completion
-    (root / "demo_params.json").write_text(
-        json.dumps({"seed": seed, "n_subjects": n_subjects, "max_photos": max_photos, "size": size}, indent=1)
-    )
-    log.info("demo dataset: %d simulated images in %s", total, root)
+    (root / "demo_params.json").write_text(json.dumps(
+        {"seed": seed, "n_subjects": n_subjects, "max_photos": max_photos, "strength": strength,
+         "conditions": conditions}, indent=1))
+    log.info("simulated conditions: %d images of %d people in %s", total, n_people, root)
     return DemoDataset(root=root, images_dir=root / "images", metadata_csv=meta_path,
                        landmarks_path=root / "ground_truth_landmarks.parquet", conditions_csv=root / "conditions.csv",
-                       readme_path=root / "README.txt", n_images=total, n_subjects=len(plan),
-                       conditions=tuple(conditions))
+                       readme_path=root / "README.txt", n_images=total, n_subjects=n_people,
+                       conditions=tuple(conditions), donors_csv=donors_csv, n_donor_photos=len(donors))
+
+
+def build_demo_dataset(
+    out_dir: str | Path,
+    *,
+    seed: int = 0,
+    n_subjects: int = 4,
+    max_photos: int = 2,
+    conditions: dict[str, tuple[str, ...]] | None = None,
+    overwrite: bool = False,
+    on_progress: ProgressCallback | None = None,
+) -> DemoDataset:
+    """The demo dataset: :func:`simulate_conditions` on the ORL faces shipped with the package
+    (:mod:`phenosynth.demo.orl`), its condition pool showing the conditions and its donor pool written as donors.
+
+    Args:
+        n_subjects: different people per condition; each on 1..``max_photos`` photos.
+        conditions: condition -> change keys (default :data:`CONDITIONS`).
+        overwrite: replace an existing demo dataset in ``out_dir``.
+    """
+    from phenosynth.demo.orl import CREDIT, DEMO_SCALE, load_shipped_faces
+
+    return simulate_conditions(
+        load_shipped_faces("condition", scale=DEMO_SCALE), out_dir, credit=CREDIT, seed=seed, n_subjects=n_subjects,
+        max_photos=max_photos, conditions=conditions, donors=load_shipped_faces("donor", scale=DEMO_SCALE),
+        overwrite=overwrite, on_progress=on_progress)

@@ -1,7 +1,12 @@
 """The end-to-end demo: the embedded demo dataset through every stage, ending in a study report.
 
-    dataset -> ingest -> split -> faces -> generate (shape-warp) -> faces of the synthetic images -> rank
+    dataset -> ingest -> split -> faces -> generate -> faces of the synthetic images -> rank
             -> study (study/specs/demo.yaml)
+
+The dataset is :func:`~phenosynth.demo.dataset.build_demo_dataset`: the simulated conditions drawn on the ORL faces
+shipped with the package, 4 different people per condition (its donor pool is written to ``OUT/dataset/donors`` and
+not ingested). The generator is the spec's ``generator`` (``study/specs/demo.yaml``: ``shape-warp``, augmentation of
+the real photos); a spec without one (``already-generated``) falls back to :data:`DEFAULT_GENERATOR`.
 
 Each stage is skipped when its output is already in ``OUT`` (so a second ``phenosynth demo`` reuses the workspace
 and only runs a new study, under a new run name), which also makes an interrupted demo cheap to finish.
@@ -29,6 +34,8 @@ from phenosynth.synth import generate, rank
 
 log = logging.getLogger(__name__)
 
+#: The generator of a demo spec that names none.
+DEFAULT_GENERATOR = "shape-warp"
 STAGES = ("dataset", "ingest", "split", "faces", "generate", "faces-syn", "rank", "study")
 
 
@@ -97,7 +104,7 @@ def run_demo(
     stage("split", bool(ws.load_manifest()["split"].notna().any()),
           lambda: split(ws, test_size=0.25, folds=spec.folds, seed=42))
     stage("faces", ws.faces_path.exists(), lambda: run_face_pass(ws))
-    gen = spec.generator if isinstance(spec.generator, GeneratorSpec) else GeneratorSpec(name="shape-warp")
+    gen = spec.generator if isinstance(spec.generator, GeneratorSpec) else GeneratorSpec(name=DEFAULT_GENERATOR)
     have_synthetic = bool((mf.synthetic(ws.load_manifest())["generator"] == gen.name).any())
     stage("generate", have_synthetic, lambda: generate(ws, generator=gen.name, per_class=gen.per_class, seed=gen.seed))
     stage("faces-syn", False, lambda: run_face_pass(ws))  # processes only the new (synthetic) images

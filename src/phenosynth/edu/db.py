@@ -171,6 +171,9 @@ class Invitation(Base):
     expires_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
     accepted_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
     accepted_user_id: Mapped[int | None] = mapped_column(ForeignKey("users.id"), nullable=True)
+    # 0002: how many sign-ups the link allows (None: no limit; a personal invitation: 1) and how many it had
+    max_uses: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    uses: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
 
 
 class Exercise(Base):
@@ -201,6 +204,12 @@ class Attempt(Base):
     user_id: Mapped[int] = mapped_column(ForeignKey("users.id"), index=True)
     started_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    # 0002: a quiz attempt's questions in the order asked ([{"deck_image_id", "condition", "choices"}, ...]), its
+    # deadline (the exercise's time limit, enforced by the server) and the question on screen since ``shown_at``
+    items: Mapped[list[dict[str, Any]]] = mapped_column(JSON, default=list, server_default="[]")
+    deadline_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    shown_item: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    shown_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
 
 
 class Answer(Base):
@@ -208,7 +217,8 @@ class Answer(Base):
 
     __tablename__ = "answers"
     __table_args__ = (CheckConstraint("confidence BETWEEN 1 AND 5", name="ck_answers_confidence"),
-                      CheckConstraint("response_ms >= 0", name="ck_answers_response_ms"))
+                      CheckConstraint("response_ms >= 0", name="ck_answers_response_ms"),
+                      UniqueConstraint("attempt_id", "item", name="uq_answers_attempt_item"))
 
     id: Mapped[int] = mapped_column(primary_key=True)
     attempt_id: Mapped[int] = mapped_column(ForeignKey("attempts.id", ondelete="CASCADE"), index=True)
@@ -219,6 +229,9 @@ class Answer(Base):
     response_ms: Mapped[int] = mapped_column(Integer)
     shown_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
     answered_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    # 0002: the question's index in its attempt (unique per attempt: a double submit stores one answer); None for
+    # answers that are not numbered questions
+    item: Mapped[int | None] = mapped_column(Integer, nullable=True)
 
 
 class ReviewCard(Base):

@@ -39,7 +39,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from phenosynth.audit.export import SCORE_COLUMNS
-from phenosynth.audit.gate import gate_reasons, synthetic_runs
+from phenosynth.audit.gate import audit_staleness, gate_reasons, synthetic_runs
 from phenosynth.audit.privacy import PRIVACY_FLAGS, audit_dir, load_audit
 from phenosynth.data.manifest import SYNTHETIC
 from phenosynth.data.workspace import Workspace, atomic_write
@@ -52,6 +52,7 @@ REASON_REAL = "a real photo (decks take synthetic images only)"
 REASON_NOT_SYNTHETIC = "not a synthetic image (source '{source}'; decks take synthetic images only)"
 REASON_UNKNOWN = "not an image of this workspace"
 REASON_RUN_UNAUDITED = "not audited: run '{run}' has no audit (phenosynth audit -w WS --run {run})"
+REASON_RUN_STALE = "stale audit: {why} (phenosynth audit -w WS --run {run})"
 REASON_EXCLUDED = "left out of the workspace: {reason}"
 REASON_NO_AUDIT_RECORD = "no audit record in the deck zip"
 
@@ -96,6 +97,7 @@ def workspace_images(ws: Workspace) -> pd.DataFrame:
     runs = synthetic_runs(manifest).reindex(manifest.index)
     audits = {run: load_audit(ws, run)[0].assign(image_id=lambda f: f["image_id"].astype(str)).set_index("image_id")
               for run in sorted(set(runs.dropna())) if (audit_dir(ws, run) / "audit.parquet").exists()}
+    stale = {run: why for run in audits if (why := audit_staleness(ws, manifest, run)) is not None}
     gated = gate_reasons(ws, manifest)
     excluded = manifest["exclude_reason"] if "exclude_reason" in manifest.columns else pd.Series(None, manifest.index)
     rows = []
@@ -108,6 +110,8 @@ def workspace_images(ws: Workspace) -> pd.DataFrame:
             refused = REASON_EXCLUDED.format(reason=why)
         elif run not in audits:
             refused = REASON_RUN_UNAUDITED.format(run=run)
+        elif run in stale:  # the gate treats a stale run as never audited; a deck refuses it outright
+            refused = REASON_RUN_STALE.format(why=stale[run], run=run)
         else:
             refused = gated.get(image_id)
             if image_id in audits[run].index:

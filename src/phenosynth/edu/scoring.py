@@ -4,7 +4,7 @@ An answers frame has one row per answered image, columns :data:`ANSWER_COLUMNS`:
 
 - ``trainee`` (str), ``condition_true`` and ``condition_chosen`` (condition labels), ``correct`` (bool),
 - ``confidence`` (int 1-5, the trainee's rating), ``response_ms`` (time to answer),
-- ``phase``: ``pre`` | ``post`` (a test before / after learning) | ``practice``,
+- ``phase``: ``pre`` | ``post`` (a test before / after learning) | ``quiz`` (a test on its own) | ``practice``,
 - optional ``n_choices``: the number of answer options the image was shown with (default: every condition).
 
 The numbers are those of Waikel et al. (JAMA Netw Open 2024; residents classified images of Kabuki and Noonan
@@ -31,7 +31,7 @@ import pandas as pd
 from phenosynth.errors import PhenosynthError
 
 ANSWER_COLUMNS = ["trainee", "condition_true", "condition_chosen", "confidence", "response_ms", "phase", "correct"]
-PHASES = ("pre", "post", "practice")
+PHASES = ("pre", "post", "quiz", "practice")
 CONFIDENCE_LEVELS = (1, 2, 3, 4, 5)
 
 

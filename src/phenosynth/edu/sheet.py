@@ -29,7 +29,7 @@ from typing import Sequence
 import pandas as pd
 
 from phenosynth.audit.export import shareable_images
-from phenosynth.audit.gate import gate_reasons, synthetic_runs
+from phenosynth.audit.gate import audit_staleness, gate_reasons, synthetic_runs
 from phenosynth.audit.privacy import audit_dir, transforms_patient_photos
 from phenosynth.data.filenames import safe_name
 from phenosynth.data.manifest import SYNTHETIC
@@ -67,7 +67,7 @@ def _check_condition(manifest: pd.DataFrame, condition: str) -> None:
 
 
 def _refusal(image_id: str, condition: str, manifest: pd.DataFrame, runs: pd.Series, audited: set[str],
-             gate: dict[str, str]) -> str:
+             stale: dict[str, str], gate: dict[str, str]) -> str:
     """Why ``image_id`` may not go on a sheet of ``condition`` (asked only of images that are not shareable)."""
     rows = manifest[manifest["image_id"].astype(str) == image_id]
     if rows.empty:
@@ -84,6 +84,8 @@ def _refusal(image_id: str, condition: str, manifest: pd.DataFrame, runs: pd.Ser
     run = runs.get(rows.index[0])
     if run not in audited:
         return f"its run '{run}' was never audited (phenosynth audit -w WS --run {run})"
+    if run in stale:
+        return f"its run '{run}' has a stale audit: {stale[run]} (phenosynth audit -w WS --run {run})"
     return gate.get(image_id, "not shareable by the audit")
 
 
@@ -111,6 +113,7 @@ def select_sheet_images(ws: Workspace, condition: str, *, run: str | None = None
         raise PhenosynthError(f"Condition '{condition}' has no synthetic images: generate some first "
                               "(phenosynth generate -w WS --generator NAME), then audit them.")
     audited = {r for r in set(runs) if (audit_dir(ws, r) / "audit.parquet").exists()}
+    stale = {r: why for r in audited if (why := audit_staleness(ws, manifest, r)) is not None}
     notes, pool = [], []
     for r in wanted:
         generators = set(manifest.loc[runs.index[runs == r], "generator"].astype(str))
@@ -119,6 +122,8 @@ def select_sheet_images(ws: Workspace, condition: str, *, run: str | None = None
                          "(augmentation): its images cannot go on a sheet of faces that belong to no real child")
         elif r not in audited:
             notes.append(f"run '{r}' was never audited (phenosynth audit -w WS --run {r})")
+        elif r in stale:
+            notes.append(f"run '{r}' has a stale audit: {stale[r]} (phenosynth audit -w WS --run {r})")
         else:
             rows = shareable_images(ws, r, manifest)[0]
             pool.append(rows[rows["label"].astype(str) == condition].assign(run=r))
@@ -127,7 +132,7 @@ def select_sheet_images(ws: Workspace, condition: str, *, run: str | None = None
         ids = [str(i) for i in image_ids]
         ok = set(shareable["image_id"].astype(str))
         gate = gate_reasons(ws, manifest)
-        refused = [f"{i[:12]}: {_refusal(i, condition, manifest, runs, audited, gate)}" for i in ids if i not in ok]
+        refused = [f"{i[:12]}: {_refusal(i, condition, manifest, runs, audited, stale, gate)}" for i in ids if i not in ok]
         if refused:
             raise PhenosynthError(f"{len(refused)} image(s) cannot go on a counselling sheet, which takes only "
                                   "audited, unflagged synthetic faces: " + "; ".join(refused) + ".")

@@ -1,8 +1,11 @@
 """``phenosynth generate``: fit a registered generator on the real training faces of a workspace and save its samples.
 
 Images go to ``WS/synthetic/<run>/<label>/<index>_<id>.png``; each becomes a manifest row with ``source=synthetic``,
-``generator``, ``parents`` (the training images it was made from), ``params`` (JSON) and ``split=train``, and
-``WS/synthetic/<run>/run.json`` records the run. Work is spread over processes by chunks of a class; every image is
+``generator``, ``parents`` (its pixel parents: the training images or donor faces whose pixels it holds),
+``statistic_parents`` (training images that only shaped a statistic it was drawn from), ``params`` (JSON) and
+``split=train``, and ``WS/synthetic/<run>/run.json`` records the run (its fit set ``training_images``, the role of
+that fit set ``fit_set_role``, the donors it used, and ``uses_patient_pixels``). A generator that takes identities
+(``accepts_identities``) is handed the workspace's donor faces that have landmarks. Work is spread over processes by chunks of a class; every image is
 a pure function of ``(seed, label, index)``, so the output does not depend on the number of processes, and running
 the same command again adds nothing new.
 """
@@ -22,14 +25,14 @@ import pandas as pd
 
 from phenosynth.data.filenames import safe_name
 from phenosynth.data.manifest import (
-    REAL, SYNTHETIC, TRAIN, append_rows, params_json, real_classes, require_real_train,
+    REAL, SYNTHETIC, TRAIN, append_rows, donors, params_json, real_classes, require_real_train,
 )
 from phenosynth.data.workspace import Workspace, atomic_write, locks_workspace
 from phenosynth.errors import LeakageError, PhenosynthError
 from phenosynth.parallel import worker_count, worker_map
 from phenosynth.progress import ProgressCallback, report
 from phenosynth.synth.generators import Generator, create_generator
-from phenosynth.synth.generators.base import SyntheticSample
+from phenosynth.synth.generators.base import Identities, SyntheticSample
 
 log = logging.getLogger(__name__)
 
@@ -124,6 +127,7 @@ class _ChunkMaker:
             "source": SYNTHETIC,
             "generator": self.generator.name,
             "parents": list(s.parents),
+            "statistic_parents": list(s.statistic_parents),
             "split": TRAIN,
             "fold": pd.NA,
             "exclude_reason": pd.NA,
@@ -161,13 +165,9 @@ def _warn_about_other_unfinished_runs(ws: Workspace, run: str, manifest: pd.Data
 
 
 def _training_faces(
-    ws: Workspace, train: pd.DataFrame, faces: pd.DataFrame | None
+    ws: Workspace, train: pd.DataFrame, faces: pd.DataFrame
 ) -> tuple[pd.DataFrame, dict[str, str]]:
     """Rows of ``train`` that have landmarks (+ a ``landmarks`` column), and the skipped ones with a reason."""
-    if faces is None:
-        from phenosynth.faces.facepass import load_faces
-
-        faces = load_faces(ws)
     ids = train["image_id"].astype(str)
     have = ids.isin(faces.index)
     if not have.any():
@@ -225,7 +225,7 @@ def generate(
     if per_class < 1:
         raise PhenosynthError(f"--per-class must be at least 1 (got {per_class}).")
     manifest = ws.load_manifest()
-    gen, kept, skipped = _fitted_generator(ws, manifest, generator, options, faces)
+    gen, kept, skipped, donor_ids = _fitted_generator(ws, manifest, generator, options, faces)
     todo = _classes_to_make(gen, classes)
     run = safe_name(name or f"{generator}-seed{seed}")
     out_dir = ws.synthetic_dir / run
@@ -233,13 +233,14 @@ def generate(
     out_dir.mkdir(parents=True, exist_ok=True)
     maker_args = (gen, out_dir, ws.root, int(seed), run, frozenset(manifest["image_id"].astype(str)))
     rows, made, workers = _make_images(maker_args, todo, per_class, n_jobs, on_progress)
-    new = _checked_new_rows(rows, set(kept["image_id"].astype(str)), generator)
+    new = _checked_new_rows(rows, set(kept["image_id"].astype(str)), set(donor_ids), generator)
     seconds = time.perf_counter() - t0
     record = {
         "run": run, "generator": generator, "seed": int(seed), "per_class": int(per_class),
         "settings": gen.get_params(), "classes": len(todo), "images": sum(made.values()), "new_images": len(new),
-        "training_images": sorted(_fit_set(out_dir, kept)), "skipped_training": skipped, "seconds": round(seconds, 3),
-        "workers": workers,
+        "training_images": sorted(_fit_set(out_dir, kept)), "fit_set_role": gen.fit_set_role,
+        "donor_images": sorted(donor_ids), "uses_patient_pixels": bool(gen.uses_patient_pixels),
+        "skipped_training": skipped, "seconds": round(seconds, 3), "workers": workers,
     }  # fmt: skip
     # The record of the run's fit set goes first, then the manifest rows (whose images are all written by now): a
     # kill between the two leaves images that the next call resumes, never rows whose run the lineage rule cannot see.
@@ -271,14 +272,18 @@ def generate(
 
 def _fitted_generator(
     ws: Workspace, manifest: pd.DataFrame, generator: str, options: dict[str, Any] | None, faces: pd.DataFrame | None
-) -> tuple[Generator, pd.DataFrame, dict[str, str]]:
-    """The generator fitted on the real training faces; the training rows it saw (with ``landmarks``); the training
-    images it did not see, with the reason."""
+) -> tuple[Generator, pd.DataFrame, dict[str, str], list[str]]:
+    """The generator fitted on the real training faces (and the donors, if it takes identities); the training rows it
+    saw (with ``landmarks``); the training images it did not see, with the reason; the donor image_ids it got."""
     real = manifest[manifest["source"] == REAL]
     if real.empty:
         raise PhenosynthError(f"Workspace {ws.root} has no real images. Run first: phenosynth ingest SRC -w {ws.root}")
     train = require_real_train(manifest, ws.root)
     gen = create_generator(generator, **(options or {}))
+    if faces is None:
+        from phenosynth.faces.facepass import load_faces
+
+        faces = load_faces(ws)
     kept, skipped = _training_faces(ws, train, faces)
     if skipped:
         log.warning("%d real training image(s) are not used by the generator (no usable landmarks)", len(skipped))
@@ -286,6 +291,7 @@ def _fitted_generator(
     from phenosynth.data.imageio import load_rgb
 
     images = [load_rgb(ws.resolve(p)) for p in kept["path"].astype(str)]
+    identities = _donor_identities(ws, manifest, faces) if gen.accepts_identities else None
     gen.fit(
         images,
         np.stack(list(kept["landmarks"])),
@@ -293,8 +299,31 @@ def _fitted_generator(
         image_ids=kept["image_id"].astype(str).tolist(),
         splits=kept["split"].tolist(),
         sources=kept["source"].tolist(),
+        folds=kept["fold"].tolist(),
+        subjects=kept["subject_id"].tolist(),
+        identities=identities,
     )
-    return gen, kept, skipped
+    return gen, kept, skipped, [] if identities is None else list(identities.image_ids)
+
+
+def _donor_identities(ws: Workspace, manifest: pd.DataFrame, faces: pd.DataFrame) -> Identities | None:
+    """The workspace's usable donor faces that have landmarks (with as many points as the training faces' landmarker
+    gives), or None when there are none."""
+    from phenosynth.data.imageio import load_rgb
+
+    rows = donors(manifest)
+    rows = rows[rows["image_id"].astype(str).isin(faces.index)]
+    if rows.empty:
+        return None
+    ids = rows["image_id"].astype(str).tolist()
+    missing = len(donors(manifest)) - len(ids)
+    if missing:
+        log.warning("%d donor face(s) have no landmarks and lend no identity (run `phenosynth faces`)", missing)
+    return Identities(
+        images=[load_rgb(ws.resolve(p)) for p in rows["path"].astype(str)],
+        landmarks=np.stack([np.asarray(faces.at[i, "landmarks"], dtype=np.float64) for i in ids]),
+        image_ids=ids, sources=rows["source"].tolist(), splits=rows["split"].tolist(),
+    )
 
 
 def _classes_to_make(gen: Generator, classes: list[str] | None) -> list[str]:
@@ -351,11 +380,15 @@ def _make_images(
     return rows, made, workers
 
 
-def _checked_new_rows(rows: list[dict[str, Any]], train_ids: set[str], generator: str) -> pd.DataFrame:
-    """The new manifest rows in (label, index) order; :class:`LeakageError` if a parent is not a training image."""
-    new = pd.DataFrame(rows, columns=list(rows[0]) if rows else ["image_id", "label", "parents", "_index"])
+def _checked_new_rows(rows: list[dict[str, Any]], train_ids: set[str], donor_ids: set[str],
+                      generator: str) -> pd.DataFrame:
+    """The new manifest rows in (label, index) order; :class:`LeakageError` if a pixel parent is neither a training
+    image nor a donor, or a statistic parent is not a training image."""
+    columns = ["image_id", "label", "parents", "statistic_parents", "_index"]
+    new = pd.DataFrame(rows, columns=list(rows[0]) if rows else columns)
     new = new.sort_values(["label", "_index"], kind="mergesort").drop(columns="_index")
-    bad = [p for ps in new["parents"] for p in ps if p not in train_ids]
+    bad = [p for ps in new["parents"] for p in ps if p not in train_ids and p not in donor_ids]
+    bad += [p for ps in new["statistic_parents"] for p in ps if p not in train_ids]
     if bad:  # the interface guarantees this cannot happen; refuse to write rather than trust it
         raise LeakageError(f"Generator '{generator}' reported parents outside the training set (e.g. {bad[0]}).")
     return new

@@ -1,7 +1,9 @@
 """Lineage of synthetic images, generator side: the held-out test set must never be a generator's input.
 
 :func:`check_training_parents` is what every generator calls before it looks at an image: anything that is not a
-usable real *training* image raises :class:`~phenosynth.errors.LeakageError`.
+usable real *training* image raises :class:`~phenosynth.errors.LeakageError`; :func:`check_identities` is the same
+for the faces that lend identities to an identity-free generator (donors only: a test photo raises
+:class:`~phenosynth.errors.LeakageError`, a patient's photo is refused).
 
 What happens *after* a re-split (which synthetic images stay usable: children of test images and every image of a
 run whose recorded fit set holds a test image are excluded) is the data layer's rule, owned by one function:
@@ -13,7 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from phenosynth.data.manifest import REAL, TEST, TRAIN
+from phenosynth.data.manifest import DONOR, REAL, TEST, TRAIN
 from phenosynth.errors import LeakageError, PhenosynthError
 
 
@@ -50,3 +52,32 @@ def check_training_parents(
             raise PhenosynthError(
                 f"{len(fake)} synthetic image(s) were handed to a generator; generators learn from real images only."
             )
+
+
+def check_identities(
+    image_ids: Sequence[str], sources: Sequence[object], splits: Sequence[object] | None = None, *,
+    training_ids: Sequence[str] = (),
+) -> None:
+    """Raise unless every identity face is a donor (manifest ``source=donor``, no split, not a training image).
+
+    Raises:
+        LeakageError: an identity is a held-out test image (names up to five of them).
+        PhenosynthError: an identity is a patient's photo or a synthetic image (identities must be donors).
+    """
+    ids = [str(i) for i in image_ids]
+    splits = [None] * len(ids) if splits is None else list(splits)
+    if len(sources) != len(ids) or len(splits) != len(ids):
+        raise ValueError("identity image_ids, sources and splits must have one entry per face")
+    test = [i for i, s in zip(ids, splits) if str(s) == TEST]  # str: NA (no split) compares as "<NA>"
+    if test:
+        raise LeakageError(
+            f"{len(test)} held-out test image(s) were handed to a generator as identities "
+            f"(e.g. {', '.join(t[:12] for t in test[:5])}). Identities must be donor faces (ingest --donors)."
+        )
+    train = set(map(str, training_ids))
+    patients = [i for i, s in zip(ids, sources) if str(s) != DONOR or i in train]
+    if patients:
+        raise PhenosynthError(
+            f"{len(patients)} identity face(s) are not donors (e.g. {', '.join(p[:12] for p in patients[:5])}): an "
+            "identity-free generator takes identities from donor faces only (phenosynth ingest DIR -w WS --donors)."
+        )

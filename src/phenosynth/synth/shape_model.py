@@ -111,14 +111,25 @@ class ShapeModel:
 
     def sample_scores(self, label: object, n: int, rng: np.random.Generator, *, scale: float = 1.0) -> np.ndarray:
         """``(n, k)`` PCA scores drawn from the condition's (shrunk) Gaussian, clipped to plausible shapes."""
-        c = self._class_index(label)
-        cov = self.class_covs_[c]
-        w, V = np.linalg.eigh(cov)
+        b = self.class_means_[self._class_index(label)] + self.variation_scores(label, n, rng, scale=scale)
+        return self.clip_scores(b)
+
+    def variation_scores(self, label: object, n: int, rng: np.random.Generator, *, scale: float = 1.0) -> np.ndarray:
+        """``(n, k)`` zero-mean PCA scores drawn from the condition's (shrunk) covariance, times ``scale``: its
+        variation without its mean."""
+        w, V = np.linalg.eigh(self.class_covs_[self._class_index(label)])
         root = V * np.sqrt(np.clip(w, 0.0, None))
         z = rng.standard_normal((int(n), len(w)))
-        b = self.class_means_[c] + scale * z @ root.T
+        return scale * z @ root.T
+
+    def clip_scores(self, scores: np.ndarray) -> np.ndarray:
+        """``scores (n, k)`` clipped to ``clip_sd`` population standard deviations per component."""
         limit = self.clip_sd * np.sqrt(self.pca_.explained_variance_)
-        return np.clip(b, -limit, limit)
+        return np.clip(scores, -limit, limit)
+
+    def offset_from_scores(self, scores: np.ndarray) -> np.ndarray:
+        """PCA scores ``(n, k)`` -> shape offsets ``(n, K, 2)`` from the population mean, in the model frame."""
+        return (np.atleast_2d(scores) @ self.pca_.components_).reshape(-1, self.n_points_, 2)
 
     def shapes_from_scores(self, scores: np.ndarray) -> np.ndarray:
         """PCA scores ``(n, k)`` -> shapes ``(n, K, 2)`` in the model frame."""

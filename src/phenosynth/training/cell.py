@@ -26,7 +26,7 @@ import numpy as np
 import pandas as pd
 
 from phenosynth.audit.gate import gate
-from phenosynth.data.leakage import assert_no_leakage
+from phenosynth.data.leakage import FitSets, assert_no_leakage, exclude_validation_children, load_pixel_fit_sets
 from phenosynth.data.manifest import real_classes, real_test, real_train
 from phenosynth.data.workspace import Workspace, atomic_write, locks_workspace
 from phenosynth.errors import PhenosynthError, WorkspaceError
@@ -130,11 +130,13 @@ def selected_synthetic(ws: Workspace, manifest: pd.DataFrame, config: TrainConfi
                                     landmarker=config.landmarker, warn_unranked=False))
 
 
-def fold_manifest(manifest: pd.DataFrame, fold: int) -> pd.DataFrame:
-    """The manifest fold ``fold`` selects synthetic images from: children of its validation photos excluded."""
+def fold_manifest(manifest: pd.DataFrame, fold: int, pixel_fit_sets: FitSets | None = None) -> pd.DataFrame:
+    """The manifest fold ``fold`` selects synthetic images from: images whose pixels come from its validation photos
+    excluded (the fold rule, :func:`phenosynth.data.leakage.exclude_validation_children`; ``pixel_fit_sets`` from
+    :func:`~phenosynth.data.leakage.load_pixel_fit_sets`)."""
     rt = real_train(manifest)
     in_fold = rt["fold"].fillna(-1).astype(int) == fold
-    return without_children_of(manifest, rt.loc[in_fold, "image_id"].astype(str).tolist())
+    return exclude_validation_children(manifest, rt.loc[in_fold, "image_id"].astype(str).tolist(), pixel_fit_sets)
 
 
 def synthetic_available(ws: Workspace, config: TrainConfig, folds: Sequence[int],
@@ -145,8 +147,9 @@ def synthetic_available(ws: Workspace, config: TrainConfig, folds: Sequence[int]
 
     manifest = gate(ws, ws.load_manifest() if manifest is None else manifest, config.privacy_gate)[0]
     out = {}
+    pixel_fit_sets = load_pixel_fit_sets(ws)
     for fold in folds:
-        fm = fold_manifest(manifest, fold)
+        fm = fold_manifest(manifest, fold, pixel_fit_sets)
         cand = selection_candidates(ws, fm, strategy=config.selection, representation=config.representation,
                                     warn_unranked=False)
         out[int(fold)] = selectable_count(candidate_counts(fm, cand), per_class=config.per_class)
@@ -175,22 +178,6 @@ def warn_unranked(ws: Workspace, config: TrainConfig, manifest: pd.DataFrame | N
     if config.regime != "real" and get_strategy(config.selection).needs_scores:
         selection_candidates(ws, ws.load_manifest() if manifest is None else manifest, strategy=config.selection,
                              representation=config.representation)
-
-
-def without_children_of(manifest: pd.DataFrame, parent_ids: list[str]) -> pd.DataFrame:
-    """``manifest`` with the synthetic images made from ``parent_ids`` excluded (reason "parent in validation fold").
-
-    A fold's model must not train on synthetic children of the photos it is validated on, or model selection would
-    see its own validation faces through their warped copies.
-    """
-    parents = set(parent_ids)
-    tainted = (manifest["source"] == "synthetic") & manifest["exclude_reason"].isna() & manifest["parents"].map(
-        lambda ps: any(p in parents for p in ps))
-    if not tainted.any():
-        return manifest
-    out = manifest.copy()
-    out.loc[tainted, "exclude_reason"] = "parent in validation fold"
-    return out
 
 
 @dataclass
@@ -232,7 +219,8 @@ def cell_sets(ws: Workspace, manifest: pd.DataFrame, config: TrainConfig, fold: 
     real_val = rt.loc[in_fold, "image_id"].astype(str).tolist()
     real_tr = rt.loc[~in_fold, "image_id"].astype(str).tolist()
     gated = gate(ws, manifest, config.privacy_gate)[0]
-    syn = selected_synthetic(ws, fold_manifest(gated, fold), config, seed, where=f"fold {fold}")
+    syn = selected_synthetic(ws, fold_manifest(gated, fold, load_pixel_fit_sets(ws)), config, seed,
+                             where=f"fold {fold}")
     if config.regime != "real" and not syn:
         raise PhenosynthError(
             f"Regime '{config.regime}' needs synthetic images, but none were selected. Make some first: "

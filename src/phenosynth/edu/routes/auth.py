@@ -64,8 +64,12 @@ def logout(request: Request) -> Response:
 
 
 @router.get("/")
-def home(request: Request, user: User = Depends(current_user)) -> Response:
+def home(request: Request, user: User = Depends(current_user), db: Session = Depends(get_db)) -> Response:
     if user.role == EDUCATOR:
         return RedirectResponse("/decks", status_code=303)
+    from phenosynth.edu.routes.quiz import trainee_home
+
     csrf_token(request)
-    return render(request, "home.html", {})
+    from phenosynth.edu.routes.practice import due_today
+
+    return render(request, "home.html", {"exercises": trainee_home(db, user), "due_today": due_today(db, user)})

@@ -7,11 +7,12 @@ from fastapi import APIRouter, Depends, File, Form, HTTPException, Request, Uplo
 from fastapi.responses import FileResponse, RedirectResponse, Response
 from sqlalchemy import select
 from starlette.concurrency import run_in_threadpool
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, object_session
 
 from phenosynth.edu import decks as D
 from phenosynth.edu.db import Deck, DeckCondition, User
 from phenosynth.edu.deps import current_educator, get_db, render
+from phenosynth.edu.routes.practice import deck_practice_open
 
 router = APIRouter(tags=["decks"], dependencies=[Depends(current_educator)])
 
@@ -44,7 +45,8 @@ def _deck_page(request: Request, deck: Deck, run: str | None = None, *, messages
     return render(request, "deck.html", {
         "deck": deck, "runs": runs, "run": run, "candidates": candidates, "n_run": int((table["run"] == run).sum()),
         "now_refused": {k: v for k, v in now_refused.items() if v}, "messages": messages or [],
-        "refused": refused or [], "error": error, "grid_page": GRID_PAGE}, status_code=status_code)
+        "refused": refused or [], "error": error, "grid_page": GRID_PAGE,
+        "practice_open": deck_practice_open(object_session(deck), deck.id)}, status_code=status_code)
 
 
 @router.get("/decks")

@@ -1,8 +1,10 @@
-"""Generators of synthetic faces: the interface, the registry, and the built-in ``shape-warp`` (CPU)."""
+"""Generators of synthetic faces: the interface, the registry, and the built-in ``shape-warp`` and
+``phenotype-transfer`` (CPU)."""
 
 from phenosynth.synth.generators.base import (
     GENERATORS,
     Generator,
+    Identities,
     SyntheticSample,
     create_generator,
     list_generators,
@@ -10,10 +12,14 @@ from phenosynth.synth.generators.base import (
 )
 from phenosynth.synth.generators import shape_warp as _shape_warp  # noqa: F401  (registers "shape-warp")
 from phenosynth.synth.generators.shape_warp import ShapeWarpGenerator
+from phenosynth.synth.generators import phenotype_transfer as _phenotype_transfer  # noqa: F401  (registers it)
+from phenosynth.synth.generators.phenotype_transfer import PhenotypeTransferGenerator
 
 __all__ = [
     "GENERATORS",
     "Generator",
+    "Identities",
+    "PhenotypeTransferGenerator",
     "ShapeWarpGenerator",
     "SyntheticSample",
     "create_generator",

@@ -7,8 +7,8 @@ A generator learns from real **training** images of one or many conditions and s
     for s in gen.sample(10, seed=0, labels=["A"]):                      # 10 images of condition A
         s.image, s.label, s.parents, s.params
 
-``fit`` is a template method: the base class checks lineage (every input must be a real training image) and
-shapes, then calls the subclass's ``_fit``. ``sample`` must be deterministic given ``(seed, label, index)`` — image
+``fit`` is a template method: the base class checks lineage (every input must be a real training image; identities,
+for generators that take them, must be donor faces) and shapes, then calls the subclass's ``_fit``. ``sample`` must be deterministic given ``(seed, label, index)`` — image
 ``i`` of a condition does not depend on how many images are asked for or on which other conditions are sampled, so
 work can be split over processes freely.
 """
@@ -25,19 +25,39 @@ import numpy as np
 
 from phenosynth.errors import PhenosynthError
 from phenosynth.registry import Registry
-from phenosynth.synth.lineage import check_training_parents
+from phenosynth.synth.lineage import check_identities, check_training_parents
 
 
 @dataclass
 class SyntheticSample:
-    """One generated image: ``image (H, W, 3) uint8``, its condition, the image_ids it was made from and the
-    parameters that produced it (JSON-serialisable)."""
+    """One generated image: ``image (H, W, 3) uint8``, its condition, its lineage by role and the parameters that
+    produced it (JSON-serialisable).
+
+    ``parents``: **pixel** parents, the image_ids whose pixels are in the image (a warped photo, a donor, the members
+    of a morph). ``statistic_parents``: photos that only shaped a statistic the image was drawn from (the condition's
+    photos behind its phenotype), not already among ``parents``. The test-set rule applies to both roles, the fold
+    rule to pixel parents only (:mod:`phenosynth.data.leakage`)."""
 
     image: np.ndarray
     label: str
     parents: list[str]
     params: dict[str, Any] = field(default_factory=dict)
     index: int = 0
+    statistic_parents: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class Identities:
+    """Faces that lend an identity to an identity-free generator: donors (manifest ``source=donor``), never patients.
+
+    ``images`` N ``(H, W, 3)`` uint8; ``landmarks`` ``(N, K, 2)``; ``image_ids``, ``sources`` and ``splits`` (NA for a
+    donor) one per face, as in the manifest (checked by :func:`~phenosynth.synth.lineage.check_identities`)."""
+
+    images: Sequence[np.ndarray]
+    landmarks: np.ndarray | Sequence[np.ndarray]
+    image_ids: Sequence[str]
+    sources: Sequence[object]
+    splits: Sequence[object] | None = None
 
 
 def sample_rng(seed: int, label: str, index: int) -> np.random.Generator:
@@ -54,6 +74,12 @@ class Generator(ABC):
     name: str = ""
     #: True when the generator's images are the patients' own photos transformed (augmentation, not synthesis)
     uses_patient_pixels: bool = False
+    #: True when ``fit`` accepts ``identities`` (donor faces): the workspace's donors are then handed to it
+    accepts_identities: bool = False
+    #: Role of the fit set in every image: "statistic" when the fit set only shapes statistics and each image names
+    #: its pixel parents; "pixel" when pixels of any fit image may be in any image (a learned image model), so the
+    #: fold rule drops the run's images for every fold whose validation photos are in its fit set
+    fit_set_role: str = "pixel"
 
     def fit(
         self,
@@ -64,6 +90,9 @@ class Generator(ABC):
         image_ids: Sequence[str],
         splits: Sequence[object],
         sources: Sequence[object] | None = None,
+        folds: Sequence[object] | None = None,
+        subjects: Sequence[object] | None = None,
+        identities: Identities | None = None,
     ) -> "Generator":
         """Learn from real training images.
 
@@ -74,30 +103,45 @@ class Generator(ABC):
             image_ids: N manifest image_ids (recorded as the parents of what is sampled).
             splits: N manifest splits; anything other than ``"train"`` is refused.
             sources: optional N manifest sources; anything other than ``"real"`` is refused.
+            folds: optional N validation folds (NA: none); default none.
+            subjects: optional N subject ids (NA: the image is its own subject); default each image its own.
+            identities: donor faces, for generators with ``accepts_identities``.
 
         Raises:
-            LeakageError: a test image is among the inputs.
+            LeakageError: a test image is among the inputs or the identities.
         """
         check_training_parents(image_ids, splits, sources)
         n = len(image_ids)
-        if not (len(images) == len(labels) == len(landmarks) == n):
+        folds = [None] * n if folds is None else list(folds)
+        subjects = list(image_ids) if subjects is None else list(subjects)
+        if not (len(images) == len(labels) == len(landmarks) == len(folds) == len(subjects) == n):
             raise ValueError(
-                f"images ({len(images)}), landmarks ({len(landmarks)}), labels ({len(labels)}) and image_ids ({n}) "
-                "must have one entry per image"
+                f"images ({len(images)}), landmarks ({len(landmarks)}), labels ({len(labels)}), folds "
+                f"({len(folds)}), subjects ({len(subjects)}) and image_ids ({n}) must have one entry per image"
             )
+        if identities is not None:
+            if not self.accepts_identities:
+                raise PhenosynthError(f"Generator '{self.name}' does not take identities (donor faces).")
+            check_identities(identities.image_ids, identities.sources, identities.splits, training_ids=image_ids)
         if n == 0:
             raise PhenosynthError("A generator needs at least one real training image with a face to learn from.")
         lm = [np.asarray(p, dtype=np.float64).reshape(-1, 2) for p in landmarks]
         if len({p.shape for p in lm}) != 1:
             raise PhenosynthError("All training faces must have the same number of landmarks (one landmarker).")
+        ids = [str(i) for i in image_ids]
         self._fit(
-            [np.asarray(im) for im in images], np.stack(lm), [str(v) for v in labels], [str(i) for i in image_ids]
+            [np.asarray(im) for im in images], np.stack(lm), [str(v) for v in labels], ids,
+            folds=[None if _missing(f) else int(f) for f in folds],
+            subjects=[i if _missing(s) else str(s) for s, i in zip(subjects, ids)],
+            identities=identities,
         )
         return self
 
     @abstractmethod
-    def _fit(self, images: list[np.ndarray], landmarks: np.ndarray, labels: list[str], image_ids: list[str]) -> None:
-        """Subclass hook: inputs already checked; landmarks ``(N, K, 2)``."""
+    def _fit(self, images: list[np.ndarray], landmarks: np.ndarray, labels: list[str], image_ids: list[str], *,
+             folds: list[int | None], subjects: list[str], identities: Identities | None) -> None:
+        """Subclass hook: inputs already checked; landmarks ``(N, K, 2)``; ``folds`` (None: no fold), ``subjects``
+        (an image without a subject id is its own subject) and ``identities`` (only for ``accepts_identities``)."""
 
     @property
     @abstractmethod
@@ -120,8 +164,18 @@ class Generator(ABC):
                 yield self.sample_one(str(label), i, seed)
 
     def get_params(self) -> dict[str, Any]:
-        """Constructor settings (recorded in every sample's params)."""
-        return {k: v for k, v in vars(self).items() if not k.endswith("_") and not k.startswith("_")}
+        """Constructor settings (recorded in every sample's params): the attributes named like ``__init__``'s
+        parameters."""
+        import inspect
+
+        names = set(inspect.signature(type(self).__init__).parameters) - {"self"}
+        return {k: v for k, v in vars(self).items() if k in names}
+
+
+def _missing(value: object) -> bool:
+    import pandas as pd
+
+    return value is None or bool(pd.isna(value))
 
 
 GENERATORS: Registry[Generator] = Registry("generator")
@@ -132,5 +186,17 @@ def list_generators() -> list[str]:
 
 
 def create_generator(name: str, **options: Any) -> Generator:
-    """Build the registered generator ``name`` (``None`` options are dropped so its defaults apply)."""
+    """Build the registered generator ``name`` (``None`` options are dropped so its defaults apply).
+
+    Raises:
+        PhenosynthError: an option the generator does not have (names the ones it has).
+    """
+    import inspect
+
+    factory = GENERATORS.get(name)
+    known = [p for p in inspect.signature(factory).parameters if p != "self"]
+    unknown = sorted(k for k, v in options.items() if v is not None and k not in known)
+    if unknown:
+        raise PhenosynthError(f"Generator '{name}' has no option(s) {', '.join(unknown)}; its options: "
+                              f"{', '.join(known)}.")
     return GENERATORS.create(name, **options)

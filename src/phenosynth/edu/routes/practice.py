@@ -1,0 +1,256 @@
+"""Perceptual-learning practice (issue 13, item 3, practice part): many short trials, immediate feedback with the
+annotated features, the next condition from :func:`phenosynth.edu.practice.next_condition` over the trainee's
+history on the deck, one FSRS card per (trainee, condition) reviewed after every answer.
+
+**Which decks.** A deck is open for practice when it has an Exercise of kind ``practice`` whose settings do not say
+``"open": false``; the educator opens and closes it with the button on the deck page (``POST
+/decks/{id}/practice``). An exercise with no cohort is open to every trainee; one with a cohort only to that cohort's
+members (the cohorts pages may create such exercises; none is needed here).
+
+**A trial.** ``GET /practice/{exercise}`` picks the condition (adaptive: error rate and slowness; once every
+condition is mastered, the FSRS cards that are due, most overdue first) and its least-shown image, and remembers the
+trial in the signed session (exercise, image, the time it was shown). ``POST /practice/{exercise}/answer`` stores
+an Answer (its phase is the exercise's kind, ``practice``) with the response time measured by the server from that
+time, reviews the card, and shows the feedback: right or wrong, the face again, the condition's annotation.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, time, timedelta, timezone
+from typing import TYPE_CHECKING
+
+import pandas as pd
+from fastapi import APIRouter, Depends, Form, HTTPException, Request
+from fastapi.responses import FileResponse, RedirectResponse, Response
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from phenosynth.edu import decks as D
+from phenosynth.edu import practice as PR
+from phenosynth.edu.annotations import PLAIN_LANGUAGE
+from phenosynth.edu.db import (EDUCATOR, Answer, Attempt, Deck, DeckCondition, DeckImage, Exercise, Membership,
+                               ReviewCard, User, utcnow)
+from phenosynth.edu.deps import current_educator, current_user, get_db, render
+
+if TYPE_CHECKING:
+    import fsrs
+
+router = APIRouter(tags=["practice"])
+
+TRIAL_KEY = "practice_trial"
+NOT_YOURS = "This practice is not open to you."
+
+
+def _aware(t: datetime) -> datetime:
+    """SQLite gives naive datetimes back; they were stored in UTC."""
+    return t if t.tzinfo is not None else t.replace(tzinfo=timezone.utc)
+
+
+def _is_open(ex: Exercise) -> bool:
+    return ex.kind == "practice" and (ex.settings or {}).get("open", True) is not False
+
+
+def open_practice(db: Session, user: User) -> list[Exercise]:
+    """The practice exercises ``user`` may do: open, and without a cohort or of a cohort ``user`` belongs to."""
+    mine = select(Membership.cohort_id).where(Membership.user_id == user.id)
+    rows = db.scalars(select(Exercise).where(Exercise.kind == "practice")
+                      .where((Exercise.cohort_id.is_(None)) | Exercise.cohort_id.in_(mine)).order_by(Exercise.id))
+    return [ex for ex in rows if _is_open(ex)]
+
+
+def _exercise(db: Session, exercise_id: int, user: User) -> Exercise:
+    ex = db.get(Exercise, exercise_id)
+    if ex is None or ex.kind != "practice":
+        raise HTTPException(status_code=404, detail=f"No practice {exercise_id}.")
+    if user.role != EDUCATOR and ex.id not in {e.id for e in open_practice(db, user)}:
+        raise HTTPException(status_code=403, detail=NOT_YOURS)
+    return ex
+
+
+def _usable_images(request: Request, db: Session, deck_id: int) -> list[DeckImage]:
+    """The deck's images a trainee may see now: not retired and through the deck gate (checked again here)."""
+    out = []
+    for img in db.scalars(select(DeckImage).where(DeckImage.deck_id == deck_id, DeckImage.retired.is_(False))
+                          .order_by(DeckImage.position, DeckImage.id)):
+        try:
+            D.image_path(img, request.app.state.images, request.app.state.edu_dir)
+        except D.DeckError:
+            continue
+        out.append(img)
+    return out
+
+
+def history(db: Session, user: User, deck_id: int) -> pd.DataFrame:
+    """The trainee's practice answers on the deck, oldest first: ``condition_true, correct, response_ms, image_id``."""
+    rows = db.execute(select(Answer.correct_label, Answer.chosen_label, Answer.response_ms, Answer.deck_image_id)
+                      .join(Attempt, Answer.attempt_id == Attempt.id).join(Exercise, Attempt.exercise_id == Exercise.id)
+                      .where(Attempt.user_id == user.id, Exercise.deck_id == deck_id, Exercise.kind == "practice")
+                      .order_by(Answer.answered_at, Answer.id)).all()
+    return pd.DataFrame([{"condition_true": t, "correct": t == c, "response_ms": float(ms), "image_id": str(i)}
+                         for t, c, ms, i in rows], columns=["condition_true", "correct", "response_ms", "image_id"])
+
+
+def cards_of(db: Session, user: User, condition_ids: list[int] | None = None) -> dict[int, ReviewCard]:
+    q = select(ReviewCard).where(ReviewCard.user_id == user.id)
+    if condition_ids is not None:
+        q = q.where(ReviewCard.condition_id.in_(condition_ids))
+    return {rc.condition_id: rc for rc in db.scalars(q)}
+
+
+def due_today(db: Session, user: User, now: datetime | None = None) -> int:
+    """How many of the trainee's FSRS cards fall due by the end of today (UTC)."""
+    now = now or utcnow()
+    end = datetime.combine(now.date(), time.max, tzinfo=timezone.utc)
+    cards = {str(k): stored_card(rc) for k, rc in cards_of(db, user).items()}
+    return len(PR.due_conditions(cards, end))
+
+
+def stored_card(rc: ReviewCard) -> "fsrs.Card":
+    """The ``fsrs`` card of a stored row (its due date timezone-aware)."""
+    import fsrs
+
+    card = fsrs.Card.from_dict(rc.card)
+    card.due = _aware(card.due)
+    return card
+
+
+def choose_trial(request: Request, db: Session, user: User, ex: Exercise) -> tuple[DeckImage, str] | None:
+    """The next trial's image and its condition name, or None when every condition is mastered and none is due."""
+    images = _usable_images(request, db, ex.deck_id)
+    by_name = {img.condition.name: img.condition for img in images}
+    if not by_name:
+        raise HTTPException(status_code=409, detail="This deck has no image to practise with yet.")
+    past = history(db, user, ex.deck_id)
+    condition = PR.next_condition(past, sorted(by_name), seed=user.id)
+    if condition is None:
+        names = {c.id: c.name for c in by_name.values()}
+        cards = {names[cid]: stored_card(rc) for cid, rc in cards_of(db, user, list(names)).items()}
+        due = PR.due_conditions(cards, utcnow())
+        if not due:
+            return None
+        condition = due[0]
+    frame = pd.DataFrame({"image_id": [str(i.id) for i in images], "condition": [i.condition.name for i in images]})
+    pk = int(PR.next_image(condition, frame, past))
+    return next(i for i in images if i.id == pk), condition
+
+
+def _attempt(db: Session, user: User, ex: Exercise) -> Attempt:
+    """Today's sitting of ``user`` at ``ex`` (a new Attempt each UTC day)."""
+    start = datetime.combine(utcnow().date(), time.min, tzinfo=timezone.utc)
+    for a in db.scalars(select(Attempt).where(Attempt.user_id == user.id, Attempt.exercise_id == ex.id)
+                        .order_by(Attempt.id.desc()).limit(1)):
+        if _aware(a.started_at) >= start:
+            return a
+    a = Attempt(exercise_id=ex.id, user_id=user.id)
+    db.add(a)
+    db.flush()
+    return a
+
+
+def review_card(db: Session, user: User, condition: DeckCondition, correct: bool, response_ms: int,
+                now: datetime) -> ReviewCard:
+    """The (trainee, condition) FSRS card after this answer (made on the first one)."""
+    rc = db.scalar(select(ReviewCard).where(ReviewCard.user_id == user.id, ReviewCard.condition_id == condition.id))
+    card = stored_card(rc) if rc is not None and rc.card else PR.new_card(str(user.id), str(condition.id), now)
+    card, _ = PR.review(card, correct, response_ms, now)
+    if rc is None:
+        rc = ReviewCard(user_id=user.id, condition_id=condition.id)
+        db.add(rc)
+    rc.card, rc.due = card.to_dict(), card.due
+    return rc
+
+
+# --- pages -------------------------------------------------------------------------------------------------------------
+
+
+@router.get("/practice")
+def practice_list(request: Request, db: Session = Depends(get_db), user: User = Depends(current_user)) -> Response:
+    exercises = open_practice(db, user)
+    decks = {d.id: d for d in db.scalars(select(Deck).where(Deck.id.in_([e.deck_id for e in exercises])))}
+    return render(request, "practice_list.html", {"exercises": [(e, decks[e.deck_id]) for e in exercises],
+                                                  "due_today": due_today(db, user)})
+
+
+@router.get("/practice/{exercise_id:int}")
+def trial(request: Request, exercise_id: int, db: Session = Depends(get_db),
+          user: User = Depends(current_user)) -> Response:
+    ex = _exercise(db, exercise_id, user)
+    chosen = choose_trial(request, db, user, ex)
+    if chosen is None:
+        request.session.pop(TRIAL_KEY, None)
+        return render(request, "practice_done.html", {"exercise": ex, "due_today": due_today(db, user)})
+    img, _ = chosen
+    request.session[TRIAL_KEY] = {"exercise": ex.id, "image": img.id, "shown": utcnow().isoformat()}
+    names = [c.name for c in db.scalars(select(DeckCondition).where(DeckCondition.deck_id == ex.deck_id)
+                                        .order_by(DeckCondition.position, DeckCondition.id))
+             if c.name in {i.condition.name for i in _usable_images(request, db, ex.deck_id)}]
+    return render(request, "practice_trial.html", {"exercise": ex, "image": img, "choices": names})
+
+
+@router.post("/practice/{exercise_id:int}/answer")
+def answer(request: Request, exercise_id: int, image: int = Form(...), chosen: str = Form(""),
+           confidence: int = Form(3), db: Session = Depends(get_db), user: User = Depends(current_user)) -> Response:
+    ex = _exercise(db, exercise_id, user)
+    shown = request.session.get(TRIAL_KEY) or {}
+    if shown.get("exercise") != ex.id or shown.get("image") != image:
+        return RedirectResponse(f"/practice/{ex.id}", status_code=303)  # a stale or replayed form: a fresh trial
+    img = db.get(DeckImage, image)
+    if img is None or img.deck_id != ex.deck_id:
+        raise HTTPException(status_code=404, detail="No such image in this practice.")
+    if not 1 <= confidence <= 5:
+        raise HTTPException(status_code=422, detail="Confidence is a rating from 1 to 5.")
+    now = utcnow()
+    shown_at = datetime.fromisoformat(shown["shown"])
+    ms = max(0, int((now - shown_at) / timedelta(milliseconds=1)))
+    correct = chosen == img.condition.name
+    db.add(Answer(attempt_id=_attempt(db, user, ex).id, deck_image_id=img.id, chosen_label=chosen[:200],
+                  correct_label=img.condition.name, confidence=confidence, response_ms=ms, shown_at=shown_at,
+                  answered_at=now))
+    rc = review_card(db, user, img.condition, correct, ms, now)
+    db.commit()
+    request.session.pop(TRIAL_KEY, None)
+    c = img.condition
+    hpo = [(t, PLAIN_LANGUAGE.get(t, "")) for t in c.hpo_terms or []]
+    return render(request, "practice_feedback.html", {
+        "exercise": ex, "image": img, "condition": c, "chosen": chosen, "correct": correct, "response_ms": ms,
+        "hpo": hpo, "next_due": _aware(rc.due)})
+
+
+@router.get("/practice/{exercise_id:int}/images/{image_pk:int}")
+def practice_image(request: Request, exercise_id: int, image_pk: int, db: Session = Depends(get_db),
+                   user: User = Depends(current_user)) -> Response:
+    """A face of the practice's deck, through the deck gate (never a retired, refused or other deck's image)."""
+    ex = _exercise(db, exercise_id, user)
+    img = db.get(DeckImage, image_pk)
+    if img is None or img.deck_id != ex.deck_id or img.retired:
+        raise HTTPException(status_code=404, detail="No such image in this practice.")
+    try:
+        path = D.image_path(img, request.app.state.images, request.app.state.edu_dir)
+    except D.DeckError as exc:
+        raise HTTPException(status_code=403, detail=str(exc)) from None
+    return FileResponse(path, headers={"Cache-Control": "private, max-age=300"})
+
+
+@router.post("/decks/{deck_id:int}/practice", dependencies=[Depends(current_educator)])
+def set_practice(deck_id: int, open: str = Form("1"), db: Session = Depends(get_db),
+                 user: User = Depends(current_educator)) -> Response:
+    """Open (``open=1``) or close (``open=0``) a deck for practice by every trainee."""
+    deck = D.deck_by_id(db, deck_id)
+    if deck is None:
+        raise HTTPException(status_code=404, detail=f"No deck {deck_id}.")
+    ex = db.scalar(select(Exercise).where(Exercise.deck_id == deck.id, Exercise.kind == "practice",
+                                          Exercise.cohort_id.is_(None)).order_by(Exercise.id).limit(1))
+    if ex is None:
+        ex = Exercise(deck_id=deck.id, kind="practice", title=f"Practice: {deck.name}"[:200], created_by=user.id,
+                      settings={})
+        db.add(ex)
+    ex.settings = {**(ex.settings or {}), "open": open == "1"}
+    db.commit()
+    return RedirectResponse(f"/decks/{deck.id}", status_code=303)
+
+
+def deck_practice_open(db: Session, deck_id: int) -> bool:
+    """Whether the deck's practice (for every trainee) is open: the deck page's button says so."""
+    ex = db.scalar(select(Exercise).where(Exercise.deck_id == deck_id, Exercise.kind == "practice",
+                                          Exercise.cohort_id.is_(None)).order_by(Exercise.id).limit(1))
+    return ex is not None and _is_open(ex)

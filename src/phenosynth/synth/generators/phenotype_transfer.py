@@ -1,0 +1,214 @@
+"""``phenotype-transfer``: a condition's phenotype on a face that belongs to no patient (CPU, no downloaded weights).
+
+Fit: the shape model of ``shape-warp`` (:class:`~phenosynth.synth.shape_model.ShapeModel`): Procrustes-aligned shapes
+of all real training faces give the population mean; a condition's phenotype is its mean offset from that mean plus
+its own variation, shrunk toward the pooled within-condition variation (``shrinkage``, n ~ 4).
+
+Sample image ``i`` of condition ``c``:
+
+1. an **identity**: a donor face (manifest ``source=donor``) when the workspace has any, else a **morph**: the
+   average of ``k`` real training faces of ``k`` different subjects, all from one validation fold and spread over
+   as many conditions as the fold has (round robin over the conditions in random order), each first warped to the
+   population mean shape (their own phenotype removed; done once at fit time), with a new random k-subset per image;
+2. the identity's own aligned shape (a morph's is the population mean) plus ``strength`` x the condition's mean
+   offset plus a draw of the condition's variation (``variation`` scales it), each PCA score clipped to ``clip_sd``
+   population standard deviations; mapped back into the identity's frame, with the pose jitter of ``shape-warp``;
+3. optionally the condition's mean shape-free texture offset (``texture_strength``, default 0) added to the identity;
+4. the identity's photo warped onto that shape, then ``shape-warp``'s lighting and colour jitter.
+
+Lineage by role: ``parents`` are the **pixel** parents (the donor, or the morph's members); ``statistic_parents`` the
+condition's training photos that shaped its phenotype (and texture offset), less any pixel parent. The whole fit set
+(population mean, pooled variation) is the run's record, ``run.json``'s ``training_images``.
+
+``uses_patient_pixels`` is True for the class (a run without donors blends patients' pixels, k >= 4 per image) and
+set per fitted instance: False when the identities are donors. The run records it in ``run.json``.
+
+Everything random comes from ``sample_rng(seed, label, i)``, so results are bit-identical across runs and processes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from phenosynth.errors import PhenosynthError
+from phenosynth.faces.procrustes import apply_matrix, similarity_matrix
+from phenosynth.synth.generators.base import GENERATORS, Generator, Identities, SyntheticSample, sample_rng
+from phenosynth.synth.generators.imaging import (
+    WarpSettings, as_rgb, downscale, is_grayscale, photometric_jitter, pose_jitter, sample_params, warp_image,
+)
+from phenosynth.synth.shape_model import ShapeModel
+
+
+def _to_frame(image: np.ndarray, points: np.ndarray, target: np.ndarray, size: tuple[int, int], *,
+              factor: int) -> np.ndarray:
+    """``image`` with landmarks ``points`` moved into a ``size = (H, W)`` frame (similarity) and warped so that its
+    landmarks land exactly on ``target (K, 2)``; float32."""
+    import cv2
+
+    h, w = size
+    A = similarity_matrix(points, target)
+    moved = cv2.warpAffine(np.asarray(image, dtype=np.float32), A[:2], (w, h), flags=cv2.INTER_LINEAR,
+                           borderMode=cv2.BORDER_REFLECT_101)
+    return warp_image(moved, apply_matrix(A, points), target, factor=factor)
+
+
+@GENERATORS.register("phenotype-transfer")
+@dataclass(kw_only=True, eq=False)
+class PhenotypeTransferGenerator(Generator, WarpSettings):
+    """A condition's shape phenotype transferred onto donor faces or k-subject morphs (see module docstring)."""
+
+    name = "phenotype-transfer"
+    uses_patient_pixels = True  # without donors; a fitted instance with donors says False
+    accepts_identities = True
+    fit_set_role = "statistic"
+
+    # defaults from benchmarks/identity_free.py (benchmarks/results/identity_free.md): of the sweep on ORL, k=6 and
+    # strength 2 had the lowest identity-matched share and the highest phenotype agreement; none passed the audit
+    strength: float = 2.0
+    k: int = 6
+    texture_strength: float = 0.0
+
+    # --- fit ---------------------------------------------------------------------------------------------------------
+
+    def _fit(self, images: list[np.ndarray], landmarks: np.ndarray, labels: list[str], image_ids: list[str], *,
+             folds: list[int | None], subjects: list[str], identities: Identities | None) -> None:
+        if int(self.k) < 2:
+            raise PhenosynthError(f"phenotype-transfer: k (faces per morph) must be at least 2, not {self.k}.")
+        ims, lms = self._prepared(images, landmarks)
+        self.labels_ = labels
+        self.image_ids_ = image_ids
+        self.folds_ = folds
+        self.subjects_ = subjects
+        model = ShapeModel(variance_kept=self.variance_kept, shrinkage=self.shrinkage, clip_sd=self.clip_sd)
+        self.shape_model_ = model.fit(lms, labels)
+        self.members_ = {c: [i for i, lab in enumerate(labels) if lab == c] for c in model.classes_}
+        # the canonical frame of morphs and shape-free textures: the population mean shape placed where the training
+        # faces are on average (an average of similarity copies of one shape is again one), at the median size
+        self.canvas_size_ = (int(np.median([im.shape[0] for im in ims])), int(np.median([im.shape[1] for im in ims])))
+        self.canvas_shape_ = np.mean([apply_matrix(np.linalg.inv(M), model.reference_) for M in model.to_model_], 0)
+        self.canvas_to_model_ = similarity_matrix(self.canvas_shape_, model.reference_)
+        has_donors = identities is not None and len(identities.image_ids) > 0
+        need_shape_free = not has_donors or float(self.texture_strength) != 0.0
+        shape_free = [self._shape_free(im, lm) for im, lm in zip(ims, lms)] if need_shape_free else []
+        self.shape_free_ = np.stack([np.clip(np.rint(s), 0, 255).astype(np.uint8) for s in shape_free]) \
+            if shape_free else None
+        self.grayscale_ = [is_grayscale(im) for im in ims]
+        self.texture_offsets_: dict[str, np.ndarray] = {}
+        if float(self.texture_strength) != 0.0:
+            population = np.mean(shape_free, 0)
+            self.texture_offsets_ = {c: (np.mean([shape_free[i] for i in m], 0) - population).astype(np.float32)
+                                     for c, m in self.members_.items()}
+        self.uses_patient_pixels = not has_donors
+        if has_donors:
+            d_ims, d_lms = self._prepared(list(identities.images), identities.landmarks)
+            if d_lms.shape[1] != lms.shape[1]:
+                raise PhenosynthError("Donor faces and training faces must have the same landmarks (one landmarker).")
+            self.donor_images_, self.donor_landmarks_ = d_ims, d_lms
+            self.donor_ids_ = [str(i) for i in identities.image_ids]
+            self.donor_to_model_ = np.stack([similarity_matrix(p, model.reference_) for p in d_lms])
+            self.donor_grayscale_ = [is_grayscale(im) for im in d_ims]
+            self.morph_groups_: dict[Any, list[int]] = {}
+        else:
+            self.donor_ids_ = []
+            self.morph_groups_ = self._morph_groups()
+
+    def _prepared(self, images: list[np.ndarray], landmarks: Any) -> tuple[list[np.ndarray], np.ndarray]:
+        ims, lms = [], []
+        for im, lm in zip(images, landmarks):
+            small, pts = downscale(as_rgb(im), np.asarray(lm, dtype=np.float64).reshape(-1, 2), int(self.max_side))
+            ims.append(small)
+            lms.append(pts)
+        return ims, np.stack(lms)
+
+    def _shape_free(self, image: np.ndarray, points: np.ndarray) -> np.ndarray:
+        """The face in the canonical frame, warped to the population mean shape (float32)."""
+        return _to_frame(image, points, self.canvas_shape_, self.canvas_size_, factor=int(self.map_factor))
+
+    def _morph_groups(self) -> dict[Any, list[int]]:
+        """Validation fold -> its training images, for the folds with at least ``k`` subjects (a morph's members
+        come from one fold, so a fold's model leaves out only the morphs of its own validation photos)."""
+        groups: dict[Any, list[int]] = {}
+        for i, f in enumerate(self.folds_):
+            groups.setdefault(f, []).append(i)
+        k = int(self.k)
+        usable = {f: m for f, m in groups.items() if len({self.subjects_[i] for i in m}) >= k}
+        if not usable:
+            most = max(len({self.subjects_[i] for i in m}) for m in groups.values())
+            raise PhenosynthError(
+                f"phenotype-transfer makes each morph identity from k={k} subjects of one validation fold, but the "
+                f"largest fold has {most} subject(s) with a face. Use a smaller k (--option k=...), fewer folds, or "
+                "add donor faces (phenosynth ingest DIR -w WS --donors)."
+            )
+        return dict(sorted(usable.items(), key=lambda kv: (kv[0] is None, kv[0] if kv[0] is not None else 0)))
+
+    @property
+    def classes_(self) -> list[str]:
+        return list(self.shape_model_.classes_)
+
+    # --- sample ------------------------------------------------------------------------------------------------------
+
+    def morph_members(self, rng: np.random.Generator) -> tuple[Any, list[int]]:
+        """(fold, k training image indices of k different subjects of that fold, spread over its conditions)."""
+        folds = list(self.morph_groups_)
+        fold = folds[int(rng.integers(len(folds)))]
+        by_condition: dict[str, list[int]] = {}
+        for i in self.morph_groups_[fold]:
+            by_condition.setdefault(self.labels_[i], []).append(i)
+        conditions = [sorted(by_condition)[j] for j in rng.permutation(len(by_condition))]
+        chosen: list[int] = []
+        used: set[str] = set()
+        while len(chosen) < int(self.k):  # round robin over the conditions: as many conditions as the fold allows
+            for c in conditions:
+                candidates = [i for i in by_condition[c] if self.subjects_[i] not in used]
+                if candidates and len(chosen) < int(self.k):
+                    pick = candidates[int(rng.integers(len(candidates)))]
+                    chosen.append(pick)
+                    used.add(self.subjects_[pick])
+        return fold, chosen
+
+    def _identity(self, label: str, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[str],
+                                                                          bool, dict[str, Any]]:
+        """(image, its landmarks, its frame -> model frame matrix, pixel parents, grayscale, params) of one identity,
+        with the condition's texture offset added when ``texture_strength`` is set."""
+        ts = float(self.texture_strength)
+        if self.donor_ids_:
+            d = int(rng.integers(len(self.donor_ids_)))
+            image, points = self.donor_images_[d], self.donor_landmarks_[d]
+            if ts:
+                h, w = image.shape[:2]
+                offset = _to_frame(self.texture_offsets_[label], self.canvas_shape_, points, (h, w),
+                                   factor=int(self.map_factor))
+                image = image.astype(np.float32) + ts * offset
+            return (image, points, self.donor_to_model_[d], [self.donor_ids_[d]], self.donor_grayscale_[d],
+                    {"identity": "donor"})
+        fold, members = self.morph_members(rng)
+        image = self.shape_free_[members].astype(np.float32).mean(0)
+        if ts:
+            image = image + ts * self.texture_offsets_[label]
+        grayscale = all(self.grayscale_[i] for i in members)
+        params = {"identity": "morph", "morph_fold": fold,
+                  "morph_conditions": len({self.labels_[i] for i in members})}
+        return image, self.canvas_shape_, self.canvas_to_model_, [self.image_ids_[i] for i in members], grayscale, params
+
+    def sample_one(self, label: str, index: int, seed: int) -> SyntheticSample:
+        rng = sample_rng(seed, label, index)
+        model = self.shape_model_
+        c = model.classes_.index(label)
+        scores = model.clip_scores(float(self.strength) * model.class_means_[c]
+                                   + model.variation_scores(label, 1, rng, scale=float(self.variation)))
+        offset = model.offset_from_scores(scores)[0]
+        image, points, to_model, parents, grayscale, identity = self._identity(label, rng)
+        dst = apply_matrix(np.linalg.inv(to_model), apply_matrix(to_model, points) + offset)
+        dst, pose = pose_jitter(dst, rng, max_rotation=self.max_rotation, max_scale=self.max_scale,
+                                max_shift=self.max_shift)
+        out = warp_image(image, points, dst, factor=int(self.map_factor))
+        image, photo = photometric_jitter(np.asarray(out, dtype=np.float32), rng, lighting=self.lighting,
+                                          colour=self.colour, grayscale=grayscale)
+        pixel = set(parents)
+        statistic = [self.image_ids_[i] for i in self.members_[label] if self.image_ids_[i] not in pixel]
+        params = sample_params(self, seed, index, scores, pose, photo, **identity)
+        return SyntheticSample(image=image, label=label, parents=parents, params=params, index=int(index),
+                               statistic_parents=statistic)
