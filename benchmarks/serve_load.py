@@ -131,6 +131,7 @@ def build_workspace(root: Path, conditions: int, per_condition: int, seed: int =
     """A workspace with one real photo per condition and an audited run 'bench' whose images all pass."""
     from PIL import Image
 
+    from phenosynth.audit.inputs import manifest_inputs
     from phenosynth.audit.privacy import AUDIT_COLUMNS
     from phenosynth.data.workspace import Workspace
 
@@ -157,7 +158,9 @@ def build_workspace(root: Path, conditions: int, per_condition: int, seed: int =
     ws.save_manifest(pd.DataFrame(rows))
     (ws.root / "audit" / "bench").mkdir(parents=True)
     pd.DataFrame(audit_rows).to_parquet(ws.root / "audit" / "bench" / "audit.parquet", index=False)
-    (ws.root / "audit" / "bench" / "summary.json").write_text(json.dumps({"run": {}, "settings": {}}))
+    inputs = manifest_inputs(ws.load_manifest(), "bench")  # what the audit saw: the gate checks it is not stale
+    (ws.root / "audit" / "bench" / "summary.json").write_text(json.dumps({"run": {}, "settings": {},
+                                                                          "inputs": inputs}))
     return ws
 
 

@@ -15,7 +15,7 @@ from phenosynth.edu.security import Passwords  # noqa: E402
 from tests.test_audit import PIXELS, _pixel_embedder  # noqa: E402, F401 - a weightless identity embedder
 
 TINY = {"dataset_options": {"conditions": {"sim01": ("hypertelorism", "wide-nose"), "sim04": ("upslanted",)},
-                            "n_subjects": 3, "size": 96},
+                            "n_subjects": 3},
         "audit_options": {"embedder": PIXELS, "n_boot": 20, "kid_backbone": None, "probe_backbone": None},
         "per_class": 3, "workers": 1}
 LIGHT = Passwords(time_cost=1, memory_cost=8192)

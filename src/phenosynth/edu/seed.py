@@ -1,8 +1,8 @@
 """A teaching workspace to try the app on: the demo's simulated photos through the pipeline up to the privacy audit,
 and a first educator account with a generated password (``phenosynth serve --seed-demo``, ``make serve``).
 
-    dataset -> ingest -> split -> faces -> generate (the demo spec's generator) -> faces of the synthetic images
-            -> audit
+    dataset -> ingest -> split -> faces -> generate (the demo spec's generator, as ``phenosynth demo``)
+            -> faces of the synthetic images -> audit
 
 Each stage is skipped when its output is already there, so a second call only reuses the workspace (and a workspace
 made by ``phenosynth demo`` is audited and used as it is). Decks take only the images the audit passed: with a
@@ -63,12 +63,13 @@ def build_demo_workspace(workspace: str | Path, dataset_dir: str | Path, *, data
     from phenosynth.data.split import split
     from phenosynth.data.workspace import Workspace
     from phenosynth.demo.dataset import build_demo_dataset
+    from phenosynth.demo.run import DEFAULT_GENERATOR
     from phenosynth.faces import run_face_pass
     from phenosynth.study.spec import GeneratorSpec, load_spec
     from phenosynth.synth import generate
 
     spec = load_spec("demo")
-    gen = spec.generator if isinstance(spec.generator, GeneratorSpec) else GeneratorSpec(name="shape-warp")
+    gen = spec.generator if isinstance(spec.generator, GeneratorSpec) else GeneratorSpec(name=DEFAULT_GENERATOR)
     dataset_dir = Path(dataset_dir).expanduser().absolute()
     meta = dataset_dir / "demo_metadata.csv"
     ws = Workspace.open(workspace, create=True)
