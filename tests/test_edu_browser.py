@@ -2,9 +2,11 @@
 the app served by uvicorn on 127.0.0.1 over a small audited workspace. Every page is screenshotted (into
 ``$PHENOSYNTH_SCREENSHOTS`` when set, else tmp_path) and no request may leave the server.
 
-The flows are lists of steps (``EDUCATOR_STEPS``, ``TRAINEE_STEPS``): each step is a function of a :class:`Visit`
-that drives one page, checks what the user sees and saves a screenshot. Quizzes, cohorts and progress pages slot in
-as more steps. Chromium is found at ``$PHENOSYNTH_CHROMIUM`` or as ``chromium`` on the PATH; without it the tests
+The flow is one list of steps (``FLOW``: whose tab, step), the educator's and the trainee's tabs open side by side:
+the educator signs in, builds a deck from the audited run (grid with audit scores, adds images, edits an
+annotation), makes a cohort, an invitation link and a quiz; the trainee is refused every educator page (403), joins
+by the link, takes the quiz and sees feedback; the educator reads the per-condition sensitivity and specificity.
+Each step drives one page, checks what the user sees and saves a screenshot; a new page is one more step. Chromium is found at ``$PHENOSYNTH_CHROMIUM`` or as ``chromium`` on the PATH; without it the tests
 are skipped and say so.
 """
 
@@ -222,10 +224,48 @@ def assert_images_shown(v: Visit, selector: str, n: int) -> None:
     assert widths == [24] * n, widths  # the workspace's 24 x 24 PNGs
 
 
-#: The educator's flow, in order; later features (quizzes, cohorts, progress) append their steps.
-EDUCATOR_STEPS: list[Callable[[Visit], None]] = [
-    educator_signs_in, educator_creates_a_deck_from_the_audited_run, educator_adds_images, educator_edits_an_annotation,
-]
+def educator_creates_a_cohort_and_an_invitation_link(v: Visit) -> None:
+    v.goto("/cohorts")
+    v.page.fill("input[name=name]", "Residents 2026")
+    v.page.click("button:has-text('Create the cohort')")
+    v.page.wait_for_load_state()
+    v.state["cohort_id"] = int(re.search(r"/cohorts/(\d+)$", v.page.url).group(1))
+    v.page.click("button:has-text('Make a link')")
+    v.page.wait_for_load_state()
+    link = v.page.locator("input.link").input_value()
+    assert link.startswith(v.base + "/invite/"), link
+    v.state["invite"] = link[len(v.base):]
+    v.shot("cohort-link")
+
+
+def educator_creates_a_quiz(v: Visit) -> None:
+    v.goto("/exercises")
+    v.page.fill("input[name=title]", "Faces quiz")
+    v.page.select_option("select[name=deck_id]", label="Kabuki and Noonan")
+    v.page.select_option("select[name=cohort_id]", label="Residents 2026")
+    v.page.select_option("select[name=kind]", "quiz")
+    v.page.fill("input[name=n]", "2")
+    v.page.select_option("select[name=feedback]", "each")
+    v.page.click("button:has-text('Create')")
+    v.page.wait_for_load_state()
+    v.state["quiz_id"] = int(re.search(r"/exercises/(\d+)$", v.page.url).group(1))
+    assert "Faces quiz" in v.text()
+    v.shot("quiz")
+
+
+def educator_sees_per_condition_sensitivity_and_specificity(v: Visit) -> None:
+    v.goto(f"/progress/cohorts/{v.state['cohort_id']}")
+    stat = "tr[data-condition='{}'] td[data-stat='{}']"
+    seen = {(c, s): v.page.inner_text(stat.format(c, s)) for c in ("Kabuki syndrome", "B")
+            for s in ("sensitivity", "specificity")}
+    # the trainee chose "Kabuki syndrome" for both images: right for its image, wrong for B's
+    assert seen == {("Kabuki syndrome", "sensitivity"): "1.000", ("Kabuki syndrome", "specificity"): "0.000",
+                    ("B", "sensitivity"): "0.000", ("B", "specificity"): "1.000"}, seen
+    assert v.page.inner_text("td[data-stat='n_answers']") == "2" and v.page.inner_text(
+        "td[data-stat='accuracy']") == "0.500"
+    charts = v.page.locator("figure.chart img")
+    assert charts.count() >= 2 and all(w > 100 for w in charts.evaluate_all("els => els.map(e => e.naturalWidth)"))
+    v.shot("progress")
 
 
 # --- the trainee's steps ------------------------------------------------------------------------------------------------
@@ -234,21 +274,73 @@ EDUCATOR_STEPS: list[Callable[[Visit], None]] = [
 def trainee_signs_in(v: Visit) -> None:
     sign_in(v, TRAINEE)
     assert urlsplit(v.page.url).path == "/"
-    assert f"{TRAINEE[0]} (trainee)" in v.page.inner_text("header") and "signed in as a trainee" in v.text()
+    assert f"{TRAINEE[0]} (trainee)" in v.page.inner_text("header") and "No exercise is assigned" in v.text()
     assert v.page.locator("header a[href='/decks']").count() == 0  # no link to educator pages
     v.shot("home")
 
 
 def trainee_is_refused_the_educator_pages(v: Visit) -> None:
     deck_id = v.state["deck_id"]
-    for path in ("/decks", f"/decks/{deck_id}", f"/decks/{deck_id}/export", "/decks/import"):
+    for path in ("/decks", f"/decks/{deck_id}", f"/decks/{deck_id}/export", "/decks/import", "/cohorts",
+                 f"/cohorts/{v.state['cohort_id']}", "/exercises", f"/exercises/{v.state['quiz_id']}", "/progress",
+                 f"/progress/cohorts/{v.state['cohort_id']}"):
         response = v.goto(path)
         assert response.status == 403, (path, response.status)
         assert "Not allowed" in v.page.inner_text("h1") and "This page is for educators." in v.text()
     v.shot("refused-403")
 
 
-TRAINEE_STEPS: list[Callable[[Visit], None]] = [trainee_signs_in, trainee_is_refused_the_educator_pages]
+def trainee_joins_the_cohort_by_the_link(v: Visit) -> None:
+    v.goto(v.state["invite"])
+    v.shot("invitation")
+    v.page.click("button:has-text('Join the cohort')")
+    v.page.wait_for_load_state()
+    assert urlsplit(v.page.url).path == "/" and "Faces quiz" in v.text() and "not started" in v.text()
+    v.shot("home-with-quiz")
+
+
+def trainee_takes_the_quiz_and_sees_feedback(v: Visit) -> None:
+    v.page.click("a:has-text('Faces quiz')")
+    v.page.wait_for_load_state()
+    v.shot("quiz-start")
+    v.page.click("button:has-text('Start')")
+    v.page.wait_for_load_state()
+    for k in range(2):
+        assert f"Image {k + 1} of 2" in v.text()
+        assert_images_shown(v, "img.quiz-image", 1)
+        v.shot(f"question-{k + 1}")
+        v.page.check("input[name=chosen][value='Kabuki syndrome']")
+        v.page.check("input[name=confidence][value='4']")
+        v.page.click("button:has-text('Answer')")
+        v.page.wait_for_load_state()
+        feedback = v.text()
+        if "right:" in feedback:
+            assert "this face shows Kabuki syndrome" in feedback and "long palpebral fissures" in feedback
+        else:
+            assert "wrong, you chose Kabuki syndrome: this face shows B" in feedback
+        v.shot(f"feedback-{k + 1}")
+        v.page.click("a:has-text('See your results')" if k == 1 else "a:has-text('Next image')")
+        v.page.wait_for_load_state()
+    assert "1 of 2 right." in v.text()
+    with v.app.state.sessions() as db:
+        from sqlalchemy import select
+
+        answers = db.scalars(select(edu_db.Answer).order_by(edu_db.Answer.item)).all()
+        assert [(a.chosen_label, a.confidence) for a in answers] == [("Kabuki syndrome", 4)] * 2
+        assert sorted(a.correct_label for a in answers) == ["B", "Kabuki syndrome"]
+        assert all(a.response_ms is not None and 0 < a.response_ms < 60_000 for a in answers)  # quiz.js timed them
+    v.shot("results")
+
+
+#: The whole flow, in order: (whose tab, step). Both tabs stay open; a new page of the app is one more step here.
+FLOW: list[tuple[str, Callable[[Visit], None]]] = [
+    ("educator", educator_signs_in), ("educator", educator_creates_a_deck_from_the_audited_run),
+    ("educator", educator_adds_images), ("educator", educator_edits_an_annotation),
+    ("educator", educator_creates_a_cohort_and_an_invitation_link), ("educator", educator_creates_a_quiz),
+    ("trainee", trainee_signs_in), ("trainee", trainee_is_refused_the_educator_pages),
+    ("trainee", trainee_joins_the_cohort_by_the_link), ("trainee", trainee_takes_the_quiz_and_sees_feedback),
+    ("educator", educator_sees_per_condition_sensitivity_and_specificity),
+]
 
 
 # --- the test -----------------------------------------------------------------------------------------------------------
@@ -263,20 +355,25 @@ def check_screenshots(paths: list[Path]) -> None:
             assert len(set(im.convert("L").resize((64, 64)).getdata())) > 2, path  # not a blank page
 
 
-def test_educator_builds_a_deck_and_a_trainee_is_refused_its_pages(browser, live_site, screenshots):
-    with visit(browser, live_site, screenshots, "educator") as educator:
-        for step in EDUCATOR_STEPS:
-            step(educator)
-    with visit(browser, live_site, screenshots, "trainee") as trainee:
-        trainee.state.update(educator.state)
-        for step in TRAINEE_STEPS:
-            step(trainee)
+def test_an_educator_builds_a_deck_and_a_quiz_a_trainee_takes_it_and_the_educator_sees_the_scores(
+        browser, live_site, screenshots):
+    with visit(browser, live_site, screenshots, "educator") as educator, \
+            visit(browser, live_site, screenshots, "trainee") as trainee:
+        tabs = {"educator": educator, "trainee": trainee}
+        for who, step in FLOW:
+            tab = tabs[who]
+            tab.state = educator.state  # one shared record of ids (deck, cohort, quiz, invitation)
+            step(tab)
     for v in (educator, trainee):
         assert v.outside == [], f"requests left the server: {v.outside}"
         assert v.csp_errors == [], v.csp_errors
-    shots = educator.shots + trainee.shots
-    assert [p.name for p in shots] == [
+    assert [p.name for p in educator.shots] == [
         "educator-01-login.png", "educator-02-decks.png", "educator-03-deck-grid.png", "educator-04-deck-images.png",
-        "educator-05-annotation.png", "trainee-01-login.png", "trainee-02-home.png", "trainee-03-refused-403.png"]
-    check_screenshots(shots)
-    assert sorted(p.name for p in screenshots.glob("*.png")) >= sorted(p.name for p in shots)
+        "educator-05-annotation.png", "educator-06-cohort-link.png", "educator-07-quiz.png",
+        "educator-08-progress.png"]
+    assert [p.name for p in trainee.shots] == [
+        "trainee-01-login.png", "trainee-02-home.png", "trainee-03-refused-403.png", "trainee-04-invitation.png",
+        "trainee-05-home-with-quiz.png", "trainee-06-quiz-start.png", "trainee-07-question-1.png",
+        "trainee-08-feedback-1.png", "trainee-09-question-2.png", "trainee-10-feedback-2.png",
+        "trainee-11-results.png"]
+    check_screenshots(educator.shots + trainee.shots)
