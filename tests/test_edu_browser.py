@@ -6,7 +6,8 @@ The flow is one list of steps (``FLOW``: whose tab, step), the educator's and th
 the educator signs in, builds a deck from the audited run (grid with audit scores, adds images, edits an
 annotation), makes a cohort, an invitation link and a quiz; the trainee is refused every educator page (403), joins
 by the link, takes the quiz and sees feedback; the educator reads the per-condition sensitivity and specificity.
-Each step drives one page, checks what the user sees and saves a screenshot; a new page is one more step. Chromium is found at ``$PHENOSYNTH_CHROMIUM`` or as ``chromium`` on the PATH; without it the tests
+Each step drives one page, checks what the user sees and saves a screenshot; a new page is one more step.
+Chromium is found at ``$PHENOSYNTH_CHROMIUM`` or as ``chromium`` on the PATH; without it the tests
 are skipped and say so.
 """
 
@@ -157,7 +158,7 @@ def sign_in(v: Visit, who: tuple[str, str]) -> None:
     v.page.wait_for_load_state()
 
 
-# --- the educator's steps -----------------------------------------------------------------------------------------------
+# --- the educator's steps ---------------------------------------------------------------------------------------------
 
 
 def educator_signs_in(v: Visit) -> None:
@@ -268,7 +269,7 @@ def educator_sees_per_condition_sensitivity_and_specificity(v: Visit) -> None:
     v.shot("progress")
 
 
-# --- the trainee's steps ------------------------------------------------------------------------------------------------
+# --- the trainee's steps ----------------------------------------------------------------------------------------------
 
 
 def trainee_signs_in(v: Visit) -> None:
@@ -343,7 +344,7 @@ FLOW: list[tuple[str, Callable[[Visit], None]]] = [
 ]
 
 
-# --- the test -----------------------------------------------------------------------------------------------------------
+# --- the test ---------------------------------------------------------------------------------------------------------
 
 
 def check_screenshots(paths: list[Path]) -> None:

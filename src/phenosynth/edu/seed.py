@@ -47,9 +47,10 @@ def generated_password() -> str:
     return secrets.token_urlsafe(16)
 
 
-def build_demo_workspace(workspace: str | Path, dataset_dir: str | Path, *, dataset_options: dict[str, Any] | None = None,
-                         audit_options: dict[str, Any] | None = None, per_class: int | None = None,
-                         workers: int | None = None, seed: int = 0, on_progress: ProgressCallback | None = None) -> tuple[Any, str]:
+def build_demo_workspace(workspace: str | Path, dataset_dir: str | Path, *,
+                         dataset_options: dict[str, Any] | None = None, audit_options: dict[str, Any] | None = None,
+                         per_class: int | None = None, workers: int | None = None, seed: int = 0,
+                         on_progress: ProgressCallback | None = None) -> tuple[Any, str]:
     """The demo's simulated photos in ``dataset_dir``, ingested into ``workspace``, split, faces found, synthetic faces
     generated with the demo spec's generator and audited; ``(Workspace, run)``. ``dataset_options``: arguments of
     :func:`~phenosynth.demo.dataset.build_demo_dataset` (a tiny dataset for tests); ``audit_options``: of
