@@ -49,6 +49,21 @@ def find_chromium() -> str | None:
     return shutil.which("chromium") or shutil.which("chromium-browser")
 
 
+def test_chromium_is_found_from_the_environment_or_the_path_and_a_missing_one_is_none(tmp_path, monkeypatch):
+    fake = tmp_path / "chromium"
+    fake.write_text("#!/bin/sh\n")
+    fake.chmod(0o755)
+    monkeypatch.setenv(CHROMIUM_ENV, str(fake))
+    assert find_chromium() == str(fake)
+    monkeypatch.setenv(CHROMIUM_ENV, str(tmp_path / "gone"))
+    assert find_chromium() is None  # a wrong setting is not silently replaced by another browser
+    monkeypatch.delenv(CHROMIUM_ENV)
+    monkeypatch.setenv("PATH", str(tmp_path))
+    assert find_chromium() == str(fake)
+    monkeypatch.setenv("PATH", str(tmp_path / "empty"))
+    assert find_chromium() is None
+
+
 @pytest.fixture(scope="session")
 def browser_type_launch_args(browser_type_launch_args):
     """pytest-playwright's launch arguments with the system's Chromium (never one downloaded by playwright)."""

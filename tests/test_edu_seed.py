@@ -12,7 +12,7 @@ pytest.importorskip("fastapi", reason="the teaching app needs the extra phenosyn
 from phenosynth.edu import db as edu_db  # noqa: E402
 from phenosynth.edu.accounts import authenticate  # noqa: E402
 from phenosynth.edu.security import Passwords  # noqa: E402
-from tests.test_audit import PIXELS, _pixel_embedder  # noqa: E402, F401 - a weightless identity embedder
+from tests.test_audit import PIXELS  # noqa: E402 - a weightless identity embedder (registered by `seeded`)
 
 TINY = {"dataset_options": {"conditions": {"sim01": ("hypertelorism", "wide-nose"), "sim04": ("upslanted",)},
                             "n_subjects": 3},
