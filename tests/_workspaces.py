@@ -35,6 +35,22 @@ def image_row(ws: Workspace, path: Path, image: np.ndarray | bytes, **fields) ->
     return {"image_id": save_image(path, image), "path": ws.relpath(path), **fields}
 
 
+def write_audit(ws: Workspace, run: str, records: list[dict], summary: dict | None = None) -> None:
+    """A hand-written audit of ``run``, as ``phenosynth audit`` stores it: ``audit.parquet`` of ``records`` (every
+    ``AUDIT_COLUMNS`` column, None where a record has none) and ``summary.json`` (``summary`` plus the record of what
+    the audit measured: the workspace's manifest as it is now, so a later change makes the audit stale)."""
+    import json
+
+    from phenosynth.audit.inputs import manifest_inputs
+    from phenosynth.audit.privacy import AUDIT_COLUMNS
+
+    folder = ws.root / "audit" / run
+    folder.mkdir(parents=True, exist_ok=True)
+    pd.DataFrame([dict.fromkeys(AUDIT_COLUMNS) | r for r in records]).to_parquet(folder / "audit.parquet", index=False)
+    record = {"run": {}, "settings": {}, **(summary or {}), "inputs": manifest_inputs(ws.load_manifest(), run)}
+    (folder / "summary.json").write_text(json.dumps(record))
+
+
 def split_fields(test: bool, fold: int | None = None) -> dict:
     """The split columns of a manifest row: a test image has no fold."""
     return {"split": "test" if test else "train", "fold": None if test else fold}

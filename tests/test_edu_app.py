@@ -26,7 +26,7 @@ from phenosynth.edu.accounts import create_user  # noqa: E402
 from phenosynth.edu.app import create_app  # noqa: E402
 from phenosynth.edu.decks import ZipLimits  # noqa: E402
 from phenosynth.edu.security import LoginLimit, login_blocked  # noqa: E402
-from tests._workspaces import image_row, save_rows  # noqa: E402
+from tests._workspaces import image_row, save_rows, write_audit  # noqa: E402
 
 EDUCATOR = ("teacher@example.org", "educator-password-1")
 TRAINEE = ("student@example.org", "trainee-password-1")
@@ -43,9 +43,6 @@ def deck_workspace(root: Path) -> tuple[Workspace, dict[str, str]]:
     """Real photos of conditions A and B; run 'r1' audited: 'ok_A', 'ok_B' shareable, 'flagged' an identity match;
     run 'r3' audited before 'late' was added to it (a stale audit); run 'r2' never audited ('unaudited').
     Name -> image_id."""
-    from phenosynth.audit.inputs import manifest_inputs
-    from phenosynth.audit.privacy import AUDIT_COLUMNS
-
     ws = Workspace.open(root / "ws", create=True)
     rows = [image_row(ws, root / "src" / f"real_{lab}.png", _pixels(k), label=lab, subject_id=f"p{k}", source="real",
                       split="train", fold=0) for k, lab in enumerate("AB")]
@@ -62,14 +59,10 @@ def deck_workspace(root: Path) -> tuple[Workspace, dict[str, str]]:
     audited = {"r1": [("ok_A", "A", []), ("ok_B", "B", []), ("flagged", "A", ["identity-match"])],
                "r3": [("early", "B", [])]}
     for run, images in audited.items():
-        frame = pd.DataFrame([{c: None for c in AUDIT_COLUMNS} | {
+        write_audit(ws, run, [{
             "image_id": names[n], "label": lab, "run": run, "generator": "g", "parents": [], "has_face": True,
             "nearest_real_distance": 0.9 if not flags else 0.1, "ssim": 0.2, "phash_bits": 30, "flags": flags,
             "shareable": not flags, "identity_match": bool(flags)} for n, lab, flags in images])
-        (ws.root / "audit" / run).mkdir(parents=True)
-        frame.to_parquet(ws.root / "audit" / run / "audit.parquet", index=False)
-        inputs = manifest_inputs(ws.load_manifest(), run)
-        (ws.root / "audit" / run / "summary.json").write_text(json.dumps({"run": {}, "settings": {}, "inputs": inputs}))
     save_rows(ws, rows)  # 'late' joins run r3 after its audit: r3's audit is stale
     return ws, names
 

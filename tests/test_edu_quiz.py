@@ -26,7 +26,7 @@ from phenosynth.data.workspace import Workspace  # noqa: E402
 from phenosynth.edu import db as edu_db  # noqa: E402
 from phenosynth.edu.routes import cohorts as cohort_routes  # noqa: E402
 from phenosynth.edu.routes import quiz as quiz_routes  # noqa: E402
-from tests._workspaces import image_row, save_rows  # noqa: E402
+from tests._workspaces import image_row, save_rows, write_audit  # noqa: E402
 from tests.test_edu_app import EDUCATOR, TRAINEE, csrf, db_rows, make_app, sign_in  # noqa: E402
 
 CONDITIONS = ("A", "B", "C")
@@ -37,8 +37,6 @@ NEWCOMER = ("new.trainee@example.org", "newcomer-password-1")
 def quiz_workspace(root: Path) -> Workspace:
     """Run 'r1': PER_CONDITION audited, shareable synthetic faces of each of A, B, C; run 'r2': two of A and B (a
     second deck's)."""
-    from phenosynth.audit.privacy import AUDIT_COLUMNS
-
     ws = Workspace.open(root / "ws", create=True)
     rng = np.random.default_rng(0)
     real = image_row(ws, root / "src" / "real.png", rng.integers(0, 255, (24, 24, 3), dtype=np.uint8), label="A",
@@ -50,15 +48,13 @@ def quiz_workspace(root: Path) -> Workspace:
         rows.append(image_row(ws, ws.root / "synthetic" / run / f"{label}{k}.png",
                               rng.integers(0, 255, (24, 24, 3), dtype=np.uint8), label=label, source="synthetic",
                               generator="g", params=json.dumps({"run": run}), parents=[real["image_id"]], split="train"))
-        audits[run].append({c: None for c in AUDIT_COLUMNS} | {
+        audits[run].append({
             "image_id": rows[-1]["image_id"], "label": label, "run": run, "generator": "g", "parents": [],
             "has_face": True, "nearest_real_distance": 0.9, "ssim": 0.2, "phash_bits": 30, "flags": [],
             "shareable": True, "identity_match": False})
     save_rows(ws, rows)
-    for run, frame in audits.items():
-        (ws.root / "audit" / run).mkdir(parents=True)
-        pd.DataFrame(frame).to_parquet(ws.root / "audit" / run / "audit.parquet", index=False)
-        (ws.root / "audit" / run / "summary.json").write_text(json.dumps({"run": {}, "settings": {}}))
+    for run, records in audits.items():
+        write_audit(ws, run, records)
     return ws
 
 

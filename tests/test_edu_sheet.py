@@ -14,14 +14,12 @@ import pytest
 from PIL import Image
 from typer.testing import CliRunner
 
-from phenosynth.audit.inputs import manifest_inputs
-from phenosynth.audit.privacy import AUDIT_COLUMNS
 from phenosynth.cli import app
 from phenosynth.data.workspace import Workspace
 from phenosynth.edu.annotations import load_annotations
 from phenosynth.edu.sheet import DISCLAIMER, find_chromium, select_sheet_images, write_sheet
 from phenosynth.errors import PhenosynthError
-from tests._workspaces import image_row, save_rows
+from tests._workspaces import image_row, save_rows, write_audit
 
 
 def _face(seed: int) -> np.ndarray:
@@ -37,18 +35,10 @@ def _synthetic(ws: Workspace, run: str, generator: str, label: str, seed: int, p
 def _write_audit(ws: Workspace, run: str, verdicts: dict[str, list[str]]) -> None:
     """A hand-written audit of ``run``: image_id -> its flags (no privacy flag: shareable)."""
     m = ws.load_manifest().set_index("image_id")
-    records = []
-    for image_id, flags in verdicts.items():
-        rec = dict.fromkeys(AUDIT_COLUMNS)
-        rec.update(image_id=image_id, path=m.loc[image_id, "path"], label=m.loc[image_id, "label"], run=run,
-                   generator=m.loc[image_id, "generator"], flags=flags, shareable=not flags, has_face=True,
-                   parents=[])
-        records.append(rec)
-    folder = ws.root / "audit" / run
-    folder.mkdir(parents=True)
-    pd.DataFrame(records).to_parquet(folder / "audit.parquet", index=False)
-    inputs = manifest_inputs(ws.load_manifest(), run)  # what the audit measured: the workspace as it is now
-    (folder / "summary.json").write_text(json.dumps({"created": "2026-01-01", "run": {}, "inputs": inputs}))
+    write_audit(ws, run, [dict(image_id=image_id, path=m.loc[image_id, "path"], label=m.loc[image_id, "label"],
+                               run=run, generator=m.loc[image_id, "generator"], flags=flags, shareable=not flags,
+                               has_face=True, parents=[]) for image_id, flags in verdicts.items()],
+                {"created": "2026-01-01"})
 
 
 @pytest.fixture
