@@ -37,22 +37,24 @@ from phenosynth.errors import PhenosynthError
 from phenosynth.faces.procrustes import apply_matrix, similarity_matrix
 from phenosynth.synth.generators.base import GENERATORS, Generator, Identities, SyntheticSample, sample_rng
 from phenosynth.synth.generators.imaging import (
-    WarpSettings, as_rgb, downscale, is_grayscale, photometric_jitter, pose_jitter, sample_params, warp_image,
+    WarpSettings, WarpTarget, as_rgb, downscale, is_grayscale, photometric_jitter, pose_jitter, sample_params,
+    warp_image, warp_onto, warp_target,
 )
 from phenosynth.synth.shape_model import ShapeModel
 
 
 def _to_frame(image: np.ndarray, points: np.ndarray, target: np.ndarray, size: tuple[int, int], *,
-              factor: int) -> np.ndarray:
+              factor: int, prepared: WarpTarget | None = None) -> np.ndarray:
     """``image`` with landmarks ``points`` moved into a ``size = (H, W)`` frame (similarity) and warped so that its
-    landmarks land exactly on ``target (K, 2)``; float32."""
+    landmarks land exactly on ``target (K, 2)``; float32. ``prepared``: ``warp_target(target, H, W, factor=factor)``,
+    when many faces go onto one target (the same pixels, the target's triangulation computed once)."""
     import cv2
 
     h, w = size
     A = similarity_matrix(points, target)
     moved = cv2.warpAffine(np.asarray(image, dtype=np.float32), A[:2], (w, h), flags=cv2.INTER_LINEAR,
                            borderMode=cv2.BORDER_REFLECT_101)
-    return warp_image(moved, apply_matrix(A, points), target, factor=factor)
+    return warp_onto(moved, apply_matrix(A, points), prepared or warp_target(target, h, w, factor=factor))
 
 
 @GENERATORS.register("phenotype-transfer")
@@ -92,7 +94,9 @@ class PhenotypeTransferGenerator(Generator, WarpSettings):
         self.canvas_to_model_ = similarity_matrix(self.canvas_shape_, model.reference_)
         has_donors = identities is not None and len(identities.image_ids) > 0
         need_shape_free = not has_donors or float(self.texture_strength) != 0.0
-        shape_free = [self._shape_free(im, lm) for im, lm in zip(ims, lms)] if need_shape_free else []
+        # one triangulation of the mean shape serves every face (only the per-face affine solves differ)
+        canvas = warp_target(self.canvas_shape_, *self.canvas_size_, factor=int(self.map_factor))
+        shape_free = [self._shape_free(im, lm, canvas) for im, lm in zip(ims, lms)] if need_shape_free else []
         self.shape_free_ = np.stack([np.clip(np.rint(s), 0, 255).astype(np.uint8) for s in shape_free]) \
             if shape_free else None
         self.grayscale_ = [is_grayscale(im) for im in ims]
@@ -123,9 +127,10 @@ class PhenotypeTransferGenerator(Generator, WarpSettings):
             lms.append(pts)
         return ims, np.stack(lms)
 
-    def _shape_free(self, image: np.ndarray, points: np.ndarray) -> np.ndarray:
+    def _shape_free(self, image: np.ndarray, points: np.ndarray, canvas: WarpTarget) -> np.ndarray:
         """The face in the canonical frame, warped to the population mean shape (float32)."""
-        return _to_frame(image, points, self.canvas_shape_, self.canvas_size_, factor=int(self.map_factor))
+        return _to_frame(image, points, self.canvas_shape_, self.canvas_size_, factor=int(self.map_factor),
+                         prepared=canvas)
 
     def _morph_groups(self) -> dict[Any, list[int]]:
         """Validation fold -> its training images, for the folds with at least ``k`` subjects (a morph's members
