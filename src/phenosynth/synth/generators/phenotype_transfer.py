@@ -57,6 +57,14 @@ def _to_frame(image: np.ndarray, points: np.ndarray, target: np.ndarray, size: t
     return warp_onto(moved, apply_matrix(A, points), prepared or warp_target(target, h, w, factor=factor))
 
 
+#: ``identities`` options
+IDENTITY_MODES = ("auto", "donors", "morphs")
+#: what a run with morph identities is told (benchmarks/results/identity_free.md)
+MORPH_NOTE = ("its images hold patient pixels and are treated like shape-warp's (exports and sheets refuse them "
+              "without --allow-patient-pixels); on ORL no morph setting passed the privacy audit (k <= 12), donor "
+              "identities did. Add donors: phenosynth ingest DIR -w WS --donors.")
+
+
 @GENERATORS.register("phenotype-transfer")
 @dataclass(kw_only=True, eq=False)
 class PhenotypeTransferGenerator(Generator, WarpSettings):
@@ -72,6 +80,8 @@ class PhenotypeTransferGenerator(Generator, WarpSettings):
     strength: float = 2.0
     k: int = 6
     texture_strength: float = 0.0
+    #: "auto": donors when the workspace has any, else morphs; "donors": refuse to run without; "morphs": ignore donors
+    identities: str = "auto"
 
     # --- fit ---------------------------------------------------------------------------------------------------------
 
@@ -79,6 +89,14 @@ class PhenotypeTransferGenerator(Generator, WarpSettings):
              folds: list[int | None], subjects: list[str], identities: Identities | None) -> None:
         if int(self.k) < 2:
             raise PhenosynthError(f"phenotype-transfer: k (faces per morph) must be at least 2, not {self.k}.")
+        if self.identities not in IDENTITY_MODES:
+            raise PhenosynthError(f"phenotype-transfer: identities must be one of {', '.join(IDENTITY_MODES)}, not "
+                                  f"{self.identities!r}.")
+        if self.identities == "morphs":
+            identities = None
+        elif self.identities == "donors" and (identities is None or len(identities.image_ids) == 0):
+            raise PhenosynthError("phenotype-transfer: identities=donors, but the workspace has no donor faces with "
+                                  "landmarks. Add some: phenosynth ingest DIR -w WS --donors, then phenosynth faces.")
         ims, lms = self._prepared(images, landmarks)
         self.labels_ = labels
         self.image_ids_ = image_ids
@@ -118,6 +136,12 @@ class PhenotypeTransferGenerator(Generator, WarpSettings):
         else:
             self.donor_ids_ = []
             self.morph_groups_ = self._morph_groups()
+
+    def notes(self) -> list[str]:
+        if self.donor_ids_:
+            return []
+        return [f"phenotype-transfer made morph identities (k={self.k} patients' photos blended per image): "
+                f"{MORPH_NOTE}"]
 
     def _prepared(self, images: list[np.ndarray], landmarks: Any) -> tuple[list[np.ndarray], np.ndarray]:
         ims, lms = [], []
