@@ -20,8 +20,20 @@ Lineage by role: ``parents`` are the **pixel** parents (the donor, or the morph'
 condition's training photos that shaped its phenotype (and texture offset), less any pixel parent. The whole fit set
 (population mean, pooled variation) is the run's record, ``run.json``'s ``training_images``.
 
-``uses_patient_pixels`` is True for the class (a run without donors blends patients' pixels, k >= 4 per image) and
-set per fitted instance: False when the identities are donors. The run records it in ``run.json``.
+Identities (``identities``): "auto" (donors when the workspace has any, else morphs), "donors" (refuse to run
+without), "morphs" (leave donors aside). **Donors are the path that passes the privacy audit**: on ORL
+(benchmarks/results/identity_free.md) donor images match a patient no more often than the donors' own photos do
+(with look-alike donors screened out, within the stranger rate), membership AUC ~0.5; no morph setting passed (k up
+to 12: membership AUC ~0.7, more matches than strangers get). A morph run's :meth:`notes` say so.
+
+``uses_patient_pixels`` is True for the class (a morph blends k patients' pixels) and set per fitted instance: False
+when the identities are donors. The run records it in ``run.json``; the audit, exports and sheets read it from there
+(``phenosynth.audit.privacy.run_uses_patient_pixels``): a morph run is augmentation of patient photos (exports need
+``--allow-patient-pixels``; sheets refuse it), a donor run is synthesis.
+
+Speed: the shape-free (mean-shape) faces are made at fit with one triangulation of the mean shape for all of them
+(:func:`~phenosynth.synth.generators.imaging.warp_target`), so fit + sampling runs at least as fast as ``shape-warp``
+on the same photos.
 
 Everything random comes from ``sample_rng(seed, label, i)``, so results are bit-identical across runs and processes.
 """
@@ -75,8 +87,9 @@ class PhenotypeTransferGenerator(Generator, WarpSettings):
     accepts_identities = True
     fit_set_role = "statistic"
 
-    # defaults from benchmarks/identity_free.py (benchmarks/results/identity_free.md): of the sweep on ORL, k=6 and
-    # strength 2 had the lowest identity-matched share and the highest phenotype agreement; none passed the audit
+    # defaults from benchmarks/identity_free.py (benchmarks/results/identity_free.md): strength 2 carries the phenotype
+    # (probe agreement far above the real photos') without raising identity matches; k=6 morphs need 6 subjects in a
+    # fold (k=12 matched less but needs 12, and neither passed the audit: donors are the path that does)
     strength: float = 2.0
     k: int = 6
     texture_strength: float = 0.0
