@@ -74,7 +74,7 @@ IDENTITY_MODES = ("auto", "donors", "morphs")
 #: what a run with morph identities is told (benchmarks/results/identity_free.md)
 MORPH_NOTE = ("its images hold patient pixels and are treated like shape-warp's (exports and sheets refuse them "
               "without --allow-patient-pixels); on ORL no morph setting passed the privacy audit (k <= 12), donor "
-              "identities did. Add donors: phenosynth ingest DIR -w WS --donors.")
+              "identities did (donors that look like a patient screened out). Add donors: phenosynth ingest DIR -w WS --donors.")
 
 
 @GENERATORS.register("phenotype-transfer")
