@@ -550,7 +550,8 @@ def test_a_stale_audit_is_refused_by_export_and_treated_as_none_by_training(audi
     res = CliRunner().invoke(app, ["export", str(tmp_path / "b"), "-w", str(ws.root), "--run", "others"])
     assert res.exit_code == 2 and "real photos changed since the audit" in " ".join(res.output.split())
     audit(ws, embedder=PIXELS, n_boot=20)
-    res = CliRunner().invoke(app, ["export", str(tmp_path / "c"), "-w", str(ws.root), "--run", "shape-warp-seed0"])
+    res = CliRunner().invoke(app, ["export", str(tmp_path / "c"), "-w", str(ws.root), "--run", "shape-warp-seed0",
+                                   "--allow-patient-pixels"])  # shape-warp holds patient pixels: needs the override
     assert res.exit_code == 0 or "passed the audit" in res.output  # re-audited: current again
     assert set(gate(ws, ws.load_manifest())[1]) & _run_ids(ws, "shape-warp-seed0")
 
