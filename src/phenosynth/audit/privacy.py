@@ -84,6 +84,22 @@ def transforms_patient_photos(generators: Iterable[object]) -> bool:
                for g in generators)
 
 
+def run_uses_patient_pixels(ws: Workspace, run: str, generators: Iterable[object]) -> bool:
+    """Whether the images of generator run ``run`` hold patient pixels: its ``run.json``'s per-run
+    ``uses_patient_pixels`` (phenotype-transfer: False with donor identities, True with morphs of patients' photos),
+    else, for runs recorded before that key or ingested as synthetic, the generators' class attribute
+    (:func:`transforms_patient_photos`)."""
+    from phenosynth.synth.generation import safe_name
+
+    path = ws.synthetic_dir / safe_name(run) / "run.json"
+    try:
+        record = json.loads(path.read_text()) if path.exists() else {}
+    except ValueError:
+        record = {}
+    flag = record.get("uses_patient_pixels") if isinstance(record, dict) else None
+    return bool(flag) if isinstance(flag, bool) else transforms_patient_photos(generators)
+
+
 @dataclass
 class RunAudit:
     """One generator run's audit (the CLI prints it; summary.json holds it)."""
@@ -115,10 +131,14 @@ class RunAudit:
     html_path: Path | None = None
     fidelity: Fidelity | None = None  # KID and phenotype agreement (summary.json ``fidelity``)
     reports: ReportAudit | None = None  # VLM phenotype reports (summary.json ``reports``; audit.vlm)
+    uses_patient_pixels: bool | None = None  # the run's images hold patient pixels (:func:`run_uses_patient_pixels`)
 
     @property
     def transforms_patient_photos(self) -> bool:
-        """The run's generator transforms the patients' own photos (:func:`transforms_patient_photos`)."""
+        """The run's images hold the patients' own pixels: the per-run record, else the generator's class attribute
+        (:func:`run_uses_patient_pixels`)."""
+        if self.uses_patient_pixels is not None:
+            return self.uses_patient_pixels
         return transforms_patient_photos(self.generator.split(", "))
 
     def to_dict(self) -> dict[str, Any]:
@@ -544,6 +564,7 @@ def _run_summary(ws: Workspace, run: str, frame: pd.DataFrame, emb: dict[str, np
         n_no_face=int((~frame["has_face"]).sum()), n_shareable=int(frame["shareable"].sum()),
         median_distance=float(np.nanmedian(frame["nearest_real_distance"])) if n_meas else float("nan"),
         parquet_path=out / "audit.parquet", summary_path=out / "summary.json", membership_roc=(roc[0], roc[1]),
+        uses_patient_pixels=run_uses_patient_pixels(ws, run, set(frame["generator"]) - {""}),
     )
 
 
@@ -628,4 +649,4 @@ def load_audit(ws: Workspace, run: str) -> tuple[pd.DataFrame, dict[str, Any]]:
     return pd.read_parquet(folder / "audit.parquet"), json.loads((folder / "summary.json").read_text())
 
 
-__all__ = ["audit", "load_audit", "AuditResult", "RunAudit", "AUDIT_COLUMNS", "PRIVACY_FLAGS", "run_of", "audit_dir"]
+__all__ = ["audit", "load_audit", "run_uses_patient_pixels", "AuditResult", "RunAudit", "AUDIT_COLUMNS", "PRIVACY_FLAGS", "run_of", "audit_dir"]

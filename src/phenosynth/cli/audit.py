@@ -174,17 +174,22 @@ def export_command(
     out: Path = typer.Argument(..., help="New (or empty) folder to write the data set to."),
     workspace: Path = WORKSPACE_OPTION,
     run: str = typer.Option(..., "--run", help="The audited generator run to export."),
+    allow_patient_pixels: bool = typer.Option(
+        False, "--allow-patient-pixels",
+        help="Export a run whose images hold patient pixels (shape-warp; phenotype-transfer morphs), labelled as "
+             "augmentation of patient photos. Refused without it."),
 ) -> None:
     """Export the audited, shareable synthetic images of one run as a data set to share: images under neutral names
     (CONDITION/INDEX.png), metadata.csv (condition, generator, seed, audit scores; nothing that points back to a
-    patient) and DATASHEET.md (how it was made, what the audit found, its limits). Refuses a run never audited.
+    patient) and DATASHEET.md (how it was made, what the audit found, its limits). Refuses a run never audited, and a
+    run whose images hold patient pixels (run.json uses_patient_pixels) unless --allow-patient-pixels.
 
     Example: [bold]phenosynth export -w ws --run shape-warp-seed0 shareable/[/]
     """
     from phenosynth.audit.export import export
 
     ws = Workspace.open(workspace, need_manifest=True)
-    res = export(ws, run, out)
+    res = export(ws, run, out, allow_patient_pixels=allow_patient_pixels)
     console.print(f"Exported {res.n_exported} image(s) of run {run} to {res.out} ("
                   + ", ".join(f"{c}: {n}" for c, n in res.per_condition.items())
                   + f"); {res.n_left_out} held back by the audit. See {res.out / 'DATASHEET.md'}.")

@@ -72,6 +72,8 @@ def generate_command(
     if s.skipped_training:
         console.print(f"{len(s.skipped_training)} training image(s) without usable landmarks were not used "
                       "(reasons in run.json).")
+    for note in s.notes:
+        console.print(f"[yellow]{note}[/]")
     next_step(f"phenosynth faces -w {ws.root}   then   phenosynth rank -w {ws.root}")
 
 

@@ -60,6 +60,8 @@ class GenerateSummary:
     resumed_images: int = 0  # images an interrupted earlier call of this run left on disk, taken as they were
     orphans_removed: list[str] = field(default_factory=list)  # files of an interrupted call this run did not make
     temp_files_removed: int = 0  # half-written files of a killed call
+    uses_patient_pixels: bool = False  # run.json's: the images hold patient pixels (exports/sheets refuse by default)
+    notes: list[str] = field(default_factory=list)  # what the user should be told (the generator's notes())
 
     @property
     def images_per_second(self) -> float:
@@ -264,6 +266,8 @@ def generate(
         resumed_images=len(resumed),
         orphans_removed=[ws.relpath(p) for p in stale],
         temp_files_removed=len(temp_files),
+        uses_patient_pixels=bool(gen.uses_patient_pixels),
+        notes=gen.notes(),
     )
     log.info("generated %d images (%d new) in %.1fs with %d workers", summary.images, summary.new_images, seconds,
              workers)
@@ -303,7 +307,9 @@ def _fitted_generator(
         subjects=kept["subject_id"].tolist(),
         identities=identities,
     )
-    return gen, kept, skipped, [] if identities is None else list(identities.image_ids)
+    # the donors it took (a generator may leave them aside, e.g. phenotype-transfer identities=morphs)
+    used = set(getattr(gen, "donor_ids_", [] if identities is None else identities.image_ids))
+    return gen, kept, skipped, [] if identities is None else [i for i in identities.image_ids if i in used]
 
 
 def _donor_identities(ws: Workspace, manifest: pd.DataFrame, faces: pd.DataFrame) -> Identities | None:

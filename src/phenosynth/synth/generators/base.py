@@ -81,6 +81,10 @@ class Generator(ABC):
     #: fold rule drops the run's images for every fold whose validation photos are in its fit set
     fit_set_role: str = "pixel"
 
+    def notes(self) -> list[str]:
+        """What a user of the fitted generator's run should be told (the CLI prints these after generating)."""
+        return []
+
     def fit(
         self,
         images: Sequence[np.ndarray],
