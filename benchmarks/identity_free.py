@@ -88,35 +88,6 @@ def _table(ws, data: Path, name: str, keep, *, labelled: bool) -> Path:
     return table
 
 
-def screen_donors(ws, threshold: float) -> dict[str, float]:
-    """Donor screening before a donor run (a step a data steward would take): each donor's share of photos whose
-    nearest patient training photo is closer than the audit's identity threshold (dlib_resnet128, Euclidean). A donor
-    with any such photo looks like a patient to the face matcher, so every image made from it would be "matched";
-    the screened run excludes those donors (manifest ``exclude_reason``). Screening uses the donors' own photos only,
-    never the synthetic images."""
-    from phenosynth.audit import stats
-    from phenosynth.data.manifest import donors, real_train
-    from phenosynth.models.features import extract_features
-
-    manifest = ws.load_manifest()
-    train, pool = real_train(manifest), donors(manifest)
-    ids, X = extract_features(ws, "dlib_resnet128", [*train["image_id"].astype(str), *pool["image_id"].astype(str)],
-                              weights="default", preprocessing="native")
-    emb = dict(zip(ids, X))
-    tid = [i for i in train["image_id"].astype(str) if i in emb]
-    did = [i for i in pool["image_id"].astype(str) if i in emb]
-    D = stats.distance_matrix(np.stack([emb[i] for i in did]), np.stack([emb[i] for i in tid]), "euclidean")
-    matched = pd.Series(D.min(axis=1) < threshold, index=pool.set_index("image_id").loc[did, "subject_id"].values)
-    return matched.groupby(level=0).mean().to_dict()
-
-
-def exclude_donors(ws, subjects: list[str]) -> None:
-    manifest = ws.load_manifest()
-    hit = (manifest["source"] == "donor") & manifest["subject_id"].isin(subjects)
-    manifest.loc[hit, "exclude_reason"] = "benchmark: donor resembles a patient (identity-matched)"
-    ws.save_manifest(manifest)
-
-
 def speed(ws, per_class: int, reps: int) -> list[dict]:
     """img/s of shape-warp and phenotype-transfer (defaults) on the same training photos, one process, alternating."""
     from phenosynth.faces.facepass import load_faces
@@ -152,6 +123,7 @@ def main() -> None:
     ap.add_argument("--speed-only", action="store_true", help="only the speed table (on an existing workspace)")
     args = ap.parse_args()
 
+    from phenosynth.audit.donors import screen_donors
     from phenosynth.audit.fidelity import OVERALL
     from phenosynth.audit.privacy import audit
     from phenosynth.faces.facepass import run_face_pass
@@ -173,9 +145,11 @@ def main() -> None:
     run_face_pass(ws)
     settings = dict(embedder="dlib_resnet128", kid_backbone=None, probe_backbone="shape68", n_boot=200)
     result = audit(ws, **settings)
-    # the donor pool screened for patient look-alikes (by the donors' own photos), then one more donor run
-    lookalike = screen_donors(ws, result.calibration.threshold)
-    exclude_donors(ws, sorted(d for d, share in lookalike.items() if share > 0))
+    # the donor pool screened for patient look-alikes (by the donors' own photos, `audit --donors`), then one more
+    # donor run
+    screen = screen_donors(ws, embedder="dlib_resnet128")
+    assert screen.calibration.threshold == result.calibration.threshold
+    lookalike = screen.frame.groupby("person")["match"].mean().to_dict()
     screened = "pt-donors-screened-s2-jx1"
     generate(ws, "phenotype-transfer", per_class=args.per_class, seed=0, name=screened, n_jobs=1,
              options={"strength": 2.0, "identities": "donors"})

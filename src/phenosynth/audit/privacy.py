@@ -187,9 +187,11 @@ def audit_dir(ws: Workspace, run: str) -> Path:
     return ws.root / "audit" / safe_name(run)
 
 
-def _embed(
+def embed_faces(
     ws: Workspace, embedder: str, ids: list[str], weights: str, preprocessing: str, on_progress: ProgressCallback | None
 ) -> dict[str, np.ndarray]:
+    """image_id -> identity embedding (float64; facenet's L2-normalised) of each of ``ids`` with a usable face,
+    through the feature cache."""
     from phenosynth.models.features import extract_features
 
     kept, X = extract_features(ws, embedder, ids, weights=weights, preprocessing=preprocessing,
@@ -292,15 +294,15 @@ def audit(
             photo, or too few real subjects to calibrate an embedder that has no documented threshold.
     """
     t0 = time.perf_counter()
-    metric, doc = _resolve_metric(embedder, metric)
+    metric, doc = resolve_metric(embedder, metric)
     manifest = ws.load_manifest()
     syn, runs = _synthetic_rows(ws, manifest, run)
     real = usable(manifest)
     real = real[real["source"] == REAL]
     require_real_train(manifest, ws.root)
     reports_of = report_assessor(ws, _with_subject(ws, real[real["split"] == TRAIN]), syn, vlm)
-    emb = _embed(ws, embedder, real["image_id"].astype(str).tolist() + syn["image_id"].astype(str).tolist(),
-                 weights, preprocessing, on_progress)
+    emb = embed_faces(ws, embedder, real["image_id"].astype(str).tolist() + syn["image_id"].astype(str).tolist(),
+                      weights, preprocessing, on_progress)
     ref = _reference(ws, emb, real, embedder, doc, metric, quantile)
     settings = {"embedder": embedder, "weights": weights, "preprocessing": preprocessing, "metric": metric,
                 "quantile": quantile, "phash_bits": phash_bits, "ssim_threshold": ssim_threshold,
@@ -324,7 +326,7 @@ def audit(
                        genuine=ref.genuine, impostor=ref.impostor)
 
 
-def _resolve_metric(embedder: str, metric: str | None) -> tuple[str, stats.DocumentedThreshold | None]:
+def resolve_metric(embedder: str, metric: str | None) -> tuple[str, stats.DocumentedThreshold | None]:
     """The distance to use and the embedder's documented threshold when it is defined in that distance."""
     doc = stats.documented_threshold(embedder)
     metric = metric or stats.default_metric(embedder)
@@ -368,9 +370,13 @@ def _with_subject(ws: Workspace, real: pd.DataFrame) -> pd.DataFrame:
     return out
 
 
-def _reference(ws: Workspace, emb: dict[str, np.ndarray], real: pd.DataFrame, embedder: str,
-               doc: stats.DocumentedThreshold | None, metric: str, quantile: float) -> _Reference:
-    """Calibrate the threshold on the real photos and gather what each run is compared with."""
+def calibrate_identity(
+    ws: Workspace, emb: dict[str, np.ndarray], real: pd.DataFrame, embedder: str,
+    doc: stats.DocumentedThreshold | None, metric: str, quantile: float,
+) -> tuple[pd.DataFrame, np.ndarray, np.ndarray, stats.Calibration]:
+    """The identity threshold on the workspace's real photos ``real`` (those with an embedding in ``emb``):
+    ``(those rows with a ``subject`` column, genuine distances, impostor distances, calibration)``. The audit and the
+    donor screening (:mod:`phenosynth.audit.donors`) both decide "same person" by it."""
     real_e = _with_subject(ws, real[real["image_id"].astype(str).isin(emb)])
     cal_ids = real_e["image_id"].astype(str).tolist()
     genuine, impostor = stats.genuine_impostor_distances(_stack(emb, cal_ids), real_e["subject"].to_numpy(), metric)
@@ -382,6 +388,14 @@ def _reference(ws: Workspace, emb: dict[str, np.ndarray], real: pd.DataFrame, em
     if len(impostor) and not calibration.quantile_estimable:
         log.warning("only %d impostor pairs: their %.2g quantile is not estimable (close to their minimum)%s",
                     len(impostor), quantile, "" if doc is None else "; the documented threshold is used")
+    return real_e, genuine, impostor, calibration
+
+
+def _reference(ws: Workspace, emb: dict[str, np.ndarray], real: pd.DataFrame, embedder: str,
+               doc: stats.DocumentedThreshold | None, metric: str, quantile: float) -> _Reference:
+    """Calibrate the threshold on the real photos and gather what each run is compared with."""
+    real_e, genuine, impostor, calibration = calibrate_identity(ws, emb, real, embedder, doc, metric, quantile)
+    cal_ids = real_e["image_id"].astype(str).tolist()
     train = real_e[real_e["split"] == TRAIN]
     train_ids = train["image_id"].astype(str).tolist()
     if not train_ids:
