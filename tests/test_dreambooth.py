@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 from contextlib import nullcontext
 from pathlib import Path
 
@@ -21,7 +22,7 @@ from phenosynth.errors import LeakageError, MissingWeightsError, PhenosynthError
 from phenosynth.synth.generators import create_generator  # noqa: E402
 from phenosynth.synth.generators import dreambooth as db  # noqa: E402
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("one_torch_thread")]  # tiny models: one thread is faster
 
 #: The settings every test trains with: two steps at 32 px, sampled with two denoising steps.
 TINY = {"steps": 2, "resolution": 32, "inference_steps": 2, "rank": 4, "train_seed": 3, "gradient_checkpointing": False}
@@ -44,11 +45,14 @@ def _byte_level_tokenizer(folder: Path):
 
 @pytest.fixture(scope="module")
 def tiny_sd(tmp_path_factory) -> Path:
-    """A seeded tiny Stable Diffusion 1.5-architecture pipeline saved as a diffusers folder."""
+    return build_tiny_sd(tmp_path_factory.mktemp("tiny_sd"))
+
+
+def build_tiny_sd(root: Path) -> Path:
+    """A seeded tiny Stable Diffusion 1.5-architecture pipeline saved as a diffusers folder ``root/sd``."""
     from diffusers import AutoencoderKL, DDIMScheduler, StableDiffusionPipeline, UNet2DConditionModel
     from transformers import CLIPTextConfig, CLIPTextModel
 
-    root = tmp_path_factory.mktemp("tiny_sd")
     tokenizer = _byte_level_tokenizer(root / "tokenizer_src")
     torch.manual_seed(0)
     unet = UNet2DConditionModel(
@@ -106,13 +110,13 @@ def test_two_lora_steps_give_finite_losses_and_the_saved_weights_reload_to_ident
 
 
 def test_a_crash_mid_condition_resumes_from_the_checkpoint_to_the_same_weights(tiny_sd, tmp_path, monkeypatch):
-    straight = db.fine_tune(_job(tiny_sd, tmp_path / "straight", lr=5e-2, steps=3, checkpoint_every=1))
-    job = _job(tiny_sd, tmp_path / "crashed", lr=5e-2, steps=3, checkpoint_every=1)
+    straight = db.fine_tune(_job(tiny_sd, tmp_path / "straight", lr=5e-2, checkpoint_every=1))
+    job = _job(tiny_sd, tmp_path / "crashed", lr=5e-2, checkpoint_every=1)
     save = db._save_checkpoint
 
     def save_then_die(job, *args):
         save(job, *args)
-        if args[3] == 2:
+        if args[3] == 1:
             raise RuntimeError("killed")
 
     monkeypatch.setattr(db, "_save_checkpoint", save_then_die)
@@ -121,7 +125,7 @@ def test_a_crash_mid_condition_resumes_from_the_checkpoint_to_the_same_weights(t
     assert (job.folder / "checkpoint.pt").is_file()
     monkeypatch.setattr(db, "_save_checkpoint", save)
     resumed = db.fine_tune(job)
-    assert resumed.resumed_from_step == 2 and resumed.losses == straight.losses
+    assert resumed.resumed_from_step == 1 and resumed.losses == straight.losses
     assert torch.equal(_unet_output(resumed.pipe.unet), _unet_output(straight.pipe.unet))
 
 
@@ -298,3 +302,28 @@ def test_cli_generate_dreambooth_with_a_missing_base_exits_2_naming_the_path(tmp
                                  str(missing), "--per-class", "100"])
     assert r.exit_code == 2, r.output
     assert "sd15.safetensors does not exist" in " ".join(r.output.split())
+
+
+@pytest.mark.ray
+@pytest.mark.skipif(not os.environ.get("PHENOSYNTH_RAY_TESTS"),
+                    reason="a real local Ray cluster (~20-60 s on 2 cores); set PHENOSYNTH_RAY_TESTS=1 to run")
+def test_generate_on_a_one_cpu_local_ray_trains_and_samples_every_condition(tiny_sd, tmp_path,
+                                                                          make_landmark_workspace):
+    ray = pytest.importorskip("ray")
+    from phenosynth.synth.generation import generate
+
+    ws, faces = make_landmark_workspace(tmp_path)
+    ray.init(num_cpus=1, include_dashboard=False, log_to_driver=False)
+    try:
+        s = generate(ws, "dreambooth-lora", per_class=1, seed=0, faces=faces, options={"base": str(tiny_sd), **TINY},
+                     executor="ray")
+    finally:
+        ray.shutdown()
+    assert (s.images, s.new_images, s.workers, s.executor) == (3, 3, 3, "ray")
+    models = ws.synthetic_dir / s.run / "models"
+    assert all((models / c / "pytorch_lora_weights.safetensors").is_file() for c in "ABC")
+    m = ws.load_manifest()
+    syn = m[m["source"] == "synthetic"]
+    train = m[(m["source"] == "real") & (m["split"] == "train")]
+    assert all(sorted(r["parents"]) == sorted(train.loc[train["label"] == r["label"], "image_id"])
+               for _, r in syn.iterrows())
