@@ -75,8 +75,8 @@ def build_tiny_sd(root: Path) -> Path:
     return root / "sd"
 
 
-def _job(tiny_sd: Path, folder: Path, **overrides) -> db.ConditionJob:
-    gen = create_generator("dreambooth-lora", base=str(tiny_sd), **{**TINY, **overrides})
+def _job(tiny_sd: Path, folder: Path, generator: str = "dreambooth-lora", **overrides) -> db.ConditionJob:
+    gen = create_generator(generator, base=str(tiny_sd), **{**TINY, **overrides})
     rng = np.random.default_rng(0)
     photos = tuple(rng.integers(0, 256, (40, 48, 3), dtype=np.uint8) for _ in range(3))
     return db.ConditionJob("A", photos, ("a1", "a2", "a3"), db.resolve_base_model(str(tiny_sd)), gen.settings(),
@@ -107,6 +107,23 @@ def test_two_lora_steps_give_finite_losses_and_the_saved_weights_reload_to_ident
     base = db.load_pipeline(job.base)
     assert not torch.allclose(_unet_output(base.unet), trained, atol=1e-4)  # the adapters changed the model
     assert db.is_trained(job) and not db.is_trained(_job(tiny_sd, tmp_path / "A", lr=1e-3))  # other settings
+
+
+def test_a_full_fine_tune_trains_unet_and_text_encoder_and_reloads_to_identical_outputs(tiny_sd, tmp_path):
+    job = _job(tiny_sd, tmp_path / "A", "dreambooth", lr=1e-2)
+    assert job.settings.mode == "full" and job.settings.train_text_encoder and job.settings.checkpoint_every == 200
+    base = db.load_pipeline(job.base)
+    tuned = db.fine_tune(job)
+    assert len(tuned.losses) == 2 and all(math.isfinite(v) for v in tuned.losses)
+    card = db.save_fine_tuned(job, tuned)
+    assert card["generator"] == "dreambooth" and card["rank"] is None and card["lr"] == 1e-2
+    assert (job.folder / "unet").is_dir() and (job.folder / "text_encoder").is_dir()
+    reloaded = db.fine_tuned_pipeline(job.base, job.folder, "full", "dpm-solver")
+    assert torch.allclose(_unet_output(reloaded.unet), _unet_output(tuned.pipe.unet), atol=1e-6)
+    assert not torch.allclose(_unet_output(base.unet), _unet_output(tuned.pipe.unet), atol=1e-4)
+    ids = base.tokenizer("photo", return_tensors="pt").input_ids
+    with torch.no_grad():  # the text encoder was trained too
+        assert not torch.allclose(base.text_encoder(ids)[0], reloaded.text_encoder(ids)[0], atol=1e-5)
 
 
 def test_a_crash_mid_condition_resumes_from_the_checkpoint_to_the_same_weights(tiny_sd, tmp_path, monkeypatch):
@@ -231,10 +248,21 @@ def test_generate_trains_one_model_per_condition_with_lineage_and_resumes_after_
         params = json.loads(row["params"])
         assert params["run"] == s.run and isinstance(params["image_seed"], int) and params["inference_steps"] == 2
         assert ws.resolve(row["path"]).is_file()
+    own_a = sorted(train_ids.loc[train_ids["label"] == "A", "image_id"])
     for label in "ABC":
         card = json.loads((models / label / "model_card.json").read_text())
         assert card["image_ids"] == sorted(train_ids.loc[train_ids["label"] == label, "image_id"])
     assert sum(json.loads(p)["blank_redraws"] for p in syn["params"]) == 1
+
+    # downstream: a re-split that moves one of A's photos into the test set drops every image of the run (A's have
+    # it as a parent; B's and C's come from a run fit on it)
+    from phenosynth.data.leakage import FIT_ON_TEST, PARENT_IN_TEST, leak_reasons, load_fit_sets
+
+    moved = m.copy()
+    moved.loc[moved["image_id"] == own_a[0], "split"] = "test"
+    reasons = leak_reasons(moved, load_fit_sets(ws))
+    labels = moved.loc[reasons.index, "label"]
+    assert set(reasons[labels == "A"]) == {PARENT_IN_TEST} and set(reasons[labels != "A"]) == {FIT_ON_TEST}
 
 
 class _FakeRay:
@@ -289,7 +317,7 @@ def test_ray_runs_one_task_per_condition_with_one_gpu_each(tmp_path, monkeypatch
         generate(ws, "dreambooth-lora", per_class=1, faces=faces, options={"base": "x"}, executor="dask")
 
 
-def test_cli_generate_dreambooth_with_a_missing_base_exits_2_naming_the_path(tmp_path, make_landmark_workspace):
+def test_cli_generate_dreambooth_lora_with_base_and_options(tiny_sd, tmp_path, make_landmark_workspace):
     from typer.testing import CliRunner
 
     from phenosynth.cli import app
@@ -302,6 +330,15 @@ def test_cli_generate_dreambooth_with_a_missing_base_exits_2_naming_the_path(tmp
                                  str(missing), "--per-class", "100"])
     assert r.exit_code == 2, r.output
     assert "sd15.safetensors does not exist" in " ".join(r.output.split())
+    bad = CliRunner().invoke(app, ["generate", "-w", str(ws.root), "-g", "dreambooth-lora", "--executor", "dask"])
+    assert bad.exit_code == 2 and "Unknown executor 'dask'" in bad.output
+    tiny = [x for k, v in TINY.items() for x in ("-o", f"{k}={v}")]
+    ok = CliRunner().invoke(app, ["generate", "-w", str(ws.root), "--generator", "dreambooth-lora", "--base",
+                                  str(tiny_sd), "--per-class", "1", *tiny])
+    assert ok.exit_code == 0, ok.output
+    assert "Run dreambooth-lora-seed0: 3 images of 3 conditions" in " ".join(ok.output.split())
+    card = json.loads((ws.synthetic_dir / "dreambooth-lora-seed0" / "models" / "B" / "model_card.json").read_text())
+    assert (card["steps"], card["rank"], card["settings"]["resolution"], card["seed"]) == (2, 4, 32, 3)
 
 
 @pytest.mark.ray
