@@ -102,11 +102,25 @@ def test_two_lora_steps_give_finite_losses_and_the_saved_weights_reload_to_ident
     assert saved["image_ids"] == ["a1", "a2", "a3"] and saved["steps"] == 2 and saved["rank"] == 4
     assert saved["base_sha256"] == db.resolve_base_model(str(tiny_sd)).digest and len(saved["base_sha256"]) == 64
     trained = _unet_output(tuned.pipe.unet)
-    reloaded = db.fine_tuned_pipeline(job.base, job.folder, "lora", "ddim")
+    reloaded = db.fine_tuned_pipeline(job.base, job.folder, "lora", "ddim", vae=str(tiny_sd / "vae"))
     assert torch.allclose(_unet_output(reloaded.unet), trained, atol=1e-6)
     base = db.load_pipeline(job.base)
     assert not torch.allclose(_unet_output(base.unet), trained, atol=1e-4)  # the adapters changed the model
     assert db.is_trained(job) and not db.is_trained(_job(tiny_sd, tmp_path / "A", lr=1e-3))  # other settings
+
+
+def test_prior_preservation_trains_on_class_images_too(tiny_sd, tmp_path):
+    from PIL import Image
+
+    with pytest.raises(PhenosynthError, match="Prior preservation needs class images: no .png/.jpg in"):
+        db.fine_tune(_job(tiny_sd, tmp_path / "none", class_images=str(tmp_path)))
+    rng = np.random.default_rng(1)
+    for i in range(2):
+        Image.fromarray(rng.integers(0, 256, (36, 36, 3), dtype=np.uint8)).save(tmp_path / f"child{i}.png")
+    plain = db.fine_tune(_job(tiny_sd, tmp_path / "plain"))
+    prior = db.fine_tune(_job(tiny_sd, tmp_path / "prior", class_images=str(tmp_path), prior_weight=1.0))
+    assert all(math.isfinite(v) for v in prior.losses)
+    assert prior.losses[0] > plain.losses[0]  # the same instance term plus a class-image term
 
 
 def test_a_full_fine_tune_trains_unet_and_text_encoder_and_reloads_to_identical_outputs(tiny_sd, tmp_path):
@@ -167,6 +181,8 @@ def test_a_missing_base_model_names_what_to_put_where(tmp_path, monkeypatch):
         db.resolve_base_model("someone/sd15")
     with pytest.raises(PhenosynthError, match="--base PATH"):
         db.resolve_base_model(None)
+    with pytest.raises(MissingWeightsError, match="huggingface-cli download stabilityai/sd-vae-ft-mse"):
+        db.fine_tuned_pipeline(None, tmp_path, "lora", "ddim", vae="stabilityai/sd-vae-ft-mse")
 
 
 class _FakePipe:

@@ -94,18 +94,28 @@ def resolve_base_model(spec: str | None, config: str | None = None) -> BaseModel
 
         return BaseModel(spec, "single-file", p.resolve(), file_digest(p), Path(config) if config else None)
     if "/" in spec and not p.exists() and spec.count("/") == 1 and not spec.startswith((".", "/", "~")):
-        try:
-            from huggingface_hub import snapshot_download
-
-            folder = Path(snapshot_download(spec, local_files_only=True, cache_dir=str(hf_cache_dir())))
-        except Exception as exc:  # noqa: BLE001 - not in the cache (LocalEntryNotFoundError and friends)
-            raise MissingWeightsError(
-                f"Base model '{spec}' is not in the Hugging Face cache {hf_cache_dir()} (nothing is downloaded): on a "
-                f"machine with internet run `huggingface-cli download {spec}` and copy the cache here, or pass "
-                f"--base PATH to a diffusers folder or a .safetensors checkpoint. ({type(exc).__name__})") from exc
+        folder = _local_folder(spec, "Base model (pass --base PATH to a folder or a .safetensors checkpoint instead)")
         return BaseModel(spec, "folder", folder, _folder_digest(folder))
     raise MissingWeightsError(f"Base model {p} not found: put a diffusers folder (with model_index.json) or a "
                               f".safetensors checkpoint there, or pass --base HUB_ID of a model in {hf_cache_dir()}.")
+
+
+def _local_folder(spec: str, what: str) -> Path:
+    """A diffusers model folder: ``spec`` itself, or hub id ``spec`` from the local Hugging Face cache."""
+    from phenosynth.models.weights import hf_cache_dir
+
+    p = Path(spec).expanduser()
+    if p.is_dir():
+        return p
+    try:
+        from huggingface_hub import snapshot_download
+
+        return Path(snapshot_download(spec, local_files_only=True, cache_dir=str(hf_cache_dir())))
+    except Exception as exc:  # noqa: BLE001 - not a folder, not in the cache
+        raise MissingWeightsError(
+            f"{what} '{spec}' is neither a folder nor in the Hugging Face cache {hf_cache_dir()} (nothing is "
+            f"downloaded): on a machine with internet run `huggingface-cli download {spec}` and copy the cache here, "
+            f"or pass a path to a diffusers folder. ({type(exc).__name__})") from exc
 
 
 def _folder_digest(folder: Path) -> str:
@@ -284,13 +294,14 @@ def fine_tune(job: ConditionJob) -> FineTuned:
     device, dtype = pick_device(s.mixed_precision)
     if device.type == "cpu":
         warn_cpu(f"training steps of condition {job.label}", s.steps, s.resolution, CPU_SECONDS_PER_STEP_512)
-    torch.manual_seed(s.seed)
     pipe = load_pipeline(job.base)
     unet, text_encoder, vae, tokenizer = pipe.unet, pipe.text_encoder, pipe.vae, pipe.tokenizer
     from diffusers import DDPMScheduler
 
     noise_scheduler = DDPMScheduler.from_config(pipe.scheduler.config)
-    trainable = _prepare_trainable(unet, text_encoder, vae, s, device, dtype)
+    with torch.random.fork_rng(devices=range(torch.cuda.device_count())):  # seeded adapters, no global side effect
+        torch.manual_seed(s.seed)
+        trainable = _prepare_trainable(unet, text_encoder, vae, s, device, dtype)
     optimizer = _optimizer(trainable, s, device)
     scaler = torch.amp.GradScaler("cuda", enabled=dtype == torch.float16)
     gen = torch.Generator(device="cpu").manual_seed(s.seed)
@@ -472,13 +483,17 @@ def _save_weights(job: ConditionJob, pipe: Any) -> None:
 # --- sampling --------------------------------------------------------------------------------------------------------
 
 
-def fine_tuned_pipeline(base: BaseModel, folder: Path, mode: str, scheduler: str) -> Any:
+def fine_tuned_pipeline(base: BaseModel, folder: Path, mode: str, scheduler: str, vae: str | None = None) -> Any:
     """The base pipeline with one condition's fine-tuned weights from ``folder``, on CUDA when present, with the
-    sampling ``scheduler`` (``ddim`` or ``dpm-solver``)."""
+    sampling ``scheduler`` (``ddim`` or ``dpm-solver``) and, when given, another ``vae`` for decoding (RDFace:
+    ``stabilityai/sd-vae-ft-mse``; a folder or a hub id in the local cache)."""
     import diffusers
 
+    vae_folder = _local_folder(vae, "VAE") if vae else None
     device, dtype = pick_device("auto")
     pipe = load_pipeline(base, dtype=dtype)
+    if vae_folder is not None:
+        pipe.vae = diffusers.AutoencoderKL.from_pretrained(str(vae_folder), dtype=dtype, local_files_only=True)
     if mode == "lora":
         pipe.load_lora_weights(str(folder), weight_name=LORA_WEIGHTS)
     else:
@@ -535,6 +550,7 @@ class _DreamBoothBase(Generator):
     checkpoint_every: int = 100
     train_seed: int = 0
     scheduler: str = "dpm-solver"
+    vae: str | None = None  # another VAE for decoding samples (RDFace: stabilityai/sd-vae-ft-mse), folder or hub id
     inference_steps: int = 30
     guidance_scale: float = 7.5
     blank_max: float = 10.0
@@ -583,6 +599,8 @@ class _DreamBoothBase(Generator):
              folds: list[int | None], subjects: list[str], identities: object = None) -> None:
         del landmarks, folds, subjects, identities  # each condition's model learns from its photos' pixels only
         self.base_model_ = resolve_base_model(self.base, self.base_config)
+        if self.vae:  # fail before hours of training, not after
+            _local_folder(self.vae, "VAE")
         jobs = self.condition_jobs(images, labels, image_ids)
         todo = [j for j in jobs if not is_trained(j)]
         if len(todo) < len(jobs):
@@ -611,7 +629,7 @@ class _DreamBoothBase(Generator):
         if self._pipe is None or self._pipe[0] != label:
             self._pipe = None
             self._pipe = (label, fine_tuned_pipeline(self.base_model_, self.folders_[label], self.mode,
-                                                     self.scheduler))
+                                                     self.scheduler, self.vae))
         return self._pipe[1]
 
     def sample_one(self, label: str, index: int, seed: int) -> SyntheticSample:
