@@ -47,7 +47,7 @@ def generate_command(
     condition's shape phenotype on donor faces (ingest --donors) or, without donors, on morphs of k patients.
 
     dreambooth (full fine-tune, RDFace's recipe) and dreambooth-lora fine-tune Stable Diffusion per condition
-    (pip install 'phenosynth[diffusion]'; a GPU turns hours into minutes); their models go to WS/synthetic/RUN/models.
+    (pip install 'phenosynth\\[diffusion]'; a GPU turns hours into minutes); their models go to WS/synthetic/RUN/models.
 
     Example: [bold]phenosynth generate -w ws --generator phenotype-transfer --per-class 30 -o k=6[/]
 
