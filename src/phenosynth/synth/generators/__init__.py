@@ -1,5 +1,5 @@
-"""Generators of synthetic faces: the interface, the registry, and the built-in ``shape-warp`` and
-``phenotype-transfer`` (CPU)."""
+"""Generators of synthetic faces: the interface, the registry, the built-in ``shape-warp`` and ``phenotype-transfer``
+(CPU), and ``dreambooth`` / ``dreambooth-lora`` (Stable Diffusion per condition; extra ``diffusion``, GPU advised)."""
 
 from phenosynth.synth.generators.base import (
     GENERATORS,
@@ -14,8 +14,12 @@ from phenosynth.synth.generators import shape_warp as _shape_warp  # noqa: F401 
 from phenosynth.synth.generators.shape_warp import ShapeWarpGenerator
 from phenosynth.synth.generators import phenotype_transfer as _phenotype_transfer  # noqa: F401  (registers it)
 from phenosynth.synth.generators.phenotype_transfer import PhenotypeTransferGenerator
+from phenosynth.synth.generators import dreambooth as _dreambooth  # noqa: F401  (registers dreambooth, -lora)
+from phenosynth.synth.generators.dreambooth import DreamBoothGenerator, DreamBoothLoraGenerator
 
 __all__ = [
+    "DreamBoothGenerator",
+    "DreamBoothLoraGenerator",
     "GENERATORS",
     "Generator",
     "Identities",

@@ -19,6 +19,7 @@ import hashlib
 from abc import ABC, abstractmethod
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -80,6 +81,15 @@ class Generator(ABC):
     #: its pixel parents; "pixel" when pixels of any fit image may be in any image (a learned image model), so the
     #: fold rule drops the run's images for every fold whose validation photos are in its fit set
     fit_set_role: str = "pixel"
+    #: True for a generator that holds a large model (on a GPU when there is one): ``generate`` runs it in the calling
+    #: process, never forked into CPU worker processes, and calls :meth:`bind_run` before ``fit``
+    in_process: bool = False
+
+    def bind_run(self, run_dir: Path, *, executor: str = "local") -> None:
+        """Called by ``generate`` before ``fit``: the run's folder (where a generator that trains models keeps them,
+        so that an interrupted run resumes) and the executor of its heavy work (``local`` or ``ray``). The default
+        keeps nothing."""
+        del run_dir, executor
 
     def notes(self) -> list[str]:
         """What a user of the fitted generator's run should be told (the CLI prints these after generating)."""
