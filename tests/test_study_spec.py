@@ -59,6 +59,20 @@ def test_timm_backbones_and_bare_names_are_accepted():
     assert spec.seeds == [3] and spec.generator.per_class == 100
 
 
+def test_generator_options_are_read_and_checked(tmp_path):
+    spec = load_spec(_write(tmp_path, "backbones: [shape68]\ngenerator:\n  name: phenotype-transfer\n"
+                                      "  per_class: 5\n  options: {k: 4, strength: 1.5}\n"))
+    assert spec.generator.options == {"k": 4, "strength": 1.5}
+    assert spec.resolved()["generator"]["options"] == {"k": 4, "strength": 1.5}  # what config.yaml records
+    assert spec_from_dict({"backbones": ["shape68"], "generator": "shape-warp"}).generator.options == {}
+    with pytest.raises(SpecError, match=r"generator.options: Generator 'phenotype-transfer' has no option\(s\) "
+                                        r"kk; its options: .*\bk\b.*strength"):
+        spec_from_dict({"backbones": ["shape68"], "generator": {"name": "phenotype-transfer", "options": {"kk": 4}}})
+    with pytest.raises(SpecError, match=r"unknown generator 'phenotype-transfr'. Valid: .*phenotype-transfer.*"
+                                        r"shape-warp, or already-generated"):
+        spec_from_dict({"backbones": ["shape68"], "generator": {"name": "phenotype-transfr"}})
+
+
 def test_empty_regimes_and_missing_spec_file(tmp_path):
     with pytest.raises(SpecError, match="regimes is empty"):
         spec_from_dict({"backbones": ["vgg16"], "regimes": {"real": False}})
