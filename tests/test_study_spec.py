@@ -27,7 +27,7 @@ def test_paper_spec_is_the_papers_grid():
 def test_demo_spec_uses_offline_backbones():
     spec = load_spec("demo")
     assert [b.name for b in spec.backbones] == ["shape68", "dlib_resnet128", "mobilenet_v2"]
-    assert spec.generator.name == "shape-warp"
+    assert spec.generator.name == "phenotype-transfer" and spec.generator.options == {"strength": 2.0}
     assert len(expand_grid(spec)) == 3 * (1 + len(spec.regimes.synthetic) + len(spec.regimes.mixed)) * spec.folds
 
 
