@@ -68,8 +68,8 @@ def test_generator_options_are_read_and_checked(tmp_path):
     with pytest.raises(SpecError, match=r"generator.options: Generator 'phenotype-transfer' has no option\(s\) "
                                         r"kk; its options: .*\bk\b.*strength"):
         spec_from_dict({"backbones": ["shape68"], "generator": {"name": "phenotype-transfer", "options": {"kk": 4}}})
-    with pytest.raises(SpecError, match=r"unknown generator 'phenotype-transfr'. Valid: .*phenotype-transfer.*"
-                                        r"shape-warp, or already-generated"):
+    with pytest.raises(SpecError, match=r"Unknown generator 'phenotype-transfr'. Did you mean 'phenotype-transfer'\? "
+                                        r"Valid: phenotype-transfer, shape-warp, or already-generated.$"):
         spec_from_dict({"backbones": ["shape68"], "generator": {"name": "phenotype-transfr"}})
 
 

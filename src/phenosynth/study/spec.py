@@ -238,9 +238,10 @@ def _check_generator(spec: StudySpec, source: str) -> None:
     from phenosynth.synth.generators import GENERATORS, check_generator_options
 
     name = spec.generator.name
-    if name not in GENERATORS:
-        raise SpecError(f"Invalid study spec {source}: unknown generator '{name}'. Valid: "
-                        f"{', '.join(GENERATORS.names())}, or {ALREADY_GENERATED}.")
+    try:
+        GENERATORS.get(name)
+    except PhenosynthError as exc:
+        raise SpecError(f"Invalid study spec {source}: {str(exc).rstrip('.')}, or {ALREADY_GENERATED}.") from None
     try:
         check_generator_options(name, spec.generator.options)
     except PhenosynthError as exc:
