@@ -13,8 +13,9 @@ import pandas as pd
 import pytest
 
 from phenosynth.data.imageio import load_rgb
-from phenosynth.demo.dataset import (CHANGES, CONDITIONS, FacePhoto, _iod, assign_people, build_demo_dataset,
-                                     simulate_conditions)
+from phenosynth.demo.dataset import (CHANGES, CONDITIONS, DEMO_PHOTOS_PER_PERSON, DEMO_STRENGTH, FacePhoto, _iod,
+                                     assign_people, build_demo_dataset, most_frontal, simulate_conditions,
+                                     yaw_asymmetry)
 from phenosynth.demo.orl import load_shipped_faces, read_orl_folder, shipped_dir
 from phenosynth.errors import PhenosynthError
 from phenosynth.faces.detectors import create_detector, create_landmarker
@@ -48,6 +49,26 @@ def test_layout_people_and_donors(demo) -> None:
     assert all(load_rgb(demo.root / p).shape == (224, 184, 3) for p in donors["path"])
     readme = demo.readme_path.read_text()
     assert "SIMULATED" in readme and "Olivetti Research Laboratory" in readme and "Samaria" in readme
+
+
+def test_the_demo_draws_on_each_persons_most_frontal_photos_at_the_demo_strength(demo) -> None:
+    import json
+
+    photos = load_shipped_faces("condition")
+    frontal = most_frontal(photos, DEMO_PHOTOS_PER_PERSON)
+    assert len(frontal) == 32 * DEMO_PHOTOS_PER_PERSON
+    kept = {p.source for p in frontal}
+    for person in {p.person for p in photos}:  # every kept photo is less turned than every dropped one
+        mine = [p for p in photos if p.person == person]
+        assert max(yaw_asymmetry(p.landmarks) for p in mine if p.source in kept) <= min(
+            yaw_asymmetry(p.landmarks) for p in mine if p.source not in kept)
+    truth = pd.read_parquet(demo.landmarks_path)
+    assert set(truth["source"]) <= kept
+    assert json.loads((demo.root / "demo_params.json").read_text())["strength"] == DEMO_STRENGTH
+    assert truth["strength"].between(0.7 * DEMO_STRENGTH, 1.3 * DEMO_STRENGTH).all()
+    turned = photos[0].landmarks.copy()
+    turned[30, 0] += 0.2 * np.ptp(turned[:, 0])  # the nose tip moved towards one side of the jaw line
+    assert yaw_asymmetry(turned) > yaw_asymmetry(photos[0].landmarks) + 0.05
 
 
 def test_conditions_table_names_real_hpo_terms(demo) -> None:

@@ -302,3 +302,45 @@ def test_a_workspace_given_as_a_folder_is_read(run_dir, tmp_path):
     assert workspace_root(ws, {}, tmp_path / "run") == ws  # not Path.root ("/"), as before
     assert workspace_root(None, {}, tmp_path / "a" / "run") is None
     assert workspace_stats(None).manifest is None and workspace_stats(ws).n_classes is None
+
+
+def _two_runs_one_audited(tmp_path):
+    """A workspace with synthetic images of runs r1 (audited: 2 of 3 images flagged) and r2 (never audited)."""
+    import json
+
+    from _workspaces import image_row, save_rows
+
+    from phenosynth.data.workspace import Workspace
+
+    ws = Workspace.open(tmp_path / "ws", create=True)
+    rows = [image_row(ws, ws.root / "synthetic" / run / f"{k}.png",
+                      np.full((8, 8, 3), 10 * k + (run == "r2"), dtype=np.uint8), label="A", source="synthetic",
+                      generator="phenotype-transfer", params=json.dumps({"run": run, "seed": k}), split="train")
+            for run in ("r1", "r2") for k in range(3)]
+    save_rows(ws, rows)
+    d = ws.root / "audit" / "r1"
+    d.mkdir(parents=True)
+    pd.DataFrame({"image_id": [r["image_id"] for r in rows[:3]], "flags": [[], ["identity-match"], ["no-face"]],
+                  "shareable": [True, False, False]}).to_parquet(d / "audit.parquet", index=False)
+    run = {"run": "r1", "generator": "phenotype-transfer", "n_images": 3, "n_shareable": 1, "n_matched": 1,
+           "n_measured": 2, "matched_share": 0.125,
+           "matched_ci": [0.05, 0.26], "stranger_rate": 0.1, "stranger_ci": [0.04, 0.2], "membership_auc": 0.55,
+           "membership_ci": [0.41, 0.69]}
+    fidelity = {"phenotype": [{"condition": "all conditions", "synthetic_accuracy": 0.9, "test_accuracy": 0.25}]}
+    (d / "summary.json").write_text(json.dumps({"run": run, "settings": {"embedder": "dlib_resnet128"}, "created": "x",
+                                                "fidelity": fidelity}))
+    return ws
+
+
+def test_report_html_shows_each_runs_audit_or_says_not_audited(run_dir, tmp_path):
+    import re
+
+    ws = _two_runs_one_audited(tmp_path)
+    _results().assign(n_classes=5).to_csv(run_dir / "results.csv", index=False)
+    build_report(run_dir, ws=ws.root)
+    html = (run_dir / "report.html").read_text()
+    section = html[html.index("<h2>Privacy audit</h2>"):html.index("<h2>Configuration</h2>")]
+    cells = [re.sub(r"<[^>]+>", "", c) for c in re.findall(r"<td[^>]*>(.*?)</td>", section)]
+    assert cells[:8] == ["r1 (phenotype-transfer; dlib_resnet128)", "3", "12.5 % [5.0–26.0]", "10.0 % [4.0–20.0]",
+                         "0.55 [0.41–0.69]", "2", "90 % / 25 %", "fails"]  # 12.5 % > 10 % + 2 points
+    assert cells[8:] == ["r2", "3", "not audited: its images were used without a privacy check"]

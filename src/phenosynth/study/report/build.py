@@ -14,6 +14,7 @@ import yaml
 
 from phenosynth.data.workspace import atomic_write
 from phenosynth.errors import PhenosynthError
+from phenosynth.study.report.audit_section import audit_rows
 from phenosynth.study.report.cautions import collect_warnings
 from phenosynth.study.report.context import workspace_root, workspace_stats
 from phenosynth.study.report.figures import (
@@ -128,6 +129,7 @@ def build_report(run_dir: str | os.PathLike[str], *, ws: Any = None) -> Report:
     page = render_report(
         name=config.get("name", run_dir.name), subtitle=subtitle, notice=spec.get("notice"), warnings=rep.warnings,
         summary=summary, top1_ci=top1_test_ci(results), figure_title=figure_title(summary), figures=figures,
-        figures_left_out=rep.figures_left_out, stats=stats, sizes=training_set_sizes(results), config=config)
+        figures_left_out=rep.figures_left_out, stats=stats, sizes=training_set_sizes(results), config=config,
+        audit=audit_rows(ws_root))
     rep.files.append(_write_text(run_dir / "report.html", page))
     return rep

@@ -6,7 +6,9 @@ from phenosynth.synth.generators.base import (
     Generator,
     Identities,
     SyntheticSample,
+    check_generator_options,
     create_generator,
+    generator_options,
     list_generators,
     sample_rng,
 )
@@ -26,7 +28,9 @@ __all__ = [
     "PhenotypeTransferGenerator",
     "ShapeWarpGenerator",
     "SyntheticSample",
+    "check_generator_options",
     "create_generator",
+    "generator_options",
     "list_generators",
     "sample_rng",
 ]

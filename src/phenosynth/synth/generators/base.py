@@ -199,18 +199,28 @@ def list_generators() -> list[str]:
     return GENERATORS.names()
 
 
+def generator_options(name: str) -> list[str]:
+    """The constructor options of the registered generator ``name`` (raises for an unknown name)."""
+    import inspect
+
+    return [p for p in inspect.signature(GENERATORS.get(name)).parameters if p != "self"]
+
+
+def check_generator_options(name: str, options: dict[str, Any]) -> None:
+    """Raise :class:`PhenosynthError` naming the options of ``name`` when ``options`` has one it does not have
+    (``None`` values are ignored: they keep the defaults)."""
+    known = generator_options(name)
+    unknown = sorted(k for k, v in options.items() if v is not None and k not in known)
+    if unknown:
+        raise PhenosynthError(f"Generator '{name}' has no option(s) {', '.join(unknown)}; its options: "
+                              f"{', '.join(known)}.")
+
+
 def create_generator(name: str, **options: Any) -> Generator:
     """Build the registered generator ``name`` (``None`` options are dropped so its defaults apply).
 
     Raises:
         PhenosynthError: an option the generator does not have (names the ones it has).
     """
-    import inspect
-
-    factory = GENERATORS.get(name)
-    known = [p for p in inspect.signature(factory).parameters if p != "self"]
-    unknown = sorted(k for k, v in options.items() if v is not None and k not in known)
-    if unknown:
-        raise PhenosynthError(f"Generator '{name}' has no option(s) {', '.join(unknown)}; its options: "
-                              f"{', '.join(known)}.")
+    check_generator_options(name, options)
     return GENERATORS.create(name, **options)
