@@ -8,8 +8,11 @@ no fold). Then, through the library (what the CLI does): split (test 25 % by per
 ``phenotype-transfer`` (its defaults; identities = the donors) ``--per-class`` images per condition, face pass on
 them, the privacy audit of that run (dlib_resnet128, phenotype probe shape68, no KID), ranking (shape68) and one
 study: backbones ``shape68``, ``dlib_resnet128``, ``mobilenet_v2`` (probe trainer, the library's C grid) x
-regimes real-only, synthetic-only at n = ``--n`` per class, mixed (real + the largest n per class) x 3 folds, scored on
-the held-out real test photos.
+regimes real-only, synthetic-only at n = ``--n`` per class, mixed (real + the largest n per class) x 3 folds
+(``allow_fewer``: a class with fewer usable images than n, after the face pass and the audit's privacy gate, trains
+on what it has; the table gives the images actually trained on), scored on
+the held-out real test photos. Preprocessing ``native`` (each backbone's own input size and normalisation), so the
+study reuses the audit's dlib_resnet128 descriptors from the feature cache.
 
 Printed: one table (backbone, regime, n per class, top-1 / top-5 mean (SD) over folds, and beside every row that
 trains on synthetic images the audit of the run: matched share [95 % CI] vs the stranger rate + 2 points,
@@ -104,7 +107,8 @@ def study(ws, ns: list[int], *, real_only: bool, name: str, timings: dict) -> pd
     spec = load_spec("demo").resolved()
     spec.update(backbones=[{"name": b} for b in BACKBONES] if not real_only else [{"name": "shape68"}],
                 regimes={"real": True, "synthetic": [] if real_only else ns, "mixed": [] if real_only else [max(ns)]},
-                per_class=True, folds=3, generator="already-generated", notice=None)
+                per_class=True, folds=3, generator="already-generated", notice=None, preprocessing="native",
+                allow_fewer=True)
     t = time.perf_counter()
     res = run_study(ws, spec, name, build_report=False, resume=(ws.root / "runs" / name / "results.csv").exists())
     timings[f"study {name}"] = time.perf_counter() - t
@@ -123,11 +127,12 @@ def audit_cell(r) -> str:
 
 
 def table(summary: pd.DataFrame, run_audit) -> str:
-    lines = ["| backbone | regime | n per class | top-1 % mean (SD) | top-5 % mean (SD) | val top-1 % | audit of the "
-             "synthetic set |", "|---|---|---|---|---|---|---|"]
+    lines = ["| backbone | regime | n per class (synthetic images trained, mean over folds) | top-1 % mean (SD) | "
+             "top-5 % mean (SD) | val top-1 % | audit of the synthetic set |", "|---|---|---|---|---|---|---|"]
     for row in summary.itertuples():
         audited = row.regime != "real" and run_audit is not None
-        lines.append(f"| {row.backbone} | {row.regime} | {row.n_per_class} | {_pct(row.top1_mean, row.top1_sd)} | "
+        n = f"{row.n_per_class} ({row.n_trained_mean:.0f})" if row.regime != "real" else "-"
+        lines.append(f"| {row.backbone} | {row.regime} | {n} | {_pct(row.top1_mean, row.top1_sd)} | "
                      f"{_pct(row.top5_mean, row.top5_sd)} | {_pct(row.val_top1_mean, math.nan).split(' ')[0]} | "
                      f"{audit_cell(run_audit) if audited else ''} |")
     return "\n".join(lines)
@@ -136,11 +141,14 @@ def table(summary: pd.DataFrame, run_audit) -> str:
 def summarize(results: pd.DataFrame, n_classes: int) -> pd.DataFrame:
     """Mean and SD (ddof=1) over folds per backbone x regime x requested n (n per class)."""
     df = results.copy()
-    df["n_per_class"] = (pd.to_numeric(df["n_synthetic"], errors="coerce").fillna(0) / n_classes).round().astype(int)
-    df.loc[df["regime"] == "real", "n_per_class"] = 0
+    if "n_synthetic_requested" in df:  # the spec's n: per class here
+        df["n_per_class"] = pd.to_numeric(df["n_synthetic_requested"], errors="coerce").fillna(0).astype(int)
+    else:
+        df["n_per_class"] = (pd.to_numeric(df["n_synthetic"], errors="coerce").fillna(0) / n_classes).round().astype(int)
+    df["n_trained"] = pd.to_numeric(df["n_synthetic"], errors="coerce").fillna(0)
     if "val_top1" not in df:
         df["val_top1"] = math.nan
-    out = (df.groupby(["backbone", "regime", "n_per_class"], sort=False)[["top1", "top5", "val_top1"]]
+    out = (df.groupby(["backbone", "regime", "n_per_class"], sort=False)[["top1", "top5", "val_top1", "n_trained"]]
            .agg(["mean", lambda v: v.std(ddof=1)]))
     out.columns = [f"{m}_{'mean' if s == 'mean' else 'sd'}" for m, s in out.columns]
     return out.reset_index()
@@ -156,10 +164,12 @@ def must_show(summary: pd.DataFrame, run_audit) -> list[str]:
         if real.empty or syn.empty or mixed.empty:
             continue
         r, best = real.iloc[0], syn.loc[syn["top1_mean"].idxmax()]
+        by_val = syn.loc[syn["val_top1_mean"].idxmax()] if syn["val_top1_mean"].notna().any() else best
         syn_wins += best.top1_mean >= r
         mixed_wins += mixed.iloc[0] >= r
         lines.append(f"{b}: real-only {100 * r:.1f}; synthetic-only best {100 * best.top1_mean:.1f} (n={best.n_per_class}"
-                     f" per class, {100 * (best.top1_mean - r):+.1f} pt); mixed {100 * mixed.iloc[0]:.1f} "
+                     f" per class, {100 * (best.top1_mean - r):+.1f} pt; the n with the best validation top-1, "
+                     f"{by_val.n_per_class}: {100 * by_val.top1_mean:.1f}); mixed {100 * mixed.iloc[0]:.1f} "
                      f"({100 * (mixed.iloc[0] - r):+.1f} pt)")
     if lines:
         lines.append(f"synthetic-only >= real-only on {syn_wins} of {len(lines)} backbones (bar: 2); "
