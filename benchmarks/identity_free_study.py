@@ -26,7 +26,7 @@ is done (dataset, ingest, split, faces, generation) and reads cached features; `
 Usage::
 
     PYTHONPATH=src .venv/bin/python benchmarks/identity_free_study.py --orl /work/shared/data/orl-faces \
-        [--workspace /tmp/bench-idfree-study] [--strength 1.0] [--per-class 40] [--n 5 10 20 30] [--real-only]
+        [--workspace /tmp/bench-idfree-study] [--strength 2] [--per-class 24] [--n 5 10 15] [-o strength=1]
 """
 
 from __future__ import annotations
@@ -76,7 +76,7 @@ def prepare(root: Path, orl: Path, *, strength: float, donors: int, fresh: bool,
     return ws
 
 
-def generate_and_audit(ws, per_class: int, timings: dict):
+def generate_and_audit(ws, per_class: int, timings: dict, options: dict | None = None):
     """The identity-free run (skipped when the workspace has it), its face pass, audit and ranking."""
     from phenosynth.audit.privacy import audit
     from phenosynth.faces.facepass import run_face_pass
@@ -85,7 +85,7 @@ def generate_and_audit(ws, per_class: int, timings: dict):
 
     t = time.perf_counter()
     if not (ws.root / "synthetic" / RUN).exists():
-        generate(ws, GENERATOR, per_class=per_class, seed=0, name=RUN)
+        generate(ws, GENERATOR, per_class=per_class, seed=0, name=RUN, options=options)
     timings["generate"] = time.perf_counter() - t
     t = time.perf_counter()
     run_face_pass(ws)
@@ -144,7 +144,8 @@ def summarize(results: pd.DataFrame, n_classes: int) -> pd.DataFrame:
     if "n_synthetic_requested" in df:  # the spec's n: per class here
         df["n_per_class"] = pd.to_numeric(df["n_synthetic_requested"], errors="coerce").fillna(0).astype(int)
     else:
-        df["n_per_class"] = (pd.to_numeric(df["n_synthetic"], errors="coerce").fillna(0) / n_classes).round().astype(int)
+        total = pd.to_numeric(df["n_synthetic"], errors="coerce").fillna(0)
+        df["n_per_class"] = (total / n_classes).round().astype(int)
     df["n_trained"] = pd.to_numeric(df["n_synthetic"], errors="coerce").fillna(0)
     if "val_top1" not in df:
         df["val_top1"] = math.nan
@@ -167,8 +168,8 @@ def must_show(summary: pd.DataFrame, run_audit) -> list[str]:
         by_val = syn.loc[syn["val_top1_mean"].idxmax()] if syn["val_top1_mean"].notna().any() else best
         syn_wins += best.top1_mean >= r
         mixed_wins += mixed.iloc[0] >= r
-        lines.append(f"{b}: real-only {100 * r:.1f}; synthetic-only best {100 * best.top1_mean:.1f} (n={best.n_per_class}"
-                     f" per class, {100 * (best.top1_mean - r):+.1f} pt; the n with the best validation top-1, "
+        lines.append(f"{b}: real-only {100 * r:.1f}; synthetic-only best {100 * best.top1_mean:.1f} "
+                     f"(n={best.n_per_class} per class, {100 * (best.top1_mean - r):+.1f} pt; the n with the best validation top-1, "
                      f"{by_val.n_per_class}: {100 * by_val.top1_mean:.1f}); mixed {100 * mixed.iloc[0]:.1f} "
                      f"({100 * (mixed.iloc[0] - r):+.1f} pt)")
     if lines:
@@ -206,10 +207,13 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--orl", type=Path, default=DEFAULT_DATA)
     ap.add_argument("--workspace", type=Path, default=Path("/tmp/bench-idfree-study"))
-    ap.add_argument("--strength", type=float, default=1.0, help="the builder's strength (all simulated changes)")
+    ap.add_argument("--strength", type=float, default=2.0,
+                    help="the builder's strength (all simulated changes; 2 = chosen by --choose-strength)")
     ap.add_argument("--donors", type=int, default=8, help="ORL people kept out of every condition, as donors")
-    ap.add_argument("--per-class", type=int, default=40, help="identity-free images generated per condition")
-    ap.add_argument("--n", type=int, nargs="+", default=[5, 10, 20, 30], help="synthetic n per class")
+    ap.add_argument("--per-class", type=int, default=24, help="identity-free images generated per condition")
+    ap.add_argument("--n", type=int, nargs="+", default=[5, 10, 15], help="synthetic n per class")
+    ap.add_argument("-o", "--option", action="append", default=[], metavar="KEY=VALUE",
+                    help="a phenotype-transfer option (default: its defaults), e.g. -o strength=1")
     ap.add_argument("--real-only", action="store_true", help="only the real-only shape68 study (to choose strength)")
     ap.add_argument("--choose-strength", type=float, nargs="+", default=None,
                     help="only choose the strength: real-only shape68 CV at each of these")
@@ -227,7 +231,8 @@ def main() -> None:
                  timings=timings)
     run_audit = None
     if not args.real_only:
-        run_audit = [r for r in generate_and_audit(ws, args.per_class, timings).runs if r.run == RUN][0]
+        options = {k: float(v) for k, v in (o.split("=", 1) for o in args.option)}
+        run_audit = [r for r in generate_and_audit(ws, args.per_class, timings, options).runs if r.run == RUN][0]
     results = study(ws, args.n, real_only=args.real_only, name="real-only" if args.real_only else "idfree-study",
                     timings=timings)
     manifest = ws.load_manifest()
@@ -239,7 +244,8 @@ def main() -> None:
           f"{real['subject_id'].nunique()} people; {int((manifest['source'] == 'donor').sum())} donor photos; "
           f"chance top-1 {100 / real['label'].nunique():.1f}%")
     if run_audit is not None:
-        print(f"synthetic run {RUN}: {run_audit.n_images} images ({GENERATOR}, defaults, donor identities)")
+        print(f"synthetic run {RUN}: {run_audit.n_images} images ({GENERATOR}, options {args.option or 'defaults'}, "
+              "donor identities)")
     print()
     print(table(summary, run_audit))
     print()
