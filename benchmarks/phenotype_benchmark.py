@@ -33,13 +33,14 @@ DEFAULT_DATA = (REPO / ".." / "shared" / "data" / "orl-faces").resolve()
 
 def build_phenotype_benchmark(out: Path, orl: Path = DEFAULT_DATA, *, seed: int = 0, per_condition: int = 4,
                               max_photos: int = 1, strength: float = 1.0, donors: int = 0, scale: float = 2.0,
-                              overwrite: bool = False):
+                              overwrite: bool = False, photos: list | None = None):
     """Draw every simulated condition on the ORL people at ``orl``; returns the
-    :class:`~phenosynth.demo.dataset.DemoDataset` written to ``out``."""
+    :class:`~phenosynth.demo.dataset.DemoDataset` written to ``out``. ``photos``: the result of
+    ``orl_face_photos(orl, scale=scale)`` when the caller has it already (it is the slow part)."""
     from phenosynth.demo.dataset import simulate_conditions
     from phenosynth.demo.orl import CREDIT, orl_face_photos
 
-    photos = orl_face_photos(orl, scale=scale)
+    photos = orl_face_photos(orl, scale=scale) if photos is None else photos
     people = sorted({p.person for p in photos})
     donor_people = set(people[len(people) - donors:]) if donors else set()
     return simulate_conditions(

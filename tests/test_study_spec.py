@@ -27,7 +27,8 @@ def test_paper_spec_is_the_papers_grid():
 def test_demo_spec_uses_offline_backbones():
     spec = load_spec("demo")
     assert [b.name for b in spec.backbones] == ["shape68", "dlib_resnet128", "mobilenet_v2"]
-    assert spec.generator.name == "phenotype-transfer" and spec.generator.options == {"strength": 2.0}
+    assert spec.generator.name == "phenotype-transfer"
+    assert spec.generator.options == {"strength": 2.0, "identities": "donors"}
     assert len(expand_grid(spec)) == 3 * (1 + len(spec.regimes.synthetic) + len(spec.regimes.mixed)) * spec.folds
 
 
@@ -68,8 +69,11 @@ def test_generator_options_are_read_and_checked(tmp_path):
     with pytest.raises(SpecError, match=r"generator.options: Generator 'phenotype-transfer' has no option\(s\) "
                                         r"kk; its options: .*\bk\b.*strength"):
         spec_from_dict({"backbones": ["shape68"], "generator": {"name": "phenotype-transfer", "options": {"kk": 4}}})
+    from phenosynth.synth.generators import list_generators
+
+    valid = ", ".join(list_generators())  # every registered generator, then the spec-only choice
     with pytest.raises(SpecError, match=r"Unknown generator 'phenotype-transfr'. Did you mean 'phenotype-transfer'\? "
-                                        r"Valid: phenotype-transfer, shape-warp, or already-generated.$"):
+                                        rf"Valid: {valid}, or already-generated.$"):
         spec_from_dict({"backbones": ["shape68"], "generator": {"name": "phenotype-transfr"}})
 
 
