@@ -225,10 +225,10 @@ def generate(
     if per_class < 1:
         raise PhenosynthError(f"--per-class must be at least 1 (got {per_class}).")
     manifest = ws.load_manifest()
-    gen, kept, skipped, donor_ids = _fitted_generator(ws, manifest, generator, options, faces)
-    todo = _classes_to_make(gen, classes)
     run = safe_name(name or f"{generator}-seed{seed}")
     out_dir = ws.synthetic_dir / run
+    gen, kept, skipped, donor_ids = _fitted_generator(ws, manifest, generator, options, faces, out_dir)
+    todo = _classes_to_make(gen, classes)
     temp_files, orphans = _clean_interrupted_call(ws, run, out_dir, manifest)
     out_dir.mkdir(parents=True, exist_ok=True)
     maker_args = (gen, out_dir, ws.root, int(seed), run, frozenset(manifest["image_id"].astype(str)))
@@ -271,10 +271,12 @@ def generate(
 
 
 def _fitted_generator(
-    ws: Workspace, manifest: pd.DataFrame, generator: str, options: dict[str, Any] | None, faces: pd.DataFrame | None
+    ws: Workspace, manifest: pd.DataFrame, generator: str, options: dict[str, Any] | None, faces: pd.DataFrame | None,
+    run_dir: Path,
 ) -> tuple[Generator, pd.DataFrame, dict[str, str], list[str]]:
-    """The generator fitted on the real training faces (and the donors, if it takes identities); the training rows it
-    saw (with ``landmarks``); the training images it did not see, with the reason; the donor image_ids it got."""
+    """The generator fitted on the real training faces (and the donors, if it takes identities), its models kept
+    under ``run_dir`` (:meth:`Generator.attach_run_dir`); the training rows it saw (with ``landmarks``); the training
+    images it did not see, with the reason; the donor image_ids it got."""
     real = manifest[manifest["source"] == REAL]
     if real.empty:
         raise PhenosynthError(f"Workspace {ws.root} has no real images. Run first: phenosynth ingest SRC -w {ws.root}")
@@ -292,6 +294,7 @@ def _fitted_generator(
 
     images = [load_rgb(ws.resolve(p)) for p in kept["path"].astype(str)]
     identities = _donor_identities(ws, manifest, faces) if gen.accepts_identities else None
+    gen.attach_run_dir(run_dir)
     gen.fit(
         images,
         np.stack(list(kept["landmarks"])),

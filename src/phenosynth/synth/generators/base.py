@@ -19,6 +19,7 @@ import hashlib
 from abc import ABC, abstractmethod
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -151,6 +152,11 @@ class Generator(ABC):
     @abstractmethod
     def sample_one(self, label: str, index: int, seed: int) -> SyntheticSample:
         """Image ``index`` of condition ``label`` (deterministic in ``(seed, label, index)``)."""
+
+    def attach_run_dir(self, run_dir: Path) -> None:
+        """Called by ``generate`` before :meth:`fit` with the run's folder (``WS/synthetic/<run>``): a generator that
+        trains a model keeps its checkpoints there (under ``models/``). Default: nothing."""
+        del run_dir
 
     def sample(
         self, n: int, seed: int = 0, *, labels: Sequence[str] | None = None, start: int = 0
