@@ -181,6 +181,11 @@ def test_conditional_mode_samples_the_condition_asked_for(tmp_path, make_landmar
     assert (render(0) - render(1)).abs().max() > 0  # the condition reaches the image (through the SLE gates)
     with pytest.raises(PhenosynthError, match="cannot sample condition 'Z'"):
         gen.sample_one("Z", 0, 0)
+    # what generate's worker processes receive (spectral-norm modules do not pickle as they are) samples the same
+    import pickle
+
+    copy = pickle.loads(pickle.dumps(gen))
+    assert np.array_equal(copy.sample_one("B", 1, 5).image, s.image)
 
 
 def test_a_test_photo_is_refused_before_any_training(tmp_path, make_landmark_workspace) -> None:

@@ -671,6 +671,24 @@ class FastGANGenerator(Generator):
                                statistic_parents=list(self.prototype_photos_[label]))
 
     def __getstate__(self) -> dict[str, Any]:
+        """For worker processes: torch cannot pickle spectral-norm (parametrized) modules, so the sampling network
+        travels as its constructor arguments and state dict; the caches stay behind."""
         state = dict(vars(self))
-        state["_streams"], state["_blocks"] = {}, {}  # caches: rebuilt where needed
+        state["_streams"], state["_blocks"] = {}, {}
+        net = state.pop("net_", None)
+        if net is not None:
+            state["_net_state"] = ({"resolution": net.resolution, "nz": net.nz, "ngf": int(self.ngf),
+                                    "n_classes": net.n_classes},
+                                   {k: v.detach().cpu() for k, v in net.state_dict().items()})
         return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        packed = state.pop("_net_state", None)
+        vars(self).update(state)
+        if packed is not None:
+            from phenosynth.synth.fastgan_nets import FastGANGenerator as Network
+
+            args, weights = packed
+            net = Network(**args)
+            net.load_state_dict(weights)
+            self.net_ = net.to(self.device_).eval().requires_grad_(False)
