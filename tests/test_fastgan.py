@@ -46,13 +46,14 @@ class _FakeDetector:
 
 
 class _FakeLandmarker:
-    """68 template points in the box, the eyes raised by the image's mean red value (so labels differ)."""
+    """68 template points in the box, the eyes raised by one of 7 steps chosen by the pixel sum (so that even the
+    near-grey images of a barely trained GAN fall near different prototypes)."""
 
     name = "fake68"
 
     def __call__(self, image, detection):
         t = template68()
-        t[36:48, 1] -= 0.2 * float(np.asarray(image)[..., 0].mean()) / 255
+        t[36:48, 1] -= 0.03 * (int(np.asarray(image, dtype=np.int64).sum()) % 7)
         return in_box(t, detection.box)
 
     def five(self, landmarks):
@@ -221,7 +222,7 @@ def test_generate_unconditional_labels_samples_by_the_nearest_prototype(tmp_path
     s = generate(ws, "fastgan", per_class=2, seed=0, faces=faces, n_jobs=1, options={**TINY, "max_candidates": 96})
     m = ws.load_manifest()
     syn = m[m["source"] == "synthetic"]
-    assert len(syn) == s.new_images == s.images == sum(s.per_class.values()) > 0
+    assert len(syn) == s.new_images == s.images == 6 and s.per_class == {"A": 2, "B": 2, "C": 2}
     assert (syn["generator"] == "fastgan").all() and syn["parents"].map(len).eq(0).all()
     for _, row in syn.iterrows():
         own = set(train.loc[train["label"] == row["label"], "image_id"])
@@ -229,6 +230,7 @@ def test_generate_unconditional_labels_samples_by_the_nearest_prototype(tmp_path
         p = json.loads(row["params"])
         assert p["mode"] == "unconditional" and p["label_margin"] >= 0 and -1 <= p["label_cosine"] <= 1
         assert p["reconstruction_loss"] == "l1+ssim" and p["candidate"] >= p["unlabelled_before"]
+    assert max(json.loads(p)["unlabelled_before"] for p in syn["params"]) > 0  # faceless candidates were skipped
     run_dir = ws.synthetic_dir / "fastgan-seed0"
     record = json.loads((run_dir / "run.json").read_text())
     assert record["fit_set_role"] == "pixel" and record["uses_patient_pixels"] is False
@@ -250,6 +252,11 @@ def test_generate_unconditional_labels_samples_by_the_nearest_prototype(tmp_path
     top2 = np.sort(S, axis=1)[:, -2:]
     margins = [json.loads(p)["label_margin"] for p in syn["params"]]
     assert np.allclose(top2[:, 1] - top2[:, 0], margins, atol=1e-5)
+
+    # a condition the first max_candidates candidates do not reach gets fewer images, and the run still finishes
+    short = generate(ws, "fastgan", per_class=2, seed=0, faces=faces, n_jobs=1, name="short",
+                     options={**TINY, "max_candidates": 4})
+    assert sum(short.per_class.values()) < 6 and short.images == sum(short.per_class.values())
 
 
 def test_cli_generate_conditional_end_to_end(tmp_path, make_landmark_workspace) -> None:

@@ -645,8 +645,9 @@ class FastGANGenerator(Generator):
         """The ``index``-th candidate of seed ``seed`` labelled ``label`` (None when ``max_candidates`` run out)."""
         stream = self._streams.setdefault(int(seed), _Stream())
         while len(stream.by_label.get(label, [])) <= index and len(stream.labels) < int(self.max_candidates):
-            block = len(stream.labels) // CANDIDATE_BLOCK
-            images = self._block(seed, block)
+            block, offset = divmod(len(stream.labels), CANDIDATE_BLOCK)
+            stop = min(CANDIDATE_BLOCK, offset + int(self.max_candidates) - len(stream.labels))
+            images = self._block(seed, block)[offset:stop]
             for x in landmark_vectors(list(images), self.representation, self.detector, self.landmarker):
                 j = len(stream.labels)
                 if x is None:
