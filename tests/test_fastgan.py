@@ -144,6 +144,9 @@ def test_resume_continues_at_the_saved_iteration_like_an_uninterrupted_run(tmp_p
         assert _equal_states(a[part], b[part]), part
     assert torch.equal(a["rng"], b["rng"]) and a["history"][-1] == b["history"][-1]
     assert np.array_equal(whole.sample_one("B", 4, 0).image, resumed.sample_one("B", 4, 0).image)
+    # asking for fewer iterations than a folder holds takes the checkpoint of that iteration, not a later one
+    fewer = _fit(ws, faces, mode="conditional", iterations=2, checkpoint_dir=str(tmp_path / "a"))
+    assert fewer.resumed_from_ == 2 and fewer.iteration_ == 2
 
 
 def test_diff_augment_changes_images_and_keeps_their_shape() -> None:

@@ -387,8 +387,8 @@ def landmark_vectors(images: Sequence[np.ndarray], representation: str, detector
 
 
 def nearest_prototype(x: np.ndarray, classes: Sequence[str], P: np.ndarray) -> tuple[str, float, float]:
-    """(label, cosine, margin = best - second best cosine; 1 + cosine with one class) of vector ``x (d,)`` against
-    prototypes ``P (C, d)``.
+    """The nearest prototype of vector ``x (d,)`` among ``P (C, d)`` by cosine: (its class, the cosine, the margin =
+    best minus second-best cosine; with one class the second best counts as -1).
 
     >>> nearest_prototype(np.array([1.0, 0.1]), ["a", "b"], np.array([[1.0, 0], [0, 1.0]]))[0]
     'a'
@@ -508,15 +508,17 @@ class FastGANGenerator(Generator):
         self._blocks: dict[tuple[int, int], np.ndarray] = {}
 
     def _restore(self, trainer: FastGANTrainer, folder: Path | None, digest: str) -> int | None:
-        """Load the checkpoint to continue from (the last, or ``sample_from``); None when starting afresh."""
+        """Load the checkpoint to continue from (``sample_from``, else the last one up to ``iterations``: training
+        being deterministic, a later one of a longer earlier call is not needed); None when starting afresh."""
         found = list_checkpoints(folder)
+        usable = [k for k in found if k <= int(self.iterations)]
         if self.sample_from is not None:
             if int(self.sample_from) not in found:
                 raise PhenosynthError(f"No fastgan checkpoint of iteration {self.sample_from} in {folder}; there are: "
                                       f"{sorted(found) or 'none'}.")
             chosen = found[int(self.sample_from)]
-        elif found:
-            chosen = found[max(found)]
+        elif usable:
+            chosen = found[max(usable)]
         else:
             return None
         state = load_checkpoint(chosen)
