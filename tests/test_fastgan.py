@@ -12,7 +12,10 @@ import pandas as pd
 import pytest
 
 from phenosynth.errors import LeakageError, MissingWeightsError, PhenosynthError
-from tests._workspaces import faces_parquet_rows, in_box, template68, write_faces_parquet
+from tests._workspaces import (
+    ASTRONAUT_BOX, astronaut_landmarks, face_row, faces_parquet_rows, faces_table, in_box, template68,
+    write_faces_parquet,
+)
 
 torch = pytest.importorskip("torch")
 
@@ -279,3 +282,45 @@ def test_cli_generate_conditional_end_to_end(tmp_path, make_landmark_workspace) 
     assert syn.groupby("label").size().to_dict() == {"A": 2, "B": 2, "C": 2}
     assert all(p.startswith(f"synthetic/fastgan-seed0/{lab}/") for p, lab in zip(syn["path"], syn["label"]))
     assert (syn["split"] == "train").all() and pd.isna(syn["fold"]).all()
+
+    # downstream unchanged: the face pass's rows for the new images (hand-placed here), then rank and select
+    rng = np.random.default_rng(7)
+    extra = faces_table([face_row(i, astronaut_landmarks(lab, rng), ASTRONAUT_BOX)
+                         for i, lab in zip(syn["image_id"], syn["label"])])
+    write_faces_parquet(ws, faces_parquet_rows(pd.concat([faces, extra])))
+    out = CliRunner().invoke(app, ["rank", "-w", str(ws.root), "--representation", "shape68"])
+    assert out.exit_code == 0, out.output
+    assert "Ranked 6 synthetic images of 3 conditions by shape68" in out.output
+    from phenosynth.synth import select_for_training
+
+    chosen = select_for_training(ws, ws.load_manifest(), strategy="top-per-class", n=1, per_class=True)
+    assert len(chosen) == 3 and set(chosen) <= set(syn["image_id"])
+
+
+def test_a_holdout_fold_run_is_fit_without_that_fold_and_trains_only_its_model(tmp_path,
+                                                                               make_patient_workspace) -> None:
+    """With the pixel role a run fit on every training photo is out of every fold's training; ``holdout_fold=k``
+    records the smaller fit set, so fold k's model can train on the run's images."""
+    from phenosynth.data.leakage import load_pixel_fit_sets
+    from phenosynth.synth.generation import generate
+    from phenosynth.training.cell import fold_manifest
+
+    ws, _, faces = make_patient_workspace(tmp_path)
+    opts = {**TINY, "mode": "conditional", "iterations": 1}
+    generate(ws, "fastgan", per_class=1, faces=faces, n_jobs=1, options=opts, name="all")
+    held = generate(ws, "fastgan", per_class=1, faces=faces, n_jobs=1, options={**opts, "holdout_fold": 1}, name="f1")
+    m = ws.load_manifest()
+    train = m[(m["source"] == "real") & (m["split"] == "train")]
+    in_fold1 = set(train.loc[train["fold"] == 1, "image_id"])
+    record = json.loads((ws.synthetic_dir / "f1" / "run.json").read_text())
+    assert set(record["training_images"]) == set(train["image_id"]) - in_fold1 and held.training_images == 12
+
+    def usable_runs(fold: int) -> list[str]:
+        fm = fold_manifest(m, fold, load_pixel_fit_sets(ws))
+        syn = fm[(fm["source"] == "synthetic") & fm["exclude_reason"].isna()]
+        return sorted({json.loads(p)["run"] for p in syn["params"]})
+
+    assert usable_runs(1) == ["f1"]
+    assert usable_runs(0) == usable_runs(2) == []
+    with pytest.raises(PhenosynthError, match="No training photo is in validation fold 7"):
+        generate(ws, "fastgan", per_class=1, faces=faces, n_jobs=1, options={**opts, "holdout_fold": 7}, name="f7")

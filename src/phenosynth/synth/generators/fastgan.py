@@ -42,6 +42,11 @@ treated as a pixel source of every image; the audit measures identity matches an
 ``statistic_parents`` are the photos that define its label (its condition's prototype photos, or in conditional mode
 the condition's training photos).
 
+Cross-validation: with the pixel role, the fold rule keeps a run fit on every training photo out of every fold's
+training (each fold's validation photos are in its fit set). ``holdout_fold=k`` fits on the training photos outside
+validation fold ``k`` only (``run.json`` records that fit set), so the run's images can train fold ``k``'s model; one
+run per fold (``--name fastgan-f0 -o holdout_fold=0``, ...) serves a whole cross-validated study.
+
 Device: CUDA when available, else the CPU with a warning (hours for real training).
 """
 
@@ -435,6 +440,7 @@ class FastGANGenerator(Generator):
     detector: str = "dlib-hog"
     landmarker: str = "dlib68"
     max_candidates: int = 20000
+    holdout_fold: int | None = None
 
     def __post_init__(self) -> None:
         self._check_options()
@@ -464,10 +470,18 @@ class FastGANGenerator(Generator):
 
     def _fit(self, images: list[np.ndarray], landmarks: np.ndarray, labels: list[str], image_ids: list[str], *,
              folds: list[int | None], subjects: list[str], identities: object = None) -> None:
-        del folds, subjects, identities
+        del subjects, identities
         import torch
 
         t0 = time.perf_counter()
+        if self.holdout_fold is not None:
+            keep = [k for k, f in enumerate(folds) if f != int(self.holdout_fold)]
+            if len(keep) == len(folds):
+                raise PhenosynthError(f"No training photo is in validation fold {self.holdout_fold} (folds present: "
+                                      f"{sorted({f for f in folds if f is not None})}).")
+            images, landmarks = [images[k] for k in keep], landmarks[keep]
+            labels, image_ids = [labels[k] for k in keep], [image_ids[k] for k in keep]
+            self.fit_image_ids_ = list(image_ids)
         scale = default_crop_scale(landmarks.shape[1]) if self.crop_scale is None else float(self.crop_scale)
         crops = np.stack([face_crop(im, lm, int(self.resolution), scale) for im, lm in zip(images, landmarks)])
         self.fit_classes_ = sorted(set(labels))
