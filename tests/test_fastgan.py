@@ -95,6 +95,7 @@ def _equal_states(a: dict, b: dict) -> bool:
     return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
 
 
+@pytest.mark.slow
 def test_two_iterations_give_finite_losses_checkpoints_and_a_model_card(tmp_path, make_landmark_workspace,
                                                                         caplog) -> None:
     ws, faces = make_landmark_workspace(tmp_path)
@@ -118,6 +119,7 @@ def test_two_iterations_give_finite_losses_checkpoints_and_a_model_card(tmp_path
     assert "L1 + SSIM" in caplog.text
 
 
+@pytest.mark.slow
 def test_a_checkpoint_reloads_to_identical_samples_and_any_checkpoint_can_be_sampled(tmp_path,
                                                                                    make_landmark_workspace) -> None:
     ws, faces = make_landmark_workspace(tmp_path)
@@ -135,6 +137,7 @@ def test_a_checkpoint_reloads_to_identical_samples_and_any_checkpoint_can_be_sam
         _fit(ws, faces, mode="conditional", checkpoint_dir=folder, ngf=8)
 
 
+@pytest.mark.slow
 def test_resume_continues_at_the_saved_iteration_like_an_uninterrupted_run(tmp_path, make_landmark_workspace) -> None:
     ws, faces = make_landmark_workspace(tmp_path)
     whole = _fit(ws, faces, mode="conditional", iterations=3, checkpoint_dir=str(tmp_path / "a"))
@@ -166,6 +169,7 @@ def test_diff_augment_changes_images_and_keeps_their_shape() -> None:
         diff_augment(x, ("blur",), torch.Generator())
 
 
+@pytest.mark.slow
 def test_conditional_mode_samples_the_condition_asked_for(tmp_path, make_landmark_workspace) -> None:
     from phenosynth.synth.generators.base import sample_rng
 
@@ -217,6 +221,7 @@ def test_bad_options_and_missing_lpips_weights_are_clear_errors(tmp_path, make_l
         _fit(ws, faces, lpips_weights=str(tmp_path / "vgg16.pth"))
 
 
+@pytest.mark.slow
 def test_generate_unconditional_labels_samples_by_the_nearest_prototype(tmp_path, make_landmark_workspace,
                                                                          fake_face_pass) -> None:
     from phenosynth.faces.representations import class_prototypes, cosine_similarity_to
@@ -265,6 +270,7 @@ def test_generate_unconditional_labels_samples_by_the_nearest_prototype(tmp_path
     assert sum(short.per_class.values()) < 6 and short.images == sum(short.per_class.values())
 
 
+@pytest.mark.slow
 def test_cli_generate_conditional_end_to_end(tmp_path, make_landmark_workspace) -> None:
     from typer.testing import CliRunner
 
@@ -297,6 +303,7 @@ def test_cli_generate_conditional_end_to_end(tmp_path, make_landmark_workspace) 
     assert len(chosen) == 3 and set(chosen) <= set(syn["image_id"])
 
 
+@pytest.mark.slow
 def test_a_holdout_fold_run_is_fit_without_that_fold_and_trains_only_its_model(tmp_path,
                                                                                make_patient_workspace) -> None:
     """With the pixel role a run fit on every training photo is out of every fold's training; ``holdout_fold=k``
