@@ -41,6 +41,8 @@ def generate_command(
 
     shape-warp warps the patients' own photos (augmentation, not privacy-preserving); phenotype-transfer puts each
     condition's shape phenotype on donor faces (ingest --donors) or, without donors, on morphs of k patients.
+    fastgan trains a GAN from scratch (a GPU for real use; -o mode=unconditional|conditional, -o iterations=N,
+    checkpoints and resume under WS/synthetic/RUN/models/).
 
     Example: [bold]phenosynth generate -w ws --generator phenotype-transfer --per-class 30 -o k=6[/]
     """
