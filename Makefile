@@ -1,10 +1,16 @@
-# The two commands: `make demo` and `make test`. Both create .venv and install everything on a fresh clone.
+# The three commands: `make demo`, `make test` and `make serve`. Each creates .venv and installs everything on a fresh
+# clone.
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test install clean
+.PHONY: demo test serve install clean
+
+# make serve: the teaching app on a demo workspace in $(SERVE_DIR) (reused on the next call), at http://$(HOST):$(PORT)/
+SERVE_DIR ?= .phenosynth-serve
+HOST ?= 127.0.0.1
+PORT ?= 8000
 
 $(STAMP): pyproject.toml Makefile
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -22,6 +28,9 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest src tests
+
+serve: $(STAMP)
+	$(BIN)/phenosynth serve -w $(SERVE_DIR)/workspace --seed-demo $(SERVE_DIR)/dataset --host $(HOST) --port $(PORT)
 
 clean:
 	rm -rf $(VENV) .pytest_cache

@@ -550,7 +550,8 @@ def test_a_stale_audit_is_refused_by_export_and_treated_as_none_by_training(audi
     res = CliRunner().invoke(app, ["export", str(tmp_path / "b"), "-w", str(ws.root), "--run", "others"])
     assert res.exit_code == 2 and "real photos changed since the audit" in " ".join(res.output.split())
     audit(ws, embedder=PIXELS, n_boot=20)
-    res = CliRunner().invoke(app, ["export", str(tmp_path / "c"), "-w", str(ws.root), "--run", "shape-warp-seed0"])
+    res = CliRunner().invoke(app, ["export", str(tmp_path / "c"), "-w", str(ws.root), "--run", "shape-warp-seed0",
+                                   "--allow-patient-pixels"])  # shape-warp holds patient pixels: needs the override
     assert res.exit_code == 0 or "passed the audit" in res.output  # re-audited: current again
     assert set(gate(ws, ws.load_manifest())[1]) & _run_ids(ws, "shape-warp-seed0")
 
@@ -919,7 +920,8 @@ def test_a_shape_warp_export_and_audit_say_they_are_augmentation_of_patient_phot
     sentence = ("augmentation of patient photos, not privacy-preserving synthesis; only images the audit passed are "
                 "included")
     assert AUGMENTATION_NOTE == sentence
-    export(_audited_run_ws(tmp_path / "warp", ["A"], generator="shape-warp"), "r1", tmp_path / "warp" / "out")
+    export(_audited_run_ws(tmp_path / "warp", ["A"], generator="shape-warp"), "r1", tmp_path / "warp" / "out",
+           allow_patient_pixels=True)
     assert sentence in " ".join((tmp_path / "warp" / "out" / "DATASHEET.md").read_text().split())
     export(_audited_run_ws(tmp_path / "other", ["A"], generator="other"), "r1", tmp_path / "other" / "out")
     assert "augmentation" not in (tmp_path / "other" / "out" / "DATASHEET.md").read_text()
@@ -984,3 +986,37 @@ def test_facenet_audit_loads_a_vggface2_style_checkpoint_and_runs_end_to_end(aud
     summary = json.loads(run.summary_path.read_text())
     assert summary["settings"]["embedder"] == "facenet" and summary["inputs"]["n_synthetic"] == 18
     assert summary["run"]["membership_auc"] == run.membership_auc
+
+
+def test_export_reads_the_runs_own_patient_pixel_flag_and_refuses_patient_pixels_without_the_override(tmp_path):
+    """run.json's uses_patient_pixels decides (phenotype-transfer: False with donors, True with morphs); a run
+    without the key falls back to the generator class (phenotype-transfer: True). Patient pixels: refused unless
+    --allow-patient-pixels, and then labelled augmentation."""
+    from typer.testing import CliRunner
+
+    from phenosynth.audit.export import export
+    from phenosynth.audit.privacy import run_uses_patient_pixels
+    from phenosynth.cli import app
+
+    def ws_with(name: str, flag: bool | None) -> Workspace:
+        ws = _audited_run_ws(tmp_path / name, ["A"], generator="phenotype-transfer")
+        if flag is not None:
+            (ws.synthetic_dir / "r1" / "run.json").write_text(json.dumps({"run": "r1", "uses_patient_pixels": flag}))
+        return ws
+
+    donors, morphs, old = ws_with("donors", False), ws_with("morphs", True), ws_with("old", None)
+    assert [run_uses_patient_pixels(w, "r1", ["phenotype-transfer"]) for w in (donors, morphs, old)] == [
+        False, True, True]
+    assert run_uses_patient_pixels(old, "r1", ["some-gan"]) is False
+    res = export(donors, "r1", tmp_path / "donors" / "out")
+    assert res.n_exported == 1 and "augmentation" not in (tmp_path / "donors" / "out" / "DATASHEET.md").read_text()
+    runner = CliRunner()
+    for ws in (morphs, old):
+        out = ws.root.parent / "out"
+        refused = runner.invoke(app, ["export", str(out), "-w", str(ws.root), "--run", "r1"])
+        assert refused.exit_code == 2 and "Traceback" not in refused.output
+        assert "holds patient pixels" in refused.output and "--allow-patient-pixels" in refused.output
+        assert not out.exists()
+        done = runner.invoke(app, ["export", str(out), "-w", str(ws.root), "--run", "r1", "--allow-patient-pixels"])
+        assert done.exit_code == 0, done.output
+        assert "augmentation of patient photos" in " ".join((out / "DATASHEET.md").read_text().split())

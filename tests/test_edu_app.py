@@ -288,6 +288,22 @@ def test_every_form_post_without_the_session_csrf_token_is_refused(site, educato
 # --- the deck gate ------------------------------------------------------------------------------------------------------
 
 
+def test_a_deck_refuses_the_audited_images_of_a_run_made_from_patients_pixels(site, educator):
+    app, ws, names = site
+    rows = ws.load_manifest().to_dict("records")
+    warp = image_row(ws, ws.root / "synthetic" / "w" / "warp.png", _pixels(99), label="A", source="synthetic",
+                     generator="shape-warp", params=json.dumps({"run": "w"}), parents=[names["real"]], split="train")
+    save_rows(ws, rows + [warp])
+    write_audit(ws, "w", [{"image_id": warp["image_id"], "label": "A", "run": "w", "generator": "shape-warp",
+                           "parents": [], "has_face": True, "flags": [], "shareable": True}])
+    deck_id = new_deck(educator)
+    r = educator.post(f"/decks/{deck_id}/images", data={"image_id": [warp["image_id"]], "csrf_token": csrf(educator)})
+    text = html.unescape(" ".join(r.text.split()))
+    assert r.status_code == 422 and "Refused 1 image(s)" in text
+    assert "made from patients' own photos: run 'w' holds patient pixels" in text
+    assert educator.get(f"/workspace/images/{warp['image_id']}").status_code == 403
+
+
 def test_a_deck_refuses_real_unaudited_and_flagged_images_and_says_why(site, educator):
     app, ws, names = site
     deck_id = new_deck(educator)

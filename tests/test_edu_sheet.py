@@ -187,3 +187,23 @@ def test_the_pdf_is_printed_by_chromium(sheet_ws, tmp_path):
     data = res.pdf.read_bytes()
     assert data.startswith(b"%PDF") and len(re.findall(rb"/Type\s*/Page(?!s)", data)) == 1  # one page
     assert res.html == tmp_path / "out" / "sheet-A.html" and DISCLAIMER in res.html.read_text()
+
+
+def test_a_phenotype_transfer_run_goes_on_a_sheet_by_its_own_run_json_flag(sheet_ws, tmp_path):
+    """Per-run uses_patient_pixels (run.json): a donor run's faces are synthetic faces; a morph run (patients' pixels
+    blended) and an old run without the key (the generator class's attribute, True) are refused."""
+    ws, ids = sheet_ws
+    parent = ids["real"][0]
+    rows = {run: _synthetic(ws, run, "phenotype-transfer", "A", seed, parent)
+            for run, seed in (("donor", 20), ("morph", 21), ("old", 22))}
+    ws.save_manifest(pd.concat([ws.load_manifest(), pd.DataFrame(list(rows.values()))], ignore_index=True))
+    for run, flag in (("donor", False), ("morph", True)):
+        (ws.synthetic_dir / run / "run.json").write_text(json.dumps({"run": run, "uses_patient_pixels": flag}))
+    for run, row in rows.items():
+        _write_audit(ws, run, {row["image_id"]: []})
+    chosen, notes = select_sheet_images(ws, "A", n=20)
+    assert set(chosen["image_id"]) == {*ids["ok"], rows["donor"]["image_id"]}
+    assert {r for r in ("morph", "old", "warp") if any(f"run '{r}'" in n and "patients' own photos" in n
+                                                      for n in notes)} == {"morph", "old", "warp"}
+    with pytest.raises(PhenosynthError, match="made by 'phenotype-transfer' from a patient's photo"):
+        write_sheet(ws, "A", image_ids=[rows["morph"]["image_id"]], out=tmp_path / "s.html", pdf=False)

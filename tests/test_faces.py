@@ -156,6 +156,26 @@ def test_warp_moves_a_feature_to_its_target_and_keeps_the_border() -> None:
     np.testing.assert_array_equal(out[border], img[border])
 
 
+def test_one_target_mesh_serves_many_faces_with_the_same_pixels(face: np.ndarray, rng: np.random.Generator) -> None:
+    from phenosynth.faces.warp import target_mesh, warp_maps
+    from phenosynth.synth.generators.imaging import warp_image, warp_onto, warp_target
+
+    h, w = face.shape[:2]
+    dst = rng.uniform(40, 120, (20, 2))
+    mesh = target_mesh(dst, h, w)
+    for factor in (1, 2):
+        prepared = warp_target(dst, h, w, factor=factor)
+        for _ in range(3):  # several sources onto one target: each exactly as a warp of its own
+            src = dst + rng.normal(0, 4, dst.shape)
+            for a, b in zip(mesh.maps(src), warp_maps(src, dst, h, w)):
+                np.testing.assert_array_equal(a, b)
+            np.testing.assert_array_equal(warp_onto(face, src, prepared), warp_image(face, src, dst, factor=factor))
+    with pytest.raises(ValueError, match="src has 3 points"):
+        mesh.maps(dst[:3])
+    with pytest.raises(ValueError, match="warp target"):
+        warp_onto(face[:-1], dst, prepared)
+
+
 def test_alignment_template_is_arcface() -> None:
     from phenosynth.faces.landmarks import alignment_template
 

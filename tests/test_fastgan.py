@@ -242,6 +242,8 @@ def test_generate_unconditional_labels_samples_by_the_nearest_prototype(tmp_path
         assert p["mode"] == "unconditional" and p["label_margin"] >= 0 and -1 <= p["label_cosine"] <= 1
         assert p["reconstruction_loss"] == "l1+ssim" and p["candidate"] >= p["unlabelled_before"]
     assert max(json.loads(p)["unlabelled_before"] for p in syn["params"]) > 0  # faceless candidates were skipped
+    no_face = [n for n in s.notes if "had no face" in n]
+    assert len(no_face) == 1 and no_face[0].startswith("fastgan (seed 0): ")
     run_dir = ws.synthetic_dir / "fastgan-seed0"
     record = json.loads((run_dir / "run.json").read_text())
     assert record["fit_set_role"] == "pixel" and record["uses_patient_pixels"] is False
@@ -283,6 +285,7 @@ def test_cli_generate_conditional_end_to_end(tmp_path, make_landmark_workspace) 
                                    "--workers", "1", *opts])
     assert out.exit_code == 0, out.output
     assert "6 images of 3 conditions" in out.output and "from 9 real training faces" in out.output
+    assert "L1 + SSIM instead of LPIPS" in " ".join(out.output.split())  # the deviation, said to the user
     m = ws.load_manifest()
     syn = m[m["source"] == "synthetic"]
     assert syn.groupby("label").size().to_dict() == {"A": 2, "B": 2, "C": 2}

@@ -184,12 +184,8 @@ def test_mobilenet_v2_default_weights_ship_in_a_package(tmp_path, monkeypatch):
 
 
 @pytest.fixture(autouse=True)
-def _one_torch_thread():
-    """Tiny models on a shared 2-core machine run far faster (and steadier) on one intra-op thread."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+def _one_torch_thread(one_torch_thread):
+    """Tiny models on a shared 2-core machine run far faster (and steadier) on one intra-op thread (conftest)."""
 
 
 def test_features_are_cached_and_a_second_call_computes_nothing(tmp_path, monkeypatch, make_noise_workspace):

@@ -225,6 +225,8 @@ def test_generate_cli_end_to_end_with_morphs_then_donors(patients) -> None:
     record = json.loads((ws.synthetic_dir / "phenotype-transfer-seed0" / "run.json").read_text())
     assert record["fit_set_role"] == "statistic" and record["uses_patient_pixels"] is True
     assert record["settings"]["k"] == 3 and record["donor_images"] == []
+    said = " ".join(out.output.split())
+    assert "made morph identities (k=3" in said and "ingest DIR -w WS --donors" in said
     out = runner.invoke(app, args + ["-o", "kk=3"])
     assert out.exit_code == 2 and "has no option(s) kk" in out.output
     out = runner.invoke(app, args + ["-o", "k3"])
@@ -244,3 +246,27 @@ def test_generate_cli_end_to_end_with_morphs_then_donors(patients) -> None:
     assert len(run) == 9 and {p for ps in run["parents"] for p in ps} <= {r["image_id"] for r in rows}
     record = json.loads((ws.synthetic_dir / "donors" / "run.json").read_text())
     assert record["uses_patient_pixels"] is False and record["donor_images"] == sorted(r["image_id"] for r in rows)
+    assert "morph" not in out.output
+    # identities=morphs leaves the donors aside: patient pixels again, and run.json lists no donor
+    out = runner.invoke(app, args + ["--name", "morphs", "-o", "k=3", "-o", "identities=morphs"])
+    assert out.exit_code == 0, out.output
+    record = json.loads((ws.synthetic_dir / "morphs" / "run.json").read_text())
+    assert record["uses_patient_pixels"] is True and record["donor_images"] == []
+
+
+def test_identities_option_forces_donors_or_morphs(patients) -> None:
+    ws, m, faces = patients
+    inputs = _fit_inputs(ws, faces, _train(m))
+    with pytest.raises(PhenosynthError, match="identities=donors, but the workspace has no donor faces"):
+        create_generator("phenotype-transfer", k=3, identities="donors").fit(**inputs)
+    with pytest.raises(PhenosynthError, match="identities must be one of auto, donors, morphs, not 'people'"):
+        create_generator("phenotype-transfer", k=3, identities="people").fit(**inputs)
+    rng = np.random.default_rng(3)
+    identities = Identities(images=[pattern_photo(pattern_person(rng), rng)],
+                            landmarks=np.stack([in_box(template68(), PATTERN_BOX)]), image_ids=["donor0"],
+                            sources=["donor"], splits=[None])
+    gen = create_generator("phenotype-transfer", k=3, identities="morphs").fit(**inputs, identities=identities)
+    assert gen.uses_patient_pixels is True and gen.notes() and gen.donor_ids_ == []
+    assert all(s.params["identity"] == "morph" and len(s.parents) == 3 for s in gen.sample(2, seed=0))
+    gen = create_generator("phenotype-transfer", identities="donors").fit(**inputs, identities=identities)
+    assert gen.uses_patient_pixels is False and gen.notes() == []

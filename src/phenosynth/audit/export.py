@@ -21,7 +21,7 @@ from typing import Any, Iterable
 import pandas as pd
 
 from phenosynth.audit.gate import current_audit, gate_reasons, synthetic_runs
-from phenosynth.audit.privacy import AUGMENTATION_NOTE, transforms_patient_photos
+from phenosynth.audit.privacy import AUGMENTATION_NOTE, run_uses_patient_pixels
 from phenosynth.data.workspace import Workspace, atomic_write
 from phenosynth.errors import PhenosynthError
 
@@ -55,7 +55,7 @@ def _safe_settings(settings: Any, forbidden: set[str]) -> dict[str, Any]:
     return out
 
 
-def export(ws: Workspace, run: str, out: str | Path) -> ExportResult:
+def export(ws: Workspace, run: str, out: str | Path, *, allow_patient_pixels: bool = False) -> ExportResult:
     """Write the shareable images of audited ``run`` to ``out`` (which must not exist, or be empty).
 
     Raises:
@@ -84,7 +84,13 @@ def export(ws: Workspace, run: str, out: str | Path) -> ExportResult:
         run_record = {k: full[k] for k in RUN_KEYS if k in full}
         run_record["settings"] = _safe_settings(full.get("settings"), forbidden)
 
-    augmentation = transforms_patient_photos(rows["generator"].unique())
+    augmentation = run_uses_patient_pixels(ws, run, rows["generator"].unique())
+    if augmentation and not allow_patient_pixels:
+        raise PhenosynthError(
+            f"Run '{run}' holds patient pixels (run.json uses_patient_pixels: its images are patients' photos warped "
+            "or blended, e.g. shape-warp or phenotype-transfer morphs), so it is not exported by default. A run with "
+            "donor identities is; to share this one anyway, as augmentation of patient photos: --allow-patient-pixels."
+        )
     folders = condition_folders(rows["label"].astype(str).unique())
     # Written into a hidden sibling and renamed to ``out`` at the end: a failed export leaves nothing behind.
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -183,7 +189,7 @@ def _write_export(ws: Workspace, out: Path, rows: pd.DataFrame, folders: dict[st
 def datasheet(run: str, record: dict[str, Any], summary: dict[str, Any], n: int, n_left: int,
               per_condition: dict[str, int], *, augmentation: bool = False) -> str:
     """The export's DATASHEET.md: how it was made, what the audit found, its limits. ``augmentation``: the run's
-    generator transforms the patients' own photos (:func:`phenosynth.audit.privacy.transforms_patient_photos`)."""
+    images hold the patients' own pixels (:func:`phenosynth.audit.privacy.run_uses_patient_pixels`)."""
     r, cal, st = summary["run"], summary["calibration"], summary["settings"]
     settings = record.get("settings") or {}
     made = "\n".join(f"- {k}: {record[k]}" for k in RUN_KEYS if k in record) or "- (run.json not found)"

@@ -84,6 +84,22 @@ def transforms_patient_photos(generators: Iterable[object]) -> bool:
                for g in generators)
 
 
+def run_uses_patient_pixels(ws: Workspace, run: str, generators: Iterable[object]) -> bool:
+    """Whether the images of generator run ``run`` hold patient pixels: its ``run.json``'s per-run
+    ``uses_patient_pixels`` (phenotype-transfer: False with donor identities, True with morphs of patients' photos),
+    else, for runs recorded before that key or ingested as synthetic, the generators' class attribute
+    (:func:`transforms_patient_photos`)."""
+    from phenosynth.synth.generation import safe_name
+
+    path = ws.synthetic_dir / safe_name(run) / "run.json"
+    try:
+        record = json.loads(path.read_text()) if path.exists() else {}
+    except ValueError:
+        record = {}
+    flag = record.get("uses_patient_pixels") if isinstance(record, dict) else None
+    return bool(flag) if isinstance(flag, bool) else transforms_patient_photos(generators)
+
+
 @dataclass
 class RunAudit:
     """One generator run's audit (the CLI prints it; summary.json holds it)."""
@@ -115,10 +131,14 @@ class RunAudit:
     html_path: Path | None = None
     fidelity: Fidelity | None = None  # KID and phenotype agreement (summary.json ``fidelity``)
     reports: ReportAudit | None = None  # VLM phenotype reports (summary.json ``reports``; audit.vlm)
+    uses_patient_pixels: bool | None = None  # the run's images hold patient pixels (:func:`run_uses_patient_pixels`)
 
     @property
     def transforms_patient_photos(self) -> bool:
-        """The run's generator transforms the patients' own photos (:func:`transforms_patient_photos`)."""
+        """The run's images hold the patients' own pixels: the per-run record, else the generator's class attribute
+        (:func:`run_uses_patient_pixels`)."""
+        if self.uses_patient_pixels is not None:
+            return self.uses_patient_pixels
         return transforms_patient_photos(self.generator.split(", "))
 
     def to_dict(self) -> dict[str, Any]:
@@ -167,9 +187,11 @@ def audit_dir(ws: Workspace, run: str) -> Path:
     return ws.root / "audit" / safe_name(run)
 
 
-def _embed(
+def embed_faces(
     ws: Workspace, embedder: str, ids: list[str], weights: str, preprocessing: str, on_progress: ProgressCallback | None
 ) -> dict[str, np.ndarray]:
+    """image_id -> identity embedding (float64; facenet's L2-normalised) of each of ``ids`` with a usable face,
+    through the feature cache."""
     from phenosynth.models.features import extract_features
 
     kept, X = extract_features(ws, embedder, ids, weights=weights, preprocessing=preprocessing,
@@ -272,15 +294,15 @@ def audit(
             photo, or too few real subjects to calibrate an embedder that has no documented threshold.
     """
     t0 = time.perf_counter()
-    metric, doc = _resolve_metric(embedder, metric)
+    metric, doc = resolve_metric(embedder, metric)
     manifest = ws.load_manifest()
     syn, runs = _synthetic_rows(ws, manifest, run)
     real = usable(manifest)
     real = real[real["source"] == REAL]
     require_real_train(manifest, ws.root)
     reports_of = report_assessor(ws, _with_subject(ws, real[real["split"] == TRAIN]), syn, vlm)
-    emb = _embed(ws, embedder, real["image_id"].astype(str).tolist() + syn["image_id"].astype(str).tolist(),
-                 weights, preprocessing, on_progress)
+    emb = embed_faces(ws, embedder, real["image_id"].astype(str).tolist() + syn["image_id"].astype(str).tolist(),
+                      weights, preprocessing, on_progress)
     ref = _reference(ws, emb, real, embedder, doc, metric, quantile)
     settings = {"embedder": embedder, "weights": weights, "preprocessing": preprocessing, "metric": metric,
                 "quantile": quantile, "phash_bits": phash_bits, "ssim_threshold": ssim_threshold,
@@ -304,7 +326,7 @@ def audit(
                        genuine=ref.genuine, impostor=ref.impostor)
 
 
-def _resolve_metric(embedder: str, metric: str | None) -> tuple[str, stats.DocumentedThreshold | None]:
+def resolve_metric(embedder: str, metric: str | None) -> tuple[str, stats.DocumentedThreshold | None]:
     """The distance to use and the embedder's documented threshold when it is defined in that distance."""
     doc = stats.documented_threshold(embedder)
     metric = metric or stats.default_metric(embedder)
@@ -348,9 +370,13 @@ def _with_subject(ws: Workspace, real: pd.DataFrame) -> pd.DataFrame:
     return out
 
 
-def _reference(ws: Workspace, emb: dict[str, np.ndarray], real: pd.DataFrame, embedder: str,
-               doc: stats.DocumentedThreshold | None, metric: str, quantile: float) -> _Reference:
-    """Calibrate the threshold on the real photos and gather what each run is compared with."""
+def calibrate_identity(
+    ws: Workspace, emb: dict[str, np.ndarray], real: pd.DataFrame, embedder: str,
+    doc: stats.DocumentedThreshold | None, metric: str, quantile: float,
+) -> tuple[pd.DataFrame, np.ndarray, np.ndarray, stats.Calibration]:
+    """The identity threshold on the workspace's real photos ``real`` (those with an embedding in ``emb``):
+    ``(those rows with a ``subject`` column, genuine distances, impostor distances, calibration)``. The audit and the
+    donor screening (:mod:`phenosynth.audit.donors`) both decide "same person" by it."""
     real_e = _with_subject(ws, real[real["image_id"].astype(str).isin(emb)])
     cal_ids = real_e["image_id"].astype(str).tolist()
     genuine, impostor = stats.genuine_impostor_distances(_stack(emb, cal_ids), real_e["subject"].to_numpy(), metric)
@@ -362,6 +388,14 @@ def _reference(ws: Workspace, emb: dict[str, np.ndarray], real: pd.DataFrame, em
     if len(impostor) and not calibration.quantile_estimable:
         log.warning("only %d impostor pairs: their %.2g quantile is not estimable (close to their minimum)%s",
                     len(impostor), quantile, "" if doc is None else "; the documented threshold is used")
+    return real_e, genuine, impostor, calibration
+
+
+def _reference(ws: Workspace, emb: dict[str, np.ndarray], real: pd.DataFrame, embedder: str,
+               doc: stats.DocumentedThreshold | None, metric: str, quantile: float) -> _Reference:
+    """Calibrate the threshold on the real photos and gather what each run is compared with."""
+    real_e, genuine, impostor, calibration = calibrate_identity(ws, emb, real, embedder, doc, metric, quantile)
+    cal_ids = real_e["image_id"].astype(str).tolist()
     train = real_e[real_e["split"] == TRAIN]
     train_ids = train["image_id"].astype(str).tolist()
     if not train_ids:
@@ -544,6 +578,7 @@ def _run_summary(ws: Workspace, run: str, frame: pd.DataFrame, emb: dict[str, np
         n_no_face=int((~frame["has_face"]).sum()), n_shareable=int(frame["shareable"].sum()),
         median_distance=float(np.nanmedian(frame["nearest_real_distance"])) if n_meas else float("nan"),
         parquet_path=out / "audit.parquet", summary_path=out / "summary.json", membership_roc=(roc[0], roc[1]),
+        uses_patient_pixels=run_uses_patient_pixels(ws, run, set(frame["generator"]) - {""}),
     )
 
 
@@ -628,4 +663,4 @@ def load_audit(ws: Workspace, run: str) -> tuple[pd.DataFrame, dict[str, Any]]:
     return pd.read_parquet(folder / "audit.parquet"), json.loads((folder / "summary.json").read_text())
 
 
-__all__ = ["audit", "load_audit", "AuditResult", "RunAudit", "AUDIT_COLUMNS", "PRIVACY_FLAGS", "run_of", "audit_dir"]
+__all__ = ["audit", "load_audit", "run_uses_patient_pixels", "AuditResult", "RunAudit", "AUDIT_COLUMNS", "PRIVACY_FLAGS", "run_of", "audit_dir"]

@@ -8,7 +8,7 @@ from typing import Any
 import typer
 from rich.table import Table
 
-from phenosynth.cli._app import WORKSPACE_OPTION, command, console, progress_bar
+from phenosynth.cli._app import WORKSPACE_OPTION, command, console, next_step, progress_bar
 from phenosynth.data.workspace import Workspace
 from phenosynth.errors import PhenosynthError
 
@@ -51,6 +51,10 @@ def audit_command(
         None, "--vlm-embedder", help="Folder of a sentence-transformers model: report similarity by embedding too."),
     vlm_max_images: int = typer.Option(
         None, "--vlm-max-images", help="At most N synthetic images per run and N real training photos (balanced)."),
+    donors: bool = typer.Option(
+        False, "--donors", help="Screen the donor faces instead of auditing runs: exclude every donor person with a "
+                                "photo under the identity threshold to a patient training photo; release those who "
+                                "no longer match."),
 ) -> None:
     """Audit synthetic faces for privacy: is an image the same person as a real training photo (identity match,
     threshold calibrated on the workspace's own real photos), does the generator remember its training patients
@@ -64,12 +68,20 @@ def audit_command(
     condition, beside real vs real of the same and of other conditions). The API key, if the server needs one, is
     read from the environment variable named by --vlm-key-env.
 
-    Example: [bold]phenosynth audit -w ws --run shape-warp-seed0[/]
+    With --donors, screens the donor faces (`ingest --donors`) before a donor run: each donor photo's identity
+    distance to the nearest real training photo, under the same threshold; every donor person with a photo under it
+    is excluded in the manifest (a re-screen releases those who no longer match). Writes WS/audit/donors/screen.parquet.
+
+    Example: [bold]phenosynth audit -w ws --run shape-warp-seed0[/]; [bold]phenosynth audit -w ws --donors[/]
     """
     from phenosynth.audit.privacy import AUGMENTATION_NOTE, audit
     from phenosynth.audit.vlm import VLMConfig
 
     ws = Workspace.open(workspace, need_manifest=True)
+    if donors:
+        if run is not None:
+            raise PhenosynthError("--donors screens the donor faces; it takes no --run.")
+        return _screen_donors(ws, embedder=embedder, weights=weights, metric=metric, quantile=quantile)
     if vlm_url is None and vlm_model is None and (vlm_embedder is not None or vlm_max_images is not None):
         raise PhenosynthError("--vlm-embedder and --vlm-max-images need --vlm-url and --vlm-model.")
     vlm = None if vlm_url is None and vlm_model is None else VLMConfig(
@@ -118,6 +130,31 @@ def audit_command(
                       f"({r.matched_own_parent} their own parent); written to {r.parquet_path}{note}.")
         if r.transforms_patient_photos:
             console.print(f"{r.run} ({r.generator}): {AUGMENTATION_NOTE}.")
+
+
+def _screen_donors(ws: Workspace, **options: Any) -> None:
+    """``audit --donors``: screen the donor faces and print who was excluded, with their nearest distances."""
+    from phenosynth.audit.donors import screen_donors
+
+    with progress_bar(f"Embedding faces ({options['embedder']})") as on_progress:
+        res = screen_donors(ws, on_progress=on_progress, **options)
+    cal = res.calibration
+    console.print(
+        f"Screened {res.n_photos} donor photos of {res.n_people} people ({res.n_measured} with a face) against "
+        f"{res.n_patient_photos} patient training photos: excluded {len(res.excluded)} of {res.n_people} people, "
+        f"kept {res.n_kept}; "
+        f"identity threshold {cal.threshold:.4g} ({res.embedder}, {res.metric}, {cal.source}).", highlight=False)
+    for person, d in res.excluded.items():
+        new = "" if person in res.newly_excluded else " (already excluded)"
+        console.print(f"  excluded {person}: nearest patient training photo at {d:.4g} < {cal.threshold:.4g}{new}",
+                      highlight=False)
+    if res.released:
+        console.print(f"Released (no longer resemble a patient): {', '.join(res.released)}.", highlight=False)
+    if res.unmeasured:
+        console.print(f"Not screened (no photo with a face embedding; run phenosynth faces): "
+                      f"{', '.join(res.unmeasured)}.", highlight=False)
+    console.print(f"Written to {res.parquet_path}.", highlight=False, soft_wrap=True)
+    next_step(f"phenosynth generate -w {ws.root} -g phenotype-transfer (uses the kept donors)")
 
 
 def _num(v: float, digits: int = 4) -> str:
@@ -174,17 +211,22 @@ def export_command(
     out: Path = typer.Argument(..., help="New (or empty) folder to write the data set to."),
     workspace: Path = WORKSPACE_OPTION,
     run: str = typer.Option(..., "--run", help="The audited generator run to export."),
+    allow_patient_pixels: bool = typer.Option(
+        False, "--allow-patient-pixels",
+        help="Export a run whose images hold patient pixels (shape-warp; phenotype-transfer morphs), labelled as "
+             "augmentation of patient photos. Refused without it."),
 ) -> None:
     """Export the audited, shareable synthetic images of one run as a data set to share: images under neutral names
     (CONDITION/INDEX.png), metadata.csv (condition, generator, seed, audit scores; nothing that points back to a
-    patient) and DATASHEET.md (how it was made, what the audit found, its limits). Refuses a run never audited.
+    patient) and DATASHEET.md (how it was made, what the audit found, its limits). Refuses a run never audited, and a
+    run whose images hold patient pixels (run.json uses_patient_pixels) unless --allow-patient-pixels.
 
     Example: [bold]phenosynth export -w ws --run shape-warp-seed0 shareable/[/]
     """
     from phenosynth.audit.export import export
 
     ws = Workspace.open(workspace, need_manifest=True)
-    res = export(ws, run, out)
+    res = export(ws, run, out, allow_patient_pixels=allow_patient_pixels)
     console.print(f"Exported {res.n_exported} image(s) of run {run} to {res.out} ("
                   + ", ".join(f"{c}: {n}" for c, n in res.per_condition.items())
                   + f"); {res.n_left_out} held back by the audit. See {res.out / 'DATASHEET.md'}.")

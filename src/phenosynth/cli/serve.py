@@ -31,12 +31,18 @@ def serve_command(
                                                       "postgresql+psycopg://user@host/phenosynth."),
     admin_email: str = typer.Option(None, "--admin-email", help="Make this the first educator account, with the "
                                     f"password from the environment variable {ADMIN_PASSWORD_ENV}."),
+    seed_demo_dir: Path = typer.Option(None, "--seed-demo", metavar="DATASET_DIR", help="First fill the workspace "
+                                       "with the demo: simulated photos written to DATASET_DIR, ingested, split, "
+                                       "synthetic faces generated and audited (stages already done are skipped), "
+                                       "and an educator account with a generated password, printed once."),
 ) -> None:
     """Serve the teaching app: educators build decks of audited synthetic faces; trainees learn from them.
 
     The database (default WS/edu.sqlite) is created or migrated first. With no educator account yet, the first one
     is made from --admin-email and PHENOSYNTH_ADMIN_PASSWORD, or asked for interactively; a password is never taken
     on the command line.
+
+    With --seed-demo the workspace is made from the demo first (what `make serve` runs).
 
     Example: [bold]PHENOSYNTH_ADMIN_PASSWORD=... phenosynth serve -w ws --admin-email you@example.org[/]
     """
@@ -48,6 +54,9 @@ def serve_command(
     from phenosynth.edu.accounts import ensure_first_educator, has_educator
     from phenosynth.edu.app import create_app
 
+    if seed_demo_dir is not None:
+        _seed(workspace, seed_demo_dir, admin_email, db_url)
+        admin_email = None
     ws = Workspace.open(workspace)
     app = create_app(ws.root, db_url=db_url)
     with app.state.sessions() as db:
@@ -73,3 +82,25 @@ def serve_command(
                           "proxy before anyone signs in from another machine.")
     console.print(f"Teaching app for {ws.root} at http://{host}:{port}/login  (Ctrl+C stops it)")
     uvicorn.run(app, host=host, port=port, log_level="info")
+
+
+def _seed(workspace: Path, dataset_dir: Path, admin_email: str | None, db_url: str | None) -> None:
+    from phenosynth.edu.seed import DEFAULT_EDUCATOR_EMAIL, seed_demo
+
+    console.print(f"Seeding {workspace} with the demo (simulated photos in {dataset_dir}); stages already done are "
+                  "skipped.")
+    res = seed_demo(workspace, dataset_dir, educator_email=admin_email or DEFAULT_EDUCATOR_EMAIL,
+                    password=os.environ.get(ADMIN_PASSWORD_ENV) or None, db_url=db_url)
+    per_condition = ", ".join(f"{k}: {v}" for k, v in res.shareable_by_condition.items())
+    console.print(f"Run {res.run}: {res.n_shareable} of {res.n_synthetic} synthetic images passed the privacy audit "
+                  "and can go into decks" + (f" ({per_condition})." if per_condition else "."))
+    if not res.n_shareable:
+        console.print("[yellow]No shareable image:[/] decks will be empty until a generator whose faces belong to no "
+                      "patient is run and audited (phenosynth generate, phenosynth audit).")
+    if res.password:
+        console.print(f"Educator account: {res.educator_email}  password: [bold]{res.password}[/]  (shown once, "
+                      "stored only as a hash: note it now)")
+    elif res.educator_created:
+        console.print(f"Educator account: {res.educator_email} (password from {ADMIN_PASSWORD_ENV}).")
+    else:
+        console.print(f"Educator account {res.educator_email} exists already: sign in with its password.")

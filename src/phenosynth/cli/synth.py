@@ -27,7 +27,11 @@ def generate_command(
     option: list[str] = typer.Option(
         None, "--option", "-o", help="A generator setting KEY=VALUE (repeatable), e.g. -o k=6 -o strength=1.5."
     ),
+    base: str = typer.Option(None, "--base", help="dreambooth, dreambooth-lora: the Stable Diffusion 1.5 base model "
+                             "(a diffusers folder, a .safetensors checkpoint, or a hub id in the local HF cache)."),
     workers: int = typer.Option(None, "--workers", help="Processes (default: every core)."),
+    executor: str = typer.Option("local", "--executor", help="local | ray: with ray, a GPU generator (dreambooth, "
+                                 "dreambooth-lora) trains and samples each condition as a Ray task with one GPU."),
     lock_timeout: float = LOCK_TIMEOUT_OPTION,
     detector: str = typer.Option(None, "--detector", help="Face setting whose landmarks the generator learns from, "
                                  "when faces.parquet holds several (default: the only one there)."),
@@ -44,7 +48,12 @@ def generate_command(
     fastgan trains a GAN from scratch (a GPU for real use; -o mode=unconditional|conditional, -o iterations=N,
     checkpoints and resume under WS/synthetic/RUN/models/).
 
+    dreambooth (full fine-tune, RDFace's recipe) and dreambooth-lora fine-tune Stable Diffusion per condition
+    (pip install 'phenosynth\\[diffusion]'; a GPU turns hours into minutes); their models go to WS/synthetic/RUN/models.
+
     Example: [bold]phenosynth generate -w ws --generator phenotype-transfer --per-class 30 -o k=6[/]
+
+    Example: [bold]phenosynth generate -w ws --generator dreambooth-lora --base ~/sd15 --per-class 100 -o rank=8[/]
     """
     from phenosynth.faces.facepass import load_faces
     from phenosynth.synth.generation import generate
@@ -52,17 +61,20 @@ def generate_command(
     GENERATORS.get(generator)  # a typo fails before anything is loaded
     ws = Workspace.open(workspace, need_manifest=True)
     lock_workspace(ctx, ws, lock_timeout)
-    options = {"variation": variation, **generator_options(option or [])}
+    options = {"variation": variation, "base": base, **generator_options(option or [])}
     faces = load_faces(ws, detector, landmarker) if ws.faces_path.exists() else None
     with progress_bar(f"Generating ({generator})") as on_progress:
         s = generate(ws, generator, per_class=per_class, seed=seed, name=name, options=options, n_jobs=workers,
-                     faces=faces, on_progress=on_progress)
+                     faces=faces, on_progress=on_progress, executor=executor)
     counts = sorted(s.per_class.values())
     console.print(
         f"Run [bold]{s.run}[/]: {s.images} images of {s.classes} conditions ({counts[0]}-{counts[-1]} per condition; "
         f"{s.new_images} new in the manifest) from {s.training_images} real training faces, in {s.seconds:.1f}s "
         f"({s.images_per_second:.1f} images/s on {s.workers} process(es)). Saved under {s.out_dir}."
     )
+    if s.blank_redraws:
+        console.print(f"{s.blank_redraws} black or blank output(s) were drawn again with new seeds (recorded in each "
+                      "image's params and in run.json).")
     if s.resumed_images or s.orphans_removed or s.temp_files_removed:
         console.print(f"An earlier call of run {s.run} was interrupted: {s.resumed_images} of its images were taken "
                       f"as they were, {len(s.orphans_removed)} it made that this call did not were removed, and "
@@ -74,6 +86,8 @@ def generate_command(
     if s.skipped_training:
         console.print(f"{len(s.skipped_training)} training image(s) without usable landmarks were not used "
                       "(reasons in run.json).")
+    for note in s.notes:
+        console.print(f"[yellow]{note}[/]")
     next_step(f"phenosynth faces -w {ws.root}   then   phenosynth rank -w {ws.root}")
 
 

@@ -3,7 +3,8 @@
 **The deck gate.** A deck takes a workspace image only when it is synthetic, belongs to a generator run that was
 audited (``WS/audit/<run>/audit.parquet``, read with :func:`phenosynth.audit.privacy.load_audit`) and passes the
 audit gate (:func:`phenosynth.audit.gate.gate_reasons`: shareable, and audited). Stricter than the training gate, a
-run that was never audited gives no image at all. :func:`workspace_images` gives every image's verdict (``refused``:
+run that was never audited, or whose audit is stale, gives no image at all, and neither does a run whose images hold
+patients' pixels (:func:`phenosynth.audit.privacy.run_uses_patient_pixels`: shape-warp, morphs of patients' faces). :func:`workspace_images` gives every image's verdict (``refused``:
 the reason, or None) with its audit scores; :func:`add_images` checks it again on the server for each image it is
 asked to add, and the image route checks it again when it serves a file (a re-audit that flags an image takes it out
 of every deck's pages at once).
@@ -40,7 +41,7 @@ from sqlalchemy.orm import Session
 
 from phenosynth.audit.export import SCORE_COLUMNS
 from phenosynth.audit.gate import audit_staleness, gate_reasons, synthetic_runs
-from phenosynth.audit.privacy import PRIVACY_FLAGS, audit_dir, load_audit
+from phenosynth.audit.privacy import PRIVACY_FLAGS, audit_dir, load_audit, run_uses_patient_pixels
 from phenosynth.data.manifest import SYNTHETIC
 from phenosynth.data.workspace import Workspace, atomic_write
 from phenosynth.edu.db import FROM_IMPORT, FROM_WORKSPACE, Deck, DeckCondition, DeckImage, User
@@ -52,6 +53,8 @@ REASON_REAL = "a real photo (decks take synthetic images only)"
 REASON_NOT_SYNTHETIC = "not a synthetic image (source '{source}'; decks take synthetic images only)"
 REASON_UNKNOWN = "not an image of this workspace"
 REASON_RUN_UNAUDITED = "not audited: run '{run}' has no audit (phenosynth audit -w WS --run {run})"
+REASON_PATIENT_PIXELS = ("made from patients' own photos: run '{run}' holds patient pixels (shape-warp, or morphs of "
+                         "patients' faces), so its faces are not computer-generated people")
 REASON_RUN_STALE = "stale audit: {why} (phenosynth audit -w WS --run {run})"
 REASON_EXCLUDED = "left out of the workspace: {reason}"
 REASON_NO_AUDIT_RECORD = "no audit record in the deck zip"
@@ -98,6 +101,8 @@ def workspace_images(ws: Workspace) -> pd.DataFrame:
     audits = {run: load_audit(ws, run)[0].assign(image_id=lambda f: f["image_id"].astype(str)).set_index("image_id")
               for run in sorted(set(runs.dropna())) if (audit_dir(ws, run) / "audit.parquet").exists()}
     stale = {run: why for run in audits if (why := audit_staleness(ws, manifest, run)) is not None}
+    patient_pixels = {run for run in audits if run_uses_patient_pixels(
+        ws, run, manifest.loc[runs.index[runs == run], "generator"].astype(str))}
     gated = gate_reasons(ws, manifest)
     excluded = manifest["exclude_reason"] if "exclude_reason" in manifest.columns else pd.Series(None, manifest.index)
     rows = []
@@ -112,6 +117,8 @@ def workspace_images(ws: Workspace) -> pd.DataFrame:
             refused = REASON_RUN_UNAUDITED.format(run=run)
         elif run in stale:  # the gate treats a stale run as never audited; a deck refuses it outright
             refused = REASON_RUN_STALE.format(why=stale[run], run=run)
+        elif run in patient_pixels:  # the audit passing a warp of a patient does not make it a stranger's face
+            refused = REASON_PATIENT_PIXELS.format(run=run)
         else:
             refused = gated.get(image_id)
             if image_id in audits[run].index:

@@ -4,10 +4,12 @@ numbers of :func:`phenosynth.edu.scoring.progress` over it, and the charts of th
 **Rows -> frame** (:func:`answers_frame`). An :class:`~phenosynth.edu.db.Answer` belongs to an Attempt of one
 trainee at one Exercise; its phase is the exercise's kind (:data:`PHASE_OF_KIND`: ``pretest`` -> ``pre``,
 ``posttest`` -> ``post``, ``quiz`` -> ``quiz``, ``practice`` -> ``practice``; the schema has no phase column, the
-kind says it). ``n_choices`` is the exercise's ``settings["n_choices"]`` when it is a whole number (a quiz offering
-the k most confusable conditions), else empty: every condition of the label space was offered. The label space
-(:func:`label_space`) is every condition of the decks the answers come from plus every label answered, so the chance
-rate of a trainee who saw only some conditions is still ``1 / number of conditions offered``.
+kind says it). ``n_choices`` is the number of options the answer was actually chosen from: the choices its quiz
+question showed (the attempt's ``items[item]["choices"]``: every condition of the deck when the quiz was made, or the
+k most confusable ones), for a practice trial the number of conditions of its deck. So the chance rate (odds ratio
+against guessing) and the Brier score of answers from decks of different sizes are each against their own options,
+not against the label space (:func:`label_space`: every condition of the decks the answers come from plus every
+label answered, the rows and columns of the confusion matrix).
 
 **Views.** A progress page scores either the tests (``pre``, ``quiz`` and ``post`` answers: :data:`VIEWS`
 ``"tests"``, the default, Waikel et al.'s measures) or the practice trials (``"practice"``). The pre -> post change
@@ -27,7 +29,7 @@ from typing import Sequence
 
 import numpy as np
 import pandas as pd
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from phenosynth.edu import scoring
@@ -48,27 +50,33 @@ def check_view(view: str) -> tuple[str, ...]:
     return VIEWS[view]
 
 
-def _n_choices(settings: object) -> float:
-    k = settings.get("n_choices") if isinstance(settings, dict) else None
-    return float(k) if isinstance(k, int) and not isinstance(k, bool) and k >= 2 else np.nan
+def _n_choices(items: object, item: int | None, n_deck_conditions: int) -> float:
+    """How many options an answer was chosen from: the choices its quiz question showed (``attempt.items[item]
+    ["choices"]``), else (a practice trial, which offers the deck's conditions) the number of its deck's conditions."""
+    if isinstance(items, list) and item is not None and 0 <= item < len(items):
+        choices = items[item].get("choices") if isinstance(items[item], dict) else None
+        if isinstance(choices, list) and len(choices) >= 2:
+            return float(len(choices))
+    return float(n_deck_conditions) if n_deck_conditions >= 2 else np.nan
 
 
 def answers_frame(db: Session, *, user_ids: Sequence[int] | None = None, deck_id: int | None = None) -> pd.DataFrame:
     """The answers of ``user_ids`` (default: every trainee) as scoring's answers frame (:data:`FRAME_COLUMNS`),
     oldest first; ``deck_id`` keeps one deck's answers. ``trainee`` is the trainee's email."""
     q = (select(Answer.correct_label, Answer.chosen_label, Answer.confidence, Answer.response_ms, Exercise.kind,
-                Exercise.settings, User.email, User.id, Exercise.deck_id, Exercise.id, Attempt.id,
+                Attempt.items, Answer.item, User.email, User.id, Exercise.deck_id, Exercise.id, Attempt.id,
                 Answer.deck_image_id, Answer.answered_at)
          .join(Attempt, Answer.attempt_id == Attempt.id).join(Exercise, Attempt.exercise_id == Exercise.id)
          .join(User, Attempt.user_id == User.id).order_by(Answer.answered_at, Answer.id))
     q = q.where(User.role == TRAINEE) if user_ids is None else q.where(User.id.in_(list(user_ids)))
     if deck_id is not None:
         q = q.where(Exercise.deck_id == deck_id)
+    n_conditions = dict(db.execute(select(DeckCondition.deck_id, func.count()).group_by(DeckCondition.deck_id)).all())
     rows = [{"trainee": email, "condition_true": true, "condition_chosen": chosen, "confidence": int(conf),
              "response_ms": int(ms), "phase": PHASE_OF_KIND[kind], "correct": true == chosen,
-             "n_choices": _n_choices(settings), "trainee_id": uid, "deck_id": did, "exercise_id": eid,
-             "attempt_id": aid, "deck_image_id": iid, "answered_at": at}
-            for true, chosen, conf, ms, kind, settings, email, uid, did, eid, aid, iid, at in db.execute(q)]
+             "n_choices": _n_choices(items, item, n_conditions.get(did, 0)), "trainee_id": uid, "deck_id": did,
+             "exercise_id": eid, "attempt_id": aid, "deck_image_id": iid, "answered_at": at}
+            for true, chosen, conf, ms, kind, items, item, email, uid, did, eid, aid, iid, at in db.execute(q)]
     frame = pd.DataFrame(rows, columns=FRAME_COLUMNS)
     frame["correct"] = frame["correct"].astype(bool)
     frame["n_choices"] = frame["n_choices"].astype(float)

@@ -9,8 +9,8 @@ none, the other options are a seeded random draw. The questions are always shuff
 A, B, A, B, ..., would give answers away); ``order="fixed"`` then asks every trainee in that order, ``order="random"``
 gives each trainee their own seeded order. :func:`create_pre_post` splits the deck's images with
 :func:`phenosynth.edu.practice.pre_post_split`: the pre-test and post-test images are disjoint, and both exercises
-record the post-test images as ``held_back_image_ids`` (practice must not show them) and the rest as
-``practice_image_ids``.
+record the post-test images as ``held_back_image_ids`` and the rest as ``practice_image_ids``; :func:`held_back`
+keeps those images out of practice and out of quizzes made later on the deck.
 
 **Taking a quiz.** One attempt per trainee and quiz (:func:`open_attempt` resumes it). Questions are answered in
 order; the question on screen and the time it was first shown are stored, so the server measures the response time
@@ -86,6 +86,17 @@ def deck_pool(deck: Deck) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["image_id", "condition"])
 
 
+def held_back(db: Session, deck_id: int) -> set[int]:
+    """The deck images held back for a post-test: the ``held_back_image_ids`` of every pre-/post-test pair on the
+    deck (whichever cohort it is for). Practice never shows them and a new quiz never asks them (its feedback would
+    give the post-test's answers away)."""
+    out: set[int] = set()
+    for settings in db.scalars(select(Exercise.settings).where(Exercise.deck_id == deck_id,
+                                                               Exercise.kind.in_(("pretest", "posttest")))):
+        out.update(int(i) for i in (settings or {}).get("held_back_image_ids", []))
+    return out
+
+
 def deck_answers(db: Session, deck: Deck) -> pd.DataFrame:
     """Every answer given on the deck's images: ``condition_true``, ``condition_chosen``, ``correct``."""
     rows = db.execute(select(Answer.correct_label, Answer.chosen_label).join(
@@ -123,6 +134,7 @@ def create_quiz(db: Session, educator: User, deck: Deck, cohort: Cohort | None, 
     """A quiz of ``settings.n`` images of the deck, assigned to ``cohort``."""
     settings.check()
     pool = deck_pool(deck)
+    pool = pool[~pool["image_id"].astype(int).isin(held_back(db, deck.id))]
     ex = _exercise(deck, cohort, educator, "quiz", title, settings,
                    _questions(pool, settings.n, settings, deck, deck_confusability(db, deck)))
     db.add(ex)
@@ -342,7 +354,7 @@ def status_of(db: Session, user: User, exercise: Exercise) -> str:
     return "finished" if close_if_expired(db, attempt) else "in progress"
 
 
-__all__ = ["QuizError", "TimeUp", "QuizSettings", "QUIZ_KINDS", "deck_pool", "deck_answers", "deck_confusability",
-           "create_quiz", "create_pre_post", "settings_of", "assigned_exercises", "assigned_quiz", "attempt_of",
+__all__ = ["QuizError", "TimeUp", "QuizSettings", "QUIZ_KINDS", "deck_pool", "held_back", "deck_answers",
+           "deck_confusability", "create_quiz", "create_pre_post", "settings_of", "assigned_exercises", "assigned_quiz", "attempt_of",
            "open_attempt", "answers_of", "next_item", "seconds_left", "close_if_expired", "show_item", "response_ms",
            "Recorded", "record_answer", "Feedback", "feedback", "QuizResult", "result", "status_of", "GRACE_S"]

@@ -30,7 +30,7 @@ import pandas as pd
 
 from phenosynth.audit.export import shareable_images
 from phenosynth.audit.gate import audit_staleness, gate_reasons, synthetic_runs
-from phenosynth.audit.privacy import audit_dir, transforms_patient_photos
+from phenosynth.audit.privacy import audit_dir, run_uses_patient_pixels
 from phenosynth.data.filenames import safe_name
 from phenosynth.data.manifest import SYNTHETIC
 from phenosynth.data.workspace import Workspace, atomic_write
@@ -66,8 +66,8 @@ def _check_condition(manifest: pd.DataFrame, condition: str) -> None:
         raise PhenosynthError(f"No condition '{condition}' in this workspace.{hint}")
 
 
-def _refusal(image_id: str, condition: str, manifest: pd.DataFrame, runs: pd.Series, audited: set[str],
-             stale: dict[str, str], gate: dict[str, str]) -> str:
+def _refusal(ws: Workspace, image_id: str, condition: str, manifest: pd.DataFrame, runs: pd.Series,
+             audited: set[str], stale: dict[str, str], gate: dict[str, str]) -> str:
     """Why ``image_id`` may not go on a sheet of ``condition`` (asked only of images that are not shareable)."""
     rows = manifest[manifest["image_id"].astype(str) == image_id]
     if rows.empty:
@@ -79,9 +79,9 @@ def _refusal(image_id: str, condition: str, manifest: pd.DataFrame, runs: pd.Ser
         return f"an image of '{r['label']}', not of '{condition}'"
     if isinstance(r["exclude_reason"], str):
         return f"excluded from the workspace ({r['exclude_reason']})"
-    if transforms_patient_photos([r["generator"]]):
-        return f"made by '{r['generator']}' from a patient's photo (augmentation, not a synthetic face)"
     run = runs.get(rows.index[0])
+    if run_uses_patient_pixels(ws, str(run), [r["generator"]]):
+        return f"made by '{r['generator']}' from a patient's photo (augmentation, not a synthetic face)"
     if run not in audited:
         return f"its run '{run}' was never audited (phenosynth audit -w WS --run {run})"
     if run in stale:
@@ -117,7 +117,7 @@ def select_sheet_images(ws: Workspace, condition: str, *, run: str | None = None
     notes, pool = [], []
     for r in wanted:
         generators = set(manifest.loc[runs.index[runs == r], "generator"].astype(str))
-        if transforms_patient_photos(generators):
+        if run_uses_patient_pixels(ws, r, generators):
             notes.append(f"run '{r}' ({', '.join(sorted(generators))}) transforms the patients' own photos "
                          "(augmentation): its images cannot go on a sheet of faces that belong to no real child")
         elif r not in audited:
@@ -132,7 +132,8 @@ def select_sheet_images(ws: Workspace, condition: str, *, run: str | None = None
         ids = [str(i) for i in image_ids]
         ok = set(shareable["image_id"].astype(str))
         gate = gate_reasons(ws, manifest)
-        refused = [f"{i[:12]}: {_refusal(i, condition, manifest, runs, audited, stale, gate)}" for i in ids if i not in ok]
+        refused = [f"{i[:12]}: {_refusal(ws, i, condition, manifest, runs, audited, stale, gate)}"
+                   for i in ids if i not in ok]
         if refused:
             raise PhenosynthError(f"{len(refused)} image(s) cannot go on a counselling sheet, which takes only "
                                   "audited, unflagged synthetic faces: " + "; ".join(refused) + ".")

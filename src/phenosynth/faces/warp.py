@@ -8,6 +8,8 @@ image does not move and pixels far from the face change smoothly.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 
 
@@ -22,6 +24,63 @@ def border_anchors(height: int, width: int, per_side: int = 4) -> np.ndarray:
     return np.concatenate([top, right, bottom, left]).astype(np.float64)
 
 
+@dataclass(frozen=True, eq=False)
+class TargetMesh:
+    """The half of a backward piecewise-affine warp that depends only on the *target* points and the frame size: the
+    Delaunay triangulation of the target points plus border anchors, and the triangle index of every output pixel.
+    Many source faces warped onto one target shape (e.g. every face onto a mean shape) share it; :meth:`maps` adds a
+    source's part (one small affine solve per triangle and a gather), the same numbers as :func:`warp_maps`."""
+
+    height: int
+    width: int
+    n_points: int
+    keep: np.ndarray  # indices into concat(points, anchors) kept (exact duplicates of the target dropped)
+    triangles: np.ndarray  # (T, 3) indices into the kept points
+    dst_rows: np.ndarray  # (T, 3, 3): each triangle's target vertices as rows [x, y, 1]
+    solvable: np.ndarray  # (T,) bool: non-degenerate triangles
+    label: np.ndarray  # (H, W) int32 triangle index of each output pixel, -1 where none (identity)
+
+    def maps(self, src: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Backward maps ``(map_x, map_y)`` for the source points ``src (K, 2)`` (see :func:`warp_maps`)."""
+        src = np.asarray(src, dtype=np.float64).reshape(-1, 2)
+        if len(src) != self.n_points:
+            raise ValueError(f"src has {len(src)} points, the target mesh {self.n_points}")
+        src_all = np.concatenate([src, border_anchors(self.height, self.width)])[self.keep]
+        # Per-triangle affine map dst -> src: src = [x, y, 1] @ M[t] with M[t] (3, 2).
+        S = src_all[self.triangles]  # (T, 3, 2)
+        M = np.zeros((len(self.triangles), 3, 2))
+        M[:, 0, 0] = M[:, 1, 1] = 1.0  # degenerate triangles: identity
+        M[self.solvable] = np.linalg.solve(self.dst_rows[self.solvable], S[self.solvable])
+        M = np.concatenate([M, np.array([[[1.0, 0.0], [0.0, 1.0], [0.0, 0.0]]])])  # index -1 -> identity
+        yy, xx = np.mgrid[0:self.height, 0:self.width].astype(np.float32)
+        Ml = M.astype(np.float32)[self.label]  # (H, W, 3, 2)
+        map_x = xx * Ml[..., 0, 0] + yy * Ml[..., 1, 0] + Ml[..., 2, 0]
+        map_y = xx * Ml[..., 0, 1] + yy * Ml[..., 1, 1] + Ml[..., 2, 1]
+        return map_x, map_y
+
+
+def target_mesh(dst: np.ndarray, height: int, width: int) -> TargetMesh:
+    """The :class:`TargetMesh` of the target points ``dst (K, 2)`` (x, y) in an ``height x width`` frame."""
+    dst = np.asarray(dst, dtype=np.float64).reshape(-1, 2)
+    # Points outside the frame would break the "border kept" promise; keep them but drop exact duplicates.
+    dst_all = np.concatenate([dst, border_anchors(height, width)])
+    _, keep = np.unique(np.round(dst_all, 3), axis=0, return_index=True)
+    keep = np.sort(keep)
+    dst_all = dst_all[keep]
+
+    import cv2
+    from scipy.spatial import Delaunay  # lazy: scipy.spatial costs ~0.4 s of CLI start-up
+
+    tri = Delaunay(dst_all).simplices  # (T, 3)
+    D = np.concatenate([dst_all[tri], np.ones((len(tri), 3, 1))], 2)  # (T, 3, 3)
+    # Rasterise the triangle index of every output pixel (-1 where none: identity).
+    label = np.full((height, width), -1, dtype=np.int32)
+    for t, verts in enumerate(np.round(dst_all[tri] * 16).astype(np.int32)):
+        cv2.fillConvexPoly(label, verts, int(t), lineType=cv2.LINE_8, shift=4)
+    return TargetMesh(height=int(height), width=int(width), n_points=len(dst), keep=keep, triangles=tri, dst_rows=D,
+                      solvable=np.abs(np.linalg.det(D)) > 1e-9, label=label)
+
+
 def warp_maps(src: np.ndarray, dst: np.ndarray, height: int, width: int) -> tuple[np.ndarray, np.ndarray]:
     """Backward sampling maps ``(map_x, map_y)``, each ``(H, W)`` float32: output pixel (y, x) reads the source at
     ``(map_y[y, x], map_x[y, x])``. ``src``/``dst`` are ``(K, 2)`` (x, y) points; border anchors are added."""
@@ -29,36 +88,7 @@ def warp_maps(src: np.ndarray, dst: np.ndarray, height: int, width: int) -> tupl
     dst = np.asarray(dst, dtype=np.float64).reshape(-1, 2)
     if src.shape != dst.shape:
         raise ValueError(f"src and dst must have the same shape, got {src.shape} and {dst.shape}")
-    anchors = border_anchors(height, width)
-    # Points outside the frame would break the "border kept" promise; keep them but drop exact duplicates.
-    dst_all = np.concatenate([dst, anchors])
-    src_all = np.concatenate([src, anchors])
-    _, keep = np.unique(np.round(dst_all, 3), axis=0, return_index=True)
-    keep = np.sort(keep)
-    dst_all, src_all = dst_all[keep], src_all[keep]
-
-    import cv2
-    from scipy.spatial import Delaunay  # lazy: scipy.spatial costs ~0.4 s of CLI start-up
-
-    tri = Delaunay(dst_all).simplices  # (T, 3)
-    # Per-triangle affine map dst -> src: src = [x, y, 1] @ M[t] with M[t] (3, 2).
-    D = np.concatenate([dst_all[tri], np.ones((len(tri), 3, 1))], 2)  # (T, 3, 3)
-    S = src_all[tri]  # (T, 3, 2)
-    det = np.linalg.det(D)
-    ok = np.abs(det) > 1e-9
-    M = np.zeros((len(tri), 3, 2))
-    M[:, 0, 0] = M[:, 1, 1] = 1.0  # degenerate triangles: identity
-    M[ok] = np.linalg.solve(D[ok], S[ok])
-    # Rasterise the triangle index of every output pixel (-1 where none: identity).
-    label = np.full((height, width), -1, dtype=np.int32)
-    for t, verts in enumerate(np.round(dst_all[tri] * 16).astype(np.int32)):
-        cv2.fillConvexPoly(label, verts, int(t), lineType=cv2.LINE_8, shift=4)
-    M = np.concatenate([M, np.array([[[1.0, 0.0], [0.0, 1.0], [0.0, 0.0]]])])  # index -1 -> identity
-    yy, xx = np.mgrid[0:height, 0:width].astype(np.float32)
-    Ml = M.astype(np.float32)[label]  # (H, W, 3, 2)
-    map_x = xx * Ml[..., 0, 0] + yy * Ml[..., 1, 0] + Ml[..., 2, 0]
-    map_y = xx * Ml[..., 0, 1] + yy * Ml[..., 1, 1] + Ml[..., 2, 1]
-    return map_x, map_y
+    return target_mesh(dst, height, width).maps(src)
 
 
 def warp_to_landmarks(image: np.ndarray, src_points: np.ndarray, dst_points: np.ndarray) -> np.ndarray:

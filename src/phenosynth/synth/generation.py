@@ -8,6 +8,12 @@ that fit set ``fit_set_role``, the donors it used, and ``uses_patient_pixels``).
 (``accepts_identities``) is handed the workspace's donor faces that have landmarks. Work is spread over processes by chunks of a class; every image is
 a pure function of ``(seed, label, index)``, so the output does not depend on the number of processes, and running
 the same command again adds nothing new.
+
+A generator with ``in_process`` (a GPU model such as ``dreambooth-lora``) is never forked into CPU worker processes:
+it samples in this process, or with ``executor="ray"`` as one Ray task per condition (one GPU each, see
+:mod:`phenosynth.synth.scaleout`); it gets the run's folder before ``fit`` (``Generator.bind_run``) to keep its
+per-condition models there. ``blank_redraws`` in an image's params (black or blank outputs drawn again) are summed in
+``run.json`` and the summary.
 """
 
 from __future__ import annotations
@@ -33,6 +39,7 @@ from phenosynth.parallel import worker_count, worker_map
 from phenosynth.progress import ProgressCallback, report
 from phenosynth.synth.generators import Generator, create_generator
 from phenosynth.synth.generators.base import Identities, SyntheticSample
+from phenosynth.synth.scaleout import check_executor
 
 log = logging.getLogger(__name__)
 
@@ -60,6 +67,10 @@ class GenerateSummary:
     resumed_images: int = 0  # images an interrupted earlier call of this run left on disk, taken as they were
     orphans_removed: list[str] = field(default_factory=list)  # files of an interrupted call this run did not make
     temp_files_removed: int = 0  # half-written files of a killed call
+    uses_patient_pixels: bool = False  # run.json's: the images hold patient pixels (exports/sheets refuse by default)
+    notes: list[str] = field(default_factory=list)  # what the user should be told (the generator's notes())
+    blank_redraws: int = 0  # black or blank outputs that were drawn again (new images of this call)
+    executor: str = "local"
 
     @property
     def images_per_second(self) -> float:
@@ -200,6 +211,7 @@ def generate(
     n_jobs: int | None = None,
     faces: pd.DataFrame | None = None,
     on_progress: ProgressCallback | None = None,
+    executor: str = "local",
 ) -> GenerateSummary:
     """Fit ``generator`` on the workspace's real training faces and save ``per_class`` images per condition.
 
@@ -216,6 +228,8 @@ def generate(
             ``if __name__ == "__main__":`` guard); ``n_jobs=1`` uses none.
         faces: landmarks table indexed by image_id with a ``landmarks`` ``(K, 2)`` column (default: ``load_faces``).
         on_progress: ``(done, total)`` callback, in images.
+        executor: ``local`` (processes of this machine; a generator with ``in_process`` runs in this one) or ``ray``
+            (an ``in_process`` generator trains and samples each condition as a Ray task with one GPU).
 
     Raises:
         PhenosynthError: no split yet, no training faces, unknown generator or class.
@@ -224,23 +238,29 @@ def generate(
     t0 = time.perf_counter()
     if per_class < 1:
         raise PhenosynthError(f"--per-class must be at least 1 (got {per_class}).")
+    check_executor(executor)
     manifest = ws.load_manifest()
     run = safe_name(name or f"{generator}-seed{seed}")
     out_dir = ws.synthetic_dir / run
-    gen, kept, skipped, donor_ids = _fitted_generator(ws, manifest, generator, options, faces, out_dir)
+    gen, kept, skipped, donor_ids = _fitted_generator(ws, manifest, generator, options, faces, out_dir, executor)
     todo = _classes_to_make(gen, classes)
     temp_files, orphans = _clean_interrupted_call(ws, run, out_dir, manifest)
     out_dir.mkdir(parents=True, exist_ok=True)
     maker_args = (gen, out_dir, ws.root, int(seed), run, frozenset(manifest["image_id"].astype(str)))
-    rows, made, workers = _make_images(maker_args, todo, per_class, n_jobs, on_progress)
+    if gen.in_process and executor == "ray":
+        rows, made, workers = _make_images_on_ray(maker_args, todo, per_class, on_progress)
+    else:
+        rows, made, workers = _make_images(maker_args, todo, per_class, 1 if gen.in_process else n_jobs, on_progress)
     new = _checked_new_rows(rows, set(kept["image_id"].astype(str)), set(donor_ids), generator)
+    redraws = sum(int(json.loads(p).get("blank_redraws", 0)) for p in new["params"]) if len(new) else 0
     seconds = time.perf_counter() - t0
     record = {
         "run": run, "generator": generator, "seed": int(seed), "per_class": int(per_class),
         "settings": gen.get_params(), "classes": len(todo), "images": sum(made.values()), "new_images": len(new),
         "training_images": sorted(_fit_set(out_dir, gen.fit_image_ids_)), "fit_set_role": gen.fit_set_role,
         "donor_images": sorted(donor_ids), "uses_patient_pixels": bool(gen.uses_patient_pixels),
-        "skipped_training": skipped, "seconds": round(seconds, 3), "workers": workers,
+        "skipped_training": skipped, "seconds": round(seconds, 3), "workers": workers, "executor": executor,
+        "blank_redraws": redraws,
     }  # fmt: skip
     # The record of the run's fit set goes first, then the manifest rows (whose images are all written by now): a
     # kill between the two leaves images that the next call resumes, never rows whose run the lineage rule cannot see.
@@ -264,6 +284,10 @@ def generate(
         resumed_images=len(resumed),
         orphans_removed=[ws.relpath(p) for p in stale],
         temp_files_removed=len(temp_files),
+        uses_patient_pixels=bool(gen.uses_patient_pixels),
+        notes=gen.notes(),
+        blank_redraws=redraws,
+        executor=executor,
     )
     log.info("generated %d images (%d new) in %.1fs with %d workers", summary.images, summary.new_images, seconds,
              workers)
@@ -272,16 +296,16 @@ def generate(
 
 def _fitted_generator(
     ws: Workspace, manifest: pd.DataFrame, generator: str, options: dict[str, Any] | None, faces: pd.DataFrame | None,
-    run_dir: Path,
+    run_dir: Path, executor: str,
 ) -> tuple[Generator, pd.DataFrame, dict[str, str], list[str]]:
-    """The generator fitted on the real training faces (and the donors, if it takes identities), its models kept
-    under ``run_dir`` (:meth:`Generator.attach_run_dir`); the training rows it saw (with ``landmarks``); the training
-    images it did not see, with the reason; the donor image_ids it got."""
+    """The generator fitted on the real training faces (and the donors, if it takes identities); the training rows it
+    saw (with ``landmarks``); the training images it did not see, with the reason; the donor image_ids it got."""
     real = manifest[manifest["source"] == REAL]
     if real.empty:
         raise PhenosynthError(f"Workspace {ws.root} has no real images. Run first: phenosynth ingest SRC -w {ws.root}")
     train = require_real_train(manifest, ws.root)
     gen = create_generator(generator, **(options or {}))
+    gen.bind_run(run_dir, executor=executor)
     if faces is None:
         from phenosynth.faces.facepass import load_faces
 
@@ -294,7 +318,6 @@ def _fitted_generator(
 
     images = [load_rgb(ws.resolve(p)) for p in kept["path"].astype(str)]
     identities = _donor_identities(ws, manifest, faces) if gen.accepts_identities else None
-    gen.attach_run_dir(run_dir)
     gen.fit(
         images,
         np.stack(list(kept["landmarks"])),
@@ -306,7 +329,9 @@ def _fitted_generator(
         subjects=kept["subject_id"].tolist(),
         identities=identities,
     )
-    return gen, kept, skipped, [] if identities is None else list(identities.image_ids)
+    # the donors it took (a generator may leave them aside, e.g. phenotype-transfer identities=morphs)
+    used = set(getattr(gen, "donor_ids_", [] if identities is None else identities.image_ids))
+    return gen, kept, skipped, [] if identities is None else [i for i in identities.image_ids if i in used]
 
 
 def _donor_identities(ws: Workspace, manifest: pd.DataFrame, faces: pd.DataFrame) -> Identities | None:
@@ -381,6 +406,29 @@ def _make_images(
             rows.extend(chunk)
             report(on_progress, sum(made.values()), total)
     return rows, made, workers
+
+
+def _make_images_on_ray(
+    maker_args: tuple, todo: list[str], per_class: int, on_progress: ProgressCallback | None
+) -> tuple[list[dict[str, Any]], dict[str, int], int]:
+    """As :func:`_make_images`, one Ray task per class (:func:`phenosynth.synth.scaleout.remote_tasks`): (new
+    manifest rows, images made per class, tasks)."""
+    from phenosynth.synth.scaleout import ray_session, remote_tasks
+
+    rows: list[dict[str, Any]] = []
+    made: dict[str, int] = {label: 0 for label in todo}
+    report(on_progress, 0, len(todo) * per_class)
+    with ray_session() as ray:
+        for _, (label, n_made, chunk) in remote_tasks(ray, _make_chunk, [(c, 0, per_class) for c in todo],
+                                                      maker_args):
+            made[label] += n_made
+            rows.extend(chunk)
+            report(on_progress, sum(made.values()), len(todo) * per_class)
+    return rows, made, len(todo)
+
+
+def _make_chunk(task: tuple[str, int, int], maker_args: tuple) -> tuple[str, int, list[dict[str, Any]]]:
+    return _ChunkMaker(*maker_args)(task)
 
 
 def _checked_new_rows(rows: list[dict[str, Any]], train_ids: set[str], donor_ids: set[str],

@@ -67,9 +67,9 @@ def logout(request: Request) -> Response:
 def home(request: Request, user: User = Depends(current_user), db: Session = Depends(get_db)) -> Response:
     if user.role == EDUCATOR:
         return RedirectResponse("/decks", status_code=303)
+    from phenosynth.edu.routes.practice import due_today, practice_rows
     from phenosynth.edu.routes.quiz import trainee_home
 
     csrf_token(request)
-    from phenosynth.edu.routes.practice import due_today
-
-    return render(request, "home.html", {"exercises": trainee_home(db, user), "due_today": due_today(db, user)})
+    return render(request, "home.html", {"exercises": trainee_home(db, user), "practice": practice_rows(db, user),
+                                         "due_today": due_today(db, user)})

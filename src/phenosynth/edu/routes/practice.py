@@ -7,6 +7,10 @@ history on the deck, one FSRS card per (trainee, condition) reviewed after every
 /decks/{id}/practice``). An exercise with no cohort is open to every trainee; one with a cohort only to that cohort's
 members (the cohorts pages may create such exercises; none is needed here).
 
+**Held-back images.** A face the deck's pre-/post-test pairs hold back for the post-test (their
+``held_back_image_ids``) is never practised, nor served by the practice image route: practising it would turn the
+post-test into a memory test.
+
 **A trial.** ``GET /practice/{exercise}`` picks the condition (adaptive: error rate and slowness; once every
 condition is mastered, the FSRS cards that are due, most overdue first) and its least-shown image, and remembers the
 trial in the signed session (exercise, image, the time it was shown). ``POST /practice/{exercise}/answer`` stores
@@ -27,6 +31,7 @@ from sqlalchemy.orm import Session
 
 from phenosynth.edu import decks as D
 from phenosynth.edu import practice as PR
+from phenosynth.edu import quizzes as Q
 from phenosynth.edu.annotations import PLAIN_LANGUAGE
 from phenosynth.edu.db import (EDUCATOR, Answer, Attempt, Deck, DeckCondition, DeckImage, Exercise, Membership,
                                ReviewCard, User, utcnow)
@@ -68,10 +73,14 @@ def _exercise(db: Session, exercise_id: int, user: User) -> Exercise:
 
 
 def _usable_images(request: Request, db: Session, deck_id: int) -> list[DeckImage]:
-    """The deck's images a trainee may see now: not retired and through the deck gate (checked again here)."""
+    """The deck's images a trainee may practise with now: not retired, not held back for a post-test
+    (:func:`phenosynth.edu.quizzes.held_back`) and through the deck gate (checked again here)."""
     out = []
+    hidden = Q.held_back(db, deck_id)
     for img in db.scalars(select(DeckImage).where(DeckImage.deck_id == deck_id, DeckImage.retired.is_(False))
                           .order_by(DeckImage.position, DeckImage.id)):
+        if img.id in hidden:
+            continue
         try:
             D.image_path(img, request.app.state.images, request.app.state.edu_dir)
         except D.DeckError:
@@ -97,12 +106,22 @@ def cards_of(db: Session, user: User, condition_ids: list[int] | None = None) ->
     return {rc.condition_id: rc for rc in db.scalars(q)}
 
 
-def due_today(db: Session, user: User, now: datetime | None = None) -> int:
-    """How many of the trainee's FSRS cards fall due by the end of today (UTC)."""
+def due_today(db: Session, user: User, now: datetime | None = None, condition_ids: list[int] | None = None) -> int:
+    """How many of the trainee's FSRS cards (of ``condition_ids``; default all) fall due by the end of today (UTC)."""
     now = now or utcnow()
     end = datetime.combine(now.date(), time.max, tzinfo=timezone.utc)
-    cards = {str(k): stored_card(rc) for k, rc in cards_of(db, user).items()}
+    cards = {str(k): stored_card(rc) for k, rc in cards_of(db, user, condition_ids).items()}
     return len(PR.due_conditions(cards, end))
+
+
+def practice_rows(db: Session, user: User) -> list[dict[str, object]]:
+    """The practice the trainee may do (:func:`open_practice`), each with its deck and the number of the deck's
+    conditions due for review today: the rows of the trainee's home page and of ``/practice``."""
+    exercises = open_practice(db, user)
+    decks = {d.id: d for d in db.scalars(select(Deck).where(Deck.id.in_([e.deck_id for e in exercises])))}
+    return [{"ex": ex, "deck": decks[ex.deck_id], "url": f"/practice/{ex.id}",
+             "due": due_today(db, user, condition_ids=[c.id for c in decks[ex.deck_id].conditions])}
+            for ex in exercises]
 
 
 def stored_card(rc: ReviewCard) -> "fsrs.Card":
@@ -165,10 +184,7 @@ def review_card(db: Session, user: User, condition: DeckCondition, correct: bool
 
 @router.get("/practice")
 def practice_list(request: Request, db: Session = Depends(get_db), user: User = Depends(current_user)) -> Response:
-    exercises = open_practice(db, user)
-    decks = {d.id: d for d in db.scalars(select(Deck).where(Deck.id.in_([e.deck_id for e in exercises])))}
-    return render(request, "practice_list.html", {"exercises": [(e, decks[e.deck_id]) for e in exercises],
-                                                  "due_today": due_today(db, user)})
+    return render(request, "practice_list.html", {"practice": practice_rows(db, user), "due_today": due_today(db, user)})
 
 
 @router.get("/practice/{exercise_id:int}")
@@ -195,7 +211,7 @@ def answer(request: Request, exercise_id: int, image: int = Form(...), chosen: s
     if shown.get("exercise") != ex.id or shown.get("image") != image:
         return RedirectResponse(f"/practice/{ex.id}", status_code=303)  # a stale or replayed form: a fresh trial
     img = db.get(DeckImage, image)
-    if img is None or img.deck_id != ex.deck_id:
+    if img is None or img.deck_id != ex.deck_id or img.id in Q.held_back(db, ex.deck_id):
         raise HTTPException(status_code=404, detail="No such image in this practice.")
     if not 1 <= confidence <= 5:
         raise HTTPException(status_code=422, detail="Confidence is a rating from 1 to 5.")
@@ -222,7 +238,7 @@ def practice_image(request: Request, exercise_id: int, image_pk: int, db: Sessio
     """A face of the practice's deck, through the deck gate (never a retired, refused or other deck's image)."""
     ex = _exercise(db, exercise_id, user)
     img = db.get(DeckImage, image_pk)
-    if img is None or img.deck_id != ex.deck_id or img.retired:
+    if img is None or img.deck_id != ex.deck_id or img.retired or img.id in Q.held_back(db, ex.deck_id):
         raise HTTPException(status_code=404, detail="No such image in this practice.")
     try:
         path = D.image_path(img, request.app.state.images, request.app.state.edu_dir)

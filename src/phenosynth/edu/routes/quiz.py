@@ -193,11 +193,13 @@ def question_image(request: Request, attempt_id: int, item: int, db: Session = D
 
 
 def trainee_home(db: Session, user: User) -> list[dict[str, object]]:
-    """The exercises assigned to ``user``: title, kind, deck, status and the page to open."""
+    """The quizzes (and pre-/post-tests) assigned to ``user``: title, kind, deck, status and the page to open.
+    Practice is listed by :func:`phenosynth.edu.routes.practice.practice_rows` (open or closed by the educator)."""
     rows = []
     for ex in Q.assigned_exercises(db, user):
-        quiz = ex.kind in Q.QUIZ_KINDS
+        if ex.kind not in Q.QUIZ_KINDS:
+            continue
         deck = db.get(Deck, ex.deck_id)
-        rows.append({"ex": ex, "deck": deck.name if deck else "", "url": f"/{'quizzes' if quiz else 'practice'}/{ex.id}",
-                     "status": Q.status_of(db, user, ex) if quiz else ""})
+        rows.append({"ex": ex, "deck": deck.name if deck else "", "url": f"/quizzes/{ex.id}",
+                     "status": Q.status_of(db, user, ex)})
     return rows

@@ -81,6 +81,19 @@ class Generator(ABC):
     #: its pixel parents; "pixel" when pixels of any fit image may be in any image (a learned image model), so the
     #: fold rule drops the run's images for every fold whose validation photos are in its fit set
     fit_set_role: str = "pixel"
+    #: True for a generator that holds a large model (on a GPU when there is one): ``generate`` runs it in the calling
+    #: process, never forked into CPU worker processes, and calls :meth:`bind_run` before ``fit``
+    in_process: bool = False
+
+    def bind_run(self, run_dir: Path, *, executor: str = "local") -> None:
+        """Called by ``generate`` before ``fit``: the run's folder (where a generator that trains models keeps them,
+        so that an interrupted run resumes) and the executor of its heavy work (``local`` or ``ray``). The default
+        keeps nothing."""
+        del run_dir, executor
+
+    def notes(self) -> list[str]:
+        """What a user of the fitted generator's run should be told (the CLI prints these after generating)."""
+        return []
 
     def fit(
         self,
@@ -154,11 +167,6 @@ class Generator(ABC):
     @abstractmethod
     def sample_one(self, label: str, index: int, seed: int) -> SyntheticSample:
         """Image ``index`` of condition ``label`` (deterministic in ``(seed, label, index)``)."""
-
-    def attach_run_dir(self, run_dir: Path) -> None:
-        """Called by ``generate`` before :meth:`fit` with the run's folder (``WS/synthetic/<run>``): a generator that
-        trains a model keeps its checkpoints there (under ``models/``). Default: nothing."""
-        del run_dir
 
     def sample(
         self, n: int, seed: int = 0, *, labels: Sequence[str] | None = None, start: int = 0

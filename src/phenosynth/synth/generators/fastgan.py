@@ -418,6 +418,7 @@ class FastGANGenerator(Generator):
     name = "fastgan"
     uses_patient_pixels = False  # a learned model's samples, not the patients' photos transformed
     fit_set_role = "pixel"  # a GAN can memorise: every fit photo counts as a pixel source of every image
+    in_process = True  # one network (on the GPU when there is one) samples in the calling process
 
     mode: str = "unconditional"
     resolution: int = 256
@@ -445,10 +446,23 @@ class FastGANGenerator(Generator):
     def __post_init__(self) -> None:
         self._check_options()
 
-    def attach_run_dir(self, run_dir: Path) -> None:
-        """Checkpoints go to ``run_dir/models`` unless ``checkpoint_dir`` was given."""
+    def bind_run(self, run_dir: Path, *, executor: str = "local") -> None:
+        """Checkpoints go to ``run_dir/models`` unless ``checkpoint_dir`` was given. One GAN over every condition
+        trains in this process whatever the executor (Ray, when asked, only spreads the sampling)."""
+        del executor
         if self.checkpoint_dir is None:
             self.checkpoint_dir = str(Path(run_dir) / "models")
+
+    def notes(self) -> list[str]:
+        """The deviation from the paper, if any, and how many candidates had no face (unconditional mode)."""
+        out = []
+        if getattr(self, "reconstruction_", "lpips-vgg") != "lpips-vgg":
+            out.append(f"fastgan: reconstruction loss L1 + SSIM instead of LPIPS ({VGG16_FILE} not found in "
+                       "torchvision's cache; -o lpips_weights=PATH); recorded in models/model_card.json.")
+        for seed, stream in sorted(getattr(self, "_streams", {}).items()):
+            out.append(f"fastgan (seed {seed}): {stream.labels.count(None)} of {len(stream.labels)} candidates had no "
+                       "face and got no label.")
+        return out
 
     # --- fit ------------------------------------------------------------------------------------------------------
 

@@ -53,27 +53,57 @@ def downscale(image: np.ndarray, points: np.ndarray, max_side: int) -> tuple[np.
     return small, points * scale
 
 
+@dataclass(frozen=True, eq=False)
+class WarpTarget:
+    """Target landmarks of :func:`warp_image` prepared once for any number of source images of one size: the target
+    mesh (at the coarse grid when ``factor > 1``) and the grid that interpolates coarse maps to full resolution."""
+
+    size: tuple[int, int]  # (H, W) of the images
+    mesh: Any  # phenosynth.faces.warp.TargetMesh
+    scale: np.ndarray | None  # (fx, fy): coarse pixel (j, i) sits at full-res (j * fx, i * fy); None: full-res maps
+    grid: tuple[np.ndarray, np.ndarray] | None
+
+
+def warp_target(dst: np.ndarray, height: int, width: int, *, factor: int = 2) -> WarpTarget:
+    """Prepare the target ``dst (K, 2)`` for warping ``height x width`` images onto it (:func:`warp_onto`)."""
+    from phenosynth.faces.warp import target_mesh
+
+    if factor <= 1 or min(height, width) < 32 * factor:
+        return WarpTarget(size=(height, width), mesh=target_mesh(dst, height, width), scale=None, grid=None)
+    hl, wl = (height - 1) // factor + 1, (width - 1) // factor + 1
+    fx, fy = (width - 1) / (wl - 1), (height - 1) / (hl - 1)
+    scale = np.array([fx, fy])
+    gx = (np.arange(width, dtype=np.float32) / fx)[None, :].repeat(height, 0)
+    gy = (np.arange(height, dtype=np.float32) / fy)[:, None].repeat(width, 1)
+    return WarpTarget(size=(height, width), mesh=target_mesh(np.asarray(dst) / scale, hl, wl), scale=scale,
+                      grid=(gx, gy))
+
+
+def warp_onto(image: np.ndarray, src: np.ndarray, target: WarpTarget) -> np.ndarray:
+    """``image (H, W, 3)`` with landmarks ``src (K, 2)`` warped onto a prepared target (:func:`warp_image`)."""
+    import cv2
+
+    if tuple(image.shape[:2]) != tuple(target.size):
+        raise ValueError(f"image is {image.shape[:2]}, the warp target {target.size}")
+    if target.scale is None:
+        map_x, map_y = target.mesh.maps(src)
+    else:
+        fx, fy = (float(v) for v in target.scale)  # Python floats: float32 maps stay float32 (NEP 50)
+        low_x, low_y = target.mesh.maps(np.asarray(src) / target.scale)
+        low = np.dstack([low_x * fx, low_y * fy]).astype(np.float32)
+        full = cv2.remap(low, *target.grid, interpolation=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+        map_x, map_y = full[..., 0], full[..., 1]
+    return cv2.remap(np.asarray(image), map_x, map_y, interpolation=cv2.INTER_LINEAR,
+                     borderMode=cv2.BORDER_REFLECT_101)
+
+
 def warp_image(image: np.ndarray, src: np.ndarray, dst: np.ndarray, *, factor: int = 2) -> np.ndarray:
     """``phenosynth.faces.warp`` piecewise-affine warp of ``image (H, W, 3)`` from ``src (K, 2)`` to ``dst (K, 2)``,
     with the backward maps computed on a grid ``factor`` times coarser and interpolated (the maps are continuous and
-    piecewise linear, so this costs well under a pixel and saves most of the time of large images)."""
-    import cv2
-
-    from phenosynth.faces.warp import warp_maps, warp_to_landmarks
-
+    piecewise linear, so this costs well under a pixel and saves most of the time of large images). Many images onto
+    one target: :func:`warp_target` once, then :func:`warp_onto` (the same pixels)."""
     h, w = image.shape[:2]
-    if factor <= 1 or min(h, w) < 32 * factor:
-        return warp_to_landmarks(image, src, dst)
-    hl, wl = (h - 1) // factor + 1, (w - 1) // factor + 1
-    fx, fy = (w - 1) / (wl - 1), (h - 1) / (hl - 1)  # low-res pixel (j, i) sits at full-res (j * fx, i * fy)
-    scale = np.array([fx, fy])
-    map_x, map_y = warp_maps(np.asarray(src) / scale, np.asarray(dst) / scale, hl, wl)
-    low = np.dstack([map_x * fx, map_y * fy]).astype(np.float32)
-    gx = (np.arange(w, dtype=np.float32) / fx)[None, :].repeat(h, 0)
-    gy = (np.arange(h, dtype=np.float32) / fy)[:, None].repeat(w, 1)
-    full = cv2.remap(low, gx, gy, interpolation=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
-    return cv2.remap(image, full[..., 0], full[..., 1], interpolation=cv2.INTER_LINEAR,
-                     borderMode=cv2.BORDER_REFLECT_101)
+    return warp_onto(image, src, warp_target(dst, h, w, factor=factor))
 
 
 def is_grayscale(image: np.ndarray) -> bool:

@@ -20,8 +20,20 @@ Lineage by role: ``parents`` are the **pixel** parents (the donor, or the morph'
 condition's training photos that shaped its phenotype (and texture offset), less any pixel parent. The whole fit set
 (population mean, pooled variation) is the run's record, ``run.json``'s ``training_images``.
 
-``uses_patient_pixels`` is True for the class (a run without donors blends patients' pixels, k >= 4 per image) and
-set per fitted instance: False when the identities are donors. The run records it in ``run.json``.
+Identities (``identities``): "auto" (donors when the workspace has any, else morphs), "donors" (refuse to run
+without), "morphs" (leave donors aside). **Donors are the path that passes the privacy audit**: on ORL
+(benchmarks/results/identity_free.md) donor images match a patient no more often than the donors' own photos do
+(with look-alike donors screened out, within the stranger rate), membership AUC ~0.5; no morph setting passed (k up
+to 12: membership AUC ~0.7, more matches than strangers get). A morph run's :meth:`notes` say so.
+
+``uses_patient_pixels`` is True for the class (a morph blends k patients' pixels) and set per fitted instance: False
+when the identities are donors. The run records it in ``run.json``; the audit, exports and sheets read it from there
+(``phenosynth.audit.privacy.run_uses_patient_pixels``): a morph run is augmentation of patient photos (exports need
+``--allow-patient-pixels``; sheets refuse it), a donor run is synthesis.
+
+Speed: the shape-free (mean-shape) faces are made at fit with one triangulation of the mean shape for all of them
+(:func:`~phenosynth.synth.generators.imaging.warp_target`), so fit + sampling runs at least as fast as ``shape-warp``
+on the same photos.
 
 Everything random comes from ``sample_rng(seed, label, i)``, so results are bit-identical across runs and processes.
 """
@@ -37,22 +49,32 @@ from phenosynth.errors import PhenosynthError
 from phenosynth.faces.procrustes import apply_matrix, similarity_matrix
 from phenosynth.synth.generators.base import GENERATORS, Generator, Identities, SyntheticSample, sample_rng
 from phenosynth.synth.generators.imaging import (
-    WarpSettings, as_rgb, downscale, is_grayscale, photometric_jitter, pose_jitter, sample_params, warp_image,
+    WarpSettings, WarpTarget, as_rgb, downscale, is_grayscale, photometric_jitter, pose_jitter, sample_params,
+    warp_image, warp_onto, warp_target,
 )
 from phenosynth.synth.shape_model import ShapeModel
 
 
 def _to_frame(image: np.ndarray, points: np.ndarray, target: np.ndarray, size: tuple[int, int], *,
-              factor: int) -> np.ndarray:
+              factor: int, prepared: WarpTarget | None = None) -> np.ndarray:
     """``image`` with landmarks ``points`` moved into a ``size = (H, W)`` frame (similarity) and warped so that its
-    landmarks land exactly on ``target (K, 2)``; float32."""
+    landmarks land exactly on ``target (K, 2)``; float32. ``prepared``: ``warp_target(target, H, W, factor=factor)``,
+    when many faces go onto one target (the same pixels, the target's triangulation computed once)."""
     import cv2
 
     h, w = size
     A = similarity_matrix(points, target)
     moved = cv2.warpAffine(np.asarray(image, dtype=np.float32), A[:2], (w, h), flags=cv2.INTER_LINEAR,
                            borderMode=cv2.BORDER_REFLECT_101)
-    return warp_image(moved, apply_matrix(A, points), target, factor=factor)
+    return warp_onto(moved, apply_matrix(A, points), prepared or warp_target(target, h, w, factor=factor))
+
+
+#: ``identities`` options
+IDENTITY_MODES = ("auto", "donors", "morphs")
+#: what a run with morph identities is told (benchmarks/results/identity_free.md)
+MORPH_NOTE = ("its images hold patient pixels and are treated like shape-warp's (exports and sheets refuse them "
+              "without --allow-patient-pixels); on ORL no morph setting passed the privacy audit (k <= 12), donor "
+              "identities did (donors that look like a patient screened out). Add donors: phenosynth ingest DIR -w WS --donors.")
 
 
 @GENERATORS.register("phenotype-transfer")
@@ -65,11 +87,14 @@ class PhenotypeTransferGenerator(Generator, WarpSettings):
     accepts_identities = True
     fit_set_role = "statistic"
 
-    # defaults from benchmarks/identity_free.py (benchmarks/results/identity_free.md): of the sweep on ORL, k=6 and
-    # strength 2 had the lowest identity-matched share and the highest phenotype agreement; none passed the audit
+    # defaults from benchmarks/identity_free.py (benchmarks/results/identity_free.md): strength 2 carries the phenotype
+    # (probe agreement far above the real photos') without raising identity matches; k=6 morphs need 6 subjects in a
+    # fold (k=12 matched less but needs 12, and neither passed the audit: donors are the path that does)
     strength: float = 2.0
     k: int = 6
     texture_strength: float = 0.0
+    #: "auto": donors when the workspace has any, else morphs; "donors": refuse to run without; "morphs": ignore donors
+    identities: str = "auto"
 
     # --- fit ---------------------------------------------------------------------------------------------------------
 
@@ -77,6 +102,14 @@ class PhenotypeTransferGenerator(Generator, WarpSettings):
              folds: list[int | None], subjects: list[str], identities: Identities | None) -> None:
         if int(self.k) < 2:
             raise PhenosynthError(f"phenotype-transfer: k (faces per morph) must be at least 2, not {self.k}.")
+        if self.identities not in IDENTITY_MODES:
+            raise PhenosynthError(f"phenotype-transfer: identities must be one of {', '.join(IDENTITY_MODES)}, not "
+                                  f"{self.identities!r}.")
+        if self.identities == "morphs":
+            identities = None
+        elif self.identities == "donors" and (identities is None or len(identities.image_ids) == 0):
+            raise PhenosynthError("phenotype-transfer: identities=donors, but the workspace has no donor faces with "
+                                  "landmarks. Add some: phenosynth ingest DIR -w WS --donors, then phenosynth faces.")
         ims, lms = self._prepared(images, landmarks)
         self.labels_ = labels
         self.image_ids_ = image_ids
@@ -92,7 +125,9 @@ class PhenotypeTransferGenerator(Generator, WarpSettings):
         self.canvas_to_model_ = similarity_matrix(self.canvas_shape_, model.reference_)
         has_donors = identities is not None and len(identities.image_ids) > 0
         need_shape_free = not has_donors or float(self.texture_strength) != 0.0
-        shape_free = [self._shape_free(im, lm) for im, lm in zip(ims, lms)] if need_shape_free else []
+        # one triangulation of the mean shape serves every face (only the per-face affine solves differ)
+        canvas = warp_target(self.canvas_shape_, *self.canvas_size_, factor=int(self.map_factor))
+        shape_free = [self._shape_free(im, lm, canvas) for im, lm in zip(ims, lms)] if need_shape_free else []
         self.shape_free_ = np.stack([np.clip(np.rint(s), 0, 255).astype(np.uint8) for s in shape_free]) \
             if shape_free else None
         self.grayscale_ = [is_grayscale(im) for im in ims]
@@ -115,6 +150,12 @@ class PhenotypeTransferGenerator(Generator, WarpSettings):
             self.donor_ids_ = []
             self.morph_groups_ = self._morph_groups()
 
+    def notes(self) -> list[str]:
+        if self.donor_ids_:
+            return []
+        return [f"phenotype-transfer made morph identities (k={self.k} patients' photos blended per image): "
+                f"{MORPH_NOTE}"]
+
     def _prepared(self, images: list[np.ndarray], landmarks: Any) -> tuple[list[np.ndarray], np.ndarray]:
         ims, lms = [], []
         for im, lm in zip(images, landmarks):
@@ -123,9 +164,10 @@ class PhenotypeTransferGenerator(Generator, WarpSettings):
             lms.append(pts)
         return ims, np.stack(lms)
 
-    def _shape_free(self, image: np.ndarray, points: np.ndarray) -> np.ndarray:
+    def _shape_free(self, image: np.ndarray, points: np.ndarray, canvas: WarpTarget) -> np.ndarray:
         """The face in the canonical frame, warped to the population mean shape (float32)."""
-        return _to_frame(image, points, self.canvas_shape_, self.canvas_size_, factor=int(self.map_factor))
+        return _to_frame(image, points, self.canvas_shape_, self.canvas_size_, factor=int(self.map_factor),
+                         prepared=canvas)
 
     def _morph_groups(self) -> dict[Any, list[int]]:
         """Validation fold -> its training images, for the folds with at least ``k`` subjects (a morph's members

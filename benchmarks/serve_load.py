@@ -1,0 +1,404 @@
+"""Benchmark: the teaching app under load, on loopback only (127.0.0.1), bounded in time and in requests.
+
+Set-up (in a fresh temporary folder, removed afterwards unless ``--keep``): a workspace whose generator run ``bench``
+holds ``--conditions`` x ``--per-condition`` synthetic faces (random 96 x 96 PNGs) that an audit file passes, one
+deck of all of them, and ``--users`` accounts with real Argon2id hashes (pwdlib's recommended settings, as
+``phenosynth serve`` uses). The server is ``phenosynth serve -w WS --port P`` in its own process (SQLite in the
+workspace, uvicorn, one worker, access log on as in production); the simulated users are ``httpx.AsyncClient``\\ s
+in this process, each with its own session cookie.
+
+Every simulated user first signs in (GET /login for the CSRF token, POST /login; all at once, measured apart), then
+repeats its scenario's round until the time or the request budget is up. Scenarios (``--scenario``), one async
+function each, in ``SCENARIOS``:
+
+- ``decks`` (educators): the deck list, the deck page, and every image of the deck.
+- ``quiz`` (trainees in one cohort, ``--quizzes`` quizzes of every deck image assigned to it): the next question
+  page, its image, an answer (random condition and confidence) and the feedback page; a finished quiz's results,
+  then the next quiz. Afterwards the answer rows in the database are counted against the answers the server
+  accepted: a lost (or doubled) answer is an error.
+
+Printed: per request kind, count, errors, p50 / p95 / p99 latency (ms), and overall requests/s. An error is a
+response with an unexpected status or a failed request (timeouts included).
+
+Usage::
+
+    .venv/bin/python benchmarks/serve_load.py [--users 100] [--seconds 60] [--scenario decks] [--max-requests N]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import hashlib
+import json
+import os
+import re
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections import defaultdict
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pandas as pd
+
+HOST = "127.0.0.1"
+PASSWORD = "load-test-password"
+
+
+@dataclass
+class Site:
+    """The server under test and what the scenarios need from the set-up."""
+
+    base: str
+    deck_id: int
+    image_urls: list[str]
+    emails: list[str]
+    quiz_ids: list[int] = field(default_factory=list)
+
+
+@dataclass
+class Recorder:
+    """Latencies (seconds) and errors per request kind; ``budget`` requests at most, then every user stops."""
+
+    deadline: float
+    budget: int
+    latencies: dict[str, list[float]] = field(default_factory=lambda: defaultdict(list))
+    errors: dict[str, list[str]] = field(default_factory=lambda: defaultdict(list))
+    sent: int = 0
+    accepted: int = 0  # answers the server accepted (quiz scenario)
+
+    def more(self) -> bool:
+        return time.monotonic() < self.deadline and self.sent < self.budget
+
+    async def request(self, client: httpx.AsyncClient, kind: str, method: str, url: str,
+                      expect: int | tuple[int, ...] = 200, **kw) -> httpx.Response | None:
+        self.sent += 1
+        t = time.perf_counter()
+        try:
+            r = await client.request(method, url, **kw)
+        except httpx.HTTPError as exc:
+            self.errors[kind].append(f"{type(exc).__name__}: {exc}")
+            return None
+        self.latencies[kind].append(time.perf_counter() - t)
+        if r.status_code not in (expect if isinstance(expect, tuple) else (expect,)):
+            self.errors[kind].append(f"{method} {url}: {r.status_code}")
+        return r
+
+
+async def sign_in(client: httpx.AsyncClient, rec: Recorder, email: str, state: dict) -> bool:
+    """GET /login for the CSRF token, POST /login; whether it signed in. The session's new CSRF token goes into
+    ``state["csrf"]`` (read from the page signing in redirects to)."""
+    page = await rec.request(client, "GET /login", "GET", "/login")
+    token = re.search(r'name="csrf_token" value="([^"]+)"', page.text) if page is not None else None
+    if token is None:
+        return False
+    r = await rec.request(client, "POST /login", "POST", "/login", expect=303,
+                          data={"email": email, "password": PASSWORD, "csrf_token": token.group(1)})
+    if r is None or r.status_code != 303:
+        return False
+    home = await rec.request(client, "GET /", "GET", "/", follow_redirects=True)
+    token = re.search(r'name="csrf_token" value="([^"]+)"', home.text) if home is not None else None
+    state["csrf"] = token.group(1) if token else ""
+    return True
+
+
+async def view_decks(client: httpx.AsyncClient, rec: Recorder, site: Site, state: dict) -> None:
+    """One round: the deck list, the deck page and every image of the deck."""
+    await rec.request(client, "GET /decks", "GET", "/decks")
+    await rec.request(client, "GET /decks/{id}", "GET", f"/decks/{site.deck_id}")
+    for url in site.image_urls:
+        if not rec.more():
+            break
+        await rec.request(client, "GET deck image", "GET", url)
+
+
+async def answer_quizzes(client: httpx.AsyncClient, rec: Recorder, site: Site, state: dict) -> None:
+    """One round: a trainee's next question (page and image), an answer (a random condition among those offered,
+    a random confidence) and its feedback page; when a quiz is done, the next quiz assigned to the cohort."""
+    if "attempt" not in state:
+        quizzes = state.setdefault("quizzes", list(site.quiz_ids))
+        if not quizzes:
+            await asyncio.sleep(0.1)  # this trainee has answered every quiz
+            return
+        r = await rec.request(client, "POST /quizzes/{id}/start", "POST", f"/quizzes/{quizzes.pop(0)}/start",
+                              expect=303, data={"csrf_token": state["csrf"]})
+        if r is None or r.status_code != 303:
+            return
+        state["attempt"] = r.headers["location"]  # /attempts/N
+    page = await rec.request(client, "GET question", "GET", state["attempt"], expect=(200, 303))
+    if page is None:
+        return
+    if page.status_code == 303:  # every image answered: the results
+        await rec.request(client, "GET results", "GET", page.headers["location"])
+        del state["attempt"]
+        return
+    item = re.search(r'name="item" value="(\d+)"', page.text)
+    choices = re.findall(r'name="chosen" value="([^"]+)"', page.text)
+    if item is None or not choices:
+        rec.errors["GET question"].append("no question on the page")
+        return
+    await rec.request(client, "GET quiz image", "GET", f"{state['attempt']}/images/{item.group(1)}")
+    rng = state.setdefault("rng", np.random.default_rng(state["user"]))  # the same answers on every run
+    r = await rec.request(client, "POST answer", "POST", f"{state['attempt']}/answers", expect=303, data={
+        "item": item.group(1), "chosen": str(rng.choice(choices)), "confidence": str(rng.integers(1, 6)),
+        "response_ms": str(rng.integers(800, 4000)), "csrf_token": state["csrf"]})
+    if r is not None and r.status_code == 303:
+        rec.accepted += 1
+        await rec.request(client, "GET feedback", "GET", r.headers["location"])
+
+
+def count_answers(ws_root: Path, rec: Recorder) -> str:
+    """The answer rows in the database against the answers the server accepted: none may be lost (or doubled)."""
+    from sqlalchemy import func, select
+
+    from phenosynth.edu import db as edu_db
+
+    engine = edu_db.make_engine(edu_db.default_url(ws_root))
+    with edu_db.session_factory(engine)() as db:
+        rows = db.scalar(select(func.count()).select_from(edu_db.Answer))
+    engine.dispose()
+    if rows != rec.accepted:
+        rec.errors["answer rows"].append(f"{rows} answer rows for {rec.accepted} accepted answers")
+    return f"{rows} answer rows stored for {rec.accepted} answers accepted"
+
+
+@dataclass(frozen=True)
+class Scenario:
+    """``role``: of the simulated users; ``start``: once per user before the clock starts (signing in, measured
+    apart); ``round``: repeated by every user until the time or the request budget is up; ``check``: after the run,
+    a line on what the server kept (e.g. answer rows counted against answers sent)."""
+
+    role: str
+    round: Callable[[httpx.AsyncClient, Recorder, Site, dict], Awaitable[None]]
+    start: Callable[[httpx.AsyncClient, Recorder, str, dict], Awaitable[bool]] = sign_in
+    check: Callable[[Path, Recorder], str] | None = None
+
+
+SCENARIOS: dict[str, Scenario] = {"decks": Scenario("educator", view_decks),
+                                  "quiz": Scenario("trainee", answer_quizzes, check=count_answers)}
+
+
+# --- set-up -----------------------------------------------------------------------------------------------------------
+
+
+def build_workspace(root: Path, conditions: int, per_condition: int, seed: int = 0):
+    """A workspace with one real photo per condition and an audited run 'bench' whose images all pass."""
+    from PIL import Image
+
+    from phenosynth.audit.inputs import manifest_inputs
+    from phenosynth.audit.privacy import AUDIT_COLUMNS
+    from phenosynth.data.workspace import Workspace
+
+    ws = Workspace.open(root / "ws", create=True)
+    rng = np.random.default_rng(seed)
+    rows, audit_rows = [], []
+    for c in range(conditions):
+        label = f"cond{c:02d}"
+        kinds = [("real", root / "photos" / f"{label}.png")] + [
+            ("synthetic", ws.synthetic_dir / "bench" / f"{label}_{i:03d}.png") for i in range(per_condition)]
+        for source, path in kinds:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            Image.fromarray(rng.integers(0, 255, (96, 96, 3), dtype=np.uint8)).save(path)
+            image_id = hashlib.sha256(path.read_bytes()).hexdigest()
+            rows.append({"image_id": image_id, "path": ws.relpath(path), "label": label, "source": source,
+                         "subject_id": f"p{c}" if source == "real" else None, "split": "train",
+                         "generator": "bench" if source == "synthetic" else None,
+                         "params": json.dumps({"run": "bench"}) if source == "synthetic" else None})
+            if source == "synthetic":
+                audit_rows.append({col: None for col in AUDIT_COLUMNS} | {
+                    "image_id": image_id, "label": label, "run": "bench", "generator": "bench", "parents": [],
+                    "has_face": True, "nearest_real_distance": 0.9, "ssim": 0.2, "phash_bits": 30, "flags": [],
+                    "shareable": True, "identity_match": False})
+    ws.save_manifest(pd.DataFrame(rows))
+    (ws.root / "audit" / "bench").mkdir(parents=True)
+    pd.DataFrame(audit_rows).to_parquet(ws.root / "audit" / "bench" / "audit.parquet", index=False)
+    inputs = manifest_inputs(ws.load_manifest(), "bench")  # what the audit saw: the gate checks it is not stale
+    (ws.root / "audit" / "bench" / "summary.json").write_text(json.dumps({"run": {}, "settings": {},
+                                                                          "inputs": inputs}))
+    return ws
+
+
+def build_accounts_and_deck(ws, n_users: int, role: str, n_quizzes: int = 0
+                            ) -> tuple[int, list[int], list[str], list[int]]:
+    """``n_users`` accounts of ``role`` (and one educator owning the deck); the deck of every image of run 'bench';
+    for trainees, a cohort of them all and ``n_quizzes`` quizzes of every deck image (feedback after each answer)
+    assigned to it. (deck id, deck image ids, emails, quiz ids)."""
+    from sqlalchemy import select
+
+    from phenosynth.edu import db as edu_db
+    from phenosynth.edu import decks as D
+    from phenosynth.edu import quizzes as Q
+    from phenosynth.edu.accounts import create_user
+    from phenosynth.edu.cohorts import add_member, create_cohort
+    from phenosynth.edu.security import Passwords
+
+    engine = edu_db.make_engine(edu_db.default_url(ws.root))
+    edu_db.migrate(engine)
+    passwords = Passwords()
+    one_hash = passwords.hash(PASSWORD)  # one Argon2id hash for all: the same verify cost, a fraction of the set-up
+    emails = [f"user{i:04d}@example.org" for i in range(n_users)]
+    with edu_db.session_factory(engine)() as db:
+        owner = create_user(db, passwords, "owner@example.org", PASSWORD, "educator")
+        db.add_all([edu_db.User(email=e, password_hash=one_hash, role=role, display_name="") for e in emails])
+        db.commit()
+        images = D.WorkspaceImages(ws)
+        table = images.table()
+        deck = D.create_deck(db, owner, "Load test", "", sorted(set(table["condition"].dropna())))
+        D.add_images(db, deck, images, table.index[table["run"] == "bench"].tolist())
+        pks = db.scalars(select(edu_db.DeckImage.id).where(edu_db.DeckImage.deck_id == deck.id)).all()
+        deck_id, quiz_ids = deck.id, []
+        if role == "trainee" and n_quizzes:
+            cohort = create_cohort(db, owner, "Load test")
+            for user in db.scalars(select(edu_db.User).where(edu_db.User.email.in_(emails))):
+                add_member(db, cohort.id, user)
+            db.commit()
+            quiz_ids = [Q.create_quiz(db, owner, deck, cohort, f"Quiz {k + 1}", Q.QuizSettings(n=len(pks), seed=k)).id
+                        for k in range(n_quizzes)]
+    engine.dispose()
+    return deck_id, list(pks), emails, quiz_ids
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind((HOST, 0))
+        return s.getsockname()[1]
+
+
+def start_server(ws_root: Path, port: int) -> subprocess.Popen:
+    exe = Path(sys.executable).with_name("phenosynth")
+    cmd = [str(exe)] if exe.exists() else [sys.executable, "-c", "from phenosynth.cli import main; main()"]
+    proc = subprocess.Popen(cmd + ["serve", "-w", str(ws_root), "--host", HOST, "--port", str(port)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=os.environ.copy())
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise SystemExit(f"the server stopped: {proc.stderr.read().decode()[-2000:]}")
+        try:
+            if httpx.get(f"http://{HOST}:{port}/login", timeout=1).status_code == 200:
+                return proc
+        except httpx.HTTPError:
+            time.sleep(0.2)
+    proc.kill()
+    raise SystemExit("the server did not answer within 60 s")
+
+
+# --- run and report ---------------------------------------------------------------------------------------------------
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of process ``pid`` so far (Linux ``/proc``)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+async def run_users(site: Site, scenario: Scenario, seconds: float, budget: int, server_pid: int
+                    ) -> tuple[Recorder, float, Recorder, float, float]:
+    """Every user signs in at once (``start``, timed apart), then runs ``round`` until ``seconds`` or ``budget`` are
+    spent: (sign-in recorder, its seconds, run recorder, its seconds, the server's CPU seconds in the run)."""
+    limits = httpx.Limits(max_connections=1, max_keepalive_connections=1)  # one connection per user, like a browser tab
+    clients = [httpx.AsyncClient(base_url=site.base, timeout=60, limits=limits) for _ in site.emails]
+    try:
+        started = Recorder(deadline=time.monotonic() + 600, budget=budget)
+        t0 = time.perf_counter()
+        states = [{"user": i} for i in range(len(clients))]
+        ok = await asyncio.gather(*(scenario.start(c, started, e, st) for c, e, st in zip(clients, site.emails,
+                                                                                          states)))
+        start_s = time.perf_counter() - t0
+        rec = Recorder(deadline=time.monotonic() + seconds, budget=budget)
+
+        async def user(client: httpx.AsyncClient, state: dict) -> None:
+            while rec.more():
+                await scenario.round(client, rec, site, state)
+
+        t1, cpu = time.perf_counter(), cpu_seconds(server_pid)
+        await asyncio.gather(*(user(c, st) for c, st, signed_in in zip(clients, states, ok) if signed_in))
+        return started, start_s, rec, time.perf_counter() - t1, cpu_seconds(server_pid) - cpu
+    finally:
+        await asyncio.gather(*(c.aclose() for c in clients))
+
+
+def summary(rec: Recorder, elapsed: float) -> pd.DataFrame:
+    rows = []
+    for kind in sorted(set(rec.latencies) | set(rec.errors)):
+        ms = np.asarray(rec.latencies.get(kind, []), dtype=float) * 1000
+        q = np.percentile(ms, [50, 95, 99]) if len(ms) else [np.nan] * 3
+        rows.append({"request": kind, "n": len(ms), "errors": len(rec.errors.get(kind, [])), "p50_ms": q[0],
+                     "p95_ms": q[1], "p99_ms": q[2]})
+    every = np.concatenate([np.asarray(v) for v in rec.latencies.values()]) * 1000 if rec.latencies else np.zeros(0)
+    q = np.percentile(every, [50, 95, 99]) if len(every) else [np.nan] * 3
+    rows.append({"request": "all", "n": len(every), "errors": sum(len(v) for v in rec.errors.values()),
+                 "p50_ms": q[0], "p95_ms": q[1], "p99_ms": q[2]})
+    table = pd.DataFrame(rows)
+    table["per_s"] = table["n"] / elapsed
+    return table
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--users", type=int, default=100)
+    p.add_argument("--seconds", type=float, default=60)
+    p.add_argument("--max-requests", type=int, default=500_000, help="stop every user after this many requests")
+    p.add_argument("--scenario", choices=sorted(SCENARIOS), default="decks")
+    p.add_argument("--conditions", type=int, default=4)
+    p.add_argument("--per-condition", type=int, default=5)
+    p.add_argument("--quizzes", type=int, default=20, help="quizzes assigned to the trainees (scenario quiz)")
+    p.add_argument("--keep", action="store_true", help="keep the temporary workspace (its path is printed)")
+    p.add_argument("--json", type=Path, help="also write the table as JSON here")
+    args = p.parse_args(argv)
+    if not (1 <= args.users <= 1000 and 0 < args.seconds <= 600):
+        p.error("--users 1..1000 and --seconds up to 600 (a bounded load test)")
+    scenario = SCENARIOS[args.scenario]
+
+    tmp = Path(tempfile.mkdtemp(prefix="phenosynth-load-"))
+    proc = None
+    try:
+        t = time.perf_counter()
+        ws = build_workspace(tmp, args.conditions, args.per_condition)
+        deck_id, pks, emails, quiz_ids = build_accounts_and_deck(ws, args.users, scenario.role, args.quizzes)
+        port = free_port()
+        proc = start_server(ws.root, port)
+        site = Site(f"http://{HOST}:{port}", deck_id, [f"/decks/{deck_id}/images/{pk}" for pk in pks], emails,
+                    quiz_ids)
+        print(f"set-up {time.perf_counter() - t:.1f} s: {len(pks)} deck images, {args.users} {scenario.role} accounts, "
+              f"server pid {proc.pid} at {site.base}; scenario '{args.scenario}' for {args.seconds:g} s")
+        started, start_s, rec, elapsed, cpu = asyncio.run(run_users(site, scenario, args.seconds, args.max_requests,
+                                                                    proc.pid))
+        kept = scenario.check(ws.root, rec) if scenario.check else None
+    finally:
+        if proc is not None:
+            proc.terminate()
+            proc.wait(timeout=30)
+        if args.keep:
+            print(f"kept {tmp}")
+        else:
+            shutil.rmtree(tmp, ignore_errors=True)
+    tables = {"sign-in": summary(started, start_s), args.scenario: summary(rec, elapsed)}
+    for (phase, table), secs in zip(tables.items(), (start_s, elapsed)):
+        print(f"\n{phase} ({secs:.1f} s)")
+        with pd.option_context("display.width", 120, "display.float_format", "{:.1f}".format):
+            print(table.to_string(index=False))
+    total = tables[args.scenario].iloc[-1]
+    errors = int(total["errors"]) + int(tables["sign-in"].iloc[-1]["errors"])
+    print(f"\n{args.users} users, {args.scenario} for {elapsed:.1f} s: {int(total['n'])} requests, "
+          f"{total['per_s']:.1f} requests/s, p50 {total['p50_ms']:.0f} ms, p95 {total['p95_ms']:.0f} ms, "
+          f"p99 {total['p99_ms']:.0f} ms; {errors} errors" + (f"; {kept}" if kept else ""))
+    print(f"server CPU {cpu:.1f} s in {elapsed:.1f} s ({cpu / elapsed:.0%} of one core): "
+          f"{1000 * cpu / max(1, total['n']):.1f} ms of CPU per request; machine load average "
+          f"{os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs")
+    for r in (started, rec):
+        for kind, errs in r.errors.items():
+            print(f"  {kind}: {len(errs)} error(s), e.g. {errs[0]}")
+    if args.json:
+        args.json.write_text(json.dumps({k: v.to_dict(orient="records") for k, v in tables.items()}, indent=1))
+    return 1 if errors else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
