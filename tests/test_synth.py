@@ -90,7 +90,7 @@ def test_shape_model_shrinks_small_classes_toward_pooled_variation() -> None:
 
 
 def test_generators_are_registered() -> None:
-    assert list_generators() == ["dreambooth", "dreambooth-lora", "phenotype-transfer", "shape-warp"]
+    assert list_generators() == ["dreambooth", "dreambooth-lora", "fastgan", "phenotype-transfer", "shape-warp"]
 
 
 def test_a_generator_handed_a_test_image_raises(tmp_path, make_landmark_workspace) -> None:

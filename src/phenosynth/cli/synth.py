@@ -45,6 +45,8 @@ def generate_command(
 
     shape-warp warps the patients' own photos (augmentation, not privacy-preserving); phenotype-transfer puts each
     condition's shape phenotype on donor faces (ingest --donors) or, without donors, on morphs of k patients.
+    fastgan trains a GAN from scratch (a GPU for real use; -o mode=unconditional|conditional, -o iterations=N,
+    checkpoints and resume under WS/synthetic/RUN/models/).
 
     dreambooth (full fine-tune, RDFace's recipe) and dreambooth-lora fine-tune Stable Diffusion per condition
     (pip install 'phenosynth\\[diffusion]'; a GPU turns hours into minutes); their models go to WS/synthetic/RUN/models.

@@ -257,7 +257,7 @@ def generate(
     record = {
         "run": run, "generator": generator, "seed": int(seed), "per_class": int(per_class),
         "settings": gen.get_params(), "classes": len(todo), "images": sum(made.values()), "new_images": len(new),
-        "training_images": sorted(_fit_set(out_dir, kept)), "fit_set_role": gen.fit_set_role,
+        "training_images": sorted(_fit_set(out_dir, gen.fit_image_ids_)), "fit_set_role": gen.fit_set_role,
         "donor_images": sorted(donor_ids), "uses_patient_pixels": bool(gen.uses_patient_pixels),
         "skipped_training": skipped, "seconds": round(seconds, 3), "workers": workers, "executor": executor,
         "blank_redraws": redraws,
@@ -276,7 +276,7 @@ def generate(
         images=sum(made.values()),
         new_images=added,
         per_class={str(k): int(v) for k, v in made.items()},
-        training_images=len(kept),
+        training_images=len(gen.fit_image_ids_),
         skipped_training=skipped,
         classes_without_faces=sorted(set(real_classes(manifest)) - set(gen.classes_)),
         seconds=seconds,
@@ -445,9 +445,10 @@ def _checked_new_rows(rows: list[dict[str, Any]], train_ids: set[str], donor_ids
     return new
 
 
-def _fit_set(out_dir: Path, kept: pd.DataFrame) -> set[str]:
-    """The training images of this call, and of every earlier call with this run name (they stay on record)."""
-    fit_set = set(kept["image_id"].astype(str))
+def _fit_set(out_dir: Path, fitted: list[str]) -> set[str]:
+    """The training images the generator learned from in this call (``Generator.fit_image_ids_``), and in every
+    earlier call with this run name (they stay on record)."""
+    fit_set = set(fitted)
     if (out_dir / "run.json").exists():
         try:
             fit_set |= set(json.loads((out_dir / "run.json").read_text()).get("training_images", []))

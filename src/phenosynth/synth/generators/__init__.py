@@ -1,5 +1,6 @@
 """Generators of synthetic faces: the interface, the registry, the built-in ``shape-warp`` and ``phenotype-transfer``
-(CPU), and ``dreambooth`` / ``dreambooth-lora`` (Stable Diffusion per condition; extra ``diffusion``, GPU advised)."""
+(CPU), ``dreambooth`` / ``dreambooth-lora`` (Stable Diffusion per condition; extra ``diffusion``, GPU advised) and
+``fastgan`` (a GAN trained from scratch; GPU advised)."""
 
 from phenosynth.synth.generators.base import (
     GENERATORS,
@@ -18,6 +19,7 @@ from phenosynth.synth.generators import phenotype_transfer as _phenotype_transfe
 from phenosynth.synth.generators.phenotype_transfer import PhenotypeTransferGenerator
 from phenosynth.synth.generators import dreambooth as _dreambooth  # noqa: F401  (registers dreambooth, -lora)
 from phenosynth.synth.generators.dreambooth import DreamBoothGenerator, DreamBoothLoraGenerator
+from phenosynth.synth.generators import fastgan as _fastgan  # noqa: F401  (registers "fastgan")
 
 __all__ = [
     "DreamBoothGenerator",

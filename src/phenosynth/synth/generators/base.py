@@ -143,6 +143,7 @@ class Generator(ABC):
         if len({p.shape for p in lm}) != 1:
             raise PhenosynthError("All training faces must have the same number of landmarks (one landmarker).")
         ids = [str(i) for i in image_ids]
+        self.fit_image_ids_ = list(ids)  # a subclass that learns from fewer narrows it in _fit (the run's fit set)
         self._fit(
             [np.asarray(im) for im in images], np.stack(lm), [str(v) for v in labels], ids,
             folds=[None if _missing(f) else int(f) for f in folds],
@@ -155,7 +156,8 @@ class Generator(ABC):
     def _fit(self, images: list[np.ndarray], landmarks: np.ndarray, labels: list[str], image_ids: list[str], *,
              folds: list[int | None], subjects: list[str], identities: Identities | None) -> None:
         """Subclass hook: inputs already checked; landmarks ``(N, K, 2)``; ``folds`` (None: no fold), ``subjects``
-        (an image without a subject id is its own subject) and ``identities`` (only for ``accepts_identities``)."""
+        (an image without a subject id is its own subject) and ``identities`` (only for ``accepts_identities``).
+        ``fit_image_ids_`` holds every input's image_id; one that learns from a subset sets it to that subset."""
 
     @property
     @abstractmethod
