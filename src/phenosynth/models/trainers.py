@@ -501,6 +501,9 @@ class GalleryMatcher(ClassifierMixin, BaseEstimator):
             y_val: Any = None) -> "GalleryMatcher":
         if int(self.m) < 1:
             raise ValueError(f"m must be at least 1, not {self.m}")
+        from sklearn.utils.validation import check_array
+
+        X = check_array(X, dtype=np.float32)
         y = np.asarray(y, np.int64)
         self.n_classes_ = _n_classes(X, y, n_classes)
         self.classes_ = np.arange(self.n_classes_)
@@ -512,6 +515,12 @@ class GalleryMatcher(ClassifierMixin, BaseEstimator):
 
     def distances(self, X: np.ndarray) -> np.ndarray:
         """``(N, C)`` cosine distances per condition (:func:`condition_distances`; ``inf``: not in the gallery)."""
+        from sklearn.utils.validation import check_array, check_is_fitted
+
+        check_is_fitted(self, "gallery_")
+        X = check_array(X, dtype=np.float32)
+        if X.shape[1] != self.n_features_in_:
+            raise ValueError(f"X has {X.shape[1]} features, but the gallery has {self.n_features_in_}")
         return condition_distances(l2_normalised(X), self.gallery_, self.gallery_y_, self.n_classes_, int(self.m))
 
     def decision_function(self, X: np.ndarray) -> np.ndarray:
