@@ -110,7 +110,8 @@ class TrainConfig:
         from phenosynth.models.views import AUGMENTATIONS, tta_views
 
         tta_views(self.tta)  # unknown names: a clear error
-        self.tta = [a for a in AUGMENTATIONS if a in self.tta]
+        asked = {str(a).strip() for a in self.tta}
+        self.tta = [a for a in AUGMENTATIONS if a in asked]
         members = self.members()
         if len(members) > 1 and self.mode == "finetune":
             raise PhenosynthError(f"An ensemble ({self.backbone}) combines feature trainers (probe, se-head, "
