@@ -15,6 +15,9 @@ extracted once into the workspace's cache (not timed).
    the ensemble ``dlib_resnet128+mobilenet_v2``, gallery (m = 1) vs probe (C in 0.1, 1, 10), TTA off/on, real vs
    synthetic gallery / training set (synthetic: every shape-warp image of the fold, ``selection random``).
 
+Measured 2026-11-29 (results: benchmarks/results/gallery.md): 60 gallery cells in 8.31 s through train_cell,
+scoring alone 1.53 s, on the shared 2-core VM.
+
 Usage::
 
     PYTHONPATH=src .venv/bin/python benchmarks/gallery.py [--workspace /tmp/bench-gallery] [--per-class 5] [--table]
@@ -75,14 +78,21 @@ def all_features(ws) -> dict:
     return out
 
 
-def run_grid(ws, features: dict, configs: list) -> pd.DataFrame:
+def run_grid(ws, features: dict, configs: list, sets: dict | None = None) -> pd.DataFrame:
+    """Every fold of every config through :func:`phenosynth.training.train_cell` (each cell checks the split for
+    leakage and builds its sets, as a study cell does), or, with ``sets`` (``(regime, fold) -> cell_sets``, built
+    once), through the same cell code minus those steps: the scoring alone."""
     from phenosynth.training import train_cell
+    from phenosynth.training.cell import _run_cell
 
     rows = []
     for cfg in configs:
         feats = {k: v for k, v in features.items() if k[0] in cfg.backbone.split("+")}
         for fold in range(FOLDS):
-            row = train_cell(ws, cfg, fold, cfg.seeds[0], features=feats)
+            if sets is None:
+                row = train_cell(ws, cfg, fold, cfg.seeds[0], features=feats)
+            else:
+                row = _run_cell(ws, cfg, fold, cfg.seeds[0], feats, sets=sets[cfg.regime, fold])[0]
             rows.append({**row, "tta": "+".join(cfg.tta) or "off"})
     return pd.DataFrame(rows)
 
@@ -124,13 +134,28 @@ def main() -> None:
     features = all_features(ws)
     print(f"features (3 backbones x 4 views, cached): {time.perf_counter() - t:.1f} s")
 
+    from phenosynth.training.cell import cell_sets
+
     grid = [config(b, r, "gallery", tta) for b in BACKBONES for r in ("real", "synthetic") for tta in (False, True)]
+    import phenosynth.models.trainers  # noqa: F401 -- imports (sklearn, scipy: seconds) are not the grid's time
+    import sklearn.metrics  # noqa: F401
+
     with threadpool_limits(2):
         t = time.perf_counter()
         df = run_grid(ws, features, grid)
         seconds = time.perf_counter() - t
-    print(f"gallery grid: {len(df)} cells (3 backbones x real/synthetic gallery x TTA off/on x {FOLDS} folds) in "
-          f"{seconds:.2f} s on cached features ({seconds / len(df) * 1000:.0f} ms per cell)")
+        t = time.perf_counter()
+        sets = {(r, f): cell_sets(ws, m, config(BACKBONES[0], r, "gallery", False), f, 0)
+                for r in ("real", "synthetic") for f in range(FOLDS)}
+        sets_seconds = time.perf_counter() - t
+        t = time.perf_counter()
+        scored = run_grid(ws, features, grid, sets)
+        scoring = time.perf_counter() - t
+    assert scored.drop(columns="fit_seconds").equals(df.drop(columns="fit_seconds"))
+    print(f"gallery grid: {len(df)} cells (3 backbones x real/synthetic gallery x TTA off/on x {FOLDS} folds) on "
+          f"cached features: {seconds:.2f} s as study cells (each checks leakage, builds its sets); "
+          f"scoring alone {scoring:.2f} s ({scoring / len(df) * 1000:.0f} ms per cell) after {sets_seconds:.2f} s "
+          f"building the {len(sets)} (regime, fold) sets once")
     if args.table:
         extra = [config(ENSEMBLE, r, "gallery", tta) for r in ("real", "synthetic") for tta in (False, True)]
         extra += [config(b, r, "probe", tta) for b in (*BACKBONES, ENSEMBLE) for r in ("real", "synthetic")
