@@ -16,7 +16,7 @@ from sklearn.preprocessing import StandardScaler
 from sklearn.utils import estimator_checks
 from sklearn.utils.validation import check_is_fitted
 
-from phenosynth.models.trainers import TRAINERS, FineTuneClassifier, ProbeClassifier, SEHeadClassifier
+from phenosynth.models.trainers import TRAINERS, FineTuneClassifier, GalleryMatcher, ProbeClassifier, SEHeadClassifier
 
 #: One instance of every registered trainer, each with a non-default value for every parameter it has.
 CONFIGURED = {
@@ -25,7 +25,8 @@ CONFIGURED = {
                                 dropout=0.1, max_steps=20, random_state=7),
     "finetune": FineTuneClassifier(backbone="resnet18", weights="none", preprocessing="native", epochs=2, lr=1e-3,
                                    weight_decay=0.0, eta_min=0.0, batch_size=4, max_steps=5, device="cpu",
-                                   random_state=7),
+                                   tta=["flip"], random_state=7),
+    "gallery": GalleryMatcher(m=3, random_state=7),
 }
 
 
@@ -64,7 +65,7 @@ def test_sklearn_contract_checks(name, check):
     getattr(estimator_checks, check)(name, CONFIGURED[name])
 
 
-@pytest.mark.parametrize("name", ["probe", "se-head"])
+@pytest.mark.parametrize("name", ["probe", "se-head", "gallery"])
 @pytest.mark.parametrize("check", [
     "check_dont_overwrite_parameters", "check_estimators_overwrite_params", "check_fit_check_is_fitted",
     "check_n_features_in", "check_fit2d_predict1d", "check_estimators_pickle",

@@ -48,7 +48,7 @@ def _blobs(n_per_class: int = 15, n_classes: int = 4, d: int = 20, seed: int = 0
 
 
 def test_trainer_registry():
-    assert TRAINERS.names() == ["finetune", "probe", "se-head"]
+    assert TRAINERS.names() == ["finetune", "gallery", "probe", "se-head"]
 
 
 def test_probe_is_bit_identical_on_rerun_and_matches_sklearn():

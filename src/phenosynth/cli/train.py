@@ -36,7 +36,7 @@ def train_command(
     backbone: str = typer.Option(
         "mobilenet_v2", "--backbone",
         help="resnet152 | densenet169 | vgg16 | swin_t | clip_vit_b32 | facenet | dlib_resnet128 | mobilenet_v2 | "
-             "shape68 | timm:<any timm model>"),
+             "shape68 | timm:<any timm model>; an ensemble joins names with + (dlib_resnet128+mobilenet_v2)."),
     regime: str = typer.Option("real", "--regime", help="real | synthetic | mixed"),
     n_synthetic: int = typer.Option(None, "--n-synthetic", help="Synthetic images to train on (default: all). More "
                                     "than a fold has is refused unless --allow-fewer."),
@@ -45,7 +45,12 @@ def train_command(
                                           "(results.csv records the requested and the actual n)."),
     selection: str = typer.Option("top-per-class", "--selection",
                                   help="top-per-class | top-global | random | diverse | diverse-score"),
-    mode: str = typer.Option("probe", "--mode", help="probe | se-head | finetune"),
+    mode: str = typer.Option("probe", "--mode", help="probe | se-head | finetune | gallery (GestaltMatcher-style "
+                             "matching: no fitting; the --regime's training images are the gallery)."),
+    nearest: int = typer.Option(None, "--nearest", help="gallery: a condition's distance is the mean of its N "
+                                "nearest gallery images (default 1: the first hit)."),
+    tta: str = typer.Option("", "--tta", help="Test-time augmentation: flip, gray or flip,gray (every combination "
+                            "is averaged: the gallery's embeddings, the heads' probabilities)."),
     weights: str = typer.Option("default", "--weights", help="default | none | PATH to a checkpoint."),
     preprocessing: str = typer.Option("paper", "--preprocessing", help="paper (224, ImageNet stats) | native"),
     validate_on: str = typer.Option("real", "--validate-on", help="real | pool: which images validate."),
@@ -68,15 +73,18 @@ def train_command(
 
     Example: [bold]phenosynth train -w ws --backbone mobilenet_v2 --regime mixed --n-synthetic 400[/]
     """
-    if epochs is not None and mode == "probe":
-        raise PhenosynthError("--epochs applies to --mode se-head and --mode finetune; the probe has no epochs.")
+    if epochs is not None and mode in ("probe", "gallery"):
+        raise PhenosynthError(f"--epochs applies to --mode se-head and --mode finetune; {mode} has no epochs.")
+    if nearest is not None and mode != "gallery":
+        raise PhenosynthError("--nearest applies to --mode gallery.")
+    hparams = {"epochs": epochs} if epochs is not None else {"m": nearest} if nearest is not None else {}
     if privacy_gate not in ("on", "off"):
         raise PhenosynthError(f"--privacy-gate must be on or off, not '{privacy_gate}'.")
     config = TrainConfig(
         backbone=backbone, weights=weights, preprocessing=preprocessing, regime=regime, n_synthetic=n_synthetic,
         selection=selection, mode=mode, validate_on=validate_on, folds=folds, seeds=seed,
-        hparams={"epochs": epochs} if epochs is not None else {}, allow_fewer=allow_fewer, detector=detector,
-        landmarker=landmarker, privacy_gate=privacy_gate == "on",
+        hparams=hparams, allow_fewer=allow_fewer, detector=detector,
+        landmarker=landmarker, privacy_gate=privacy_gate == "on", tta=[t.strip() for t in tta.split(",") if t.strip()],
     )
     ws = Workspace.open(workspace, need_manifest=True)
     lock_workspace(ctx, ws, lock_timeout)
@@ -89,7 +97,8 @@ def train_command(
     shown_n = str(trained[0]) if len(trained) == 1 else f"{trained[0]}-{trained[-1]}"
     asked = f" (asked {n_synthetic})" if n_synthetic is not None and trained != [n_synthetic] else ""
     table = Table(title=f"{backbone} · {regime}" + (f" · n={shown_n}{asked}" if regime != "real" else "")
-                  + f" · {mode} — held-out real test set, mean (SD) over {len(df)} model(s), %")
+                  + f" · {mode}" + (f" · tta {'+'.join(config.tta)}" if config.tta else "")
+                  + " — held-out real test set, mean (SD) over {len(df)} model(s), %")
     for col in ("top1", "top5", "top10", "top30", "macro_f1"):
         table.add_column(col, justify="right")
     table.add_row(*(format_mean_sd(*mean_sd(df[c].tolist())) for c in ("top1", "top5", "top10", "top30", "macro_f1")))

@@ -25,6 +25,8 @@ _EXPORTS = {
     "SEHeadClassifier": "phenosynth.models.trainers",
     "FineTuneClassifier": "phenosynth.models.trainers",
     "SEHead": "phenosynth.models.trainers",
+    "GalleryMatcher": "phenosynth.models.trainers",
+    "tta_views": "phenosynth.models.views",
 }
 
 __all__ = sorted(_EXPORTS)

@@ -1,6 +1,7 @@
 """Feature extraction over aligned face crops, cached per image in ``WS/cache/features/<key>/``.
 
-The cache key is backbone + weights digest + preprocessing + face setting; each extraction that computes anything writes one
+The cache key is backbone + weights digest + preprocessing + face setting (+ the test-time augmentation view, for views
+other than identity: ``...-view-flip``); each extraction that computes anything writes one
 shard (``shard-<hash>.npz`` holding ``image_ids`` and ``X``); a later call loads the shards and computes only the
 images that are missing, so a second call over the same images computes nothing. While it runs, an extraction
 flushes its progress to ``part-<hash>.npz`` files (same format) that the loader also reads and the end of the call
@@ -26,6 +27,7 @@ from phenosynth.data.filenames import safe_file_name
 from phenosynth.data.workspace import Workspace, atomic_write
 from phenosynth.errors import PhenosynthError
 from phenosynth.models.backbones import Backbone, FaceLandmarks, backbone_spec, create_backbone, weights_id
+from phenosynth.models.views import IDENTITY, apply_view, apply_view_to_landmarks
 from phenosynth.models.weights import WeightDigests
 from phenosynth.parallel import available_cpus, loader_start_method
 from phenosynth.progress import ProgressCallback, report
@@ -36,13 +38,17 @@ log = logging.getLogger(__name__)
 CROP_SIZE = 224
 
 
-def load_crop_tensor(path: str | os.PathLike[str], size: int, mean: Sequence[float], std: Sequence[float]) -> torch.Tensor:
-    """Aligned crop file -> normalised ``(3, size, size)`` float32 tensor (bilinear, antialiased resize)."""
+def load_crop_tensor(path: str | os.PathLike[str], size: int, mean: Sequence[float], std: Sequence[float],
+                     view: str = IDENTITY) -> torch.Tensor:
+    """Aligned crop file -> normalised ``(3, size, size)`` float32 tensor (bilinear, antialiased resize), seen
+    through the test-time augmentation ``view`` (:func:`phenosynth.models.views.apply_view`)."""
     from PIL import Image
 
     from phenosynth.data.imageio import load_rgb
 
     img = load_rgb(path)
+    if view != IDENTITY:
+        img = apply_view(img, view)
     if img.shape[0] != size or img.shape[1] != size:
         img = np.asarray(Image.fromarray(img).resize((size, size), Image.BILINEAR))
     x = torch.from_numpy(np.array(img, dtype=np.uint8)).permute(2, 0, 1).float().div_(255.0)
@@ -54,22 +60,23 @@ def load_crop_tensor(path: str | os.PathLike[str], size: int, mean: Sequence[flo
 class CropDataset(Dataset):
     """Crop files -> normalised tensors; decoding runs in DataLoader workers."""
 
-    def __init__(self, paths: Sequence[Path], size: int, mean: Sequence[float], std: Sequence[float]) -> None:
-        self.paths, self.size, self.mean, self.std = list(paths), size, tuple(mean), tuple(std)
+    def __init__(self, paths: Sequence[Path], size: int, mean: Sequence[float], std: Sequence[float],
+                 view: str = IDENTITY) -> None:
+        self.paths, self.size, self.mean, self.std, self.view = list(paths), size, tuple(mean), tuple(std), view
 
     def __len__(self) -> int:
         return len(self.paths)
 
     def __getitem__(self, i: int) -> torch.Tensor:
-        return load_crop_tensor(self.paths[i], self.size, self.mean, self.std)
+        return load_crop_tensor(self.paths[i], self.size, self.mean, self.std, self.view)
 
 
 class ImageFeatureDataset(Dataset):
     """Crop files -> ``(d,)`` float32 features of an ``image`` backbone (dlib), computed in the DataLoader worker:
     such backbones run one crop at a time and hold the GIL, so worker processes are how they use every core."""
 
-    def __init__(self, paths: Sequence[Path], model: Backbone) -> None:
-        self.paths, self.model = list(paths), model
+    def __init__(self, paths: Sequence[Path], model: Backbone, view: str = IDENTITY) -> None:
+        self.paths, self.model, self.view = list(paths), model, view
 
     def __len__(self) -> int:
         return len(self.paths)
@@ -77,7 +84,7 @@ class ImageFeatureDataset(Dataset):
     def __getitem__(self, i: int) -> np.ndarray:
         from phenosynth.data.imageio import load_rgb
 
-        return self.model.forward_features([load_rgb(self.paths[i])])[0]
+        return self.model.forward_features([apply_view(load_rgb(self.paths[i]), self.view)])[0]
 
 
 def _stack_rows(rows: list[np.ndarray]) -> np.ndarray:
@@ -117,14 +124,19 @@ def crop_setting(ws: Workspace, detector: str | None = None, landmarker: str | N
 
 
 def cache_key(backbone: str, weights: str, preprocessing: str, crops: str = "crops",
-              digests: WeightDigests | None = None) -> str:
-    """Folder name of a feature cache: ``<backbone>-<preprocessing>-<weights id>-<crop setting>`` (filesystem-safe).
+              digests: WeightDigests | None = None, view: str = IDENTITY) -> str:
+    """Folder name of a feature cache: ``<backbone>-<preprocessing>-<weights id>-<crop setting>`` (filesystem-safe),
+    plus ``-view-<view>`` for a test-time augmentation view other than identity (so the identity key is the one
+    caches had before views existed).
 
     >>> cache_key("mobilenet_v2", "none", "paper", "dlib-hog+dlib68")
     'mobilenet_v2-paper-none-dlib-hog+dlib68'
+    >>> cache_key("mobilenet_v2", "none", "paper", "dlib-hog+dlib68", view="flip+gray")
+    'mobilenet_v2-paper-none-dlib-hog+dlib68-view-flip+gray'
     """
     wid = weights_id(backbone, weights, digests)
-    return safe_file_name(f"{backbone}-{preprocessing}-{wid}-{crops}", allow_plus=True)
+    suffix = "" if view == IDENTITY else f"-view-{view}"
+    return safe_file_name(f"{backbone}-{preprocessing}-{wid}-{crops}{suffix}", allow_plus=True)
 
 
 def weight_digests(ws: Workspace) -> WeightDigests:
@@ -135,11 +147,11 @@ def weight_digests(ws: Workspace) -> WeightDigests:
 
 def feature_cache_dir(ws: Workspace, backbone: str, weights: str = "default", preprocessing: str = "paper", *,
                       detector: str | None = None, landmarker: str | None = None,
-                      digests: WeightDigests | None = None) -> Path:
+                      digests: WeightDigests | None = None, view: str = IDENTITY) -> Path:
     """``WS/cache/features/<cache_key>``."""
     return ws.cache_dir / "features" / cache_key(backbone, weights, preprocessing,
                                                  crop_setting(ws, detector, landmarker),
-                                                 digests or weight_digests(ws))
+                                                 digests or weight_digests(ws), view)
 
 
 def _load_cache(folder: Path) -> dict[str, np.ndarray]:
@@ -214,8 +226,12 @@ def extract_features(
     on_progress: ProgressCallback | None = None,
     checkpoint_every: int = 256,
     checkpoint_seconds: float = 10.0,
+    view: str = IDENTITY,
 ) -> tuple[list[str], np.ndarray]:
     """Embeddings of ``image_ids`` by ``backbone``: ``(kept_ids, X (N, d) float32)``, cached per image.
+
+    ``view``: the test-time augmentation view of the crops (:mod:`phenosynth.models.views`: ``flip``, ``gray``,
+    ``flip+gray``); each view has its own cache folder (:func:`cache_key`), identity the one without a suffix.
 
     The faces (aligned crops, or ``shape68``'s landmarks) are those of ``detector``/``landmarker`` (``None``: the only
     setting in faces.parquet; several raise, see :func:`phenosynth.faces.facepass.resolve_face_settings`).
@@ -232,11 +248,11 @@ def extract_features(
     spec = backbone_spec(backbone)
     spec.preprocessing(preprocessing)  # validates the mode
     if spec.input_kind == "landmarks":
-        return _landmark_features(ws, backbone, ids, on_progress, detector, landmarker)
+        return _landmark_features(ws, backbone, ids, on_progress, detector, landmarker, view)
 
     digests = weight_digests(ws)
     folder = feature_cache_dir(ws, backbone, weights, preprocessing, detector=detector, landmarker=landmarker,
-                               digests=digests)
+                               digests=digests, view=view)
     cached = _load_cache(folder) if folder.exists() else {}
     todo = [i for i in ids if i not in cached]
     total = len(ids)
@@ -249,7 +265,7 @@ def extract_features(
             new = _compute_into_cache(folder, crops, backbone=backbone, weights=weights, digests=digests,
                                       preprocessing=preprocessing, batch_size=batch_size, num_workers=num_workers,
                                       checkpoint_every=checkpoint_every, checkpoint_seconds=checkpoint_seconds,
-                                      on_rows=lambda n: report(on_progress, done + n, total))
+                                      on_rows=lambda n: report(on_progress, done + n, total), view=view)
             _compact_parts(folder, ids, new)
             cached.update(new)
         report(on_progress, total, total)
@@ -275,7 +291,7 @@ def _crop_files(ws: Workspace, backbone: str, ids: list[str], detector: str | No
 def _compute_into_cache(
     folder: Path, crops: dict[str, Path], *, backbone: str, weights: str, digests: WeightDigests, preprocessing: str,
     batch_size: int, num_workers: int | None, checkpoint_every: int, checkpoint_seconds: float,
-    on_rows: Callable[[int], None],
+    on_rows: Callable[[int], None], view: str = IDENTITY,
 ) -> dict[str, np.ndarray]:
     """Features of every crop in ``crops`` (image_id -> crop file) by ``backbone``: image_id -> ``(d,)`` row.
 
@@ -294,7 +310,8 @@ def _compute_into_cache(
             _write_part(folder, [i for i, _ in pending], np.stack([r for _, r in pending]))
             pending.clear()
 
-    batches = _compute_batches(model, list(crops), list(crops.values()), preprocessing, batch_size, num_workers)
+    batches = _compute_batches(model, list(crops), list(crops.values()), preprocessing, batch_size, num_workers,
+                               view)
     try:
         for batch_ids, X_batch in batches:
             if not new:  # the cache folder says what it holds before its first file
@@ -302,6 +319,7 @@ def _compute_into_cache(
                     "backbone": backbone, "weights": weights, "weights_id": model.weights_id,
                     "weights_path": str(model.weights_path) if model.weights_path else None,
                     "preprocessing": preprocessing, "embed_dim": int(X_batch.shape[1]),
+                    **({"view": view} if view != IDENTITY else {}),
                 })
             for iid, row in zip(batch_ids, X_batch):
                 new[iid] = row
@@ -327,7 +345,8 @@ def _stack_kept(ids: list[str], rows: dict[str, np.ndarray], embed_dim: int) -> 
 
 
 def _compute_batches(
-    model: Any, ids: list[str], paths: list[Path], preprocessing: str, batch_size: int, num_workers: int | None
+    model: Any, ids: list[str], paths: list[Path], preprocessing: str, batch_size: int, num_workers: int | None,
+    view: str = IDENTITY,
 ) -> Iterator[tuple[list[str], np.ndarray]]:
     """``(image_ids, X (b, d) float32)`` batch after batch, in the order of ``ids``.
 
@@ -338,7 +357,7 @@ def _compute_batches(
     if model.spec.input_kind == "image":
         workers = _image_backbone_workers(len(paths)) if num_workers is None else num_workers
         per_batch = max(1, min(batch_size, -(-len(paths) // max(workers, 1))))
-        loader = DataLoader(ImageFeatureDataset(paths, model), batch_size=per_batch, shuffle=False,
+        loader = DataLoader(ImageFeatureDataset(paths, model, view), batch_size=per_batch, shuffle=False,
                             num_workers=workers, collate_fn=_stack_rows, prefetch_factor=2 if workers else None,
                             multiprocessing_context=loader_start_method() if workers else None)
 
@@ -347,7 +366,7 @@ def _compute_batches(
     else:
         workers = default_num_workers(len(paths), batch_size) if num_workers is None else num_workers
         size, mean, std = model.spec.preprocessing(preprocessing)
-        loader = DataLoader(CropDataset(paths, size, mean, std), batch_size=batch_size, shuffle=False,
+        loader = DataLoader(CropDataset(paths, size, mean, std, view), batch_size=batch_size, shuffle=False,
                             num_workers=workers, persistent_workers=False, prefetch_factor=4 if workers else None,
                             multiprocessing_context=loader_start_method() if workers else None)
 
@@ -364,9 +383,10 @@ def _compute_batches(
 
 def _landmark_features(
     ws: Workspace, backbone: str, ids: list[str], on_progress: ProgressCallback | None,
-    detector: str | None = None, landmarker: str | None = None,
+    detector: str | None = None, landmarker: str | None = None, view: str = IDENTITY,
 ) -> tuple[list[str], np.ndarray]:
-    """shape68: landmark geometry from faces.parquet (cheap, so not cached)."""
+    """shape68: landmark geometry from faces.parquet (cheap, so not cached), seen through ``view``
+    (:func:`phenosynth.models.views.apply_view_to_landmarks`: flip mirrors the face; gray changes no geometry)."""
     from phenosynth.faces import load_faces
 
     faces = load_faces(ws, detector, landmarker)
@@ -386,7 +406,8 @@ def _landmark_features(
 
     boxes = face_boxes(rows)
     model = create_backbone(backbone, "default")
-    X = model.forward_features(FaceLandmarks(np.stack(lms), boxes))
+    points = np.stack(lms) if view == IDENTITY else apply_view_to_landmarks(np.stack(lms), boxes, view)
+    X = model.forward_features(FaceLandmarks(points, boxes))
     report(on_progress, len(ids), len(ids))
     return kept, X.astype(np.float32)
 

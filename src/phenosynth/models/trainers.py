@@ -9,6 +9,13 @@ keyword arguments, ``fit`` returns self, learned attributes end in ``_``, so ``s
 - ``se-head``: the RDFace head (SE gate d -> d/16 -> d, BatchNorm, Dropout 0.5, Linear) on cached features, AdamW
   lr 1e-4 wd 1e-4, cosine to 1e-6, best-validation checkpoint.
 - ``finetune``: the whole backbone + a linear head on aligned crops, same optimiser recipe; GPU when present.
+- ``gallery``: no fitting (GestaltMatcher-style matching): ``fit`` stores the L2-normalised training embeddings as
+  the gallery; a condition's score is minus the cosine distance of its nearest gallery embedding (or the mean of its
+  ``m`` nearest); conditions with no gallery embedding rank last.
+
+Test-time augmentation: a trainer's ``tta_averages`` says what the training layer averages over the views of an
+image: ``"scores"`` (the heads: ``predict_proba`` of each view's features) or ``"embeddings"`` (the gallery: the
+L2-normalised embeddings of the views, before matching). ``finetune`` reads crops itself, so it takes ``tta``.
 
 ``y`` are integer class indices in ``[0, n_classes)``; ``predict_proba`` returns ``(N, n_classes)`` so classes absent
 from the training data still have a column (probability 0), as the N-way label space requires.
@@ -92,6 +99,7 @@ class ProbeClassifier(ClassifierMixin, BaseEstimator):
 
     input_kind = "features"
     uses_validation = False  # fit() ignores X_val: folds with the same training set may share the fitted model
+    tta_averages = "scores"
 
     def __init__(self, *, C: float = 1.0, max_iter: int = 100, tol: float = 1e-4, random_state: int = 0) -> None:
         self.C = C
@@ -228,6 +236,7 @@ class SEHeadClassifier(ClassifierMixin, BaseEstimator):
     """
 
     input_kind = "features"
+    tta_averages = "scores"
 
     def __init__(self, *, epochs: int = 50, lr: float = 1e-4, weight_decay: float = 1e-4, eta_min: float = 1e-6,
                  batch_size: int = 32, reduction: int = 16, dropout: float = 0.5, max_steps: int | None = None,
@@ -327,11 +336,12 @@ class FineTuneClassifier(ClassifierMixin, BaseEstimator):
     """
 
     input_kind = "images"
+    tta_averages = "scores"
 
     def __init__(self, *, backbone: Any = "resnet152", weights: str = "default", preprocessing: str = "paper",
                  epochs: int = 10, lr: float = 1e-4, weight_decay: float = 1e-4, eta_min: float = 1e-6,
                  batch_size: int = 32, max_steps: int | None = None, device: str | None = None,
-                 random_state: int = 0) -> None:
+                 tta: Sequence[str] = (), random_state: int = 0) -> None:
         self.backbone = backbone
         self.weights = weights
         self.preprocessing = preprocessing
@@ -342,6 +352,7 @@ class FineTuneClassifier(ClassifierMixin, BaseEstimator):
         self.batch_size = batch_size
         self.max_steps = max_steps
         self.device = device
+        self.tta = tta
         self.random_state = random_state
 
     def _device(self) -> torch.device:
@@ -349,11 +360,11 @@ class FineTuneClassifier(ClassifierMixin, BaseEstimator):
             return torch.device(self.device)
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
-    def _load(self, paths: Sequence[str | Path]) -> torch.Tensor:
+    def _load(self, paths: Sequence[str | Path], view: str = "identity") -> torch.Tensor:
         from phenosynth.models.features import load_crop_tensor
 
         size, mean, std = self.spec_.preprocessing(self.preprocessing)
-        return torch.stack([load_crop_tensor(p, size, mean, std) for p in paths])
+        return torch.stack([load_crop_tensor(p, size, mean, std, view) for p in paths])
 
     def fit(self, X: Sequence[str | Path], y: np.ndarray, *, n_classes: int | None = None,
             X_val: Sequence[str | Path] | None = None, y_val: np.ndarray | None = None) -> "FineTuneClassifier":
@@ -385,18 +396,31 @@ class FineTuneClassifier(ClassifierMixin, BaseEstimator):
         self.device_ = device
         return self
 
-    def _logits(self, model: nn.Module, paths: Sequence[str | Path], device: torch.device) -> torch.Tensor:
+    def _logits(self, model: nn.Module, paths: Sequence[str | Path], device: torch.device,
+                view: str = "identity") -> torch.Tensor:
         out = []
         with torch.inference_mode():
             for start in range(0, len(paths), self.batch_size):
-                out.append(model(self._load(paths[start:start + self.batch_size]).to(device)).float().cpu())
+                out.append(model(self._load(paths[start:start + self.batch_size], view).to(device)).float().cpu())
         return torch.cat(out) if out else torch.zeros(0, self.n_classes_)
 
     def decision_function(self, X: Sequence[str | Path]) -> np.ndarray:
-        return self._logits(self.model_, list(X), self.device_).numpy()
+        """Logits of the identity view (the logits averaged over the ``tta`` views when ``tta`` is set)."""
+        from phenosynth.models.views import tta_views
+
+        views = tta_views(self.tta)
+        logits = [self._logits(self.model_, list(X), self.device_, v).numpy() for v in views]
+        return logits[0] if len(logits) == 1 else np.mean(logits, axis=0).astype(np.float32)
 
     def predict_proba(self, X: Sequence[str | Path]) -> np.ndarray:
-        return _proba(self.decision_function(X))
+        """Softmax probabilities, averaged over the ``tta`` views when ``tta`` is set."""
+        from phenosynth.models.views import tta_views
+
+        views = tta_views(self.tta)
+        if len(views) == 1:
+            return _proba(self.decision_function(X))
+        return np.mean([_proba(self._logits(self.model_, list(X), self.device_, v).numpy()) for v in views],
+                       axis=0).astype(np.float32)
 
     def predict(self, X: Sequence[str | Path]) -> np.ndarray:
         return np.argmax(self.decision_function(X), axis=1)
@@ -409,3 +433,102 @@ class _Features(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.backbone.forward_features(x)
+
+
+def l2_normalised(X: Any) -> np.ndarray:
+    """Rows of ``X`` scaled to unit length (float32; an all-zero row stays zero).
+
+    >>> l2_normalised(np.array([[3.0, 4.0], [0.0, 0.0]])).tolist()
+    [[0.6000000238418579, 0.800000011920929], [0.0, 0.0]]
+    """
+    X = np.asarray(X, np.float32)
+    norms = np.linalg.norm(X, axis=1, keepdims=True)
+    return (X / np.where(norms > 0, norms, 1.0)).astype(np.float32, copy=False)
+
+
+def condition_distances(queries: np.ndarray, gallery: np.ndarray, gallery_y: np.ndarray, n_classes: int,
+                        m: int = 1) -> np.ndarray:
+    """``(N, n_classes)``: per query and condition, the cosine distance (1 - cosine similarity) of the condition's
+    nearest gallery embedding (``m`` > 1: the mean of its ``m`` nearest, or of all it has when fewer); ``inf`` for a
+    condition with no gallery embedding. ``queries``/``gallery`` must be L2-normalised rows. Pure.
+
+    >>> g = np.array([[1.0, 0.0], [0.0, 1.0], [0.6, 0.8]]); q = np.array([[1.0, 0.0]])
+    >>> condition_distances(q, g, np.array([0, 1, 1]), 3).round(2).tolist()
+    [[0.0, 0.4, inf]]
+    >>> condition_distances(q, g, np.array([0, 1, 1]), 3, m=2).round(2).tolist()
+    [[0.0, 0.7, inf]]
+    """
+    if m < 1:
+        raise ValueError(f"m must be at least 1, not {m}")
+    D = 1.0 - np.asarray(queries, np.float64) @ np.asarray(gallery, np.float64).T
+    out = np.full((len(D), n_classes), np.inf)
+    gallery_y = np.asarray(gallery_y)
+    for c in np.unique(gallery_y):
+        Dc = D[:, gallery_y == c]
+        k = min(m, Dc.shape[1])
+        nearest = Dc.min(1) if k == 1 else np.sort(Dc, axis=1)[:, :k].mean(1)
+        out[:, int(c)] = nearest
+    return out
+
+
+@TRAINERS.register("gallery")
+class GalleryMatcher(ClassifierMixin, BaseEstimator):
+    """GestaltMatcher-style matching: no training. ``fit(X (n, d), y)`` stores the L2-normalised rows as the gallery;
+    a query's score for a condition is minus the cosine distance of the condition's nearest gallery embedding (the
+    first hit of that condition in the ranked gallery), or minus the mean distance of its ``m`` nearest.
+
+    ``decision_function(X) -> (N, C)``: ``-distance`` in ``[-2, 0]``; ``-inf`` for conditions with no gallery
+    embedding. ``predict_proba(X) -> (N, C)``: the same ranking as finite scores in ``[0, 1]``
+    (``1 - distance / 2``; 0 for conditions with no gallery embedding) -- condition scores, not normalised
+    probabilities, so that the top-k metrics and ensemble averages can use them like the heads' probabilities.
+    The label space is ``n_classes`` (every condition of the study, with or without gallery photos): a condition
+    whose photos are only in the gallery (no training photos anywhere else) is matched like any other.
+
+    >>> X = np.array([[1.0, 0.0], [0.0, 1.0]]); m = GalleryMatcher().fit(X, np.array([0, 1]), n_classes=3)
+    >>> m.decision_function(np.array([[2.0, 0.1]])).astype(float).round(3).tolist()
+    [[-0.001, -0.95, -inf]]
+    """
+
+    input_kind = "features"
+    uses_validation = False
+    tta_averages = "embeddings"
+
+    def __init__(self, *, m: int = 1, random_state: int = 0) -> None:
+        self.m = m
+        self.random_state = random_state  # unused (nothing random); kept so every trainer takes a seed
+
+    def fit(self, X: np.ndarray, y: np.ndarray, *, n_classes: int | None = None, X_val: Any = None,
+            y_val: Any = None) -> "GalleryMatcher":
+        if int(self.m) < 1:
+            raise ValueError(f"m must be at least 1, not {self.m}")
+        from sklearn.utils.validation import check_array
+
+        X = check_array(X, dtype=np.float32)
+        y = np.asarray(y, np.int64)
+        self.n_classes_ = _n_classes(X, y, n_classes)
+        self.classes_ = np.arange(self.n_classes_)
+        self.gallery_ = l2_normalised(X)
+        self.gallery_y_ = y
+        self.n_features_in_ = self.gallery_.shape[1]
+        self.present_ = np.unique(y)
+        return self
+
+    def distances(self, X: np.ndarray) -> np.ndarray:
+        """``(N, C)`` cosine distances per condition (:func:`condition_distances`; ``inf``: not in the gallery)."""
+        from sklearn.utils.validation import check_array, check_is_fitted
+
+        check_is_fitted(self, "gallery_")
+        X = check_array(X, dtype=np.float32)
+        if X.shape[1] != self.n_features_in_:
+            raise ValueError(f"X has {X.shape[1]} features, but the gallery has {self.n_features_in_}")
+        return condition_distances(l2_normalised(X), self.gallery_, self.gallery_y_, self.n_classes_, int(self.m))
+
+    def decision_function(self, X: np.ndarray) -> np.ndarray:
+        return (-self.distances(X)).astype(np.float32)
+
+    def predict_proba(self, X: np.ndarray) -> np.ndarray:
+        d = self.distances(X)
+        return np.where(np.isfinite(d), 1.0 - np.clip(d, 0.0, 2.0) / 2.0, 0.0).astype(np.float32)
+
+    def predict(self, X: np.ndarray) -> np.ndarray:
+        return np.argmax(self.decision_function(X), axis=1)

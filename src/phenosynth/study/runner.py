@@ -98,46 +98,62 @@ def study_image_ids(ws: Workspace) -> list[str]:
 
 
 def cell_features(ws: Workspace, spec: StudySpec, cell: Cell,
-                  cache: CellCache | None = None) -> tuple[list[str], np.ndarray]:
-    """The cell's backbone features ``(ids, X (N, d) float32)``, loaded once per ``cache`` and kept there for later
-    cells (``cache=None``: loaded for this call only).
+                  cache: CellCache | None = None) -> dict[tuple[str, str], tuple[list[str], np.ndarray]]:
+    """The cell's features ``{(backbone, view): (ids, X (N, d) float32)}`` for every backbone of the cell (one, or
+    an ensemble's members) and every test-time view of ``spec.tta``, each loaded once per ``cache`` and kept there
+    for later cells (``cache=None``: loaded for this call only).
 
-    From ``spec.features_from`` (``<backbone>.npz`` with arrays ``ids`` and ``X``) when set, else from the
-    workspace's feature cache (filled up front by :func:`prepare_study`, so this only reads it).
+    From ``spec.features_from`` (``<backbone>.npz`` with arrays ``ids`` and ``X``; a view other than identity:
+    ``<backbone>@<view>.npz``) when set, else from the workspace's feature cache (filled up front by
+    :func:`prepare_study`, so this only reads it).
     """
-    key = (str(ws.root), cell.backbone, cell.weights, spec.preprocessing, spec.features_from, spec.detector,
-           spec.landmarker)
+    config = train_config(spec, cell)
+    views = config.views()
+    out = {}
+    for backbone, weights in config.members():
+        for view in views:
+            out[backbone, view] = _member_features(ws, spec, backbone, weights, view, cache,
+                                                   keep=len(config.members()) * len(views))
+    return out
+
+
+def _member_features(ws: Workspace, spec: StudySpec, backbone: str, weights: str, view: str,
+                     cache: CellCache | None, keep: int) -> tuple[list[str], np.ndarray]:
+    key = (str(ws.root), backbone, weights, spec.preprocessing, spec.features_from, spec.detector, spec.landmarker,
+           view)
     if cache is not None and key in cache.features:
         return cache.features[key]
     if spec.features_from:
-        features = load_feature_file(Path(spec.features_from), cell.backbone)
+        features = load_feature_file(Path(spec.features_from), backbone, view)
     else:
         from phenosynth.models.features import extract_features
 
-        ids, X = extract_features(ws, cell.backbone, study_image_ids(ws), weights=cell.weights,
+        ids, X = extract_features(ws, backbone, study_image_ids(ws), weights=weights,
                                   preprocessing=spec.preprocessing, detector=spec.detector,
-                                  landmarker=spec.landmarker)
+                                  landmarker=spec.landmarker, view=view)
         features = (list(ids), X)
     if cache is not None:
-        while len(cache.features) >= cache.max_feature_sets:  # bounded memory: cells arrive backbone-major
+        # bounded memory (cells arrive backbone-major): the last two cells' worth of feature sets
+        while len(cache.features) >= max(cache.max_feature_sets, 2 * keep):
             cache.features.pop(next(iter(cache.features)))
         cache.features[key] = features
     return features
 
 
-def feature_file(folder: Path, backbone: str) -> Path:
-    return folder / f"{backbone.replace(':', '-').replace('/', '-')}.npz"
+def feature_file(folder: Path, backbone: str, view: str = "identity") -> Path:
+    suffix = "" if view == "identity" else f"@{view}"
+    return folder / f"{backbone.replace(':', '-').replace('/', '-')}{suffix}.npz"
 
 
-def save_feature_file(folder: Path, backbone: str, ids: list[str], X: np.ndarray) -> Path:
+def save_feature_file(folder: Path, backbone: str, ids: list[str], X: np.ndarray, view: str = "identity") -> Path:
     """Write precomputed features for ``spec.features_from``: ``ids`` (N,) and ``X`` (N, d) float32."""
-    path = feature_file(folder, backbone)
+    path = feature_file(folder, backbone, view)
     atomic_write(path, lambda p: np.savez(open(p, "wb"), ids=np.asarray(ids, dtype=str), X=X.astype(np.float32)))
     return path
 
 
-def load_feature_file(folder: Path, backbone: str) -> tuple[list[str], np.ndarray]:
-    path = feature_file(folder, backbone)
+def load_feature_file(folder: Path, backbone: str, view: str = "identity") -> tuple[list[str], np.ndarray]:
+    path = feature_file(folder, backbone, view)
     if not path.exists():
         raise StudyError(f"No precomputed features for backbone '{backbone}': expected {path} "
                          "(an .npz with arrays ids (N,) and X (N, d)); fix features_from: in the spec.")
@@ -167,6 +183,7 @@ def train_config(spec: StudySpec, cell: Cell) -> "TrainConfig":  # noqa: F821 (l
         detector=spec.detector,
         landmarker=spec.landmarker,
         privacy_gate=spec.privacy_gate,
+        tta=list(spec.tta),
     )
 
 
@@ -437,6 +454,10 @@ def _config(ws: Workspace, spec: StudySpec, name: str, n_cells: int) -> dict[str
 
 def _check_resume(run_dir: Path, config: dict[str, Any]) -> None:
     stored = yaml.safe_load((run_dir / "config.yaml").read_text()) or {}
+    try:  # a run stored before the spec grew keys holds them at their defaults
+        stored["spec"] = StudySpec.model_validate(stored.get("spec")).resolved()
+    except Exception:  # noqa: BLE001 - an unreadable stored spec is reported as a difference below
+        pass
     if stored.get("spec") != config["spec"]:
         old, new = stored.get("spec") or {}, config["spec"]
         keys = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
@@ -528,14 +549,21 @@ def check_study(ws: Workspace, spec: StudySpec, *, cell_fn: CellFunctionRef | No
     generated = spec.generator.per_class if isinstance(spec.generator, GeneratorSpec) else 0
     _check_folds_and_counts(ws, spec, df, extra_synthetic=generated if _will_generate(spec, df) else 0)
     needs_weights = not spec.features_from or getattr(trainer, "input_kind", "features") != "features"
-    for b in spec.backbones:
+    from phenosynth.models.views import tta_views
+
+    if getattr(trainer, "input_kind", "features") != "features" and any(b.members for b in spec.backbones):
+        raise SpecError(f"Trainer '{spec.trainer.mode}' takes one backbone per cell; ensembles combine feature "
+                        "trainers (probe, se-head, gallery).")
+    for b in (p for choice in spec.backbones for p in choice.parts()):
         backbone = backbone_spec(b.name)  # unknown names raise here
         if needs_weights:
             resolve_weights(backbone, b.weights)  # MissingWeightsError naming the file and folder; never downloads
-        if spec.features_from and not feature_file(Path(spec.features_from), b.name).exists():
-            raise StudyError(f"No precomputed features for backbone '{b.name}': expected "
-                             f"{feature_file(Path(spec.features_from), b.name)} (an .npz with arrays ids (N,) and "
-                             "X (N, d)); fix features_from: in the spec.")
+        for view in tta_views(spec.tta) if spec.features_from else ():
+            path = feature_file(Path(spec.features_from), b.name, view)
+            if not path.exists():
+                raise StudyError(f"No precomputed features for backbone '{b.name}'"
+                                 f"{'' if view == 'identity' else f' (view {view})'}: expected {path} (an .npz with "
+                                 "arrays ids (N,) and X (N, d)); fix features_from: in the spec.")
 
 
 def prepare_study(ws: Workspace, spec: StudySpec, on_progress: ProgressCallback | None = None) -> None:
@@ -574,12 +602,16 @@ def prepare_study(ws: Workspace, spec: StudySpec, on_progress: ProgressCallback 
         return
     from phenosynth.models.features import extract_features
 
+    from phenosynth.models.views import tta_views
+
     ids = study_image_ids(ws)
-    for i, b in enumerate(spec.backbones):
-        log.info("features: %s (%d images)", b.name, len(ids))
-        extract_features(ws, b.name, ids, weights=b.weights, preprocessing=spec.preprocessing,
-                         detector=spec.detector, landmarker=spec.landmarker)
-        report(on_progress, i + 1, len(spec.backbones))
+    jobs = list(dict.fromkeys((p.name, p.weights, view) for b in spec.backbones for p in b.parts()
+                              for view in tta_views(spec.tta)))
+    for i, (name, weights, view) in enumerate(jobs):
+        log.info("features: %s%s (%d images)", name, "" if view == "identity" else f" view {view}", len(ids))
+        extract_features(ws, name, ids, weights=weights, preprocessing=spec.preprocessing,
+                         detector=spec.detector, landmarker=spec.landmarker, view=view)
+        report(on_progress, i + 1, len(jobs))
 
 
 def is_unstarted_leftover(run_dir: Path) -> bool:

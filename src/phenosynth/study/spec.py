@@ -5,6 +5,7 @@ Example (the shipped ``paper.yaml`` is the paper's grid)::
     backbones:
       - {name: resnet152, weights: default}
       - mobilenet_v2                        # a bare name means weights: default
+      - [dlib_resnet128, mobilenet_v2]      # an ensemble: one row 'dlib_resnet128+mobilenet_v2'
     regimes:
       real: true
       synthetic: [2000, 4000, 6000, 8000, 10000]
@@ -13,7 +14,8 @@ Example (the shipped ``paper.yaml`` is the paper's grid)::
     representation: rdface25
     folds: 5
     seeds: [0]
-    trainer: {mode: probe, hparams: {C: [0.1, 1.0]}}
+    trainer: {mode: probe, hparams: {C: [0.1, 1.0]}}   # or {mode: gallery, m: 1} (keys besides mode: hparams)
+    tta: [flip, gray]                       # test-time augmentation (default: none)
     generator: already-generated            # or {name: phenotype-transfer, per_class: 100, seed: 0, options: {k: 6}}
 """
 
@@ -51,6 +53,33 @@ class BackboneChoice(_Strict):
 
     name: str
     weights: str = "default"
+    members: list["BackboneChoice"] = Field(default_factory=list)
+    """An ensemble's backbones (each its own weights); ``name`` is theirs joined by ``+`` and ``weights`` their
+    weights (one value when all agree, else joined by ``+``). Written in a spec as a list of backbones."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _ensemble(cls, value: Any) -> Any:
+        if isinstance(value, list):
+            value = {"members": value}
+        if isinstance(value, dict) and value.get("members"):
+            members = [BackboneChoice.model_validate({"name": m} if isinstance(m, str) else m)
+                       for m in value["members"]]
+            if len(members) < 2 or any(m.members for m in members):
+                raise ValueError("an ensemble names two or more plain backbones")
+            if len({m.name for m in members}) != len(members):
+                raise ValueError(f"an ensemble repeats a backbone: {[m.name for m in members]}")
+            weights = sorted({m.weights for m in members})
+            name = "+".join(m.name for m in members)
+            if value.get("name", name) != name:
+                raise ValueError(f"an ensemble's name is its members' names joined by '+' ({name})")
+            return {"name": name, "weights": weights[0] if len(weights) == 1 else "+".join(m.weights for m in members),
+                    "members": members}
+        return value
+
+    def parts(self) -> list["BackboneChoice"]:
+        """The single backbones: the members of an ensemble, else this one."""
+        return list(self.members) or [self]
 
 
 class RegimeSpec(_Strict):
@@ -76,6 +105,20 @@ class TrainerSpec(_Strict):
 
     mode: str = "probe"
     hparams: dict[str, list[Any]] = Field(default_factory=dict)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _shorthand(cls, value: Any) -> Any:
+        """``{mode: gallery, m: 1}``: keys besides ``mode`` and ``hparams`` are hyper-parameters (checked against
+        the trainer's parameters by :func:`spec_from_dict`)."""
+        if isinstance(value, dict) and set(value) - {"mode", "hparams"}:
+            hp = dict(value.get("hparams") or {})
+            extra = {k: v for k, v in value.items() if k not in ("mode", "hparams")}
+            both = sorted(set(hp) & set(extra))
+            if both:
+                raise ValueError(f"{both} given both as a key and under hparams")
+            return {k: v for k, v in value.items() if k in ("mode", "hparams")} | {"hparams": hp | extra}
+        return value
 
     @field_validator("hparams", mode="before")
     @classmethod
@@ -118,6 +161,9 @@ class StudySpec(_Strict):
     folds: int = Field(default=5, ge=2)
     seeds: list[int] = Field(default_factory=lambda: [0], min_length=1)
     trainer: TrainerSpec = Field(default_factory=TrainerSpec)
+    tta: list[Literal["flip", "gray"]] = Field(default_factory=list)
+    """Test-time augmentation: every combination of these views (GestaltMatcher: flip x gray) is averaged -- the
+    gallery's embeddings, the heads' probabilities (phenosynth.training.cell)."""
     generator: Literal["already-generated"] | GeneratorSpec = ALREADY_GENERATED
     notice: str | None = None
     """A line shown in bold at the top of the report and of table.md, e.g. that the data are simulated."""
@@ -167,8 +213,12 @@ class StudySpec(_Strict):
         def absolute(path: str) -> str:
             return str((Path(base) / Path(path).expanduser()).resolve())
 
-        backbones = [b if b.weights in WEIGHT_KEYWORDS else b.model_copy(update={"weights": absolute(b.weights)})
-                     for b in self.backbones]
+        def with_absolute(b: BackboneChoice) -> BackboneChoice:
+            if b.members:
+                return BackboneChoice(members=[with_absolute(m) for m in b.members])
+            return b if b.weights in WEIGHT_KEYWORDS else b.model_copy(update={"weights": absolute(b.weights)})
+
+        backbones = [with_absolute(b) for b in self.backbones]
         features_from = absolute(self.features_from) if self.features_from else None
         return self.model_copy(update={"backbones": backbones, "features_from": features_from})
 
@@ -194,7 +244,7 @@ def _check_backbones(spec: StudySpec, source: str) -> None:
     from phenosynth.models.backbones import BACKBONES as registry  # lazy: torch costs seconds of a CLI start-up
 
     valid = list(registry.names())
-    unknown = [b.name for b in spec.backbones if b.name not in registry]  # the registry knows the timm: family
+    unknown = [p.name for b in spec.backbones for p in b.parts() if p.name not in registry]  # the registry knows the timm: family
     if unknown:
         import difflib
 
@@ -228,6 +278,7 @@ def spec_from_dict(data: Any, *, source: str = "(dict)") -> StudySpec:
         raise SpecError(_format_validation_error(exc, source)) from None
     _check_backbones(spec, source)
     _check_generator(spec, source)
+    _check_trainer(spec, source)
     return spec
 
 
@@ -246,6 +297,20 @@ def _check_generator(spec: StudySpec, source: str) -> None:
         check_generator_options(name, spec.generator.options)
     except PhenosynthError as exc:
         raise SpecError(f"Invalid study spec {source}: generator.options: {exc}") from None
+
+
+def _check_trainer(spec: StudySpec, source: str) -> None:
+    """The trainer's name and that every hyper-parameter is one of its parameters (typos fail here, not in a cell)."""
+    from phenosynth.models.trainers import TRAINERS  # lazy: torch
+
+    if spec.trainer.mode not in TRAINERS:
+        raise SpecError(f"Invalid study spec {source}: unknown trainer mode '{spec.trainer.mode}'. "
+                        f"Valid: {', '.join(TRAINERS.names())}.")
+    params = set(TRAINERS.get(spec.trainer.mode)().get_params()) - {"random_state"}
+    bad = sorted(set(spec.trainer.hparams) - params)
+    if bad:
+        raise SpecError(f"Invalid study spec {source}: trainer '{spec.trainer.mode}' has no parameter "
+                        f"{', '.join(map(repr, bad))}. Its parameters: {', '.join(sorted(params))}.")
 
 
 def load_spec(path: str | os.PathLike[str]) -> StudySpec:

@@ -7,6 +7,21 @@ synthetic images for ``mixed``; only the selected synthetic images for ``synthet
 (``validate_on="pool"``; synthetic images get a fold from their image_id). Validation picks the hyper-parameters
 (and the checkpoint of the epoch-based trainers). Every fold's model is then scored on the same held-out real test
 set. The label space is :func:`phenosynth.data.manifest.real_classes`.
+
+Mode ``gallery`` (GestaltMatcher-style matching) fits nothing: the cell's training set is the gallery (regime
+``real``: the real training photos outside the validation fold; ``synthetic``: the selected synthetic images, chosen
+like a training set -- strategy, n, privacy gate, fold rule; ``mixed``: both), the validation fold's photos and the
+test photos are queries. Its one hyper-parameter ``m`` (a condition's distance = mean of its ``m`` nearest gallery
+embeddings; 1 = the first hit) is chosen on the validation fold like any other.
+
+Test-time augmentation (``tta``: ``flip``, ``gray``; every combination is a view, :mod:`phenosynth.models.views`):
+the gallery averages each image's L2-normalised view embeddings, the heads average their ``predict_proba`` over the
+views of each validation/test image (they train on the identity view).
+
+Ensembles: ``backbone`` may name several backbones joined by ``+`` (``dlib_resnet128+mobilenet_v2``; ``weights``
+one value for all, or one per member joined by ``+``). Each member is fitted (and its hyper-parameters chosen) on its
+own features; the cell's scores are the mean of the members' ``predict_proba`` (heads: probabilities; gallery: the
+condition scores ``1 - d/2``, i.e. the mean of the members' nearest cosine distances). ``finetune`` takes one backbone.
 """
 
 from __future__ import annotations
@@ -36,13 +51,14 @@ from phenosynth.progress import ProgressCallback, report
 log = logging.getLogger(__name__)
 
 REGIMES = ("real", "synthetic", "mixed")
-MODES = ("probe", "se-head", "finetune")
+MODES = ("probe", "se-head", "finetune", "gallery")
 VALIDATE_ON = ("real", "pool")
 #: Hyper-parameter grids used when a config gives none for its mode (lists are searched on the validation fold).
 DEFAULT_HPARAMS: dict[str, dict[str, Any]] = {
     "probe": {"C": [0.1, 1.0, 10.0]},
     "se-head": {"epochs": 50},
     "finetune": {"epochs": 10},
+    "gallery": {"m": 1},
 }
 #: The columns every ``results.csv`` starts with, a training run's and a study's alike (docs/DESIGN.md).
 CONTRACT_COLUMNS = [
@@ -79,6 +95,7 @@ class TrainConfig:
     folds: int = 5
     seeds: Sequence[int] = (42,)
     hparams: dict[str, Any] = field(default_factory=dict)
+    tta: Sequence[str] = ()  # test-time augmentations (flip, gray); their views are averaged (module docstring)
 
     def __post_init__(self) -> None:
         for name, value, valid in (("regime", self.regime, REGIMES), ("mode", self.mode, MODES),
@@ -90,6 +107,43 @@ class TrainConfig:
         if self.regime != "real" and self.n_synthetic is not None and self.n_synthetic < 1:
             raise PhenosynthError(f"--n-synthetic must be positive for regime '{self.regime}'.")
         self.seeds = [int(s) for s in self.seeds]
+        from phenosynth.models.views import AUGMENTATIONS, tta_views
+
+        tta_views(self.tta)  # unknown names: a clear error
+        asked = {str(a).strip() for a in self.tta}
+        self.tta = [a for a in AUGMENTATIONS if a in asked]
+        members = self.members()
+        if len(members) > 1 and self.mode == "finetune":
+            raise PhenosynthError(f"An ensemble ({self.backbone}) combines feature trainers (probe, se-head, "
+                                  "gallery); --mode finetune takes one backbone.")
+        names = [b for b, _ in members]
+        if len(set(names)) != len(names) or not all(names):
+            raise PhenosynthError(f"Ensemble '{self.backbone}' names a backbone twice or an empty one.")
+
+    def members(self) -> list[tuple[str, str]]:
+        """``(backbone, weights)`` of each model: one, or the members of an ensemble (``a+b``; ``weights`` one value
+        for all or one per member joined by ``+``).
+
+        >>> TrainConfig(backbone="dlib_resnet128+mobilenet_v2").members()
+        [('dlib_resnet128', 'default'), ('mobilenet_v2', 'default')]
+        """
+        names = self.backbone.split("+")
+        if len(names) == 1:
+            return [(self.backbone, self.weights)]
+        weights = self.weights.split("+")
+        if len(weights) == 1:
+            weights = weights * len(names)
+        if len(weights) != len(names):
+            raise PhenosynthError(f"Ensemble '{self.backbone}' has {len(names)} members but weights "
+                                  f"'{self.weights}' give {len(weights)}; give one value, or one per member "
+                                  "joined by '+'.")
+        return list(zip(names, weights))
+
+    def views(self) -> list[str]:
+        """The test-time augmentation views of :attr:`tta` (``['identity']`` without TTA)."""
+        from phenosynth.models.views import tta_views
+
+        return tta_views(self.tta)
 
     def grid(self) -> list[dict[str, Any]]:
         """Every hyper-parameter combination to try (list values are axes; scalars are fixed), in a fixed order.
@@ -331,8 +385,8 @@ def _fit_grid(config: TrainConfig, seed: int, data: CellData, Xtr: Any, Xva: Any
     models = fit_cache.get(key) if key is not None else None
     if models is not None:
         return models
-    extra = {"backbone": config.backbone, "weights": config.weights, "preprocessing": config.preprocessing} \
-        if config.mode == "finetune" else {}
+    extra = {"backbone": config.backbone, "weights": config.weights, "preprocessing": config.preprocessing,
+             **({"tta": list(config.tta)} if config.tta else {})} if config.mode == "finetune" else {}
     models, prev = [], None
     for hp in config.grid():
         model = TRAINERS.create(config.mode, **extra, **hp, random_state=seed)
@@ -348,40 +402,110 @@ def _fit_grid(config: TrainConfig, seed: int, data: CellData, Xtr: Any, Xva: Any
     return models
 
 
+#: Features of a cell: ``(backbone, view) -> (image_ids, X (N, d))`` for every member and test-time view.
+FeatureViews = dict[tuple[str, str], tuple[Sequence[str], np.ndarray]]
+
+
+def as_feature_views(config: TrainConfig,
+                     features: tuple[Sequence[str], np.ndarray] | FeatureViews | None) -> FeatureViews | None:
+    """``features`` as :data:`FeatureViews`: a plain ``(ids, X)`` pair is the single backbone's identity view."""
+    if features is None or isinstance(features, dict):
+        return features
+    if len(config.members()) > 1 or len(config.views()) > 1:
+        raise PhenosynthError("An ensemble or test-time augmentation needs features per backbone and view "
+                              "({(backbone, view): (ids, X)}), not one (ids, X) pair.")
+    return {(config.backbone, "identity"): features}
+
+
+def _view_means(rows: dict[str, tuple[dict[str, int], np.ndarray]], sub: list[str], average: Any) -> Any:
+    """``average`` over the views (in order) of the rows of ``sub``; the one view itself when there is one."""
+    per_view = [X[[row_of[i] for i in sub]] for row_of, X in rows.values()]
+    return per_view[0] if len(per_view) == 1 else average(per_view)
+
+
 def _run_cell(ws: Workspace, config: TrainConfig, fold: int, seed: int,
-              features: tuple[Sequence[str], np.ndarray] | None, *,
+              features: tuple[Sequence[str], np.ndarray] | FeatureViews | None, *,
               sets: CellSets | None = None,
               fit_cache: FitCache | None = None) -> tuple[dict[str, Any], list[tuple[str, str, str]]]:
     """One fold x seed: its sets (``sets``: :func:`cell_sets` already computed, so selection runs once per cell),
-    the grid fitted (or taken from ``fit_cache``), the best model on validation scored on the test set."""
+    the grid fitted (or taken from ``fit_cache``) per ensemble member, each member's best model on validation scored
+    on the test set (views and members averaged, see the module docstring)."""
     from phenosynth.models.trainers import TRAINERS
 
     if sets is None:
         sets = cell_sets(ws, ws.load_manifest(), config, fold, seed)
     wanted = sorted({i for s in sets[1].values() for i in s})
-    if TRAINERS.get(config.mode).input_kind == "features":
-        ids, X = features if features is not None else _features(ws, config, wanted)
-        row_of = {str(i): r for r, i in enumerate(ids)}
-        data = _build(ws, config, fold, sets, set(row_of), "no features (no usable face crop)")
-        get = lambda sub: X[[row_of[i] for i in sub]]  # noqa: E731
-    else:
-        from phenosynth.faces.align import ensure_aligned_crops
-
-        crops = ensure_aligned_crops(ws, wanted, size=224, detector=config.detector, landmarker=config.landmarker)
-        data = _build(ws, config, fold, sets, set(crops), "no usable face crop")
-        get = lambda sub: [crops[i] for i in sub]  # noqa: E731
+    trainer_cls = TRAINERS.get(config.mode)
+    if trainer_cls.input_kind != "features":
+        return _run_image_cell(ws, config, fold, seed, sets, wanted)
+    feats = as_feature_views(config, features) or _features(ws, config, wanted)
+    views = config.views()
+    rows = {member: {v: ({str(i): r for r, i in enumerate(feats[member, v][0])}, feats[member, v][1])
+                     for v in views} for member, _ in config.members()}
+    available = set.intersection(*(set(row_of) for by_view in rows.values() for row_of, _ in by_view.values()))
+    data = _build(ws, config, fold, sets, available, "no features (no usable face crop)")
     n_classes = len(data.classes)
-    Xtr, Xva, Xte = get(data.train_ids), get(data.val_ids), get(data.test_ids)
     t0 = time.perf_counter()
+    val_scores, test_scores, chosen, best_scores = [], [], {}, []
+    for member, by_view in rows.items():
+        if trainer_cls.tta_averages == "embeddings":  # gallery: one embedding per image, the mean of its views
+            from phenosynth.models.trainers import l2_normalised
+
+            def embed(sub: list[str], by_view=by_view) -> np.ndarray:
+                return _view_means(by_view, sub, lambda Xs: np.mean([l2_normalised(x) for x in Xs], axis=0))
+
+            get_train, scorer = embed, lambda model, sub, embed=embed: model.predict_proba(embed(sub))
+        else:  # heads: trained on the identity view, their scores averaged over the views
+            def get_train(sub: list[str], by_view=by_view) -> np.ndarray:
+                row_of, X = by_view["identity"]
+                return X[[row_of[i] for i in sub]]
+
+            def scorer(model: Any, sub: list[str], by_view=by_view) -> np.ndarray:
+                per_view = [model.predict_proba(X[[row_of[i] for i in sub]]) for row_of, X in by_view.values()]
+                return per_view[0] if len(per_view) == 1 else np.mean(per_view, axis=0)
+
+        best, best_score, best_hp = _select(config, seed, data, get_train, scorer, n_classes, fit_cache)
+        chosen[member] = best_hp
+        best_scores.append(best_score)
+        val_scores.append(scorer(best, data.val_ids) if len(data.val_ids) else None)
+        test_scores.append(scorer(best, data.test_ids))
+    if len(rows) == 1:
+        scores, best_score, best_hp = test_scores[0], best_scores[0], chosen[config.members()[0][0]]
+    else:  # ensemble: members' scores averaged; its validation top-1 from the averaged validation scores
+        scores = np.mean(test_scores, axis=0)
+        best_score = topk_accuracy(data.y_val, np.mean(val_scores, axis=0), 1) if len(data.val_ids) else 0.0
+        best_hp = chosen
+    fit_seconds = time.perf_counter() - t0
+    return _result_row(config, fold, seed, data, scores, best_score, best_hp, fit_seconds), data.skipped
+
+
+def _select(config: TrainConfig, seed: int, data: CellData, get: Any, scorer: Any, n_classes: int,
+            fit_cache: FitCache | None) -> tuple[Any, float, dict[str, Any]]:
+    """``(best model, its validation top-1, its hyper-parameters)`` over ``config.grid()`` (first best wins; 0.0
+    when there is no validation set)."""
     best, best_score, best_hp = None, -1.0, {}
-    grid = config.grid()
-    for hp, model in zip(grid, _fit_grid(config, seed, data, Xtr, Xva, n_classes, fit_cache)):
-        score = topk_accuracy(data.y_val, model.predict_proba(Xva), 1) if len(data.val_ids) else 0.0
+    Xtr, Xva = get(data.train_ids), get(data.val_ids)
+    for hp, model in zip(config.grid(), _fit_grid(config, seed, data, Xtr, Xva, n_classes, fit_cache)):
+        score = topk_accuracy(data.y_val, scorer(model, data.val_ids), 1) if len(data.val_ids) else 0.0
         if score > best_score:
             best, best_score, best_hp = model, score, hp
+    return best, best_score, best_hp
+
+
+def _run_image_cell(ws: Workspace, config: TrainConfig, fold: int, seed: int, sets: CellSets,
+                    wanted: list[str]) -> tuple[dict[str, Any], list[tuple[str, str, str]]]:
+    """A cell of a trainer that reads aligned crops itself (``finetune``; its ``tta`` averages the views)."""
+    from phenosynth.faces.align import ensure_aligned_crops
+
+    crops = ensure_aligned_crops(ws, wanted, size=224, detector=config.detector, landmarker=config.landmarker)
+    data = _build(ws, config, fold, sets, set(crops), "no usable face crop")
+    t0 = time.perf_counter()
+    best, best_score, best_hp = _select(config, seed, data, lambda sub: [crops[i] for i in sub],
+                                        lambda model, sub: model.predict_proba([crops[i] for i in sub]),
+                                        len(data.classes), None)
     fit_seconds = time.perf_counter() - t0
-    return _result_row(config, fold, seed, data, best.predict_proba(Xte), best_score, best_hp,
-                       fit_seconds), data.skipped
+    return _result_row(config, fold, seed, data, best.predict_proba([crops[i] for i in data.test_ids]), best_score,
+                       best_hp, fit_seconds), data.skipped
 
 
 def _result_row(config: TrainConfig, fold: int, seed: int, data: CellData, scores: np.ndarray, best_score: float,
@@ -408,12 +532,12 @@ def _result_row(config: TrainConfig, fold: int, seed: int, data: CellData, score
 
 
 def train_cell(ws: Workspace, config: TrainConfig, fold: int, seed: int, *,
-               features: tuple[Sequence[str], np.ndarray] | None = None,
+               features: tuple[Sequence[str], np.ndarray] | FeatureViews | None = None,
                fit_cache: FitCache | None = None) -> dict[str, Any]:
     """Train one fold x seed of ``config`` and score it on the held-out real test set: one ``results.csv`` row.
 
-    ``features`` = ``(image_ids, X (N, d))`` already extracted for this backbone (else they are extracted, from the
-    cache when present). ``fit_cache``: models fitted by earlier cells, reused when this cell trains on the very
+    ``features`` = ``(image_ids, X (N, d))`` already extracted for this backbone, or :data:`FeatureViews` (one per
+    ensemble member and test-time view); else they are extracted, from the cache when present. ``fit_cache``: models fitted by earlier cells, reused when this cell trains on the very
     same data (results are identical; without it every cell fits its own). The row holds DESIGN.md's columns plus
     ``n_val, val_top1, n_classes, n_skipped, selection, mode, weights, preprocessing, validate_on, hparams`` (the chosen ones, JSON) and ``fit_seconds``.
 
@@ -425,11 +549,19 @@ def train_cell(ws: Workspace, config: TrainConfig, fold: int, seed: int, *,
 
 
 def _features(ws: Workspace, config: TrainConfig, ids: list[str],
-              on_progress: ProgressCallback | None = None) -> tuple[list[str], np.ndarray]:
+              on_progress: ProgressCallback | None = None) -> FeatureViews:
+    """Every member's features of every view of ``config`` (each view cached apart)."""
     from phenosynth.models.features import extract_features
 
-    return extract_features(ws, config.backbone, ids, weights=config.weights, preprocessing=config.preprocessing,
-                            detector=config.detector, landmarker=config.landmarker, on_progress=on_progress)
+    jobs = [(b, w, v) for b, w in config.members() for v in config.views()]
+    out: FeatureViews = {}
+    for k, (backbone, weights, view) in enumerate(jobs):
+        step = on_progress if on_progress is None or len(jobs) == 1 else (
+            lambda d, t, k=k: on_progress(k * t + d, len(jobs) * t))
+        out[backbone, view] = extract_features(ws, backbone, ids, weights=weights,
+                                               preprocessing=config.preprocessing, detector=config.detector,
+                                               landmarker=config.landmarker, on_progress=step, view=view)
+    return out
 
 
 def run_folds(ws: Workspace, config: TrainConfig) -> list[int]:
