@@ -274,12 +274,14 @@ def free_port() -> int:
 def start_server(ws_root: Path, port: int) -> subprocess.Popen:
     exe = Path(sys.executable).with_name("phenosynth")
     cmd = [str(exe)] if exe.exists() else [sys.executable, "-c", "from phenosynth.cli import main; main()"]
+    # the server's log goes to a file: a pipe nobody reads fills up under load and stalls the server on its next line
+    log = (ws_root.parent / "server.log").open("wb")
     proc = subprocess.Popen(cmd + ["serve", "-w", str(ws_root), "--host", HOST, "--port", str(port)],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=os.environ.copy())
+                            stdout=log, stderr=subprocess.STDOUT, env=os.environ.copy())
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
         if proc.poll() is not None:
-            raise SystemExit(f"the server stopped: {proc.stderr.read().decode()[-2000:]}")
+            raise SystemExit(f"the server stopped: {(ws_root.parent / 'server.log').read_text()[-2000:]}")
         try:
             if httpx.get(f"http://{HOST}:{port}/login", timeout=1).status_code == 200:
                 return proc
@@ -374,7 +376,12 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         if proc is not None:
             proc.terminate()
-            proc.wait(timeout=30)
+            try:
+                proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:  # uvicorn still draining connections: the numbers are taken already
+                print(f"server pid {proc.pid} did not stop within 15 s of SIGTERM; killed")
+                proc.kill()
+                proc.wait(timeout=15)
         if args.keep:
             print(f"kept {tmp}")
         else:

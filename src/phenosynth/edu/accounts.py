@@ -83,7 +83,11 @@ def ensure_first_educator(db: Session, passwords: Passwords, email: str, passwor
 def authenticate(db: Session, passwords: Passwords, email: str, password: str) -> User | None:
     """The active user with this email and password, else None (same work whether or not the email exists)."""
     user = db.scalar(select(User).where(User.email == normalise_email(email)))
-    ok = passwords.verify(password, user.password_hash if user is not None else None)
+    stored = user.password_hash if user is not None else None
+    # end the read before the deliberately slow hash: its connection goes back to the pool meanwhile (100 sign-ins at
+    # once would otherwise hold every pooled connection for the length of an Argon2 check and time the rest out)
+    db.commit()
+    ok = passwords.verify(password, stored)
     return user if ok and user is not None and user.active else None
 
 

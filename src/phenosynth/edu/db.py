@@ -259,7 +259,9 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
 def make_engine(url: str) -> Engine:
     """An engine for ``url``; SQLite gets foreign keys, WAL and a busy timeout on every connection."""
     if url.startswith("sqlite"):
-        engine = create_engine(url, connect_args={"check_same_thread": False})
+        # a connection per request thread: FastAPI runs sync routes on up to 40 threads (anyio's default), more than
+        # QueuePool's default 5 + 10, and SQLite connections are cheap
+        engine = create_engine(url, connect_args={"check_same_thread": False}, pool_size=10, max_overflow=40)
         event.listen(engine, "connect", _sqlite_pragmas)
         return engine
     return create_engine(url, pool_pre_ping=True)
