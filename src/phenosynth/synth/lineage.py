@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from phenosynth.data.manifest import DONOR, REAL, TEST, TRAIN
+from phenosynth.data.manifest import DONOR, REAL, TEST, TRAIN, UNSEEN
 from phenosynth.errors import LeakageError, PhenosynthError
 
 
@@ -27,7 +27,8 @@ def check_training_parents(
     image_ids, splits (and optionally sources): one entry per image a generator is about to learn from.
 
     Raises:
-        LeakageError: an image is in the test split (names up to five of them).
+        LeakageError: an image is in the test split, or is a photo of an unseen condition (``split == "unseen"``,
+            held out whole by ``split --unseen-fraction``); names up to five of them.
         PhenosynthError: an image has no split yet (run ``phenosynth split``) or is synthetic.
     """
     ids = [str(i) for i in image_ids]
@@ -39,6 +40,13 @@ def check_training_parents(
             f"{len(test)} held-out test image(s) were handed to a generator "
             f"(e.g. {', '.join(t[:12] for t in test[:5])}). "
             "Generators may only learn from real training images; pass rows from manifest.real_train(df)."
+        )
+    unseen = [i for i, s in zip(ids, splits) if s == UNSEEN]
+    if unseen:
+        raise LeakageError(
+            f"{len(unseen)} photo(s) of unseen conditions were handed to a generator "
+            f"(e.g. {', '.join(t[:12] for t in unseen[:5])}). Unseen conditions (split --unseen-fraction) are held "
+            "out whole: generators may only learn from real training images; pass rows from manifest.real_train(df)."
         )
     unsplit = [i for i, s in zip(ids, splits) if s != TRAIN]
     if unsplit:
