@@ -34,20 +34,14 @@ def check_training_parents(
     ids = [str(i) for i in image_ids]
     if len(splits) != len(ids) or (sources is not None and len(sources) != len(ids)):
         raise ValueError("image_ids, splits and sources must have one entry per image")
-    test = [i for i, s in zip(ids, splits) if s == TEST]
-    if test:
-        raise LeakageError(
-            f"{len(test)} held-out test image(s) were handed to a generator "
-            f"(e.g. {', '.join(t[:12] for t in test[:5])}). "
-            "Generators may only learn from real training images; pass rows from manifest.real_train(df)."
-        )
-    unseen = [i for i, s in zip(ids, splits) if s == UNSEEN]
-    if unseen:
-        raise LeakageError(
-            f"{len(unseen)} photo(s) of unseen conditions were handed to a generator "
-            f"(e.g. {', '.join(t[:12] for t in unseen[:5])}). Unseen conditions (split --unseen-fraction) are held "
-            "out whole: generators may only learn from real training images; pass rows from manifest.real_train(df)."
-        )
+    for held_out, what in ((TEST, "held-out test image(s)"),
+                           (UNSEEN, "photo(s) of unseen conditions (held out whole by split --unseen-fraction)")):
+        refused = [i for i, s in zip(ids, splits) if s == held_out]
+        if refused:
+            raise LeakageError(
+                f"{len(refused)} {what} were handed to a generator (e.g. {', '.join(t[:12] for t in refused[:5])}). "
+                "Generators may only learn from real training images; pass rows from manifest.real_train(df)."
+            )
     unsplit = [i for i, s in zip(ids, splits) if s != TRAIN]
     if unsplit:
         raise PhenosynthError(
