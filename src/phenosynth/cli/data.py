@@ -83,6 +83,9 @@ def split_command(
     test_size: float = typer.Option(0.25, help="Fraction of the splittable real images held out as the test set."),
     folds: int = typer.Option(5, help="Validation folds over the real training images."),
     seed: int = typer.Option(42, help="Random seed (same seed, same split)."),
+    unseen_fraction: float = typer.Option(
+        0.0, help="Fraction of the conditions held out whole as unseen (never generated from, trained on or folded; "
+                  "scored by gallery matching only)."),
     lock_timeout: float = LOCK_TIMEOUT_OPTION,
 ) -> None:
     """Hold out a real test set (stratified, grouped by subject) and assign k folds over the training images.
@@ -94,7 +97,7 @@ def split_command(
 
     ws = Workspace.open(workspace, need_manifest=True)
     lock_workspace(ctx, ws, lock_timeout)
-    r = split(ws, test_size=test_size, folds=folds, seed=seed)
+    r = split(ws, test_size=test_size, folds=folds, seed=seed, unseen_fraction=unseen_fraction)
     table = Table(title="Split", show_header=True)
     for col in ("classes", "train (real)", "test (real)", "test fraction", "synthetic (train only)", "folds"):
         table.add_column(col, justify="right")
@@ -108,6 +111,9 @@ def split_command(
         + (f": {', '.join(absent[:10])}{' …' if len(absent) > 10 else ''}" if absent else "")
         + "."
     )
+    if r.unseen_conditions:
+        console.print(f"{len(r.unseen_conditions)} condition(s) held out whole as unseen ({r.n_unseen} real photos): "
+                      f"{', '.join(r.unseen_conditions[:10])}{' …' if len(r.unseen_conditions) > 10 else ''}.")
     if r.near_duplicate_groups:
         console.print(f"[yellow]{len(r.near_duplicate_groups)} near-duplicate group(s) ({r.near_duplicate_images} "
                       f"images under different subjects) kept on one side[/] (listed in {ws.split_report_path})")

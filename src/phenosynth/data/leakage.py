@@ -14,6 +14,10 @@ The held-out real test set reaches training in these ways, all handled here:
 - a donor face (``source=donor``: a non-patient lending an identity) that is in fact a patient photo (a
   near-duplicate of a real image: :func:`exclude_patient_donors`, reason :data:`DONOR_IS_PATIENT`), or that carries a
   label, a split or a fold (:func:`donor_problems`);
+- a photo of an **unseen condition** (``split == "unseen"``: a condition held out whole by ``split
+  --unseen-fraction``, scored only by gallery matching) that reached a generator (a synthetic image's pixel or
+  statistic parent, or a run's fit set: excluded, reason :data:`UNSEEN_SOURCE`), a fold, or whose condition also has
+  train/test photos (:func:`unseen_problems`);
 - one subject, or two near-duplicate photos (perceptual hash within a few bits, e.g. a resized or re-encoded copy
   filed under another subject id; cropped copies are caught only when the crop is tiny), on both sides of the split
   or in two validation folds.
@@ -41,7 +45,7 @@ import numpy as np
 import pandas as pd
 
 from phenosynth.data.imageio import ImageDecodeError, load_rgb
-from phenosynth.data.manifest import DONOR, REAL, SYNTHETIC, TEST, TRAIN, usable
+from phenosynth.data.manifest import DONOR, REAL, SYNTHETIC, TEST, TRAIN, UNSEEN, usable
 from phenosynth.data.workspace import Workspace
 from phenosynth.errors import LeakageError
 
@@ -53,7 +57,10 @@ PARENT_IN_TEST = "parent in test set"
 FIT_ON_TEST = "generator fit on a test image"
 #: exclude_reason of a synthetic image drawn from a statistic that an image now in the test set shaped.
 STATISTIC_IN_TEST = "statistic source in test set"
-LEAKAGE_REASONS = (PARENT_IN_TEST, STATISTIC_IN_TEST, FIT_ON_TEST)
+#: exclude_reason of a synthetic image that learned from a photo of an unseen condition (its pixel or statistic
+#: parent, or its generator run's fit set): unseen conditions never reach a generator.
+UNSEEN_SOURCE = "source in an unseen condition"
+LEAKAGE_REASONS = (PARENT_IN_TEST, STATISTIC_IN_TEST, FIT_ON_TEST, UNSEEN_SOURCE)
 #: exclude_reason, in one fold's manifest, of a synthetic image whose pixels come from that fold's validation photos.
 PARENT_IN_VALIDATION = "parent in validation fold"
 #: exclude_reason, in one fold's manifest, of an image of a pixel-source run fit on that fold's validation photos.
@@ -132,15 +139,26 @@ def held_out_ids(manifest: pd.DataFrame) -> set[str]:
     return set(manifest.loc[(manifest["source"] == REAL) & (manifest["split"] == TEST), "image_id"].astype(str))
 
 
+def unseen_ids(manifest: pd.DataFrame) -> set[str]:
+    """image_ids of the real photos of unseen conditions (``split == "unseen"``, excluded or not)."""
+    return set(manifest.loc[(manifest["source"] == REAL) & (manifest["split"] == UNSEEN), "image_id"].astype(str))
+
+
 def leak_reasons(manifest: pd.DataFrame, fit_sets: FitSets | None = None) -> pd.Series:
-    """For every synthetic row (index as in ``manifest``): why the split makes it unusable (:data:`PARENT_IN_TEST`,
-    else :data:`STATISTIC_IN_TEST`, else :data:`FIT_ON_TEST`), or None when it may be used."""
+    """For every synthetic row (index as in ``manifest``): why the split makes it unusable (:data:`UNSEEN_SOURCE`,
+    else :data:`PARENT_IN_TEST`, else :data:`STATISTIC_IN_TEST`, else :data:`FIT_ON_TEST`), or None when it may be
+    used."""
     test_ids = held_out_ids(manifest)
+    unseen = unseen_ids(manifest)
     bad_runs = {str(run) for run, ids in (fit_sets or {}).items() if any(str(i) in test_ids for i in ids)}
+    unseen_runs = {str(run) for run, ids in (fit_sets or {}).items() if any(str(i) in unseen for i in ids)}
     synth = manifest[manifest["source"] == SYNTHETIC]
     reasons = []
     for parents, sources, params in zip(synth["parents"], synth["statistic_parents"], synth["params"]):
-        if any(p in test_ids for p in parents):
+        if unseen and (any(p in unseen for p in parents) or any(p in unseen for p in sources)
+                       or (unseen_runs and run_of(params) in unseen_runs)):
+            reasons.append(UNSEEN_SOURCE)
+        elif any(p in test_ids for p in parents):
             reasons.append(PARENT_IN_TEST)
         elif any(p in test_ids for p in sources):
             reasons.append(STATISTIC_IN_TEST)
@@ -351,6 +369,8 @@ def resplit_command(ws: Workspace) -> str:
         bits = int(opts.get("near_duplicate_bits", DEFAULT_NEAR_DUPLICATE_BITS))
     except (OSError, ValueError, TypeError, KeyError, AttributeError):
         return f"phenosynth split -w {ws.root} {_SPLIT_OPTIONS_UNKNOWN}"
+    if float(opts.get("unseen_fraction", 0.0) or 0.0) > 0:
+        command += f" --unseen-fraction {float(opts['unseen_fraction'])!r}"
     if bits != DEFAULT_NEAR_DUPLICATE_BITS:  # not a CLI option: the library call that set it
         command += f" (and near_duplicate_bits={bits}, from Python)"
     return command
@@ -396,6 +416,28 @@ def donor_problems(manifest: pd.DataFrame) -> list[str]:
     return problems
 
 
+def unseen_problems(manifest: pd.DataFrame) -> list[str]:
+    """Photos of unseen conditions (``split == "unseen"``, excluded or not) that sit in a validation fold, and real
+    photos in train/test of a condition that is unseen: an unseen condition is never folded, trained or tested."""
+    real = manifest[manifest["source"] == REAL]
+    unseen = real[real["split"] == UNSEEN]
+    if unseen.empty:
+        return []
+    problems = []
+    folded = unseen[unseen["fold"].notna()]
+    if len(folded):
+        problems.append(f"{len(folded)} photo(s) of unseen conditions in a validation fold "
+                        f"({_names(folded['path'].fillna(folded['image_id']).astype(str))})")
+    conditions = set(unseen["label"].dropna().astype(str))
+    seen_side = real[real["split"].isin([TRAIN, TEST]) & real["label"].astype(str).isin(conditions)]
+    if len(seen_side):
+        problems.append(f"{len(seen_side)} photo(s) of unseen condition(s) "
+                        f"{_names(sorted(set(seen_side['label'].astype(str))))} in the train/test split "
+                        f"({_names(seen_side['path'].fillna(seen_side['image_id']).astype(str))}): an unseen "
+                        "condition is held out whole")
+    return problems
+
+
 def leakage_problems(
     manifest: pd.DataFrame, fit_sets: FitSets | None = None, *,
     near_duplicates: Iterable[tuple[str, ...]] = (),
@@ -420,8 +462,10 @@ def leakage_problems(
     syn_fold = syn[syn["fold"].notna()]
     if len(syn_fold):
         problems.append(f"{len(syn_fold)} synthetic image(s) in a validation fold ({shown(syn_fold['image_id'])})")
+    problems += unseen_problems(manifest)
     reasons = leak_reasons(manifest, fit_sets).reindex(syn.index)
-    for reason, what in ((PARENT_IN_TEST, "made from a test image"),
+    for reason, what in ((UNSEEN_SOURCE, "that learned from a photo of an unseen condition"),
+                         (PARENT_IN_TEST, "made from a test image"),
                          (STATISTIC_IN_TEST, "drawn from a statistic of a test image"),
                          (FIT_ON_TEST, "from a generator run fit on a test image")):
         bad = syn[(reasons == reason).to_numpy()]

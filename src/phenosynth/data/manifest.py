@@ -6,7 +6,9 @@ Columns (contract): ``image_id`` (SHA-256 of the file bytes), ``path`` (relative
 else absolute), ``label``, ``subject_id``, ``source`` (``real`` | ``synthetic`` | ``donor``: a face of a non-patient that lends
 an identity to identity-free generators; never labelled, split, folded or tested), ``generator``, ``parents`` (list of
 image_ids whose pixels are in a synthetic image: its **pixel** parents), ``statistic_parents`` (list of image_ids
-that only shaped a statistic a synthetic image was drawn from, e.g. its condition's phenotype), ``split`` (``train`` | ``test`` | NA before ``split``), ``fold``
+that only shaped a statistic a synthetic image was drawn from, e.g. its condition's phenotype), ``split`` (``train`` | ``test`` | ``unseen`` | NA before ``split``; ``unseen``: a real photo of a condition held out
+whole by ``split --unseen-fraction``, never a generator's input, never in a fold or a trained head's label space,
+only a gallery query), ``fold``
 (validation fold of a real training image, NA otherwise), ``exclude_reason`` (NA when usable; else why the image is
 kept out of every downstream stage), ``width``, ``height``, ``phash`` (64-bit perceptual hash, hex), ``params``
 (JSON of a synthetic image's generation parameters), then any metadata columns the user brought, unchanged.
@@ -26,6 +28,9 @@ SYNTHETIC = "synthetic"
 DONOR = "donor"
 TRAIN = "train"
 TEST = "test"
+#: ``split`` of the real photos of a condition held out whole (``split --unseen-fraction``): scored only by gallery
+#: matching, leave-one-subject-out (:mod:`phenosynth.training.unseen`).
+UNSEEN = "unseen"
 
 #: The list-valued columns (lists of image_ids; ';'-joined in CSV).
 LIST_COLUMNS = ("parents", "statistic_parents")
@@ -122,9 +127,25 @@ def donors(df: pd.DataFrame) -> pd.DataFrame:
 
 
 def real_classes(df: pd.DataFrame) -> list[str]:
-    """Every label that has at least one usable real image, sorted: the N-way label space."""
+    """Every label that has at least one usable real image, sorted: the N-way label space. Unseen conditions
+    (:func:`unseen_conditions`) are not in it."""
     u = usable(df)
-    return sorted(u.loc[u["source"] == REAL, "label"].dropna().unique().tolist())
+    real = u[u["source"] == REAL]
+    seen = set(real["label"].dropna()) - set(unseen_conditions(df))
+    return sorted(seen)
+
+
+def real_unseen(df: pd.DataFrame) -> pd.DataFrame:
+    """Usable real photos of the conditions held out whole (``split == "unseen"``)."""
+    u = usable(df)
+    return u[(u["source"] == REAL) & (u["split"] == UNSEEN)]
+
+
+def unseen_conditions(df: pd.DataFrame) -> list[str]:
+    """The conditions held out whole by ``split --unseen-fraction`` (labels of real photos with ``split == "unseen"``,
+    excluded or not), sorted."""
+    rows = df[(df["source"] == REAL) & (df["split"] == UNSEEN)]
+    return sorted(rows["label"].dropna().astype(str).unique().tolist())
 
 
 def append_rows(existing: pd.DataFrame, new: pd.DataFrame) -> pd.DataFrame:

@@ -9,7 +9,10 @@ images are never in the test set and never in a fold; which synthetic images sta
 :func:`phenosynth.data.leakage.exclude_leaked_synthetic` (children of test images and every image of a generator run
 fit on a test image are excluded). Donor faces (``source=donor``) are never split or folded; a donor that is a
 near-duplicate of a patient photo is excluded (:func:`phenosynth.data.leakage.exclude_patient_donors`: a donor must
-never be a patient). Deterministic for a seed.
+never be a patient). With ``unseen_fraction`` F > 0, a seeded choice of whole conditions (round(F x classes), at
+least one, leaving at least two seen) is held out first as **unseen** (their real photos get ``split="unseen"``, no
+fold): they never reach a generator, a fold or a trained head's label space, and are scored only by gallery matching
+(:mod:`phenosynth.training.unseen`). Deterministic for a seed.
 """
 
 from __future__ import annotations
@@ -31,6 +34,7 @@ from phenosynth.data.leakage import (
     NEAR_DUPLICATE_KIND,
     PARENT_IN_TEST,
     SPLIT_OPTIONS_FILE,
+    UNSEEN_SOURCE,
     confirm_near_duplicates,
     donor_patient_pairs,
     exclude_leaked_synthetic,
@@ -40,12 +44,14 @@ from phenosynth.data.leakage import (
     load_fit_sets,
     near_duplicate_pairs,
 )
-from phenosynth.data.manifest import DONOR, REAL, SYNTHETIC, TEST, TRAIN, conform
+from phenosynth.data.manifest import DONOR, REAL, SYNTHETIC, TEST, TRAIN, UNSEEN, conform
 from phenosynth.data.workspace import Workspace, atomic_write, locks_workspace
 from phenosynth.errors import LeakageError, PhenosynthError
 
 log = logging.getLogger(__name__)
 
+#: Kind of the ``split_report.csv`` rows of synthetic images excluded for learning from an unseen condition's photo.
+UNSEEN_SOURCE_KIND = "synthetic-from-unseen-condition"
 SPLIT_REPORT_COLUMNS = ["kind", "image_id", "path", "label", "other_image_id", "other_path", "other_label", "detail"]
 
 
@@ -105,6 +111,27 @@ def _keep_every_class_in_training(test: np.ndarray, labels: np.ndarray, groups: 
         smallest = sorted(sizes[sizes == sizes.min()].index)[0]
         test[groups == smallest] = False
     return test
+
+
+def choose_unseen(classes: list[str], *, fraction: float, seed: int) -> list[str]:
+    """The conditions held out whole as unseen: ``round(fraction x len(classes))`` of them (at least one when
+    ``fraction`` > 0, at most ``len(classes) - 2`` so two conditions stay for the heads), a seeded choice over the
+    sorted ``classes``; sorted. Empty for ``fraction`` 0.
+
+    >>> choose_unseen(["a", "b", "c", "d"], fraction=0.0, seed=0)
+    []
+    """
+    if fraction <= 0:
+        return []
+    names = sorted(str(c) for c in classes)
+    n = min(max(1, int(round(fraction * len(names)))), len(names) - 2)
+    if n < 1:
+        raise PhenosynthError(
+            f"--unseen-fraction {fraction} leaves fewer than 2 seen conditions ({len(names)} in all); "
+            "a trained head needs at least 2."
+        )
+    rng = np.random.default_rng(seed)
+    return sorted(rng.choice(names, size=n, replace=False).tolist())
 
 
 def assign_folds(labels: np.ndarray, groups: np.ndarray, *, folds: int, seed: int) -> np.ndarray:
@@ -185,6 +212,9 @@ class SplitResult:
     flagged_synthetic: list[str] = field(default_factory=list)
     flagged_by_reason: dict[str, int] = field(default_factory=dict)
     images_per_fold: list[int] = field(default_factory=list)
+    #: Conditions held out whole (``split="unseen"``), and how many real photos they have.
+    unseen_conditions: list[str] = field(default_factory=list)
+    n_unseen: int = 0
     #: Donor faces excluded as near-duplicates of patient photos (reason DONOR_IS_PATIENT); donors never get a split.
     flagged_donors: list[str] = field(default_factory=list)
     n_donors: int = 0  # usable donor faces after the split
@@ -202,15 +232,22 @@ def split(
     folds: int = 5,
     seed: int = 42,
     near_duplicate_bits: int = DEFAULT_NEAR_DUPLICATE_BITS,
+    unseen_fraction: float = 0.0,
 ) -> SplitResult:
     """Assign ``split`` and ``fold`` to every usable real image; mark synthetic images ``train`` with no fold, and
     exclude those the leakage rule forbids (their parent, or a photo their generator run learned from, is now in the
     test set; released again when it is back in training). Writes the manifest, ``split_report.csv`` and
-    ``split.json`` (these options, so advice to re-split can repeat them)."""
+    ``split.json`` (these options, so advice to re-split can repeat them).
+
+    ``unseen_fraction``: the fraction of the conditions held out whole as unseen (:func:`choose_unseen`, seeded):
+    their real photos get ``split="unseen"`` and no fold, synthetic images that learned from them are excluded
+    (reason :data:`~phenosynth.data.leakage.UNSEEN_SOURCE`), and the rest is split as without them."""
     if not 0.0 < test_size < 1.0:
         raise PhenosynthError(f"--test-size must be between 0 and 1 (exclusive), not {test_size}.")
     if folds < 2:
         raise PhenosynthError(f"--folds must be at least 2, not {folds}.")
+    if not 0.0 <= unseen_fraction < 1.0:
+        raise PhenosynthError(f"--unseen-fraction must be at least 0 and below 1, not {unseen_fraction}.")
     df = workspace.load_manifest()
     if df.empty:
         raise PhenosynthError("The manifest is empty: ingest some images first (phenosynth ingest SRC -w WS).")
@@ -226,8 +263,11 @@ def split(
             f"The usable real images are of {len(classes)} class only ({classes[0]}); a classifier needs at least 2. "
             f"Ingest photos of more conditions first: phenosynth ingest SRC -w {workspace.root}"
         )
+    unseen = choose_unseen(classes, fraction=unseen_fraction, seed=seed)
+    unseen_mask = real_mask & df["label"].astype(str).isin(unseen)
+    df.loc[unseen_mask, "split"] = UNSEEN
     # Sort by image_id so the result does not depend on ingest order.
-    real = df[real_mask].sort_values("image_id")
+    real = df[real_mask & ~unseen_mask].sort_values("image_id")
     subjects = real["subject_id"].fillna(real["image_id"])  # no subject id: the image is its own subject
     subject_of = dict(zip(real["image_id"].astype(str), subjects.astype(str)))
     hashed = real[real["phash"].notna()]
@@ -254,6 +294,8 @@ def split(
     excluded = leakage_report(df, fit_sets)
     _write_split_report(workspace, df, pairs, excluded, donor_pairs)
     options = {"test_size": test_size, "folds": folds, "seed": seed, "near_duplicate_bits": near_duplicate_bits}
+    if unseen:  # only then: a split without unseen conditions writes the same split.json as before
+        options |= {"unseen_fraction": unseen_fraction, "unseen_conditions": unseen}
     atomic_write(workspace.root / SPLIT_OPTIONS_FILE, lambda p: Path(p).write_text(json.dumps(options, indent=2)))
 
     labels = sorted(real["label"].unique())
@@ -273,6 +315,8 @@ def split(
         flagged_synthetic=flagged,
         flagged_by_reason={str(k): int(v) for k, v in excluded["reason"].value_counts().sort_index().items()},
         images_per_fold=[int(v) for v in fold_counts.to_numpy()],
+        unseen_conditions=unseen,
+        n_unseen=int(unseen_mask.sum()),
         flagged_donors=flagged_donors,
         n_donors=int(((df["source"] == DONOR) & df["exclude_reason"].isna()).sum()),
     )
@@ -303,7 +347,15 @@ def _write_split_report(
             "detail": "synthetic image made from an image now in the test set: excluded" if r.reason == PARENT_IN_TEST
             else f"its generator run {r.run} learned from an image now in the test set: excluded (re-generate)",
         }
-        for r in excluded.itertuples(index=False)
+        for r in excluded.itertuples(index=False) if r.reason != UNSEEN_SOURCE
+    ] + [
+        {
+            "kind": UNSEEN_SOURCE_KIND, "image_id": r.image_id, "path": r.path, "label": r.label,
+            "other_image_id": "", "other_path": "", "other_label": "",
+            "detail": f"synthetic image (run {r.run or '-'}) that learned from a photo of an unseen condition: "
+                      "excluded (unseen conditions never reach a generator)",
+        }
+        for r in excluded.itertuples(index=False) if r.reason == UNSEEN_SOURCE
     ] + [
         {
             "kind": DONOR_NEAR_PATIENT_KIND,

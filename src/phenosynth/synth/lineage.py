@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from phenosynth.data.manifest import DONOR, REAL, TEST, TRAIN
+from phenosynth.data.manifest import DONOR, REAL, TEST, TRAIN, UNSEEN
 from phenosynth.errors import LeakageError, PhenosynthError
 
 
@@ -27,19 +27,21 @@ def check_training_parents(
     image_ids, splits (and optionally sources): one entry per image a generator is about to learn from.
 
     Raises:
-        LeakageError: an image is in the test split (names up to five of them).
+        LeakageError: an image is in the test split, or is a photo of an unseen condition (``split == "unseen"``,
+            held out whole by ``split --unseen-fraction``); names up to five of them.
         PhenosynthError: an image has no split yet (run ``phenosynth split``) or is synthetic.
     """
     ids = [str(i) for i in image_ids]
     if len(splits) != len(ids) or (sources is not None and len(sources) != len(ids)):
         raise ValueError("image_ids, splits and sources must have one entry per image")
-    test = [i for i, s in zip(ids, splits) if s == TEST]
-    if test:
-        raise LeakageError(
-            f"{len(test)} held-out test image(s) were handed to a generator "
-            f"(e.g. {', '.join(t[:12] for t in test[:5])}). "
-            "Generators may only learn from real training images; pass rows from manifest.real_train(df)."
-        )
+    for held_out, what in ((TEST, "held-out test image(s)"),
+                           (UNSEEN, "photo(s) of unseen conditions (held out whole by split --unseen-fraction)")):
+        refused = [i for i, s in zip(ids, splits) if s == held_out]
+        if refused:
+            raise LeakageError(
+                f"{len(refused)} {what} were handed to a generator (e.g. {', '.join(t[:12] for t in refused[:5])}). "
+                "Generators may only learn from real training images; pass rows from manifest.real_train(df)."
+            )
     unsplit = [i for i, s in zip(ids, splits) if s != TRAIN]
     if unsplit:
         raise PhenosynthError(
