@@ -491,3 +491,37 @@ def test_a_pre_post_pair_asks_disjoint_images_and_holds_the_post_test_back_from_
     too_few = post(educator, "/exercises", {"title": "x", "deck_id": course["deck_id"], "kind": "prepost",
                                             "n_pre": 2, "n_post": 2})
     assert too_few.status_code == 400 and "Condition 'A' has 4 image(s)" in html.unescape(too_few.text)
+
+
+# --- under load ---------------------------------------------------------------------------------------------------------
+
+
+def test_a_burst_of_quiz_requests_never_waits_for_a_database_connection(app, course):
+    """Regression (serve_load, 100 trainees: 20 % of requests failed with QueuePool's 30 s timeout): a request held
+    its connection from the sign-in check until its response was sent, across turns of the thread pool, so requests
+    waiting for a thread held every connection while every thread waited for one. Here the pool has as many
+    connections as the thread pool has threads (2) and waits 2 s at most; 30 requests at once must all succeed."""
+    import asyncio
+
+    import anyio.to_thread
+    import httpx
+    from sqlalchemy.exc import TimeoutError as PoolTimeout
+
+    trainee = course["trainee"]
+    attempt_id = start(trainee, course["quiz_id"])
+    engine = edu_db.make_engine(str(app.state.engine.url), pool_size=2, max_overflow=0, pool_timeout=2.0)
+    app.state.sessions = edu_db.session_factory(engine)
+    urls = [f"/attempts/{attempt_id}/images/0", f"/attempts/{attempt_id}", f"/quizzes/{course['quiz_id']}"] * 10
+
+    async def burst() -> list[int]:
+        anyio.to_thread.current_default_thread_limiter().total_tokens = 2
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://testserver",
+                                     cookies=dict(trainee.cookies)) as client:
+            return [r.status_code for r in await asyncio.gather(*(client.get(u) for u in urls))]
+
+    try:
+        codes = asyncio.run(burst())
+    except PoolTimeout as exc:
+        pytest.fail(f"a request waited for a database connection: {exc}")
+    assert codes == [200] * len(urls)
+    assert engine.pool.checkedout() == 0

@@ -36,13 +36,25 @@ class LoginRequired(Exception):
 
 
 def get_db(request: Request) -> Iterator[Session]:
+    """The request's session. Routes declare it ``Depends(get_db, scope="function")``: it is closed (its connection
+    back in the pool) as soon as the route function returns, not after the response is sent (a file response reads
+    its file on the thread pool, and a connection held while waiting for a thread starves the pool: see
+    :func:`current_user`)."""
     yield from session_scope(request.app.state.sessions)
 
 
-def current_user(request: Request, db: Session = Depends(get_db)) -> User:
-    """The signed-in, active user; :class:`LoginRequired` otherwise."""
+def current_user(request: Request, db: Session = Depends(get_db, scope="function")) -> User:
+    """The signed-in, active user; :class:`LoginRequired` otherwise.
+
+    It ends its read transaction before it returns, so the connection goes back to the pool: FastAPI runs this
+    dependency and the route on separate turns of the thread pool, and a request holding a connection while it waits
+    for its next thread deadlocks under load (every thread waiting for a connection, every connection held by a
+    request waiting for a thread; the pool's 30 s timeout then fails them). With a connection held only while a
+    thread works on the request, the pool (:func:`phenosynth.edu.db.make_engine`: 50) never runs out before the
+    thread pool (40)."""
     user_id = request.session.get("user_id")
     user = db.get(User, user_id) if isinstance(user_id, int) else None
+    db.commit()  # nothing written: this gives the connection back (expire_on_commit=False keeps ``user`` loaded)
     if user is None or not user.active:
         request.session.pop("user_id", None)
         raise LoginRequired(quote(request.url.path, safe="/"))

@@ -35,7 +35,7 @@ def login_page(request: Request, next: str = "/") -> Response:
 
 @router.post("/login")
 def login(request: Request, email: str = Form(""), password: str = Form(""), next: str = Form("/"),
-          db: Session = Depends(get_db)) -> Response:
+          db: Session = Depends(get_db, scope="function")) -> Response:
     limit = request.app.state.login_limit
     email = normalise_email(email)
     client = request.client.host if request.client else "unknown"
@@ -64,7 +64,7 @@ def logout(request: Request) -> Response:
 
 
 @router.get("/")
-def home(request: Request, user: User = Depends(current_user), db: Session = Depends(get_db)) -> Response:
+def home(request: Request, user: User = Depends(current_user), db: Session = Depends(get_db, scope="function")) -> Response:
     if user.role == EDUCATOR:
         return RedirectResponse("/decks", status_code=303)
     from phenosynth.edu.routes.practice import due_today, practice_rows

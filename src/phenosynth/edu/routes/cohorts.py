@@ -40,7 +40,7 @@ def _cohort_page(request: Request, db: Session, cohort: Cohort, *, link: str | N
 
 
 @router.get("/cohorts")
-def list_cohorts(request: Request, db: Session = Depends(get_db)) -> Response:
+def list_cohorts(request: Request, db: Session = Depends(get_db, scope="function")) -> Response:
     cohorts = db.scalars(select(Cohort).order_by(Cohort.created_at.desc())).all()
     sizes = dict(db.execute(select(Cohort.id, func.count()).join(Membership, Membership.cohort_id == Cohort.id)
                             .group_by(Cohort.id)).all())
@@ -48,20 +48,20 @@ def list_cohorts(request: Request, db: Session = Depends(get_db)) -> Response:
 
 
 @router.post("/cohorts")
-def new_cohort(name: str = Form(""), db: Session = Depends(get_db),
+def new_cohort(name: str = Form(""), db: Session = Depends(get_db, scope="function"),
                user: User = Depends(current_educator)) -> Response:
     cohort = C.create_cohort(db, user, name)
     return RedirectResponse(f"/cohorts/{cohort.id}", status_code=303)
 
 
 @router.get("/cohorts/{cohort_id:int}")
-def show_cohort(request: Request, cohort_id: int, db: Session = Depends(get_db)) -> Response:
+def show_cohort(request: Request, cohort_id: int, db: Session = Depends(get_db, scope="function")) -> Response:
     return _cohort_page(request, db, _cohort(db, cohort_id))
 
 
 @router.post("/cohorts/{cohort_id:int}/invitations")
 def new_link(request: Request, cohort_id: int, max_uses: str = Form(""), expires_days: str = Form("14"),
-             db: Session = Depends(get_db), user: User = Depends(current_educator)) -> Response:
+             db: Session = Depends(get_db, scope="function"), user: User = Depends(current_educator)) -> Response:
     cohort = _cohort(db, cohort_id)
     try:
         uses = int(max_uses) if max_uses.strip() else None
@@ -78,7 +78,7 @@ def new_link(request: Request, cohort_id: int, max_uses: str = Form(""), expires
 
 @router.post("/cohorts/{cohort_id:int}/invitations/csv")
 async def invite_csv(request: Request, cohort_id: int, file: UploadFile = File(...), download: str = Form(""),
-                     db: Session = Depends(get_db), user: User = Depends(current_educator)) -> Response:
+                     db: Session = Depends(get_db, scope="function"), user: User = Depends(current_educator)) -> Response:
     cohort = _cohort(db, cohort_id)
     data = await file.read(MAX_CSV_BYTES + 1)
     try:
@@ -106,7 +106,7 @@ def _int_or_none(value: str, what: str) -> int | None:
 
 
 @router.get("/exercises")
-def list_exercises(request: Request, db: Session = Depends(get_db)) -> Response:
+def list_exercises(request: Request, db: Session = Depends(get_db, scope="function")) -> Response:
     exercises = db.scalars(select(Exercise).where(Exercise.kind.in_(Q.QUIZ_KINDS))
                            .order_by(Exercise.created_at.desc(), Exercise.id.desc())).all()
     return render(request, "exercises.html", {
@@ -121,7 +121,7 @@ def new_exercise(title: str = Form(""), deck_id: int = Form(...), cohort_id: str
                  kind: str = Form("quiz"), n: str = Form("20"), order: str = Form("fixed"),
                  n_choices: str = Form(""), time_limit_s: str = Form(""), feedback: str = Form("each"),
                  seed: str = Form("0"), n_pre: str = Form("1"), n_post: str = Form("1"),
-                 db: Session = Depends(get_db), user: User = Depends(current_educator)) -> Response:
+                 db: Session = Depends(get_db, scope="function"), user: User = Depends(current_educator)) -> Response:
     deck = db.get(Deck, deck_id)
     if deck is None:
         raise HTTPException(status_code=404, detail=f"No deck {deck_id}.")
@@ -143,7 +143,7 @@ def new_exercise(title: str = Form(""), deck_id: int = Form(...), cohort_id: str
 
 
 @router.get("/exercises/{exercise_id:int}")
-def show_exercise(request: Request, exercise_id: int, db: Session = Depends(get_db)) -> Response:
+def show_exercise(request: Request, exercise_id: int, db: Session = Depends(get_db, scope="function")) -> Response:
     ex = db.get(Exercise, exercise_id)
     if ex is None or ex.kind not in Q.QUIZ_KINDS:
         raise HTTPException(status_code=404, detail=f"No quiz {exercise_id}.")

@@ -50,14 +50,14 @@ def _deck_page(request: Request, deck: Deck, run: str | None = None, *, messages
 
 
 @router.get("/decks")
-def list_decks(request: Request, db: Session = Depends(get_db)) -> Response:
+def list_decks(request: Request, db: Session = Depends(get_db, scope="function")) -> Response:
     decks = db.scalars(select(Deck).order_by(Deck.created_at.desc())).all()
     return render(request, "decks.html", {"decks": decks, "runs": request.app.state.images.runs()})
 
 
 @router.post("/decks")
 def new_deck(request: Request, name: str = Form(""), description: str = Form(""), run: str = Form(""),
-             db: Session = Depends(get_db), user: User = Depends(current_educator)) -> Response:
+             db: Session = Depends(get_db, scope="function"), user: User = Depends(current_educator)) -> Response:
     images: D.WorkspaceImages = request.app.state.images
     table = images.table()
     conditions = sorted(set(table.loc[(table["run"] == run) & table["refused"].isna(), "condition"])) if run else []
@@ -71,7 +71,7 @@ def import_page(request: Request) -> Response:
 
 
 @router.post("/decks/import")
-async def import_zip(request: Request, file: UploadFile = File(...), db: Session = Depends(get_db),
+async def import_zip(request: Request, file: UploadFile = File(...), db: Session = Depends(get_db, scope="function"),
                      user: User = Depends(current_educator)) -> Response:
     limits: D.ZipLimits = request.app.state.zip_limits
     data = await file.read(limits.max_zip_bytes + 1)
@@ -85,13 +85,13 @@ async def import_zip(request: Request, file: UploadFile = File(...), db: Session
 
 
 @router.get("/decks/{deck_id:int}")
-def show_deck(request: Request, deck_id: int, run: str | None = None, db: Session = Depends(get_db)) -> Response:
+def show_deck(request: Request, deck_id: int, run: str | None = None, db: Session = Depends(get_db, scope="function")) -> Response:
     return _deck_page(request, _deck(db, deck_id), run)
 
 
 @router.post("/decks/{deck_id:int}/images")
 def add_images(request: Request, deck_id: int, run: str = Form(""), image_id: list[str] = Form(default=[]),
-               db: Session = Depends(get_db)) -> Response:
+               db: Session = Depends(get_db, scope="function")) -> Response:
     deck = _deck(db, deck_id)
     result = D.add_images(db, deck, request.app.state.images, image_id)
     messages = [f"Added {len(result.added)} image(s)."] + (
@@ -101,7 +101,7 @@ def add_images(request: Request, deck_id: int, run: str = Form(""), image_id: li
 
 
 @router.post("/decks/{deck_id:int}/order")
-async def reorder(request: Request, deck_id: int, db: Session = Depends(get_db)) -> Response:
+async def reorder(request: Request, deck_id: int, db: Session = Depends(get_db, scope="function")) -> Response:
     deck = _deck(db, deck_id)
     form = await request.form()
     positions = {}
@@ -116,7 +116,7 @@ async def reorder(request: Request, deck_id: int, db: Session = Depends(get_db))
 
 
 @router.post("/decks/{deck_id:int}/images/{image_pk:int}/retire")
-def retire(deck_id: int, image_pk: int, retired: str = Form("1"), db: Session = Depends(get_db)) -> Response:
+def retire(deck_id: int, image_pk: int, retired: str = Form("1"), db: Session = Depends(get_db, scope="function")) -> Response:
     deck = _deck(db, deck_id)
     D.set_retired(db, deck, image_pk, retired == "1")
     return RedirectResponse(f"/decks/{deck.id}", status_code=303)
@@ -124,7 +124,7 @@ def retire(deck_id: int, image_pk: int, retired: str = Form("1"), db: Session = 
 
 @router.post("/decks/{deck_id:int}/conditions/{condition_id:int}")
 def annotate(request: Request, deck_id: int, condition_id: int, name: str = Form(""), hpo_terms: str = Form(""),
-             features_text: str = Form(""), description: str = Form(""), db: Session = Depends(get_db)) -> Response:
+             features_text: str = Form(""), description: str = Form(""), db: Session = Depends(get_db, scope="function")) -> Response:
     deck = _deck(db, deck_id)
     cond = db.get(DeckCondition, condition_id)
     if cond is None or cond.deck_id != deck.id:
@@ -138,7 +138,7 @@ def annotate(request: Request, deck_id: int, condition_id: int, name: str = Form
 
 
 @router.get("/decks/{deck_id:int}/images/{image_pk:int}")
-def deck_image_file(request: Request, deck_id: int, image_pk: int, db: Session = Depends(get_db)) -> Response:
+def deck_image_file(request: Request, deck_id: int, image_pk: int, db: Session = Depends(get_db, scope="function")) -> Response:
     deck = _deck(db, deck_id)
     try:
         path = D.image_path(D.deck_image(deck, image_pk), request.app.state.images, request.app.state.edu_dir)
@@ -158,7 +158,7 @@ def candidate_file(request: Request, image_id: str) -> Response:
 
 
 @router.get("/decks/{deck_id:int}/export")
-def export_zip(request: Request, deck_id: int, db: Session = Depends(get_db)) -> Response:
+def export_zip(request: Request, deck_id: int, db: Session = Depends(get_db, scope="function")) -> Response:
     deck = _deck(db, deck_id)
     data, left_out = D.export_deck(deck, request.app.state.images, request.app.state.edu_dir)
     from phenosynth.data.filenames import safe_name

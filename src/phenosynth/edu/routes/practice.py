@@ -183,12 +183,12 @@ def review_card(db: Session, user: User, condition: DeckCondition, correct: bool
 
 
 @router.get("/practice")
-def practice_list(request: Request, db: Session = Depends(get_db), user: User = Depends(current_user)) -> Response:
+def practice_list(request: Request, db: Session = Depends(get_db, scope="function"), user: User = Depends(current_user)) -> Response:
     return render(request, "practice_list.html", {"practice": practice_rows(db, user), "due_today": due_today(db, user)})
 
 
 @router.get("/practice/{exercise_id:int}")
-def trial(request: Request, exercise_id: int, db: Session = Depends(get_db),
+def trial(request: Request, exercise_id: int, db: Session = Depends(get_db, scope="function"),
           user: User = Depends(current_user)) -> Response:
     ex = _exercise(db, exercise_id, user)
     chosen = choose_trial(request, db, user, ex)
@@ -205,7 +205,7 @@ def trial(request: Request, exercise_id: int, db: Session = Depends(get_db),
 
 @router.post("/practice/{exercise_id:int}/answer")
 def answer(request: Request, exercise_id: int, image: int = Form(...), chosen: str = Form(""),
-           confidence: int = Form(3), db: Session = Depends(get_db), user: User = Depends(current_user)) -> Response:
+           confidence: int = Form(3), db: Session = Depends(get_db, scope="function"), user: User = Depends(current_user)) -> Response:
     ex = _exercise(db, exercise_id, user)
     shown = request.session.get(TRIAL_KEY) or {}
     if shown.get("exercise") != ex.id or shown.get("image") != image:
@@ -233,7 +233,7 @@ def answer(request: Request, exercise_id: int, image: int = Form(...), chosen: s
 
 
 @router.get("/practice/{exercise_id:int}/images/{image_pk:int}")
-def practice_image(request: Request, exercise_id: int, image_pk: int, db: Session = Depends(get_db),
+def practice_image(request: Request, exercise_id: int, image_pk: int, db: Session = Depends(get_db, scope="function"),
                    user: User = Depends(current_user)) -> Response:
     """A face of the practice's deck, through the deck gate (never a retired, refused or other deck's image)."""
     ex = _exercise(db, exercise_id, user)
@@ -248,7 +248,7 @@ def practice_image(request: Request, exercise_id: int, image_pk: int, db: Sessio
 
 
 @router.post("/decks/{deck_id:int}/practice", dependencies=[Depends(current_educator)])
-def set_practice(deck_id: int, open: str = Form("1"), db: Session = Depends(get_db),
+def set_practice(deck_id: int, open: str = Form("1"), db: Session = Depends(get_db, scope="function"),
                  user: User = Depends(current_educator)) -> Response:
     """Open (``open=1``) or close (``open=0``) a deck for practice by every trainee."""
     deck = D.deck_by_id(db, deck_id)

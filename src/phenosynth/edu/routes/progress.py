@@ -60,7 +60,7 @@ def my_progress(user: User = Depends(current_user)) -> Response:
 
 @router.get("/progress/trainees/{user_id:int}")
 def trainee_page(request: Request, user_id: int, view: str = "tests", deck: int | None = None,
-                 db: Session = Depends(get_db), user: User = Depends(current_user)) -> Response:
+                 db: Session = Depends(get_db, scope="function"), user: User = Depends(current_user)) -> Response:
     if user.role != EDUCATOR and user.id != user_id:
         raise HTTPException(status_code=403, detail=OTHERS_PROGRESS)
     report = P.trainee_report(db, _trainee(db, user_id), view=view, deck_id=deck)
@@ -68,7 +68,7 @@ def trainee_page(request: Request, user_id: int, view: str = "tests", deck: int 
 
 
 @router.get("/progress", dependencies=[Depends(current_educator)])
-def overview(request: Request, view: str = "tests", db: Session = Depends(get_db)) -> Response:
+def overview(request: Request, view: str = "tests", db: Session = Depends(get_db, scope="function")) -> Response:
     trainees = list(db.scalars(select(User).where(User.role == TRAINEE).order_by(User.email)))
     report = P.group_report(db, "All trainees", trainees, view=view)
     by_email = {m.who: m for m in report.members}
@@ -80,21 +80,21 @@ def overview(request: Request, view: str = "tests", db: Session = Depends(get_db
 
 @router.get("/progress/trainees/{user_id:int}/export.{fmt}", dependencies=[Depends(current_educator)])
 def trainee_export(user_id: int, fmt: str, view: str = "tests", table: str = "summary", deck: int | None = None,
-                   db: Session = Depends(get_db)) -> Response:
+                   db: Session = Depends(get_db, scope="function")) -> Response:
     trainee = _trainee(db, user_id)
     return _export(P.trainee_report(db, trainee, view=view, deck_id=deck), safe_name(trainee.email), fmt, table)
 
 
 @router.get("/progress/cohorts/{cohort_id:int}", dependencies=[Depends(current_educator)])
 def cohort_page(request: Request, cohort_id: int, view: str = "tests", deck: int | None = None,
-                db: Session = Depends(get_db)) -> Response:
+                db: Session = Depends(get_db, scope="function")) -> Response:
     report = P.cohort_report(db, _cohort(db, cohort_id), view=view, deck_id=deck)
     return _page(request, report, f"/progress/cohorts/{cohort_id}", educator=True)
 
 
 @router.get("/progress/cohorts/{cohort_id:int}/export.{fmt}", dependencies=[Depends(current_educator)])
 def cohort_export(cohort_id: int, fmt: str, view: str = "tests", table: str = "summary", deck: int | None = None,
-                  db: Session = Depends(get_db)) -> Response:
+                  db: Session = Depends(get_db, scope="function")) -> Response:
     cohort = _cohort(db, cohort_id)
     return _export(P.cohort_report(db, cohort, view=view, deck_id=deck), safe_name(cohort.name), fmt, table)
 

@@ -49,13 +49,13 @@ def _invite_page(request: Request, db: Session, token: str, *, error: str | None
 
 
 @router.get("/invite/{token}")
-def invite_page(request: Request, token: str, db: Session = Depends(get_db)) -> Response:
+def invite_page(request: Request, token: str, db: Session = Depends(get_db, scope="function")) -> Response:
     return _invite_page(request, db, token)
 
 
 @router.post("/invite/{token}")
 def accept_invite(request: Request, token: str, email: str = Form(""), password: str = Form(""),
-                  display_name: str = Form(""), db: Session = Depends(get_db)) -> Response:
+                  display_name: str = Form(""), db: Session = Depends(get_db, scope="function")) -> Response:
     me = _signed_in(request, db)
     try:
         inv = C.valid_invitation(db, token)
@@ -93,7 +93,7 @@ def _attempt(db: Session, user: User, attempt_id: int) -> Attempt:
 
 
 @router.get("/quizzes/{exercise_id:int}")
-def quiz_start_page(request: Request, exercise_id: int, db: Session = Depends(get_db),
+def quiz_start_page(request: Request, exercise_id: int, db: Session = Depends(get_db, scope="function"),
                     user: User = Depends(current_user)) -> Response:
     ex = _quiz(db, user, exercise_id)
     return render(request, "quiz_start.html", {"ex": ex, "settings": Q.settings_of(ex),
@@ -102,13 +102,13 @@ def quiz_start_page(request: Request, exercise_id: int, db: Session = Depends(ge
 
 
 @router.post("/quizzes/{exercise_id:int}/start")
-def start_quiz(exercise_id: int, db: Session = Depends(get_db), user: User = Depends(current_user)) -> Response:
+def start_quiz(exercise_id: int, db: Session = Depends(get_db, scope="function"), user: User = Depends(current_user)) -> Response:
     attempt = Q.open_attempt(db, user, _quiz(db, user, exercise_id))
     return RedirectResponse(f"/attempts/{attempt.id}", status_code=303)
 
 
 @router.get("/attempts/{attempt_id:int}")
-def question_page(request: Request, attempt_id: int, db: Session = Depends(get_db),
+def question_page(request: Request, attempt_id: int, db: Session = Depends(get_db, scope="function"),
                   user: User = Depends(current_user)) -> Response:
     attempt = _attempt(db, user, attempt_id)
     answers = Q.answers_of(db, attempt)
@@ -132,7 +132,7 @@ def _int(value: str) -> int | None:
 
 @router.post("/attempts/{attempt_id:int}/answers")
 def answer(request: Request, attempt_id: int, item: int = Form(...), chosen: str = Form(""),
-           confidence: str = Form(""), response_ms: str = Form(""), db: Session = Depends(get_db),
+           confidence: str = Form(""), response_ms: str = Form(""), db: Session = Depends(get_db, scope="function"),
            user: User = Depends(current_user)) -> Response:
     attempt = _attempt(db, user, attempt_id)
     try:
@@ -150,7 +150,7 @@ def answer(request: Request, attempt_id: int, item: int = Form(...), chosen: str
 
 
 @router.get("/attempts/{attempt_id:int}/feedback/{item:int}")
-def feedback_page(request: Request, attempt_id: int, item: int, db: Session = Depends(get_db),
+def feedback_page(request: Request, attempt_id: int, item: int, db: Session = Depends(get_db, scope="function"),
                   user: User = Depends(current_user)) -> Response:
     attempt = _attempt(db, user, attempt_id)
     ex = db.get(Exercise, attempt.exercise_id)
@@ -165,7 +165,7 @@ def feedback_page(request: Request, attempt_id: int, item: int, db: Session = De
 
 
 @router.get("/attempts/{attempt_id:int}/results")
-def results_page(request: Request, attempt_id: int, db: Session = Depends(get_db),
+def results_page(request: Request, attempt_id: int, db: Session = Depends(get_db, scope="function"),
                  user: User = Depends(current_user)) -> Response:
     attempt = _attempt(db, user, attempt_id)
     if not Q.close_if_expired(db, attempt):
@@ -177,7 +177,7 @@ def results_page(request: Request, attempt_id: int, db: Session = Depends(get_db
 
 
 @router.get("/attempts/{attempt_id:int}/images/{item:int}")
-def question_image(request: Request, attempt_id: int, item: int, db: Session = Depends(get_db),
+def question_image(request: Request, attempt_id: int, item: int, db: Session = Depends(get_db, scope="function"),
                    user: User = Depends(current_user)) -> Response:
     attempt = _attempt(db, user, attempt_id)
     if Q.assigned_quiz(db, user, attempt.exercise_id) is None or not 0 <= item < len(attempt.items):

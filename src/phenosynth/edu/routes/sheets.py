@@ -64,7 +64,7 @@ def sheet_image_ids(condition: DeckCondition, images: D.WorkspaceImages) -> tupl
 
 @router.get("/decks/{deck_id:int}/conditions/{condition_id:int}/sheet")
 def condition_sheet(request: Request, deck_id: int, condition_id: int, format: str = "html",
-                    db: Session = Depends(get_db)) -> Response:
+                    db: Session = Depends(get_db, scope="function")) -> Response:
     condition = db.get(DeckCondition, condition_id)
     if condition is None or condition.deck_id != deck_id:
         raise HTTPException(status_code=404, detail=f"Deck {deck_id} has no condition {condition_id}.")
