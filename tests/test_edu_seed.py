@@ -45,7 +45,7 @@ def copy_seeded(root, to, *, accounts: bool = True):
 
 
 def flag_every_image(ws_root, run: str) -> None:
-    """Rewrite the run's audit as shape-warp's often is: every image an identity match, none shareable."""
+    """Rewrite the run's audit as if the audit had flagged every image as an identity match: none shareable."""
     path = ws_root / "audit" / run / "audit.parquet"
     frame = pd.read_parquet(path)
     frame["shareable"] = False
@@ -65,7 +65,7 @@ def test_seed_builds_an_audited_workspace_and_an_educator_whose_password_is_only
     root, res = seeded
     ws = root / "ws"
     audit = pd.read_parquet(ws / "audit" / res.run / "audit.parquet")
-    assert res.run == "shape-warp-seed0" and res.n_synthetic == len(audit) == 6  # 2 conditions x 3
+    assert res.run == "phenotype-transfer-seed0" and res.n_synthetic == len(audit) == 6  # 2 conditions x 3
     assert res.n_shareable == int(audit["shareable"].sum())
     assert sum(res.shareable_by_condition.values()) == res.n_shareable
     assert res.educator_created and res.educator_email == "educator@example.org"
@@ -90,7 +90,7 @@ def test_seeding_again_skips_every_stage_keeps_the_account_and_reports_no_sharea
     caplog.set_level("INFO", logger="phenosynth.edu.seed")
     again = seed_demo(root / "ws", root / "dataset", passwords=LIGHT, **TINY)
     skipped = [r.getMessage() for r in caplog.records if "already done, skipped" in r.getMessage()]
-    assert len(skipped) == 6  # all but the face pass of new synthetic images, which found none to do
+    assert len(skipped) == 7  # all but the face pass of new synthetic images, which found none to do
     assert (again.n_synthetic, again.n_shareable, again.shareable_by_condition) == (6, 0, {})
     assert not again.educator_created and again.password is None
     db, users = _users(root / "ws")
@@ -114,7 +114,7 @@ def test_serve_seed_demo_prints_the_url_and_the_generated_password_once(seeded, 
     r = CliRunner().invoke(cli, ["serve", "-w", str(ws), "--seed-demo", str(root / "dataset"), "--port", "8765"])
     assert r.exit_code == 0, r.output
     out = " ".join(r.output.split())
-    assert "Run shape-warp-seed0: 0 of 6 synthetic images passed the privacy audit and can go into decks." in out
+    assert "Run phenotype-transfer-seed0: 0 of 6 synthetic images passed the privacy audit and can go into decks." in out
     assert "No shareable image: decks will be empty" in out
     password = out.split("password: ")[1].split()[0]
     assert "http://127.0.0.1:8765/login" in out and started

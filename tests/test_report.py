@@ -308,7 +308,7 @@ def _two_runs_one_audited(tmp_path):
     """A workspace with synthetic images of runs r1 (audited: 2 of 3 images flagged) and r2 (never audited)."""
     import json
 
-    from _workspaces import image_row, save_rows
+    from tests._workspaces import image_row, save_rows
 
     from phenosynth.data.workspace import Workspace
 

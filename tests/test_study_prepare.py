@@ -25,7 +25,7 @@ def test_prepare_study_generates_runs_the_face_pass_and_ranks(tmp_path):
     real_ids = set(ws.load_manifest()["image_id"])
     assert not (ws.root / "ranking.parquet").exists()
     spec = StudySpec.model_validate({
-        "backbones": ["shape68"], "regimes": {"real": True, "synthetic": [2]}, "folds": 2,
+        "backbones": ["shape68"], "regimes": {"real": True, "synthetic": [2]}, "folds": 2, "allow_fewer": True,
         "selection": "top-per-class", "representation": "shape68",
         "generator": {"name": "shape-warp", "per_class": 2, "seed": 0}})
     prepare_study(ws, spec)

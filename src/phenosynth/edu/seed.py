@@ -22,7 +22,7 @@ from phenosynth.progress import ProgressCallback, report
 
 log = logging.getLogger(__name__)
 
-SEED_STAGES = ("dataset", "ingest", "split", "faces", "generate", "faces-syn", "audit")
+SEED_STAGES = ("dataset", "ingest", "donors", "split", "faces", "generate", "faces-syn", "audit")
 #: The seeded educator's email unless another is given.
 DEFAULT_EDUCATOR_EMAIL = "educator@example.org"
 
@@ -63,7 +63,7 @@ def build_demo_workspace(workspace: str | Path, dataset_dir: str | Path, *,
     from phenosynth.data.ingest import ingest
     from phenosynth.data.split import split
     from phenosynth.data.workspace import Workspace
-    from phenosynth.demo.dataset import build_demo_dataset
+    from phenosynth.demo.dataset import DONORS_CSV, build_demo_dataset
     from phenosynth.demo.run import DEFAULT_GENERATOR
     from phenosynth.faces import run_face_pass
     from phenosynth.study.spec import GeneratorSpec, load_spec
@@ -84,12 +84,15 @@ def build_demo_workspace(workspace: str | Path, dataset_dir: str | Path, *,
 
     stage("dataset", meta.exists(), lambda: build_demo_dataset(dataset_dir, seed=seed, **dict(dataset_options or {})))
     stage("ingest", ws.manifest_path.exists(), lambda: ingest(meta, ws))
+    donors_csv = dataset_dir / DONORS_CSV  # the donor pool: the identities of the demo's identity-free generator
+    stage("donors", not donors_csv.exists() or bool((ws.load_manifest()["source"] == mf.DONOR).any()),
+          lambda: ingest(donors_csv, ws, donors=True))
     stage("split", bool(ws.load_manifest()["split"].notna().any()),
           lambda: split(ws, test_size=0.25, folds=spec.folds, seed=42))
     stage("faces", ws.faces_path.exists(), lambda: run_face_pass(ws, workers=workers))
     have = bool((mf.synthetic(ws.load_manifest())["generator"] == gen.name).any())
     stage("generate", have, lambda: generate(ws, generator=gen.name, per_class=per_class or gen.per_class,
-                                             seed=gen.seed, name=run, n_jobs=workers))
+                                             seed=gen.seed, name=run, n_jobs=workers, options=gen.options))
     stage("faces-syn", False, lambda: run_face_pass(ws, workers=workers))  # only the new (synthetic) images
     stage("audit", (audit_dir(ws, run) / "audit.parquet").exists(),
           lambda: audit(ws, run, **dict(audit_options or {})))
