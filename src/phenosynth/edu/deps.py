@@ -97,3 +97,26 @@ def render(request: Request, template: str, context: dict[str, Any] | None = Non
     ctx = {"csrf_token": csrf_token(request), "csrf_field": CSRF_FIELD, "user": getattr(request.state, "viewer", None)}
     ctx.update(context or {})
     return request.app.state.templates.TemplateResponse(request, template, ctx, status_code=status_code)
+
+
+
+def gated_file(locate: Any) -> Response:
+    """The file ``locate()`` names, or 403 with the reason when the deck gate refuses it (``locate`` raises
+    :class:`phenosynth.edu.decks.DeckError`): every image route serves through this, so the gate is checked again as
+    a file is served (a re-audit that flags an image, or a retired image, answers 403)."""
+    from fastapi.responses import FileResponse
+
+    from phenosynth.edu.decks import DeckError
+
+    try:
+        path = locate()
+    except DeckError as exc:
+        raise HTTPException(status_code=403, detail=str(exc)) from None
+    return FileResponse(path, headers={"Cache-Control": "private, max-age=300"})
+
+
+def gated_image(request: Request, image: Any) -> Response:
+    """:func:`gated_file` of deck image ``image``."""
+    from phenosynth.edu.decks import image_path
+
+    return gated_file(lambda: image_path(image, request.app.state.images, request.app.state.edu_dir))

@@ -4,14 +4,14 @@ export and import. Every route depends on :func:`current_educator` (403 for a tr
 from __future__ import annotations
 
 from fastapi import APIRouter, Depends, File, Form, HTTPException, Request, UploadFile
-from fastapi.responses import FileResponse, RedirectResponse, Response
+from fastapi.responses import RedirectResponse, Response
 from sqlalchemy import select
 from starlette.concurrency import run_in_threadpool
 from sqlalchemy.orm import Session, object_session
 
 from phenosynth.edu import decks as D
 from phenosynth.edu.db import Deck, DeckCondition, User
-from phenosynth.edu.deps import current_educator, get_db, render
+from phenosynth.edu.deps import current_educator, gated_file, get_db, render
 from phenosynth.edu.routes.practice import deck_practice_open
 
 router = APIRouter(tags=["decks"], dependencies=[Depends(current_educator)])
@@ -140,21 +140,14 @@ def annotate(request: Request, deck_id: int, condition_id: int, name: str = Form
 @router.get("/decks/{deck_id:int}/images/{image_pk:int}")
 def deck_image_file(request: Request, deck_id: int, image_pk: int, db: Session = Depends(get_db, scope="function")) -> Response:
     deck = _deck(db, deck_id)
-    try:
-        path = D.image_path(D.deck_image(deck, image_pk), request.app.state.images, request.app.state.edu_dir)
-    except D.DeckError as exc:
-        raise HTTPException(status_code=403, detail=str(exc)) from None
-    return FileResponse(path, headers={"Cache-Control": "private, max-age=300"})
+    return gated_file(lambda: D.image_path(D.deck_image(deck, image_pk), request.app.state.images,
+                                           request.app.state.edu_dir))
 
 
 @router.get("/workspace/images/{image_id}")
 def candidate_file(request: Request, image_id: str) -> Response:
     """A workspace image for the grid: only one a deck may take (never a real photo or a flagged image)."""
-    try:
-        path = request.app.state.images.file(image_id)
-    except D.DeckError as exc:
-        raise HTTPException(status_code=403, detail=str(exc)) from None
-    return FileResponse(path, headers={"Cache-Control": "private, max-age=300"})
+    return gated_file(lambda: request.app.state.images.file(image_id))
 
 
 @router.get("/decks/{deck_id:int}/export")

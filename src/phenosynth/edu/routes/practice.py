@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING
 
 import pandas as pd
 from fastapi import APIRouter, Depends, Form, HTTPException, Request
-from fastapi.responses import FileResponse, RedirectResponse, Response
+from fastapi.responses import RedirectResponse, Response
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
@@ -35,7 +35,7 @@ from phenosynth.edu import quizzes as Q
 from phenosynth.edu.annotations import PLAIN_LANGUAGE
 from phenosynth.edu.db import (EDUCATOR, Answer, Attempt, Deck, DeckCondition, DeckImage, Exercise, Membership,
                                ReviewCard, User, utcnow)
-from phenosynth.edu.deps import current_educator, current_user, get_db, render
+from phenosynth.edu.deps import current_educator, current_user, gated_image, get_db, render
 
 if TYPE_CHECKING:
     import fsrs
@@ -240,11 +240,7 @@ def practice_image(request: Request, exercise_id: int, image_pk: int, db: Sessio
     img = db.get(DeckImage, image_pk)
     if img is None or img.deck_id != ex.deck_id or img.retired or img.id in Q.held_back(db, ex.deck_id):
         raise HTTPException(status_code=404, detail="No such image in this practice.")
-    try:
-        path = D.image_path(img, request.app.state.images, request.app.state.edu_dir)
-    except D.DeckError as exc:
-        raise HTTPException(status_code=403, detail=str(exc)) from None
-    return FileResponse(path, headers={"Cache-Control": "private, max-age=300"})
+    return gated_image(request, img)
 
 
 @router.post("/decks/{deck_id:int}/practice", dependencies=[Depends(current_educator)])

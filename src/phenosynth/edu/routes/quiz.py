@@ -10,15 +10,14 @@ go through the deck gate again (a re-audit that flags an image stops it at once)
 from __future__ import annotations
 
 from fastapi import APIRouter, Depends, Form, HTTPException, Request
-from fastapi.responses import FileResponse, RedirectResponse, Response
+from fastapi.responses import RedirectResponse, Response
 from sqlalchemy.orm import Session
 
 from phenosynth.edu import cohorts as C
-from phenosynth.edu import decks as D
 from phenosynth.edu import quizzes as Q
 from phenosynth.edu.accounts import AccountError
 from phenosynth.edu.db import Attempt, Deck, DeckImage, Exercise, User
-from phenosynth.edu.deps import Viewer, current_user, get_db, render
+from phenosynth.edu.deps import Viewer, current_user, gated_image, get_db, render
 from phenosynth.edu.security import CSRF_SESSION_KEY, new_csrf_token
 
 router = APIRouter(tags=["quiz"])
@@ -185,11 +184,7 @@ def question_image(request: Request, attempt_id: int, item: int, db: Session = D
     img = db.get(DeckImage, attempt.items[item]["deck_image_id"])
     if img is None:
         raise HTTPException(status_code=404, detail="No such image in your quizzes.")
-    try:
-        path = D.image_path(img, request.app.state.images, request.app.state.edu_dir)
-    except D.DeckError as exc:
-        raise HTTPException(status_code=403, detail=str(exc)) from None
-    return FileResponse(path, headers={"Cache-Control": "private, max-age=300"})
+    return gated_image(request, img)
 
 
 def trainee_home(db: Session, user: User) -> list[dict[str, object]]:
