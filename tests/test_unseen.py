@@ -183,3 +183,155 @@ def test_score_unseen_leave_one_subject_out_on_hand_made_embeddings():
 def test_score_unseen_without_photos_is_a_user_error():
     with pytest.raises(PhenosynthError, match="--unseen-fraction"):
         score_unseen(np.zeros((0, 3)), [], [], np.eye(3), ["a", "b", "c"])
+
+
+# --- every training cell scores the unseen conditions (issue 15, item 5) ------------------------------------------------
+
+
+def _angles(*degrees: float) -> list[list[float]]:
+    return [[float(np.cos(np.radians(d))), float(np.sin(np.radians(d)))] for d in degrees]
+
+
+#: Seen conditions: (fold-0 photo, fold-1 photo, test photo) as angles in the plane (cosine distance ranks by angle).
+SEEN_ANGLES = {"A": (0, 5, 2), "B": (90, 75, 92), "C": (180, 185, 182), "D": (300, 302, 301), "E": (315, 317, 316),
+               "F": (325, 327, 326), "G": (330, 332, 331)}
+#: Unseen photos: (image_id, condition, subject, angle). W has one subject: nothing to match, skipped.
+UNSEEN_ANGLES = [("u1", "U", "u1", 40), ("u2", "U", "u2", 60), ("v1", "V", "v1", 250), ("v2", "V", "v2", 340),
+                 ("w1", "W", "w1", 130), ("w2", "W", "w1", 131)]
+
+
+def angle_workspace(root, *, unseen: bool = True) -> tuple[Workspace, list[str], np.ndarray]:
+    """7 seen conditions (a photo in fold 0, one in fold 1, one test photo each) and 3 unseen ones, every photo its
+    own 2-d embedding at a hand-chosen angle (no image files: the features are given); ``unseen=False``: the same
+    workspace without the unseen photos."""
+    rows, degrees = [], []
+
+    def add(image_id, label, subject, split_, fold, degree):
+        rows.append({"image_id": image_id, "path": f"{image_id}.png", "label": label, "subject_id": subject,
+                     "source": "real", "split": split_, "fold": fold})
+        degrees.append(degree)
+
+    for label, (f0, f1, test) in SEEN_ANGLES.items():
+        add(f"{label}0", label, f"{label}-s0", "train", 0, f0)
+        add(f"{label}1", label, f"{label}-s1", "train", 1, f1)
+        add(f"{label}t", label, f"{label}-st", "test", None, test)
+    for image_id, label, subject, degree in UNSEEN_ANGLES if unseen else []:
+        add(image_id, label, subject, "unseen", None, degree)
+    ws = Workspace.open(root / "ws", create=True)
+    ws.save_manifest(conform(pd.DataFrame(rows)))
+    return ws, [r["image_id"] for r in rows], np.array(_angles(*degrees), dtype=np.float32)
+
+
+@pytest.mark.parametrize("mode", ["probe", "gallery"])
+def test_train_cell_scores_unseen_conditions_as_a_hand_computation_says(tmp_path, mode):
+    from phenosynth.training import TrainConfig, train_cell
+
+    ws, ids, X = angle_workspace(tmp_path)
+    cfg = TrainConfig(backbone="angles", weights="none", mode=mode, folds=2, hparams={"C": 1.0} if mode == "probe"
+                      else {})
+    rows = {fold: train_cell(ws, cfg, fold, 0, features=(ids, X)) for fold in (0, 1)}
+    # Label space: 7 seen + 3 unseen = 10 conditions. Fold 0's seen gallery is its training set, the fold-1 photos
+    # (A 5, B 75, C 185, D 302, E 317, F 327, G 332 degrees); fold 1's the fold-0 photos (A 0, B 90, ...).
+    # u1 (40): U's u2 (60) at 20 beats B (35) and A: hit in both folds.
+    # u2 (60): fold 0: B's 75 (15) beats U's u1 (20): rank 2; fold 1: B at 90 (30): hit.
+    # v1 (250): D 52 / 50, C 65 / 70, E 67 / 65, F 77 / 75, G 82 / 80 degrees, then V's v2 (90): rank 6 in both.
+    # v2 (340): G 8, F 13, E 23, A 25 / 20, D 38, U's u1 60, then V's v1 (90): rank 7 in both.
+    # W's two photos are one subject: nothing to match them with, skipped.
+    expected = {0: {"unseen_top1": 1 / 4, "unseen_top5": 2 / 4}, 1: {"unseen_top1": 2 / 4, "unseen_top5": 2 / 4}}
+    for fold, row in rows.items():
+        assert {k: row[k] for k in expected[fold]} == pytest.approx(expected[fold]), fold
+        assert row["unseen_top10"] == row["unseen_top30"] == 1.0  # k >= the 10 conditions
+        assert (row["unseen_conditions"], row["unseen_queries"], row["unseen_skipped"]) == (2, 4, 2)
+        assert row["n_classes"] == 7 and row["n_test"] == 7  # the seen side is the 7 seen conditions only
+
+
+def test_seen_numbers_and_a_split_without_unseen_conditions_are_unchanged(tmp_path, monkeypatch):
+    from phenosynth.training import RESULT_COLUMNS, TrainConfig, train_cell
+    from phenosynth.training import cell as C
+
+    with_unseen = angle_workspace(tmp_path / "a")
+    without = angle_workspace(tmp_path / "b", unseen=False)
+    cfg = TrainConfig(backbone="angles", weights="none", mode="probe", folds=2)
+    rows = {name: train_cell(ws, cfg, 0, 0, features=(ids, X)) for name, (ws, ids, X) in
+            (("with", with_unseen), ("without", without))}
+    assert list(rows["without"]) == RESULT_COLUMNS  # no unseen_* column at all
+    assert {c for c in rows["with"] if c not in RESULT_COLUMNS} == {
+        "unseen_top1", "unseen_top5", "unseen_top10", "unseen_top30", "unseen_conditions", "unseen_queries",
+        "unseen_skipped"}
+    # the code before unseen scoring: the same cell with the unseen step switched off
+    monkeypatch.setattr(C, "_with_unseen", lambda ws, config, row, skipped, *a: (row, skipped))
+    before = {name: train_cell(ws, cfg, 0, 0, features=(ids, X)) for name, (ws, ids, X) in
+              (("with", with_unseen), ("without", without))}
+    drop = ["fit_seconds"]
+    assert {k: v for k, v in rows["without"].items() if k not in drop} == \
+        {k: v for k, v in before["without"].items() if k not in drop}
+    assert {k: rows["with"][k] for k in RESULT_COLUMNS if k not in drop} == \
+        {k: v for k, v in before["with"].items() if k not in drop}
+
+
+def test_the_head_never_fits_an_unseen_condition(tmp_path, monkeypatch):
+    from phenosynth.models.trainers import ProbeClassifier
+    from phenosynth.training import TrainConfig, train_cell
+
+    ws, ids, X = angle_workspace(tmp_path)
+    fitted = []
+    original = ProbeClassifier.fit
+
+    def spy(self, X_, y, **kw):
+        fitted.append((np.asarray(X_).copy(), np.asarray(y).copy(), kw["n_classes"]))
+        return original(self, X_, y, **kw)
+
+    monkeypatch.setattr(ProbeClassifier, "fit", spy)
+    row = train_cell(ws, TrainConfig(backbone="angles", weights="none", mode="probe", folds=2, hparams={"C": 1.0}),
+                     0, 0, features=(ids, X))
+    assert row["unseen_queries"] == 4 and len(fitted) == 1
+    Xfit, yfit, n_classes = fitted[0]
+    model_classes = ProbeClassifier(C=1.0).fit(Xfit, yfit, n_classes=n_classes).classes_
+    assert n_classes == 7 and list(model_classes) == list(range(7))  # the 7 seen conditions, nothing else
+    unseen_rows = X[[ids.index(i) for i, *_ in UNSEEN_ANGLES]]
+    assert not any(np.isclose(Xfit, u, atol=1e-6).all(axis=1).any() for u in unseen_rows)  # no unseen photo fitted
+
+
+def test_ensembles_and_views_score_unseen_conditions_like_the_cell(tmp_path):
+    """An ensemble cell's unseen numbers average its members' condition scores over the cell's gallery; a TTA cell
+    embeds each image as the mean of its normalised views."""
+    from phenosynth.training import TrainConfig, train_cell
+
+    ws, ids, X = angle_workspace(tmp_path)
+    noise = np.random.default_rng(0).normal(0, 1, X.shape).astype(np.float32)
+    feats = {("a", "identity"): (ids, X), ("b", "identity"): (ids, noise)}
+    row = train_cell(ws, TrainConfig(backbone="a+b", weights="none", mode="gallery", folds=2), 0, 0, features=feats)
+    pos = [ids.index(i) for i, *_ in UNSEEN_ANGLES]
+    gallery = [ids.index(f"{c}1") for c in SEEN_ANGLES]  # fold 0's gallery: the fold-1 photos
+    out = score_unseen([X[pos], noise[pos]], [c for _, c, _, _ in UNSEEN_ANGLES], [s for _, _, s, _ in UNSEEN_ANGLES],
+                       [X[gallery], noise[gallery]], list(SEEN_ANGLES), ks=(1, 5, 10, 30))
+    assert {k: row[f"unseen_{k}"] for k in ("top1", "top5", "top10", "top30", "queries", "skipped")} == \
+        pytest.approx(out.iloc[0][["top1", "top5", "top10", "top30", "queries", "skipped"]].to_dict())
+    # test-time views: each image's embedding is the mean of its L2-normalised views (here a rotated copy)
+    from phenosynth.models.trainers import l2_normalised
+
+    turned = np.array(_angles(*np.degrees(np.arctan2(X[:, 1], X[:, 0])) + 25), dtype=np.float32)
+    views = {("a", "identity"): (ids, X), ("a", "flip"): (ids, 3 * turned)}
+    tta = train_cell(ws, TrainConfig(backbone="a", weights="none", mode="gallery", folds=2, tta=["flip"]), 0, 0,
+                     features=views)
+    mean = np.mean([l2_normalised(X), l2_normalised(turned)], axis=0)
+    out = score_unseen(mean[pos], [c for _, c, _, _ in UNSEEN_ANGLES], [s for _, _, s, _ in UNSEEN_ANGLES],
+                       mean[gallery], list(SEEN_ANGLES), ks=(1, 5))
+    assert (tta["unseen_top1"], tta["unseen_top5"]) == pytest.approx((out.at[0, "top1"], out.at[0, "top5"]))
+
+
+def test_score_unseen_ensemble_is_the_mean_of_the_members_distances():
+    # member 1: u1 at 0, u2 at 20, S at 50 degrees -> each query's nearest is the other U photo (hits);
+    # member 2: u1 at 0, u2 at 80, S at 30 -> S is nearer (misses). Mean cosine distances: u1: U (.060 + .826) / 2 =
+    # .443 vs S (.357 + .134) / 2 = .246; u2: U .443 vs S (.134 + .357) / 2 = .246 -> both miss.
+    m1 = np.array(_angles(0, 20), np.float32), np.array(_angles(50), np.float32)
+    m2 = np.array(_angles(0, 80), np.float32), np.array(_angles(30), np.float32)
+    args = (["U", "U"], ["u1", "u2"])
+    assert score_unseen(m1[0], *args, m1[1], ["S"], ks=(1,)).at[0, "top1"] == 1.0
+    assert score_unseen(m2[0], *args, m2[1], ["S"], ks=(1,)).at[0, "top1"] == 0.0
+    both = score_unseen([m1[0], m2[0]], *args, [m1[1], m2[1]], ["S"], ks=(1,))
+    assert both.at[0, "top1"] == 0.0 and both.at[0, "queries"] == 2
+    # m per member: member 1 with m = 2 averages U's one photo and has the same ranking
+    assert score_unseen([m1[0], m2[0]], *args, [m1[1], m2[1]], ["S"], m=[2, 1], ks=(1,)).at[0, "top1"] == 0.0
+    with pytest.raises(ValueError, match="one entry per ensemble member"):
+        score_unseen([m1[0], m2[0]], *args, [m1[1]], ["S"])

@@ -29,6 +29,22 @@ def default_run_name(ws: Workspace, config: TrainConfig) -> str:
     return f"{base}-{k}"
 
 
+def unseen_table(df) -> Table:
+    """The unseen conditions' top-k of a run's results (its ``unseen_*`` columns), with what was scored."""
+    from phenosynth.study.report.unseen_section import unseen_counts
+
+    counts = unseen_counts(df)
+    table = Table(title=f"unseen conditions: {counts['conditions']} held out whole, {counts['queries']} photos matched "
+                        f"by gallery (leave-one-subject-out; label space {counts['seen']} seen + "
+                        f"{counts['conditions']} unseen), {counts['skipped']} skipped (no photo of another subject); "
+                        f"mean (SD) over {len(df)} model(s), %")
+    ks = ("top1", "top5", "top10", "top30")
+    for col in ks:
+        table.add_column(col, justify="right")
+    table.add_row(*(format_mean_sd(*mean_sd(df[f"unseen_{c}"].tolist())) for c in ks))
+    return table
+
+
 @command("train")
 def train_command(
     ctx: typer.Context,
@@ -69,7 +85,9 @@ def train_command(
 ) -> None:
     """Train one configuration under k-fold CV; every fold's model is scored on the held-out real test set.
 
-    Writes WS/runs/NAME/results.csv (one row per fold and seed), config.yaml and skipped.csv.
+    Writes WS/runs/NAME/results.csv (one row per fold and seed), config.yaml and skipped.csv. When the split holds
+    unseen conditions (split --unseen-fraction), each model also matches their photos by gallery (columns unseen_*)
+    and both are printed apart.
 
     Example: [bold]phenosynth train -w ws --backbone mobilenet_v2 --regime mixed --n-synthetic 400[/]
     """
@@ -96,13 +114,17 @@ def train_command(
     trained = sorted(set(int(v) for v in df["n_synthetic"]))  # what the models trained on, not what was asked
     shown_n = str(trained[0]) if len(trained) == 1 else f"{trained[0]}-{trained[-1]}"
     asked = f" (asked {n_synthetic})" if n_synthetic is not None and trained != [n_synthetic] else ""
+    unseen = "unseen_top1" in df.columns
     table = Table(title=f"{backbone} · {regime}" + (f" · n={shown_n}{asked}" if regime != "real" else "")
                   + f" · {mode}" + (f" · tta {'+'.join(config.tta)}" if config.tta else "")
-                  + " — held-out real test set, mean (SD) over {len(df)} model(s), %")
+                  + (" — seen conditions:" if unseen else " —")
+                  + f" held-out real test set, mean (SD) over {len(df)} model(s), %")
     for col in ("top1", "top5", "top10", "top30", "macro_f1"):
         table.add_column(col, justify="right")
     table.add_row(*(format_mean_sd(*mean_sd(df[c].tolist())) for c in ("top1", "top5", "top10", "top30", "macro_f1")))
     console.print(table)
+    if unseen:
+        console.print(unseen_table(df))
     skipped = int(df["n_skipped"].max()) if len(df) else 0
     console.print(
         f"{len(df)} model(s) on {int(df['n_train'].mean())} training images (mean), {int(df['n_test'].iloc[0])} test "

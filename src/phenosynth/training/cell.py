@@ -35,7 +35,7 @@ from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
@@ -47,6 +47,9 @@ from phenosynth.data.workspace import Workspace, atomic_write, locks_workspace
 from phenosynth.errors import PhenosynthError, WorkspaceError
 from phenosynth.evaluate.metrics import TOPK, macro_f1, topk_accuracies, topk_accuracy
 from phenosynth.progress import ProgressCallback, report
+
+if TYPE_CHECKING:
+    from phenosynth.training.unseen import UnseenPhotos
 
 log = logging.getLogger(__name__)
 
@@ -426,19 +429,24 @@ def _view_means(rows: dict[str, tuple[dict[str, int], np.ndarray]], sub: list[st
 def _run_cell(ws: Workspace, config: TrainConfig, fold: int, seed: int,
               features: tuple[Sequence[str], np.ndarray] | FeatureViews | None, *,
               sets: CellSets | None = None,
-              fit_cache: FitCache | None = None) -> tuple[dict[str, Any], list[tuple[str, str, str]]]:
+              fit_cache: FitCache | None = None,
+              unseen: UnseenPhotos | None = None) -> tuple[dict[str, Any], list[tuple[str, str, str]]]:
     """One fold x seed: its sets (``sets``: :func:`cell_sets` already computed, so selection runs once per cell),
     the grid fitted (or taken from ``fit_cache``) per ensemble member, each member's best model on validation scored
-    on the test set (views and members averaged, see the module docstring)."""
+    on the test set (views and members averaged, see the module docstring); plus the unseen conditions' columns when
+    the split holds some (``unseen``: :func:`~phenosynth.training.unseen.unseen_photos`, else read here)."""
     from phenosynth.models.trainers import TRAINERS
 
-    if sets is None:
-        sets = cell_sets(ws, ws.load_manifest(), config, fold, seed)
+    if sets is None or unseen is None:
+        manifest = ws.load_manifest()
+        sets = cell_sets(ws, manifest, config, fold, seed) if sets is None else sets
+        unseen = _unseen_photos(manifest) if unseen is None else unseen
     wanted = sorted({i for s in sets[1].values() for i in s})
     trainer_cls = TRAINERS.get(config.mode)
     if trainer_cls.input_kind != "features":
-        return _run_image_cell(ws, config, fold, seed, sets, wanted)
-    feats = as_feature_views(config, features) or _features(ws, config, wanted)
+        row, skipped = _run_image_cell(ws, config, fold, seed, sets, wanted)
+        return _with_unseen(ws, config, row, skipped, sets, unseen, None, {})
+    feats = as_feature_views(config, features) or _features(ws, config, sorted(set(wanted) | set(unseen.ids)))
     views = config.views()
     rows = {member: {v: ({str(i): r for r, i in enumerate(feats[member, v][0])}, feats[member, v][1])
                      for v in views} for member, _ in config.members()}
@@ -476,7 +484,41 @@ def _run_cell(ws: Workspace, config: TrainConfig, fold: int, seed: int,
         best_score = topk_accuracy(data.y_val, np.mean(val_scores, axis=0), 1) if len(data.val_ids) else 0.0
         best_hp = chosen
     fit_seconds = time.perf_counter() - t0
-    return _result_row(config, fold, seed, data, scores, best_score, best_hp, fit_seconds), data.skipped
+    row = _result_row(config, fold, seed, data, scores, best_score, best_hp, fit_seconds)
+    return _with_unseen(ws, config, row, data.skipped, (data.classes, {"train": data.train_ids}, sets[2]), unseen,
+                        rows, chosen)
+
+
+def _unseen_photos(manifest: pd.DataFrame) -> UnseenPhotos:
+    from phenosynth.training.unseen import unseen_photos
+
+    return unseen_photos(manifest)
+
+
+def _with_unseen(ws: Workspace, config: TrainConfig, row: dict[str, Any], skipped: list[tuple[str, str, str]],
+                 sets: CellSets, unseen: UnseenPhotos, members: dict[str, Any] | None,
+                 chosen: dict[str, dict[str, Any]]) -> tuple[dict[str, Any], list[tuple[str, str, str]]]:
+    """``row`` plus the unseen conditions' columns (:func:`phenosynth.training.unseen.unseen_columns`: gallery
+    matching, leave-one-subject-out, the cell's training set ``sets[1]["train"]`` as the seen gallery) when the
+    split holds unseen conditions; ``row`` as it is otherwise. ``members``: the cell's features by member and view
+    (None: a cell that reads crops, e.g. ``finetune``: its backbone's features are read from the cache);
+    ``chosen``: the hyper-parameters chosen per member (mode ``gallery``: its ``m``)."""
+    if not unseen:
+        return row, skipped
+    from phenosynth.training.unseen import unseen_columns
+
+    classes, cell, label_of = sets
+    gallery = list(cell["train"])
+    if members is None:  # the frozen backbone's features, through the feature cache
+        feats = _features(ws, config, sorted(set(gallery) | set(unseen.ids)))
+        members = {b: {v: ({str(i): r for r, i in enumerate(feats[b, v][0])}, feats[b, v][1])
+                       for v in config.views()} for b, _ in config.members()}
+    have = set.intersection(*(set(row_of) for by_view in members.values() for row_of, _ in by_view.values()))
+    seen = set(classes)
+    gallery = [i for i in gallery if i in have and label_of.get(i) in seen]
+    m = {b: int(hp.get("m", 1)) for b, hp in chosen.items()} if config.mode == "gallery" else {}
+    columns, left_out = unseen_columns(members, gallery, [label_of[i] for i in gallery], unseen, classes, m)
+    return {**row, **columns}, skipped + left_out
 
 
 def _select(config: TrainConfig, seed: int, data: CellData, get: Any, scorer: Any, n_classes: int,
@@ -617,8 +659,9 @@ def _train_into(ws: Workspace, config: TrainConfig, name: str, run_dir: Path, fo
 
     # every fold's sets, selected once: each fold selects synthetic images without its own children
     sets = {(fold, seed): cell_sets(ws, manifest, config, fold, seed) for seed in config.seeds for fold in folds}
+    unseen = _unseen_photos(manifest)
     if TRAINERS.get(config.mode).input_kind == "features":
-        ids = {i for _, cell, _ in sets.values() for s in cell.values() for i in s}
+        ids = {i for _, cell, _ in sets.values() for s in cell.values() for i in s} | set(unseen.ids)
         features = _features(ws, config, sorted(ids), on_progress)
     rows, skipped = [], {}
     if config.regime != "real":  # what the privacy gate left out of the candidates, with the audit's reasons
@@ -627,11 +670,12 @@ def _train_into(ws: Workspace, config: TrainConfig, name: str, run_dir: Path, fo
     fit_cache = FitCache()  # folds that train on the same data share their fitted models
     for seed in config.seeds:
         for fold in folds:
-            row, sk = _run_cell(ws, config, fold, seed, features, sets=sets[fold, seed], fit_cache=fit_cache)
+            row, sk = _run_cell(ws, config, fold, seed, features, sets=sets[fold, seed], fit_cache=fit_cache,
+                                unseen=unseen)
             rows.append(row)
             for image_id, role, reason in sk:
                 skipped.setdefault((image_id, reason), role)
-            df = pd.DataFrame(rows)[RESULT_COLUMNS]
+            df = _results_frame(rows)
             keys = ["backbone", "regime", "n_synthetic", "fold", "seed"]
             # timings apart, so results.csv is bit-identical across reruns
             atomic_write(run_dir / "results.csv", lambda p: df.drop(columns=TIMING_COLUMNS).to_csv(p, index=False))
@@ -643,4 +687,12 @@ def _train_into(ws: Workspace, config: TrainConfig, name: str, run_dir: Path, fo
     atomic_write(run_dir / "skipped.csv", lambda p: sk_df.to_csv(p, index=False))
     if len(sk_df):
         log.warning("%d image(s) skipped, with reasons, in %s", len(sk_df), run_dir / "skipped.csv")
-    return pd.DataFrame(rows)[RESULT_COLUMNS]
+    return _results_frame(rows)
+
+
+def _results_frame(rows: list[dict[str, Any]]) -> pd.DataFrame:
+    """A run's results: :data:`RESULT_COLUMNS`, then the unseen conditions' columns when the split has them."""
+    from phenosynth.training.unseen import unseen_columns_in
+
+    df = pd.DataFrame(rows)
+    return df[RESULT_COLUMNS + unseen_columns_in(df.columns)]

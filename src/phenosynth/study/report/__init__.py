@@ -5,6 +5,7 @@
 - :mod:`.uncertainty`: the bootstrap interval of each setting's top-1 over the test images;
 - :mod:`.context`: statistics of the workspace the study ran on;
 - :mod:`.cautions`: the warnings a reader of the numbers must see;
+- :mod:`.unseen_section`: seen vs unseen conditions' top-k (only when the split held unseen conditions);
 - :mod:`.page`: report.html, rendered by Jinja2 from ``study/templates/report.html``;
 - :mod:`.build`: :func:`build_report`, which reads the run folder and writes every file.
 """

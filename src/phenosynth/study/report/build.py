@@ -1,6 +1,7 @@
 """The study's report, rebuilt from ``results.csv`` alone (plus config.yaml and the workspace for context when they
 are there): Table 1 (``table.md``, ``table.csv``, ``table.tex``), Figure 1 (``figure_top1.{png,svg,pdf}`` and one per
-k that is not trivially 100 %) and ``report.html``."""
+k that is not trivially 100 %), the seen vs unseen table (``table_unseen.{md,csv}``, only when the split held unseen
+conditions) and ``report.html``."""
 
 from __future__ import annotations
 
@@ -35,6 +36,7 @@ from phenosynth.study.report.tables import (
     training_set_sizes,
 )
 from phenosynth.study.report.uncertainty import top1_test_ci
+from phenosynth.study.report.unseen_section import write_unseen_tables
 
 
 class ReportError(PhenosynthError):
@@ -124,12 +126,14 @@ def build_report(run_dir: str | os.PathLike[str], *, ws: Any = None) -> Report:
     figure_files, figures = write_figures(run_dir, summary, left_out)
     rep.files += figure_files
     rep.warnings = collect_warnings(results, summary, config, stats, ws_root)
+    unseen_files, unseen = write_unseen_tables(run_dir, results)
+    rep.files += unseen_files
     subtitle = (f"{plural(len(results), 'trained model')} · {plural(results['backbone'].nunique(), 'backbone')} · "
                 f"workspace {ws_root if ws_root else '(not available)'}")
     page = render_report(
         name=config.get("name", run_dir.name), subtitle=subtitle, notice=spec.get("notice"), warnings=rep.warnings,
         summary=summary, top1_ci=top1_test_ci(results), figure_title=figure_title(summary), figures=figures,
         figures_left_out=rep.figures_left_out, stats=stats, sizes=training_set_sizes(results), config=config,
-        audit=audit_rows(ws_root))
+        audit=audit_rows(ws_root), unseen=unseen)
     rep.files.append(_write_text(run_dir / "report.html", page))
     return rep

@@ -107,8 +107,11 @@ def top1_ci_rows(ci: pd.DataFrame | None) -> list[dict[str, Any]]:
 def render_report(*, name: str, subtitle: str, notice: str | None, warnings: list[str], summary: pd.DataFrame,
                   top1_ci: pd.DataFrame | None, figure_title: str, figures: list[dict[str, Any]],
                   figures_left_out: dict[str, str], stats: WorkspaceStats, sizes: pd.DataFrame | None,
-                  config: dict[str, Any], audit: list[dict[str, Any]] | None = None) -> str:
-    """report.html as a string (``audit``: the rows of :func:`phenosynth.study.report.audit_section.audit_rows`)."""
+                  config: dict[str, Any], audit: list[dict[str, Any]] | None = None,
+                  unseen: dict[str, Any] | None = None) -> str:
+    """report.html as a string (``audit``: the rows of :func:`phenosynth.study.report.audit_section.audit_rows`;
+    ``unseen``: the section of :func:`phenosynth.study.report.unseen_section.write_unseen_tables`, None: no
+    section)."""
     from jinja2 import Environment, PackageLoader, StrictUndefined
     from markupsafe import Markup
 
@@ -125,4 +128,5 @@ def render_report(*, name: str, subtitle: str, notice: str | None, warnings: lis
         table_header=["Backbone", "Training data", *(metric_header(m) for m in metric_columns(summary))],
         table_rows=table_rows(summary), top1_ci=top1_ci_rows(top1_ci), ci=ci, figure_title=figure_title,
         figures=figures, figures_left_out=figures_left_out, dataset=dataset_items(stats), faces=stats.faces,
-        selection=selection_items(spec, stats), sizes=sizes_html, config=config_items(config), audit=audit or [])
+        selection=selection_items(spec, stats), sizes=sizes_html, config=config_items(config), audit=audit or [],
+        unseen=unseen)
