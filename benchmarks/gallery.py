@@ -18,9 +18,17 @@ extracted once into the workspace's cache (not timed).
 Measured 2026-11-29 (results: benchmarks/results/gallery.md): 60 gallery cells in 8.31 s through train_cell,
 scoring alone 1.53 s, on the shared 2-core VM.
 
+3. Unseen conditions (``--unseen-fraction F``, run alone): its own workspace (``WORKSPACE-unseenF``: the same ORL
+   photos split with ``split --unseen-fraction F``, seed 42, no synthetic images), features of ``dlib_resnet128`` and
+   ``shape68`` (identity view), and for each, gallery and probe cells over the 5 folds (real training set): the seen
+   conditions' top-1/top-5 on their test photos and the unseen ones' by gallery matching, leave-one-subject-out
+   (every ORL photo is its own subject, so each unseen photo is matched against the other 9 of its person plus
+   the cell's training photos of the seen people).
+
 Usage::
 
     PYTHONPATH=src .venv/bin/python benchmarks/gallery.py [--workspace /tmp/bench-gallery] [--per-class 5] [--table]
+    PYTHONPATH=src .venv/bin/python benchmarks/gallery.py --unseen-fraction 0.2
 """
 
 from __future__ import annotations
@@ -114,6 +122,50 @@ def table(df: pd.DataFrame) -> str:
     return "\n".join(lines)
 
 
+UNSEEN_BACKBONES = ("dlib_resnet128", "shape68")
+
+
+def unseen_benchmark(ws_path: Path, data: Path, fraction: float) -> None:
+    """Item 3 of the module docstring: seen vs unseen top-1/top-5, gallery and probe, printed as a Markdown table."""
+    from phenosynth.data.ingest import ingest
+    from phenosynth.data.split import split
+    from phenosynth.data.workspace import Workspace
+    from phenosynth.evaluate.metrics import format_mean_sd, mean_sd
+    from phenosynth.faces.facepass import run_face_pass
+    from phenosynth.models.features import extract_features
+    from phenosynth.study.runner import study_image_ids
+
+    t = time.perf_counter()
+    ws = Workspace.open(ws_path, create=True)
+    if not ws.manifest_path.exists():
+        rows = [{"path": str(f), "label": folder.name, "subject_id": f"{folder.name}-{f.stem}"}
+                for folder in sorted(p for p in data.iterdir() if p.is_dir()) for f in sorted(folder.glob("*.pgm"))]
+        table_path = ws.root.parent / f"{ws.root.name}-real.csv"
+        pd.DataFrame(rows).to_csv(table_path, index=False)
+        ingest(table_path, ws, layout="csv")
+        split(ws, test_size=0.25, folds=FOLDS, seed=42, unseen_fraction=fraction)
+        run_face_pass(ws)
+    ids = study_image_ids(ws)
+    features = {(b, "identity"): extract_features(ws, b, ids, weights="default", preprocessing="paper")
+                for b in UNSEEN_BACKBONES}
+    print(f"unseen workspace and features: {time.perf_counter() - t:.1f} s")
+    from threadpoolctl import threadpool_limits
+
+    with threadpool_limits(2):
+        t = time.perf_counter()
+        df = run_grid(ws, features, [config(b, "real", mode, False) for b in UNSEEN_BACKBONES
+                                     for mode in ("gallery", "probe")])
+        print(f"{len(df)} cells: {time.perf_counter() - t:.1f} s")
+    first = df.iloc[0]
+    print(f"\nORL, --unseen-fraction {fraction}: {int(first['n_classes'])} seen people ({int(first['n_test'])} test "
+          f"photos), {int(first['unseen_conditions'])} unseen people ({int(first['unseen_queries'])} queries, "
+          f"{int(first['unseen_skipped'])} skipped); mean (SD) over {FOLDS} folds, %:\n")
+    print("| backbone | mode | seen top-1 | seen top-5 | unseen top-1 | unseen top-5 |\n|---|---|---|---|---|---|")
+    for (b, mode), g in df.groupby(["backbone", "mode"], sort=False):
+        cells = [format_mean_sd(*mean_sd(g[c])) for c in ("top1", "top5", "unseen_top1", "unseen_top5")]
+        print(f"| {b} | {mode} | " + " | ".join(cells) + " |")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--workspace", type=Path, default=Path("/tmp/bench-gallery"))
@@ -121,8 +173,14 @@ def main() -> None:
     ap.add_argument("--per-class", type=int, default=5)
     ap.add_argument("--fresh", action="store_true")
     ap.add_argument("--table", action="store_true", help="also the accuracy table (probe cells: slower)")
+    ap.add_argument("--unseen-fraction", type=float, default=0.0,
+                    help="only the unseen-conditions table (item 3), in WORKSPACE-unseenF")
     args = ap.parse_args()
     logging.basicConfig(level=logging.WARNING)
+    if args.unseen_fraction > 0:
+        unseen_benchmark(args.workspace.with_name(f"{args.workspace.name}-unseen{args.unseen_fraction:g}"),
+                         args.data, args.unseen_fraction)
+        return
     from threadpoolctl import threadpool_limits
 
     t = time.perf_counter()

@@ -335,3 +335,117 @@ def test_score_unseen_ensemble_is_the_mean_of_the_members_distances():
     assert score_unseen([m1[0], m2[0]], *args, [m1[1], m2[1]], ["S"], m=[2, 1], ks=(1,)).at[0, "top1"] == 0.0
     with pytest.raises(ValueError, match="one entry per ensemble member"):
         score_unseen([m1[0], m2[0]], *args, [m1[1]], ["S"])
+
+
+# --- a study, its report, the train CLI ---------------------------------------------------------------------------------
+
+
+def _angle_study(tmp_path, *, unseen: bool, mode: str = "gallery"):
+    from phenosynth.study.runner import save_feature_file
+
+    ws, ids, X = angle_workspace(tmp_path, unseen=unseen)
+    save_feature_file(ws.root / "features", "shape68", ids, X)
+    spec = {"backbones": ["shape68"], "regimes": {"real": True}, "folds": 2, "trainer": {"mode": mode},
+            "features_from": str(ws.root / "features")}
+    return ws, spec
+
+
+def test_a_study_reports_seen_and_unseen_conditions_apart(tmp_path):
+    from phenosynth.study.runner import run_study
+
+    ws, spec = _angle_study(tmp_path, unseen=True)
+    res = run_study(ws, spec, "s", executor="serial")
+    df = pd.read_csv(res.run_dir / "results.csv")
+    assert len(df) == 2 and df["unseen_top1"].tolist() == [0.25, 0.5]  # the hand computation above, per fold
+    assert df["unseen_top5"].tolist() == [0.5, 0.5] and set(df["unseen_queries"]) == {4}
+    assert list(df.columns[:13]) == ["backbone", "regime", "n_synthetic", "fold", "seed", "top1", "top5", "top10",
+                                     "top30", "macro_f1", "n_train", "n_test", "n_synthetic_requested"]
+    md = (res.run_dir / "table_unseen.md").read_text()
+    assert "| Shape-68 | Real | seen | " in md
+    assert "|  |  | unseen | 37.5 (17.7) | 50.0 (0.0) | 100.0 (0.0) | 100.0 (0.0) |" in md
+    assert "Unseen: 2 conditions held out whole" in md and "4 photos matched" in md and "2 photos skipped" in md
+    tidy = pd.read_csv(res.run_dir / "table_unseen.csv")
+    assert tidy["subset"].tolist() == ["seen", "unseen"] and tidy.loc[1, "top1_mean"] == pytest.approx(0.375)
+    html = (res.run_dir / "report.html").read_text()
+    assert "<h2>Unseen conditions</h2>" in html and "ranked among the 7 seen + 2 unseen conditions" in html
+    assert "<td>unseen</td><td class=\"num\">37.5 (17.7)</td>" in html
+    # Table 1 and Figure 1 stay the seen numbers: the table is the same as from the seen columns alone
+    from phenosynth.study.report import summarize_results, table_markdown
+
+    seen_only = df.drop(columns=[c for c in df.columns if c.startswith("unseen_")])
+    assert (res.run_dir / "table.md").read_text().startswith(table_markdown(summarize_results(seen_only)))
+    # a resumed study gives the same results.csv
+    before = (res.run_dir / "results.csv").read_bytes()
+    next((res.run_dir / "cells").glob("*fold1.json")).unlink()
+    run_study(ws, spec, "s", executor="serial", resume=True)
+    assert (res.run_dir / "results.csv").read_bytes() == before
+    # the probe study matches the unseen conditions with the same gallery: the same unseen numbers
+    probe = run_study(ws, {**spec, "trainer": {"mode": "probe", "C": 1.0}}, "p", executor="serial")
+    pd.testing.assert_frame_equal(pd.read_csv(probe.run_dir / "results.csv").filter(like="unseen_"),
+                                  df.filter(like="unseen_"))
+
+
+def test_a_study_without_unseen_conditions_is_as_before(tmp_path, monkeypatch):
+    from phenosynth.study.runner import run_study
+    from phenosynth.training import cell as C
+
+    ws, spec = _angle_study(tmp_path, unseen=False)
+    res = run_study(ws, spec, "s", executor="serial")
+    html = (res.run_dir / "report.html").read_text()
+    assert "Unseen conditions" not in html and not (res.run_dir / "table_unseen.md").exists()
+    assert not [c for c in pd.read_csv(res.run_dir / "results.csv").columns if c.startswith("unseen")]
+    monkeypatch.setattr(C, "_with_unseen", lambda ws, config, row, skipped, *a: (row, skipped))  # the code before
+    old = run_study(ws, spec, "old", executor="serial")
+    for name in ("results.csv", "table.md", "table.csv", "table.tex"):
+        assert (res.run_dir / name).read_bytes() == (old.run_dir / name).read_bytes(), name
+
+
+def test_train_cli_prints_seen_and_unseen_results_apart(tmp_path, make_colour_workspace, monkeypatch):
+    from phenosynth.models import backbones as B
+    from torch import nn
+
+    ws, paths = make_colour_workspace(tmp_path, n_classes=5, per_class=8, synthetic_per_class=2)
+    r = split(ws, test_size=0.25, folds=3, seed=0, unseen_fraction=0.2)
+    monkeypatch.setattr("phenosynth.faces.align.ensure_aligned_crops",
+                        lambda ws_, ids, size=224, on_progress=None, **kw: {i: paths[i] for i in ids})
+
+    def tiny(spec, path):
+        import torch
+
+        torch.manual_seed(0)
+        return B.TorchBackbone(spec, nn.Sequential(nn.Conv2d(3, 8, 3, stride=2), nn.ReLU(), nn.AdaptiveAvgPool2d(1),
+                                                   nn.Flatten()))
+
+    with B.registered_backbone(B.BackboneSpec(name="test-tiny-unseen", embed_dim=8, native_input_size=32), tiny):
+        res = runner.invoke(app, ["train", "-w", str(ws.root), "--backbone", "test-tiny-unseen", "--weights", "none",
+                                  "--preprocessing", "native", "--folds", "3", "--name", "t"])
+        assert res.exit_code == 0, res.output
+        out = " ".join(res.output.split())
+        assert "seen conditions: held-out real test set, mean (SD) over 3 model(s)" in out
+        assert "unseen conditions: 1 held out whole, 8 photos matched by gallery" in out
+        assert "label space 4 seen + 1 unseen" in out and "0 skipped" in out
+        df = pd.read_csv(ws.runs_dir / "t" / "results.csv")
+        assert (df["unseen_queries"] == 8).all() and (df["n_classes"] == 4).all()
+        assert df["unseen_top1"].between(0, 1).all()
+        # finetune reads crops itself; its unseen photos are matched on the backbone's cached features
+        from phenosynth.training import TrainConfig, train_cell
+
+        cfg = TrainConfig(backbone="test-tiny-unseen", weights="none", preprocessing="native", mode="finetune",
+                          folds=3, hparams={"epochs": 1, "batch_size": 8})
+        row = train_cell(ws, cfg, 0, 0)
+        probe = train_cell(ws, TrainConfig(backbone="test-tiny-unseen", weights="none", preprocessing="native",
+                                           folds=3), 0, 0)
+        assert row["unseen_queries"] == 8 and row["unseen_top1"] == probe["unseen_top1"]
+    assert len(r.unseen_conditions) == 1
+
+
+def test_cells_given_their_sets_find_the_unseen_conditions_themselves(tmp_path):
+    from phenosynth.training import TrainConfig
+    from phenosynth.training.cell import _run_cell, cell_sets
+
+    for unseen, expected in ((True, {"unseen_top1": 0.25, "unseen_queries": 4}), (False, {})):
+        ws, ids, X = angle_workspace(tmp_path / str(unseen), unseen=unseen)
+        cfg = TrainConfig(backbone="angles", weights="none", mode="gallery", folds=2)
+        row, skipped = _run_cell(ws, cfg, 0, 0, (ids, X), sets=cell_sets(ws, ws.load_manifest(), cfg, 0, 0))
+        assert {k: row[k] for k in row if k.startswith("unseen_") and k in expected} == expected
+        assert any(k.startswith("unseen_") for k in row) == unseen

@@ -22,6 +22,11 @@ Ensembles: ``backbone`` may name several backbones joined by ``+`` (``dlib_resne
 one value for all, or one per member joined by ``+``). Each member is fitted (and its hyper-parameters chosen) on its
 own features; the cell's scores are the mean of the members' ``predict_proba`` (heads: probabilities; gallery: the
 condition scores ``1 - d/2``, i.e. the mean of the members' nearest cosine distances). ``finetune`` takes one backbone.
+
+Unseen conditions (``split --unseen-fraction``): when the split holds some, every cell, whatever its mode, also
+matches their photos by gallery (leave-one-subject-out, the cell's training set as the seen gallery, the same
+backbones, views and ensemble; :mod:`phenosynth.training.unseen`) and its row gains the ``unseen_*`` columns; the
+other columns are the seen conditions' numbers, exactly as without unseen conditions.
 """
 
 from __future__ import annotations
@@ -437,6 +442,8 @@ def _run_cell(ws: Workspace, config: TrainConfig, fold: int, seed: int,
     the split holds some (``unseen``: :func:`~phenosynth.training.unseen.unseen_photos`, else read here)."""
     from phenosynth.models.trainers import TRAINERS
 
+    if sets is not None and unseen is None and set(sets[2].values()) <= set(sets[0]):
+        unseen = _unseen_photos(None)  # every label of the manifest is a seen class: no unseen condition
     if sets is None or unseen is None:
         manifest = ws.load_manifest()
         sets = cell_sets(ws, manifest, config, fold, seed) if sets is None else sets
@@ -489,10 +496,11 @@ def _run_cell(ws: Workspace, config: TrainConfig, fold: int, seed: int,
                         rows, chosen)
 
 
-def _unseen_photos(manifest: pd.DataFrame) -> UnseenPhotos:
-    from phenosynth.training.unseen import unseen_photos
+def _unseen_photos(manifest: pd.DataFrame | None) -> UnseenPhotos:
+    """:func:`phenosynth.training.unseen.unseen_photos` of ``manifest`` (None: none)."""
+    from phenosynth.training.unseen import UnseenPhotos, unseen_photos
 
-    return unseen_photos(manifest)
+    return UnseenPhotos() if manifest is None else unseen_photos(manifest)
 
 
 def _with_unseen(ws: Workspace, config: TrainConfig, row: dict[str, Any], skipped: list[tuple[str, str, str]],
@@ -581,7 +589,8 @@ def train_cell(ws: Workspace, config: TrainConfig, fold: int, seed: int, *,
     ``features`` = ``(image_ids, X (N, d))`` already extracted for this backbone, or :data:`FeatureViews` (one per
     ensemble member and test-time view); else they are extracted, from the cache when present. ``fit_cache``: models fitted by earlier cells, reused when this cell trains on the very
     same data (results are identical; without it every cell fits its own). The row holds DESIGN.md's columns plus
-    ``n_val, val_top1, n_classes, n_skipped, selection, mode, weights, preprocessing, validate_on, hparams`` (the chosen ones, JSON) and ``fit_seconds``.
+    ``n_val, val_top1, n_classes, n_skipped, selection, mode, weights, preprocessing, validate_on, hparams`` (the chosen ones, JSON) and ``fit_seconds``;
+    when the split holds unseen conditions, also :data:`phenosynth.training.unseen.UNSEEN_COLUMNS`.
 
     Raises :class:`~phenosynth.errors.LeakageError` (naming the images) when the workspace's split leaks the test set
     into training (:func:`phenosynth.data.leakage.assert_no_leakage`).
