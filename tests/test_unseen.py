@@ -449,3 +449,27 @@ def test_cells_given_their_sets_find_the_unseen_conditions_themselves(tmp_path):
         row, skipped = _run_cell(ws, cfg, 0, 0, (ids, X), sets=cell_sets(ws, ws.load_manifest(), cfg, 0, 0))
         assert {k: row[k] for k in row if k.startswith("unseen_") and k in expected} == expected
         assert any(k.startswith("unseen_") for k in row) == unseen
+
+
+def test_unseen_section_tables_from_a_results_frame():
+    from phenosynth.study.report.unseen_section import unseen_counts, unseen_markdown, unseen_summary
+
+    base = {"backbone": "dlib_resnet128", "n_synthetic": 0, "n_synthetic_requested": 0, "n_classes": 32,
+            "top5": 1.0, "top10": 1.0, "top30": 1.0, "unseen_top5": 0.9, "unseen_top10": 1.0, "unseen_top30": 1.0,
+            "unseen_conditions": 8, "unseen_skipped": 1}
+    results = pd.DataFrame([
+        {**base, "regime": "real", "top1": 0.8, "unseen_top1": 0.5, "unseen_queries": 79},
+        {**base, "regime": "real", "top1": 0.6, "unseen_top1": 0.7, "unseen_queries": 80},
+        {**base, "regime": "synthetic", "n_synthetic": 40, "n_synthetic_requested": 40, "top1": 0.4,
+         "unseen_top1": float("nan"), "unseen_queries": 0},
+    ])
+    summary = unseen_summary(results)
+    assert summary[["regime", "subset", "runs"]].values.tolist() == [
+        ["real", "seen", 2], ["real", "unseen", 2], ["synthetic", "seen", 1], ["synthetic", "unseen", 1]]
+    assert summary["top1_mean"].tolist()[:3] == pytest.approx([0.7, 0.6, 0.4])
+    counts = unseen_counts(results)
+    assert counts == {"conditions": "8", "queries": "0–80", "skipped": "1", "seen": "32"}
+    md = unseen_markdown(summary, counts)
+    assert "| dlib ResNet-128 | Real | seen | 70.0 (14.1) | 100.0 (0.0) |" in md
+    assert "|  | Syn 40 | seen | 40.0 | 100.0 |" in md and "|  |  | unseen | – | 90.0 |" in md
+    assert unseen_summary(results.drop(columns=[c for c in results if c.startswith("unseen_")])) is None

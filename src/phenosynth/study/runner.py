@@ -6,7 +6,9 @@ Layout of ``WS/runs/NAME/``::
     config.yaml      resolved spec + package versions + manifest digest (a resume must match it)
     cells/<id>.json  one finished cell (its results row), written via tmp file + os.replace
     cells/<id>.error.txt   a failed cell's traceback (retried by --resume)
-    results.csv      every cell's row, in grid order (deterministic: timing columns go to timings.csv)
+    results.csv      every cell's row, in grid order (deterministic: timing columns go to timings.csv); when the
+                     split holds unseen conditions, each row also has the unseen_* columns
+                     (phenosynth.training.unseen), the other columns staying the seen conditions' numbers
     timings.csv      the cells' ``*_seconds`` columns
     table.{md,csv,tex}, figure_top*.png, report.html   (phenosynth.study.report)
 
