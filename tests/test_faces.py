@@ -180,3 +180,40 @@ def test_alignment_template_is_arcface() -> None:
     from phenosynth.faces.landmarks import alignment_template
 
     np.testing.assert_allclose(alignment_template(224), ARCFACE_TEMPLATE_112 * 2)
+
+
+def _eye(cx: float, cy: float) -> np.ndarray:
+    """Six points of an eye (corners, upper lid, lower lid), a few pixels apart as on a small face photo."""
+    return np.array([[cx - 9, cy], [cx - 3, cy - 3], [cx + 3, cy - 3], [cx + 9, cy], [cx + 3, cy + 3], [cx - 3, cy + 3]])
+
+
+def test_a_shape_change_that_crosses_the_eyelids_folds_and_unfolding_keeps_its_smooth_part(
+        face: np.ndarray) -> None:
+    from phenosynth.faces.warp import folded_triangles, unfolded_target
+
+    h, w = face.shape[:2]
+    frame = np.array([[30.0, 40], [130, 40], [30, 130], [130, 130], [80, 110], [80, 85]])
+    src = np.concatenate([_eye(55, 60), _eye(105, 60), frame])
+    assert folded_triangles(src, src, h, w) == 0
+    assert folded_triangles(src, src + [4.0, -2.0], h, w) == 0  # a shift keeps every triangle the right way round
+    # the asked move: both eyes 4 px further apart (the smooth part, a hypertelorism) and the left eye's lids pushed
+    # 7 px past each other (the local part that tears: the upper lid ends below the lower one)
+    asked = np.zeros_like(src)
+    asked[0:6, 0] -= 4.0
+    asked[6:12, 0] += 4.0
+    asked[[1, 2], 1] += 7.0
+    asked[[4, 5], 1] -= 7.0
+    dst = src + asked
+    assert folded_triangles(src, dst, h, w) >= 2
+    out, how = unfolded_target(src, dst, h, w)
+    assert folded_triangles(src, out, h, w) == 0
+    assert how.smoothed > 0 and 0.0 < how.change < 1.0
+    moved = out - src
+    assert moved[6:12, 0].mean() > 3.0 and moved[0:6, 0].mean() < -2.0  # the eyes still move apart
+    np.testing.assert_array_equal(moved[6:12], asked[6:12])  # the right eye did not fold: moved exactly as asked
+    # a target that does not fold is returned as it is
+    same, how = unfolded_target(src, src + [4.0, -2.0], h, w)
+    np.testing.assert_array_equal(same, src + [4.0, -2.0])
+    assert (how.smoothed, how.scale, how.change) == (0, 1.0, 0.0)
+    with pytest.raises(ValueError, match="same shape"):
+        folded_triangles(src, src[:3], h, w)

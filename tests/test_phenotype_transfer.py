@@ -270,3 +270,16 @@ def test_identities_option_forces_donors_or_morphs(patients) -> None:
     assert all(s.params["identity"] == "morph" and len(s.parents) == 3 for s in gen.sample(2, seed=0))
     gen = create_generator("phenotype-transfer", identities="donors").fit(**inputs, identities=identities)
     assert gen.uses_patient_pixels is False and gen.notes() == []
+
+
+def test_an_exaggerated_phenotype_is_unfolded_not_torn_and_a_mild_one_is_kept_as_asked(patients) -> None:
+    ws, m, faces = patients
+    inputs = _fit_inputs(ws, faces, _train(m))
+    still = dict(max_rotation=0.0, max_scale=0.0, max_shift=0.0, variation=0.0)
+    mild = create_generator("phenotype-transfer", k=3, strength=0.0, **still).fit(**inputs)
+    wild = create_generator("phenotype-transfer", k=3, strength=12.0, clip_sd=50.0, **still).fit(**inputs)
+    for i in range(4):
+        p = mild.sample_one("A", i, seed=3).params
+        assert (p["unfold_change"], p["unfold_scale"]) == (0.0, 1.0)  # the morph's own shape: nothing to unfold
+    changes = [wild.sample_one(label, i, seed=3).params["unfold_change"] for label in ("A", "B") for i in range(3)]
+    assert max(changes) > 0.0 and all(0.0 <= c < 1.0 for c in changes)

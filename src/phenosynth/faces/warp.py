@@ -59,19 +59,25 @@ class TargetMesh:
         return map_x, map_y
 
 
-def target_mesh(dst: np.ndarray, height: int, width: int) -> TargetMesh:
-    """The :class:`TargetMesh` of the target points ``dst (K, 2)`` (x, y) in an ``height x width`` frame."""
-    dst = np.asarray(dst, dtype=np.float64).reshape(-1, 2)
+def _target_triangles(dst: np.ndarray, height: int, width: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``(keep, dst_all, triangles)``: the target points plus border anchors with exact duplicates dropped (``keep``
+    indexes ``concat(dst, anchors)``), and their Delaunay triangles ``(T, 3)``."""
+    from scipy.spatial import Delaunay  # lazy: scipy.spatial costs ~0.4 s of CLI start-up
+
     # Points outside the frame would break the "border kept" promise; keep them but drop exact duplicates.
-    dst_all = np.concatenate([dst, border_anchors(height, width)])
+    dst_all = np.concatenate([np.asarray(dst, dtype=np.float64).reshape(-1, 2), border_anchors(height, width)])
     _, keep = np.unique(np.round(dst_all, 3), axis=0, return_index=True)
     keep = np.sort(keep)
     dst_all = dst_all[keep]
+    return keep, dst_all, Delaunay(dst_all).simplices
 
+
+def target_mesh(dst: np.ndarray, height: int, width: int) -> TargetMesh:
+    """The :class:`TargetMesh` of the target points ``dst (K, 2)`` (x, y) in an ``height x width`` frame."""
     import cv2
-    from scipy.spatial import Delaunay  # lazy: scipy.spatial costs ~0.4 s of CLI start-up
 
-    tri = Delaunay(dst_all).simplices  # (T, 3)
+    dst = np.asarray(dst, dtype=np.float64).reshape(-1, 2)
+    keep, dst_all, tri = _target_triangles(dst, height, width)
     D = np.concatenate([dst_all[tri], np.ones((len(tri), 3, 1))], 2)  # (T, 3, 3)
     # Rasterise the triangle index of every output pixel (-1 where none: identity).
     label = np.full((height, width), -1, dtype=np.int32)
@@ -79,6 +85,126 @@ def target_mesh(dst: np.ndarray, height: int, width: int) -> TargetMesh:
         cv2.fillConvexPoly(label, verts, int(t), lineType=cv2.LINE_8, shift=4)
     return TargetMesh(height=int(height), width=int(width), n_points=len(dst), keep=keep, triangles=tri, dst_rows=D,
                       solvable=np.abs(np.linalg.det(D)) > 1e-9, label=label)
+
+
+def _signed_areas(points: np.ndarray, triangles: np.ndarray) -> np.ndarray:
+    a, b, c = (points[triangles[:, i]] for i in range(3))
+    return 0.5 * ((b[:, 0] - a[:, 0]) * (c[:, 1] - a[:, 1]) - (b[:, 1] - a[:, 1]) * (c[:, 0] - a[:, 0]))
+
+
+def _folded_mask(src: np.ndarray, dst: np.ndarray, height: int, width: int, min_ratio: float
+                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``(folded (T,) bool, triangles (T, 3), keep)`` of the target mesh of ``dst`` (indices into the kept points of
+    ``concat(points, anchors)``)."""
+    keep, dst_all, tri = _target_triangles(dst, height, width)
+    src_all = np.concatenate([src, border_anchors(height, width)])[keep]
+    a_dst, a_src = _signed_areas(dst_all, tri), _signed_areas(src_all, tri)
+    live = (np.abs(a_dst) > 1e-9) & (keep[tri] < len(src)).all(1)  # triangles of the face: no border anchor
+    ratio = np.where(live, a_src / np.where(live, a_dst, 1.0), 1.0)
+    return live & (ratio < min_ratio), tri, keep
+
+
+def _as_pair(src: np.ndarray, dst: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    src = np.asarray(src, dtype=np.float64).reshape(-1, 2)
+    dst = np.asarray(dst, dtype=np.float64).reshape(-1, 2)
+    if src.shape != dst.shape:
+        raise ValueError(f"src and dst must have the same shape, got {src.shape} and {dst.shape}")
+    return src, dst
+
+
+def folded_triangles(src: np.ndarray, dst: np.ndarray, height: int, width: int, *, min_ratio: float = 0.0) -> int:
+    """How many triangles of the warp from ``src (K, 2)`` to ``dst (K, 2)`` fold: triangles of the target mesh whose
+    source triangle is mirrored (or, with ``min_ratio`` > 0, squeezed below that share of its target area). The
+    backward map reads such a triangle reversed, which shows as a torn, doubled patch in the output (an eyelid
+    through the eye, a lip across the mouth). 0 for a warp that keeps the order of the points."""
+    src, dst = _as_pair(src, dst)
+    return int(_folded_mask(src, dst, height, width, min_ratio)[0].sum())
+
+
+@dataclass(frozen=True)
+class Unfolding:
+    """What :func:`unfolded_target` did: ``smoothed`` points whose move was blended with their neighbours',
+    ``scale`` of the whole move kept after that (1.0: none taken back), ``change`` the share of the asked move that
+    was given up (``|moved - asked| / |asked|`` over all points; 0.0: the target was kept as asked)."""
+
+    smoothed: int
+    scale: float
+    change: float
+
+
+def unfolded_target(src: np.ndarray, dst: np.ndarray, height: int, width: int, *, iterations: int = 40,
+                    min_ratio: float = 0.0) -> tuple[np.ndarray, Unfolding]:
+    """``dst`` changed as little as needed for the warp from ``src`` not to fold (:func:`folded_triangles`).
+
+    A shape change written onto a photo tears the face where it moves neighbouring landmarks past each other: the
+    six points of an eye or the inner lips lie a few pixels apart, so a change of a few pixels inverts them. First,
+    up to ``iterations`` times, the move of each point of a folded triangle is blended half-way toward the mean move
+    of its neighbours in the source's Delaunay mesh (border anchors do not move): the local, fold-causing part of the
+    move goes, its smooth part (an eye moved outward, a jaw widened) stays. If folds remain, the whole move is scaled
+    down by bisection (``src + a (dst - src)``, ``a = 0`` is the identity warp, which never folds). ``src`` and
+    ``dst`` must be in one frame (the source photo's). Returns ``(dst', Unfolding)``; ``dst`` unchanged when it does
+    not fold."""
+    src, dst = _as_pair(src, dst)
+    k = len(src)
+    asked = dst - src
+    move = asked.copy()
+    smoothed: set[int] = set()
+    if _folded_mask(src, dst, height, width, min_ratio)[0].any():
+        # The source's own mesh (points + anchors, fixed): a move that keeps every one of its triangles the right way
+        # round is a one-to-one deformation, so the smoothing works on it (one Delaunay, then only areas).
+        keep, src_all, tri = _target_triangles(src, height, width)
+        a_src = _signed_areas(src_all, tri)
+        live = (np.abs(a_src) > 1e-9) & (keep[tri] < k).all(1)
+        nb_ptr, nb_idx = _neighbour_lists(src_all)
+        n_anchors = len(border_anchors(height, width))
+        for _ in range(int(iterations)):
+            full = np.concatenate([move, np.zeros((n_anchors, 2))])[keep]
+            ratio = np.where(live, _signed_areas(src_all + full, tri) / np.where(live, a_src, 1.0), 1.0)
+            folded = live & (ratio < max(min_ratio, 1e-6))
+            if not folded.any():
+                break
+            bad = np.unique(tri[folded].ravel())
+            bad = bad[keep[bad] < k]  # kept-point indices of face points (anchors do not move)
+            if not len(bad):
+                break
+            for v in bad:
+                nbrs = nb_idx[nb_ptr[v]:nb_ptr[v + 1]]
+                if len(nbrs):
+                    move[keep[v]] = 0.5 * move[keep[v]] + 0.5 * full[nbrs].mean(0)
+            smoothed.update(int(keep[v]) for v in bad)
+        # What is left folds only in the target's own mesh (the warp's): the same smoothing, on that mesh.
+        all_nb = _neighbour_lists(np.concatenate([src, border_anchors(height, width)]))
+        for _ in range(int(iterations)):
+            folded, tri_d, keep_d = _folded_mask(src, src + move, height, width, min_ratio)
+            bad = {int(v) for v in keep_d[tri_d[folded]].ravel() if v < k}
+            if not bad:
+                break
+            full = np.concatenate([move, np.zeros((n_anchors, 2))])
+            for v in sorted(bad):
+                nbrs = all_nb[1][all_nb[0][v]:all_nb[0][v + 1]]
+                if len(nbrs):
+                    move[v] = 0.5 * move[v] + 0.5 * full[nbrs].mean(0)
+            smoothed |= bad
+    scale = 1.0
+    if _folded_mask(src, src + move, height, width, min_ratio)[0].any():
+        lo, hi = 0.0, 1.0
+        for _ in range(5):
+            mid = 0.5 * (lo + hi)
+            if _folded_mask(src, src + mid * move, height, width, min_ratio)[0].any():
+                hi = mid
+            else:
+                lo = mid
+        scale, move = lo, lo * move
+    norm = float(np.linalg.norm(asked))
+    change = float(np.linalg.norm(move - asked) / norm) if norm > 0 else 0.0
+    return src + move, Unfolding(smoothed=len(smoothed), scale=scale, change=change)
+
+
+def _neighbour_lists(points: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``(indptr, indices)``: the neighbours of each of ``points`` in their Delaunay mesh (CSR layout)."""
+    from scipy.spatial import Delaunay
+
+    return Delaunay(points).vertex_neighbor_vertices
 
 
 def warp_maps(src: np.ndarray, dst: np.ndarray, height: int, width: int) -> tuple[np.ndarray, np.ndarray]:
@@ -111,3 +237,5 @@ def warp_to_landmarks(image: np.ndarray, src_points: np.ndarray, dst_points: np.
     h, w = image.shape[:2]
     map_x, map_y = warp_maps(src_points, dst_points, h, w)
     return cv2.remap(image, map_x, map_y, interpolation=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT_101)
+
+
