@@ -25,6 +25,8 @@ def topk_accuracy(y: np.ndarray, scores: np.ndarray, k: int, labels: Sequence[in
     >>> s = np.array([[.6, .3, .1, 0.], [.5, .4, .1, 0.], [.5, .3, .0, .2]])   # class 3 is absent from y
     >>> topk_accuracy(y, s, 1), topk_accuracy(y, s, 2), topk_accuracy(y, s, 30)
     (0.3333333333333333, 0.6666666666666666, 1.0)
+    >>> topk_accuracy(np.array([0, 1]), np.array([[-0.2, -0.5], [-0.9, -0.3]]), 1)  # two classes, minus distances
+    1.0
     """
     scores = np.asarray(scores, dtype=np.float64)
     labs = _labels(scores, labels)
@@ -33,10 +35,11 @@ def topk_accuracy(y: np.ndarray, scores: np.ndarray, k: int, labels: Sequence[in
         return float("nan")
     if k >= len(labs):
         return 1.0
+    if len(labs) == 2:  # k == 1: scikit-learn's binary form thresholds one column (at 0.5 or 0), wrong for distances
+        predicted = np.where(scores[:, 1] > scores[:, 0], labs[1], labs[0])
+        return float(np.mean(predicted == np.asarray(y)))
     from sklearn.metrics import top_k_accuracy_score  # lazy: sklearn costs ~1 s of every CLI start-up
 
-    if len(labs) == 2:  # scikit-learn's binary form takes the positive class's score
-        return float(top_k_accuracy_score(y, scores[:, 1], k=k, labels=labs))
     return float(top_k_accuracy_score(y, scores, k=k, labels=labs))
 
 
