@@ -15,7 +15,8 @@ class WarpSettings:
     the shape model's (``variation`` scales the sampled spread, ``shrinkage`` of a condition's own variation toward
     the pooled one, ``variance_kept`` by the PCA, ``clip_sd`` population SDs per score), the pose jitter
     (:func:`pose_jitter`), the photometric jitter (:func:`photometric_jitter`), ``max_side`` (photos are shrunk to at
-    most this many pixels) and ``map_factor`` (:func:`warp_image`)."""
+    most this many pixels), ``map_factor`` (:func:`warp_image`) and ``unfold`` (:func:`fold_free`: a move that would
+    tear the face is smoothed first; ``False`` warps exactly as asked, folds and all)."""
 
     variation: float = 1.0
     shrinkage: float = 4.0
@@ -28,6 +29,7 @@ class WarpSettings:
     colour: float = 0.06
     max_side: int = 512
     map_factor: int = 1
+    unfold: bool = True
 
 
 def as_rgb(image: np.ndarray) -> np.ndarray:
@@ -104,6 +106,24 @@ def warp_image(image: np.ndarray, src: np.ndarray, dst: np.ndarray, *, factor: i
     one target: :func:`warp_target` once, then :func:`warp_onto` (the same pixels)."""
     h, w = image.shape[:2]
     return warp_onto(image, src, warp_target(dst, h, w, factor=factor))
+
+
+def fold_free(src: np.ndarray, dst: np.ndarray, size: tuple[int, ...], *, unfold: bool = True
+              ) -> tuple[np.ndarray, dict[str, Any]]:
+    """``(dst', params)``: the target landmarks a warping generator uses for the photo with landmarks ``src (K, 2)``
+    and ``size (H, W, ...)``: ``dst`` made fold-free by :func:`phenosynth.faces.warp.unfolded_target` (or as it is
+    when ``unfold`` is False), and the image's record of it: ``unfold_change`` (share of the asked move given up),
+    ``unfold_scale`` and ``folded_triangles`` (mirrored face triangles left in the warp: 0 when unfolded)."""
+    from phenosynth.faces.warp import folded_triangles, unfolded_target
+
+    h, w = size[:2]
+    if unfold:
+        dst, how = unfolded_target(src, dst, h, w)
+        change, scale = how.change, how.scale
+    else:
+        change, scale = 0.0, 1.0
+    return dst, {"unfold_change": round(change, 4), "unfold_scale": round(scale, 4),
+                 "folded_triangles": folded_triangles(src, dst, h, w)}
 
 
 def is_grayscale(image: np.ndarray) -> bool:

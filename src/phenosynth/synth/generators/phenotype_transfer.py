@@ -47,11 +47,10 @@ import numpy as np
 
 from phenosynth.errors import PhenosynthError
 from phenosynth.faces.procrustes import apply_matrix, similarity_matrix
-from phenosynth.faces.warp import unfolded_target
 from phenosynth.synth.generators.base import GENERATORS, Generator, Identities, SyntheticSample, sample_rng
 from phenosynth.synth.generators.imaging import (
-    WarpSettings, WarpTarget, as_rgb, downscale, is_grayscale, photometric_jitter, pose_jitter, sample_params,
-    warp_image, warp_onto, warp_target,
+    WarpSettings, WarpTarget, as_rgb, downscale, fold_free, is_grayscale, photometric_jitter, pose_jitter,
+    sample_params, warp_image, warp_onto, warp_target,
 )
 from phenosynth.synth.shape_model import ShapeModel
 
@@ -247,13 +246,12 @@ class PhenotypeTransferGenerator(Generator, WarpSettings):
         dst = apply_matrix(np.linalg.inv(to_model), apply_matrix(to_model, points) + offset)
         dst, pose = pose_jitter(dst, rng, max_rotation=self.max_rotation, max_scale=self.max_scale,
                                 max_shift=self.max_shift)
-        dst, unfold = unfolded_target(points, dst, *image.shape[:2])
+        dst, warp_record = fold_free(points, dst, image.shape, unfold=bool(self.unfold))
         out = warp_image(image, points, dst, factor=int(self.map_factor))
         image, photo = photometric_jitter(np.asarray(out, dtype=np.float32), rng, lighting=self.lighting,
                                           colour=self.colour, grayscale=grayscale)
         pixel = set(parents)
         statistic = [self.image_ids_[i] for i in self.members_[label] if self.image_ids_[i] not in pixel]
-        params = sample_params(self, seed, index, scores, pose, photo, unfold_change=round(unfold.change, 4), unfold_scale=round(unfold.scale, 4),
-                               **identity)
+        params = sample_params(self, seed, index, scores, pose, photo, **warp_record, **identity)
         return SyntheticSample(image=image, label=label, parents=parents, params=params, index=int(index),
                                statistic_parents=statistic)

@@ -29,10 +29,10 @@ import numpy as np
 
 from phenosynth.synth.generators.base import GENERATORS, Generator, SyntheticSample, sample_rng
 from phenosynth.synth.generators.imaging import (
-    WarpSettings, as_rgb, downscale, is_grayscale, photometric_jitter, pose_jitter, sample_params, warp_image,
+    WarpSettings, as_rgb, downscale, fold_free, is_grayscale, photometric_jitter, pose_jitter, sample_params,
+    warp_image,
 )
 from phenosynth.faces.procrustes import apply_matrix, similarity_matrix
-from phenosynth.faces.warp import unfolded_target
 from phenosynth.synth.shape_model import ShapeModel
 
 
@@ -86,7 +86,7 @@ class ShapeWarpGenerator(Generator, WarpSettings):
         dst = apply_matrix(np.linalg.inv(model.to_model_[p1]), shape)
         dst, pose = pose_jitter(dst, rng, max_rotation=self.max_rotation, max_scale=self.max_scale,
                                 max_shift=self.max_shift)
-        dst, unfold = unfolded_target(lm1, dst, *image1.shape[:2])
+        dst, warp_record = fold_free(lm1, dst, image1.shape, unfold=bool(self.unfold))
         out = warp_image(image1, lm1, dst, factor=self.map_factor).astype(np.float32)
         grayscale = self.grayscale_[p1]
         parents = [self.image_ids_[p1]]
@@ -105,7 +105,7 @@ class ShapeWarpGenerator(Generator, WarpSettings):
         image, photo = photometric_jitter(out, rng, lighting=self.lighting, colour=self.colour, grayscale=grayscale)
 
         params = sample_params(self, seed, index, scores, pose, photo, blend_alpha=alpha,
-                               unfold_change=round(unfold.change, 4), unfold_scale=round(unfold.scale, 4),
+                               **warp_record,
                                shape_mahalanobis=round(float(model.mahalanobis_to_class(scores, label)[0]), 4))
         statistic = [self.image_ids_[m] for m in members if self.image_ids_[m] not in parents]
         return SyntheticSample(image=image, label=label, parents=parents, params=params, index=int(index),
