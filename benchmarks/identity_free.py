@@ -93,13 +93,16 @@ def speed(ws, per_class: int, reps: int) -> list[dict]:
     from phenosynth.faces.facepass import load_faces
     from phenosynth.synth.generation import _fitted_generator
 
+    import tempfile
+
     faces, manifest, out = load_faces(ws), ws.load_manifest(), []
-    _fitted_generator(ws, manifest, "shape-warp", None, faces)  # imports and caches warm, for neither's benefit
+    run_dir = Path(tempfile.mkdtemp(prefix="idfree-speed-"))  # nothing is written there by these two generators
+    _fitted_generator(ws, manifest, "shape-warp", None, faces, run_dir, "local")  # imports and caches warm
     for rep in range(reps):
         for name in ("shape-warp", "phenotype-transfer"):
             t, c = time.perf_counter(), time.process_time()
             options = {"identities": "morphs"} if name == "phenotype-transfer" else None  # the slower path
-            gen = _fitted_generator(ws, manifest, name, options, faces)[0]
+            gen = _fitted_generator(ws, manifest, name, options, faces, run_dir, "local")[0]
             fit_s = time.perf_counter() - t
             t = time.perf_counter()
             n = sum(1 for _ in gen.sample(per_class, seed=0))
