@@ -26,7 +26,7 @@ from phenosynth.edu import db as edu_db  # noqa: E402
 from phenosynth.edu import practice as PR  # noqa: E402
 from phenosynth.edu import scoring  # noqa: E402
 from phenosynth.edu.accounts import create_user  # noqa: E402
-from phenosynth.edu.sheet import DISCLAIMER, find_chromium  # noqa: E402
+from phenosynth.edu.sheet import DISCLAIMERS, GENERATED, find_chromium  # noqa: E402
 from tests.test_edu_app import (EDUCATOR, TRAINEE, csrf, db_rows, educator, new_deck,  # noqa: E402, F401
                                 re_audit_flags, sign_in, site)
 
@@ -383,7 +383,8 @@ def test_the_sheet_button_shows_only_the_conditions_audited_unflagged_deck_faces
     assert f"/decks/{deck_id}/conditions/{conds['A']}/sheet" in educator.get(f"/decks/{deck_id}").text
     r = educator.get(f"/decks/{deck_id}/conditions/{conds['A']}/sheet")
     assert r.status_code == 200 and r.headers["content-type"].startswith("text/html")
-    assert DISCLAIMER in r.text and "Kabuki syndrome" in r.text and "long palpebral fissures" in r.text
+    assert DISCLAIMERS[frozenset({GENERATED})] in r.text  # generator 'g' with a real parent: no donor
+    assert "Kabuki syndrome" in r.text and "long palpebral fissures" in r.text
     shown = _sheet_images(r.text)
     own = np.asarray(Image.open(ws.root / "synthetic" / "r1" / "ok_A.png").convert("RGB"))
     assert len(shown) == 1 and np.array_equal(shown[0], own)  # ok_A only: never 'flagged' (also of A)
