@@ -183,3 +183,23 @@ def test_pre_post_split_holds_post_test_images_back_from_practice():
     assert P.pre_post_split(deck(per_condition=6), 2, 2, seed=0).post.equals(s.post)
     with pytest.raises(PhenosynthError, match="Condition 'A' has 4 image"):
         P.pre_post_split(deck(per_condition=4), 2, 2, seed=0)
+
+
+def test_pre_post_split_asks_the_post_test_only_unseen_images_and_says_how_many_are_left():
+    images = deck(per_condition=5, conditions=("A", "B"))
+    plain = P.pre_post_split(images, 1, 2, seed=4)
+    assert P.pre_post_split(images, 1, 2, seed=4, seen=()).post.equals(plain.post)  # nothing seen: the same split
+    seen = {"A0", "A1", "A2", "B0"}  # A: 2 unseen (A3, A4), B: 4
+    s = P.pre_post_split(images, 1, 2, seed=4, seen=seen)
+    assert set(s.post["image_id"]) & seen == set() and sorted(s.post.loc[s.post["condition"] == "A", "image_id"]) == [
+        "A3", "A4"]
+    assert set(s.pre.loc[s.pre["condition"] == "A", "image_id"]) <= seen  # A has no unseen image left for it
+    assert set(s.pre.loc[s.pre["condition"] == "B", "image_id"]) <= {"B1", "B2", "B3", "B4"}  # B still has some
+    parts = [set(f["image_id"]) for f in (s.pre, s.post, s.practice)]
+    assert sum(map(len, parts)) == 10 and set.union(*parts) == set(images["image_id"])  # a partition
+    with pytest.raises(PhenosynthError) as err:
+        P.pre_post_split(images, 1, 2, seed=4, seen=seen | {"A3", "B1", "B2", "B3"})
+    assert str(err.value) == (
+        "A post-test of 2 image(s) per condition needs that many images of each condition that the trainees have not "
+        "been shown yet (in an earlier quiz, test or practice of this deck); unseen images left: 'A' 1, 'B' 1. Add "
+        "images to the deck, or ask fewer post-test images.")

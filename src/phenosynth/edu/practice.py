@@ -22,7 +22,7 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from typing import TYPE_CHECKING, Literal, Mapping, Sequence
+from typing import TYPE_CHECKING, Collection, Literal, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
@@ -287,23 +287,46 @@ class PrePostSplit:
 
 
 def pre_post_split(images: pd.DataFrame, n_pre_per_condition: int, n_post_per_condition: int, *,
-                   seed: int) -> PrePostSplit:
+                   seed: int, seen: Collection[str] = ()) -> PrePostSplit:
     """Per condition, a seeded random ``n_pre_per_condition`` images for the pre-test and ``n_post_per_condition``
     others for the post-test; the rest is the practice pool. The post-test images are never practised, so the
     post-test measures recognition of new faces, not memory of seen ones. Each condition needs at least
-    ``n_pre + n_post + 1`` images (one left to practise)."""
+    ``n_pre + n_post + 1`` images (one left to practise).
+
+    ``seen``: image ids the trainees were already shown (earlier quizzes, tests, practice). The post-test takes only
+    unseen images; the pre-test takes unseen ones while more than the post-test's are left, then seen ones. Without
+    ``seen`` the split is the same as with an empty one.
+
+    Raises:
+        PhenosynthError: a condition with too few images, or with fewer unseen images than the post-test needs
+            (every such condition named with how many it has left).
+    """
     rng = np.random.default_rng(seed)
+    seen_ids = {str(i) for i in seen}
     parts: dict[str, list[pd.DataFrame]] = {"pre": [], "post": [], "practice": []}
     need = n_pre_per_condition + n_post_per_condition + 1
+    short: list[str] = []
     for cond, group in images.groupby(images["condition"].astype(str), sort=True):
         if len(group) < need:
             raise PhenosynthError(f"Condition '{cond}' has {len(group)} image(s); a pre-test of "
                                   f"{n_pre_per_condition}, a post-test of {n_post_per_condition} and practice need "
                                   f"{need}.")
         g = group.iloc[rng.permutation(len(group))]
-        parts["pre"].append(g.iloc[:n_pre_per_condition])
-        parts["post"].append(g.iloc[n_pre_per_condition:n_pre_per_condition + n_post_per_condition])
-        parts["practice"].append(g.iloc[n_pre_per_condition + n_post_per_condition:])
+        was_seen = g["image_id"].astype(str).isin(seen_ids).to_numpy()
+        unseen, shown = g[~was_seen], g[was_seen]
+        if len(unseen) < n_post_per_condition:
+            short.append(f"'{cond}' {len(unseen)}")
+            continue
+        k = min(n_pre_per_condition, len(unseen) - n_post_per_condition)  # pre-test images from the unseen ones
+        parts["pre"].append(pd.concat([unseen.iloc[:k], shown.iloc[:n_pre_per_condition - k]]))
+        parts["post"].append(unseen.iloc[k:k + n_post_per_condition])
+        parts["practice"].append(pd.concat([unseen.iloc[k + n_post_per_condition:],
+                                            shown.iloc[n_pre_per_condition - k:]]))
+    if short:
+        raise PhenosynthError(
+            f"A post-test of {n_post_per_condition} image(s) per condition needs that many images of each condition "
+            f"that the trainees have not been shown yet (in an earlier quiz, test or practice of this deck); unseen "
+            f"images left: {', '.join(short)}. Add images to the deck, or ask fewer post-test images.")
     return PrePostSplit(**{k: pd.concat(v) if v else images.iloc[0:0] for k, v in parts.items()})
 
 
