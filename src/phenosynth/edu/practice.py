@@ -277,6 +277,83 @@ def assemble_quiz(images: pd.DataFrame, n: int, *, seed: int, order: Literal["fi
     return items
 
 
+# --- a cohort's practice at a glance (the educator's page) --------------------------------------------------------------
+
+#: :func:`practice_activity`'s inputs: one practice trial a row, one FSRS card a row
+TRIAL_COLUMNS = ["trainee", "deck", "condition", "correct", "response_ms", "answered_at"]
+CARD_COLUMNS = ["trainee", "deck", "condition", "due"]
+
+
+@dataclass(frozen=True)
+class PracticeActivity:
+    """A group's practice: ``per_trainee`` (trainee, trials, accuracy, median_response_ms, last_trial, cards, due,
+    due_conditions: [(deck, condition), ...]) has a row for every trainee asked about, practised or not;
+    ``per_condition`` (deck, condition, trials, accuracy, median_response_ms, trainees, cards, due) a row for every
+    (deck, condition) practised or with a card. ``due``: cards due for review by ``due_by``; accuracy and median NaN without a trial."""
+
+    per_trainee: pd.DataFrame
+    per_condition: pd.DataFrame
+    due_by: datetime
+
+
+def _trial_stats(trials: pd.DataFrame) -> dict[str, float]:
+    return {"trials": len(trials),
+            "accuracy": float(trials["correct"].mean()) if len(trials) else np.nan,
+            "median_response_ms": float(trials["response_ms"].median()) if len(trials) else np.nan}
+
+
+def practice_activity(trials: pd.DataFrame, cards: pd.DataFrame, trainees: Sequence[str],
+                      due_by: datetime) -> PracticeActivity:
+    """Trials, accuracy, median response time and FSRS cards due, per trainee and per (deck, condition).
+
+    ``trials``: :data:`TRIAL_COLUMNS` (``answered_at`` and ``due`` timezone-aware); ``cards``: :data:`CARD_COLUMNS`;
+    ``due_by``: a card is due when its ``due`` is at or before it (the app passes the end of today, UTC).
+
+    >>> from datetime import timedelta
+    >>> NOW = datetime(2026, 3, 2, 9, 0, tzinfo=timezone.utc)
+    >>> t = pd.DataFrame([["ann", "D", "A", True, 900, NOW], ["ann", "D", "A", False, 1500, NOW],
+    ...                   ["ann", "D", "B", True, 2000, NOW]], columns=TRIAL_COLUMNS)
+    >>> c = pd.DataFrame([["ann", "D", "A", NOW], ["ann", "D", "B", NOW + timedelta(days=3)]], columns=CARD_COLUMNS)
+    >>> a = practice_activity(t, c, ["ann", "bob"], NOW)
+    >>> a.per_trainee[["trainee", "trials", "median_response_ms", "due"]].to_dict("records")
+    [{'trainee': 'ann', 'trials': 3, 'median_response_ms': 1500.0, 'due': 1}, {'trainee': 'bob', 'trials': 0, \
+'median_response_ms': nan, 'due': 0}]
+    >>> a.per_trainee["due_conditions"].tolist()
+    [[('D', 'A')], []]
+    >>> a.per_condition[["condition", "trials", "accuracy", "trainees", "cards", "due"]].to_dict("records")
+    [{'condition': 'A', 'trials': 2, 'accuracy': 0.5, 'trainees': 1, 'cards': 1, 'due': 1}, {'condition': 'B', \
+'trials': 1, 'accuracy': 1.0, 'trainees': 1, 'cards': 1, 'due': 0}]
+    """
+    if due_by.tzinfo is None:
+        raise PhenosynthError("practice_activity needs a timezone-aware time (due_by).")
+    trials = trials[TRIAL_COLUMNS].assign(correct=trials["correct"].astype(bool),
+                                          response_ms=trials["response_ms"].astype(float))
+    cards = cards[CARD_COLUMNS].assign(is_due=[d <= due_by for d in cards["due"]]) if len(cards) else \
+        pd.DataFrame(columns=[*CARD_COLUMNS, "is_due"])
+    per_trainee = []
+    for who in trainees:
+        mine, own_cards = trials[trials["trainee"] == who], cards[cards["trainee"] == who]
+        due = own_cards[own_cards["is_due"].astype(bool)].sort_values(["deck", "condition"])
+        per_trainee.append({"trainee": who, **_trial_stats(mine),
+                            "last_trial": mine["answered_at"].max() if len(mine) else None,
+                            "cards": len(own_cards), "due": len(due),
+                            "due_conditions": list(zip(due["deck"], due["condition"]))})
+    keys = sorted(set(zip(trials["deck"], trials["condition"])) | set(zip(cards["deck"], cards["condition"])))
+    per_condition = []
+    for deck, cond in keys:
+        mine = trials[(trials["deck"] == deck) & (trials["condition"] == cond)]
+        own_cards = cards[(cards["deck"] == deck) & (cards["condition"] == cond)]
+        per_condition.append({"deck": deck, "condition": cond, **_trial_stats(mine),
+                              "trainees": int(mine["trainee"].nunique()), "cards": len(own_cards),
+                              "due": int(own_cards["is_due"].astype(bool).sum())})
+    return PracticeActivity(
+        per_trainee=pd.DataFrame(per_trainee, columns=["trainee", "trials", "accuracy", "median_response_ms",
+                                                       "last_trial", "cards", "due", "due_conditions"]),
+        per_condition=pd.DataFrame(per_condition, columns=["deck", "condition", "trials", "accuracy",
+                                                           "median_response_ms", "trainees", "cards", "due"]),
+        due_by=due_by)
+
+
 @dataclass(frozen=True)
 class PrePostSplit:
     """Disjoint image sets: the pre-test, the post-test (held back from practice) and the practice pool."""
@@ -333,4 +410,5 @@ def pre_post_split(images: pd.DataFrame, n_pre_per_condition: int, n_post_per_co
 __all__ = ["PracticeSettings", "ConditionProgress", "condition_progress", "condition_weights", "next_condition",
            "next_image", "scheduler", "card_id", "new_card", "rating_from_answer", "review", "due_conditions",
            "confusability_from_confusion", "confusability_from_prototypes", "most_confusable", "QuizItem",
-           "assemble_quiz", "PrePostSplit", "pre_post_split"]
+           "assemble_quiz", "PrePostSplit", "pre_post_split", "PracticeActivity", "practice_activity",
+           "TRIAL_COLUMNS", "CARD_COLUMNS"]
