@@ -6,6 +6,7 @@ numbers) whose numbers equal the same course's on SQLite. The server is a throw-
 
 from __future__ import annotations
 
+import html
 import json
 import re
 from datetime import timedelta
@@ -96,7 +97,8 @@ def run_course(app) -> dict:
     """An educator builds a deck of run r1 (A annotated), a cohort, a 6-image quiz with feedback after each answer and
     a pre-/post-test pair, and opens practice; a newcomer signs up through a link (after one wrong password), takes
     the quiz (odd questions wrong), the pre-test (all wrong) and the post-test (all right) and practises four
-    trials (wrong); the educator reads the progress. What the pages and exports showed."""
+    trials (wrong); the educator reads the progress and the cohort's practice page, and asks for a second pair (refused:
+    no unseen face left). What the pages and exports showed."""
     educator = TestClient(app)
     assert sign_in(educator, EDUCATOR).status_code == 303
     cohort_id = location_id(post(educator, "/cohorts", {"name": "Residents 2026"}), "/cohorts")
@@ -148,6 +150,15 @@ def run_course(app) -> dict:
             c for c in choices if c != shown), "confidence": 2})
         assert r.status_code == 200 and "Not quite" in r.text
     seen["due today"] = re.search(r'data-due-today="(\d+)"', trainee.get("/").text).group(1)
+    page = educator.get(f"/cohorts/{cohort_id}/practice").text  # (median response times: the server's clock)
+    seen["cohort practice"] = [re.sub(r'data-stat="median_response_ms">\d+<', "", row)
+                               for row in re.findall(r"<tr data-(?:trainee|condition)=.*?</tr>", page, re.S)]
+    # a second pre-/post-test pair finds no face the cohort has not been shown (the quiz asked 2 of each condition's
+    # 4, the first pair 1 + 1) and says so
+    refused = post(educator, "/exercises", {"title": "Pair 2", "deck_id": deck_id, "cohort_id": cohort_id,
+                                            "kind": "prepost", "n_pre": 1, "n_post": 1})
+    assert refused.status_code == 400
+    seen["pair 2"] = re.search(r"unseen images left: [^.]*\.", html.unescape(refused.text)).group(0)
 
     me = next(u.id for u in db_rows(app, edu_db.User) if u.email == NEWCOMER[0])
     seen["trainee"] = json.loads(educator.get(f"/progress/trainees/{me}/export.json").text)
@@ -198,6 +209,8 @@ def test_a_whole_course_on_postgres_gives_the_numbers_it_gives_on_sqlite(tmp_pat
     # one card per practised condition, each answered wrong: all due again today
     assert got["cards"] == len(set(got["practised"])) >= 2 and got["due today"] == str(got["cards"])
     assert got["cohort page"]["accuracy"] == "0.500"
+    assert got["pair 2"] == "unseen images left: 'A' 0, 'B' 0, 'C' 0."
+    assert len(got["cohort practice"]) == 1 + len(set(got["practised"]))  # the trainee, each practised condition
 
     # every page, export and stored answer as on SQLite, but for practice response times: the server measures them
     # on its clock (from showing the face to the answer), so they are this run's milliseconds
