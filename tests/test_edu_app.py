@@ -550,7 +550,7 @@ def test_a_request_body_over_the_upload_limit_is_refused_before_it_is_parsed(sit
     assert db_rows(site[0], edu_db.Deck) == []
 
 
-# --- a second pre-/post-test pair ----------------------------------------------------------------------------------------
+# --- a second pre-/post-test pair -------------------------------------------------------------------------------------
 
 
 def test_a_second_pre_post_pair_holds_back_only_images_the_cohort_has_not_seen(tmp_path):

@@ -29,7 +29,7 @@ from tests.test_edu_quiz import (NEWCOMER, attempt_row, link_for, location_id, m
 QUIZ_N = 6
 
 
-# --- migrations ---------------------------------------------------------------------------------------------------------
+# --- migrations -------------------------------------------------------------------------------------------------------
 
 
 def test_migrations_take_an_empty_postgres_database_to_the_models_schema_and_back(postgres_url):
@@ -90,7 +90,7 @@ def test_a_libpq_style_url_gets_psycopg_and_timestamps_come_back_in_utc(postgres
         engine.dispose()
 
 
-# --- a whole course, the same on both databases --------------------------------------------------------------------------
+# --- a whole course, the same on both databases -----------------------------------------------------------------------
 
 
 def run_course(app) -> dict:
@@ -127,8 +127,8 @@ def run_course(app) -> dict:
         pairs = []
         for k, q in enumerate(attempt_row(app, attempt_id).items):
             chosen = q["condition"] if pick_right(k) else next(c for c in q["choices"] if c != q["condition"])
-            r = post(trainee, f"/attempts/{attempt_id}/answers", {"item": k, "chosen": chosen,
-                                                                  "confidence": 1 + k % 5, "response_ms": 1000 + 100 * k})
+            r = post(trainee, f"/attempts/{attempt_id}/answers",
+                     {"item": k, "chosen": chosen, "confidence": 1 + k % 5, "response_ms": 1000 + 100 * k})
             assert r.status_code == 303, r.text[:300]
             pairs.append((q["condition"], chosen))
         page = trainee.get(f"/attempts/{attempt_id}/results")

@@ -270,7 +270,7 @@ def make_engine(url: str, *, pool_size: int = 10, max_overflow: int = 40, pool_t
         return engine
     url = engine_url(url)
     connect_args = {}
-    if url.startswith(("postgresql+psycopg", "postgresql+psycopg2")):
+    if url.startswith("postgresql+psycopg"):  # psycopg 3 and psycopg2: both libpq
         # timestamps come back in UTC whatever the server's TimeZone setting (libpq's per-connection option)
         connect_args["options"] = "-c timezone=UTC"
     return create_engine(url, pool_pre_ping=True, pool_size=pool_size, max_overflow=max_overflow,

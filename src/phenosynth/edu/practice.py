@@ -277,7 +277,7 @@ def assemble_quiz(images: pd.DataFrame, n: int, *, seed: int, order: Literal["fi
     return items
 
 
-# --- a cohort's practice at a glance (the educator's page) --------------------------------------------------------------
+# --- a cohort's practice at a glance (the educator's page) ------------------------------------------------------------
 
 #: :func:`practice_activity`'s inputs: one practice trial a row, one FSRS card a row
 TRIAL_COLUMNS = ["trainee", "deck", "condition", "correct", "response_ms", "answered_at"]
@@ -289,7 +289,8 @@ class PracticeActivity:
     """A group's practice: ``per_trainee`` (trainee, trials, accuracy, median_response_ms, last_trial, cards, due,
     due_conditions: [(deck, condition), ...]) has a row for every trainee asked about, practised or not;
     ``per_condition`` (deck, condition, trials, accuracy, median_response_ms, trainees, cards, due) a row for every
-    (deck, condition) practised or with a card. ``due``: cards due for review by ``due_by``; accuracy and median NaN without a trial."""
+    (deck, condition) practised or with a card. ``due``: cards due for review by ``due_by``; accuracy and median NaN
+    without a trial."""
 
     per_trainee: pd.DataFrame
     per_condition: pd.DataFrame
