@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tests import _workspaces
+from tests import _postgres, _workspaces
 from tests._study_fakes import FAKE_CELLS
 
 
@@ -57,6 +57,25 @@ def pool_starts(monkeypatch: pytest.MonkeyPatch) -> list[int]:
     monkeypatch.setattr(parallel, "process_pool", spy)
     return starts
 
+
+
+@pytest.fixture(scope="session")
+def postgres_server_url():
+    """A PostgreSQL server for the session (``PHENOSYNTH_TEST_PG_URL``, else a throw-away cluster: tests/_postgres.py);
+    skips, saying why, where there is none."""
+    try:
+        with _postgres.postgres_server() as url:
+            yield url
+    except _postgres.PostgresUnavailable as e:
+        pytest.skip(f"no PostgreSQL to test against: {e}")
+
+
+@pytest.fixture
+def postgres_url(postgres_server_url):
+    """The URL of a new, empty PostgreSQL database (dropped after the test)."""
+    url = _postgres.fresh_database(postgres_server_url)
+    yield url
+    _postgres.drop_database(postgres_server_url, url)
 
 
 # --- workspace builders: factory fixtures ``make_<builder>`` handing tests a builder of tests/_workspaces.py (its

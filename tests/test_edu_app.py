@@ -548,3 +548,68 @@ def test_a_request_body_over_the_upload_limit_is_refused_before_it_is_parsed(sit
                         data={"csrf_token": csrf(educator)})
     assert big.status_code == 413 and "Upload too large." in big.text
     assert db_rows(site[0], edu_db.Deck) == []
+
+
+# --- a second pre-/post-test pair -------------------------------------------------------------------------------------
+
+
+def test_a_second_pre_post_pair_holds_back_only_images_the_cohort_has_not_seen(tmp_path):
+    """Run r1: 4 faces of each of A, B, C. Pair 1 (1 pre + 1 post per condition) and one practice answer on a face
+    of A leave A one unseen face, B and C two; pair 2's post-test takes exactly those, its pre-test the rest of the
+    unseen ones; pair 3 finds none left and says so; another cohort's pair is free to use any face."""
+    from sqlalchemy import select
+
+    from tests.test_edu_quiz import link_for, location_id, make_deck, post, quiz_workspace
+
+    app = make_app(quiz_workspace(tmp_path))
+    teacher, trainee = TestClient(app), TestClient(app)
+    assert sign_in(teacher, EDUCATOR).status_code == 303 and sign_in(trainee, TRAINEE).status_code == 303
+    cohort_id = location_id(post(teacher, "/cohorts", {"name": "Residents"}), "/cohorts")
+    assert post(trainee, link_for(teacher, cohort_id)).status_code == 303  # the trainee joins
+    deck_id = make_deck(app, teacher)
+
+    def pair(n_pre: int, n_post: int, cohort: int):
+        return post(teacher, "/exercises", {"title": "Pair", "deck_id": deck_id, "cohort_id": cohort,
+                                            "kind": "prepost", "n_pre": n_pre, "n_post": n_post})
+
+    def asked(pre_id: int) -> tuple[set[int], set[int]]:
+        with app.state.sessions() as db:
+            pre = db.get(edu_db.Exercise, pre_id)
+            post_ex = db.get(edu_db.Exercise, pre.paired_with_id)
+            return ({q["deck_image_id"] for q in pre.settings["items"]},
+                    {q["deck_image_id"] for q in post_ex.settings["items"]})
+
+    with app.state.sessions() as db:
+        faces = {i.id: i.condition.name for i in db.scalars(select(edu_db.DeckImage))}
+    pre1, post1 = asked(location_id(pair(1, 1, cohort_id), "/exercises"))
+    unseen = set(faces) - pre1 - post1
+    practised = min(i for i in unseen if faces[i] == "A")
+    with app.state.sessions() as db:  # the trainee practised one unseen face of A
+        user = db.scalar(select(edu_db.User).where(edu_db.User.email == TRAINEE[0]))
+        ex = edu_db.Exercise(deck_id=deck_id, kind="practice", title="Practice", settings={}, created_by=1)
+        db.add(ex)
+        db.flush()
+        attempt = edu_db.Attempt(exercise_id=ex.id, user_id=user.id)
+        db.add(attempt)
+        db.flush()
+        db.add(edu_db.Answer(attempt_id=attempt.id, deck_image_id=practised, chosen_label="B", correct_label="A",
+                             confidence=2, response_ms=900))
+        db.commit()
+    unseen.discard(practised)
+    assert sorted(faces[i] for i in unseen) == ["A", "B", "B", "C", "C"]
+
+    pre2, post2 = asked(location_id(pair(1, 1, cohort_id), "/exercises"))
+    assert post2 <= unseen and sorted(faces[i] for i in post2) == ["A", "B", "C"]  # never a face the cohort saw
+    assert not post2 & (pre1 | post1 | {practised})
+    assert pre2 & unseen == unseen - post2 and len(pre2 & unseen) == 2  # B and C's other unseen faces
+    assert len(pre2) == 3 and [faces[i] for i in pre2 - unseen] == ["A"]  # A had none left: a face seen before
+
+    refused = pair(0, 1, cohort_id)
+    assert refused.status_code == 400
+    assert ("A post-test of 1 image(s) per condition needs that many images of each condition that the trainees "
+            "have not been shown yet (in an earlier quiz, test or practice of this deck); unseen images left: 'A' 0, "
+            "'B' 0, 'C' 0.") in html.unescape(refused.text)
+
+    other = location_id(post(teacher, "/cohorts", {"name": "Another year"}), "/cohorts")
+    pre3, post3 = asked(location_id(pair(1, 2, other), "/exercises"))  # nothing shown to that cohort yet
+    assert len(post3) == 6 and len(pre3) == 3

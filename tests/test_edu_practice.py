@@ -183,3 +183,46 @@ def test_pre_post_split_holds_post_test_images_back_from_practice():
     assert P.pre_post_split(deck(per_condition=6), 2, 2, seed=0).post.equals(s.post)
     with pytest.raises(PhenosynthError, match="Condition 'A' has 4 image"):
         P.pre_post_split(deck(per_condition=4), 2, 2, seed=0)
+
+
+def test_pre_post_split_asks_the_post_test_only_unseen_images_and_says_how_many_are_left():
+    images = deck(per_condition=5, conditions=("A", "B"))
+    plain = P.pre_post_split(images, 1, 2, seed=4)
+    assert P.pre_post_split(images, 1, 2, seed=4, seen=()).post.equals(plain.post)  # nothing seen: the same split
+    seen = {"A0", "A1", "A2", "B0"}  # A: 2 unseen (A3, A4), B: 4
+    s = P.pre_post_split(images, 1, 2, seed=4, seen=seen)
+    assert set(s.post["image_id"]) & seen == set() and sorted(s.post.loc[s.post["condition"] == "A", "image_id"]) == [
+        "A3", "A4"]
+    assert set(s.pre.loc[s.pre["condition"] == "A", "image_id"]) <= seen  # A has no unseen image left for it
+    assert set(s.pre.loc[s.pre["condition"] == "B", "image_id"]) <= {"B1", "B2", "B3", "B4"}  # B still has some
+    parts = [set(f["image_id"]) for f in (s.pre, s.post, s.practice)]
+    assert sum(map(len, parts)) == 10 and set.union(*parts) == set(images["image_id"])  # a partition
+    with pytest.raises(PhenosynthError) as err:
+        P.pre_post_split(images, 1, 2, seed=4, seen=seen | {"A3", "B1", "B2", "B3"})
+    assert str(err.value) == (
+        "A post-test of 2 image(s) per condition needs that many images of each condition that the trainees have not "
+        "been shown yet (in an earlier quiz, test or practice of this deck); unseen images left: 'A' 1, 'B' 1. Add "
+        "images to the deck, or ask fewer post-test images.")
+
+
+def test_practice_activity_counts_trials_and_due_cards_per_trainee_and_condition():
+    trials = pd.DataFrame([("ann", 1, "A", True, 700, NOW), ("ann", 1, "A", True, 900, NOW),
+                           ("ann", 2, "A", False, 4000, NOW), ("bob", 1, "B", False, 2500, NOW)],
+                          columns=P.TRIAL_COLUMNS)
+    cards = pd.DataFrame([("ann", 1, "A", NOW - timedelta(days=1)), ("ann", 2, "A", NOW + timedelta(hours=1)),
+                          ("bob", 1, "B", NOW), ("cy", 1, "C", NOW - timedelta(days=9))], columns=P.CARD_COLUMNS)
+    a = P.practice_activity(trials, cards, ["ann", "bob", "cy", "dee"], NOW)
+    t = a.per_trainee.set_index("trainee")
+    assert t["trials"].tolist() == [3, 1, 0, 0] and t.loc["ann", "accuracy"] == pytest.approx(2 / 3)
+    assert t.loc["ann", "median_response_ms"] == 900 and np.isnan(t.loc["dee", "accuracy"])
+    assert t["due"].tolist() == [1, 1, 1, 0] and t["cards"].tolist() == [2, 1, 1, 0]  # a card due at NOW is due
+    assert t.loc["ann", "due_conditions"] == [(1, "A")] and t.loc["cy", "due_conditions"] == [(1, "C")]
+    c = a.per_condition.set_index(["deck", "condition"])
+    assert list(c.index) == [(1, "A"), (1, "B"), (1, "C"), (2, "A")]  # the same name in two decks: two rows
+    assert c.loc[(1, "A"), ["trials", "trainees", "cards", "due"]].tolist() == [2, 1, 1, 1]
+    assert c.loc[(2, "A"), ["trials", "accuracy", "due"]].tolist() == [1, 0.0, 0]
+    assert c.loc[(1, "C"), "trials"] == 0 and c.loc[(1, "C"), "due"] == 1  # a card, no trial in the data
+    empty = P.practice_activity(trials.iloc[0:0], cards.iloc[0:0], ["ann"], NOW)
+    assert empty.per_trainee["trials"].tolist() == [0] and empty.per_condition.empty
+    with pytest.raises(PhenosynthError, match="timezone-aware"):
+        P.practice_activity(trials, cards, ["ann"], datetime(2026, 3, 2))

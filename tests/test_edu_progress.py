@@ -26,7 +26,7 @@ from phenosynth.edu import db as edu_db  # noqa: E402
 from phenosynth.edu import practice as PR  # noqa: E402
 from phenosynth.edu import scoring  # noqa: E402
 from phenosynth.edu.accounts import create_user  # noqa: E402
-from phenosynth.edu.sheet import DISCLAIMER, find_chromium  # noqa: E402
+from phenosynth.edu.sheet import DISCLAIMERS, GENERATED, find_chromium  # noqa: E402
 from tests.test_edu_app import (EDUCATOR, TRAINEE, csrf, db_rows, educator, new_deck,  # noqa: E402, F401
                                 re_audit_flags, sign_in, site)
 
@@ -383,7 +383,8 @@ def test_the_sheet_button_shows_only_the_conditions_audited_unflagged_deck_faces
     assert f"/decks/{deck_id}/conditions/{conds['A']}/sheet" in educator.get(f"/decks/{deck_id}").text
     r = educator.get(f"/decks/{deck_id}/conditions/{conds['A']}/sheet")
     assert r.status_code == 200 and r.headers["content-type"].startswith("text/html")
-    assert DISCLAIMER in r.text and "Kabuki syndrome" in r.text and "long palpebral fissures" in r.text
+    assert DISCLAIMERS[frozenset({GENERATED})] in r.text  # generator 'g' with a real parent: no donor
+    assert "Kabuki syndrome" in r.text and "long palpebral fissures" in r.text
     shown = _sheet_images(r.text)
     own = np.asarray(Image.open(ws.root / "synthetic" / "r1" / "ok_A.png").convert("RGB"))
     assert len(shown) == 1 and np.array_equal(shown[0], own)  # ok_A only: never 'flagged' (also of A)
@@ -412,3 +413,86 @@ def test_the_sheet_button_downloads_a_pdf(site, educator):
     r = educator.get(f"/decks/{deck_id}/conditions/{cond}/sheet?format=pdf")
     assert r.status_code == 200 and r.content.startswith(b"%PDF") and r.headers["content-type"] == "application/pdf"
     assert 'attachment; filename="B.pdf"' == r.headers["content-disposition"]
+
+
+# --- a cohort's practice, for the educator ---------------------------------------------------------------------------
+
+
+def _practice_rows(page: str, key: str) -> dict[str, dict[str, str]]:
+    """``data-<key>`` -> {stat: text} of a practice-activity table."""
+    rows = re.findall(rf'<tr data-{key}="([^"]+)"[^>]*>(.*?)</tr>', page, re.S)
+    return {k: dict(re.findall(r'data-stat="(\w+)">([^<]*)<', body)) for k, body in rows}
+
+
+def test_the_educator_sees_each_cohort_trainees_practice_and_cards_due(site, educator):
+    app, _, names = site
+    deck_id = deck_of_a_and_b(educator, names)
+    ex_id = _open_practice(educator, deck_id, app)
+    images = {i.condition.name: i.id for i in _images(app)}
+    now = datetime.now(timezone.utc)
+    outsider = ("outsider@example.org", "trainee-password-3")
+    with app.state.sessions() as db:
+        create_user(db, app.state.passwords, *OTHER, role="trainee")
+        create_user(db, app.state.passwords, *outsider, role="trainee")
+        users = {u.email: u for u in db.scalars(select(edu_db.User))}
+        conds = {c.name: c.id for c in db.scalars(select(edu_db.DeckCondition))}
+        cohort = edu_db.Cohort(name="Residents 2026", educator_id=users[EDUCATOR[0]].id)
+        db.add(cohort)
+        db.flush()
+        db.add_all([edu_db.Membership(cohort_id=cohort.id, user_id=users[e].id) for e in (TRAINEE[0], OTHER[0])])
+        for who, trials in ((TRAINEE[0], [("A", "A", 800), ("A", "B", 1200), ("B", "B", 2000), ("B", "B", 3000)]),
+                            (outsider[0], [("A", "B", 5000)])):  # the outsider belongs to no cohort
+            attempt = edu_db.Attempt(exercise_id=ex_id, user_id=users[who].id)
+            db.add(attempt)
+            db.flush()
+            db.add_all([edu_db.Answer(attempt_id=attempt.id, deck_image_id=images[t], chosen_label=c, correct_label=t,
+                                      confidence=3, response_ms=ms, answered_at=T0 + timedelta(seconds=k))
+                        for k, (t, c, ms) in enumerate(trials)])
+        db.add_all([edu_db.ReviewCard(user_id=users[TRAINEE[0]].id, condition_id=conds["A"], card={},
+                                      due=now - timedelta(hours=1)),  # overdue
+                    edu_db.ReviewCard(user_id=users[TRAINEE[0]].id, condition_id=conds["B"], card={},
+                                      due=now + timedelta(days=3)),
+                    edu_db.ReviewCard(user_id=users[outsider[0]].id, condition_id=conds["A"], card={}, due=now)])
+        db.commit()
+        cohort_id = cohort.id
+
+    other = TestClient(app)  # the other member practises once, through the pages, and answers wrong
+    sign_in(other, OTHER)
+    pk, shown = _trial(other, ex_id, app)
+    other.post(f"/practice/{ex_id}/answer", data={"image": pk, "chosen": "B" if shown == "A" else "A", "confidence": 2,
+                                                  "csrf_token": csrf(other)})
+    with app.state.sessions() as db:
+        other_ms = db.scalar(select(edu_db.Answer.response_ms).join(edu_db.Attempt).join(edu_db.User)
+                             .where(edu_db.User.email == OTHER[0]))
+
+    assert f'href="/cohorts/{cohort_id}/practice"' in educator.get(f"/cohorts/{cohort_id}").text
+    page = educator.get(f"/cohorts/{cohort_id}/practice")
+    assert page.status_code == 200
+    trainees = _practice_rows(page.text, "trainee")
+    assert set(trainees) == {TRAINEE[0], OTHER[0]} and outsider[0] not in page.text
+    # by hand: 3 of 4 right; median of 800, 1200, 2000, 3000 ms; the card of A is due, B's in three days
+    assert trainees[TRAINEE[0]] == {"trials": "4", "accuracy": "0.750", "median_response_ms": "1600", "cards": "2",
+                                    "due": "1 (A in Deck one)"}
+    # a wrong answer: FSRS brings the card back within minutes, so it is due today
+    assert trainees[OTHER[0]] == {"trials": "1", "accuracy": "0.000", "median_response_ms": f"{other_ms:.0f}",
+                                  "cards": "1", "due": f"1 ({shown} in Deck one)"}
+    per_condition = _practice_rows(page.text, "condition")
+    a_trials = [(True, 800), (False, 1200)] + ([(False, other_ms)] if shown == "A" else [])
+    b_trials = [(True, 2000), (True, 3000)] + ([(False, other_ms)] if shown == "B" else [])
+    for cond, trials in (("A", a_trials), ("B", b_trials)):
+        assert per_condition[cond] == {
+            "trials": str(len(trials)), "accuracy": f"{np.mean([r for r, _ in trials]):.3f}",
+            "median_response_ms": f"{np.median([ms for _, ms in trials]):.0f}",
+            "trainees": "2" if cond == shown else "1", "cards": "2" if cond == shown else "1",
+            "due": str(int(cond == "A") + int(cond == shown))}, cond
+
+    one_deck = educator.get(f"/cohorts/{cohort_id}/practice?deck={deck_id}")
+    assert _practice_rows(one_deck.text, "trainee")[TRAINEE[0]]["due"] == "1 (A)"  # one deck: no deck names
+    assert educator.get(f"/cohorts/{cohort_id}/practice?deck=999").status_code == 404
+    assert educator.get("/cohorts/999/practice").status_code == 404
+
+    trainee, anonymous = TestClient(app), TestClient(app)
+    sign_in(trainee, TRAINEE)
+    refused = trainee.get(f"/cohorts/{cohort_id}/practice")
+    assert refused.status_code == 403 and "This page is for educators." in refused.text and OTHER[0] not in refused.text
+    assert anonymous.get(f"/cohorts/{cohort_id}/practice", follow_redirects=False).status_code == 303

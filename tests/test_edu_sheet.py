@@ -17,7 +17,8 @@ from typer.testing import CliRunner
 from phenosynth.cli import app
 from phenosynth.data.workspace import Workspace
 from phenosynth.edu.annotations import load_annotations
-from phenosynth.edu.sheet import DISCLAIMER, find_chromium, select_sheet_images, write_sheet
+from phenosynth.edu.sheet import (DISCLAIMERS, DONOR, GENERATED, RunFacts, disclaimer, find_chromium,
+                                  select_sheet_images, write_sheet)
 from phenosynth.errors import PhenosynthError
 from tests._workspaces import image_row, save_rows, write_audit
 
@@ -100,7 +101,9 @@ def test_the_sheet_holds_only_audited_unflagged_synthetic_faces_and_the_disclaim
     html = res.html.read_text()
     assert res.html == ws.root / "sheets" / "A.html" and res.n_images == 4 and res.runs == ("good",)
     assert sorted(_sheet_pixels(html)) == sorted(_pixels(ws, i) for i in ids["ok"])
-    assert DISCLAIMER in html and "belong to any real child" in DISCLAIMER
+    line = "These faces are computer-generated. They are not photographs of real people and belong to no real child."
+    assert res.disclaimer == line and f'id="disclaimer">{line}</p>' in html  # run 'good' draws faces: no donor
+    assert html.count('alt="Computer-generated face') == 4 and "volunteer" not in html
     # plain language for known HPO terms, the term's own name otherwise; the description is escaped
     assert "Eyes set wide apart" in html and "Small lower jaw" in html and "Made-up term" in html
     assert "A &lt;b&gt;simulated&lt;/b&gt; condition" in html
@@ -186,7 +189,7 @@ def test_the_pdf_is_printed_by_chromium(sheet_ws, tmp_path):
     assert res.pdf == tmp_path / "out" / "sheet-A.pdf" and res.pdf_note == ""
     data = res.pdf.read_bytes()
     assert data.startswith(b"%PDF") and len(re.findall(rb"/Type\s*/Page(?!s)", data)) == 1  # one page
-    assert res.html == tmp_path / "out" / "sheet-A.html" and DISCLAIMER in res.html.read_text()
+    assert res.html == tmp_path / "out" / "sheet-A.html" and res.disclaimer in res.html.read_text()
 
 
 def test_a_phenotype_transfer_run_goes_on_a_sheet_by_its_own_run_json_flag(sheet_ws, tmp_path):
@@ -207,3 +210,90 @@ def test_a_phenotype_transfer_run_goes_on_a_sheet_by_its_own_run_json_flag(sheet
                                                       for n in notes)} == {"morph", "old", "warp"}
     with pytest.raises(PhenosynthError, match="made by 'phenotype-transfer' from a patient's photo"):
         write_sheet(ws, "A", image_ids=[rows["morph"]["image_id"]], out=tmp_path / "s.html", pdf=False)
+
+
+# --- what the sheet says its faces are --------------------------------------------------------------------------------
+
+
+def _donor_run(ws: Workspace, tmp_path, run: str = "pt-donors") -> list[str]:
+    """Two donor photos (``source=donor``) and a phenotype-transfer run of A with donor identities: each face a
+    donor's photo warped (its pixel parent the donor), run.json as ``phenosynth generate`` writes it; audited,
+    passing. The run's image ids."""
+    donors = [image_row(ws, tmp_path / "donors" / f"d{k}.png", _face(200 + k), label=pd.NA, subject_id=f"d{k}",
+                        source="donor") for k in range(2)]
+    faces = [_synthetic(ws, run, "phenotype-transfer", "A", 30 + k, d["image_id"]) for k, d in enumerate(donors)]
+    ws.save_manifest(pd.concat([ws.load_manifest(), pd.DataFrame(donors + faces)], ignore_index=True))
+    (ws.synthetic_dir / run / "run.json").write_text(json.dumps({
+        "run": run, "generator": "phenotype-transfer", "settings": {"identities": "donors"},
+        "donor_images": sorted(d["image_id"] for d in donors), "uses_patient_pixels": False}))
+    _write_audit(ws, run, {f["image_id"]: [] for f in faces})
+    return [f["image_id"] for f in faces]
+
+
+def test_the_line_is_chosen_from_the_runs_facts():
+    generated = RunFacts("fastgan-seed0", "fastgan")
+    donor = RunFacts("pt", "phenotype-transfer", ("d1",))
+    assert (generated.kind, donor.kind) == (GENERATED, DONOR)
+    assert disclaimer([generated]) == disclaimer([generated, generated]) == DISCLAIMERS[frozenset({GENERATED})]
+    assert "belong to no real child" in disclaimer([generated])
+    only_donors = disclaimer([donor])
+    assert only_donors.startswith("These faces are computer-altered photographs of volunteers who agreed to their use.")
+    assert "not photographs of any patient or of a child with this condition" in only_donors
+    assert "not photographs of real people" not in only_donors  # they are photos of real (consenting) people
+    mixed = disclaimer([generated, donor])
+    assert mixed.startswith("Some of these faces are computer-generated; the others are computer-altered photographs")
+    with pytest.raises(ValueError, match="at least one run"):
+        disclaimer([])
+
+
+def test_a_sheet_of_donor_faces_says_they_are_altered_photos_of_volunteers(sheet_ws, tmp_path):
+    ws, ids = sheet_ws
+    donor_faces = _donor_run(ws, tmp_path)
+    res = write_sheet(ws, "A", run="pt-donors", pdf=False, out=tmp_path / "donors.html")
+    html = res.html.read_text()
+    assert res.n_images == 2 and res.runs == ("pt-donors",)
+    assert res.disclaimer == DISCLAIMERS[frozenset({DONOR})]
+    assert f'id="disclaimer">{res.disclaimer}</p>' in html
+    assert "not photographs of real people" not in html and "Computer-generated face" not in html
+    assert html.count('alt="Computer-altered photograph of a volunteer') == 2
+    assert not any(i[:12] in html for i in donor_faces)
+
+    # every run of A: the faces of run 'good' are drawn, those of 'pt-donors' are not: the line says both
+    both = write_sheet(ws, "A", n=20, pdf=False, out=tmp_path / "both.html")
+    assert both.runs == ("good", "pt-donors") and both.n_images == 6
+    assert both.disclaimer == DISCLAIMERS[frozenset({GENERATED, DONOR})]
+    text = both.html.read_text()
+    assert text.count('alt="Computer-generated face') == 4 and text.count('alt="Computer-altered photograph') == 2
+
+    # the lineage alone is enough: a run.json without donor_images, faces whose pixel parents are donors
+    record = json.loads((ws.synthetic_dir / "pt-donors" / "run.json").read_text())
+    (ws.synthetic_dir / "pt-donors" / "run.json").write_text(json.dumps(record | {"donor_images": []}))
+    assert write_sheet(ws, "A", run="pt-donors", pdf=False, out=tmp_path / "d2.html").disclaimer == \
+        DISCLAIMERS[frozenset({DONOR})]
+
+    # the CLI prints the line it put on the sheet
+    done = CliRunner().invoke(app, ["sheet", "-w", str(ws.root), "--condition", "A", "--run", "pt-donors", "--no-pdf"])
+    assert done.exit_code == 0, done.output
+    assert f"The sheet says: {DISCLAIMERS[frozenset({DONOR})]}" in " ".join(done.output.split())
+
+
+def test_the_apps_sheet_button_says_the_same_of_a_deck_of_donor_faces(sheet_ws, tmp_path):
+    pytest.importorskip("fastapi", reason="the teaching app needs the extra phenosynth[edu]")
+    from fastapi.testclient import TestClient
+
+    from tests.test_edu_app import EDUCATOR, csrf, make_app, sign_in
+
+    ws, _ = sheet_ws
+    donor_faces = _donor_run(ws, tmp_path)
+    client = TestClient(make_app(ws))
+    assert sign_in(client, EDUCATOR).status_code == 303
+    r = client.post("/decks", data={"name": "Donors", "run": "pt-donors", "csrf_token": csrf(client)},
+                    follow_redirects=False)
+    deck_id = int(re.search(r"/decks/(\d+)", r.headers["location"]).group(1))
+    assert client.post(f"/decks/{deck_id}/images", data={"image_id": donor_faces, "csrf_token": csrf(client)}
+                       ).status_code == 200
+    page = client.get(f"/decks/{deck_id}").text
+    sheet_url = re.search(rf'href="(/decks/{deck_id}/conditions/\d+/sheet)"', page).group(1)
+    sheet = client.get(sheet_url)
+    assert sheet.status_code == 200 and DISCLAIMERS[frozenset({DONOR})] in sheet.text
+    assert "not photographs of real people" not in sheet.text

@@ -25,8 +25,9 @@ def sheet_command(
     pdf: bool = typer.Option(True, "--pdf/--no-pdf", help="Also print a PDF with Chromium (when installed)."),
 ) -> None:
     """Write a printable one-page counselling sheet for one condition: a grid of its audited, unflagged synthetic
-    faces, its features in plain language, and a clear line that the faces are computer-generated and belong to no
-    real child. HTML (self-contained) and, with Chromium installed, PDF. Refuses real photos, unaudited or flagged
+    faces, its features in plain language, and a clear line on what the faces are: computer-generated (they belong
+    to no real child) or, from a phenotype-transfer run with donor identities, computer-altered photographs of
+    volunteers who agreed to their use (no patient's). HTML (self-contained) and, with Chromium installed, PDF. Refuses real photos, unaudited or flagged
     images, and images made from patients' photos (shape-warp).
 
     Example: [bold]phenosynth sheet -w ws --condition sim01 --annotations demo/conditions.csv[/]
@@ -42,6 +43,7 @@ def sheet_command(
     if notes is not None and condition not in notes:
         console.print(f"Note: {annotations} has no entry for '{condition}': the sheet lists no features.",
                       highlight=False, soft_wrap=True)
+    console.print(f"The sheet says: {res.disclaimer}", highlight=False, soft_wrap=True)
     pdf_line = f" and {res.pdf}" if res.pdf else f"; no PDF ({res.pdf_note})"
     console.print(f"Counselling sheet of '{condition}': {res.n_images} audited synthetic face(s) from run(s) "
                   f"{', '.join(res.runs)}, written to {res.html}{pdf_line}.", highlight=False, soft_wrap=True)

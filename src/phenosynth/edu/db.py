@@ -257,7 +257,8 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
 
 
 def make_engine(url: str, *, pool_size: int = 10, max_overflow: int = 40, pool_timeout: float = 30.0) -> Engine:
-    """An engine for ``url``; SQLite gets foreign keys, WAL and a busy timeout on every connection."""
+    """An engine for ``url``; SQLite gets foreign keys, WAL and a busy timeout on every connection, PostgreSQL
+    (:func:`engine_url`) the pool sizes and UTC as the session time zone."""
     if url.startswith("sqlite"):
         # a connection per request thread: FastAPI runs sync routes on up to 40 threads (anyio's default), more than
         # QueuePool's default 5 + 10, and SQLite connections are cheap. A request holds a connection only while a
@@ -267,7 +268,29 @@ def make_engine(url: str, *, pool_size: int = 10, max_overflow: int = 40, pool_t
         engine = create_engine(url, connect_args={"check_same_thread": False}, **pool)
         event.listen(engine, "connect", _sqlite_pragmas)
         return engine
-    return create_engine(url, pool_pre_ping=True)
+    url = engine_url(url)
+    connect_args = {}
+    if url.startswith("postgresql+psycopg"):  # psycopg 3 and psycopg2: both libpq
+        # timestamps come back in UTC whatever the server's TimeZone setting (libpq's per-connection option)
+        connect_args["options"] = "-c timezone=UTC"
+    return create_engine(url, pool_pre_ping=True, pool_size=pool_size, max_overflow=max_overflow,
+                         pool_timeout=pool_timeout, connect_args=connect_args)
+
+
+def engine_url(url: str) -> str:
+    """``url`` with PostgreSQL's driver made explicit: ``postgresql://`` and ``postgres://`` (as libpq and hosting
+    services write them) mean psycopg 3, the driver ``phenosynth[edu]`` installs (SQLAlchemy's default would be
+    psycopg2). Other URLs are returned as they are.
+
+    >>> engine_url("postgres://u:p@db.example.org/edu")
+    'postgresql+psycopg://u:p@db.example.org/edu'
+    >>> engine_url("postgresql+psycopg2://u@h/edu")
+    'postgresql+psycopg2://u@h/edu'
+    """
+    for scheme in ("postgresql://", "postgres://"):
+        if url.startswith(scheme):
+            return "postgresql+psycopg://" + url[len(scheme):]
+    return url
 
 
 def session_factory(engine: Engine) -> sessionmaker[Session]:
@@ -308,4 +331,5 @@ def session_scope(factory: sessionmaker[Session]) -> Iterator[Session]:
 
 __all__ = ["Base", "User", "LoginFailure", "Deck", "DeckCondition", "DeckImage", "Cohort", "Membership", "Invitation",
            "Exercise", "Attempt", "Answer", "ReviewCard", "EDUCATOR", "TRAINEE", "ROLES", "FROM_WORKSPACE",
-           "FROM_IMPORT", "default_url", "make_engine", "session_factory", "migrate", "head_revision", "utcnow"]
+           "FROM_IMPORT", "default_url", "engine_url", "make_engine", "session_factory", "migrate", "head_revision",
+           "utcnow"]

@@ -22,7 +22,7 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from typing import TYPE_CHECKING, Literal, Mapping, Sequence
+from typing import TYPE_CHECKING, Collection, Literal, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
@@ -277,6 +277,84 @@ def assemble_quiz(images: pd.DataFrame, n: int, *, seed: int, order: Literal["fi
     return items
 
 
+# --- a cohort's practice at a glance (the educator's page) ------------------------------------------------------------
+
+#: :func:`practice_activity`'s inputs: one practice trial a row, one FSRS card a row
+TRIAL_COLUMNS = ["trainee", "deck", "condition", "correct", "response_ms", "answered_at"]
+CARD_COLUMNS = ["trainee", "deck", "condition", "due"]
+
+
+@dataclass(frozen=True)
+class PracticeActivity:
+    """A group's practice: ``per_trainee`` (trainee, trials, accuracy, median_response_ms, last_trial, cards, due,
+    due_conditions: [(deck, condition), ...]) has a row for every trainee asked about, practised or not;
+    ``per_condition`` (deck, condition, trials, accuracy, median_response_ms, trainees, cards, due) a row for every
+    (deck, condition) practised or with a card. ``due``: cards due for review by ``due_by``; accuracy and median NaN
+    without a trial."""
+
+    per_trainee: pd.DataFrame
+    per_condition: pd.DataFrame
+    due_by: datetime
+
+
+def _trial_stats(trials: pd.DataFrame) -> dict[str, float]:
+    return {"trials": len(trials),
+            "accuracy": float(trials["correct"].mean()) if len(trials) else np.nan,
+            "median_response_ms": float(trials["response_ms"].median()) if len(trials) else np.nan}
+
+
+def practice_activity(trials: pd.DataFrame, cards: pd.DataFrame, trainees: Sequence[str],
+                      due_by: datetime) -> PracticeActivity:
+    """Trials, accuracy, median response time and FSRS cards due, per trainee and per (deck, condition).
+
+    ``trials``: :data:`TRIAL_COLUMNS` (``answered_at`` and ``due`` timezone-aware); ``cards``: :data:`CARD_COLUMNS`;
+    ``due_by``: a card is due when its ``due`` is at or before it (the app passes the end of today, UTC).
+
+    >>> from datetime import timedelta
+    >>> NOW = datetime(2026, 3, 2, 9, 0, tzinfo=timezone.utc)
+    >>> t = pd.DataFrame([["ann", "D", "A", True, 900, NOW], ["ann", "D", "A", False, 1500, NOW],
+    ...                   ["ann", "D", "B", True, 2000, NOW]], columns=TRIAL_COLUMNS)
+    >>> c = pd.DataFrame([["ann", "D", "A", NOW], ["ann", "D", "B", NOW + timedelta(days=3)]], columns=CARD_COLUMNS)
+    >>> a = practice_activity(t, c, ["ann", "bob"], NOW)
+    >>> a.per_trainee[["trainee", "trials", "median_response_ms", "due"]].to_dict("records")
+    [{'trainee': 'ann', 'trials': 3, 'median_response_ms': 1500.0, 'due': 1}, {'trainee': 'bob', 'trials': 0, \
+'median_response_ms': nan, 'due': 0}]
+    >>> a.per_trainee["due_conditions"].tolist()
+    [[('D', 'A')], []]
+    >>> a.per_condition[["condition", "trials", "accuracy", "trainees", "cards", "due"]].to_dict("records")
+    [{'condition': 'A', 'trials': 2, 'accuracy': 0.5, 'trainees': 1, 'cards': 1, 'due': 1}, {'condition': 'B', \
+'trials': 1, 'accuracy': 1.0, 'trainees': 1, 'cards': 1, 'due': 0}]
+    """
+    if due_by.tzinfo is None:
+        raise PhenosynthError("practice_activity needs a timezone-aware time (due_by).")
+    trials = trials[TRIAL_COLUMNS].assign(correct=trials["correct"].astype(bool),
+                                          response_ms=trials["response_ms"].astype(float))
+    cards = cards[CARD_COLUMNS].assign(is_due=[d <= due_by for d in cards["due"]]) if len(cards) else \
+        pd.DataFrame(columns=[*CARD_COLUMNS, "is_due"])
+    per_trainee = []
+    for who in trainees:
+        mine, own_cards = trials[trials["trainee"] == who], cards[cards["trainee"] == who]
+        due = own_cards[own_cards["is_due"].astype(bool)].sort_values(["deck", "condition"])
+        per_trainee.append({"trainee": who, **_trial_stats(mine),
+                            "last_trial": mine["answered_at"].max() if len(mine) else None,
+                            "cards": len(own_cards), "due": len(due),
+                            "due_conditions": list(zip(due["deck"], due["condition"]))})
+    keys = sorted(set(zip(trials["deck"], trials["condition"])) | set(zip(cards["deck"], cards["condition"])))
+    per_condition = []
+    for deck, cond in keys:
+        mine = trials[(trials["deck"] == deck) & (trials["condition"] == cond)]
+        own_cards = cards[(cards["deck"] == deck) & (cards["condition"] == cond)]
+        per_condition.append({"deck": deck, "condition": cond, **_trial_stats(mine),
+                              "trainees": int(mine["trainee"].nunique()), "cards": len(own_cards),
+                              "due": int(own_cards["is_due"].astype(bool).sum())})
+    return PracticeActivity(
+        per_trainee=pd.DataFrame(per_trainee, columns=["trainee", "trials", "accuracy", "median_response_ms",
+                                                       "last_trial", "cards", "due", "due_conditions"]),
+        per_condition=pd.DataFrame(per_condition, columns=["deck", "condition", "trials", "accuracy",
+                                                           "median_response_ms", "trainees", "cards", "due"]),
+        due_by=due_by)
+
+
 @dataclass(frozen=True)
 class PrePostSplit:
     """Disjoint image sets: the pre-test, the post-test (held back from practice) and the practice pool."""
@@ -287,27 +365,51 @@ class PrePostSplit:
 
 
 def pre_post_split(images: pd.DataFrame, n_pre_per_condition: int, n_post_per_condition: int, *,
-                   seed: int) -> PrePostSplit:
+                   seed: int, seen: Collection[str] = ()) -> PrePostSplit:
     """Per condition, a seeded random ``n_pre_per_condition`` images for the pre-test and ``n_post_per_condition``
     others for the post-test; the rest is the practice pool. The post-test images are never practised, so the
     post-test measures recognition of new faces, not memory of seen ones. Each condition needs at least
-    ``n_pre + n_post + 1`` images (one left to practise)."""
+    ``n_pre + n_post + 1`` images (one left to practise).
+
+    ``seen``: image ids the trainees were already shown (earlier quizzes, tests, practice). The post-test takes only
+    unseen images; the pre-test takes unseen ones while more than the post-test's are left, then seen ones. Without
+    ``seen`` the split is the same as with an empty one.
+
+    Raises:
+        PhenosynthError: a condition with too few images, or with fewer unseen images than the post-test needs
+            (every such condition named with how many it has left).
+    """
     rng = np.random.default_rng(seed)
+    seen_ids = {str(i) for i in seen}
     parts: dict[str, list[pd.DataFrame]] = {"pre": [], "post": [], "practice": []}
     need = n_pre_per_condition + n_post_per_condition + 1
+    short: list[str] = []
     for cond, group in images.groupby(images["condition"].astype(str), sort=True):
         if len(group) < need:
             raise PhenosynthError(f"Condition '{cond}' has {len(group)} image(s); a pre-test of "
                                   f"{n_pre_per_condition}, a post-test of {n_post_per_condition} and practice need "
                                   f"{need}.")
         g = group.iloc[rng.permutation(len(group))]
-        parts["pre"].append(g.iloc[:n_pre_per_condition])
-        parts["post"].append(g.iloc[n_pre_per_condition:n_pre_per_condition + n_post_per_condition])
-        parts["practice"].append(g.iloc[n_pre_per_condition + n_post_per_condition:])
+        was_seen = g["image_id"].astype(str).isin(seen_ids).to_numpy()
+        unseen, shown = g[~was_seen], g[was_seen]
+        if len(unseen) < n_post_per_condition:
+            short.append(f"'{cond}' {len(unseen)}")
+            continue
+        k = min(n_pre_per_condition, len(unseen) - n_post_per_condition)  # pre-test images from the unseen ones
+        parts["pre"].append(pd.concat([unseen.iloc[:k], shown.iloc[:n_pre_per_condition - k]]))
+        parts["post"].append(unseen.iloc[k:k + n_post_per_condition])
+        parts["practice"].append(pd.concat([unseen.iloc[k + n_post_per_condition:],
+                                            shown.iloc[n_pre_per_condition - k:]]))
+    if short:
+        raise PhenosynthError(
+            f"A post-test of {n_post_per_condition} image(s) per condition needs that many images of each condition "
+            f"that the trainees have not been shown yet (in an earlier quiz, test or practice of this deck); unseen "
+            f"images left: {', '.join(short)}. Add images to the deck, or ask fewer post-test images.")
     return PrePostSplit(**{k: pd.concat(v) if v else images.iloc[0:0] for k, v in parts.items()})
 
 
 __all__ = ["PracticeSettings", "ConditionProgress", "condition_progress", "condition_weights", "next_condition",
            "next_image", "scheduler", "card_id", "new_card", "rating_from_answer", "review", "due_conditions",
            "confusability_from_confusion", "confusability_from_prototypes", "most_confusable", "QuizItem",
-           "assemble_quiz", "PrePostSplit", "pre_post_split"]
+           "assemble_quiz", "PrePostSplit", "pre_post_split", "PracticeActivity", "practice_activity",
+           "TRIAL_COLUMNS", "CARD_COLUMNS"]

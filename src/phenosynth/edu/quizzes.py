@@ -8,9 +8,11 @@ answers already given on the deck (:func:`phenosynth.edu.practice.confusability_
 none, the other options are a seeded random draw. The questions are always shuffled once (a round-robin order,
 A, B, A, B, ..., would give answers away); ``order="fixed"`` then asks every trainee in that order, ``order="random"``
 gives each trainee their own seeded order. :func:`create_pre_post` splits the deck's images with
-:func:`phenosynth.edu.practice.pre_post_split`: the pre-test and post-test images are disjoint, and both exercises
-record the post-test images as ``held_back_image_ids`` and the rest as ``practice_image_ids``; :func:`held_back`
-keeps those images out of practice and out of quizzes made later on the deck.
+:func:`phenosynth.edu.practice.pre_post_split`: the pre-test and post-test images are disjoint, the post-test's are
+images the cohort was never shown on the deck (:func:`shown_to_cohort`: a second pair never re-asks the first pair's
+post-test), and both exercises record the post-test images as ``held_back_image_ids`` and the rest as
+``practice_image_ids``; :func:`held_back` keeps those images out of practice and out of quizzes made later on the
+deck.
 
 **Taking a quiz.** One attempt per trainee and quiz (:func:`open_attempt` resumes it). Questions are answered in
 order; the question on screen and the time it was first shown are stored, so the server measures the response time
@@ -35,7 +37,8 @@ from sqlalchemy.orm import Session
 
 from phenosynth.edu import practice, scoring
 from phenosynth.edu.cohorts import cohort_ids_of
-from phenosynth.edu.db import Answer, Attempt, Cohort, Deck, DeckCondition, DeckImage, Exercise, User, utcnow
+from phenosynth.edu.db import (Answer, Attempt, Cohort, Deck, DeckCondition, DeckImage, Exercise, Membership, User,
+                               utcnow)
 from phenosynth.edu.security import _aware
 from phenosynth.errors import PhenosynthError
 
@@ -97,6 +100,23 @@ def held_back(db: Session, deck_id: int) -> set[int]:
     return out
 
 
+def shown_to_cohort(db: Session, deck_id: int, cohort_id: int | None) -> set[int]:
+    """The deck images a cohort has seen or will see by what it was given: the questions of every quiz and pre-/
+    post-test of the deck assigned to the cohort (``cohort_id`` None: to no cohort), and every deck image its members
+    answered (practice, and quizzes of any cohort)."""
+    to_cohort = Exercise.cohort_id.is_(None) if cohort_id is None else Exercise.cohort_id == cohort_id
+    out: set[int] = set()
+    for settings in db.scalars(select(Exercise.settings).where(Exercise.deck_id == deck_id,
+                                                               Exercise.kind.in_(QUIZ_KINDS), to_cohort)):
+        out.update(int(q["deck_image_id"]) for q in (settings or {}).get("items", []))
+    if cohort_id is not None:
+        members = select(Membership.user_id).where(Membership.cohort_id == cohort_id)
+        out.update(db.scalars(select(Answer.deck_image_id).join(Attempt, Attempt.id == Answer.attempt_id)
+                              .join(DeckImage, DeckImage.id == Answer.deck_image_id)
+                              .where(DeckImage.deck_id == deck_id, Attempt.user_id.in_(members)).distinct()))
+    return out
+
+
 def deck_answers(db: Session, deck: Deck) -> pd.DataFrame:
     """Every answer given on the deck's images: ``condition_true``, ``condition_chosen``, ``correct``."""
     rows = db.execute(select(Answer.correct_label, Answer.chosen_label).join(
@@ -145,9 +165,17 @@ def create_quiz(db: Session, educator: User, deck: Deck, cohort: Cohort | None, 
 def create_pre_post(db: Session, educator: User, deck: Deck, cohort: Cohort | None, title: str,
                     settings: QuizSettings, *, n_pre_per_condition: int, n_post_per_condition: int
                     ) -> tuple[Exercise, Exercise]:
-    """A pre-test and a post-test on disjoint images (``settings.n`` is ignored: each test asks all of its images)."""
+    """A pre-test and a post-test on disjoint images (``settings.n`` is ignored: each test asks all of its images).
+    The post-test's (held-back) images are images the cohort has not been shown in the deck's earlier quizzes, tests
+    and practice (:func:`shown_to_cohort`); the pre-test prefers them too. Too few of them: a :class:`QuizError`
+    that says how many are needed and how many are left per condition."""
     settings.check()
-    split = practice.pre_post_split(deck_pool(deck), n_pre_per_condition, n_post_per_condition, seed=settings.seed)
+    seen = shown_to_cohort(db, deck.id, cohort.id if cohort is not None else None)
+    try:
+        split = practice.pre_post_split(deck_pool(deck), n_pre_per_condition, n_post_per_condition,
+                                        seed=settings.seed, seen={str(i) for i in seen})
+    except PhenosynthError as e:
+        raise QuizError(str(e)) from None
     confusability = deck_confusability(db, deck)
     ids = {part: [int(i) for i in getattr(split, part)["image_id"]] for part in ("pre", "post", "practice")}
     shared = {"held_back_image_ids": ids["post"], "practice_image_ids": ids["practice"]}
@@ -354,7 +382,8 @@ def status_of(db: Session, user: User, exercise: Exercise) -> str:
     return "finished" if close_if_expired(db, attempt) else "in progress"
 
 
-__all__ = ["QuizError", "TimeUp", "QuizSettings", "QUIZ_KINDS", "deck_pool", "held_back", "deck_answers",
+__all__ = ["QuizError", "TimeUp", "QuizSettings", "QUIZ_KINDS", "deck_pool", "held_back", "shown_to_cohort",
+           "deck_answers",
            "deck_confusability", "create_quiz", "create_pre_post", "settings_of", "assigned_exercises", "assigned_quiz", "attempt_of",
            "open_attempt", "answers_of", "next_item", "seconds_left", "close_if_expired", "show_item", "response_ms",
            "Recorded", "record_answer", "Feedback", "feedback", "QuizResult", "result", "status_of", "GRACE_S"]

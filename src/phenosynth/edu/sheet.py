@@ -2,7 +2,9 @@
 
 The sheet shows a grid of the condition's **audited, shareable synthetic faces** (the selection of
 :func:`phenosynth.audit.export.shareable_images`, the same as exports), the condition's features in plain language
-(:mod:`phenosynth.edu.annotations`), and the line :data:`DISCLAIMER`. The images are re-encoded (fresh PNG pixels,
+(:mod:`phenosynth.edu.annotations`), and a line saying what the faces are (:func:`disclaimer`, from the facts of
+their runs: computer-generated, or computer-altered photographs of consenting donors). The images are re-encoded
+(fresh PNG pixels,
 no metadata, at most :data:`MAX_SIDE` px) and embedded in the HTML as data URIs, so the file is self-contained and
 names no workspace path or image id. It refuses real photos, images of runs never audited, images the audit
 flagged or the gate held back, and images of generators that transform the patients' own photos (``shape-warp``:
@@ -17,6 +19,7 @@ from __future__ import annotations
 import base64
 import difflib
 import io
+import json
 import logging
 import os
 import shutil
@@ -32,6 +35,7 @@ from phenosynth.audit.export import shareable_images
 from phenosynth.audit.gate import audit_staleness, gate_reasons, synthetic_runs
 from phenosynth.audit.privacy import audit_dir, run_uses_patient_pixels
 from phenosynth.data.filenames import safe_name
+from phenosynth.data.manifest import DONOR as DONOR_SOURCE
 from phenosynth.data.manifest import SYNTHETIC
 from phenosynth.data.workspace import Workspace, atomic_write
 from phenosynth.edu.annotations import Annotation
@@ -39,11 +43,77 @@ from phenosynth.errors import PhenosynthError
 
 log = logging.getLogger(__name__)
 
-DISCLAIMER = ("These faces are computer-generated. They are not photographs of real people and do not belong to "
-              "any real child.")
+#: What a sheet's faces are, by where their pixels come from. GENERATED: drawn by a model, no photo's pixels in them.
+#: DONOR: a donor's photo (a volunteer who agreed to its use, ingested with ``--donors``) altered to show the
+#: condition's features (phenotype-transfer with donor identities).
+GENERATED = "generated"
+DONOR = "donor"
+#: The line on a sheet, by the set of kinds of its faces (:func:`disclaimer`)
+DISCLAIMERS = {
+    frozenset({GENERATED}): "These faces are computer-generated. They are not photographs of real people and belong "
+                            "to no real child.",
+    frozenset({DONOR}): "These faces are computer-altered photographs of volunteers who agreed to their use. They are "
+                        "not photographs of any patient or of a child with this condition.",
+    frozenset({GENERATED, DONOR}): "Some of these faces are computer-generated; the others are computer-altered "
+                                   "photographs of volunteers who agreed to their use. None is a photograph of any "
+                                   "patient or of a child with this condition.",
+}
+#: A face's alternative text, by its kind
+FACE_ALT = {GENERATED: "Computer-generated face", DONOR: "Computer-altered photograph of a volunteer"}
 MAX_SIDE = 320  # px per face: about 200 dpi at the grid's 40 mm
 COLUMNS = 4
 CHROMIUM_NAMES = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable")
+
+
+@dataclass(frozen=True)
+class RunFacts:
+    """What a sheet needs to know of one generator run to say what its faces are: the donor faces (manifest
+    ``source=donor``) whose pixels its images hold, from the run's ``run.json`` (``donor_images``) and the images'
+    lineage (``parents``)."""
+
+    run: str
+    generator: str
+    donor_images: tuple[str, ...] = ()
+
+    @property
+    def kind(self) -> str:
+        """:data:`DONOR` when the run's faces are altered donor photos, else :data:`GENERATED`."""
+        return DONOR if self.donor_images else GENERATED
+
+
+def disclaimer(runs: Sequence[RunFacts]) -> str:
+    """The sheet's line on what its faces are, true for every run they come from (:data:`DISCLAIMERS`).
+
+    >>> disclaimer([RunFacts("fastgan-seed0", "fastgan")]).split(". ")[0]
+    'These faces are computer-generated'
+    >>> disclaimer([RunFacts("pt", "phenotype-transfer", ("d1", "d2"))]).split(". ")[0]
+    'These faces are computer-altered photographs of volunteers who agreed to their use'
+    """
+    if not runs:
+        raise ValueError("a sheet's line needs the facts of at least one run")
+    return DISCLAIMERS[frozenset(r.kind for r in runs)]
+
+
+def run_facts(ws: Workspace, manifest: pd.DataFrame, images: pd.DataFrame) -> dict[str, RunFacts]:
+    """Run -> :class:`RunFacts` for the runs of ``images`` (rows with ``image_id`` and ``run``): the donors its
+    ``run.json`` records, and the donor faces among the pixel parents of the images shown."""
+    donors = set(manifest.loc[manifest["source"].astype(str) == DONOR_SOURCE, "image_id"].astype(str))
+    by_id = manifest.set_index(manifest["image_id"].astype(str))
+    facts = {}
+    for run, rows in images.groupby(images["run"].astype(str), sort=True):
+        path = ws.synthetic_dir / safe_name(run) / "run.json"
+        try:
+            record = json.loads(path.read_text()) if path.exists() else {}
+        except ValueError:
+            record = {}
+        recorded = record.get("donor_images", []) if isinstance(record, dict) else []
+        found = set(map(str, recorded if isinstance(recorded, list) else []))
+        ids = [i for i in rows["image_id"].astype(str) if i in by_id.index]
+        for parents in by_id.loc[ids, "parents"]:  # lists of image ids (load_manifest)
+            found |= donors & set(map(str, parents))
+        generators = sorted(set(by_id.loc[ids, "generator"].astype(str))) if ids else []
+        facts[run] = RunFacts(run=run, generator=", ".join(generators), donor_images=tuple(sorted(found)))
+    return facts
 
 
 @dataclass(frozen=True)
@@ -56,6 +126,7 @@ class SheetResult:
     n_images: int
     runs: tuple[str, ...]  # the generator runs the faces come from
     notes: tuple[str, ...]  # runs passed over, and why
+    disclaimer: str = ""  # the sheet's line on what the faces are (:func:`disclaimer`)
 
 
 def _check_condition(manifest: pd.DataFrame, condition: str) -> None:
@@ -163,16 +234,18 @@ def embedded_png(path: Path, max_side: int = MAX_SIDE) -> str:
     return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
 
 
-def render_sheet(condition: str, annotation: Annotation | None, image_uris: Sequence[str], source: str) -> str:
-    """The sheet's HTML (Jinja2, autoescaped; ``templates/counselling_sheet.html``)."""
+def render_sheet(condition: str, annotation: Annotation | None, faces: Sequence[tuple[str, str]], source: str,
+                 line: str) -> str:
+    """The sheet's HTML (Jinja2, autoescaped; ``templates/counselling_sheet.html``): ``faces`` as (data URI, kind
+    of face: :data:`GENERATED` or :data:`DONOR`), ``line`` the :func:`disclaimer`."""
     from jinja2 import Environment, PackageLoader, select_autoescape
 
     env = Environment(loader=PackageLoader("phenosynth.edu", "templates"), autoescape=select_autoescape(["html"]))
     a = annotation
     return env.get_template("counselling_sheet.html").render(
         title=a.name if a else condition, description=a.description if a else "",
-        features=a.plain_features() if a else [], hpo=list(a.hpo) if a else [], images=list(image_uris),
-        columns=COLUMNS, disclaimer=DISCLAIMER, source=source)
+        features=a.plain_features() if a else [], hpo=list(a.hpo) if a else [],
+        images=[(uri, FACE_ALT[kind]) for uri, kind in faces], columns=COLUMNS, disclaimer=line, source=source)
 
 
 def find_chromium() -> str | None:
@@ -204,11 +277,13 @@ def write_sheet(ws: Workspace, condition: str, *, annotations: dict[str, Annotat
     path names the PDF and the HTML goes beside it) and, with ``pdf`` and Chromium (``browser``, default: found on
     the PATH), the PDF of the same name. See :func:`select_sheet_images` for which faces and the refusals."""
     images, notes = select_sheet_images(ws, condition, run=run, image_ids=image_ids, n=n)
-    uris = [embedded_png(ws.resolve(str(p))) for p in images["path"]]
-    runs = tuple(sorted(set(images["run"].astype(str))))
+    facts = run_facts(ws, ws.load_manifest(), images)
+    faces = [(embedded_png(ws.resolve(str(p))), facts[str(r)].kind) for p, r in zip(images["path"], images["run"])]
+    runs = tuple(sorted(facts))
+    line = disclaimer(list(facts.values()))
     source = (f"Made with phenosynth from generator run(s) {', '.join(runs)}. Every face passed the privacy audit: "
               "no identity match to a real training photo and no near-copy of one.")
-    html_text = render_sheet(condition, (annotations or {}).get(condition), uris, source)
+    html_text = render_sheet(condition, (annotations or {}).get(condition), faces, source, line)
     out = Path(out).expanduser() if out is not None else ws.root / "sheets" / f"{safe_name(condition)}.html"
     html_path = out.with_suffix(".html")
     html_path.parent.mkdir(parents=True, exist_ok=True)
@@ -225,8 +300,9 @@ def write_sheet(ws: Workspace, condition: str, *, annotations: dict[str, Annotat
     if note:
         log.info("counselling sheet of %s: no PDF (%s)", condition, note)
     log.info("counselling sheet of %s: %d face(s) from %s -> %s", condition, len(images), ", ".join(runs), html_path)
-    return SheetResult(html=html_path, pdf=pdf_path, pdf_note=note, n_images=len(images), runs=runs, notes=notes)
+    return SheetResult(html=html_path, pdf=pdf_path, pdf_note=note, n_images=len(images), runs=runs, notes=notes,
+                       disclaimer=line)
 
 
 __all__ = ["write_sheet", "select_sheet_images", "render_sheet", "embedded_png", "print_to_pdf", "find_chromium",
-           "SheetResult", "DISCLAIMER"]
+           "SheetResult", "RunFacts", "run_facts", "disclaimer", "DISCLAIMERS", "GENERATED", "DONOR", "FACE_ALT"]

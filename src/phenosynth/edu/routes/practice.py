@@ -33,9 +33,10 @@ from phenosynth.edu import decks as D
 from phenosynth.edu import practice as PR
 from phenosynth.edu import quizzes as Q
 from phenosynth.edu.annotations import PLAIN_LANGUAGE
-from phenosynth.edu.db import (EDUCATOR, Answer, Attempt, Deck, DeckCondition, DeckImage, Exercise, Membership,
-                               ReviewCard, User, utcnow)
+from phenosynth.edu.db import (EDUCATOR, Answer, Attempt, Cohort, Deck, DeckCondition, DeckImage, Exercise,
+                               Membership, ReviewCard, User, utcnow)
 from phenosynth.edu.deps import current_educator, current_user, gated_image, get_db, render
+from phenosynth.edu.progress import cohort_members
 
 if TYPE_CHECKING:
     import fsrs
@@ -106,12 +107,39 @@ def cards_of(db: Session, user: User, condition_ids: list[int] | None = None) ->
     return {rc.condition_id: rc for rc in db.scalars(q)}
 
 
+def end_of_today(now: datetime | None = None) -> datetime:
+    """The last moment of ``now``'s day in UTC: a card due by then counts as due today."""
+    now = (now or utcnow()).astimezone(timezone.utc)
+    return datetime.combine(now.date(), time.max, tzinfo=timezone.utc)
+
+
 def due_today(db: Session, user: User, now: datetime | None = None, condition_ids: list[int] | None = None) -> int:
     """How many of the trainee's FSRS cards (of ``condition_ids``; default all) fall due by the end of today (UTC)."""
-    now = now or utcnow()
-    end = datetime.combine(now.date(), time.max, tzinfo=timezone.utc)
     cards = {str(k): stored_card(rc) for k, rc in cards_of(db, user, condition_ids).items()}
-    return len(PR.due_conditions(cards, end))
+    return len(PR.due_conditions(cards, end_of_today(now)))
+
+
+def cohort_activity(db: Session, cohort: Cohort, now: datetime | None = None,
+                    deck_id: int | None = None) -> PR.PracticeActivity:
+    """The practice of ``cohort``'s trainees (:func:`phenosynth.edu.practice.practice_activity`): their practice
+    trials and FSRS cards (on deck ``deck_id``, default every deck; a deck is its id), cards due by the end of today."""
+    members = cohort_members(db, cohort)
+    ids = [u.id for u in members]
+    trials = (select(User.email, Exercise.deck_id, Answer.correct_label, Answer.chosen_label, Answer.response_ms,
+                     Answer.answered_at)
+              .join(Attempt, Answer.attempt_id == Attempt.id).join(Exercise, Attempt.exercise_id == Exercise.id)
+              .join(User, Attempt.user_id == User.id)
+              .where(Exercise.kind == "practice", Attempt.user_id.in_(ids)).order_by(Answer.answered_at, Answer.id))
+    cards = (select(User.email, DeckCondition.deck_id, DeckCondition.name, ReviewCard.due)
+             .join(DeckCondition, ReviewCard.condition_id == DeckCondition.id).join(User, ReviewCard.user_id == User.id)
+             .where(ReviewCard.user_id.in_(ids)))
+    if deck_id is not None:
+        trials, cards = trials.where(Exercise.deck_id == deck_id), cards.where(DeckCondition.deck_id == deck_id)
+    trial_frame = pd.DataFrame([(who, deck, true, true == chosen, ms, _aware(at))
+                                for who, deck, true, chosen, ms, at in db.execute(trials)], columns=PR.TRIAL_COLUMNS)
+    card_frame = pd.DataFrame([(who, deck, name, _aware(due)) for who, deck, name, due in db.execute(cards)],
+                              columns=PR.CARD_COLUMNS)
+    return PR.practice_activity(trial_frame, card_frame, [u.email for u in members], end_of_today(now))
 
 
 def practice_rows(db: Session, user: User) -> list[dict[str, object]]:
@@ -266,3 +294,23 @@ def deck_practice_open(db: Session, deck_id: int) -> bool:
     ex = db.scalar(select(Exercise).where(Exercise.deck_id == deck_id, Exercise.kind == "practice",
                                           Exercise.cohort_id.is_(None)).order_by(Exercise.id).limit(1))
     return ex is not None and _is_open(ex)
+
+
+@router.get("/cohorts/{cohort_id:int}/practice", dependencies=[Depends(current_educator)])
+def cohort_practice(request: Request, cohort_id: int, deck: int | None = None,
+                    db: Session = Depends(get_db, scope="function")) -> Response:
+    """The educator's view of a cohort's practice: per trainee and per condition, trials, accuracy, median response
+    time and the FSRS cards due today (``?deck=ID``: one deck's)."""
+    cohort = db.get(Cohort, cohort_id)
+    if cohort is None:
+        raise HTTPException(status_code=404, detail=f"No cohort {cohort_id}.")
+    activity = cohort_activity(db, cohort, deck_id=deck)
+    decks = {d.id: d for d in db.scalars(select(Deck).order_by(Deck.name, Deck.id))}
+    if deck is not None and deck not in decks:
+        raise HTTPException(status_code=404, detail=f"No deck {deck}.")
+    practised = sorted(set(activity.per_condition["deck"]) | ({deck} if deck is not None else set()))
+    return render(request, "cohort_practice.html", {
+        "cohort": cohort, "activity": activity, "decks": decks, "deck": deck,
+        "deck_links": [decks[d] for d in practised if d in decks],
+        "per_trainee": activity.per_trainee.to_dict("records"),
+        "per_condition": activity.per_condition.to_dict("records")})
