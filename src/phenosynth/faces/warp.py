@@ -8,20 +8,25 @@ image does not move and pixels far from the face change smoothly.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 import numpy as np
 
 
+@functools.lru_cache(maxsize=64)
 def border_anchors(height: int, width: int, per_side: int = 4) -> np.ndarray:
-    """``(4 * per_side, 2)`` points (x, y) evenly spaced around the image border, corners included."""
+    """``(4 * per_side, 2)`` points (x, y) evenly spaced around the image border, corners included (read-only: one
+    array per frame size, shared by every warp of that size)."""
     xs = np.linspace(0, width - 1, per_side + 1)
     ys = np.linspace(0, height - 1, per_side + 1)
     top = np.stack([xs[:-1], np.zeros(per_side)], 1)
     right = np.stack([np.full(per_side, width - 1.0), ys[:-1]], 1)
     bottom = np.stack([xs[::-1][:-1], np.full(per_side, height - 1.0)], 1)
     left = np.stack([np.zeros(per_side), ys[::-1][:-1]], 1)
-    return np.concatenate([top, right, bottom, left]).astype(np.float64)
+    anchors = np.concatenate([top, right, bottom, left]).astype(np.float64)
+    anchors.setflags(write=False)
+    return anchors
 
 
 @dataclass(frozen=True, eq=False)
@@ -125,11 +130,13 @@ def folded_triangles(src: np.ndarray, dst: np.ndarray, height: int, width: int, 
 class Unfolding:
     """What :func:`unfolded_target` did: ``smoothed`` points whose move was blended with their neighbours',
     ``scale`` of the whole move kept after that (1.0: none taken back), ``change`` the share of the asked move that
-    was given up (``|moved - asked| / |asked|`` over all points; 0.0: the target was kept as asked)."""
+    was given up (``|moved - asked| / |asked|`` over all points; 0.0: the target was kept as asked), and
+    ``folded_before`` the folded face triangles of the target as asked (none are left after)."""
 
     smoothed: int
     scale: float
     change: float
+    folded_before: int = 0
 
 
 def unfolded_target(src: np.ndarray, dst: np.ndarray, height: int, width: int, *, iterations: int = 40,
@@ -149,7 +156,8 @@ def unfolded_target(src: np.ndarray, dst: np.ndarray, height: int, width: int, *
     asked = dst - src
     move = asked.copy()
     smoothed: set[int] = set()
-    if _folded_mask(src, dst, height, width, min_ratio)[0].any():
+    folded_before = int(_folded_mask(src, dst, height, width, min_ratio)[0].sum())
+    if folded_before:
         # The source's own mesh (points + anchors, fixed): a move that keeps every one of its triangles the right way
         # round is a one-to-one deformation, so the smoothing works on it (one Delaunay, then only areas).
         keep, src_all, tri = _target_triangles(src, height, width)
@@ -186,7 +194,7 @@ def unfolded_target(src: np.ndarray, dst: np.ndarray, height: int, width: int, *
                     move[v] = 0.5 * move[v] + 0.5 * full[nbrs].mean(0)
             smoothed |= bad
     scale = 1.0
-    if _folded_mask(src, src + move, height, width, min_ratio)[0].any():
+    if folded_before and _folded_mask(src, src + move, height, width, min_ratio)[0].any():
         lo, hi = 0.0, 1.0
         for _ in range(5):
             mid = 0.5 * (lo + hi)
@@ -197,7 +205,7 @@ def unfolded_target(src: np.ndarray, dst: np.ndarray, height: int, width: int, *
         scale, move = lo, lo * move
     norm = float(np.linalg.norm(asked))
     change = float(np.linalg.norm(move - asked) / norm) if norm > 0 else 0.0
-    return src + move, Unfolding(smoothed=len(smoothed), scale=scale, change=change)
+    return src + move, Unfolding(smoothed=len(smoothed), scale=scale, change=change, folded_before=folded_before)
 
 
 def _neighbour_lists(points: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

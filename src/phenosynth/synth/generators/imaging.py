@@ -117,13 +117,10 @@ def fold_free(src: np.ndarray, dst: np.ndarray, size: tuple[int, ...], *, unfold
     from phenosynth.faces.warp import folded_triangles, unfolded_target
 
     h, w = size[:2]
-    if unfold:
-        dst, how = unfolded_target(src, dst, h, w)
-        change, scale = how.change, how.scale
-    else:
-        change, scale = 0.0, 1.0
-    return dst, {"unfold_change": round(change, 4), "unfold_scale": round(scale, 4),
-                 "folded_triangles": folded_triangles(src, dst, h, w)}
+    if not unfold:
+        return dst, {"unfold_change": 0.0, "unfold_scale": 1.0, "folded_triangles": folded_triangles(src, dst, h, w)}
+    dst, how = unfolded_target(src, dst, h, w)
+    return dst, {"unfold_change": round(how.change, 4), "unfold_scale": round(how.scale, 4), "folded_triangles": 0}
 
 
 def is_grayscale(image: np.ndarray) -> bool:
