@@ -330,12 +330,13 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def start_server(ws_root: Path, port: int) -> subprocess.Popen:
+def start_server(ws_root: Path, port: int, workers: int = 1) -> subprocess.Popen:
     exe = Path(sys.executable).with_name("phenosynth")
     cmd = [str(exe)] if exe.exists() else [sys.executable, "-c", "from phenosynth.cli import main; main()"]
     # the server's log goes to a file: a pipe nobody reads fills up under load and stalls the server on its next line
     log = (ws_root.parent / "server.log").open("wb")
-    proc = subprocess.Popen(cmd + ["serve", "-w", str(ws_root), "--host", HOST, "--port", str(port)],
+    proc = subprocess.Popen(cmd + ["serve", "-w", str(ws_root), "--host", HOST, "--port", str(port),
+                                   "--workers", str(workers)],
                             stdout=log, stderr=subprocess.STDOUT, env=os.environ.copy())
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
@@ -354,9 +355,16 @@ def start_server(ws_root: Path, port: int) -> subprocess.Popen:
 
 
 def cpu_seconds(pid: int) -> float:
-    """User + system CPU time of process ``pid`` so far (Linux ``/proc``)."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    """User + system CPU time so far of process ``pid`` and its live descendants (uvicorn's worker processes; Linux
+    ``/proc``)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:  # gone meanwhile
+        return 0.0
+    own = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    children = {int(c) for task in Path(f"/proc/{pid}/task").glob("*")
+                for c in (task / "children").read_text().split()} if Path(f"/proc/{pid}/task").exists() else set()
+    return own + sum(cpu_seconds(c) for c in children)
 
 
 async def run_users(site: Site, scenario: Scenario, seconds: float, budget: int, server_pid: int
@@ -411,6 +419,7 @@ def main(argv: list[str] | None = None) -> int:
                    help="pauses of the simulated users (quiz scenario): 'trainee' (a person taking a quiz, the "
                         "default) or 'none' (a saturation test)")
     p.add_argument("--seed", type=int, default=0, help="seeds every user's answers and pauses")
+    p.add_argument("--workers", type=int, default=1, help="server processes (phenosynth serve --workers)")
     p.add_argument("--conditions", type=int, default=4)
     p.add_argument("--per-condition", type=int, default=5)
     p.add_argument("--quizzes", type=int, default=20, help="quizzes assigned to the trainees (scenario quiz)")
@@ -428,11 +437,11 @@ def main(argv: list[str] | None = None) -> int:
         ws = build_workspace(tmp, args.conditions, args.per_condition)
         deck_id, pks, emails, quiz_ids = build_accounts_and_deck(ws, args.users, scenario.role, args.quizzes)
         port = free_port()
-        proc = start_server(ws.root, port)
+        proc = start_server(ws.root, port, args.workers)
         site = Site(f"http://{HOST}:{port}", deck_id, [f"/decks/{deck_id}/images/{pk}" for pk in pks], emails,
                     quiz_ids, think=THINK_MODELS[args.think], seed=args.seed)
         print(f"set-up {time.perf_counter() - t:.1f} s: {len(pks)} deck images, {args.users} {scenario.role} accounts, "
-              f"server pid {proc.pid} at {site.base}; scenario '{args.scenario}', think '{args.think}', for "
+              f"server pid {proc.pid} ({args.workers} worker(s)) at {site.base}; scenario '{args.scenario}', think '{args.think}', for "
               f"{args.seconds:g} s")
         started, start_s, rec, elapsed, cpu = asyncio.run(run_users(site, scenario, args.seconds, args.max_requests,
                                                                     proc.pid))

@@ -4,7 +4,7 @@ check, and the page renderer that puts the session's CSRF token into every form.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Iterator
+from typing import Any, AsyncIterator, Iterator
 from urllib.parse import quote
 
 from fastapi import Depends, HTTPException, Request
@@ -12,7 +12,8 @@ from fastapi.responses import Response
 from sqlalchemy.orm import Session
 
 from phenosynth.edu.db import EDUCATOR, User, session_scope
-from phenosynth.edu.security import CSRF_FIELD, CSRF_SESSION_KEY, UNSAFE_METHODS, csrf_token_valid, new_csrf_token
+from phenosynth.edu.security import CSRF_FIELD, CSRF_SESSION_KEY, UNSAFE_METHODS, HashingBusy, csrf_token_valid, \
+    new_csrf_token
 
 CSRF_REFUSED = "CSRF token missing or invalid: reload the page and send the form again."
 
@@ -60,6 +61,17 @@ def current_user(request: Request, db: Session = Depends(get_db, scope="function
         raise LoginRequired(quote(request.url.path, safe="/"))
     request.state.viewer = Viewer(user.id, user.email, user.role)
     return user
+
+
+async def password_slot(request: Request) -> AsyncIterator[None]:
+    """A turn at hashing a password (the app's :class:`phenosynth.edu.security.HashingSlots`), held until the route
+    returns: routes that check or set a password declare it ``Depends(password_slot, scope="function")`` before their
+    database session. While waiting, a request holds no worker thread; when too many wait, 503 with ``Retry-After``."""
+    try:
+        async with request.app.state.hashing.slot():
+            yield
+    except HashingBusy as exc:
+        raise HTTPException(status_code=503, detail=str(exc), headers={"Retry-After": str(exc.retry_after_s)}) from None
 
 
 def current_educator(user: User = Depends(current_user)) -> User:
