@@ -96,7 +96,8 @@ def serve_command(
     from phenosynth.edu.app import DB_URL_ENV, WORKERS_ENV, WORKSPACE_ENV
 
     app.state.engine.dispose()  # each worker makes its own (the database is migrated and seeded by now)
-    os.environ.update({WORKSPACE_ENV: str(ws.root), WORKERS_ENV: str(workers)} | ({DB_URL_ENV: db_url} if db_url else {}))
+    os.environ.update({WORKSPACE_ENV: str(ws.root), WORKERS_ENV: str(workers)}
+                      | ({DB_URL_ENV: db_url} if db_url else {}))
     uvicorn.run("phenosynth.edu.app:app_from_environment", factory=True, workers=workers, host=host, port=port,
                 log_level="info", timeout_keep_alive=KEEP_ALIVE_S)
 

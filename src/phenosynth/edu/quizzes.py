@@ -368,4 +368,5 @@ def status_of(db: Session, user: User, exercise: Exercise) -> str:
 __all__ = ["QuizError", "TimeUp", "QuizSettings", "QUIZ_KINDS", "deck_pool", "held_back", "deck_answers",
            "deck_confusability", "create_quiz", "create_pre_post", "settings_of", "assigned_exercises", "assigned_quiz", "attempt_of",
            "open_attempt", "answers_of", "next_item", "seconds_left", "close_if_expired", "show_item", "response_ms",
-           "Recorded", "record_answer", "Feedback", "feedback", "deck_conditions", "QuizResult", "result", "status_of", "GRACE_S"]
+           "Recorded", "record_answer", "Feedback", "feedback", "deck_conditions", "QuizResult", "result", "status_of",
+           "GRACE_S"]

@@ -219,5 +219,6 @@ def _aware(t: datetime) -> datetime:
     return t if t.tzinfo is not None else t.replace(tzinfo=timezone.utc)
 
 
-__all__ = ["Passwords", "HashingSlots", "HashingBusy", "default_hashing_concurrency", "new_csrf_token", "csrf_token_valid", "LoginLimit", "login_blocked", "record_login_failure",
+__all__ = ["Passwords", "HashingSlots", "HashingBusy", "default_hashing_concurrency", "new_csrf_token",
+           "csrf_token_valid", "LoginLimit", "login_blocked", "record_login_failure",
            "clear_login_failures", "CSRF_FIELD", "CSRF_SESSION_KEY", "UNSAFE_METHODS"]
