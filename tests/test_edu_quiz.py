@@ -609,3 +609,19 @@ def test_a_503_from_the_hashing_queue_says_when_to_come_back(app):
                     follow_redirects=False)
     assert r.status_code == 503 and r.headers["retry-after"] == "7"
     assert "busy checking other passwords: try again in 7 s" in html.unescape(r.text)
+
+
+def test_a_quiz_image_is_sent_whole_with_its_type_validators_and_caching(app, course):
+    """gated_file reads a small image on the route's thread (no extra trips through the thread pool): the bytes of
+    the file, its type, an ETag and Last-Modified, private caching."""
+    trainee = course["trainee"]
+    attempt_id = start(trainee, course["quiz_id"])
+    r = trainee.get(f"/attempts/{attempt_id}/images/0")
+    with app.state.sessions() as db:
+        img = db.get(edu_db.DeckImage, attempt_row(app, attempt_id).items[0]["deck_image_id"])
+        path = app.state.images.file(img.image_id)
+    assert r.status_code == 200 and r.content == path.read_bytes()
+    assert r.headers["content-type"] == "image/png" and int(r.headers["content-length"]) == path.stat().st_size
+    assert r.headers["cache-control"] == "private, max-age=300"
+    assert r.headers["etag"] and r.headers["last-modified"]
+    assert r.headers["x-content-type-options"] == "nosniff"  # the security headers reach image responses too
