@@ -17,12 +17,32 @@ function each, in ``SCENARIOS``:
   then the next quiz. Afterwards the answer rows in the database are counted against the answers the server
   accepted: a lost (or doubled) answer is an error.
 
+How fast the simulated users act (``--think``, :data:`THINK_MODELS`):
+
+- ``trainee`` (the default): a person taking a quiz. The question page and its image are fetched together (as a
+  browser does), then the trainee looks at the face and answers; the time from the image on screen to the answer
+  is drawn per answer from a log-normal distribution with a median of 6 s (spread ``sigma`` 0.5: 90 % of answers
+  between 2.6 and 13.7 s). Six seconds is one look at a face, a choice among four conditions and a confidence
+  click: Waikel et al. (JAMA Netw Open 2024) had residents classify 20 images, each with a confidence rating, in
+  one sitting, and Kellman's perceptual-learning trials are of the same few-second kind; neither reports a
+  per-image time we could copy, so the median is our stated assumption, not a measured one. The feedback page is
+  read for a log-normal 3 s (sigma 0.5), a quiz's results page for 5 s. Every trainee draws from its own
+  ``numpy`` generator seeded with ``(--seed, user number)``: a rerun makes the same pauses. At 4 requests per
+  about 9-10 s, 100 trainees send roughly 40-45 requests/s. All start at the same moment (a class told "go"),
+  the harsher case; the pauses spread them out within a few questions. The answer's ``response_ms`` is the drawn
+  pause.
+- ``none``: no pause at all (each user sends its next request as soon as the last is answered): a saturation test
+  of the server's throughput, not a model of people.
+
+The model was fixed (and committed) before the first measurement with it; the numbers are not tuned to a target.
+
 Printed: per request kind, count, errors, p50 / p95 / p99 latency (ms), and overall requests/s. An error is a
 response with an unexpected status or a failed request (timeouts included).
 
 Usage::
 
-    .venv/bin/python benchmarks/serve_load.py [--users 100] [--seconds 60] [--scenario decks] [--max-requests N]
+    .venv/bin/python benchmarks/serve_load.py [--users 100] [--seconds 60] [--scenario quiz] [--think trainee|none]
+        [--max-requests N] [--seed 0]
 """
 
 from __future__ import annotations
@@ -52,6 +72,30 @@ HOST = "127.0.0.1"
 PASSWORD = "load-test-password"
 
 
+@dataclass(frozen=True)
+class ThinkModel:
+    """How long a simulated user pauses (seconds) before answering a question, after reading its feedback and after a
+    quiz's results: log-normal with the given median and ``sigma`` (of the log), or a fixed time where ``sigma`` is
+    0; all zero: no pause (a saturation test)."""
+
+    answer_median_s: float = 0.0
+    feedback_median_s: float = 0.0
+    results_s: float = 0.0
+    sigma: float = 0.0
+
+    def draw(self, rng: np.random.Generator, median_s: float) -> float:
+        if median_s <= 0:
+            return 0.0
+        return float(median_s * np.exp(self.sigma * rng.standard_normal())) if self.sigma > 0 else median_s
+
+
+#: ``--think``: see the module docstring for where the trainee's numbers come from.
+THINK_MODELS: dict[str, ThinkModel] = {
+    "trainee": ThinkModel(answer_median_s=6.0, feedback_median_s=3.0, results_s=5.0, sigma=0.5),
+    "none": ThinkModel(),
+}
+
+
 @dataclass
 class Site:
     """The server under test and what the scenarios need from the set-up."""
@@ -61,6 +105,8 @@ class Site:
     image_urls: list[str]
     emails: list[str]
     quiz_ids: list[int] = field(default_factory=list)
+    think: ThinkModel = ThinkModel()
+    seed: int = 0
 
 
 @dataclass
@@ -70,6 +116,7 @@ class Recorder:
     deadline: float
     budget: int
     latencies: dict[str, list[float]] = field(default_factory=lambda: defaultdict(list))
+    sent_at: dict[str, list[float]] = field(default_factory=lambda: defaultdict(list))  # monotonic, per latency
     errors: dict[str, list[str]] = field(default_factory=lambda: defaultdict(list))
     sent: int = 0
     accepted: int = 0  # answers the server accepted (quiz scenario)
@@ -77,16 +124,23 @@ class Recorder:
     def more(self) -> bool:
         return time.monotonic() < self.deadline and self.sent < self.budget
 
+    async def pause(self, seconds: float) -> None:
+        """Think for ``seconds`` (never past the end of the run)."""
+        left = self.deadline - time.monotonic()
+        if seconds > 0 and left > 0:
+            await asyncio.sleep(min(seconds, left))
+
     async def request(self, client: httpx.AsyncClient, kind: str, method: str, url: str,
                       expect: int | tuple[int, ...] = 200, **kw) -> httpx.Response | None:
         self.sent += 1
-        t = time.perf_counter()
+        t, at = time.perf_counter(), time.monotonic()
         try:
             r = await client.request(method, url, **kw)
         except httpx.HTTPError as exc:
             self.errors[kind].append(f"{type(exc).__name__}: {exc}")
             return None
         self.latencies[kind].append(time.perf_counter() - t)
+        self.sent_at[kind].append(at)
         if r.status_code not in (expect if isinstance(expect, tuple) else (expect,)):
             self.errors[kind].append(f"{method} {url}: {r.status_code}")
         return r
@@ -120,8 +174,10 @@ async def view_decks(client: httpx.AsyncClient, rec: Recorder, site: Site, state
 
 
 async def answer_quizzes(client: httpx.AsyncClient, rec: Recorder, site: Site, state: dict) -> None:
-    """One round: a trainee's next question (page and image), an answer (a random condition among those offered,
-    a random confidence) and its feedback page; when a quiz is done, the next quiz assigned to the cohort."""
+    """One round: a trainee's next question (page and image), a pause to look at the face (``site.think``), an
+    answer (a random condition among those offered, a random confidence) and its feedback page, read for a pause;
+    when a quiz is done, its results (a pause) and the next quiz assigned to the cohort."""
+    rng = state.setdefault("rng", np.random.default_rng([site.seed, state["user"]]))  # the same run every time
     if "attempt" not in state:
         quizzes = state.setdefault("quizzes", list(site.quiz_ids))
         if not quizzes:
@@ -138,6 +194,7 @@ async def answer_quizzes(client: httpx.AsyncClient, rec: Recorder, site: Site, s
     if page.status_code == 303:  # every image answered: the results
         await rec.request(client, "GET results", "GET", page.headers["location"])
         del state["attempt"]
+        await rec.pause(site.think.results_s)
         return
     item = re.search(r'name="item" value="(\d+)"', page.text)
     choices = re.findall(r'name="chosen" value="([^"]+)"', page.text)
@@ -145,13 +202,17 @@ async def answer_quizzes(client: httpx.AsyncClient, rec: Recorder, site: Site, s
         rec.errors["GET question"].append("no question on the page")
         return
     await rec.request(client, "GET quiz image", "GET", f"{state['attempt']}/images/{item.group(1)}")
-    rng = state.setdefault("rng", np.random.default_rng(state["user"]))  # the same answers on every run
+    looked = site.think.draw(rng, site.think.answer_median_s)
+    await rec.pause(looked)
+    if not rec.more():  # the run ended while this trainee was looking: the answer is not sent
+        return
     r = await rec.request(client, "POST answer", "POST", f"{state['attempt']}/answers", expect=303, data={
         "item": item.group(1), "chosen": str(rng.choice(choices)), "confidence": str(rng.integers(1, 6)),
-        "response_ms": str(rng.integers(800, 4000)), "csrf_token": state["csrf"]})
+        "response_ms": str(int(1000 * looked) if looked else rng.integers(800, 4000)), "csrf_token": state["csrf"]})
     if r is not None and r.status_code == 303:
         rec.accepted += 1
         await rec.request(client, "GET feedback", "GET", r.headers["location"])
+        await rec.pause(site.think.draw(rng, site.think.feedback_median_s))
 
 
 def count_answers(ws_root: Path, rec: Recorder) -> str:
@@ -271,12 +332,13 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def start_server(ws_root: Path, port: int) -> subprocess.Popen:
+def start_server(ws_root: Path, port: int, workers: int = 1) -> subprocess.Popen:
     exe = Path(sys.executable).with_name("phenosynth")
     cmd = [str(exe)] if exe.exists() else [sys.executable, "-c", "from phenosynth.cli import main; main()"]
     # the server's log goes to a file: a pipe nobody reads fills up under load and stalls the server on its next line
     log = (ws_root.parent / "server.log").open("wb")
-    proc = subprocess.Popen(cmd + ["serve", "-w", str(ws_root), "--host", HOST, "--port", str(port)],
+    many = ["--workers", str(workers)] if workers != 1 else []  # (an older phenosynth has no --workers)
+    proc = subprocess.Popen(cmd + ["serve", "-w", str(ws_root), "--host", HOST, "--port", str(port)] + many,
                             stdout=log, stderr=subprocess.STDOUT, env=os.environ.copy())
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
@@ -295,9 +357,16 @@ def start_server(ws_root: Path, port: int) -> subprocess.Popen:
 
 
 def cpu_seconds(pid: int) -> float:
-    """User + system CPU time of process ``pid`` so far (Linux ``/proc``)."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    """User + system CPU time so far of process ``pid`` and its live descendants (uvicorn's worker processes; Linux
+    ``/proc``)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:  # gone meanwhile
+        return 0.0
+    own = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    children = {int(c) for task in Path(f"/proc/{pid}/task").glob("*")
+                for c in (task / "children").read_text().split()} if Path(f"/proc/{pid}/task").exists() else set()
+    return own + sum(cpu_seconds(c) for c in children)
 
 
 async def run_users(site: Site, scenario: Scenario, seconds: float, budget: int, server_pid: int
@@ -326,17 +395,23 @@ async def run_users(site: Site, scenario: Scenario, seconds: float, budget: int,
         await asyncio.gather(*(c.aclose() for c in clients))
 
 
-def summary(rec: Recorder, elapsed: float) -> pd.DataFrame:
-    rows = []
-    for kind in sorted(set(rec.latencies) | set(rec.errors)):
-        ms = np.asarray(rec.latencies.get(kind, []), dtype=float) * 1000
+def summary(rec: Recorder, elapsed: float, settle_s: float = 10.0) -> pd.DataFrame:
+    """Per request kind and for all: count, errors, p50 / p95 / p99 latency (ms), requests/s, and the p95 of the
+    requests sent after the first ``settle_s`` seconds (``p95_settled_ms``: without the opening burst of a class that
+    starts at the same moment)."""
+    t0 = min((min(v) for v in rec.sent_at.values() if v), default=0.0)
+
+    def row(name: str, lat: list[float], at: list[float], errors: int) -> dict:
+        ms = np.asarray(lat, dtype=float) * 1000
+        later = ms[np.asarray(at, dtype=float) >= t0 + settle_s] if len(ms) else ms
         q = np.percentile(ms, [50, 95, 99]) if len(ms) else [np.nan] * 3
-        rows.append({"request": kind, "n": len(ms), "errors": len(rec.errors.get(kind, [])), "p50_ms": q[0],
-                     "p95_ms": q[1], "p99_ms": q[2]})
-    every = np.concatenate([np.asarray(v) for v in rec.latencies.values()]) * 1000 if rec.latencies else np.zeros(0)
-    q = np.percentile(every, [50, 95, 99]) if len(every) else [np.nan] * 3
-    rows.append({"request": "all", "n": len(every), "errors": sum(len(v) for v in rec.errors.values()),
-                 "p50_ms": q[0], "p95_ms": q[1], "p99_ms": q[2]})
+        return {"request": name, "n": len(ms), "errors": errors, "p50_ms": q[0], "p95_ms": q[1], "p99_ms": q[2],
+                "p95_settled_ms": np.percentile(later, 95) if len(later) else np.nan}
+
+    rows = [row(kind, rec.latencies.get(kind, []), rec.sent_at.get(kind, []), len(rec.errors.get(kind, [])))
+            for kind in sorted(set(rec.latencies) | set(rec.errors))]
+    rows.append(row("all", [x for v in rec.latencies.values() for x in v], [x for v in rec.sent_at.values() for x in v],
+                    sum(len(v) for v in rec.errors.values())))
     table = pd.DataFrame(rows)
     table["per_s"] = table["n"] / elapsed
     return table
@@ -348,6 +423,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seconds", type=float, default=60)
     p.add_argument("--max-requests", type=int, default=500_000, help="stop every user after this many requests")
     p.add_argument("--scenario", choices=sorted(SCENARIOS), default="decks")
+    p.add_argument("--think", choices=sorted(THINK_MODELS), default="trainee",
+                   help="pauses of the simulated users (quiz scenario): 'trainee' (a person taking a quiz, the "
+                        "default) or 'none' (a saturation test)")
+    p.add_argument("--seed", type=int, default=0, help="seeds every user's answers and pauses")
+    p.add_argument("--workers", type=int, default=1, help="server processes (phenosynth serve --workers)")
     p.add_argument("--conditions", type=int, default=4)
     p.add_argument("--per-condition", type=int, default=5)
     p.add_argument("--quizzes", type=int, default=20, help="quizzes assigned to the trainees (scenario quiz)")
@@ -365,11 +445,12 @@ def main(argv: list[str] | None = None) -> int:
         ws = build_workspace(tmp, args.conditions, args.per_condition)
         deck_id, pks, emails, quiz_ids = build_accounts_and_deck(ws, args.users, scenario.role, args.quizzes)
         port = free_port()
-        proc = start_server(ws.root, port)
+        proc = start_server(ws.root, port, args.workers)
         site = Site(f"http://{HOST}:{port}", deck_id, [f"/decks/{deck_id}/images/{pk}" for pk in pks], emails,
-                    quiz_ids)
+                    quiz_ids, think=THINK_MODELS[args.think], seed=args.seed)
         print(f"set-up {time.perf_counter() - t:.1f} s: {len(pks)} deck images, {args.users} {scenario.role} accounts, "
-              f"server pid {proc.pid} at {site.base}; scenario '{args.scenario}' for {args.seconds:g} s")
+              f"server pid {proc.pid} ({args.workers} worker(s)) at {site.base}; scenario '{args.scenario}', "
+              f"think '{args.think}', for {args.seconds:g} s")
         started, start_s, rec, elapsed, cpu = asyncio.run(run_users(site, scenario, args.seconds, args.max_requests,
                                                                     proc.pid))
         kept = scenario.check(ws.root, rec) if scenario.check else None
@@ -393,9 +474,10 @@ def main(argv: list[str] | None = None) -> int:
             print(table.to_string(index=False))
     total = tables[args.scenario].iloc[-1]
     errors = int(total["errors"]) + int(tables["sign-in"].iloc[-1]["errors"])
-    print(f"\n{args.users} users, {args.scenario} for {elapsed:.1f} s: {int(total['n'])} requests, "
-          f"{total['per_s']:.1f} requests/s, p50 {total['p50_ms']:.0f} ms, p95 {total['p95_ms']:.0f} ms, "
-          f"p99 {total['p99_ms']:.0f} ms; {errors} errors" + (f"; {kept}" if kept else ""))
+    print(f"\n{args.users} users, {args.scenario} (think {args.think}) for {elapsed:.1f} s: {int(total['n'])} "
+          f"requests, {total['per_s']:.1f} requests/s, p50 {total['p50_ms']:.0f} ms, p95 {total['p95_ms']:.0f} ms, "
+          f"p99 {total['p99_ms']:.0f} ms (p95 after the first 10 s {total['p95_settled_ms']:.0f} ms); {errors} errors"
+          + (f"; {kept}" if kept else ""))
     print(f"server CPU {cpu:.1f} s in {elapsed:.1f} s ({cpu / elapsed:.0%} of one core): "
           f"{1000 * cpu / max(1, total['n']):.1f} ms of CPU per request; machine load average "
           f"{os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs")

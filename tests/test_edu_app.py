@@ -521,7 +521,9 @@ def test_serve_makes_the_first_educator_from_the_environment_never_the_command_l
 
     ws = Workspace.open(tmp_path / "ws", create=True)
     started = []
-    monkeypatch.setattr(uvicorn, "run", lambda app, host, port, **kw: started.append((app, host, port)))
+    options = []
+    monkeypatch.setattr(uvicorn, "run", lambda app, host, port, **kw: (started.append((app, host, port)),
+                                                                        options.append(kw)))
     monkeypatch.delenv("PHENOSYNTH_ADMIN_PASSWORD", raising=False)
     missing = CliRunner().invoke(cli, ["serve", "-w", str(ws.root), "--admin-email", EDUCATOR[0]])
     assert missing.exit_code == 2 and "Set PHENOSYNTH_ADMIN_PASSWORD" in missing.output and not started
@@ -531,6 +533,7 @@ def test_serve_makes_the_first_educator_from_the_environment_never_the_command_l
     assert f"Made the educator account {EDUCATOR[0]}." in ok.output and "http://127.0.0.1:8123/login" in ok.output
     app, host, port = started[0]
     assert (host, port) == ("127.0.0.1", 8123)
+    assert options[0]["timeout_keep_alive"] == 75  # longer than a trainee looks at a quiz image (uvicorn's 5 s is not)
     client = TestClient(app)
     assert sign_in(client, EDUCATOR).headers["location"] == "/"
     again = CliRunner().invoke(cli, ["serve", "-w", str(ws.root), "--admin-email", "other@example.org"])
@@ -541,6 +544,42 @@ def test_serve_makes_the_first_educator_from_the_environment_never_the_command_l
     monkeypatch.setenv("PHENOSYNTH_ADMIN_PASSWORD", "short")
     bad = CliRunner().invoke(cli, ["serve", "-w", str(short), "--admin-email", EDUCATOR[0]])
     assert bad.exit_code == 2 and "at least 10 characters" in bad.output
+
+
+def test_serve_workers_run_the_app_factory_on_the_same_workspace_and_database(tmp_path, monkeypatch):
+    """``--workers 2``: uvicorn gets the import string of :func:`app_from_environment` (worker processes cannot be
+    handed an app object) and the environment that names the workspace; the factory's app signs the educator in
+    and shares the machine's hashing slots between the workers."""
+    import os
+
+    import uvicorn
+    from typer.testing import CliRunner
+
+    from phenosynth.cli import app as cli
+    from phenosynth.edu import app as edu_app
+    from phenosynth.edu.security import default_hashing_concurrency
+    from phenosynth.errors import PhenosynthError
+
+    ws = Workspace.open(tmp_path / "ws", create=True)
+    calls = []
+    monkeypatch.setattr(uvicorn, "run", lambda target, **kw: calls.append((target, kw)))
+    monkeypatch.setenv("PHENOSYNTH_ADMIN_PASSWORD", EDUCATOR[1])
+    for name in (edu_app.WORKSPACE_ENV, edu_app.DB_URL_ENV, edu_app.WORKERS_ENV):
+        monkeypatch.setenv(name, "")  # recorded, so that what serve sets is undone after the test
+        monkeypatch.delenv(name)
+    r = CliRunner().invoke(cli, ["serve", "-w", str(ws.root), "--admin-email", EDUCATOR[0], "--workers", "2"])
+    assert r.exit_code == 0, r.output
+    assert "2 worker processes" in r.output
+    target, kw = calls[0]
+    assert target == "phenosynth.edu.app:app_from_environment"
+    assert (kw["factory"], kw["workers"], kw["timeout_keep_alive"]) == (True, 2, 75)
+    assert os.environ[edu_app.WORKSPACE_ENV] == str(ws.root) and os.environ[edu_app.WORKERS_ENV] == "2"
+    worker_app = edu_app.app_from_environment()
+    assert worker_app.state.hashing.concurrency == max(1, default_hashing_concurrency() // 2)
+    assert sign_in(TestClient(worker_app), EDUCATOR).headers["location"] == "/"
+    monkeypatch.delenv(edu_app.WORKSPACE_ENV)
+    with pytest.raises(PhenosynthError, match="PHENOSYNTH_EDU_WORKSPACE is not set"):
+        edu_app.app_from_environment()
 
 
 def test_a_request_body_over_the_upload_limit_is_refused_before_it_is_parsed(site, educator):

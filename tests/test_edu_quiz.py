@@ -528,3 +528,100 @@ def test_a_burst_of_quiz_requests_never_waits_for_a_database_connection(app, cou
         pytest.fail(f"a request waited for a database connection: {exc}")
     assert codes == [200] * len(urls)
     assert engine.pool.checkedout() == 0
+
+
+def test_a_class_signing_in_at_once_neither_starves_the_quiz_pages_nor_queues_without_end(app, course):
+    """Regression (serve_load, 100 sign-ins at once): every Argon2 check ran on a worker thread, so a class signing
+    in took all the threads the quiz pages needed (the pages waited seconds behind the hashes). Now a request waits
+    for its turn at hashing without holding a thread (one at a time here), and past ``max_waiting`` it is answered
+    503 with a Retry-After at once. Slow hashes (0.3 s), 2 worker threads, 8 sign-ins and 5 quiz pages at once."""
+    import asyncio
+    import time
+
+    import anyio.to_thread
+    import httpx
+
+    from phenosynth.edu.security import HashingSlots
+
+    app.state.hashing = HashingSlots(concurrency=1, max_waiting=4)
+    fast_verify = app.state.passwords.verify
+
+    def slow_verify(password, stored_hash):
+        time.sleep(0.3)  # a real Argon2id check (64 MiB, 3 passes) takes about this on a busy 2-core machine
+        return fast_verify(password, stored_hash)
+
+    app.state.passwords.verify = slow_verify
+    attempt_id = start(course["trainee"], course["quiz_id"])
+
+    async def rush() -> tuple[list[tuple[int, str, float]], list[tuple[int, float]]]:
+        anyio.to_thread.current_default_thread_limiter().total_tokens = 2
+        transport = httpx.ASGITransport(app=app)
+        visitors = [httpx.AsyncClient(transport=transport, base_url="http://testserver") for _ in range(8)]
+        tokens = [re.search(r'name="csrf_token" value="([^"]+)"', (await v.get("/login")).text).group(1)
+                  for v in visitors]
+        trainee = httpx.AsyncClient(transport=transport, base_url="http://testserver",
+                                    cookies=dict(course["trainee"].cookies))
+        t0 = time.monotonic()
+
+        async def sign_in_one(client, token):
+            r = await client.post("/login", data={"email": TRAINEE[0], "password": TRAINEE[1], "csrf_token": token})
+            return r.status_code, r.headers.get("retry-after", ""), time.monotonic() - t0
+
+        async def page(url):
+            await asyncio.sleep(0.05)  # the sign-ins are queued by now
+            r = await trainee.get(url)
+            return r.status_code, time.monotonic() - t0
+
+        urls = [f"/attempts/{attempt_id}", f"/attempts/{attempt_id}/images/0"] * 2 + [f"/quizzes/{course['quiz_id']}"]
+        results = await asyncio.gather(*(sign_in_one(v, t) for v, t in zip(visitors, tokens)),
+                                       *(page(u) for u in urls))
+        for client in visitors + [trainee]:
+            await client.aclose()
+        return results[:8], results[8:]
+
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(1) as pool:  # a loop of its own (see the test above)
+        sign_ins, pages = pool.submit(asyncio.run, rush()).result()
+    codes = sorted(code for code, _, _ in sign_ins)
+    assert codes == [303] * 5 + [503] * 3  # one hashing, four waiting; the other three told to come back
+    assert all(int(after) >= 1 for code, after, _ in sign_ins if code == 503)
+    assert [code for code, _ in pages] == [200] * len(pages)
+    last_sign_in = max(t for code, _, t in sign_ins if code == 303)
+    assert last_sign_in >= 5 * 0.3 - 0.05  # the five sign-ins took their turns one after another
+    assert max(t for _, t in pages) < last_sign_in - 0.3  # the quiz pages did not wait behind them
+
+
+def test_a_503_from_the_hashing_queue_says_when_to_come_back(app):
+    """The page and the header a client sees when too many password checks wait."""
+    from phenosynth.edu.security import HashingBusy, HashingSlots
+
+    app.state.hashing = HashingSlots(concurrency=1, max_waiting=0)
+    client = TestClient(app)
+    token = csrf(client)
+
+    class Full(HashingSlots):
+        async def _acquire(self) -> None:
+            raise HashingBusy(7)
+
+    app.state.hashing = Full(concurrency=1, max_waiting=0)
+    r = client.post("/login", data={"email": TRAINEE[0], "password": TRAINEE[1], "csrf_token": token},
+                    follow_redirects=False)
+    assert r.status_code == 503 and r.headers["retry-after"] == "7"
+    assert "busy checking other passwords: try again in 7 s" in html.unescape(r.text)
+
+
+def test_a_quiz_image_is_sent_whole_with_its_type_validators_and_caching(app, course):
+    """gated_file reads a small image on the route's thread (no extra trips through the thread pool): the bytes of
+    the file, its type, an ETag and Last-Modified, private caching."""
+    trainee = course["trainee"]
+    attempt_id = start(trainee, course["quiz_id"])
+    r = trainee.get(f"/attempts/{attempt_id}/images/0")
+    with app.state.sessions() as db:
+        img = db.get(edu_db.DeckImage, attempt_row(app, attempt_id).items[0]["deck_image_id"])
+        path = app.state.images.file(img.image_id)
+    assert r.status_code == 200 and r.content == path.read_bytes()
+    assert r.headers["content-type"] == "image/png" and int(r.headers["content-length"]) == path.stat().st_size
+    assert r.headers["cache-control"] == "private, max-age=300"
+    assert r.headers["etag"] and r.headers["last-modified"]
+    assert r.headers["x-content-type-options"] == "nosniff"  # the security headers reach image responses too

@@ -13,6 +13,11 @@ from phenosynth.cli._app import WORKSPACE_OPTION, command, console, err_console
 from phenosynth.errors import PhenosynthError
 
 ADMIN_PASSWORD_ENV = "PHENOSYNTH_ADMIN_PASSWORD"
+#: Seconds an idle keep-alive connection stays open (uvicorn's default is 5). A trainee looks at a quiz image for
+#: several seconds before answering: with 5 s the server closes the connection right in the middle of that
+#: distribution, so many answers need a new connection and some race the close (the request arrives as the server
+#: shuts the socket: a reset, no response). 75 s is nginx's default keepalive_timeout.
+KEEP_ALIVE_S = 75
 
 
 def _is_loopback(host: str) -> bool:
@@ -27,6 +32,9 @@ def serve_command(
     workspace: Path = WORKSPACE_OPTION,
     host: str = typer.Option("127.0.0.1", "--host", help="Address to listen on (default: this machine only)."),
     port: int = typer.Option(8000, "--port", help="Port to listen on."),
+    workers: int = typer.Option(1, "--workers", min=1, max=64, help="Server processes (uvicorn workers; SQLite in "
+                                "WAL mode takes several). 1 serves a class of 100 answering quizzes; more help "
+                                "only when the server is busy (see benchmarks/results/serve_load.md)."),
     db_url: str = typer.Option(None, "--db-url", help="Database URL (default: sqlite:///WS/edu.sqlite), e.g. "
                                                       "postgresql+psycopg://user@host/phenosynth."),
     admin_email: str = typer.Option(None, "--admin-email", help="Make this the first educator account, with the "
@@ -80,8 +88,18 @@ def serve_command(
     if not _is_loopback(host):
         err_console.print(f"[yellow]Warning:[/] serving on {host} over plain HTTP: put it behind a TLS reverse "
                           "proxy before anyone signs in from another machine.")
-    console.print(f"Teaching app for {ws.root} at http://{host}:{port}/login  (Ctrl+C stops it)")
-    uvicorn.run(app, host=host, port=port, log_level="info")
+    console.print(f"Teaching app for {ws.root} at http://{host}:{port}/login  (Ctrl+C stops it)"
+                  + (f"; {workers} worker processes" if workers > 1 else ""))
+    if workers == 1:
+        uvicorn.run(app, host=host, port=port, log_level="info", timeout_keep_alive=KEEP_ALIVE_S)
+        return
+    from phenosynth.edu.app import DB_URL_ENV, WORKERS_ENV, WORKSPACE_ENV
+
+    app.state.engine.dispose()  # each worker makes its own (the database is migrated and seeded by now)
+    os.environ.update({WORKSPACE_ENV: str(ws.root), WORKERS_ENV: str(workers)}
+                      | ({DB_URL_ENV: db_url} if db_url else {}))
+    uvicorn.run("phenosynth.edu.app:app_from_environment", factory=True, workers=workers, host=host, port=port,
+                log_level="info", timeout_keep_alive=KEEP_ALIVE_S)
 
 
 def _seed(workspace: Path, dataset_dir: Path, admin_email: str | None, db_url: str | None) -> None:

@@ -27,13 +27,15 @@ from phenosynth.data.workspace import Workspace
 from phenosynth.edu import db as edu_db
 from phenosynth.edu.decks import WorkspaceImages, ZipLimits
 from phenosynth.edu.deps import LoginRequired, csrf_protect, render
-from phenosynth.edu.security import LoginLimit, Passwords
+from phenosynth.edu.security import HashingSlots, LoginLimit, Passwords, default_hashing_concurrency
 from phenosynth.errors import PhenosynthError
 
 log = logging.getLogger(__name__)
 
 HERE = Path(__file__).parent
 SECRET_FILE = "edu.secret"
+#: What ``phenosynth serve --workers N`` hands its worker processes (:func:`app_from_environment`).
+WORKSPACE_ENV, DB_URL_ENV, WORKERS_ENV = "PHENOSYNTH_EDU_WORKSPACE", "PHENOSYNTH_EDU_DB_URL", "PHENOSYNTH_EDU_WORKERS"
 SECURITY_HEADERS = {
     "Content-Security-Policy": ("default-src 'self'; img-src 'self' data:; style-src 'self'; script-src 'self'; "
                                 "form-action 'self'; frame-ancestors 'none'; base-uri 'none'"),
@@ -85,11 +87,37 @@ class BodyLimit:
         await self.app(scope, limited, send)
 
 
+class SecurityHeaders:
+    """Add :data:`SECURITY_HEADERS` to every HTTP response that does not set them itself. A plain ASGI middleware:
+    Starlette's ``BaseHTTPMiddleware`` (``@app.middleware("http")``) runs each request through an extra task and
+    memory streams, a cost paid on every quiz page and image."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+        self._headers = [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in SECURITY_HEADERS.items()]
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+
+        async def with_headers(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                present = {k.lower() for k, _ in message.get("headers", [])}
+                message["headers"] = list(message.get("headers", [])) + [(k, v) for k, v in self._headers
+                                                                          if k not in present]
+            await send(message)
+
+        await self.app(scope, receive, with_headers)
+
+
 def create_app(workspace: str | Path, db_url: str | None = None, secret: str | None = None, *,
                login_limit: LoginLimit = LoginLimit(), zip_limits: ZipLimits = ZipLimits(),
-               https_only: bool = False, passwords: Passwords | None = None) -> FastAPI:
+               https_only: bool = False, passwords: Passwords | None = None,
+               hashing: HashingSlots | None = None) -> FastAPI:
     """The app for ``workspace`` (which must exist); the database at ``db_url`` (default ``WS/edu.sqlite``) is
-    migrated to the current schema first. ``passwords`` (default: pwdlib's recommended Argon2id) hashes passwords.
+    migrated to the current schema first. ``passwords`` (default: pwdlib's recommended Argon2id) hashes passwords;
+    ``hashing`` (default: :class:`HashingSlots` sized to the machine) bounds how many do at once.
     """
     ws = Workspace.open(workspace)
     url = db_url or edu_db.default_url(ws.root)
@@ -102,6 +130,7 @@ def create_app(workspace: str | Path, db_url: str | None = None, secret: str | N
     app.state.engine = engine
     app.state.sessions = edu_db.session_factory(engine)
     app.state.passwords = passwords or Passwords()
+    app.state.hashing = hashing or HashingSlots()
     app.state.images = WorkspaceImages(ws)
     app.state.edu_dir = ws.root / "edu"
     app.state.login_limit = login_limit
@@ -120,24 +149,35 @@ def create_app(workspace: str | Path, db_url: str | None = None, secret: str | N
 
     @app.exception_handler(StarletteHTTPException)
     async def _http_error(request: Request, exc: StarletteHTTPException) -> Response:
-        return render(request, "error.html", {"status": exc.status_code, "message": exc.detail},
-                      status_code=exc.status_code)
+        response = render(request, "error.html", {"status": exc.status_code, "message": exc.detail},
+                          status_code=exc.status_code)
+        response.headers.update(exc.headers or {})  # e.g. Retry-After on a 503
+        return response
 
     @app.exception_handler(PhenosynthError)
     async def _user_error(request: Request, exc: PhenosynthError) -> Response:
         return render(request, "error.html", {"status": 400, "message": str(exc)}, status_code=400)
 
-    @app.middleware("http")
-    async def _security_headers(request: Request, call_next: Any) -> Response:
-        response = await call_next(request)
-        for k, v in SECURITY_HEADERS.items():
-            response.headers.setdefault(k, v)
-        return response
-
     app.add_middleware(SessionMiddleware, secret_key=secret or workspace_secret(ws.root), session_cookie="phenosynth",
                        same_site="lax", https_only=https_only, max_age=12 * 3600)
     app.add_middleware(BodyLimit, max_bytes=zip_limits.max_zip_bytes + 1024 * 1024)
+    app.add_middleware(SecurityHeaders)
     return app
 
 
-__all__ = ["create_app", "workspace_secret", "BodyLimit"]
+def app_from_environment() -> FastAPI:
+    """:func:`create_app` for one of uvicorn's worker processes (``phenosynth serve --workers N`` runs
+    ``uvicorn.run("phenosynth.edu.app:app_from_environment", factory=True, workers=N)``): the workspace and database
+    from :data:`WORKSPACE_ENV` / :data:`DB_URL_ENV`; the machine's password-hashing slots shared out among the
+    :data:`WORKERS_ENV` workers (each process keeps its own). The session secret is the workspace's, the same in
+    every worker; the sign-in rate limit lives in the database, so it holds across workers."""
+    workspace = os.environ.get(WORKSPACE_ENV)
+    if not workspace:
+        raise PhenosynthError(f"{WORKSPACE_ENV} is not set: start the app with `phenosynth serve -w WS --workers N`.")
+    workers = max(1, int(os.environ.get(WORKERS_ENV, "1")))
+    return create_app(workspace, db_url=os.environ.get(DB_URL_ENV) or None,
+                      hashing=HashingSlots(concurrency=max(1, default_hashing_concurrency() // workers)))
+
+
+__all__ = ["create_app", "app_from_environment", "workspace_secret", "BodyLimit", "WORKSPACE_ENV", "DB_URL_ENV",
+           "WORKERS_ENV", "SecurityHeaders"]

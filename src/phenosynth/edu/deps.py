@@ -4,7 +4,7 @@ check, and the page renderer that puts the session's CSRF token into every form.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Iterator
+from typing import Any, AsyncIterator, Iterator
 from urllib.parse import quote
 
 from fastapi import Depends, HTTPException, Request
@@ -12,9 +12,12 @@ from fastapi.responses import Response
 from sqlalchemy.orm import Session
 
 from phenosynth.edu.db import EDUCATOR, User, session_scope
-from phenosynth.edu.security import CSRF_FIELD, CSRF_SESSION_KEY, UNSAFE_METHODS, csrf_token_valid, new_csrf_token
+from phenosynth.edu.security import CSRF_FIELD, CSRF_SESSION_KEY, UNSAFE_METHODS, HashingBusy, csrf_token_valid, \
+    new_csrf_token
 
 CSRF_REFUSED = "CSRF token missing or invalid: reload the page and send the form again."
+#: Image files up to this size are read by the route and sent in one piece (:func:`gated_file`).
+INLINE_FILE_BYTES = 4 * 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -60,6 +63,17 @@ def current_user(request: Request, db: Session = Depends(get_db, scope="function
         raise LoginRequired(quote(request.url.path, safe="/"))
     request.state.viewer = Viewer(user.id, user.email, user.role)
     return user
+
+
+async def password_slot(request: Request) -> AsyncIterator[None]:
+    """A turn at hashing a password (the app's :class:`phenosynth.edu.security.HashingSlots`), held until the route
+    returns: routes that check or set a password declare it ``Depends(password_slot, scope="function")`` before their
+    database session. While waiting, a request holds no worker thread; when too many wait, 503 with ``Retry-After``."""
+    try:
+        async with request.app.state.hashing.slot():
+            yield
+    except HashingBusy as exc:
+        raise HTTPException(status_code=503, detail=str(exc), headers={"Retry-After": str(exc.retry_after_s)}) from None
 
 
 def current_educator(user: User = Depends(current_user)) -> User:
@@ -112,7 +126,15 @@ def gated_file(locate: Any) -> Response:
         path = locate()
     except DeckError as exc:
         raise HTTPException(status_code=403, detail=str(exc)) from None
-    return FileResponse(path, headers={"Cache-Control": "private, max-age=300"})
+    st = path.stat()
+    response = FileResponse(path, stat_result=st, headers={"Cache-Control": "private, max-age=300"})
+    if st.st_size > INLINE_FILE_BYTES:
+        return response
+    # a face image is tens of kB: read it here, on the route's worker thread, rather than let FileResponse stat,
+    # open, read and close it in four more trips through the thread pool (each one a wait in its queue under load);
+    # the same headers (type, ETag, Last-Modified, caching), the length of the bytes actually read
+    headers = {k: v for k, v in response.headers.items() if k != "content-length"}
+    return Response(path.read_bytes(), headers=headers)
 
 
 def gated_image(request: Request, image: Any) -> Response:

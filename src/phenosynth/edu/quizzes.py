@@ -346,13 +346,24 @@ class Feedback:
     condition: DeckCondition | None
 
 
-def feedback(db: Session, attempt: Attempt, answer: Answer) -> Feedback:
-    ex = db.get(Exercise, attempt.exercise_id)
-    cond = db.scalar(select(DeckCondition).where(DeckCondition.deck_id == ex.deck_id,
-                                                 DeckCondition.name == answer.correct_label))
+def feedback(db: Session, attempt: Attempt, answer: Answer,
+             conditions: dict[str, DeckCondition] | None = None) -> Feedback:
+    """The feedback on ``answer``; ``conditions`` (:func:`deck_conditions`) spares a query per answer on a page that
+    shows many."""
+    if conditions is None:
+        ex = db.get(Exercise, attempt.exercise_id)
+        cond = db.scalar(select(DeckCondition).where(DeckCondition.deck_id == ex.deck_id,
+                                                     DeckCondition.name == answer.correct_label))
+    else:
+        cond = conditions.get(answer.correct_label)
     return Feedback(item=answer.item, chosen=answer.chosen_label, correct=answer.correct_label,
                     is_correct=answer.chosen_label == answer.correct_label, confidence=answer.confidence,
                     condition=cond)
+
+
+def deck_conditions(db: Session, deck_id: int) -> dict[str, DeckCondition]:
+    """The deck's conditions by name."""
+    return {c.name: c for c in db.scalars(select(DeckCondition).where(DeckCondition.deck_id == deck_id))}
 
 
 @dataclass(frozen=True)
@@ -386,4 +397,5 @@ __all__ = ["QuizError", "TimeUp", "QuizSettings", "QUIZ_KINDS", "deck_pool", "he
            "deck_answers",
            "deck_confusability", "create_quiz", "create_pre_post", "settings_of", "assigned_exercises", "assigned_quiz", "attempt_of",
            "open_attempt", "answers_of", "next_item", "seconds_left", "close_if_expired", "show_item", "response_ms",
-           "Recorded", "record_answer", "Feedback", "feedback", "QuizResult", "result", "status_of", "GRACE_S"]
+           "Recorded", "record_answer", "Feedback", "feedback", "deck_conditions", "QuizResult", "result", "status_of",
+           "GRACE_S"]

@@ -8,14 +8,26 @@
   (:func:`csrf_token_valid`, constant-time). We write these few lines rather than take ``starlette-csrf``: that
   package implements the double-submit *cookie* pattern (a second, unsigned cookie compared with a header), was last
   released in 2023, and would add a cookie the signed session already makes unnecessary.
+- Hashing slots: :class:`HashingSlots` lets only a few Argon2 computations run at once (each takes its 64 MiB and,
+  with argon2-cffi's 4 lanes, 4 threads); the requests beyond wait their turn in the event loop, holding no worker
+  thread, so a class signing in at the same second cannot take every thread the quiz pages need. Past
+  ``max_waiting`` the app answers 503 with a ``Retry-After`` estimate instead of queueing without end.
 - Rate limit: :func:`login_blocked` counts the failed sign-ins stored in ``login_failures`` for the email and for the
   client address over a sliding window; the store is the database, so it holds across restarts and worker processes.
 """
 
 from __future__ import annotations
 
+import asyncio
+import collections
+import contextlib
 import hmac
+import math
+import os
 import secrets
+import threading
+import time
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -55,6 +67,98 @@ class Passwords:
             return bool(self._hasher.verify(password, stored_hash))
         except Exception:  # noqa: BLE001 - an unreadable stored hash never signs anyone in
             return False
+
+
+class HashingBusy(Exception):
+    """More password checks are waiting than :class:`HashingSlots` queues; ``retry_after_s`` estimates when one
+    would get its turn (the app answers 503 with that ``Retry-After``)."""
+
+    def __init__(self, retry_after_s: int) -> None:
+        super().__init__(f"The server is busy checking other passwords: try again in {retry_after_s} s.")
+        self.retry_after_s = retry_after_s
+
+
+def default_hashing_concurrency(cpus: int | None = None) -> int:
+    """One Argon2 computation per 4 CPUs (argon2-cffi runs each on 4 lanes, 4 threads), at least one.
+
+    >>> default_hashing_concurrency(2), default_hashing_concurrency(8), default_hashing_concurrency(16)
+    (1, 2, 4)
+    """
+    return max(1, (cpus if cpus is not None else os.cpu_count() or 1) // 4)
+
+
+class HashingSlots:
+    """At most ``concurrency`` holders at once (Argon2 sign-ins and password settings); up to ``max_waiting`` more
+    wait for a slot as suspended coroutines (no worker thread held); beyond that :meth:`slot` raises
+    :class:`HashingBusy` at once. Thread-safe, and not bound to one event loop (tests run several).
+
+    ``concurrency`` default: :func:`default_hashing_concurrency`. ``max_waiting`` default 128: a class of 100 signing
+    in at the same second all get in (the last after about 100 Argon2 checks, ~10-25 s on 2 cores), a flood does
+    not queue for minutes."""
+
+    def __init__(self, concurrency: int | None = None, max_waiting: int = 128) -> None:
+        self.concurrency = concurrency if concurrency is not None else default_hashing_concurrency()
+        if self.concurrency < 1 or max_waiting < 0:
+            raise ValueError("HashingSlots needs concurrency >= 1 and max_waiting >= 0.")
+        self.max_waiting = max_waiting
+        self._lock = threading.Lock()
+        self._running = 0
+        self._waiters: collections.deque[tuple[asyncio.AbstractEventLoop, asyncio.Future[None]]] = collections.deque()
+        self._mean_s = 0.3  # running mean of a slot's holding time (seconds), for Retry-After; Argon2's order
+
+    @property
+    def waiting(self) -> int:
+        return len(self._waiters)
+
+    def retry_after_s(self) -> int:
+        """Seconds until the last waiter would get its turn (at least 1)."""
+        return max(1, math.ceil((len(self._waiters) + 1) * self._mean_s / self.concurrency))
+
+    @contextlib.asynccontextmanager
+    async def slot(self) -> AsyncIterator[None]:
+        await self._acquire()
+        started = time.monotonic()
+        try:
+            yield
+        finally:
+            held = time.monotonic() - started
+            with self._lock:
+                self._mean_s += 0.2 * (held - self._mean_s)
+            self._release()
+
+    async def _acquire(self) -> None:
+        loop = asyncio.get_running_loop()
+        with self._lock:
+            if self._running < self.concurrency and not self._waiters:
+                self._running += 1
+                return
+            if len(self._waiters) >= self.max_waiting:
+                raise HashingBusy(self.retry_after_s())
+            turn: asyncio.Future[None] = loop.create_future()
+            self._waiters.append((loop, turn))
+        try:
+            await turn
+        except asyncio.CancelledError:  # the client went away while waiting
+            with self._lock:
+                if (loop, turn) in self._waiters:
+                    self._waiters.remove((loop, turn))
+                    raise
+            self._release()  # the slot was handed over just as it was cancelled: pass it on
+            raise
+
+    def _release(self) -> None:
+        with self._lock:
+            while self._waiters:
+                loop, turn = self._waiters.popleft()
+                if not loop.is_closed():  # the slot passes straight to the next waiter (_running unchanged)
+                    loop.call_soon_threadsafe(_grant, turn)
+                    return
+            self._running -= 1
+
+
+def _grant(turn: asyncio.Future[None]) -> None:
+    if not turn.done():
+        turn.set_result(None)
 
 
 def new_csrf_token() -> str:
@@ -115,5 +219,6 @@ def _aware(t: datetime) -> datetime:
     return t if t.tzinfo is not None else t.replace(tzinfo=timezone.utc)
 
 
-__all__ = ["Passwords", "new_csrf_token", "csrf_token_valid", "LoginLimit", "login_blocked", "record_login_failure",
+__all__ = ["Passwords", "HashingSlots", "HashingBusy", "default_hashing_concurrency", "new_csrf_token",
+           "csrf_token_valid", "LoginLimit", "login_blocked", "record_login_failure",
            "clear_login_failures", "CSRF_FIELD", "CSRF_SESSION_KEY", "UNSAFE_METHODS"]

@@ -8,7 +8,7 @@ from sqlalchemy.orm import Session
 
 from phenosynth.edu.accounts import authenticate, normalise_email
 from phenosynth.edu.db import EDUCATOR, User
-from phenosynth.edu.deps import csrf_token, current_user, get_db, render
+from phenosynth.edu.deps import csrf_token, current_user, get_db, password_slot, render
 from phenosynth.edu.security import CSRF_SESSION_KEY, clear_login_failures, login_blocked, new_csrf_token, \
     record_login_failure
 
@@ -35,7 +35,8 @@ def login_page(request: Request, next: str = "/") -> Response:
 
 @router.post("/login")
 def login(request: Request, email: str = Form(""), password: str = Form(""), next: str = Form("/"),
-          db: Session = Depends(get_db, scope="function")) -> Response:
+          _turn: None = Depends(password_slot, scope="function"), db: Session = Depends(get_db, scope="function")
+          ) -> Response:
     limit = request.app.state.login_limit
     email = normalise_email(email)
     client = request.client.host if request.client else "unknown"

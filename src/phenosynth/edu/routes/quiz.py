@@ -17,7 +17,7 @@ from phenosynth.edu import cohorts as C
 from phenosynth.edu import quizzes as Q
 from phenosynth.edu.accounts import AccountError
 from phenosynth.edu.db import Attempt, Deck, DeckImage, Exercise, User
-from phenosynth.edu.deps import Viewer, current_user, gated_image, get_db, render
+from phenosynth.edu.deps import Viewer, current_user, gated_image, get_db, password_slot, render
 from phenosynth.edu.security import CSRF_SESSION_KEY, new_csrf_token
 
 router = APIRouter(tags=["quiz"])
@@ -54,7 +54,8 @@ def invite_page(request: Request, token: str, db: Session = Depends(get_db, scop
 
 @router.post("/invite/{token}")
 def accept_invite(request: Request, token: str, email: str = Form(""), password: str = Form(""),
-                  display_name: str = Form(""), db: Session = Depends(get_db, scope="function")) -> Response:
+                  display_name: str = Form(""), _turn: None = Depends(password_slot, scope="function"),
+                  db: Session = Depends(get_db, scope="function")) -> Response:
     me = _signed_in(request, db)
     try:
         inv = C.valid_invitation(db, token)
@@ -170,9 +171,11 @@ def results_page(request: Request, attempt_id: int, db: Session = Depends(get_db
     if not Q.close_if_expired(db, attempt):
         return RedirectResponse(f"/attempts/{attempt.id}", status_code=303)
     answers = Q.answers_of(db, attempt)
+    ex = db.get(Exercise, attempt.exercise_id)
+    conditions = Q.deck_conditions(db, ex.deck_id)
     return render(request, "quiz_results.html", {
-        "attempt": attempt, "ex": db.get(Exercise, attempt.exercise_id), "res": Q.result(attempt, answers),
-        "feedback": [Q.feedback(db, attempt, answers[k]) for k in sorted(answers)]})
+        "attempt": attempt, "ex": ex, "res": Q.result(attempt, answers),
+        "feedback": [Q.feedback(db, attempt, answers[k], conditions) for k in sorted(answers)]})
 
 
 @router.get("/attempts/{attempt_id:int}/images/{item:int}")
