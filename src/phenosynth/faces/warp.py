@@ -97,14 +97,16 @@ def _signed_areas(points: np.ndarray, triangles: np.ndarray) -> np.ndarray:
     return 0.5 * ((b[:, 0] - a[:, 0]) * (c[:, 1] - a[:, 1]) - (b[:, 1] - a[:, 1]) * (c[:, 0] - a[:, 0]))
 
 
-def _folded_mask(src: np.ndarray, dst: np.ndarray, height: int, width: int, min_ratio: float
-                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _folded_mask(src: np.ndarray, dst: np.ndarray, height: int, width: int, min_ratio: float, *,
+                 face_only: bool = True) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """``(folded (T,) bool, triangles (T, 3), keep)`` of the target mesh of ``dst`` (indices into the kept points of
     ``concat(points, anchors)``)."""
     keep, dst_all, tri = _target_triangles(dst, height, width)
     src_all = np.concatenate([src, border_anchors(height, width)])[keep]
     a_dst, a_src = _signed_areas(dst_all, tri), _signed_areas(src_all, tri)
-    live = (np.abs(a_dst) > 1e-9) & (keep[tri] < len(src)).all(1)  # triangles of the face: no border anchor
+    live = np.abs(a_dst) > 1e-9
+    if face_only:  # triangles of the face: no border anchor
+        live &= (keep[tri] < len(src)).all(1)
     ratio = np.where(live, a_src / np.where(live, a_dst, 1.0), 1.0)
     return live & (ratio < min_ratio), tri, keep
 
@@ -147,8 +149,9 @@ def unfolded_target(src: np.ndarray, dst: np.ndarray, height: int, width: int, *
     six points of an eye or the inner lips lie a few pixels apart, so a change of a few pixels inverts them. First,
     up to ``iterations`` times, the move of each point of a folded triangle is blended half-way toward the mean move
     of its neighbours in the source's Delaunay mesh (border anchors do not move): the local, fold-causing part of the
-    move goes, its smooth part (an eye moved outward, a jaw widened) stays. If folds remain, the whole move is scaled
-    down by bisection (``src + a (dst - src)``, ``a = 0`` is the identity warp, which never folds). ``src`` and
+    move goes, its smooth part (an eye moved outward, a jaw widened) stays. The smoothing also takes the triangles
+    between the face and the border anchors (a chin pushed past the frame would smear the bottom of the photo), so a
+    point near the frame moves less. If face triangles still fold, the whole move is scaled down by bisection (``src + a (dst - src)``, ``a = 0`` is the identity warp, which never folds). ``src`` and
     ``dst`` must be in one frame (the source photo's). Returns ``(dst', Unfolding)``; ``dst`` unchanged when it does
     not fold."""
     src, dst = _as_pair(src, dst)
@@ -162,7 +165,7 @@ def unfolded_target(src: np.ndarray, dst: np.ndarray, height: int, width: int, *
         # round is a one-to-one deformation, so the smoothing works on it (one Delaunay, then only areas).
         keep, src_all, tri = _target_triangles(src, height, width)
         a_src = _signed_areas(src_all, tri)
-        live = (np.abs(a_src) > 1e-9) & (keep[tri] < k).all(1)
+        live = np.abs(a_src) > 1e-9
         nb_ptr, nb_idx = _neighbour_lists(src_all)
         n_anchors = len(border_anchors(height, width))
         for _ in range(int(iterations)):
@@ -183,7 +186,7 @@ def unfolded_target(src: np.ndarray, dst: np.ndarray, height: int, width: int, *
         # What is left folds only in the target's own mesh (the warp's): the same smoothing, on that mesh.
         all_nb = _neighbour_lists(np.concatenate([src, border_anchors(height, width)]))
         for _ in range(int(iterations)):
-            folded, tri_d, keep_d = _folded_mask(src, src + move, height, width, min_ratio)
+            folded, tri_d, keep_d = _folded_mask(src, src + move, height, width, min_ratio, face_only=False)
             bad = {int(v) for v in keep_d[tri_d[folded]].ravel() if v < k}
             if not bad:
                 break
