@@ -203,9 +203,9 @@ def must_show(summary: pd.DataFrame, run_audit) -> list[str]:
         syn_wins += best.top1_mean >= r - TIE
         mixed_wins += mixed.top1_mean >= r - TIE
         lines.append(f"{b}: real-only {100 * r:.1f}; synthetic-only best {100 * best.top1_mean:.1f} "
-                     f"(n={best.n_per_class} per class, {100 * (best.top1_mean - r):+.1f} pt; the n with the best validation top-1, "
+                     f"(n={best.n_per_class} per class, {_pt(best.top1_mean - r)} pt; the n with the best validation top-1, "
                      f"{by_val.n_per_class}: {100 * by_val.top1_mean:.1f}); mixed (n={mixed.n_per_class}, weight "
-                     f"{mixed.weight}, by validation) {100 * mixed.top1_mean:.1f} ({100 * (mixed.top1_mean - r):+.1f} pt)"
+                     f"{mixed.weight}, by validation) {100 * mixed.top1_mean:.1f} ({_pt(mixed.top1_mean - r)} pt)"
                      + _per_fold_note(grp, r))
     if lines:
         lines.append(f"synthetic-only >= real-only on {syn_wins} of {len(lines)} backbones (bar: 2); "
@@ -215,6 +215,28 @@ def must_show(summary: pd.DataFrame, run_audit) -> list[str]:
     return lines
 
 
+def _pt(diff: float) -> str:
+    """A difference in points, ``+0.0`` for a tie (the same photo counts)."""
+    return f"{0.0 if abs(diff) < TIE else 100 * diff:+.1f}"
+
+
+def weight_table(summary: pd.DataFrame) -> str:
+    """Per backbone and synthetic weight: the mixed rows' test and validation top-1, each the mean over every n
+    (how the weight does whatever n is; choosing nothing), beside real-only."""
+    mixed = summary[summary["regime"] == "mixed"]
+    if mixed["weight"].nunique() < 2:
+        return ""
+    lines = ["| backbone | real-only top-1 % | synthetic weight | mixed top-1 %, mean over n | "
+             "its lowest and highest n | mixed val top-1 %, mean over n |", "|---|---|---|---|---|---|"]
+    for b, grp in mixed.groupby("backbone", sort=False):
+        real = summary.loc[(summary["backbone"] == b) & (summary["regime"] == "real"), "top1_mean"]
+        for w, rows in grp.groupby("weight", sort=False):
+            lines.append(f"| {b} | {100 * real.iloc[0]:.1f} | {w} | {100 * rows['top1_mean'].mean():.1f} | "
+                         f"{100 * rows['top1_mean'].min():.1f} - {100 * rows['top1_mean'].max():.1f} | "
+                         f"{100 * rows['val_top1_mean'].mean():.1f} |")
+    return "\n".join(lines)
+
+
 def _per_fold_note(grp: pd.DataFrame, real: float) -> str:
     """The mixed row whose weight each fold chose (n chosen on validation among those rows), when it was run."""
     rows = grp[(grp["regime"] == "mixed") & (grp["weight"] == PER_FOLD)]
@@ -222,7 +244,7 @@ def _per_fold_note(grp: pd.DataFrame, real: float) -> str:
         return ""
     row = rows.loc[rows["val_top1_mean"].idxmax()] if rows["val_top1_mean"].notna().any() else rows.iloc[-1]
     return (f"; weight chosen per fold (n={row.n_per_class} by validation) {100 * row.top1_mean:.1f} "
-            f"({100 * (row.top1_mean - real):+.1f} pt)")
+            f"({_pt(row.top1_mean - real)} pt)")
 
 
 def choose_strength(args) -> None:
@@ -331,6 +353,9 @@ def main() -> None:
     print()
     print(table(summary, run_audit))
     print()
+    if weights:
+        print(weight_table(summary))
+        print()
     for line in must_show(summary, run_audit):
         print(line)
     print("\nstage seconds: " + ", ".join(f"{k} {v:.0f}" for k, v in timings.items()))
