@@ -14,10 +14,11 @@ on what it has; the table gives the images actually trained on), scored on
 the held-out real test photos. Preprocessing ``native`` (each backbone's own input size and normalisation), so the
 study reuses the audit's dlib_resnet128 descriptors from the feature cache.
 
-Printed: one table (backbone, regime, n per class, top-1 / top-5 mean (SD) over folds, and beside every row that
-trains on synthetic images the audit of the run: matched share [95 % CI] vs the stranger rate + 2 points,
-membership AUC), the real-only validation top-1 (CV on the training photos: the criterion for ``--strength``), the
-must-show checks and the wall time of each stage.
+Printed: one table (backbone, regime, synthetic weight, n per class, top-1 / top-5 mean (SD) over folds, validation
+top-1: CV on the training photos, the criterion for ``--strength``, n and the weight), with ``--synthetic-weight`` a
+table of each weight's mixed top-1 averaged over n, the must-show checks, the audit of the synthetic run (matched
+share [95 % CI] vs the stranger rate + 2 points, membership AUC; the same run feeds every synthetic and mixed row) and
+the wall time of each stage.
 
 **Weight of the synthetic images in mixed training** (``--synthetic-weight W ...``, the study spec's
 ``synthetic_weight``): for each W one more study of the mixed regime at every n, in which each condition's synthetic
@@ -179,7 +180,8 @@ def summarize(results: pd.DataFrame, n_classes: int) -> pd.DataFrame:
         df["val_top1"] = math.nan
     if "weight" not in df:
         df["weight"] = CONCAT
-    out = (df.groupby(["backbone", "regime", "weight", "n_per_class"], sort=False)[["top1", "top5", "val_top1", "n_trained"]]
+    keys = ["backbone", "regime", "weight", "n_per_class"]
+    out = (df.groupby(keys, sort=False)[["top1", "top5", "val_top1", "n_trained"]]
            .agg(["mean", lambda v: v.std(ddof=1)]))
     out.columns = [f"{m}_{'mean' if s == 'mean' else 'sd'}" for m, s in out.columns]
     return out.reset_index()
@@ -203,7 +205,8 @@ def must_show(summary: pd.DataFrame, run_audit) -> list[str]:
         syn_wins += best.top1_mean >= r - TIE
         mixed_wins += mixed.top1_mean >= r - TIE
         lines.append(f"{b}: real-only {100 * r:.1f}; synthetic-only best {100 * best.top1_mean:.1f} "
-                     f"(n={best.n_per_class} per class, {_pt(best.top1_mean - r)} pt; the n with the best validation top-1, "
+                     f"(n={best.n_per_class} per class, {_pt(best.top1_mean - r)} pt; "
+                     "the n with the best validation top-1, "
                      f"{by_val.n_per_class}: {100 * by_val.top1_mean:.1f}); mixed (n={mixed.n_per_class}, weight "
                      f"{mixed.weight}, by validation) {100 * mixed.top1_mean:.1f} ({_pt(mixed.top1_mean - r)} pt)"
                      + _per_fold_note(grp, r))
@@ -319,8 +322,8 @@ def main() -> None:
         options = {k: _option_value(v) for k, v in (o.split("=", 1) for o in args.option)}
         run_audit = [r for r in generate_and_audit(ws, args.per_class, timings, options,
                                                    seed=args.generator_seed).runs if r.run == RUN][0]
-    results = study(ws, args.n, real_only=args.real_only, name="real-only" if args.real_only else "idfree-study-mixed-all-n",
-                    timings=timings)
+    main_name = "real-only" if args.real_only else "idfree-study-mixed-all-n"
+    results = study(ws, args.n, real_only=args.real_only, name=main_name, timings=timings)
     weights = [None if w.lower() in ("none", "concat") else float(w) for w in args.synthetic_weight]
     if weights and not args.real_only:
         frames = [results.assign(weight=CONCAT)]
