@@ -14,10 +14,20 @@ on what it has; the table gives the images actually trained on), scored on
 the held-out real test photos. Preprocessing ``native`` (each backbone's own input size and normalisation), so the
 study reuses the audit's dlib_resnet128 descriptors from the feature cache.
 
-Printed: one table (backbone, regime, n per class, top-1 / top-5 mean (SD) over folds, and beside every row that
-trains on synthetic images the audit of the run: matched share [95 % CI] vs the stranger rate + 2 points,
-membership AUC), the real-only validation top-1 (CV on the training photos: the criterion for ``--strength``), the
-must-show checks and the wall time of each stage.
+Printed: one table (backbone, regime, synthetic weight, n per class, top-1 / top-5 mean (SD) over folds, validation
+top-1: CV on the training photos, the criterion for ``--strength``, n and the weight), with ``--synthetic-weight`` a
+table of each weight's mixed top-1 averaged over n, the must-show checks, the audit of the synthetic run (matched
+share [95 % CI] vs the stranger rate + 2 points, membership AUC; the same run feeds every synthetic and mixed row) and
+the wall time of each stage.
+
+**Weight of the synthetic images in mixed training** (``--synthetic-weight W ...``, the study spec's
+``synthetic_weight``): for each W one more study of the mixed regime at every n, in which each condition's synthetic
+images together weigh W times its real training photos (plain concatenation, the main study's mixed rows, lets them
+weigh n / 2 to n / 3 times as much); ``none`` in the list is concatenation. One further study
+(``idfree-mixed-w-per-fold``) gives the whole list to the training layer, which chooses W on each validation fold
+with C. The must-show's mixed row is the (n, W) with the best mean validation top-1 over the folds, among the fixed-W
+rows and concatenation (ties: the first in the order concatenation, then ``--synthetic-weight``'s order, n
+ascending); the test photos choose nothing.
 
 ``--strength`` scales every simulated change (the builder's option); choose it on the real-only *validation* top-1
 (``--real-only`` runs only that regime, cheaply), never on the test set. The workspace is reused: a rerun skips what
@@ -26,7 +36,8 @@ is done (dataset, ingest, split, faces, generation) and reads cached features; `
 Usage::
 
     PYTHONPATH=src .venv/bin/python benchmarks/identity_free_study.py --orl /work/shared/data/orl-faces \
-        [--workspace /tmp/bench-idfree-study] [--strength 2] [--per-class 24] [--n 5 10 15] [-o strength=1]
+        [--workspace /tmp/bench-idfree-study] [--strength 2] [--per-class 24] [--n 5 10 15] [-o strength=1] \
+        [--synthetic-weight 2 1 0.5 0.25]
 """
 
 from __future__ import annotations
@@ -49,6 +60,12 @@ GENERATOR = "phenotype-transfer"
 RUN = "idfree"
 #: the issue's bar: matched share within the stranger (impostor) rate + 2 points, membership AUC <= 0.6
 MATCH_MARGIN, MAX_AUC = 0.02, 0.6
+#: top-1 means are fractions of the same test photos: equal counts may differ in the last bits of a float mean
+TIE = 1e-9
+#: the ``weight`` label of rows that weigh nothing (real, synthetic-only, and mixed by plain concatenation)
+CONCAT = "concat"
+#: the ``weight`` label of the mixed rows whose weight each fold chose on its validation photos
+PER_FOLD = "per-fold"
 
 
 def prepare(root: Path, orl: Path, *, strength: float, donors: int, fresh: bool, timings: dict, photos=None):
@@ -76,7 +93,7 @@ def prepare(root: Path, orl: Path, *, strength: float, donors: int, fresh: bool,
     return ws
 
 
-def generate_and_audit(ws, per_class: int, timings: dict, options: dict | None = None):
+def generate_and_audit(ws, per_class: int, timings: dict, options: dict | None = None, seed: int = 0):
     """The identity-free run (skipped when the workspace has it), its face pass, audit and ranking."""
     from phenosynth.audit.privacy import audit
     from phenosynth.faces.facepass import run_face_pass
@@ -85,7 +102,7 @@ def generate_and_audit(ws, per_class: int, timings: dict, options: dict | None =
 
     t = time.perf_counter()
     if not (ws.root / "synthetic" / RUN).exists():
-        generate(ws, GENERATOR, per_class=per_class, seed=0, name=RUN, options=options)
+        generate(ws, GENERATOR, per_class=per_class, seed=seed, name=RUN, options=options)
     timings["generate"] = time.perf_counter() - t
     t = time.perf_counter()
     run_face_pass(ws)
@@ -99,16 +116,20 @@ def generate_and_audit(ws, per_class: int, timings: dict, options: dict | None =
     return result
 
 
-def study(ws, ns: list[int], *, real_only: bool, name: str, timings: dict) -> pd.DataFrame:
-    """The grid of the module docstring; returns results.csv (one row per backbone x regime x n x fold)."""
+def study(ws, ns: list[int], *, real_only: bool, name: str, timings: dict, synthetic_weight=None,
+          mixed_only: bool = False) -> pd.DataFrame:
+    """The grid of the module docstring; returns results.csv (one row per backbone x regime x n x fold).
+    ``synthetic_weight``: the spec's key (a weight, or a list chosen per fold); ``mixed_only``: only mixed rows."""
     from phenosynth.study.runner import run_study
     from phenosynth.study.spec import load_spec
 
     spec = load_spec("demo").resolved()
+    regimes = {"real": True, "synthetic": [] if real_only else ns, "mixed": [] if real_only else ns}
+    if mixed_only:
+        regimes.update(real=False, synthetic=[])
     spec.update(backbones=[{"name": b} for b in BACKBONES] if not real_only else [{"name": "shape68"}],
-                regimes={"real": True, "synthetic": [] if real_only else ns, "mixed": [] if real_only else ns},
-                per_class=True, folds=3, generator="already-generated", notice=None, preprocessing="native",
-                allow_fewer=True)
+                regimes=regimes, per_class=True, folds=3, generator="already-generated", notice=None,
+                preprocessing="native", allow_fewer=True, synthetic_weight=synthetic_weight)
     t = time.perf_counter()
     res = run_study(ws, spec, name, build_report=False, resume=(ws.root / "runs" / name / "results.csv").exists())
     timings[f"study {name}"] = time.perf_counter() - t
@@ -127,19 +148,27 @@ def audit_cell(r) -> str:
 
 
 def table(summary: pd.DataFrame, run_audit) -> str:
-    lines = ["| backbone | regime | n per class (synthetic images trained, mean over folds) | top-1 % mean (SD) | "
-             "top-5 % mean (SD) | val top-1 % | audit of the synthetic set |", "|---|---|---|---|---|---|---|"]
+    """The markdown table; the audit (the same for every synthetic row: one generator run) is printed once, below
+    it, by :func:`must_show`."""
+    lines = ["| backbone | regime | synthetic weight | n per class (synthetic images trained, mean over folds) | "
+             "top-1 % mean (SD) | top-5 % mean (SD) | val top-1 % |", "|---|---|---|---|---|---|---|"]
     for row in summary.itertuples():
-        audited = row.regime != "real" and run_audit is not None
         n = f"{row.n_per_class} ({row.n_trained_mean:.0f})" if row.regime != "real" else "-"
-        lines.append(f"| {row.backbone} | {row.regime} | {n} | {_pct(row.top1_mean, row.top1_sd)} | "
-                     f"{_pct(row.top5_mean, row.top5_sd)} | {_pct(row.val_top1_mean, math.nan).split(' ')[0]} | "
-                     f"{audit_cell(run_audit) if audited else ''} |")
+        weight = row.weight if row.regime == "mixed" else "-"
+        lines.append(f"| {row.backbone} | {row.regime} | {weight} | {n} | {_pct(row.top1_mean, row.top1_sd)} | "
+                     f"{_pct(row.top5_mean, row.top5_sd)} | {_pct(row.val_top1_mean, math.nan).split(' ')[0]} |")
     return "\n".join(lines)
 
 
+def weight_label(value) -> str:
+    """The ``weight`` column of a study's rows: ``concat`` (None), the weight (``0.5``), or ``per-fold`` (a list)."""
+    if value is None:
+        return CONCAT
+    return PER_FOLD if isinstance(value, (list, tuple)) else f"{float(value):g}"
+
+
 def summarize(results: pd.DataFrame, n_classes: int) -> pd.DataFrame:
-    """Mean and SD (ddof=1) over folds per backbone x regime x requested n (n per class)."""
+    """Mean and SD (ddof=1) over folds per backbone x regime x synthetic weight x requested n (n per class)."""
     df = results.copy()
     if "n_synthetic_requested" in df:  # the spec's n: per class here
         df["n_per_class"] = pd.to_numeric(df["n_synthetic_requested"], errors="coerce").fillna(0).astype(int)
@@ -149,7 +178,10 @@ def summarize(results: pd.DataFrame, n_classes: int) -> pd.DataFrame:
     df["n_trained"] = pd.to_numeric(df["n_synthetic"], errors="coerce").fillna(0)
     if "val_top1" not in df:
         df["val_top1"] = math.nan
-    out = (df.groupby(["backbone", "regime", "n_per_class"], sort=False)[["top1", "top5", "val_top1", "n_trained"]]
+    if "weight" not in df:
+        df["weight"] = CONCAT
+    keys = ["backbone", "regime", "weight", "n_per_class"]
+    out = (df.groupby(keys, sort=False)[["top1", "top5", "val_top1", "n_trained"]]
            .agg(["mean", lambda v: v.std(ddof=1)]))
     out.columns = [f"{m}_{'mean' if s == 'mean' else 'sd'}" for m, s in out.columns]
     return out.reset_index()
@@ -161,7 +193,8 @@ def must_show(summary: pd.DataFrame, run_audit) -> list[str]:
     for b, grp in summary.groupby("backbone", sort=False):
         real = grp.loc[grp["regime"] == "real", "top1_mean"]
         syn = grp[grp["regime"] == "synthetic"]
-        mixed_rows = grp[grp["regime"] == "mixed"]
+        # mixed: n and the synthetic weight chosen together on validation, among concatenation and the fixed weights
+        mixed_rows = grp[(grp["regime"] == "mixed") & (grp["weight"] != PER_FOLD)]
         if real.empty or syn.empty or mixed_rows.empty:
             continue
         r, best = real.iloc[0], syn.loc[syn["top1_mean"].idxmax()]
@@ -169,18 +202,52 @@ def must_show(summary: pd.DataFrame, run_audit) -> list[str]:
         # mixed: the n chosen on validation (3-fold CV on the training photos), never on the test photos
         mixed = (mixed_rows.loc[mixed_rows["val_top1_mean"].idxmax()] if mixed_rows["val_top1_mean"].notna().any()
                  else mixed_rows.iloc[-1])
-        syn_wins += best.top1_mean >= r
-        mixed_wins += mixed.top1_mean >= r
+        syn_wins += best.top1_mean >= r - TIE
+        mixed_wins += mixed.top1_mean >= r - TIE
         lines.append(f"{b}: real-only {100 * r:.1f}; synthetic-only best {100 * best.top1_mean:.1f} "
-                     f"(n={best.n_per_class} per class, {100 * (best.top1_mean - r):+.1f} pt; the n with the best validation top-1, "
-                     f"{by_val.n_per_class}: {100 * by_val.top1_mean:.1f}); mixed (n={mixed.n_per_class} by validation) "
-                     f"{100 * mixed.top1_mean:.1f} ({100 * (mixed.top1_mean - r):+.1f} pt)")
+                     f"(n={best.n_per_class} per class, {_pt(best.top1_mean - r)} pt; "
+                     "the n with the best validation top-1, "
+                     f"{by_val.n_per_class}: {100 * by_val.top1_mean:.1f}); mixed (n={mixed.n_per_class}, weight "
+                     f"{mixed.weight}, by validation) {100 * mixed.top1_mean:.1f} ({_pt(mixed.top1_mean - r)} pt)"
+                     + _per_fold_note(grp, r))
     if lines:
         lines.append(f"synthetic-only >= real-only on {syn_wins} of {len(lines)} backbones (bar: 2); "
                      f"mixed >= real-only on {mixed_wins} (bar: all {len(lines)})")
     if run_audit is not None:
         lines.append(f"audit: {audit_cell(run_audit)}")
     return lines
+
+
+def _pt(diff: float) -> str:
+    """A difference in points, ``+0.0`` for a tie (the same photo counts)."""
+    return f"{0.0 if abs(diff) < TIE else 100 * diff:+.1f}"
+
+
+def weight_table(summary: pd.DataFrame) -> str:
+    """Per backbone and synthetic weight: the mixed rows' test and validation top-1, each the mean over every n
+    (how the weight does whatever n is; choosing nothing), beside real-only."""
+    mixed = summary[summary["regime"] == "mixed"]
+    if mixed["weight"].nunique() < 2:
+        return ""
+    lines = ["| backbone | real-only top-1 % | synthetic weight | mixed top-1 %, mean over n | "
+             "its lowest and highest n | mixed val top-1 %, mean over n |", "|---|---|---|---|---|---|"]
+    for b, grp in mixed.groupby("backbone", sort=False):
+        real = summary.loc[(summary["backbone"] == b) & (summary["regime"] == "real"), "top1_mean"]
+        for w, rows in grp.groupby("weight", sort=False):
+            lines.append(f"| {b} | {100 * real.iloc[0]:.1f} | {w} | {100 * rows['top1_mean'].mean():.1f} | "
+                         f"{100 * rows['top1_mean'].min():.1f} - {100 * rows['top1_mean'].max():.1f} | "
+                         f"{100 * rows['val_top1_mean'].mean():.1f} |")
+    return "\n".join(lines)
+
+
+def _per_fold_note(grp: pd.DataFrame, real: float) -> str:
+    """The mixed row whose weight each fold chose (n chosen on validation among those rows), when it was run."""
+    rows = grp[(grp["regime"] == "mixed") & (grp["weight"] == PER_FOLD)]
+    if rows.empty:
+        return ""
+    row = rows.loc[rows["val_top1_mean"].idxmax()] if rows["val_top1_mean"].notna().any() else rows.iloc[-1]
+    return (f"; weight chosen per fold (n={row.n_per_class} by validation) {100 * row.top1_mean:.1f} "
+            f"({_pt(row.top1_mean - real)} pt)")
 
 
 def choose_strength(args) -> None:
@@ -206,6 +273,19 @@ def choose_strength(args) -> None:
           + (f"{chosen[0][0]:g} -> --strength {chosen[0][0]:g} --workspace {chosen[0][3]}" if chosen else "none"))
 
 
+def _option_value(text: str):
+    """A generator option from the command line: a number when it reads as one (``k=8``), else the text
+    (``identities=morphs``)."""
+    try:
+        return int(text)
+    except ValueError:
+        pass
+    try:
+        return float(text)
+    except ValueError:
+        return text
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--orl", type=Path, default=DEFAULT_DATA)
@@ -217,6 +297,11 @@ def main() -> None:
     ap.add_argument("--n", type=int, nargs="+", default=[5, 10, 15], help="synthetic n per class")
     ap.add_argument("-o", "--option", action="append", default=[], metavar="KEY=VALUE",
                     help="a phenotype-transfer option (default: its defaults), e.g. -o strength=1")
+    ap.add_argument("--synthetic-weight", nargs="+", default=[], metavar="W",
+                    help="mixed studies with these synthetic weights (a class's synthetic images weigh W x its real "
+                         "photos; none = concatenation), and one with the list chosen per fold")
+    ap.add_argument("--generator-seed", type=int, default=0,
+                    help="seed of the identity-free run (another seed: another draw of the synthetic set)")
     ap.add_argument("--real-only", action="store_true", help="only the real-only shape68 study (to choose strength)")
     ap.add_argument("--choose-strength", type=float, nargs="+", default=None,
                     help="only choose the strength: real-only shape68 CV at each of these")
@@ -234,13 +319,32 @@ def main() -> None:
                  timings=timings)
     run_audit = None
     if not args.real_only:
-        options = {k: float(v) for k, v in (o.split("=", 1) for o in args.option)}
-        run_audit = [r for r in generate_and_audit(ws, args.per_class, timings, options).runs if r.run == RUN][0]
-    results = study(ws, args.n, real_only=args.real_only, name="real-only" if args.real_only else "idfree-study-mixed-all-n",
-                    timings=timings)
+        options = {k: _option_value(v) for k, v in (o.split("=", 1) for o in args.option)}
+        run_audit = [r for r in generate_and_audit(ws, args.per_class, timings, options,
+                                                   seed=args.generator_seed).runs if r.run == RUN][0]
+    main_name = "real-only" if args.real_only else "idfree-study-mixed-all-n"
+    results = study(ws, args.n, real_only=args.real_only, name=main_name, timings=timings)
+    weights = [None if w.lower() in ("none", "concat") else float(w) for w in args.synthetic_weight]
+    if weights and not args.real_only:
+        frames = [results.assign(weight=CONCAT)]
+        for w in [w for w in weights if w is not None]:
+            frames.append(study(ws, args.n, real_only=False, name=f"idfree-mixed-w{w:g}", timings=timings,
+                                synthetic_weight=w, mixed_only=True).assign(weight=weight_label(w)))
+        if len(weights) > 1:
+            frames.append(study(ws, args.n, real_only=False, name="idfree-mixed-w-per-fold-" + "-".join(
+                "none" if w is None else f"{w:g}" for w in weights), timings=timings, synthetic_weight=weights,
+                mixed_only=True).assign(weight=PER_FOLD))
+        results = pd.concat(frames, ignore_index=True)
     manifest = ws.load_manifest()
     real = manifest[manifest["source"] == "real"]
     summary = summarize(results, real["label"].nunique())
+    # table order (and the tie order of the choice on validation): backbone, regime, concatenation then the weights
+    # as given then the per-fold choice, n ascending
+    order = {"backbone": BACKBONES, "regime": ["real", "synthetic", "mixed"],
+             "weight": [CONCAT] + [weight_label(w) for w in weights if w is not None] + [PER_FOLD]}
+    summary = summary.sort_values(["backbone", "regime", "weight", "n_per_class"], key=lambda col: col.map(
+        {v: k for k, v in enumerate(order[col.name])}) if col.name in order else col, kind="stable"
+    ).reset_index(drop=True)
     load_end = os.getloadavg()
     counts = real.groupby("split").size().to_dict()
     print(f"\nstrength {args.strength:g}; {real['label'].nunique()} conditions, {len(real)} real photos {counts} of "
@@ -248,10 +352,13 @@ def main() -> None:
           f"chance top-1 {100 / real['label'].nunique():.1f}%")
     if run_audit is not None:
         print(f"synthetic run {RUN}: {run_audit.n_images} images ({GENERATOR}, options {args.option or 'defaults'}, "
-              "donor identities)")
+              f"seed {args.generator_seed})")
     print()
     print(table(summary, run_audit))
     print()
+    if weights:
+        print(weight_table(summary))
+        print()
     for line in must_show(summary, run_audit):
         print(line)
     print("\nstage seconds: " + ", ".join(f"{k} {v:.0f}" for k, v in timings.items()))

@@ -102,3 +102,29 @@ def test_face_settings_and_allow_fewer_are_spec_keys_that_reach_every_cell():
     configs = [train_config(spec, cell) for cell in expand_grid(spec)]
     assert {(c.detector, c.landmarker, c.allow_fewer) for c in configs} == {("mtcnn", "mtcnn5", True)}
     assert spec.resolved()["detector"] == "mtcnn"  # recorded in config.yaml
+
+
+def test_synthetic_weight_is_a_spec_key_that_reaches_only_the_mixed_cells(tmp_path):
+    from phenosynth.study.grid import expand_grid
+    from phenosynth.study.runner import train_config
+
+    path = tmp_path / "w.yaml"
+    path.write_text("backbones: [shape68]\nregimes: {real: true, synthetic: [10], mixed: [10]}\n"
+                    "synthetic_weight: [null, 1, 0.5]\n")
+    spec = load_spec(path)
+    assert spec.synthetic_weight == [None, 1.0, 0.5] and spec.resolved()["synthetic_weight"] == [None, 1.0, 0.5]
+    weights = {c.regime: train_config(spec, c).synthetic_weight for c in expand_grid(spec)}
+    assert weights == {"real": None, "synthetic": None, "mixed": [None, 1.0, 0.5]}
+    assert spec_from_dict({"backbones": ["shape68"], "regimes": {"mixed": [5]}}).synthetic_weight is None
+
+
+@pytest.mark.parametrize(("extra", "message"), [
+    ({"regimes": {"synthetic": [5]}, "synthetic_weight": 1}, "regimes.mixed is empty"),
+    ({"synthetic_weight": [1, 0]}, "positive and finite, not 0"),
+    ({"synthetic_weight": [0.5, 0.5]}, "repeats a value"),
+    ({"trainer": {"mode": "gallery"}, "synthetic_weight": 1}, "does not apply to mode gallery"),
+])
+def test_bad_synthetic_weight_is_refused_naming_the_reason(extra, message):
+    data = {"backbones": ["shape68"], "regimes": {"mixed": [5]}} | extra
+    with pytest.raises(SpecError, match=message):
+        spec_from_dict(data)

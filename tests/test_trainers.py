@@ -140,3 +140,59 @@ def test_bad_training_input_is_a_value_error(name):
         est.fit(X, y, n_classes=3)
     with pytest.raises(ValueError, match="X has 11 features, but StandardScaler is expecting 12"):
         est.fit(X, y).predict_proba(X[:, :11])
+
+
+@pytest.mark.parametrize(("n", "d"), [(300, 20), (40, 200)])  # the second is solved in the 40-d row space
+@pytest.mark.parametrize("C", [0.1, 1.0, 10.0])
+def test_weighted_probe_equals_sklearn_logistic_regression_with_sample_weight(n, d, C):
+    X, y = _problem(n=n, d=d)
+    w = np.random.default_rng(1).uniform(0.1, 3.0, n)
+    probe = ProbeClassifier(C=C, tol=1e-6, max_iter=1000).fit(X, y, sample_weight=w)
+    Xs = StandardScaler().fit(X, sample_weight=w).transform(X)  # the probe's scaler is weighted too
+    ref = LogisticRegression(C=C, solver="lbfgs", tol=1e-10, max_iter=10_000).fit(Xs, y, sample_weight=w)
+    np.testing.assert_allclose(probe.predict_proba(X), ref.predict_proba(Xs), rtol=0, atol=1e-3)
+    plain = ProbeClassifier(C=C, tol=1e-6, max_iter=1000).fit(X, y).predict_proba(X)
+    assert np.abs(probe.predict_proba(X) - plain).max() > 5e-3  # the weights matter (10x the tolerance)
+
+
+def test_probe_integer_weights_repeat_samples_and_zero_weights_drop_them():
+    X, y = _problem(n=90, d=10)
+    w = np.tile([0, 1, 3], 30)
+    weighted = ProbeClassifier(C=1.0, tol=1e-8, max_iter=2000).fit(X, y, n_classes=5, sample_weight=w)
+    rows = np.repeat(np.arange(90), w)  # row i repeated w[i] times (0: left out)
+    repeated = ProbeClassifier(C=1.0, tol=1e-8, max_iter=2000).fit(X[rows], y[rows], n_classes=5)
+    np.testing.assert_allclose(weighted.predict_proba(X), repeated.predict_proba(X), rtol=0, atol=1e-3)
+    assert weighted.predict_proba(X).shape == (90, 5)
+    ones = ProbeClassifier().fit(X, y, sample_weight=np.ones(90)).predict_proba(X)
+    np.testing.assert_allclose(ones, ProbeClassifier().fit(X, y).predict_proba(X), rtol=0, atol=1e-6)
+
+
+def test_se_head_sample_weight_zero_ignores_mislabelled_samples():
+    X, y = _problem(n=200, d=12, k=3, seed=3)
+    rng = np.random.default_rng(0)
+    bad = rng.random(200) < 0.5
+    y_noisy = np.where(bad, (y + 1) % 3, y)  # half the labels shifted to the next class
+    head = dict(epochs=60, lr=1e-2, batch_size=32, random_state=0)
+    plain = SEHeadClassifier(**head).fit(X, y_noisy)
+    weighted = SEHeadClassifier(**head).fit(X, y_noisy, sample_weight=(~bad).astype(float))
+    acc_plain = float((plain.predict(X) == y).mean())
+    acc_weighted = float((weighted.predict(X) == y).mean())
+    assert acc_weighted >= 0.75 and acc_weighted > acc_plain + 0.15, (acc_plain, acc_weighted)
+
+
+@pytest.mark.parametrize("name", ["probe", "se-head"])
+def test_bad_sample_weight_is_a_value_error(name):
+    X, y = _problem()
+    est = TRAINERS.create(name, **({"epochs": 1} if name == "se-head" else {}))
+    with pytest.raises(ValueError, match=r"one value per sample, shape \(120,\), not \(119,\)"):
+        est.fit(X, y, sample_weight=np.ones(119))
+    with pytest.raises(ValueError, match="finite and non-negative"):
+        est.fit(X, y, sample_weight=np.r_[-1.0, np.ones(119)])
+    with pytest.raises(ValueError, match="all zero"):
+        est.fit(X, y, sample_weight=np.zeros(120))
+
+
+def test_gallery_refuses_sample_weight():
+    X, y = _problem()
+    with pytest.raises(ValueError, match="sample weights do not apply"):
+        GalleryMatcher().fit(X, y, sample_weight=np.ones(120))

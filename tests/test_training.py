@@ -452,3 +452,99 @@ def test_train_refuses_a_workspace_whose_split_leaks_naming_the_images(tiny_ws, 
     assert not (ws.runs_dir / "leaky").exists()
     with pytest.raises(LeakageError):
         train_cell(ws, cfg, fold=0, seed=0)
+
+
+# --- the mixed regime's synthetic weight ----------------------------------------------------------------------------
+
+
+def test_synthetic_sample_weights_give_each_class_w_times_its_real_weight():
+    from phenosynth.training.cell import synthetic_sample_weights
+
+    y = np.array([0, 0, 0, 0, 0, 1, 1, 1, 2, 2, 2, 2])
+    syn = np.array([0, 0, 1, 1, 1, 0, 1, 1, 1, 1, 1, 1], bool)  # class 2: no real training photo
+    w = synthetic_sample_weights(y, syn, 0.5)
+    assert (w[~syn] == 1.0).all()
+    totals = {c: float(w[syn & (y == c)].sum()) for c in (0, 1, 2)}
+    # w x real photos of the class (2 and 1); class 2 gets w x the mean real count 1.5
+    assert totals == pytest.approx({0: 1.0, 1: 0.5, 2: 0.75})
+    assert w[2] == pytest.approx(1 / 3) and w[6] == pytest.approx(0.25)
+    assert synthetic_sample_weights(y, syn, None) is None  # concatenation: no weights at all
+
+
+def _spy_probe_fits(monkeypatch) -> list:
+    seen = []
+    real_fit = ProbeClassifier.fit
+
+    def fit(self, X, y, **kw):
+        seen.append((self.C, np.asarray(y).copy(), kw.get("sample_weight")))
+        return real_fit(self, X, y, **kw)
+
+    monkeypatch.setattr(ProbeClassifier, "fit", fit)
+    return seen
+
+
+def test_mixed_cell_weighs_its_synthetic_images_and_records_the_chosen_weight(tiny_ws, monkeypatch):
+    ws, _, _ = tiny_ws
+    seen = _spy_probe_fits(monkeypatch)
+    cfg = TrainConfig(backbone=TINY, weights="none", preprocessing="native", regime="mixed", n_synthetic=8,
+                      selection="random", folds=3, hparams={"C": 1.0}, synthetic_weight=0.5)
+    row = train_cell(ws, cfg, fold=0, seed=0)
+    assert json.loads(row["hparams"]) == {"C": 1.0, "synthetic_weight": 0.5}
+    assert len(seen) == 1
+    _, y, w = seen[0]
+    syn = np.arange(len(y)) >= len(y) - 8  # real training photos first, then the 8 synthetic images
+    assert (w[~syn] == 1.0).all() and row["n_synthetic"] == 8
+    for c in np.unique(y[syn]):  # each class's synthetic images weigh half its real training photos together
+        assert w[syn & (y == c)].sum() == pytest.approx(0.5 * (~syn & (y == c)).sum())
+    assert w[syn].sum() == pytest.approx(0.5 * (~syn).sum())
+
+
+def test_a_list_of_synthetic_weights_is_a_grid_axis_and_none_is_concatenation(tiny_ws, monkeypatch):
+    ws, _, _ = tiny_ws
+    seen = _spy_probe_fits(monkeypatch)
+    cfg = TrainConfig(backbone=TINY, weights="none", preprocessing="native", regime="mixed", n_synthetic=8,
+                      selection="random", folds=3, hparams={"C": [0.1, 1.0]}, synthetic_weight=["none", 2, 0.25])
+    assert cfg.synthetic_weight == [None, 2.0, 0.25]
+    row = train_cell(ws, cfg, fold=1, seed=0)
+    assert len(seen) == 6  # 2 C x 3 weights, each fitted
+    assert [s[2] is None for s in seen] == [True, False, False] * 2
+    assert {s[2][-1] for s in seen if s[2] is not None} != {1.0}
+    chosen = json.loads(row["hparams"])
+    # every image right on validation at the first grid point (C 0.1, concatenation): first best wins
+    assert chosen == {"C": 0.1, "synthetic_weight": None} and row["top1"] == 1.0
+    plain = TrainConfig(backbone=TINY, weights="none", preprocessing="native", regime="mixed", n_synthetic=8,
+                        selection="random", folds=3, hparams={"C": [0.1, 1.0]})
+    seen.clear()
+    row_plain = train_cell(ws, plain, fold=1, seed=0)
+    assert [s[2] for s in seen] == [None, None]  # the default: no sample weights, exactly as before the option
+    assert row_plain["top1"] == row["top1"] and json.loads(row_plain["hparams"]) == {"C": 0.1}
+
+
+def test_synthetic_weight_errors_name_the_problem():
+    with pytest.raises(PhenosynthError, match="regime 'real' has no real and synthetic images to balance"):
+        TrainConfig(regime="real", synthetic_weight=1.0)
+    with pytest.raises(PhenosynthError, match="does not apply to mode gallery"):
+        TrainConfig(regime="mixed", mode="gallery", synthetic_weight=1.0)
+    with pytest.raises(PhenosynthError, match="positive and finite, not -1"):
+        TrainConfig(regime="mixed", synthetic_weight=[1.0, -1])
+    with pytest.raises(PhenosynthError, match="positive number or none"):
+        TrainConfig(regime="mixed", synthetic_weight="half")
+    with pytest.raises(PhenosynthError, match="repeats a value"):
+        TrainConfig(regime="mixed", synthetic_weight=[1, 1.0])
+
+
+def test_cli_train_synthetic_weight(tiny_ws):
+    from typer.testing import CliRunner
+
+    from phenosynth.cli import app
+
+    ws, _, _ = tiny_ws
+    base = ["train", "-w", str(ws.root), "--backbone", TINY, "--weights", "none", "--preprocessing", "native",
+            "--folds", "3", "--selection", "random", "--n-synthetic", "8"]
+    res = CliRunner().invoke(app, base + ["--regime", "mixed", "--synthetic-weight", "1,0.5", "--name", "w"])
+    assert res.exit_code == 0, res.output
+    assert "synthetic weight 1,0.5" in res.output
+    out = pd.read_csv(ws.runs_dir / "w" / "results.csv")
+    assert {json.loads(h)["synthetic_weight"] for h in out["hparams"]} <= {1.0, 0.5} and len(out) == 3
+    bad = CliRunner().invoke(app, base + ["--regime", "synthetic", "--synthetic-weight", "1"])
+    assert bad.exit_code != 0 and "Use --regime mixed" in " ".join(bad.output.split())

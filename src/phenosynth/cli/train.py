@@ -59,6 +59,11 @@ def train_command(
     allow_fewer: bool = typer.Option(False, "--allow-fewer",
                                      help="Train on what there is when --n-synthetic is more than a fold has "
                                           "(results.csv records the requested and the actual n)."),
+    synthetic_weight: str = typer.Option(
+        None, "--synthetic-weight",
+        help="--regime mixed: total weight of a class's synthetic images relative to its real photos (1: as much "
+             "as the real ones, whatever n is; default: plain concatenation, every image weighs 1). Several, "
+             "comma-separated (none = concatenation), are chosen on the validation fold like C: none,1,0.5"),
     selection: str = typer.Option("top-per-class", "--selection",
                                   help="top-per-class | top-global | random | diverse | diverse-score"),
     mode: str = typer.Option("probe", "--mode", help="probe | se-head | finetune | gallery (GestaltMatcher-style "
@@ -103,6 +108,7 @@ def train_command(
         selection=selection, mode=mode, validate_on=validate_on, folds=folds, seeds=seed,
         hparams=hparams, allow_fewer=allow_fewer, detector=detector,
         landmarker=landmarker, privacy_gate=privacy_gate == "on", tta=[t.strip() for t in tta.split(",") if t.strip()],
+        synthetic_weight=None if synthetic_weight is None else [w.strip() for w in synthetic_weight.split(",")],
     )
     ws = Workspace.open(workspace, need_manifest=True)
     lock_workspace(ctx, ws, lock_timeout)
@@ -116,6 +122,7 @@ def train_command(
     asked = f" (asked {n_synthetic})" if n_synthetic is not None and trained != [n_synthetic] else ""
     unseen = "unseen_top1" in df.columns
     table = Table(title=f"{backbone} · {regime}" + (f" · n={shown_n}{asked}" if regime != "real" else "")
+                  + (f" · synthetic weight {synthetic_weight}" if synthetic_weight is not None else "")
                   + f" · {mode}" + (f" · tta {'+'.join(config.tta)}" if config.tta else "")
                   + (" — seen conditions:" if unseen else " —")
                   + f" held-out real test set, mean (SD) over {len(df)} model(s), %")

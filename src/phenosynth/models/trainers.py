@@ -5,13 +5,19 @@ keyword arguments, ``fit`` returns self, learned attributes end in ``_``, so ``s
 - ``probe`` (default): ``StandardScaler``, then multinomial logistic regression (L2, full-batch L-BFGS-B from scipy) on
   cached features. Objective = mean cross-entropy + ||W||^2 / (2 C n), i.e. scikit-learn's ``LogisticRegression(C)``
   for 3+ classes (with 2, the symmetric softmax halves the penalty: ``LogisticRegression(2 C)``); tests/test_trainers.py
-  checks they agree. Fitted directly because it is 8-20x faster here.
+  checks they agree. Fitted directly because it is 8-20x faster here. ``fit(..., sample_weight=s)``: the weighted
+  mean cross-entropy + ||W||^2 / (2 C sum(s)) after a weighted ``StandardScaler``, i.e. ``LogisticRegression(C)`` with
+  the same ``sample_weight`` (an integer weight is the same as repeating the sample).
 - ``se-head``: the RDFace head (SE gate d -> d/16 -> d, BatchNorm, Dropout 0.5, Linear) on cached features, AdamW
   lr 1e-4 wd 1e-4, cosine to 1e-6, best-validation checkpoint.
 - ``finetune``: the whole backbone + a linear head on aligned crops, same optimiser recipe; GPU when present.
 - ``gallery``: no fitting (GestaltMatcher-style matching): ``fit`` stores the L2-normalised training embeddings as
   the gallery; a condition's score is minus the cosine distance of its nearest gallery embedding (or the mean of its
   ``m`` nearest); conditions with no gallery embedding rank last.
+
+Sample weights (``fit(..., sample_weight=)``, e.g. the mixed regime's ``synthetic_weight``): the probe as above; the
+epoch-based heads weight each mini-batch's cross-entropy (``sum(s_i l_i) / sum(s_i)``); the gallery has nothing to
+weight and refuses them (:func:`check_sample_weight`).
 
 Test-time augmentation: a trainer's ``tta_averages`` says what the training layer averages over the views of an
 image: ``"scores"`` (the heads: ``predict_proba`` of each view's features) or ``"embeddings"`` (the gallery: the
@@ -72,6 +78,24 @@ def _n_classes(X: Any, y: np.ndarray, n_classes: int | None) -> int:
     return k
 
 
+def check_sample_weight(sample_weight: Any, n: int) -> np.ndarray | None:
+    """``sample_weight`` as float64 ``(n,)`` (None stays None): finite, non-negative, not all zero.
+
+    >>> check_sample_weight([1, 0.5], 2).tolist()
+    [1.0, 0.5]
+    """
+    if sample_weight is None:
+        return None
+    w = np.asarray(sample_weight, np.float64)
+    if w.shape != (n,):
+        raise ValueError(f"sample_weight must have one value per sample, shape ({n},), not {w.shape}")
+    if not np.isfinite(w).all() or (w < 0).any():
+        raise ValueError("sample_weight must be finite and non-negative")
+    if not w.sum() > 0:
+        raise ValueError("sample_weight must not be all zero")
+    return w
+
+
 def _standardised(scaler: StandardScaler, X: Any) -> np.ndarray:
     """``scaler.transform(X)`` as float32 (the dtype every feature trainer computes in)."""
     return scaler.transform(np.asarray(X, np.float32)).astype(np.float32, copy=False)
@@ -108,12 +132,17 @@ class ProbeClassifier(ClassifierMixin, BaseEstimator):
         self.random_state = random_state
 
     def fit(self, X: np.ndarray, y: np.ndarray, *, n_classes: int | None = None, X_val: Any = None,
-            y_val: Any = None) -> "ProbeClassifier":
+            y_val: Any = None, sample_weight: Any = None) -> "ProbeClassifier":
+        """``sample_weight (n,)``: each sample's weight in the scaler and the loss (module docstring); a class whose
+        samples all weigh 0 counts as absent."""
         X = np.asarray(X, np.float32)
         y = np.asarray(y, np.int64)
         self.n_classes_ = _n_classes(X, y, n_classes)
         self.classes_ = np.arange(self.n_classes_)
-        self.scaler_ = StandardScaler().fit(X)
+        sw = check_sample_weight(sample_weight, len(y))
+        if sw is not None and (sw == 0).any():  # zero weight = not there (also for the scaler's variance)
+            X, y, sw = X[sw > 0], y[sw > 0], sw[sw > 0]
+        self.scaler_ = StandardScaler().fit(X, sample_weight=sw)
         self.n_features_in_ = X.shape[1]
         self.present_ = np.unique(y)
         remap = np.full(self.n_classes_, -1, np.int64)
@@ -131,7 +160,7 @@ class ProbeClassifier(ClassifierMixin, BaseEstimator):
             if init is not None and init.shape != (Z.shape[1] * k + k,):
                 init = None
             W, b, self.n_iter_ = fit_softmax_lbfgs(Z, remap[y], k, C=self.C, tol=self.tol, max_iter=self.max_iter,
-                                                   init=init)
+                                                   init=init, sample_weight=sw)
             self.solution_ = np.concatenate([W.ravel(), b]).astype(np.float64)  # in the solver's (row-)space
             if Vt is not None:
                 W = Vt.T.astype(np.float32) @ W
@@ -174,9 +203,11 @@ def row_space(X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 def fit_softmax_lbfgs(
     X: np.ndarray, y: np.ndarray, k: int, *, C: float, tol: float = 1e-4, max_iter: int = 100,
-    init: np.ndarray | None = None,
+    init: np.ndarray | None = None, sample_weight: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray, int]:
-    """Minimise mean cross-entropy + ||W||^2 / (2 C n) over ``W (d, k)``, ``b (k,)`` with scipy's L-BFGS-B.
+    """Minimise mean cross-entropy + ||W||^2 / (2 C n) over ``W (d, k)``, ``b (k,)`` with scipy's L-BFGS-B; with
+    ``sample_weight`` s: the s-weighted mean cross-entropy + ||W||^2 / (2 C sum(s)) (scikit-learn's scaling, so that
+    an integer weight equals repeating the sample).
 
     Pure and deterministic; ``X (n, d)`` float32, ``y (n,)`` in ``[0, k)``. Returns ``(W, b, n_iter)``.
     """
@@ -186,15 +217,24 @@ def fit_softmax_lbfgs(
     n, d = X.shape
     Y = np.zeros((n, k), np.float32)
     Y[np.arange(n), y] = 1.0
-    lam = 1.0 / (C * n)
+    total = float(n) if sample_weight is None else float(np.sum(sample_weight, dtype=np.float64))
+    # each sample's share of the weighted mean (None: the plain mean, computed as before, bit for bit)
+    share = None if sample_weight is None else (np.asarray(sample_weight, np.float64) / total).astype(np.float32)
+    lam = 1.0 / (C * total)
 
     def loss_grad(w: np.ndarray) -> tuple[float, np.ndarray]:
         W = w[: d * k].reshape(d, k).astype(np.float32)
         b = w[d * k:].astype(np.float32)
         Zl = X @ W + b
         lse = logsumexp(Zl, axis=1, keepdims=True)
-        G = (np.exp(Zl - lse) - Y) / n
-        loss = float(np.mean(lse[:, 0] - (Zl * Y).sum(1))) + 0.5 * lam * float((W * W).sum())
+        ce = lse[:, 0] - (Zl * Y).sum(1)
+        if share is None:
+            G = (np.exp(Zl - lse) - Y) / n
+            data_loss = float(np.mean(ce))
+        else:
+            G = (np.exp(Zl - lse) - Y) * share[:, None]
+            data_loss = float((ce * share).sum())
+        loss = data_loss + 0.5 * lam * float((W * W).sum())
         grad = np.concatenate([(X.T @ G + lam * W).ravel(), G.sum(0)])
         return loss, grad.astype(np.float64)
 
@@ -252,11 +292,12 @@ class SEHeadClassifier(ClassifierMixin, BaseEstimator):
         self.random_state = random_state
 
     def fit(self, X: np.ndarray, y: np.ndarray, *, n_classes: int | None = None, X_val: np.ndarray | None = None,
-            y_val: np.ndarray | None = None) -> "SEHeadClassifier":
+            y_val: np.ndarray | None = None, sample_weight: Any = None) -> "SEHeadClassifier":
         X = np.asarray(X, np.float32)
         self.n_classes_ = _n_classes(X, np.asarray(y), n_classes)
         self.classes_ = np.arange(self.n_classes_)
-        self.scaler_ = StandardScaler().fit(X)
+        sw = check_sample_weight(sample_weight, len(X))
+        self.scaler_ = StandardScaler().fit(X, sample_weight=sw)
         self.n_features_in_ = X.shape[1]
         Xt, yt = torch.from_numpy(_standardised(self.scaler_, X)), torch.as_tensor(np.asarray(y), dtype=torch.long)
         has_val = X_val is not None and len(X_val) > 0
@@ -266,7 +307,8 @@ class SEHeadClassifier(ClassifierMixin, BaseEstimator):
             model = SEHead(X.shape[1], self.n_classes_, reduction=self.reduction, dropout=self.dropout)
             gen = torch.Generator().manual_seed(self.random_state)
             self.loss_curve_, self.val_curve_ = _train_loop(
-                model, lambda idx: Xt[idx], yt, self, gen, val=(lambda m: _top1(m(Xv), yv)) if has_val else None)
+                model, lambda idx: Xt[idx], yt, self, gen, val=(lambda m: _top1(m(Xv), yv)) if has_val else None,
+                sample_weight=sw)
         self.model_ = model.eval()
         return self
 
@@ -282,9 +324,12 @@ class SEHeadClassifier(ClassifierMixin, BaseEstimator):
 
 
 def _train_loop(model: nn.Module, get_x: Any, y: torch.Tensor, cfg: Any, gen: torch.Generator,
-                val: Any = None, device: torch.device | None = None) -> tuple[list[float], list[float]]:
-    """Mini-batch AdamW + cosine schedule; restores the best-validation state (first best wins) at the end."""
+                val: Any = None, device: torch.device | None = None,
+                sample_weight: np.ndarray | None = None) -> tuple[list[float], list[float]]:
+    """Mini-batch AdamW + cosine schedule; restores the best-validation state (first best wins) at the end.
+    ``sample_weight``: each batch's loss is the weighted mean cross-entropy ``sum(s_i l_i) / sum(s_i)``."""
     n = len(y)
+    weights = None if sample_weight is None else torch.as_tensor(sample_weight, dtype=torch.float32)
     steps_per_epoch = math.ceil(n / cfg.batch_size)
     total = steps_per_epoch * cfg.epochs
     if cfg.max_steps is not None:
@@ -304,7 +349,13 @@ def _train_loop(model: nn.Module, get_x: Any, y: torch.Tensor, cfg: Any, gen: to
             if device is not None:
                 xb, yb = xb.to(device), yb.to(device)
             opt.zero_grad()
-            loss = nn.functional.cross_entropy(model(xb), yb)
+            if weights is None:
+                loss = nn.functional.cross_entropy(model(xb), yb)
+            else:
+                wb = weights[idx].to(yb.device)
+                if not wb.sum() > 0:  # a batch of zero-weight samples teaches nothing
+                    continue
+                loss = (nn.functional.cross_entropy(model(xb), yb, reduction="none") * wb).sum() / wb.sum()
             loss.backward()
             opt.step()
             sched.step()
@@ -367,10 +418,12 @@ class FineTuneClassifier(ClassifierMixin, BaseEstimator):
         return torch.stack([load_crop_tensor(p, size, mean, std, view) for p in paths])
 
     def fit(self, X: Sequence[str | Path], y: np.ndarray, *, n_classes: int | None = None,
-            X_val: Sequence[str | Path] | None = None, y_val: np.ndarray | None = None) -> "FineTuneClassifier":
+            X_val: Sequence[str | Path] | None = None, y_val: np.ndarray | None = None,
+            sample_weight: Any = None) -> "FineTuneClassifier":
         from phenosynth.models.backbones import create_backbone
 
         self.n_classes_ = _n_classes(X, np.asarray(y), n_classes)
+        sw = check_sample_weight(sample_weight, len(X))
         self.classes_ = np.arange(self.n_classes_)
         device = self._device()
         with seeded(self.random_state):
@@ -391,7 +444,7 @@ class FineTuneClassifier(ClassifierMixin, BaseEstimator):
             gen = torch.Generator().manual_seed(self.random_state)
             self.loss_curve_, self.val_curve_ = _train_loop(
                 model, lambda idx: self._load([paths[i] for i in idx.tolist()]), yt, self, gen, val=val,
-                device=device)
+                device=device, sample_weight=sw)
         self.model_ = model.eval()
         self.device_ = device
         return self
@@ -498,7 +551,9 @@ class GalleryMatcher(ClassifierMixin, BaseEstimator):
         self.random_state = random_state  # unused (nothing random); kept so every trainer takes a seed
 
     def fit(self, X: np.ndarray, y: np.ndarray, *, n_classes: int | None = None, X_val: Any = None,
-            y_val: Any = None) -> "GalleryMatcher":
+            y_val: Any = None, sample_weight: Any = None) -> "GalleryMatcher":
+        if sample_weight is not None:
+            raise ValueError("the gallery fits nothing, so sample weights do not apply (every gallery image counts)")
         if int(self.m) < 1:
             raise ValueError(f"m must be at least 1, not {self.m}")
         from sklearn.utils.validation import check_array

@@ -186,6 +186,7 @@ def train_config(spec: StudySpec, cell: Cell) -> "TrainConfig":  # noqa: F821 (l
         landmarker=spec.landmarker,
         privacy_gate=spec.privacy_gate,
         tta=list(spec.tta),
+        synthetic_weight=spec.synthetic_weight if cell.regime == "mixed" else None,
     )
 
 

@@ -15,6 +15,7 @@ Example (the shipped ``paper.yaml`` is the paper's grid)::
     folds: 5
     seeds: [0]
     trainer: {mode: probe, hparams: {C: [0.1, 1.0]}}   # or {mode: gallery, m: 1} (keys besides mode: hparams)
+    synthetic_weight: [null, 1.0, 0.5]     # mixed: synthetic vs real weight per class, chosen on validation
     tta: [flip, gray]                       # test-time augmentation (default: none)
     generator: already-generated            # or {name: phenotype-transfer, per_class: 100, seed: 0, options: {k: 6}}
 """
@@ -161,6 +162,11 @@ class StudySpec(_Strict):
     folds: int = Field(default=5, ge=2)
     seeds: list[int] = Field(default_factory=lambda: [0], min_length=1)
     trainer: TrainerSpec = Field(default_factory=TrainerSpec)
+    synthetic_weight: float | None | list[float | None] = None
+    """Mixed regime only: the total weight of a class's synthetic images relative to its real training photos (each
+    synthetic image weighs ``w r_c / s_c``; 1 = as much as the real photos, whatever n is). Unset (null): plain
+    concatenation, every image weighs 1. A list is chosen on each validation fold with the trainer's grid (null in
+    it = concatenation); the choice is in results.csv's ``hparams``. Not for the gallery (it fits nothing)."""
     tta: list[Literal["flip", "gray"]] = Field(default_factory=list)
     """Test-time augmentation: every combination of these views (GestaltMatcher: flip x gray) is averaged -- the
     gallery's embeddings, the heads' probabilities (phenosynth.training.cell)."""
@@ -200,6 +206,8 @@ class StudySpec(_Strict):
             raise ValueError("regimes is empty: set real: true and/or give synthetic/mixed n lists")
         if len(set(self.seeds)) != len(self.seeds):
             raise ValueError(f"seeds are repeated: {self.seeds}")
+        if self.synthetic_weight is not None:
+            _check_synthetic_weight(self)
         return self
 
     @property
@@ -225,6 +233,20 @@ class StudySpec(_Strict):
     def resolved(self) -> dict[str, Any]:
         """Plain-data form with every default filled in (what ``config.yaml`` stores)."""
         return self.model_dump(mode="json")
+
+
+def _check_synthetic_weight(spec: "StudySpec") -> None:
+    """``synthetic_weight``: positive weights (or null), no repeats, a spec with mixed n, a trainer that fits."""
+    from phenosynth.errors import PhenosynthError as _Error
+    from phenosynth.training.cell import check_synthetic_weight
+
+    if not spec.regimes.mixed:
+        raise ValueError("synthetic_weight weighs the synthetic images of mixed training sets, but regimes.mixed "
+                         "is empty; give mixed n values or remove synthetic_weight")
+    try:
+        check_synthetic_weight(spec.synthetic_weight, "mixed", spec.trainer.mode)
+    except _Error as exc:
+        raise ValueError(str(exc).rstrip(".")) from None
 
 
 def _format_validation_error(exc: ValidationError, source: str) -> str:

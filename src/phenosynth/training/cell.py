@@ -14,6 +14,14 @@ like a training set -- strategy, n, privacy gate, fold rule; ``mixed``: both), t
 test photos are queries. Its one hyper-parameter ``m`` (a condition's distance = mean of its ``m`` nearest gallery
 embeddings; 1 = the first hit) is chosen on the validation fold like any other.
 
+Weight of the synthetic images (``synthetic_weight``, regime ``mixed``; :func:`synthetic_sample_weights`): by default a
+mixed training set is the plain concatenation, every image weighing 1, so with 2-3 real photos and 10-40 synthetic
+images per class the synthetic images dominate the loss. ``synthetic_weight = w`` gives each class's synthetic images
+together ``w`` times the weight of that class's real training photos (each synthetic image ``w r_c / s_c``; a real
+photo 1), whatever n is. A list is a hyper-parameter axis chosen on the validation fold with the trainer's own grid
+(``None`` in it: plain concatenation); the chosen value is in results.csv's ``hparams``. Trainers get it as
+``fit(..., sample_weight=)``; the gallery fits nothing and refuses it.
+
 Test-time augmentation (``tta``: ``flip``, ``gray``; every combination is a view, :mod:`phenosynth.models.views`):
 the gallery averages each image's L2-normalised view embeddings, the heads average their ``predict_proba`` over the
 views of each validation/test image (they train on the identity view).
@@ -104,8 +112,12 @@ class TrainConfig:
     seeds: Sequence[int] = (42,)
     hparams: dict[str, Any] = field(default_factory=dict)
     tta: Sequence[str] = ()  # test-time augmentations (flip, gray); their views are averaged (module docstring)
+    #: mixed only: total weight of a class's synthetic images relative to its real ones (None: concatenation); a list
+    #: is chosen on the validation fold like the trainer's hyper-parameters (module docstring)
+    synthetic_weight: float | Sequence[float | None] | None = None
 
     def __post_init__(self) -> None:
+        self.synthetic_weight = check_synthetic_weight(self.synthetic_weight, self.regime, self.mode)
         for name, value, valid in (("regime", self.regime, REGIMES), ("mode", self.mode, MODES),
                                    ("validate_on", self.validate_on, VALIDATE_ON)):
             if value not in valid:
@@ -162,10 +174,72 @@ class TrainConfig:
         from sklearn.model_selection import ParameterGrid  # lazy: sklearn costs ~1 s of every CLI start-up
 
         hp = dict(self.hparams) if self.hparams else dict(DEFAULT_HPARAMS.get(self.mode, {}))
+        if self.synthetic_weight is not None:
+            hp[SYNTHETIC_WEIGHT] = list(self.synthetic_weight)
         return list(ParameterGrid({k: list(v) if isinstance(v, (list, tuple)) else [v] for k, v in hp.items()}))
 
 
 # --------------------------------------------------------------------------------------------------------------------
+
+#: The grid key of the mixed regime's synthetic weight (a cell-level hyper-parameter, not the trainer's).
+SYNTHETIC_WEIGHT = "synthetic_weight"
+
+
+def check_synthetic_weight(value: Any, regime: str, mode: str) -> list[float | None] | None:
+    """``synthetic_weight`` as a list of candidates (None stays None: plain concatenation); each positive and
+    finite or None (concatenation), no repeats; only for regime ``mixed`` and a trainer that fits.
+
+    >>> check_synthetic_weight(0.5, "mixed", "probe"), check_synthetic_weight([None, 1], "mixed", "probe")
+    ([0.5], [None, 1.0])
+    """
+    if value is None:
+        return None
+    values = list(value) if isinstance(value, (list, tuple)) else [value]
+    if not values:
+        raise PhenosynthError("synthetic_weight is an empty list; give one weight, a list of weights, or leave it out.")
+    if regime != "mixed":
+        raise PhenosynthError(f"synthetic_weight weighs the synthetic images of a mixed training set; regime "
+                              f"'{regime}' has no real and synthetic images to balance. Use --regime mixed.")
+    if mode == "gallery":
+        raise PhenosynthError("synthetic_weight does not apply to mode gallery: the gallery fits nothing, every "
+                              "gallery image counts once.")
+    out: list[float | None] = []
+    for v in values:
+        try:
+            w = None if v is None or str(v).lower() in ("none", "null", "concat") else float(v)
+        except (TypeError, ValueError):
+            raise PhenosynthError(f"synthetic_weight must be a positive number or none (concatenation), "
+                                  f"not {v!r}.") from None
+        if w is not None and not (np.isfinite(w) and w > 0):
+            raise PhenosynthError(f"synthetic_weight must be positive and finite, not {v!r}.")
+        out.append(w)
+    if len(set(out)) != len(out):
+        raise PhenosynthError(f"synthetic_weight repeats a value: {values}.")
+    return out
+
+
+def synthetic_sample_weights(y: np.ndarray, is_synthetic: np.ndarray, weight: float | None) -> np.ndarray | None:
+    """Per-sample weights of a mixed training set (None for ``weight`` None: concatenation). Real samples weigh 1;
+    the ``s_c`` synthetic samples of class ``c`` weigh ``weight * r_c / s_c`` each, so they total ``weight`` times
+    the class's ``r_c`` real samples. A class with no real training sample (all its photos validate) is given the
+    mean ``r_c`` of the classes that have some. Pure.
+
+    >>> synthetic_sample_weights(np.array([0, 0, 0, 0, 1, 1]), np.array([0, 1, 1, 1, 0, 1], bool), 0.5).tolist()
+    [1.0, 0.16666666666666666, 0.16666666666666666, 0.16666666666666666, 1.0, 0.5]
+    """
+    if weight is None:
+        return None
+    y = np.asarray(y)
+    is_synthetic = np.asarray(is_synthetic, bool)
+    real_counts = np.bincount(y[~is_synthetic], minlength=int(y.max()) + 1 if len(y) else 0).astype(np.float64)
+    syn_counts = np.bincount(y[is_synthetic], minlength=len(real_counts)).astype(np.float64)
+    has_real = real_counts > 0
+    fallback = float(real_counts[has_real].mean()) if has_real.any() else 1.0
+    per_class_real = np.where(has_real, real_counts, fallback)
+    out = np.ones(len(y), np.float64)
+    syn_y = y[is_synthetic]
+    out[is_synthetic] = weight * per_class_real[syn_y] / syn_counts[syn_y]
+    return out
 
 
 def pool_fold(image_id: str, folds: int) -> int:
@@ -256,6 +330,7 @@ class CellData:
     skipped: list[tuple[str, str, str]]  # (image_id, role, reason)
     n_selected: int = 0
     n_synthetic_trained: int = 0  # synthetic images in train_ids: what results.csv records as n_synthetic
+    is_synthetic: np.ndarray | None = None  # (len(train_ids),) bool: which training images are synthetic
 
 
 def cell_sets(ws: Workspace, manifest: pd.DataFrame, config: TrainConfig, fold: int, seed: int) -> tuple[
@@ -343,7 +418,7 @@ def _build(ws: Workspace, config: TrainConfig, fold: int, cell: CellSets, availa
         )
     selected = set(sets["selected"])
     return CellData(classes, tr, va, te, ytr, yva, yte, skipped, len(selected),
-                    sum(1 for i in tr if i in selected))
+                    sum(1 for i in tr if i in selected), np.array([i in selected for i in tr], bool))
 
 
 class FitCache:
@@ -369,15 +444,31 @@ class FitCache:
             self._models.popitem(last=False)
 
 
-def fit_key(config: TrainConfig, seed: int, X: np.ndarray, y: np.ndarray, n_classes: int) -> str:
+def fit_key(config: TrainConfig, seed: int, X: np.ndarray, y: np.ndarray, n_classes: int,
+            is_synthetic: np.ndarray | None = None) -> str:
     """Identity of one fit along the hyper-parameter grid: trainer, grid, seed, and a digest of every byte of the
-    training features and labels."""
+    training features and labels (and, when the grid weighs synthetic images, of which samples are synthetic)."""
     h = hashlib.blake2b(digest_size=16)
     h.update(json.dumps([config.mode, config.grid(), seed, n_classes, list(X.shape), str(X.dtype)],
                         sort_keys=True).encode())
     h.update(np.ascontiguousarray(y, dtype=np.int64).tobytes())
+    if config.synthetic_weight is not None and is_synthetic is not None:
+        h.update(np.ascontiguousarray(is_synthetic, dtype=bool).tobytes())
     h.update(np.ascontiguousarray(X).tobytes())
     return h.hexdigest()
+
+
+def _weighting(hp: dict[str, Any], data: CellData) -> tuple[dict[str, Any], dict[str, Any]]:
+    """``(the trainer's hyper-parameters, fit's sample_weight keyword)`` of one grid point: the cell-level
+    ``synthetic_weight`` taken out of ``hp`` and turned into :func:`synthetic_sample_weights` (nothing for
+    concatenation, so trainers fit exactly as without the option)."""
+    if SYNTHETIC_WEIGHT not in hp:
+        return hp, {}
+    hp = dict(hp)
+    weight = hp.pop(SYNTHETIC_WEIGHT)
+    if weight is None or data.is_synthetic is None:
+        return hp, {}
+    return hp, {"sample_weight": synthetic_sample_weights(data.y_train, data.is_synthetic, weight)}
 
 
 def _fit_grid(config: TrainConfig, seed: int, data: CellData, Xtr: Any, Xva: Any, n_classes: int,
@@ -389,7 +480,7 @@ def _fit_grid(config: TrainConfig, seed: int, data: CellData, Xtr: Any, Xva: Any
     trainer_cls = TRAINERS.get(config.mode)
     shareable = (fit_cache is not None and trainer_cls.input_kind == "features"
                  and not getattr(trainer_cls, "uses_validation", True))
-    key = fit_key(config, seed, Xtr, data.y_train, n_classes) if shareable else None
+    key = fit_key(config, seed, Xtr, data.y_train, n_classes, data.is_synthetic) if shareable else None
     models = fit_cache.get(key) if key is not None else None
     if models is not None:
         return models
@@ -397,12 +488,13 @@ def _fit_grid(config: TrainConfig, seed: int, data: CellData, Xtr: Any, Xva: Any
              **({"tta": list(config.tta)} if config.tta else {})} if config.mode == "finetune" else {}
     models, prev = [], None
     for hp in config.grid():
+        hp, weighting = _weighting(hp, data)
         model = TRAINERS.create(config.mode, **extra, **hp, random_state=seed)
         if prev is not None and hasattr(model, "warm_start_from"):
-            model.warm_start_from(prev)  # a path over the grid: same data, only C changes
+            model.warm_start_from(prev)  # a path over the grid: same data, only C (or the weights) change
         prev = model
         model.fit(Xtr, data.y_train, n_classes=n_classes, X_val=Xva if len(data.val_ids) else None,
-                  y_val=data.y_val if len(data.val_ids) else None)
+                  y_val=data.y_val if len(data.val_ids) else None, **weighting)
         models.append(model)
     if key is not None:
         fit_cache.fits += 1
