@@ -182,24 +182,31 @@ def pheno_sets(ws, ns: list[int]) -> dict:
 
 def pheno_features(ws, ids: list[str], backbones: tuple[str, ...]) -> tuple[dict, pd.DataFrame]:
     """``({(backbone, view): (ids, X)}, timings)``: every view of ``ids`` (native preprocessing), from the workspace's
-    cache where present; ``timings`` has one row per (backbone, view): images asked, computed now, seconds."""
+    cache where present; ``timings`` has one row per (backbone, view): images asked, with features, computed now
+    (added to the cache by this call; ``-`` for a landmark backbone, which has no cache: its features are the
+    landmarks), seconds, 1-minute load average at the end."""
     import os
 
+    from phenosynth.models.backbones import backbone_spec
     from phenosynth.models.features import _load_cache, extract_features, feature_cache_dir
     from phenosynth.models.views import tta_views
 
+    def n_cached(b: str, v: str) -> int:
+        folder = feature_cache_dir(ws, b, "default", "native", view=v)
+        return len(set(_load_cache(folder)) & set(ids)) if folder.is_dir() else 0
+
     out, rows = {}, []
     for b in backbones:
+        cacheless = backbone_spec(b).input_kind == "landmarks"
         for v in tta_views(TTA):
-            folder = feature_cache_dir(ws, b, "default", "native", view=v)
-            cached = set(_load_cache(folder)) if folder.is_dir() else set()
-            todo = sum(1 for i in ids if i not in cached)
+            before = 0 if cacheless else n_cached(b, v)
             t = time.perf_counter()
             out[b, v] = extract_features(ws, b, ids, weights="default", preprocessing="native", view=v)
             seconds = time.perf_counter() - t
-            rows.append({"backbone": b, "view": v, "asked": len(ids), "computed": todo, "kept": len(out[b, v][0]),
-                         "seconds": round(seconds, 1), "load1": round(os.getloadavg()[0], 1)})
-            print(f"  {b} {v}: {todo} of {len(ids)} computed in {seconds:.1f} s", flush=True)
+            computed = "-" if cacheless else n_cached(b, v) - before
+            rows.append({"backbone": b, "view": v, "asked": len(ids), "with features": len(out[b, v][0]),
+                         "computed": computed, "seconds": round(seconds, 1), "load1": round(os.getloadavg()[0], 1)})
+            print(f"  {b} {v}: {computed} of {len(ids)} computed in {seconds:.1f} s", flush=True)
     return out, pd.DataFrame(rows)
 
 
