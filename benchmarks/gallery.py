@@ -16,7 +16,8 @@ extracted once into the workspace's cache (not timed).
    synthetic gallery / training set (synthetic: every shape-warp image of the fold, ``selection random``).
 
 Measured 2026-11-29 (results: benchmarks/results/gallery.md): 60 gallery cells in 8.31 s through train_cell,
-scoring alone 1.53 s, on the shared 2-core VM.
+scoring alone 1.53 s, on the shared 2-core VM; re-timed 2026-12-07: median 6.83 s over 9 runs (3.56-13.40 s, load
+average 2.4-5.4 on the shared 2 cores).
 
 3. Phenotype benchmark (``--phenotype``): the same comparison on the identity-free study's workspace
    (``benchmarks/identity_free_study.py``: 24 simulated conditions on different ORL people, the identity-free
@@ -27,6 +28,8 @@ scoring alone 1.53 s, on the shared 2-core VM.
    selected like the study's training sets (``top-per-class`` on the shape68 ranking, n per class, the audit's
    privacy gate, the fold rule, ``allow_fewer``), at each n of ``--n``; the n of a row is the one with the best mean
    validation top-1 over the folds (the fold's real validation photos as queries), never the test photos.
+   Measured 2026-12-07 on /work/bench/pheno: features of the 3 test-time views of 1020 images 1370 s (dlib_resnet128
+   134-187 s, mobilenet_v2 260-360 s a view, load average 9-30), then the 240 cells in 21-28 s.
 
 Usage::
 
@@ -233,7 +236,14 @@ def pheno_grid(ws, features: dict, sets: dict, ns: list[int], backbones: list[st
 
 def choose_n(df: pd.DataFrame) -> pd.DataFrame:
     """The rows of the chosen n: real rows as they are; for each (backbone, mode, TTA) of the synthetic rows, the n
-    with the highest mean validation top-1 over the folds (ties: the smaller n). Pure."""
+    with the highest mean validation top-1 over the folds (ties: the smaller n). Pure.
+
+    >>> df = pd.DataFrame({"backbone": "b", "mode": "gallery", "tta": "off", "regime": ["real"] + ["synthetic"] * 6,
+    ...                    "n_per_class": [0, 5, 5, 10, 10, 20, 20], "fold": [0, 0, 1, 0, 1, 0, 1],
+    ...                    "val_top1": [0.9, 0.5, 0.1, 0.2, 0.4, 0.3, 0.2]})
+    >>> choose_n(df)[["regime", "n_per_class"]].values.tolist()  # n = 5 and 10 tie at 0.3: the smaller
+    [['real', 0], ['synthetic', 5], ['synthetic', 5]]
+    """
     keys = ["backbone", "mode", "tta"]
     syn = df[df["regime"] == "synthetic"]
     val = syn.groupby([*keys, "n_per_class"], sort=False)["val_top1"].mean().round(9).reset_index()  # ties exact
@@ -339,7 +349,12 @@ def main() -> None:
     args = ap.parse_args()
     logging.basicConfig(level=logging.WARNING)
     if args.phenotype:
-        return phenotype_main(args)
+        from phenosynth.errors import PhenosynthError
+
+        try:
+            return phenotype_main(args)
+        except PhenosynthError as exc:  # a missing or unfinished workspace: its message says what to run
+            ap.exit(2, f"error: {exc}\n")
     from threadpoolctl import threadpool_limits
 
     t = time.perf_counter()
