@@ -94,7 +94,10 @@ def test_probe_warm_start_reaches_the_same_optimum_and_clone_forgets_it():
     cold = ProbeClassifier(C=10.0, tol=1e-6, max_iter=500).fit(X, y)
     path = ProbeClassifier(C=1.0, tol=1e-6, max_iter=500).fit(X, y)
     warm = ProbeClassifier(C=10.0, tol=1e-6, max_iter=500).warm_start_from(path).fit(X, y)
-    assert warm.n_iter_ < cold.n_iter_
+    # the start is used: from the optimum itself only a few steps are left. (Whether C=1's optimum is a
+    # shorter path to C=10's than zero depends on the L-BFGS line search of the SciPy release: 34 vs 33 on 1.17.1.)
+    again = ProbeClassifier(C=10.0, tol=1e-6, max_iter=500).warm_start_from(cold).fit(X, y)
+    assert again.n_iter_ <= 5 < cold.n_iter_
     np.testing.assert_allclose(warm.predict_proba(X), cold.predict_proba(X), atol=1e-3)  # solver tolerance
     fresh = clone(warm).fit(X, y)  # a clone starts cold again: same iterations, same bits as the cold fit
     assert fresh.n_iter_ == cold.n_iter_ and np.array_equal(fresh.predict_proba(X), cold.predict_proba(X))
