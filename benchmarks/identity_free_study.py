@@ -68,9 +68,10 @@ CONCAT = "concat"
 PER_FOLD = "per-fold"
 
 
-def prepare(root: Path, orl: Path, *, strength: float, donors: int, fresh: bool, timings: dict, photos=None):
-    """Dataset, ingest (patients + donors), split and face pass, each skipped when already done (``photos``: the
-    landmarked ORL photos, when the caller has them)."""
+def prepare(root: Path, orl: Path, *, strength: float, donors: int, fresh: bool, timings: dict, photos=None,
+            split_seed: int = 42):
+    """Dataset, ingest (patients + donors), split (``split_seed``) and face pass, each skipped when already done
+    (``photos``: the landmarked ORL photos, when the caller has them)."""
     from phenosynth.data.ingest import ingest
     from phenosynth.data.split import split
     from phenosynth.data.workspace import Workspace
@@ -87,10 +88,20 @@ def prepare(root: Path, orl: Path, *, strength: float, donors: int, fresh: bool,
         ingest(data_dir / "demo_metadata.csv", ws)
         if donors:
             ingest(data_dir / "donors.csv", ws, donors=True)
-        split(ws, test_size=0.25, folds=3, seed=42)
+        split(ws, test_size=0.25, folds=3, seed=split_seed)
+    elif split_seed != _recorded_split_seed(ws):
+        raise SystemExit(f"{ws.root} was split with seed {_recorded_split_seed(ws)}, not {split_seed}: give each "
+                         "--split-seed its own --workspace")
     run_face_pass(ws)
     timings["ingest+split+faces"] = time.perf_counter() - t
     return ws
+
+
+def _recorded_split_seed(ws) -> int | None:
+    import json
+
+    path = ws.root / "split.json"
+    return json.loads(path.read_text()).get("seed") if path.exists() else None
 
 
 def generate_and_audit(ws, per_class: int, timings: dict, options: dict | None = None, seed: int = 0):
@@ -300,6 +311,8 @@ def main() -> None:
     ap.add_argument("--synthetic-weight", nargs="+", default=[], metavar="W",
                     help="mixed studies with these synthetic weights (a class's synthetic images weigh W x its real "
                          "photos; none = concatenation), and one with the list chosen per fold")
+    ap.add_argument("--split-seed", type=int, default=42,
+                    help="seed of the test/fold split (another draw of the 24 test photos; one workspace per seed)")
     ap.add_argument("--generator-seed", type=int, default=0,
                     help="seed of the identity-free run (another seed: another draw of the synthetic set)")
     ap.add_argument("--real-only", action="store_true", help="only the real-only shape68 study (to choose strength)")
@@ -316,7 +329,7 @@ def main() -> None:
     t0, timings = time.perf_counter(), {}
     load = os.getloadavg()
     ws = prepare(args.workspace, args.orl, strength=args.strength, donors=args.donors, fresh=args.fresh,
-                 timings=timings)
+                 timings=timings, split_seed=args.split_seed)
     run_audit = None
     if not args.real_only:
         options = {k: _option_value(v) for k, v in (o.split("=", 1) for o in args.option)}
