@@ -36,8 +36,12 @@ def topk_accuracy(y: np.ndarray, scores: np.ndarray, k: int, labels: Sequence[in
     if k >= len(labs):
         return 1.0
     if len(labs) == 2:  # k == 1: scikit-learn's binary form thresholds one column (at 0.5 or 0), wrong for distances
-        predicted = np.where(scores[:, 1] > scores[:, 0], labs[1], labs[0])
-        return float(np.mean(predicted == np.asarray(y)))
+        y = np.asarray(y)
+        if not np.isfinite(scores).all() or not np.isin(y, labs).all():
+            raise ValueError("top-k accuracy needs finite scores and true labels among the labels")
+        # a tie goes to the later column, as in scikit-learn's multi-class form (reversed stable sort)
+        predicted = np.where(scores[:, 1] >= scores[:, 0], labs[1], labs[0])
+        return float(np.mean(predicted == y))
     from sklearn.metrics import top_k_accuracy_score  # lazy: sklearn costs ~1 s of every CLI start-up
 
     return float(top_k_accuracy_score(y, scores, k=k, labels=labs))

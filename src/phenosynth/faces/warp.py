@@ -183,7 +183,7 @@ def unfolded_target(src: np.ndarray, dst: np.ndarray, height: int, width: int, *
                 if len(nbrs):
                     move[keep[v]] = 0.5 * move[keep[v]] + 0.5 * full[nbrs].mean(0)
             smoothed.update(int(keep[v]) for v in bad)
-        # What is left folds only in the target's own mesh (the warp's): the same smoothing, on that mesh.
+        # What is left folds only in the target's own mesh (the warp's): smoothed again, with the source's neighbours.
         all_nb = _neighbour_lists(np.concatenate([src, border_anchors(height, width)]))
         for _ in range(int(iterations)):
             folded, tri_d, keep_d = _folded_mask(src, src + move, height, width, min_ratio, face_only=False)

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -108,19 +109,31 @@ def warp_image(image: np.ndarray, src: np.ndarray, dst: np.ndarray, *, factor: i
     return warp_onto(image, src, warp_target(dst, h, w, factor=factor))
 
 
-def fold_free(src: np.ndarray, dst: np.ndarray, size: tuple[int, ...], *, unfold: bool = True
-              ) -> tuple[np.ndarray, dict[str, Any]]:
-    """``(dst', params)``: the target landmarks a warping generator uses for the photo with landmarks ``src (K, 2)``
-    and ``size (H, W, ...)``: ``dst`` made fold-free by :func:`phenosynth.faces.warp.unfolded_target` (or as it is
-    when ``unfold`` is False), and the image's record of it: ``unfold_change`` (share of the asked move given up),
-    ``unfold_scale`` and ``folded_triangles`` (mirrored face triangles left in the warp: 0 when unfolded)."""
+def fold_free(sources: Sequence[np.ndarray], dst: np.ndarray, size: tuple[int, ...], *, unfold: bool = True,
+              rounds: int = 3) -> tuple[np.ndarray, dict[str, Any]]:
+    """``(dst', params)``: the target landmarks a warping generator uses for the photos whose landmarks (in one frame,
+    ``size (H, W, ...)``) are ``sources`` (one per photo warped onto the target: two when ``shape-warp`` blends a second
+    photo in): ``dst`` made fold-free for each by :func:`phenosynth.faces.warp.unfolded_target`, in turn, until none
+    folds (at most ``rounds`` passes), or as it is when ``unfold`` is False. The image's record of it:
+    ``unfold_change`` (share of the asked move, from the first source, given up), ``unfold_scale`` (the smallest
+    whole-move scale a pass needed) and ``folded_triangles`` (mirrored face triangles left, summed over the sources:
+    0 unless ``unfold`` is False or the passes ran out)."""
     from phenosynth.faces.warp import folded_triangles, unfolded_target
 
     h, w = size[:2]
-    if not unfold:
-        return dst, {"unfold_change": 0.0, "unfold_scale": 1.0, "folded_triangles": folded_triangles(src, dst, h, w)}
-    dst, how = unfolded_target(src, dst, h, w)
-    return dst, {"unfold_change": round(how.change, 4), "unfold_scale": round(how.scale, 4), "folded_triangles": 0}
+    asked = np.asarray(dst, dtype=np.float64)
+    out, scale = asked, 1.0
+    if unfold:
+        for _ in range(int(rounds)):
+            if not any(folded_triangles(src, out, h, w) for src in sources):
+                break
+            for src in sources:
+                out, how = unfolded_target(src, out, h, w)
+                scale = min(scale, how.scale)
+    norm = float(np.linalg.norm(asked - np.asarray(sources[0], dtype=np.float64)))
+    change = float(np.linalg.norm(out - asked) / norm) if norm > 0 else 0.0
+    return out, {"unfold_change": round(change, 4), "unfold_scale": round(scale, 4),
+                 "folded_triangles": sum(folded_triangles(src, out, h, w) for src in sources)}
 
 
 def is_grayscale(image: np.ndarray) -> bool:

@@ -246,7 +246,7 @@ class PhenotypeTransferGenerator(Generator, WarpSettings):
         dst = apply_matrix(np.linalg.inv(to_model), apply_matrix(to_model, points) + offset)
         dst, pose = pose_jitter(dst, rng, max_rotation=self.max_rotation, max_scale=self.max_scale,
                                 max_shift=self.max_shift)
-        dst, warp_record = fold_free(points, dst, image.shape, unfold=bool(self.unfold))
+        dst, warp_record = fold_free([points], dst, image.shape, unfold=bool(self.unfold))
         out = warp_image(image, points, dst, factor=int(self.map_factor))
         image, photo = photometric_jitter(np.asarray(out, dtype=np.float32), rng, lighting=self.lighting,
                                           colour=self.colour, grayscale=grayscale)

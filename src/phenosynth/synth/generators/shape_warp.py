@@ -83,22 +83,24 @@ class ShapeWarpGenerator(Generator, WarpSettings):
             alpha = float(rng.uniform(0.25, 0.5))
 
         image1, lm1 = self.images_[p1], self.landmarks_[p1]
+        h, w = image1.shape[:2]
         dst = apply_matrix(np.linalg.inv(model.to_model_[p1]), shape)
         dst, pose = pose_jitter(dst, rng, max_rotation=self.max_rotation, max_scale=self.max_scale,
                                 max_shift=self.max_shift)
-        dst, warp_record = fold_free(lm1, dst, image1.shape, unfold=bool(self.unfold))
+        sources = [lm1]
+        if p2 is not None:
+            A = similarity_matrix(self.landmarks_[p2], lm1)  # photo 2 -> photo 1's frame
+            sources.append(apply_matrix(A, self.landmarks_[p2]))
+        dst, warp_record = fold_free(sources, dst, image1.shape, unfold=bool(self.unfold))
         out = warp_image(image1, lm1, dst, factor=self.map_factor).astype(np.float32)
         grayscale = self.grayscale_[p1]
         parents = [self.image_ids_[p1]]
         if p2 is not None:
             import cv2
 
-            h, w = image1.shape[:2]
-            A = similarity_matrix(self.landmarks_[p2], lm1)  # photo 2 -> photo 1's frame
             image2 = cv2.warpAffine(self.images_[p2], A[:2], (w, h), flags=cv2.INTER_LINEAR,
                                     borderMode=cv2.BORDER_REFLECT_101)
-            warped2 = warp_image(image2, apply_matrix(A, self.landmarks_[p2]), dst, factor=self.map_factor)
-            warped2 = warped2.astype(np.float32)
+            warped2 = warp_image(image2, sources[1], dst, factor=self.map_factor).astype(np.float32)
             out = (1.0 - alpha) * out + alpha * warped2
             grayscale = grayscale and self.grayscale_[p2]
             parents.append(self.image_ids_[p2])
