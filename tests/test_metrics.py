@@ -80,3 +80,14 @@ def test_bootstrap_ci_contains_point_estimate_and_is_deterministic():
     assert lo < point < hi
     assert hi - lo < 0.2
     assert (lo, hi) == bootstrap_ci(lambda a, b: topk_accuracy(a, b, 1, labels=range(5)), y, s, n_boot=300, seed=3)
+
+
+def test_two_class_top1_takes_the_larger_score_breaks_ties_like_the_multiclass_form_and_refuses_nan():
+    from phenosynth.evaluate.metrics import topk_accuracy
+
+    minus_distances = np.array([[-0.2, -0.5], [-0.9, -0.3], [-0.4, -0.1]])  # all below 0, as a gallery's scores
+    assert topk_accuracy(np.array([0, 1, 0]), minus_distances, 1) == pytest.approx(2 / 3)
+    assert topk_accuracy(np.array([1]), np.array([[0.5, 0.5]]), 1) == 1.0  # a tie: the later column, as with 3
+    assert topk_accuracy(np.array([2]), np.array([[0.3, 0.3, 0.3]]), 1) == 1.0
+    with pytest.raises(ValueError, match="finite scores"):
+        topk_accuracy(np.array([0]), np.array([[np.nan, 0.5]]), 1)
