@@ -289,3 +289,28 @@ def test_an_exaggerated_phenotype_is_unfolded_not_torn_and_a_mild_one_is_kept_as
     assert all(p["folded_triangles"] == 0 and 0.0 <= p["unfold_change"] < 1.0 for p in unfolded)
     assert max(p["unfold_change"] for p in unfolded) > 0.0
     assert all((p["unfold_change"], p["unfold_scale"]) == (0.0, 1.0) for p in torn)
+
+
+def test_donor_blends_take_one_photo_each_of_several_donor_people_and_say_when_there_are_too_few(patients) -> None:
+    ws, m, faces = patients
+    rng = np.random.default_rng(4)
+    people = [pattern_person(rng) for _ in range(3)]
+    photos = [pattern_photo(person, rng) for person in people for _ in range(2)]  # 3 donor people x 2 photos
+    ids = [f"donor{i}" for i in range(6)]
+    identities = Identities(images=photos, landmarks=np.stack([in_box(template68(), PATTERN_BOX)] * 6),
+                            image_ids=ids, sources=["donor"] * 6, splits=[None] * 6,
+                            subjects=["ann", "ann", "bob", "bob", "cy", "cy"])
+    inputs = _fit_inputs(ws, faces, _train(m))
+    gen = create_generator("phenotype-transfer", donor_blend=2).fit(**inputs, identities=identities)
+    person = dict(zip(ids, ["ann", "ann", "bob", "bob", "cy", "cy"]))
+    samples = list(gen.sample(4, seed=0))
+    for s in samples:
+        assert len(s.parents) == 2 and len({person[p] for p in s.parents}) == 2  # two different people
+        assert set(s.parents) <= set(ids) and s.params["identity"] == "donor-blend"
+    assert gen.uses_patient_pixels is False
+    assert len({tuple(s.parents) for s in samples}) > 1  # a new blend per image
+    again = create_generator("phenotype-transfer", donor_blend=2).fit(**inputs, identities=identities)
+    assert np.array_equal(again.sample_one(samples[0].label, 0, seed=0).image, samples[0].image)
+    with pytest.raises(PhenosynthError, match="donor_blend=4 blends that many donor people per face, but the "
+                                              "workspace has 3"):
+        create_generator("phenotype-transfer", donor_blend=4).fit(**inputs, identities=identities)

@@ -351,6 +351,7 @@ def _donor_identities(ws: Workspace, manifest: pd.DataFrame, faces: pd.DataFrame
         images=[load_rgb(ws.resolve(p)) for p in rows["path"].astype(str)],
         landmarks=np.stack([np.asarray(faces.at[i, "landmarks"], dtype=np.float64) for i in ids]),
         image_ids=ids, sources=rows["source"].tolist(), splits=rows["split"].tolist(),
+        subjects=rows["subject_id"].astype(str).tolist(),
     )
 
 

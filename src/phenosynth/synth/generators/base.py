@@ -52,13 +52,15 @@ class Identities:
     """Faces that lend an identity to an identity-free generator: donors (manifest ``source=donor``), never patients.
 
     ``images`` N ``(H, W, 3)`` uint8; ``landmarks`` ``(N, K, 2)``; ``image_ids``, ``sources`` and ``splits`` (NA for a
-    donor) one per face, as in the manifest (checked by :func:`~phenosynth.synth.lineage.check_identities`)."""
+    donor) one per face, as in the manifest (checked by :func:`~phenosynth.synth.lineage.check_identities`);
+    ``subjects`` the person of each face (None: each face its own person)."""
 
     images: Sequence[np.ndarray]
     landmarks: np.ndarray | Sequence[np.ndarray]
     image_ids: Sequence[str]
     sources: Sequence[object]
     splits: Sequence[object] | None = None
+    subjects: Sequence[object] | None = None
 
 
 def sample_rng(seed: int, label: str, index: int) -> np.random.Generator:

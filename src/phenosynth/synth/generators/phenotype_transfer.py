@@ -95,6 +95,10 @@ class PhenotypeTransferGenerator(Generator, WarpSettings):
     texture_strength: float = 0.0
     #: "auto": donors when the workspace has any, else morphs; "donors": refuse to run without; "morphs": ignore donors
     identities: str = "auto"
+    #: donor identities: each image's face is one donor photo (1), or the blend of this many photos of as many
+    #: different donor people, each first warped to the population mean shape (a new face that is no one's, from
+    #: donor pixels only: more identities than the donor pool has people)
+    donor_blend: int = 1
 
     # --- fit ---------------------------------------------------------------------------------------------------------
 
@@ -102,6 +106,9 @@ class PhenotypeTransferGenerator(Generator, WarpSettings):
              folds: list[int | None], subjects: list[str], identities: Identities | None) -> None:
         if int(self.k) < 2:
             raise PhenosynthError(f"phenotype-transfer: k (faces per morph) must be at least 2, not {self.k}.")
+        if int(self.donor_blend) < 1:
+            raise PhenosynthError(f"phenotype-transfer: donor_blend (donor people per face) must be at least 1, not "
+                                  f"{self.donor_blend}.")
         if self.identities not in IDENTITY_MODES:
             raise PhenosynthError(f"phenotype-transfer: identities must be one of {', '.join(IDENTITY_MODES)}, not "
                                   f"{self.identities!r}.")
@@ -145,6 +152,15 @@ class PhenotypeTransferGenerator(Generator, WarpSettings):
             self.donor_ids_ = [str(i) for i in identities.image_ids]
             self.donor_to_model_ = np.stack([similarity_matrix(p, model.reference_) for p in d_lms])
             self.donor_grayscale_ = [is_grayscale(im) for im in d_ims]
+            people = identities.subjects if identities.subjects is not None else self.donor_ids_
+            self.donor_people_ = [str(p) for p in people]
+            if int(self.donor_blend) > 1:
+                n_people = len(set(self.donor_people_))
+                if n_people < int(self.donor_blend):
+                    raise PhenosynthError(f"phenotype-transfer: donor_blend={self.donor_blend} blends that many donor "
+                                          f"people per face, but the workspace has {n_people}. Use a smaller "
+                                          "donor_blend or add donors: phenosynth ingest DIR -w WS --donors.")
+                self.donor_shape_free_ = np.stack([self._shape_free(im, lm, canvas) for im, lm in zip(d_ims, d_lms)])
             self.morph_groups_: dict[Any, list[int]] = {}
         else:
             self.donor_ids_ = []
@@ -211,11 +227,28 @@ class PhenotypeTransferGenerator(Generator, WarpSettings):
                     used.add(self.subjects_[pick])
         return fold, chosen
 
+    def donor_blend_members(self, rng: np.random.Generator) -> list[int]:
+        """``donor_blend`` donor photo indices, one photo each of as many different donor people (random people, then
+        a random photo of each)."""
+        by_person: dict[str, list[int]] = {}
+        for i, person in enumerate(self.donor_people_):
+            by_person.setdefault(person, []).append(i)
+        people = sorted(by_person)
+        picked = rng.choice(len(people), size=int(self.donor_blend), replace=False)
+        return [by_person[people[j]][int(rng.integers(len(by_person[people[j]])))] for j in sorted(picked)]
+
     def _identity(self, label: str, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[str],
                                                                           bool, dict[str, Any]]:
         """(image, its landmarks, its frame -> model frame matrix, pixel parents, grayscale, params) of one identity,
         with the condition's texture offset added when ``texture_strength`` is set."""
         ts = float(self.texture_strength)
+        if self.donor_ids_ and int(self.donor_blend) > 1:
+            chosen = self.donor_blend_members(rng)
+            image = self.donor_shape_free_[chosen].astype(np.float32).mean(0)
+            if ts:
+                image = image + ts * self.texture_offsets_[label]
+            return (image, self.canvas_shape_, self.canvas_to_model_, [self.donor_ids_[d] for d in chosen],
+                    all(self.donor_grayscale_[d] for d in chosen), {"identity": "donor-blend"})
         if self.donor_ids_:
             d = int(rng.integers(len(self.donor_ids_)))
             image, points = self.donor_images_[d], self.donor_landmarks_[d]
