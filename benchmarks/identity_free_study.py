@@ -100,7 +100,9 @@ def prepare(root: Path, orl: Path, *, strength: float, donors: int, fresh: bool,
 def _recorded_split_seed(ws) -> int | None:
     import json
 
-    path = ws.root / "split.json"
+    from phenosynth.data.leakage import SPLIT_OPTIONS_FILE
+
+    path = ws.root / SPLIT_OPTIONS_FILE
     return json.loads(path.read_text()).get("seed") if path.exists() else None
 
 

@@ -111,30 +111,29 @@ def postgres_server() -> Iterator[str]:
         shutil.rmtree(root, ignore_errors=True)
 
 
-def fresh_database(server_url: str) -> str:
-    """Create an empty database on the server at ``server_url`` and return its URL (same credentials and host)."""
+def _as_admin(server_url: str, statement: str) -> None:
+    """Run one statement outside a transaction (CREATE/DROP DATABASE) on the server at ``server_url``."""
     from sqlalchemy import create_engine, text
-    from sqlalchemy.engine import make_url
 
-    name = f"phenosynth_test_{uuid.uuid4().hex[:12]}"
     admin = create_engine(server_url, isolation_level="AUTOCOMMIT")
     try:
         with admin.connect() as conn:
-            conn.execute(text(f'CREATE DATABASE "{name}"'))
+            conn.execute(text(statement))
     finally:
         admin.dispose()
+
+
+def fresh_database(server_url: str) -> str:
+    """Create an empty database on the server at ``server_url`` and return its URL (same credentials and host)."""
+    from sqlalchemy.engine import make_url
+
+    name = f"phenosynth_test_{uuid.uuid4().hex[:12]}"
+    _as_admin(server_url, f'CREATE DATABASE "{name}"')
     return make_url(server_url).set(database=name).render_as_string(hide_password=False)
 
 
 def drop_database(server_url: str, database_url: str) -> None:
     """Drop the database of ``database_url`` (closing its remaining connections first)."""
-    from sqlalchemy import create_engine, text
     from sqlalchemy.engine import make_url
 
-    name = make_url(database_url).database
-    admin = create_engine(server_url, isolation_level="AUTOCOMMIT")
-    try:
-        with admin.connect() as conn:
-            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-    finally:
-        admin.dispose()
+    _as_admin(server_url, f'DROP DATABASE IF EXISTS "{make_url(database_url).database}" WITH (FORCE)')

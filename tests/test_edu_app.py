@@ -125,6 +125,17 @@ def db_rows(app, model) -> list:
         return list(db.scalars(select(model)).all())
 
 
+def deck_images(app) -> list:
+    """Every deck image, with its condition loaded (usable after the session closes)."""
+    from sqlalchemy import select
+
+    with app.state.sessions() as db:
+        rows = list(db.scalars(select(edu_db.DeckImage)))
+        for r in rows:
+            r.condition  # noqa: B018 - load before the session closes
+        return rows
+
+
 # --- migrations ---------------------------------------------------------------------------------------------------------
 
 

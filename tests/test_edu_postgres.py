@@ -21,7 +21,7 @@ from fastapi.testclient import TestClient  # noqa: E402
 from sqlalchemy import inspect, select, text  # noqa: E402
 
 from phenosynth.edu import db as edu_db  # noqa: E402
-from tests.test_edu_app import EDUCATOR, csrf, db_rows, make_app, sign_in  # noqa: E402
+from tests.test_edu_app import EDUCATOR, csrf, db_rows, deck_images, make_app, sign_in  # noqa: E402
 from tests.test_edu_quiz import (NEWCOMER, attempt_row, link_for, location_id, make_deck, make_quiz,  # noqa: E402
                                  post, quiz_workspace, start)
 
@@ -143,7 +143,7 @@ def run_course(app) -> dict:
         page = trainee.get(f"/practice/{practice_id}")
         assert page.status_code == 200, page.text[:300]
         pk = int(re.search(r'name="image" value="(\d+)"', page.text).group(1))
-        shown = next(i.condition.name for i in _images(app) if i.id == pk)
+        shown = next(i.condition.name for i in deck_images(app) if i.id == pk)
         seen["practised"].append(shown)
         choices = re.findall(r'name="chosen" value="([^"]+)"', page.text)
         r = post(trainee, f"/practice/{practice_id}/answer", {"image": pk, "chosen": next(
@@ -179,14 +179,6 @@ def differences(got: object, expected: object, path: str = "") -> list[str]:
     if isinstance(got, list) and isinstance(expected, list) and len(got) == len(expected):
         return [d for k, (g, e) in enumerate(zip(got, expected)) for d in differences(g, e, f"{path}[{k}]")]
     return [] if got == expected else [f"{path}: {got!r} != {expected!r}"]
-
-
-def _images(app) -> list:
-    with app.state.sessions() as db:
-        rows = list(db.scalars(select(edu_db.DeckImage)))
-        for r in rows:
-            r.condition  # noqa: B018 - load before the session closes
-        return rows
 
 
 def test_a_whole_course_on_postgres_gives_the_numbers_it_gives_on_sqlite(tmp_path, postgres_url):

@@ -27,7 +27,7 @@ from phenosynth.edu import practice as PR  # noqa: E402
 from phenosynth.edu import scoring  # noqa: E402
 from phenosynth.edu.accounts import create_user  # noqa: E402
 from phenosynth.edu.sheet import DISCLAIMERS, GENERATED, find_chromium  # noqa: E402
-from tests.test_edu_app import (EDUCATOR, TRAINEE, csrf, db_rows, educator, new_deck,  # noqa: E402, F401
+from tests.test_edu_app import (EDUCATOR, TRAINEE, csrf, db_rows, deck_images, educator, new_deck,  # noqa: E402, F401
                                 re_audit_flags, sign_in, site)
 
 OTHER = ("other@example.org", "trainee-password-2")
@@ -216,15 +216,7 @@ def _trial(client: TestClient, ex_id: int, app) -> tuple[int, str]:
     page = client.get(f"/practice/{ex_id}")
     assert page.status_code == 200, page.text
     pk = int(re.search(r'name="image" value="(\d+)"', page.text).group(1))
-    return pk, next(i.condition.name for i in _images(app) if i.id == pk)
-
-
-def _images(app) -> list:
-    with app.state.sessions() as db:
-        rows = list(db.scalars(select(edu_db.DeckImage)))
-        for r in rows:
-            r.condition  # noqa: B018 - load before the session closes
-        return rows
+    return pk, next(i.condition.name for i in deck_images(app) if i.id == pk)
 
 
 def _card_due(app, trainee_email: str, condition: str) -> datetime:
@@ -304,7 +296,7 @@ def test_the_next_condition_prefers_the_weak_one(site, educator):
     app, _, names = site
     deck_id = deck_of_a_and_b(educator, names)
     ex_id = _open_practice(educator, deck_id, app)
-    images = {i.condition.name: i.id for i in _images(app)}
+    images = {i.condition.name: i.id for i in deck_images(app)}
     history = [("A", "A", 900), ("A", "A", 1200), ("A", "A", 800), ("B", "A", 6000)]
     with app.state.sessions() as db:
         trainee_id = db.scalar(select(edu_db.User.id).where(edu_db.User.email == TRAINEE[0]))
@@ -340,7 +332,7 @@ def test_practice_access_images_and_csrf(site, educator):
     assert no_token.status_code == 403 and "CSRF token missing or invalid" in no_token.text
     assert db_rows(app, edu_db.Answer) == [] and db_rows(app, edu_db.ReviewCard) == []
 
-    a, b = sorted(_images(app), key=lambda i: i.condition.name)
+    a, b = sorted(deck_images(app), key=lambda i: i.condition.name)
     educator.post(f"/decks/{deck_id}/images/{a.id}/retire", data={"retired": "1", "csrf_token": csrf(educator)})
     assert trainee.get(f"/practice/{ex_id}/images/{a.id}").status_code == 404  # retired: not practised
     assert all(_trial(trainee, ex_id, app)[0] == b.id for _ in range(2))
@@ -428,7 +420,7 @@ def test_the_educator_sees_each_cohort_trainees_practice_and_cards_due(site, edu
     app, _, names = site
     deck_id = deck_of_a_and_b(educator, names)
     ex_id = _open_practice(educator, deck_id, app)
-    images = {i.condition.name: i.id for i in _images(app)}
+    images = {i.condition.name: i.id for i in deck_images(app)}
     now = datetime.now(timezone.utc)
     outsider = ("outsider@example.org", "trainee-password-3")
     with app.state.sessions() as db:

@@ -151,9 +151,9 @@ def unfolded_target(src: np.ndarray, dst: np.ndarray, height: int, width: int, *
     of its neighbours in the source's Delaunay mesh (border anchors do not move): the local, fold-causing part of the
     move goes, its smooth part (an eye moved outward, a jaw widened) stays. The smoothing also takes the triangles
     between the face and the border anchors (a chin pushed past the frame would smear the bottom of the photo), so a
-    point near the frame moves less. If face triangles still fold, the whole move is scaled down by bisection (``src + a (dst - src)``, ``a = 0`` is the identity warp, which never folds). ``src`` and
-    ``dst`` must be in one frame (the source photo's). Returns ``(dst', Unfolding)``; ``dst`` unchanged when it does
-    not fold."""
+    point near the frame moves less. If face triangles still fold, the whole move is scaled down by bisection
+    (``src + a (dst - src)``, ``a = 0`` is the identity warp, which never folds). ``src`` and ``dst`` must be in one
+    frame (the source photo's). Returns ``(dst', Unfolding)``; ``dst`` unchanged when it does not fold."""
     src, dst = _as_pair(src, dst)
     k = len(src)
     asked = dst - src
@@ -161,40 +161,30 @@ def unfolded_target(src: np.ndarray, dst: np.ndarray, height: int, width: int, *
     smoothed: set[int] = set()
     folded_before = int(_folded_mask(src, dst, height, width, min_ratio)[0].sum())
     if folded_before:
+        n_anchors = len(border_anchors(height, width))
         # The source's own mesh (points + anchors, fixed): a move that keeps every one of its triangles the right way
-        # round is a one-to-one deformation, so the smoothing works on it (one Delaunay, then only areas).
+        # round is a one-to-one deformation, so the smoothing works on it first (one Delaunay, then only areas).
         keep, src_all, tri = _target_triangles(src, height, width)
         a_src = _signed_areas(src_all, tri)
         live = np.abs(a_src) > 1e-9
-        nb_ptr, nb_idx = _neighbour_lists(src_all)
-        n_anchors = len(border_anchors(height, width))
+        neighbours = _neighbour_lists(src_all, keep, k + n_anchors)
         for _ in range(int(iterations)):
             full = np.concatenate([move, np.zeros((n_anchors, 2))])[keep]
             ratio = np.where(live, _signed_areas(src_all + full, tri) / np.where(live, a_src, 1.0), 1.0)
-            folded = live & (ratio < max(min_ratio, 1e-6))
-            if not folded.any():
+            bad = {int(keep[v]) for v in tri[live & (ratio < max(min_ratio, 1e-6))].ravel() if keep[v] < k}
+            if not bad:
                 break
-            bad = np.unique(tri[folded].ravel())
-            bad = bad[keep[bad] < k]  # kept-point indices of face points (anchors do not move)
-            if not len(bad):
-                break
-            for v in bad:
-                nbrs = nb_idx[nb_ptr[v]:nb_ptr[v + 1]]
-                if len(nbrs):
-                    move[keep[v]] = 0.5 * move[keep[v]] + 0.5 * full[nbrs].mean(0)
-            smoothed.update(int(keep[v]) for v in bad)
-        # What is left folds only in the target's own mesh (the warp's): smoothed again, with the source's neighbours.
-        all_nb = _neighbour_lists(np.concatenate([src, border_anchors(height, width)]))
+            _blend_with_neighbours(move, bad, neighbours)
+            smoothed |= bad
+        # What is left folds only in the target's own mesh (the warp's): smoothed again, the same way.
+        points = np.concatenate([src, border_anchors(height, width)])
+        neighbours = _neighbour_lists(points, np.arange(len(points)), len(points))
         for _ in range(int(iterations)):
             folded, tri_d, keep_d = _folded_mask(src, src + move, height, width, min_ratio, face_only=False)
             bad = {int(v) for v in keep_d[tri_d[folded]].ravel() if v < k}
             if not bad:
                 break
-            full = np.concatenate([move, np.zeros((n_anchors, 2))])
-            for v in sorted(bad):
-                nbrs = all_nb[1][all_nb[0][v]:all_nb[0][v + 1]]
-                if len(nbrs):
-                    move[v] = 0.5 * move[v] + 0.5 * full[nbrs].mean(0)
+            _blend_with_neighbours(move, bad, neighbours)
             smoothed |= bad
     scale = 1.0
     if folded_before and _folded_mask(src, src + move, height, width, min_ratio)[0].any():
@@ -211,11 +201,26 @@ def unfolded_target(src: np.ndarray, dst: np.ndarray, height: int, width: int, *
     return src + move, Unfolding(smoothed=len(smoothed), scale=scale, change=change, folded_before=folded_before)
 
 
-def _neighbour_lists(points: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """``(indptr, indices)``: the neighbours of each of ``points`` in their Delaunay mesh (CSR layout)."""
+def _blend_with_neighbours(move: np.ndarray, points: set[int], neighbours: list[np.ndarray]) -> None:
+    """In place: the move of each of ``points`` (face point indices) half-way toward the mean move of its mesh
+    ``neighbours`` (:func:`_neighbour_lists`; border anchors do not move), all from the moves as they were before
+    this call. A point without neighbours (on top of another) keeps its move."""
+    full = np.concatenate([move, np.zeros((len(neighbours) - len(move), 2))])
+    for v in sorted(points):
+        if len(neighbours[v]):
+            move[v] = 0.5 * full[v] + 0.5 * full[neighbours[v]].mean(0)
+
+
+def _neighbour_lists(points: np.ndarray, index: np.ndarray, n: int) -> list[np.ndarray]:
+    """For each of ``n`` points (face points then anchors), its neighbours in the Delaunay mesh of ``points``, whose
+    row ``r`` is point ``index[r]``; a point not among them (a dropped duplicate) has none."""
     from scipy.spatial import Delaunay
 
-    return Delaunay(points).vertex_neighbor_vertices
+    indptr, indices = Delaunay(points).vertex_neighbor_vertices
+    out = [np.zeros(0, dtype=np.int64)] * n
+    for r, i in enumerate(index):
+        out[int(i)] = np.asarray(index)[indices[indptr[r]:indptr[r + 1]]]
+    return out
 
 
 def warp_maps(src: np.ndarray, dst: np.ndarray, height: int, width: int) -> tuple[np.ndarray, np.ndarray]:

@@ -97,9 +97,6 @@ def score_unseen(
     if ys:
         y = np.concatenate(ys)
         s = np.nan_to_num(np.concatenate(scores).astype(np.float64), neginf=-1e9)
-        if len(names) == 2:  # top-k's binary form reads column 1 as a probability: give it one (same ranking)
-            s = np.exp(s - s.max(axis=1, keepdims=True))
-            s /= s.sum(axis=1, keepdims=True)
         row |= {"conditions": len(np.unique(y)), "queries": len(y)}
         row |= topk_accuracies(y, s, ks=ks, labels=list(range(len(names))))
     else:

@@ -123,17 +123,17 @@ def fold_free(sources: Sequence[np.ndarray], dst: np.ndarray, size: tuple[int, .
     h, w = size[:2]
     asked = np.asarray(dst, dtype=np.float64)
     out, scale = asked, 1.0
-    if unfold:
-        for _ in range(int(rounds)):
-            if not any(folded_triangles(src, out, h, w) for src in sources):
-                break
-            for src in sources:
-                out, how = unfolded_target(src, out, h, w)
-                scale = min(scale, how.scale)
+    folds = sum(folded_triangles(src, out, h, w) for src in sources)
+    for _ in range(int(rounds) if unfold else 0):
+        if not folds:
+            break
+        for src in sources:
+            out, how = unfolded_target(src, out, h, w)
+            scale = min(scale, how.scale)
+        folds = sum(folded_triangles(src, out, h, w) for src in sources)
     norm = float(np.linalg.norm(asked - np.asarray(sources[0], dtype=np.float64)))
     change = float(np.linalg.norm(out - asked) / norm) if norm > 0 else 0.0
-    return out, {"unfold_change": round(change, 4), "unfold_scale": round(scale, 4),
-                 "folded_triangles": sum(folded_triangles(src, out, h, w) for src in sources)}
+    return out, {"unfold_change": round(change, 4), "unfold_scale": round(scale, 4), "folded_triangles": folds}
 
 
 def is_grayscale(image: np.ndarray) -> bool:

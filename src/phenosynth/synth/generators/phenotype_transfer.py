@@ -227,6 +227,13 @@ class PhenotypeTransferGenerator(Generator, WarpSettings):
                     used.add(self.subjects_[pick])
         return fold, chosen
 
+    def _blend(self, shape_free: np.ndarray, members: list[int], label: str) -> np.ndarray:
+        """The mean of ``members``' shape-free faces (on the canvas), plus the condition's texture offset when
+        ``texture_strength`` is set; float32."""
+        image = shape_free[members].astype(np.float32).mean(0)
+        ts = float(self.texture_strength)
+        return image + ts * self.texture_offsets_[label] if ts else image
+
     def donor_blend_members(self, rng: np.random.Generator) -> list[int]:
         """``donor_blend`` donor photo indices, one photo each of as many different donor people (random people, then
         a random photo of each)."""
@@ -244,11 +251,9 @@ class PhenotypeTransferGenerator(Generator, WarpSettings):
         ts = float(self.texture_strength)
         if self.donor_ids_ and int(self.donor_blend) > 1:
             chosen = self.donor_blend_members(rng)
-            image = self.donor_shape_free_[chosen].astype(np.float32).mean(0)
-            if ts:
-                image = image + ts * self.texture_offsets_[label]
-            return (image, self.canvas_shape_, self.canvas_to_model_, [self.donor_ids_[d] for d in chosen],
-                    all(self.donor_grayscale_[d] for d in chosen), {"identity": "donor-blend"})
+            return (self._blend(self.donor_shape_free_, chosen, label), self.canvas_shape_, self.canvas_to_model_,
+                    [self.donor_ids_[d] for d in chosen], all(self.donor_grayscale_[d] for d in chosen),
+                    {"identity": "donor-blend"})
         if self.donor_ids_:
             d = int(rng.integers(len(self.donor_ids_)))
             image, points = self.donor_images_[d], self.donor_landmarks_[d]
@@ -260,9 +265,7 @@ class PhenotypeTransferGenerator(Generator, WarpSettings):
             return (image, points, self.donor_to_model_[d], [self.donor_ids_[d]], self.donor_grayscale_[d],
                     {"identity": "donor"})
         fold, members = self.morph_members(rng)
-        image = self.shape_free_[members].astype(np.float32).mean(0)
-        if ts:
-            image = image + ts * self.texture_offsets_[label]
+        image = self._blend(self.shape_free_, members, label)
         grayscale = all(self.grayscale_[i] for i in members)
         params = {"identity": "morph", "morph_fold": fold,
                   "morph_conditions": len({self.labels_[i] for i in members})}
