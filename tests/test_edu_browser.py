@@ -284,6 +284,21 @@ def educator_sees_per_condition_sensitivity_and_specificity(v: Visit) -> None:
     v.shot("progress")
 
 
+def educator_opens_the_cohorts_practice_page_and_a_counselling_sheet(v: Visit) -> None:
+    v.goto(f"/cohorts/{v.state['cohort_id']}/practice")
+    trainees = v.page.inner_text("#practice-trainees")
+    assert TRAINEE[0] in trainees and "never" in trainees, trainees  # a member who has not practised yet
+    assert "No practice yet" in v.text()
+    v.shot("cohort-practice")
+    cond = next(c for c in db_rows(v.app, edu_db.DeckCondition) if c.name == "Kabuki syndrome")
+    v.goto(f"/decks/{v.state['deck_id']}/conditions/{cond.id}/sheet")
+    sheet = v.page.inner_text("body")  # a printable page of its own, outside the app's layout
+    assert "Kabuki syndrome" in sheet and "long palpebral fissures" in sheet
+    assert "not photographs" in v.page.inner_text("#disclaimer")
+    assert v.page.locator("img").count() >= 1
+    v.shot("sheet")
+
+
 # --- the trainee's steps ----------------------------------------------------------------------------------------------
 
 
@@ -356,6 +371,7 @@ FLOW: list[tuple[str, Callable[[Visit], None]]] = [
     ("trainee", trainee_signs_in), ("trainee", trainee_is_refused_the_educator_pages),
     ("trainee", trainee_joins_the_cohort_by_the_link), ("trainee", trainee_takes_the_quiz_and_sees_feedback),
     ("educator", educator_sees_per_condition_sensitivity_and_specificity),
+    ("educator", educator_opens_the_cohorts_practice_page_and_a_counselling_sheet),
 ]
 
 
@@ -386,7 +402,7 @@ def test_an_educator_builds_a_deck_and_a_quiz_a_trainee_takes_it_and_the_educato
     assert [p.name for p in educator.shots] == [
         "educator-01-login.png", "educator-02-decks.png", "educator-03-deck-grid.png", "educator-04-deck-images.png",
         "educator-05-annotation.png", "educator-06-cohort-link.png", "educator-07-quiz.png",
-        "educator-08-progress.png"]
+        "educator-08-progress.png", "educator-09-cohort-practice.png", "educator-10-sheet.png"]
     assert [p.name for p in trainee.shots] == [
         "trainee-01-login.png", "trainee-02-home.png", "trainee-03-refused-403.png", "trainee-04-invitation.png",
         "trainee-05-home-with-quiz.png", "trainee-06-quiz-start.png", "trainee-07-question-1.png",

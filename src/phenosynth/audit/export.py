@@ -113,9 +113,9 @@ def export(ws: Workspace, run: str, out: str | Path, *, allow_patient_pixels: bo
 
 def shareable_images(ws: Workspace, run: str, manifest: pd.DataFrame | None = None
                      ) -> tuple[pd.DataFrame, pd.DataFrame, dict[str, Any]]:
-    """``(rows, audit frame, summary)``: the audit rows (plus the manifest's ``params``) of the images of audited
-    ``run`` that may leave the workspace: in the manifest, not excluded, audited ``shareable`` and not held back by
-    the privacy gate; sorted by label and image_id. The one selection behind exports, decks and counselling sheets.
+    """``(rows, audit frame, summary)``: the audit rows (plus the manifest's ``path`` and ``params``) of the images of
+    audited ``run`` that may leave the workspace: in the manifest, not excluded, audited ``shareable`` and not held
+    back by the privacy gate; sorted by label and image_id. The one selection behind exports, decks and counselling sheets.
 
     Raises:
         PhenosynthError: the run was never audited, or its audit is stale (the workspace changed since).
@@ -126,7 +126,9 @@ def shareable_images(ws: Workspace, run: str, manifest: pd.DataFrame | None = No
     in_run = manifest.loc[runs.index[runs == run]]
     in_run = in_run[in_run["exclude_reason"].isna()]
     held_back = gate_reasons(ws, manifest)
-    rows = frame.merge(in_run[["image_id", "params"]], on="image_id", how="inner")
+    # the file's path from the manifest, its owner (as decks take it), not the audit's copy of it
+    rows = frame.drop(columns=["path"], errors="ignore").merge(in_run[["image_id", "path", "params"]], on="image_id",
+                                                                how="inner")
     rows = rows[rows["shareable"] & ~rows["image_id"].isin(list(held_back))]
     return rows.sort_values(["label", "image_id"]).reset_index(drop=True), frame, summary
 
