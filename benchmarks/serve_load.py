@@ -36,8 +36,9 @@ How fast the simulated users act (``--think``, :data:`THINK_MODELS`):
 
 The model was fixed (and committed) before the first measurement with it; the numbers are not tuned to a target.
 
-Printed: per request kind, count, errors, p50 / p95 / p99 latency (ms), and overall requests/s. An error is a
-response with an unexpected status or a failed request (timeouts included).
+Printed: per request kind, count, errors, p50 / p95 / p99 latency (ms), and overall requests/s; for the quiz, what
+a trainee waits from pressing "start" to the first face on screen (the start, the question page and its image, one
+after another). An error is a response with an unexpected status or a failed request (timeouts included).
 
 Usage::
 
@@ -118,6 +119,8 @@ class Recorder:
     latencies: dict[str, list[float]] = field(default_factory=lambda: defaultdict(list))
     sent_at: dict[str, list[float]] = field(default_factory=lambda: defaultdict(list))  # monotonic, per latency
     errors: dict[str, list[str]] = field(default_factory=lambda: defaultdict(list))
+    #: what a user waits for across several requests (seconds), e.g. from pressing "start" to the first face shown
+    waits: dict[str, list[float]] = field(default_factory=lambda: defaultdict(list))
     sent: int = 0
     accepted: int = 0  # answers the server accepted (quiz scenario)
 
@@ -183,6 +186,7 @@ async def answer_quizzes(client: httpx.AsyncClient, rec: Recorder, site: Site, s
         if not quizzes:
             await asyncio.sleep(0.1)  # this trainee has answered every quiz
             return
+        state["pressed_start"] = time.perf_counter()
         r = await rec.request(client, "POST /quizzes/{id}/start", "POST", f"/quizzes/{quizzes.pop(0)}/start",
                               expect=303, data={"csrf_token": state["csrf"]})
         if r is None or r.status_code != 303:
@@ -201,7 +205,10 @@ async def answer_quizzes(client: httpx.AsyncClient, rec: Recorder, site: Site, s
     if item is None or not choices:
         rec.errors["GET question"].append("no question on the page")
         return
-    await rec.request(client, "GET quiz image", "GET", f"{state['attempt']}/images/{item.group(1)}")
+    image = await rec.request(client, "GET quiz image", "GET", f"{state['attempt']}/images/{item.group(1)}")
+    pressed = state.pop("pressed_start", None)
+    if pressed is not None and image is not None and image.status_code == 200:
+        rec.waits[FIRST_FACE].append(time.perf_counter() - pressed)
     looked = site.think.draw(rng, site.think.answer_median_s)
     await rec.pause(looked)
     if not rec.more():  # the run ended while this trainee was looking: the answer is not sent
@@ -213,6 +220,10 @@ async def answer_quizzes(client: httpx.AsyncClient, rec: Recorder, site: Site, s
         rec.accepted += 1
         await rec.request(client, "GET feedback", "GET", r.headers["location"])
         await rec.pause(site.think.draw(rng, site.think.feedback_median_s))
+
+
+#: a trainee's wait from pressing "start" to the quiz's first face on screen (start, question page, image)
+FIRST_FACE = "start to first face"
 
 
 def count_answers(ws_root: Path, rec: Recorder) -> str:
@@ -478,6 +489,10 @@ def main(argv: list[str] | None = None) -> int:
           f"requests, {total['per_s']:.1f} requests/s, p50 {total['p50_ms']:.0f} ms, p95 {total['p95_ms']:.0f} ms, "
           f"p99 {total['p99_ms']:.0f} ms (p95 after the first 10 s {total['p95_settled_ms']:.0f} ms); {errors} errors"
           + (f"; {kept}" if kept else ""))
+    for what, waits in rec.waits.items():
+        ms = np.asarray(waits) * 1000
+        print(f"{what}: p50 {np.percentile(ms, 50):.0f} ms, p95 {np.percentile(ms, 95):.0f} ms, max {ms.max():.0f} ms "
+              f"over {len(ms)} quiz starts")
     print(f"server CPU {cpu:.1f} s in {elapsed:.1f} s ({cpu / elapsed:.0%} of one core): "
           f"{1000 * cpu / max(1, total['n']):.1f} ms of CPU per request; machine load average "
           f"{os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs")

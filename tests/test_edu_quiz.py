@@ -24,6 +24,7 @@ from sqlalchemy import select  # noqa: E402
 
 from phenosynth.data.workspace import Workspace  # noqa: E402
 from phenosynth.edu import db as edu_db  # noqa: E402
+from phenosynth.edu import quizzes as Q  # noqa: E402
 from phenosynth.edu.routes import cohorts as cohort_routes  # noqa: E402
 from phenosynth.edu.routes import quiz as quiz_routes  # noqa: E402
 from tests._workspaces import image_row, save_rows, write_audit  # noqa: E402
@@ -541,9 +542,9 @@ def test_a_class_signing_in_at_once_neither_starves_the_quiz_pages_nor_queues_wi
     import anyio.to_thread
     import httpx
 
-    from phenosynth.edu.security import HashingSlots
+    from phenosynth.edu.security import Slots
 
-    app.state.hashing = HashingSlots(concurrency=1, max_waiting=4)
+    app.state.hashing = Slots(concurrency=1, max_waiting=4)
     fast_verify = app.state.passwords.verify
 
     def slow_verify(password, stored_hash):
@@ -592,17 +593,111 @@ def test_a_class_signing_in_at_once_neither_starves_the_quiz_pages_nor_queues_wi
     assert max(t for _, t in pages) < last_sign_in - 0.3  # the quiz pages did not wait behind them
 
 
+def test_a_class_starting_a_quiz_at_once_waits_at_the_start_not_on_every_page(app, course, monkeypatch):
+    """Regression (serve_load, 100 trainees pressing "start" together): the starts took every worker thread and the
+    pages of trainees already answering queued behind them (question and image p95 ~0.4-0.5 s against ~10 ms after
+    the opening). Now starts take turns one at a time without holding a thread, and past ``max_waiting`` a start is
+    answered 503 with a Retry-After. Slow starts (0.2 s), 2 worker threads, 6 starts and 5 quiz pages at once."""
+    import asyncio
+    import time
+
+    import anyio.to_thread
+    import httpx
+
+    from phenosynth.edu.security import Slots
+
+    app.state.quiz_starts = Slots(concurrency=1, max_waiting=3, busy_with="starting other trainees' quizzes")
+    attempt_id = start(course["trainee"], course["quiz_id"])
+    real_open = Q.open_attempt
+
+    def slow_open(*args, **kw):
+        time.sleep(0.2)  # a start under a class's load
+        return real_open(*args, **kw)
+
+    monkeypatch.setattr(Q, "open_attempt", slow_open)
+    token = csrf(course["trainee"])
+
+    async def rush():
+        anyio.to_thread.current_default_thread_limiter().total_tokens = 2
+        client = httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://testserver",
+                                   cookies=dict(course["trainee"].cookies))
+        t0 = time.monotonic()
+
+        async def start_one():
+            r = await client.post(f"/quizzes/{course['quiz_id']}/start", data={"csrf_token": token})
+            return r.status_code, r.headers.get("retry-after", ""), r.text, time.monotonic() - t0
+
+        async def page(url):
+            await asyncio.sleep(0.05)  # the starts are queued by now
+            r = await client.get(url)
+            return r.status_code, time.monotonic() - t0
+
+        urls = [f"/attempts/{attempt_id}", f"/attempts/{attempt_id}/images/0"] * 2 + [f"/attempts/{attempt_id}"]
+        results = await asyncio.gather(*(start_one() for _ in range(6)), *(page(u) for u in urls))
+        await client.aclose()
+        return results[:6], results[6:]
+
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(1) as pool:  # a loop of its own (see the tests above)
+        starts, pages = pool.submit(asyncio.run, rush()).result()
+    assert sorted(code for code, *_ in starts) == [303] * 4 + [503] * 2  # one starting, three waiting, two sent back
+    busy = [(after, text) for code, after, text, _ in starts if code == 503]
+    assert all(int(after) >= 1 and "busy starting other trainees' quizzes: try again in" in html.unescape(text)
+               for after, text in busy)
+    assert [code for code, _ in pages] == [200] * len(pages)
+    last_start = max(t for code, _, _, t in starts if code == 303)
+    assert last_start >= 4 * 0.2 - 0.05  # the four starts took their turns one after another
+    assert max(t for _, t in pages) < last_start - 0.3  # the quiz pages did not wait behind them
+
+
+def test_a_bounded_turn_goes_ahead_after_its_wait_and_the_slots_stay_counted():
+    """Slots(max_wait_s): a waiter goes ahead without a slot once its wait is over (starts never queue without end
+    on an overloaded server); the slot it did not take is not given back, so the count stays right."""
+    import asyncio
+    import time
+
+    from phenosynth.edu.security import Slots
+
+    slots = Slots(concurrency=1, max_waiting=10, max_wait_s=0.2)
+
+    async def scene():
+        order = []
+
+        async def holder():
+            async with slots.slot():
+                order.append("holder in")
+                await asyncio.sleep(0.6)
+            order.append("holder out")
+
+        async def waiter():
+            await asyncio.sleep(0.05)
+            t = time.monotonic()
+            async with slots.slot():
+                waited = time.monotonic() - t
+                order.append(("waiter in", 0.15 < waited < 0.5, slots.waiting))  # not the holder's 0.6 s
+
+        await asyncio.gather(holder(), waiter())
+        async with slots.slot():  # free again: taken at once
+            order.append(("after", slots.waiting))
+        return order, slots._running
+
+    order, running = asyncio.run(scene())
+    assert order == ["holder in", ("waiter in", True, 0), "holder out", ("after", 0)]
+    assert running == 0
+
+
 def test_a_503_from_the_hashing_queue_says_when_to_come_back(app):
     """The page and the header a client sees when too many password checks wait."""
-    from phenosynth.edu.security import HashingBusy, HashingSlots
+    from phenosynth.edu.security import SlotsBusy, Slots
 
-    app.state.hashing = HashingSlots(concurrency=1, max_waiting=0)
+    app.state.hashing = Slots(concurrency=1, max_waiting=0)
     client = TestClient(app)
     token = csrf(client)
 
-    class Full(HashingSlots):
+    class Full(Slots):
         async def _acquire(self) -> None:
-            raise HashingBusy(7)
+            raise SlotsBusy(7)
 
     app.state.hashing = Full(concurrency=1, max_waiting=0)
     r = client.post("/login", data={"email": TRAINEE[0], "password": TRAINEE[1], "csrf_token": token},

@@ -27,7 +27,7 @@ from phenosynth.data.workspace import Workspace
 from phenosynth.edu import db as edu_db
 from phenosynth.edu.decks import WorkspaceImages, ZipLimits
 from phenosynth.edu.deps import LoginRequired, csrf_protect, render
-from phenosynth.edu.security import HashingSlots, LoginLimit, Passwords, default_hashing_concurrency
+from phenosynth.edu.security import LoginLimit, Passwords, Slots, default_hashing_concurrency, quiz_start_slots
 from phenosynth.errors import PhenosynthError
 
 log = logging.getLogger(__name__)
@@ -114,10 +114,10 @@ class SecurityHeaders:
 def create_app(workspace: str | Path, db_url: str | None = None, secret: str | None = None, *,
                login_limit: LoginLimit = LoginLimit(), zip_limits: ZipLimits = ZipLimits(),
                https_only: bool = False, passwords: Passwords | None = None,
-               hashing: HashingSlots | None = None) -> FastAPI:
+               hashing: Slots | None = None) -> FastAPI:
     """The app for ``workspace`` (which must exist); the database at ``db_url`` (default ``WS/edu.sqlite``) is
     migrated to the current schema first. ``passwords`` (default: pwdlib's recommended Argon2id) hashes passwords;
-    ``hashing`` (default: :class:`HashingSlots` sized to the machine) bounds how many do at once.
+    ``hashing`` (default: :class:`Slots` sized to the machine) bounds how many do at once.
     """
     ws = Workspace.open(workspace)
     url = db_url or edu_db.default_url(ws.root)
@@ -130,7 +130,8 @@ def create_app(workspace: str | Path, db_url: str | None = None, secret: str | N
     app.state.engine = engine
     app.state.sessions = edu_db.session_factory(engine)
     app.state.passwords = passwords or Passwords()
-    app.state.hashing = hashing or HashingSlots()
+    app.state.hashing = hashing or Slots()
+    app.state.quiz_starts = quiz_start_slots()
     app.state.images = WorkspaceImages(ws)
     app.state.edu_dir = ws.root / "edu"
     app.state.login_limit = login_limit
@@ -176,7 +177,7 @@ def app_from_environment() -> FastAPI:
         raise PhenosynthError(f"{WORKSPACE_ENV} is not set: start the app with `phenosynth serve -w WS --workers N`.")
     workers = max(1, int(os.environ.get(WORKERS_ENV, "1")))
     return create_app(workspace, db_url=os.environ.get(DB_URL_ENV) or None,
-                      hashing=HashingSlots(concurrency=max(1, default_hashing_concurrency() // workers)))
+                      hashing=Slots(concurrency=max(1, default_hashing_concurrency() // workers)))
 
 
 __all__ = ["create_app", "app_from_environment", "workspace_secret", "BodyLimit", "WORKSPACE_ENV", "DB_URL_ENV",

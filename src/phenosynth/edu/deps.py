@@ -3,6 +3,7 @@ check, and the page renderer that puts the session's CSRF token into every form.
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
 from typing import Any, AsyncIterator, Iterator
 from urllib.parse import quote
@@ -12,8 +13,8 @@ from fastapi.responses import Response
 from sqlalchemy.orm import Session
 
 from phenosynth.edu.db import EDUCATOR, User, session_scope
-from phenosynth.edu.security import CSRF_FIELD, CSRF_SESSION_KEY, UNSAFE_METHODS, HashingBusy, csrf_token_valid, \
-    new_csrf_token
+from phenosynth.edu.security import CSRF_FIELD, CSRF_SESSION_KEY, UNSAFE_METHODS, Slots, SlotsBusy, \
+    csrf_token_valid, new_csrf_token
 
 CSRF_REFUSED = "CSRF token missing or invalid: reload the page and send the form again."
 #: Image files up to this size are read by the route and sent in one piece (:func:`gated_file`).
@@ -65,15 +66,30 @@ def current_user(request: Request, db: Session = Depends(get_db, scope="function
     return user
 
 
+@contextlib.asynccontextmanager
+async def _turn(slots: Slots) -> AsyncIterator[None]:
+    """A slot of ``slots`` for the rest of the request; 503 with ``Retry-After`` when too many wait."""
+    try:
+        async with slots.slot():
+            yield
+    except SlotsBusy as exc:
+        raise HTTPException(status_code=503, detail=str(exc), headers={"Retry-After": str(exc.retry_after_s)}) from None
+
+
 async def password_slot(request: Request) -> AsyncIterator[None]:
-    """A turn at hashing a password (the app's :class:`phenosynth.edu.security.HashingSlots`), held until the route
+    """A turn at hashing a password (the app's :class:`phenosynth.edu.security.Slots`), held until the route
     returns: routes that check or set a password declare it ``Depends(password_slot, scope="function")`` before their
     database session. While waiting, a request holds no worker thread; when too many wait, 503 with ``Retry-After``."""
-    try:
-        async with request.app.state.hashing.slot():
-            yield
-    except HashingBusy as exc:
-        raise HTTPException(status_code=503, detail=str(exc), headers={"Retry-After": str(exc.retry_after_s)}) from None
+    async with _turn(request.app.state.hashing):
+        yield
+
+
+async def quiz_start_slot(request: Request) -> AsyncIterator[None]:
+    """A turn at starting a quiz (:func:`phenosynth.edu.security.quiz_start_slots`), declared like
+    :func:`password_slot`: a class pressing "start" together queues here, holding no worker thread, instead of
+    slowing every page of the trainees already answering."""
+    async with _turn(request.app.state.quiz_starts):
+        yield
 
 
 def current_educator(user: User = Depends(current_user)) -> User:

@@ -8,10 +8,12 @@
   (:func:`csrf_token_valid`, constant-time). We write these few lines rather than take ``starlette-csrf``: that
   package implements the double-submit *cookie* pattern (a second, unsigned cookie compared with a header), was last
   released in 2023, and would add a cookie the signed session already makes unnecessary.
-- Hashing slots: :class:`HashingSlots` lets only a few Argon2 computations run at once (each takes its 64 MiB and,
-  with argon2-cffi's 4 lanes, 4 threads); the requests beyond wait their turn in the event loop, holding no worker
-  thread, so a class signing in at the same second cannot take every thread the quiz pages need. Past
-  ``max_waiting`` the app answers 503 with a ``Retry-After`` estimate instead of queueing without end.
+- Slots (:class:`Slots`): a few requests of one costly kind at a time, the rest waiting their turn in the event loop,
+  holding no worker thread; past ``max_waiting`` the app answers 503 with a ``Retry-After`` estimate instead of
+  queueing without end. Two kinds take turns: Argon2 computations (each takes its 64 MiB and, with argon2-cffi's 4
+  lanes, 4 threads), so a class signing in at the same second cannot take every thread the quiz pages need; and
+  quiz starts (:data:`QUIZ_START_CONCURRENCY`), so a class pressing "start" at once waits at the start while the
+  trainees already in the quiz get their pages.
 - Rate limit: :func:`login_blocked` counts the failed sign-ins stored in ``login_failures`` for the email and for the
   client address over a sliding window; the store is the database, so it holds across restarts and worker processes.
 """
@@ -69,12 +71,12 @@ class Passwords:
             return False
 
 
-class HashingBusy(Exception):
-    """More password checks are waiting than :class:`HashingSlots` queues; ``retry_after_s`` estimates when one
-    would get its turn (the app answers 503 with that ``Retry-After``)."""
+class SlotsBusy(Exception):
+    """More requests are waiting than :class:`Slots` queues; ``retry_after_s`` estimates when one would get its turn
+    (the app answers 503 with that ``Retry-After``)."""
 
-    def __init__(self, retry_after_s: int) -> None:
-        super().__init__(f"The server is busy checking other passwords: try again in {retry_after_s} s.")
+    def __init__(self, retry_after_s: int, busy_with: str = "checking other passwords") -> None:
+        super().__init__(f"The server is busy {busy_with}: try again in {retry_after_s} s.")
         self.retry_after_s = retry_after_s
 
 
@@ -87,20 +89,43 @@ def default_hashing_concurrency(cpus: int | None = None) -> int:
     return max(1, (cpus if cpus is not None else os.cpu_count() or 1) // 4)
 
 
-class HashingSlots:
-    """At most ``concurrency`` holders at once (Argon2 sign-ins and password settings); up to ``max_waiting`` more
-    wait for a slot as suspended coroutines (no worker thread held); beyond that :meth:`slot` raises
-    :class:`HashingBusy` at once. Thread-safe, and not bound to one event loop (tests run several).
+#: Quiz starts one at a time per server process (each is a few ms of CPU under the GIL; more at once only slows every
+#: other request): 100 trainees pressing "start" together wait their turn at the start, ~1 s for the last on 2 cores,
+#: while the pages of the trainees already answering are served at once (benchmarks/results/serve_load.md).
+QUIZ_START_CONCURRENCY = 1
+#: A start waits this long for its turn at most, then goes ahead: turns spread a class's burst of starts, but when
+#: the server is overloaded for minutes (starts arriving faster than one at a time can serve them) they would build
+#: a queue that grows without end (measured: starts waiting 5-11 s in the saturation test).
+QUIZ_START_MAX_WAIT_S = 1.0
+#: More starts than this waiting at once get a 503 with Retry-After.
+QUIZ_START_MAX_WAITING = 1000
 
-    ``concurrency`` default: :func:`default_hashing_concurrency`. ``max_waiting`` default 128: a class of 100 signing
-    in at the same second all get in (the last after about 100 Argon2 checks, ~10-25 s on 2 cores), a flood does
-    not queue for minutes."""
 
-    def __init__(self, concurrency: int | None = None, max_waiting: int = 128) -> None:
+def quiz_start_slots() -> Slots:
+    """The slots quiz starts take turns in (:data:`QUIZ_START_CONCURRENCY`, one set per server process)."""
+    return Slots(QUIZ_START_CONCURRENCY, QUIZ_START_MAX_WAITING, busy_with="starting other trainees' quizzes",
+                 max_wait_s=QUIZ_START_MAX_WAIT_S)
+
+
+class Slots:
+    """At most ``concurrency`` holders at once; up to ``max_waiting`` more wait for a slot as suspended coroutines
+    (no worker thread held); beyond that :meth:`slot` raises :class:`SlotsBusy` (saying what the server is
+    ``busy_with``) at once. With ``max_wait_s`` a waiter that has not had its turn after that many seconds goes ahead
+    without a slot (turns to spread a burst, never a queue that grows when the server is overloaded); without, it
+    waits for its turn. Thread-safe, and not bound to one event loop (tests run several).
+
+    Defaults are the password-hashing slots' (sign-ins and password settings): ``concurrency``
+    :func:`default_hashing_concurrency`; ``max_waiting`` 128: a class of 100 signing in at the same second all get in
+    (the last after about 100 Argon2 checks, ~10-25 s on 2 cores), a flood does not queue for minutes."""
+
+    def __init__(self, concurrency: int | None = None, max_waiting: int = 128,
+                 busy_with: str = "checking other passwords", max_wait_s: float | None = None) -> None:
         self.concurrency = concurrency if concurrency is not None else default_hashing_concurrency()
-        if self.concurrency < 1 or max_waiting < 0:
-            raise ValueError("HashingSlots needs concurrency >= 1 and max_waiting >= 0.")
+        if self.concurrency < 1 or max_waiting < 0 or (max_wait_s is not None and max_wait_s < 0):
+            raise ValueError("Slots needs concurrency >= 1, max_waiting >= 0 and max_wait_s >= 0 (or None).")
         self.max_waiting = max_waiting
+        self.busy_with = busy_with
+        self.max_wait_s = max_wait_s
         self._lock = threading.Lock()
         self._running = 0
         self._waiters: collections.deque[tuple[asyncio.AbstractEventLoop, asyncio.Future[None]]] = collections.deque()
@@ -116,7 +141,9 @@ class HashingSlots:
 
     @contextlib.asynccontextmanager
     async def slot(self) -> AsyncIterator[None]:
-        await self._acquire()
+        if not await self._acquire():
+            yield  # waited max_wait_s: goes ahead without a slot
+            return
         started = time.monotonic()
         try:
             yield
@@ -126,18 +153,26 @@ class HashingSlots:
                 self._mean_s += 0.2 * (held - self._mean_s)
             self._release()
 
-    async def _acquire(self) -> None:
+    async def _acquire(self) -> bool:
+        """Wait for a slot; True when one is held, False when ``max_wait_s`` passed first."""
         loop = asyncio.get_running_loop()
         with self._lock:
             if self._running < self.concurrency and not self._waiters:
                 self._running += 1
-                return
+                return True
             if len(self._waiters) >= self.max_waiting:
-                raise HashingBusy(self.retry_after_s())
+                raise SlotsBusy(self.retry_after_s(), self.busy_with)
             turn: asyncio.Future[None] = loop.create_future()
             self._waiters.append((loop, turn))
         try:
-            await turn
+            await asyncio.wait_for(asyncio.shield(turn), self.max_wait_s)
+            return True
+        except TimeoutError:
+            with self._lock:
+                if (loop, turn) in self._waiters:
+                    self._waiters.remove((loop, turn))
+                    return False
+            return True  # the slot was handed over just as the wait ran out: hold it
         except asyncio.CancelledError:  # the client went away while waiting
             with self._lock:
                 if (loop, turn) in self._waiters:
@@ -219,6 +254,6 @@ def _aware(t: datetime) -> datetime:
     return t if t.tzinfo is not None else t.replace(tzinfo=timezone.utc)
 
 
-__all__ = ["Passwords", "HashingSlots", "HashingBusy", "default_hashing_concurrency", "new_csrf_token",
+__all__ = ["Passwords", "Slots", "SlotsBusy", "quiz_start_slots", "default_hashing_concurrency", "new_csrf_token",
            "csrf_token_valid", "LoginLimit", "login_blocked", "record_login_failure",
            "clear_login_failures", "CSRF_FIELD", "CSRF_SESSION_KEY", "UNSAFE_METHODS"]

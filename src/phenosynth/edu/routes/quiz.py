@@ -17,7 +17,7 @@ from phenosynth.edu import cohorts as C
 from phenosynth.edu import quizzes as Q
 from phenosynth.edu.accounts import AccountError
 from phenosynth.edu.db import Attempt, Deck, DeckImage, Exercise, User
-from phenosynth.edu.deps import Viewer, current_user, gated_image, get_db, password_slot, render
+from phenosynth.edu.deps import Viewer, current_user, gated_image, get_db, password_slot, quiz_start_slot, render
 from phenosynth.edu.security import CSRF_SESSION_KEY, new_csrf_token
 
 router = APIRouter(tags=["quiz"])
@@ -102,7 +102,8 @@ def quiz_start_page(request: Request, exercise_id: int, db: Session = Depends(ge
 
 
 @router.post("/quizzes/{exercise_id:int}/start")
-def start_quiz(exercise_id: int, db: Session = Depends(get_db, scope="function"), user: User = Depends(current_user)) -> Response:
+def start_quiz(exercise_id: int, _turn: None = Depends(quiz_start_slot, scope="function"),
+               db: Session = Depends(get_db, scope="function"), user: User = Depends(current_user)) -> Response:
     attempt = Q.open_attempt(db, user, _quiz(db, user, exercise_id))
     return RedirectResponse(f"/attempts/{attempt.id}", status_code=303)
 
