@@ -682,7 +682,10 @@ def test_a_bounded_turn_goes_ahead_after_its_wait_and_the_slots_stay_counted():
             order.append(("after", slots.waiting))
         return order, slots._running
 
-    order, running = asyncio.run(scene())
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(1) as pool:  # a loop of its own (see the tests above)
+        order, running = pool.submit(asyncio.run, scene()).result()
     assert order == ["holder in", ("waiter in", True, 0), "holder out", ("after", 0)]
     assert running == 0
 
