@@ -194,8 +194,10 @@ async def answer_quizzes(client: httpx.AsyncClient, rec: Recorder, site: Site, s
         state["attempt"] = r.headers["location"]  # /attempts/N
     page = await rec.request(client, "GET question", "GET", state["attempt"], expect=(200, 303))
     if page is None:
+        state.pop("pressed_start", None)  # no first face to time for this start
         return
     if page.status_code == 303:  # every image answered: the results
+        state.pop("pressed_start", None)
         await rec.request(client, "GET results", "GET", page.headers["location"])
         del state["attempt"]
         await rec.pause(site.think.results_s)
@@ -204,6 +206,7 @@ async def answer_quizzes(client: httpx.AsyncClient, rec: Recorder, site: Site, s
     choices = re.findall(r'name="chosen" value="([^"]+)"', page.text)
     if item is None or not choices:
         rec.errors["GET question"].append("no question on the page")
+        state.pop("pressed_start", None)
         return
     image = await rec.request(client, "GET quiz image", "GET", f"{state['attempt']}/images/{item.group(1)}")
     pressed = state.pop("pressed_start", None)

@@ -606,7 +606,12 @@ def test_a_class_starting_a_quiz_at_once_waits_at_the_start_not_on_every_page(ap
 
     from phenosynth.edu.security import Slots
 
-    app.state.quiz_starts = Slots(concurrency=1, max_waiting=3, busy_with="starting other trainees' quizzes")
+    from phenosynth.edu.security import QUIZ_START_CONCURRENCY, QUIZ_START_MAX_WAIT_S
+
+    served = app.state.quiz_starts  # what the app serves with: one at a time, a bounded wait
+    assert (served.concurrency, served.max_wait_s) == (QUIZ_START_CONCURRENCY, QUIZ_START_MAX_WAIT_S) == (1, 1.0)
+    # the same turns, with room for three waiters and no bound on the wait (a loaded machine must not time them out)
+    app.state.quiz_starts = Slots(concurrency=1, max_waiting=3, busy_with=served.busy_with)
     attempt_id = start(course["trainee"], course["quiz_id"])
     real_open = Q.open_attempt
 
@@ -699,7 +704,7 @@ def test_a_503_from_the_hashing_queue_says_when_to_come_back(app):
     token = csrf(client)
 
     class Full(Slots):
-        async def _acquire(self) -> None:
+        async def _acquire(self) -> bool:
             raise SlotsBusy(7)
 
     app.state.hashing = Full(concurrency=1, max_waiting=0)

@@ -136,8 +136,9 @@ class Slots:
         return len(self._waiters)
 
     def retry_after_s(self) -> int:
-        """Seconds until the last waiter would get its turn (at least 1)."""
-        return max(1, math.ceil((len(self._waiters) + 1) * self._mean_s / self.concurrency))
+        """Seconds until the last waiter would get its turn (at least 1; at most ``max_wait_s`` when bounded)."""
+        turn = math.ceil((len(self._waiters) + 1) * self._mean_s / self.concurrency)
+        return max(1, turn if self.max_wait_s is None else min(turn, math.ceil(self.max_wait_s)))
 
     @contextlib.asynccontextmanager
     async def slot(self) -> AsyncIterator[None]:
