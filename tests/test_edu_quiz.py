@@ -604,9 +604,7 @@ def test_a_class_starting_a_quiz_at_once_waits_at_the_start_not_on_every_page(ap
     import anyio.to_thread
     import httpx
 
-    from phenosynth.edu.security import Slots
-
-    from phenosynth.edu.security import QUIZ_START_CONCURRENCY, QUIZ_START_MAX_WAIT_S
+    from phenosynth.edu.security import QUIZ_START_CONCURRENCY, QUIZ_START_MAX_WAIT_S, Slots
 
     served = app.state.quiz_starts  # what the app serves with: one at a time, a bounded wait
     assert (served.concurrency, served.max_wait_s) == (QUIZ_START_CONCURRENCY, QUIZ_START_MAX_WAIT_S) == (1, 1.0)
