@@ -115,7 +115,8 @@ def shareable_images(ws: Workspace, run: str, manifest: pd.DataFrame | None = No
                      ) -> tuple[pd.DataFrame, pd.DataFrame, dict[str, Any]]:
     """``(rows, audit frame, summary)``: the audit rows (plus the manifest's ``path`` and ``params``) of the images of
     audited ``run`` that may leave the workspace: in the manifest, not excluded, audited ``shareable`` and not held
-    back by the privacy gate; sorted by label and image_id. The one selection behind exports, decks and counselling sheets.
+    back by the privacy gate; sorted by label and image_id. The one selection behind exports, decks and counselling
+    sheets.
 
     Raises:
         PhenosynthError: the run was never audited, or its audit is stale (the workspace changed since).

@@ -27,8 +27,8 @@ def sheet_command(
     """Write a printable one-page counselling sheet for one condition: a grid of its audited, unflagged synthetic
     faces, its features in plain language, and a clear line on what the faces are: computer-generated (they belong
     to no real child) or, from a phenotype-transfer run with donor identities, computer-altered photographs of
-    volunteers who agreed to their use (no patient's). HTML (self-contained) and, with Chromium installed, PDF. Refuses real photos, unaudited or flagged
-    images, and images made from patients' photos (shape-warp).
+    volunteers who agreed to their use (no patient's). HTML (self-contained) and, with Chromium installed, PDF.
+    Refuses real photos, unaudited or flagged images, and images made from patients' photos (shape-warp).
 
     Example: [bold]phenosynth sheet -w ws --condition sim01 --annotations demo/conditions.csv[/]
     """

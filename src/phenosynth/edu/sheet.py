@@ -4,11 +4,10 @@ The sheet shows a grid of the condition's **audited, shareable synthetic faces**
 :func:`phenosynth.audit.export.shareable_images`, the same as exports), the condition's features in plain language
 (:mod:`phenosynth.edu.annotations`), and a line saying what the faces are (:func:`disclaimer`, from the facts of
 their runs: computer-generated, or computer-altered photographs of consenting donors). The images are re-encoded
-(fresh PNG pixels,
-no metadata, at most :data:`MAX_SIDE` px) and embedded in the HTML as data URIs, so the file is self-contained and
-names no workspace path or image id. It refuses real photos, images of runs never audited, images the audit
-flagged or the gate held back, and images of generators that transform the patients' own photos (``shape-warp``:
-augmentation, not synthesis; a sheet saying its faces belong to no real child cannot show them).
+(fresh PNG pixels, no metadata, at most :data:`MAX_SIDE` px) and embedded in the HTML as data URIs, so the file is
+self-contained and names no workspace path or image id. It refuses real photos, images of runs never audited, images
+the audit flagged or the gate held back, and images of generators that transform the patients' own photos
+(``shape-warp``: augmentation, not synthesis; a sheet saying its faces belong to no real child cannot show them).
 
 The PDF is Chromium's print to PDF (``chromium --headless --print-to-pdf``); without Chromium the HTML is written
 and :attr:`SheetResult.pdf_note` says why there is no PDF (print the HTML from any browser).
